@@ -1,0 +1,172 @@
+"""Ingest real recordings into a frame store: image folders, videos, BubbleML-style HDF5 simulations, .npy arrays.
+
+Rules, so that every source becomes the same (T, H, W) uint8 frames:
+- Colour (RGB/RGBA, or a colormapped rendering) becomes one channel by ITU-R BT.601 luma,
+  Y = 0.299 R + 0.587 G + 0.114 B (alpha dropped), as Pillow's "L" mode does.
+- 8-bit input is kept as is. Other integer input (e.g. 16-bit cameras) and float input are scaled linearly from the
+  sequence's own [min, max] to [0, 255]; the min and max are stored in the sequence attributes (`extra.scale`)
+  so the physical values can be recovered.
+- HDF5 simulations (BubbleML layout: one dataset per field, T x Y x X with y pointing up) are read from `--field`,
+  flipped vertically so the heater is at the bottom of the image as in a camera, then scaled as float input.
+  For `dfun` (signed distance to the interface) that puts liquid bright and vapour dark after scaling.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bubbles.errors import UserError
+from bubbles.store import ConditionValue, SequenceMeta, write_sequence
+
+IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".gif", ".mov", ".mkv"}
+HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf"}
+_LUMA = np.array([0.299, 0.587, 0.114], np.float64)
+
+
+@dataclass(frozen=True)
+class IngestRequest:
+    """One ingest: where from, which sequence name, its condition, and source-specific options."""
+
+    source: Path
+    store: Path
+    sequence: str | None = None
+    condition: dict[str, ConditionValue] = field(default_factory=dict)
+    fps: float | None = None
+    hdf5_field: str | None = None
+    flip_y: bool = True
+
+
+def natural_key(path: Path) -> list[Any]:
+    """Sort key that puts frame2 before frame10."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def to_gray_uint8(frames: np.ndarray, where: str) -> tuple[np.ndarray, dict[str, float]]:
+    """Apply the module's colour and scaling rules; returns the frames and the scale used (empty for uint8)."""
+    if frames.ndim == 4:
+        if frames.shape[-1] not in (3, 4):
+            raise UserError(f"{where}: expected 1, 3 or 4 channels last, got shape {frames.shape}")
+        frames = np.tensordot(frames[..., :3].astype(np.float64), _LUMA, axes=([-1], [0]))
+        if np.issubdtype(frames.dtype, np.floating) and frames.max(initial=0) <= 255 and frames.min(initial=0) >= 0:
+            return np.clip(np.rint(frames), 0, 255).astype(np.uint8), {}
+    if frames.ndim != 3:
+        raise UserError(f"{where}: expected frames as (T, H, W) or (T, H, W, C), got shape {frames.shape}")
+    if frames.dtype == np.uint8:
+        return frames, {}
+    if frames.dtype == np.bool_ or not (np.issubdtype(frames.dtype, np.integer) or np.issubdtype(frames.dtype, np.floating)):
+        raise UserError(f"{where}: unsupported dtype {frames.dtype} (use integer or float frames)")
+    data = frames.astype(np.float64)
+    if not np.isfinite(data).all():
+        raise UserError(f"{where}: frames contain NaN or infinite values")
+    lo, hi = float(data.min()), float(data.max())
+    scaled = (data - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(data)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8), {"min": lo, "max": hi}
+
+
+def read_image_folder(folder: Path, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, str]:
+    """All PNG/TIFF/JPEG files of a folder, in natural order, stacked as frames."""
+    import imageio.v3 as iio
+
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+    if not files:
+        raise UserError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    frames = []
+    for f in files:
+        try:
+            frames.append(iio.imread(f))
+        except Exception as exc:
+            raise UserError(f"{f}: cannot read image ({exc})") from None
+        if progress:
+            progress(1)
+    shapes = {a.shape for a in frames}
+    if len(shapes) > 1:
+        raise UserError(f"{folder}: images differ in size ({', '.join(map(str, sorted(shapes)))})")
+    return np.stack(frames), f"images:{folder.name}/{files[0].name}..{files[-1].name}"
+
+
+def read_video(path: Path, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, float | None]:
+    """Every frame of a video (through the ffmpeg that imageio-ffmpeg ships; GIF through Pillow)."""
+    import imageio.v3 as iio
+
+    try:
+        if path.suffix.lower() == ".gif":
+            frames = np.asarray(iio.imread(path, index=None, mode="RGB"))
+            fps = None
+        else:
+            import imageio.v2 as iio2
+
+            reader = iio2.get_reader(path, format="FFMPEG")
+            fps = reader.get_meta_data().get("fps")
+            collected = []
+            for frame in reader:
+                collected.append(np.asarray(frame))
+                if progress:
+                    progress(1)
+            reader.close()
+            frames = np.stack(collected)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"{path}: cannot decode video ({type(exc).__name__}: {exc})") from None
+    return frames, fps
+
+
+def read_hdf5(path: Path, field_name: str | None, flip_y: bool) -> np.ndarray:
+    """One field (T, Y, X) of a BubbleML-style simulation file."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise UserError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with f:
+        fields = sorted(k for k, v in f.items() if isinstance(v, h5py.Dataset) and v.ndim == 3)
+        if field_name is None:
+            raise UserError(f"{path}: choose a field with --field (3-D fields here: {', '.join(fields) or 'none'})")
+        if field_name not in fields:
+            raise UserError(f"{path}: no 3-D field {field_name!r} (3-D fields here: {', '.join(fields) or 'none'})")
+        data = np.asarray(f[field_name])
+    return data[:, ::-1, :].copy() if flip_y else data
+
+
+def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None) -> str:
+    """Read a source, convert it by the module's rules and append it to the store. Returns the sequence name."""
+    src = request.source
+    if not src.exists():
+        raise UserError(f"{src}: no such file or folder")
+    suffix = src.suffix.lower()
+    fps: float | None = None
+    extra: dict[str, Any] = {}
+    if src.is_dir():
+        raw, source = read_image_folder(src, progress)
+    elif suffix in VIDEO_SUFFIXES:
+        raw, fps = read_video(src, progress)
+        source = f"video:{src.name}"
+    elif suffix in HDF5_SUFFIXES:
+        raw = read_hdf5(src, request.hdf5_field, request.flip_y)
+        source = f"hdf5:{src.name}:{request.hdf5_field}"
+        extra["flip_y"] = request.flip_y
+    elif suffix == ".npy":
+        try:
+            raw = np.load(src, allow_pickle=False)
+        except Exception as exc:
+            raise UserError(f"{src}: not a readable .npy array ({exc})") from None
+        source = f"npy:{src.name}"
+    else:
+        raise UserError(f"{src}: unknown input type {suffix!r} (folder of images, video, .h5/.hdf5, or .npy)")
+    frames, scale = to_gray_uint8(np.asarray(raw), str(src))
+    if scale:
+        extra["scale"] = scale
+    if len(frames) < 2:
+        raise UserError(f"{src}: only {len(frames)} frame(s); a sequence needs at least 2")
+    name = request.sequence or re.sub(r"[^A-Za-z0-9_-]+", "_", src.stem).strip("_") or "sequence"
+    meta = SequenceMeta(source=source, fps=float(request.fps or fps or 1.0), condition=request.condition, extra=extra)
+    write_sequence(request.store, name, frames, meta)
+    return name

@@ -1,0 +1,304 @@
+"""The Zarr v3 frame-store format: create, append sequences atomically, open and validate, read pyramid levels.
+
+Layout (format version 1)::
+
+    STORE/                       root group, attrs {"bubbles_store": {"format_version": 1}}
+      <sequence>/                one group per recording or simulation
+        zarr.json                attrs: source, fps, native_size [H, W], condition {...}, condition_id,
+                                 extra {...}, multiscales [{"datasets": [{"path": "0", "size": [H, W]}, ...]}]
+        0/                       level 0: (T, H, W) uint8, the native frames
+        1/                       level 1: (T, H/2, W/2) uint8, 2x2 box-averaged from level 0 (anti-aliased)
+        ...                      down to the last level whose short side is >= MIN_LEVEL_SIZE
+
+Frames are uint8: cameras record 8-bit (or are viewed that way), a 20-frame window of 256² is 1.3 MB rather than
+2.6 MB (float16) or 5.2 MB (float32), and windows are scaled to float32 [0, 1] only when read. Chunks hold whole
+frames and `chunk_frames(H, W)` frames each (>= 8, ~64 KiB or more per chunk), compressed with blosc-zstd.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from bubbles.errors import UserError
+
+FORMAT_VERSION = 1
+ROOT_KEY = "bubbles_store"
+MIN_LEVEL_SIZE = 16
+FRAME_DTYPE = np.uint8
+_MIN_CHUNK_FRAMES = 8
+_MAX_CHUNK_FRAMES = 64
+_CHUNK_TARGET_BYTES = 64 * 1024
+
+ConditionValue = str | float | int | bool
+
+
+@dataclass(frozen=True)
+class SequenceMeta:
+    """What is known about a sequence besides its frames."""
+
+    source: str
+    fps: float = 1.0
+    condition: Mapping[str, ConditionValue] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SequenceInfo:
+    """One validated sequence of an open store."""
+
+    name: str
+    frames: int
+    native_size: tuple[int, int]
+    level_sizes: tuple[tuple[int, int], ...]
+    chunk_frames: int
+    meta: SequenceMeta
+
+    @property
+    def condition_id(self) -> str:
+        return condition_id(self.meta.condition)
+
+
+def condition_id(condition: Mapping[str, ConditionValue]) -> str:
+    """A stable short id of an initial condition: the same values give the same id on every machine."""
+    text = json.dumps({k: condition[k] for k in sorted(condition)}, sort_keys=True)
+    return "c" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def chunk_frames(height: int, width: int) -> int:
+    """Frames per chunk: whole frames, at least 8, growing for small frames so that a chunk is ~64 KiB."""
+    return int(np.clip(_CHUNK_TARGET_BYTES // max(1, height * width), _MIN_CHUNK_FRAMES, _MAX_CHUNK_FRAMES))
+
+
+def pyramid_sizes(height: int, width: int) -> list[tuple[int, int]]:
+    """Sizes of every pyramid level: halving while the short side stays >= MIN_LEVEL_SIZE."""
+    sizes = [(height, width)]
+    while min(sizes[-1]) // 2 >= MIN_LEVEL_SIZE:
+        h, w = sizes[-1]
+        sizes.append((h // 2, w // 2))
+    return sizes
+
+
+def downsample2(frames: np.ndarray) -> np.ndarray:
+    """Halve (T, H, W) frames by 2x2 box averaging (the anti-aliasing filter for a factor-2 decimation)."""
+    t, h, w = frames.shape
+    cropped = frames[:, : h // 2 * 2, : w // 2 * 2].astype(np.float32)
+    return cropped.reshape(t, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+
+
+def _to_uint8(frames: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(frames), 0, 255).astype(FRAME_DTYPE)
+
+
+def _check_name(name: str) -> None:
+    if not name or name.startswith(".") or "/" in name or name != name.strip():
+        raise UserError(f"sequence name {name!r}: use letters, digits, '-', '_' (no '/', no leading '.')")
+
+
+def _write_group(path: Path, frames: np.ndarray, meta: SequenceMeta, progress: Any = None) -> None:
+    """Write one complete sequence group (all levels) at `path`, a fresh directory."""
+    if frames.ndim != 3 or frames.dtype != FRAME_DTYPE:
+        raise UserError(f"frames must be (T, H, W) uint8, got {frames.shape} {frames.dtype}")
+    t, h, w = frames.shape
+    if min(h, w) < MIN_LEVEL_SIZE:
+        raise UserError(f"frames of {h}x{w} are smaller than the {MIN_LEVEL_SIZE}px minimum")
+    sizes = pyramid_sizes(h, w)
+    group = zarr.open_group(str(path), mode="w-", zarr_format=3)
+    group.attrs.update(
+        {
+            "source": meta.source,
+            "fps": float(meta.fps),
+            "native_size": [h, w],
+            "condition": dict(meta.condition),
+            "condition_id": condition_id(meta.condition),
+            "extra": dict(meta.extra),
+            "multiscales": [{"version": "bubbles-1", "datasets": [{"path": str(i), "size": list(s)} for i, s in enumerate(sizes)]}],
+        }
+    )
+    arrays = []
+    for i, (lh, lw) in enumerate(sizes):
+        arrays.append(
+            group.create_array(
+                str(i),
+                shape=(t, lh, lw),
+                chunks=(chunk_frames(lh, lw), lh, lw),
+                dtype=FRAME_DTYPE,
+                compressors=BloscCodec(cname="zstd", clevel=5, shuffle="noshuffle"),
+                fill_value=0,
+            )
+        )
+    # Write level by level in blocks of whole level-0 chunks so memory stays bounded by one block per level.
+    block = chunk_frames(h, w) * max(1, _MAX_CHUNK_FRAMES // chunk_frames(h, w))
+    for start in range(0, t, block):
+        level = frames[start : start + block].astype(np.float32)
+        for i, arr in enumerate(arrays):
+            if i > 0:
+                level = downsample2(level)
+            arr[start : start + len(level)] = _to_uint8(level)
+        if progress is not None:
+            progress(min(block, t - start))
+
+
+def _tmp_sibling(path: Path, tag: str) -> Path:
+    return path.parent / f".{path.name}.{tag}.tmp-{uuid.uuid4().hex[:8]}"
+
+
+def write_sequence(
+    store_path: str | Path,
+    name: str,
+    frames: np.ndarray,
+    meta: SequenceMeta,
+    progress: Any = None,
+) -> None:
+    """Add one sequence to a store, creating the store if it does not exist.
+
+    Everything is written under a temporary sibling directory and renamed into place when complete, so a
+    failure or interruption leaves the store exactly as it was.
+    """
+    _check_name(name)
+    store_path = Path(store_path)
+    if store_path.exists():
+        store = FrameStore.open(store_path)
+        if name in store.sequences:
+            raise UserError(f"{store_path}: sequence {name!r} already exists (choose another --sequence name)")
+        tmp = _tmp_sibling(store_path, name)
+        try:
+            _write_group(tmp, frames, meta, progress)
+            os.rename(tmp, store_path / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(store_path, "new")
+    try:
+        root = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
+        root.attrs[ROOT_KEY] = {"format_version": FORMAT_VERSION}
+        _write_group(tmp / name, frames, meta, progress)
+        os.rename(tmp, store_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_store(store_path: str | Path, sequences: Iterator[tuple[str, np.ndarray, SequenceMeta]]) -> None:
+    """Create a new store from several sequences at once, atomically (all or nothing)."""
+    store_path = Path(store_path)
+    if store_path.exists():
+        raise UserError(f"{store_path}: already exists (remove it or choose another path)")
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(store_path, "new")
+    try:
+        root = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
+        root.attrs[ROOT_KEY] = {"format_version": FORMAT_VERSION}
+        for name, frames, meta in sequences:
+            _check_name(name)
+            _write_group(tmp / name, frames, meta)
+        os.rename(tmp, store_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class FrameStore:
+    """A validated, read-only view of a frame store. Cheap to pickle: it reopens the Zarr group lazily."""
+
+    def __init__(self, path: Path, sequences: dict[str, SequenceInfo]) -> None:
+        self.path = path
+        self.sequences = sequences
+        self._root: zarr.Group | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "sequences": self.sequences, "_root": None}
+
+    @classmethod
+    def open(cls, path: str | Path) -> FrameStore:
+        """Open and validate a store; any problem is one UserError line naming the path."""
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"{path}: no such frame store")
+        if not (path / "zarr.json").is_file():
+            raise UserError(f"{path}: not a Zarr v3 store (no zarr.json)")
+        try:
+            root = zarr.open_group(str(path), mode="r", zarr_format=3)
+            header = root.attrs.get(ROOT_KEY)
+            members = sorted(name for name, _ in root.groups())
+        except Exception as exc:  # zarr raises many types for corrupt metadata
+            raise UserError(f"{path}: corrupt store metadata ({type(exc).__name__}: {exc})") from None
+        if not isinstance(header, dict) or "format_version" not in header:
+            raise UserError(f"{path}: not a bubbles frame store (no '{ROOT_KEY}' attribute)")
+        if header["format_version"] != FORMAT_VERSION:
+            raise UserError(
+                f"{path}: store format version {header['format_version']} is not supported (this tool reads {FORMAT_VERSION})"
+            )
+        sequences = {name: _validate_sequence(path, root, name) for name in members}
+        store = cls(path, sequences)
+        store._root = root
+        return store
+
+    @property
+    def root(self) -> zarr.Group:
+        if self._root is None:
+            self._root = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+        return self._root
+
+    def level_for(self, name: str, size: int) -> int:
+        """The smallest pyramid level whose short side is still >= size (so frames are only ever shrunk)."""
+        info = self.sequences[name]
+        fitting = [i for i, s in enumerate(info.level_sizes) if min(s) >= size]
+        if not fitting:
+            raise UserError(f"{self.path}/{name}: image size {size} is larger than the native {info.native_size}")
+        return fitting[-1]
+
+    def read(self, name: str, level: int = 0, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Frames [start, stop) of one level as a (T, H, W) uint8 array, in one Zarr read."""
+        try:
+            return np.asarray(self.root[name][str(level)][start:stop])
+        except Exception as exc:
+            raise UserError(f"{self.path}/{name}/{level}: cannot read frames ({type(exc).__name__}: {exc})") from None
+
+    def disk_bytes(self, name: str) -> int:
+        return sum(f.stat().st_size for f in (self.path / name).rglob("*") if f.is_file())
+
+
+def _validate_sequence(path: Path, root: zarr.Group, name: str) -> SequenceInfo:
+    where = f"{path}/{name}"
+    try:
+        group = root[name]
+        attrs = dict(group.attrs)
+        datasets = attrs["multiscales"][0]["datasets"]
+        native = tuple(int(v) for v in attrs["native_size"])
+        meta = SequenceMeta(
+            source=str(attrs["source"]),
+            fps=float(attrs["fps"]),
+            condition=dict(attrs["condition"]),
+            extra=dict(attrs.get("extra", {})),
+        )
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise UserError(f"{where}: missing or malformed sequence attribute ({exc})") from None
+    sizes: list[tuple[int, int]] = []
+    frames = None
+    chunk_t = 0
+    for i, ds in enumerate(datasets):
+        try:
+            arr = group[ds["path"]]
+        except Exception:
+            raise UserError(f"{where}: pyramid level {ds.get('path')!r} is missing") from None
+        if arr.ndim != 3 or arr.dtype != FRAME_DTYPE:
+            raise UserError(f"{where}/{ds['path']}: expected (T, H, W) uint8, found {arr.shape} {arr.dtype}")
+        if frames is None:
+            frames, chunk_t = arr.shape[0], arr.chunks[0]
+        if arr.shape[0] != frames or list(arr.shape[1:]) != list(ds["size"]):
+            raise UserError(f"{where}/{ds['path']}: shape {arr.shape} does not match level {i} of {frames} frames")
+        sizes.append((arr.shape[1], arr.shape[2]))
+    if not sizes or sizes[0] != native:
+        raise UserError(f"{where}: level 0 does not hold the native {native} frames")
+    return SequenceInfo(name, int(frames or 0), native, tuple(sizes), int(chunk_t), meta)

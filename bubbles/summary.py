@@ -1,0 +1,45 @@
+"""Human-readable summary of a frame store (what `cli.py inspect` prints)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bubbles.store import FrameStore
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def describe_store(path: str | Path) -> str:
+    """A table of the store's sequences, and totals with the compression ratio against raw uint8."""
+    store = FrameStore.open(path)
+    header = ["sequence", "frames", "size", "levels", "chunk", "on disk", "condition"]
+    rows = []
+    total_disk = total_raw = 0
+    for name, info in sorted(store.sequences.items()):
+        disk = store.disk_bytes(name)
+        raw = sum(info.frames * h * w for h, w in info.level_sizes)
+        total_disk += disk
+        total_raw += raw
+        cond = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.meta.condition.items())
+        rows.append([
+            name,
+            str(info.frames),
+            f"{info.native_size[0]}x{info.native_size[1]}",
+            " ".join(str(h) for h, _ in info.level_sizes),
+            f"{info.chunk_frames} fr",
+            _human(disk),
+            f"{info.condition_id} {cond}".strip(),
+        ])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines = [f"store {store.path}  ({len(rows)} sequences, format v1, uint8 frames, blosc-zstd)"]
+    for r in [header, *rows]:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
+    if total_raw:
+        lines.append(f"total {_human(total_disk)} on disk for {_human(total_raw)} raw ({total_raw / max(total_disk, 1):.1f}x)")
+    return "\n".join(lines)

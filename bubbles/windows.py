@@ -1,0 +1,261 @@
+"""Windows of frames for training: splits by initial condition, by sequence or by time, and the window dataset.
+
+A split is a set of segments (sequence, first frame, end frame); windows never cross a segment, so no frame of one
+split ever appears in a window of another. Frames come from the pyramid level that matches the image size (or the
+nearest larger level, resized once when loaded, never per sample) and are scaled to float32 [0, 1] by /255.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from bubbles.errors import UserError
+from bubbles.store import FrameStore, SequenceInfo
+
+SplitKind = Literal["condition", "sequence", "time"]
+PRELOAD_LIMIT_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """input_len frames in, output_len frames out, a new window every `stride` frames."""
+
+    input_len: int = 20
+    output_len: int = 1
+    stride: int = 1
+
+    @property
+    def length(self) -> int:
+        return self.input_len + self.output_len
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How frames are divided between train, val and test.
+
+    condition: hold out whole initial conditions; `val` / `test` name them by id (c1234abcd) or as key=value
+    filters (regime=nozzle), else `val_fraction` / `test_fraction` of the conditions are drawn with `seed`.
+    sequence: the same with sequence names. time: each sequence is cut into train | gap | val | gap | test.
+    """
+
+    kind: SplitKind = "condition"
+    val: tuple[str, ...] = ()
+    test: tuple[str, ...] = ()
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    gap: int = 0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which store, at which square image size, split how."""
+
+    store: str
+    image_size: int = 64
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+
+Segment = tuple[str, int, int]  # sequence name, first frame, end frame (exclusive)
+
+
+@dataclass(frozen=True)
+class SplitSegments:
+    train: tuple[Segment, ...]
+    val: tuple[Segment, ...]
+    test: tuple[Segment, ...]
+
+
+def _matches(info: SequenceInfo, selector: str, where: str) -> bool:
+    if "=" not in selector:
+        return selector in (info.condition_id, info.name)
+    key, _, value = selector.partition("=")
+    if key not in info.meta.condition:
+        raise UserError(f"{where}: unknown condition key {key!r} (keys: {', '.join(sorted(info.meta.condition)) or 'none'})")
+    have = info.meta.condition[key]
+    try:
+        return math.isclose(float(have), float(value))
+    except (TypeError, ValueError):
+        return str(have) == value
+
+
+def _pick_groups(groups: dict[str, list[str]], selectors: tuple[str, ...], infos: dict[str, SequenceInfo], what: str) -> set[str]:
+    chosen = set()
+    for sel in selectors:
+        hit = {g for g, names in groups.items() if any(_matches(infos[n], sel, f"split.{what}") for n in names)}
+        if not hit:
+            raise UserError(f"split.{what}: {sel!r} matches no {('condition' if '=' in sel else 'condition id or sequence')} in the store")
+        chosen |= hit
+    return chosen
+
+
+def split_segments(store: FrameStore, cfg: SplitConfig) -> SplitSegments:
+    """Divide the store's frames into train / val / test segments by the rule in `cfg` (deterministic)."""
+    infos = store.sequences
+    if not infos:
+        raise UserError(f"{store.path}: the store holds no sequences")
+    if cfg.kind == "time":
+        return _time_segments(infos, cfg)
+    groups: dict[str, list[str]] = {}
+    for name, info in sorted(infos.items()):
+        key = info.condition_id if cfg.kind == "condition" else name
+        groups.setdefault(key, []).append(name)
+    if cfg.val or cfg.test:
+        val = _pick_groups(groups, cfg.val, infos, "val")
+        test = _pick_groups(groups, cfg.test, infos, "test") - val
+    else:
+        order = sorted(groups)
+        random.Random(cfg.seed).shuffle(order)
+        n_test = max(1, round(cfg.test_fraction * len(order))) if cfg.test_fraction > 0 else 0
+        n_val = max(1, round(cfg.val_fraction * len(order))) if cfg.val_fraction > 0 else 0
+        if n_test + n_val >= len(order):
+            raise UserError(
+                f"split: {len(order)} {cfg.kind}(s) cannot give {n_val} val + {n_test} test and keep one for training"
+                + (" (use split: time, or a store with more conditions)" if cfg.kind == "condition" else "")
+            )
+        test, val = set(order[:n_test]), set(order[n_test : n_test + n_val])
+    train = set(groups) - val - test
+    if not train:
+        raise UserError(f"split: every {cfg.kind} is held out; nothing is left for training")
+
+    def segs(keys: set[str]) -> tuple[Segment, ...]:
+        return tuple((n, 0, infos[n].frames) for k in sorted(keys) for n in groups[k])
+
+    return SplitSegments(segs(train), segs(val), segs(test))
+
+
+def _time_segments(infos: dict[str, SequenceInfo], cfg: SplitConfig) -> SplitSegments:
+    train, val, test = [], [], []
+    for name, info in sorted(infos.items()):
+        t = info.frames
+        a = int(round(t * (1 - cfg.val_fraction - cfg.test_fraction)))
+        b = int(round(t * (1 - cfg.test_fraction)))
+        train.append((name, 0, a))
+        if cfg.val_fraction > 0:
+            val.append((name, min(a + cfg.gap, b), b))
+        if cfg.test_fraction > 0:
+            test.append((name, min(b + cfg.gap, t), t))
+    return SplitSegments(tuple(train), tuple(val), tuple(test))
+
+
+class FrameCache:
+    """Frames of one image size, read from the right pyramid level.
+
+    Small stores are loaded whole, once. Larger ones are read chunk by chunk into an LRU cache bounded in bytes;
+    either way a chunk is decoded (and resized, if the level does not match the size exactly) only once.
+    """
+
+    def __init__(self, store: FrameStore, image_size: int, limit_bytes: int = PRELOAD_LIMIT_BYTES) -> None:
+        self.store = store
+        self.size = image_size
+        self.levels = {name: store.level_for(name, image_size) for name in store.sequences}
+        total = sum(info.frames * image_size**2 for info in store.sequences.values())
+        self.preloaded = total <= limit_bytes
+        self.limit = limit_bytes
+        self._whole: dict[str, np.ndarray] = {}
+        self._chunks: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._bytes = 0
+
+    def _fit(self, frames: np.ndarray) -> np.ndarray:
+        if frames.shape[1:] == (self.size, self.size):
+            return frames
+        from skimage.transform import resize
+
+        out = resize(frames.astype(np.float32), (len(frames), self.size, self.size), order=1, anti_aliasing=True, preserve_range=True)
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+    def frames(self, name: str, start: int, stop: int) -> np.ndarray:
+        """(stop - start, S, S) uint8 frames of one sequence."""
+        if self.preloaded:
+            if name not in self._whole:
+                self._whole[name] = self._fit(self.store.read(name, self.levels[name]))
+            return self._whole[name][start:stop]
+        ct = self.store.sequences[name].chunk_frames
+        parts = [self._chunk(name, c) for c in range(start // ct, (stop - 1) // ct + 1)]
+        block = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        offset = start - (start // ct) * ct
+        return block[offset : offset + stop - start]
+
+    def _chunk(self, name: str, c: int) -> np.ndarray:
+        key = (name, c)
+        if key in self._chunks:
+            self._chunks.move_to_end(key)
+            return self._chunks[key]
+        ct = self.store.sequences[name].chunk_frames
+        data = self._fit(self.store.read(name, self.levels[name], c * ct, (c + 1) * ct))
+        self._chunks[key] = data
+        self._bytes += data.nbytes
+        while self._bytes > self.limit and len(self._chunks) > 1:
+            _, old = self._chunks.popitem(last=False)
+            self._bytes -= old.nbytes
+        return data
+
+
+class WindowDataset(Dataset):
+    """(input, target) windows: tensors of shape (input_len, 1, S, S) and (output_len, 1, S, S), float32 in [0, 1]."""
+
+    def __init__(self, cache: FrameCache, segments: tuple[Segment, ...], window: WindowConfig, split_name: str) -> None:
+        self.cache = cache
+        self.window = window
+        self.starts = [(name, s) for name, a, b in segments for s in range(a, b - window.length + 1, window.stride)]
+        self.conditions = {name: cache.store.sequences[name].condition_id for name, _, _ in segments}
+        if segments and not self.starts:
+            longest = max(b - a for _, a, b in segments)
+            raise UserError(
+                f"window {window.input_len}->{window.output_len} needs {window.length} frames, but the longest "
+                f"{split_name} segment has {longest}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        name, s = self.starts[i]
+        frames = self.cache.frames(name, s, s + self.window.length)
+        x = torch.from_numpy(frames.astype(np.float32) / 255.0).unsqueeze(1)
+        return x[: self.window.input_len], x[self.window.input_len :]
+
+    def condition_of(self, i: int) -> str:
+        return self.conditions[self.starts[i][0]]
+
+
+@dataclass
+class WindowSplits:
+    train: WindowDataset
+    val: WindowDataset
+    test: WindowDataset
+    segments: SplitSegments
+
+
+def validate_window(window: WindowConfig) -> None:
+    if window.input_len < 1 or window.output_len < 1 or window.stride < 1:
+        raise UserError(
+            f"window {window.input_len}->{window.output_len} stride {window.stride}: lengths and stride must be >= 1"
+        )
+
+
+def make_splits(data: DataConfig, window: WindowConfig, store: FrameStore | None = None) -> WindowSplits:
+    """Open the store, split it and build the three window datasets; every impossible request is a UserError here."""
+    validate_window(window)
+    store = store or FrameStore.open(data.store)
+    segments = split_segments(store, data.split)
+    cache = FrameCache(store, data.image_size)
+    splits = WindowSplits(
+        WindowDataset(cache, segments.train, window, "train"),
+        WindowDataset(cache, segments.val, window, "val"),
+        WindowDataset(cache, segments.test, window, "test"),
+        segments,
+    )
+    if len(splits.train) == 0:
+        raise UserError("split: the training split has no windows")
+    if len(splits.val) == 0:
+        raise UserError("split: the validation split has no windows (set val / val_fraction)")
+    return splits

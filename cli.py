@@ -1,0 +1,129 @@
+"""bubbles-study command line: resolve paths, parse configs, call study/ or bubbles/; nothing else."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bubbles.errors import UserError
+
+DEFAULT_STORE = "data/synthetic.zarr"
+
+
+class Group(click.Group):
+    """A click group that prints user errors as one line (no traceback) and exits 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="bubbles-study")
+def main() -> None:
+    """Find the best video-prediction model for bubble flows.
+
+    \b
+    Data:   synth, ingest, inspect
+    Models: train (one trial, no Ray), sweep (Ray Tune + Optuna + ASHA)
+    Honours MLFLOW_TRACKING_URI and RAY_ADDRESS.
+    """
+
+
+def _parse_conditions(pairs: tuple[str, ...]) -> dict[str, str | float | int | bool]:
+    out: dict[str, str | float | int | bool] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--condition {pair!r}: expected key=value")
+        for cast in (int, float):
+            try:
+                out[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return out
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path), default=DEFAULT_STORE)
+@click.option("--sequences", default=8, show_default=True, help="Number of sequences.")
+@click.option("--frames", default=200, show_default=True, help="Frames per sequence.")
+@click.option("--size", default=64, show_default=True, help="Frame size in pixels (square).")
+@click.option("--seed", default=0, show_default=True, help="Seed: same arguments give byte-identical frames.")
+@click.option("--conditions", type=int, default=None, help="Distinct initial conditions (default: one per sequence).")
+@click.option("--workers", default=min(2, os.cpu_count() or 1), show_default=True, help="Processes.")
+def synth(store: Path, sequences: int, frames: int, size: int, seed: int, conditions: int | None, workers: int) -> None:
+    """Generate a synthetic bubble-flow store (Lagrangian bubbles, shadowgraph rendering).
+
+    \b
+    Examples:
+      python cli.py synth data/synthetic.zarr
+      python cli.py synth data/big.zarr --sequences 16 --frames 400 --size 256 --conditions 8
+    """
+    from bubbles.synth import SynthConfig, synth_store
+
+    cfg = SynthConfig(sequences=sequences, frames=frames, size=size, seed=seed, conditions=conditions)
+    cfg.validate()
+    if store.exists():
+        raise UserError(f"{store}: already exists (remove it or choose another path)")
+    synth_store(str(store.resolve()), cfg, workers)
+    click.echo(f"wrote {sequences} sequences x {frames} frames at {size}x{size} to {store}")
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--sequence", help="Sequence name (default: from the source's file name).")
+@click.option("--condition", multiple=True, metavar="KEY=VALUE", help="Initial condition value (repeatable).")
+@click.option("--field", "hdf5_field", help="HDF5 field to read (e.g. temperature, dfun).")
+@click.option("--fps", type=float, help="Frame rate (default: from the video, else 1).")
+@click.option("--no-flip-y", is_flag=True, help="HDF5: keep row 0 at y=0 (default flips so y points up).")
+def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_field: str | None, fps: float | None, no_flip_y: bool) -> None:
+    """Add a recording to a store (created if missing), atomically.
+
+    SRC is a folder of PNG/TIFF/JPEG frames, a video (mp4/avi/gif), a BubbleML HDF5 file, or a .npy array.
+
+    \b
+    Examples:
+      python cli.py ingest recordings/run07/ data/lab.zarr --condition regime=nozzle --condition gas_flow=0.8
+      python cli.py ingest sim/Twall-100.hdf5 data/bubbleml.zarr --field dfun --condition superheat=100
+    """
+    from tqdm import tqdm
+
+    from bubbles.ingest import IngestRequest, ingest as run_ingest
+
+    request = IngestRequest(
+        source=src.resolve(), store=store.resolve(), sequence=sequence, condition=_parse_conditions(condition),
+        fps=fps, hdf5_field=hdf5_field, flip_y=not no_flip_y,
+    )
+    with tqdm(desc=f"reading {src.name}", unit="frame", disable=None) as bar:
+        name = run_ingest(request, progress=bar.update)
+    click.echo(f"added sequence {name!r} to {store}")
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path), default=DEFAULT_STORE)
+def inspect(store: Path) -> None:
+    """Show a store's sequences: frames, sizes, pyramid levels, conditions, chunking, bytes on disk.
+
+    \b
+    Example:
+      python cli.py inspect data/synthetic.zarr
+    """
+    from bubbles.summary import describe_store
+
+    click.echo(describe_store(store))
+
+
+if __name__ == "__main__":
+    main()

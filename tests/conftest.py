@@ -1,0 +1,22 @@
+"""Shared fixtures: one tiny synthetic store per test session (real Zarr on disk, 32 px frames)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from bubbles.synth import SynthConfig, synth_store  # noqa: E402
+
+TINY = SynthConfig(sequences=6, frames=48, size=32, seed=7, conditions=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 sequences x 48 frames at 32x32, 3 initial conditions (2 sequences each)."""
+    path = tmp_path_factory.mktemp("stores") / "tiny.zarr"
+    synth_store(str(path), TINY, workers=1)
+    return path
