@@ -58,7 +58,7 @@ def _parse_conditions(pairs: tuple[str, ...]) -> dict[str, str | float | int | b
 @click.argument("store", type=click.Path(path_type=Path), default=DEFAULT_STORE)
 @click.option("--sequences", default=8, show_default=True, help="Number of sequences.")
 @click.option("--frames", default=200, show_default=True, help="Frames per sequence.")
-@click.option("--size", default=64, show_default=True, help="Frame size in pixels (square).")
+@click.option("--size", default=128, show_default=True, help="Frame size in pixels (square).")
 @click.option("--seed", default=0, show_default=True, help="Seed: same arguments give byte-identical frames.")
 @click.option("--conditions", type=int, default=None, help="Distinct initial conditions (default: one per sequence).")
 @click.option("--workers", default=min(2, os.cpu_count() or 1), show_default=True, help="Processes.")
@@ -123,6 +123,51 @@ def inspect(store: Path) -> None:
     from bubbles.summary import describe_store
 
     click.echo(describe_store(store))
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a parameter (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Build the model and the split, print them, do not train.")
+@click.option("--out", type=click.Path(path_type=Path), help="Checkpoint directory (default runs/trials/<run id>).")
+@click.option("--experiment", default="bubbles-train", show_default=True, help="MLflow experiment.")
+@click.option("--resume", type=click.Path(path_type=Path), help="Continue from this checkpoint.pt.")
+def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, experiment: str, resume: Path | None) -> None:
+    """Train one configuration (no Ray) and log it as one MLflow run.
+
+    CONFIG is a YAML file of flat parameters (see README "Parameters").
+
+    \b
+    Examples:
+      python cli.py train search_spaces/trial_seed.yaml --dry-run
+      python cli.py train search_spaces/trial_seed.yaml --set image_size=64 --set epochs=2
+      MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python cli.py train my_trial.yaml
+    """
+    import yaml
+
+    from bubbles.train import describe
+    from bubbles.windows import make_splits
+    from study.config import load_trial_config
+    from study.tracking import check_tracking, tracking_uri
+
+    cfg = load_trial_config(config, sets)
+    if dry_run:
+        splits = make_splits(cfg.data, cfg.window)
+        click.echo(yaml.safe_dump(cfg.flat(), sort_keys=False).rstrip())
+        for key, value in describe(cfg, splits).items():
+            click.echo(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
+        return
+    from study.trial import run_logged_trial
+
+    uri = tracking_uri(Path.cwd())
+    check_tracking(uri)
+    out_dir = (out or Path("runs") / "trials" / f"{config.stem}-{os.getpid()}").resolve()
+    result, run_id = run_logged_trial(cfg, out_dir, uri, experiment, resume.resolve() if resume else None)
+    if result.evaluation is not None:
+        click.echo(result.evaluation.lead_table())
+    click.echo(f"status {result.status}; MLflow run {run_id} in {uri}; checkpoints in {out_dir}")
+    if result.status != "completed":
+        sys.exit(2)
 
 
 if __name__ == "__main__":

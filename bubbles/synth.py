@@ -375,7 +375,7 @@ class SynthConfig:
 
     sequences: int = 8
     frames: int = 200
-    size: int = 64
+    size: int = 128
     seed: int = 0
     conditions: int | None = None  # None: one condition per sequence
     fps: float = 30.0

@@ -1,0 +1,208 @@
+"""The trial config: the user's flat parameter names, validated once, turned into typed nested sections.
+
+The same flat names are used in trial YAML files, in `--set key=value` and in search spaces. Each one is documented
+in PARAMETERS (name -> (default, help)); `trial_config(params, where)` checks names, types and ranges and returns a
+frozen TrialConfig whose sections go down to the code that needs them (data, window, model, train).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, get_args
+
+from bubbles.errors import UserError
+from bubbles.models.convlstm import ConvLSTMConfig, Mode, Peephole
+from bubbles.models.registry import MODELS
+from bubbles.train_config import AMP, Device, Loss, TrainConfig
+from bubbles.windows import DataConfig, SplitConfig, SplitKind, WindowConfig
+
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "store": ("data/synthetic.zarr", "frame store path"),
+    "split": ("condition", "split rule: condition | sequence | time"),
+    "val": ([], "held-out validation conditions (ids or key=value) or sequence names; empty: drawn by val_fraction"),
+    "test": ([], "held-out test conditions or sequences; empty: drawn by test_fraction"),
+    "val_fraction": (0.25, "fraction of conditions / sequences / frames for validation"),
+    "test_fraction": (0.0, "fraction for test"),
+    "split_gap": (0, "time split: frames dropped between parts"),
+    "split_seed": (0, "seed of the drawn split"),
+    "image_size": (64, "square frame size in pixels (read from the matching pyramid level)"),
+    "window": (None, "shortcut 'N->M' for input_len and output_len, e.g. '20->1', '20->20', '5->5'"),
+    "input_len": (20, "context frames"),
+    "output_len": (1, "predicted frames (lead times 1..M)"),
+    "stride": (1, "frames between window starts"),
+    "model": ("convlstm", "model family (registry name)"),
+    "layers": (3, "ConvLSTM layers"),
+    "hidden": (64, "kernels per layer: one value or a list per layer"),
+    "kernel": (3, "gate convolution kernel size (odd)"),
+    "peephole": ("frame", "peephole weights: frame (hidden x H x W, the seed) | channel | none"),
+    "mode": ("auto", "seq2one | seq2seq | auto (seq2one when output_len is 1)"),
+    "teacher_forcing": (0.0, "seq2seq: start probability of feeding the true frame, decays linearly to 0"),
+    "epochs": (10, "training epochs"),
+    "lr": (1e-3, "Adam learning rate"),
+    "weight_decay": (0.0, "Adam weight decay"),
+    "batch_size": (4, "windows per batch"),
+    "loss": ("mse_sum", "mse_sum (the seed) | mse_mean | l1 | mse+ssim"),
+    "grad_clip": (0.0, "max gradient norm; 0 = off"),
+    "seed": (0, "seed of initialisation, shuffling and sampling"),
+    "device": ("auto", "auto | cpu | cuda"),
+    "amp": ("auto", "auto (bf16, else fp16, on CUDA) | off"),
+    "max_train_windows": (0, "train on at most this many windows per epoch (evenly spaced); 0 = all"),
+    "max_val_windows": (0, "evaluate on at most this many windows; 0 = all"),
+    "workers": (0, "DataLoader worker processes"),
+    "collapse_stop_epoch": (0, "stop a trial found collapsed at or after this epoch; 0 = never"),
+}
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial needs, in sections."""
+
+    data: DataConfig
+    window: WindowConfig
+    model_name: str
+    model: ConvLSTMConfig
+    train: TrainConfig
+
+    def flat(self) -> dict[str, Any]:
+        """The flat parameter names and values (what MLflow logs as params)."""
+        s = self.data.split
+        return {
+            "store": self.data.store, "split": s.kind, "val": list(s.val), "test": list(s.test),
+            "val_fraction": s.val_fraction, "test_fraction": s.test_fraction, "split_gap": s.gap,
+            "split_seed": s.seed, "image_size": self.data.image_size, "input_len": self.window.input_len,
+            "output_len": self.window.output_len, "stride": self.window.stride, "model": self.model_name,
+            "layers": self.model.layers, "hidden": list(self.model.widths()), "kernel": self.model.kernel,
+            "peephole": self.model.peephole, "mode": self.model.mode, **asdict(self.train),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.flat(), sort_keys=True)
+
+
+def _fail(where: str, key: str, problem: str) -> UserError:
+    return UserError(f"{where}: {key}: {problem}")
+
+
+def _int(where: str, key: str, value: Any, low: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise _fail(where, key, f"expected an integer, got {value!r}")
+    if low is not None and value < low:
+        raise _fail(where, key, f"must be >= {low}, got {value}")
+    return value
+
+
+def _float(where: str, key: str, value: Any, low: float = 0.0, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(where, key, f"expected a number, got {value!r}")
+    if value < low or (high is not None and value > high):
+        raise _fail(where, key, f"must be in [{low}, {high if high is not None else 'inf'}], got {value}")
+    return float(value)
+
+
+def _choice(where: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise _fail(where, key, f"expected one of {', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
+def _strings(where: str, key: str, value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, (str, int, float)) for v in items):
+        raise _fail(where, key, f"expected a list of names, got {value!r}")
+    return tuple(str(v) for v in items)
+
+
+def parse_window(where: str, text: Any) -> tuple[int, int]:
+    """'20->1' -> (20, 1)."""
+    parts = str(text).replace(" ", "").split("->")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise _fail(where, "window", f"expected 'N->M' like '20->1', got {text!r}")
+    n, m = int(parts[0]), int(parts[1])
+    if n < 1 or m < 1:
+        raise _fail(where, "window", f"lengths must be >= 1, got {text!r}")
+    return n, m
+
+
+def check_names(where: str, params: Mapping[str, Any]) -> None:
+    """Unknown parameter names are errors, with the nearest known name as a hint."""
+    for key in params:
+        if key not in PARAMETERS:
+            near = difflib.get_close_matches(str(key), PARAMETERS, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise _fail(where, str(key), f"unknown parameter{hint}")
+
+
+def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfig:
+    """Validate flat parameters (missing ones take PARAMETERS defaults) into a TrialConfig."""
+    check_names(where, params)
+    p = {k: v for k, (v, _) in PARAMETERS.items()} | dict(params)
+    input_len, output_len = (_int(where, "input_len", p["input_len"], 1), _int(where, "output_len", p["output_len"], 1))
+    if p["window"] is not None:
+        input_len, output_len = parse_window(where, p["window"])
+    mode = _choice(where, "mode", p["mode"], ("auto", *get_args(Mode)))
+    if mode == "auto":
+        mode = "seq2one" if output_len == 1 else "seq2seq"
+    if mode == "seq2one" and output_len != 1:
+        raise _fail(where, "mode", f"seq2one predicts one frame but output_len is {output_len} (use seq2seq)")
+    hidden_raw = p["hidden"] if isinstance(p["hidden"], (list, tuple)) else [p["hidden"]]
+    hidden = tuple(_int(where, "hidden", h, 1) for h in hidden_raw)
+    layers = _int(where, "layers", p["layers"], 1)
+    if len(hidden) not in (1, layers):
+        raise _fail(where, "hidden", f"give one width or {layers} (one per layer), got {len(hidden)}")
+    kernel = _int(where, "kernel", p["kernel"], 1)
+    if kernel % 2 == 0:
+        raise _fail(where, "kernel", f"must be odd (same padding), got {kernel}")
+    size = _int(where, "image_size", p["image_size"], 16)
+    model_name = _choice(where, "model", p["model"], tuple(sorted(MODELS)))
+    if not isinstance(p["store"], str) or not p["store"]:
+        raise _fail(where, "store", f"expected a path, got {p['store']!r}")
+    split = SplitConfig(
+        kind=_choice(where, "split", p["split"], get_args(SplitKind)),  # type: ignore[arg-type]
+        val=_strings(where, "val", p["val"]),
+        test=_strings(where, "test", p["test"]),
+        val_fraction=_float(where, "val_fraction", p["val_fraction"], 0.0, 0.9),
+        test_fraction=_float(where, "test_fraction", p["test_fraction"], 0.0, 0.9),
+        gap=_int(where, "split_gap", p["split_gap"], 0),
+        seed=_int(where, "split_seed", p["split_seed"]),
+    )
+    train = TrainConfig(
+        epochs=_int(where, "epochs", p["epochs"], 1),
+        lr=_float(where, "lr", p["lr"], 1e-12, 10.0),
+        weight_decay=_float(where, "weight_decay", p["weight_decay"]),
+        batch_size=_int(where, "batch_size", p["batch_size"], 1),
+        loss=_choice(where, "loss", p["loss"], get_args(Loss)),  # type: ignore[arg-type]
+        grad_clip=_float(where, "grad_clip", p["grad_clip"]),
+        seed=_int(where, "seed", p["seed"]),
+        teacher_forcing=_float(where, "teacher_forcing", p["teacher_forcing"], 0.0, 1.0),
+        device=_choice(where, "device", p["device"], get_args(Device)),  # type: ignore[arg-type]
+        amp=_choice(where, "amp", p["amp"], get_args(AMP)),  # type: ignore[arg-type]
+        max_train_windows=_int(where, "max_train_windows", p["max_train_windows"], 0),
+        max_val_windows=_int(where, "max_val_windows", p["max_val_windows"], 0),
+        workers=_int(where, "workers", p["workers"], 0),
+        collapse_stop_epoch=_int(where, "collapse_stop_epoch", p["collapse_stop_epoch"], 0),
+    )
+    return TrialConfig(
+        data=DataConfig(store=p["store"], image_size=size, split=split),
+        window=WindowConfig(input_len, output_len, _int(where, "stride", p["stride"], 1)),
+        model_name=model_name,
+        model=ConvLSTMConfig(
+            layers=layers, hidden=hidden, kernel=kernel,
+            peephole=_choice(where, "peephole", p["peephole"], get_args(Peephole)),  # type: ignore[arg-type]
+            mode=mode,  # type: ignore[arg-type]
+            frame_size=(size, size),
+        ),
+        train=train,
+    )
+
+
+def from_json(text: str) -> TrialConfig:
+    """Inverse of TrialConfig.to_json (used by checkpoints and exports)."""
+    params = json.loads(text)
+    params.pop("window", None)
+    return trial_config(params, "saved config")

@@ -1,0 +1,184 @@
+"""Honest evaluation of a model on a window dataset: per-lead metrics, two baselines, skill, per condition, collapse."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from bubbles import metrics
+from bubbles.windows import WindowDataset
+
+
+@dataclass(frozen=True)
+class LeadMetrics:
+    """Mean over windows of each metric, one value per lead time 1..M."""
+
+    ssim: tuple[float, ...]
+    psnr: tuple[float, ...]
+    mse: tuple[float, ...]
+    mae: tuple[float, ...]
+
+    def mean(self, name: str) -> float:
+        return float(np.mean(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything `evaluate` measured. per_condition maps a condition id to its mean metrics over its windows."""
+
+    windows: int
+    model: LeadMetrics
+    persistence: LeadMetrics
+    median: LeadMetrics
+    skill_persistence: tuple[float, ...]
+    skill_median: tuple[float, ...]
+    per_condition: dict[str, dict[str, float]]
+    collapse_score: float
+    collapsed: bool
+    vmaf: tuple[float, ...] | None = None
+    vmaf_note: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def lead_table(self) -> str:
+        """The per-lead table a researcher keeps by hand (markdown)."""
+        head = "| lead | SSIM | PSNR dB | MSE | SSIM persist. | PSNR persist. | SSIM median | skill vs persist. | skill vs median |"
+        lines = [head, "|" + "---|" * 9]
+        for k in range(len(self.model.ssim)):
+            lines.append(
+                f"| {k + 1} | {self.model.ssim[k]:.3f} | {self.model.psnr[k]:.2f} | {self.model.mse[k]:.5f} | "
+                f"{self.persistence.ssim[k]:.3f} | {self.persistence.psnr[k]:.2f} | {self.median.ssim[k]:.3f} | "
+                f"{self.skill_persistence[k]:+.3f} | {self.skill_median[k]:+.3f} |"
+            )
+        return "\n".join(lines)
+
+    def condition_table(self) -> str:
+        """Per held-out condition (CSV)."""
+        cols = ["windows", "ssim", "psnr", "mse", "persistence_ssim", "persistence_mse", "skill_persistence"]
+        lines = ["condition," + ",".join(cols)]
+        for cid, row in sorted(self.per_condition.items()):
+            lines.append(cid + "," + ",".join(f"{row[c]:.6g}" for c in cols))
+        return "\n".join(lines) + "\n"
+
+
+def subset(n: int, limit: int) -> list[int]:
+    """At most `limit` indices spread evenly over range(n) (all of them when limit is 0)."""
+    if limit <= 0 or limit >= n:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist()))
+
+
+class _Frames:
+    """Per-frame metric values, gathered as (windows, leads) arrays."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[np.ndarray]] = {"ssim": [], "psnr": [], "mse": [], "mae": []}
+
+    def add(self, pred: np.ndarray, target: np.ndarray) -> None:
+        n, m = pred.shape[:2]
+        p, t = pred.reshape(n * m, *pred.shape[2:]), target.reshape(n * m, *target.shape[2:])
+        mse = metrics.mse_frames(p, t)
+        self.values["mse"].append(mse.reshape(n, m))
+        self.values["psnr"].append(metrics.psnr_from_mse(mse).reshape(n, m))
+        self.values["mae"].append(metrics.mae_frames(p, t).reshape(n, m))
+        self.values["ssim"].append(metrics.ssim_frames(p, t).reshape(n, m))
+
+    def array(self, name: str) -> np.ndarray:
+        return np.concatenate(self.values[name])
+
+    def leads(self) -> LeadMetrics:
+        return LeadMetrics(*(tuple(float(v) for v in self.array(k).mean(axis=0)) for k in ("ssim", "psnr", "mse", "mae")))
+
+
+@torch.no_grad()
+def predict_batches(model: nn.Module, dataset: WindowDataset, indices: list[int], device: torch.device, batch_size: int):  # type: ignore[no-untyped-def]
+    """Yield (index list, inputs, targets, predictions) as numpy (N, T, H, W) arrays, single channel."""
+    model.eval()
+    horizon = dataset.window.output_len
+    for start in range(0, len(indices), batch_size):
+        idx = indices[start : start + batch_size]
+        xs, ys = zip(*(dataset[i] for i in idx))
+        x = torch.stack(xs).to(device)
+        pred = model(x, future=horizon).float()
+        yield idx, x[:, :, 0].cpu().numpy(), torch.stack(ys)[:, :, 0].numpy(), pred[:, :, 0].cpu().numpy()
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: WindowDataset,
+    device: torch.device,
+    batch_size: int = 8,
+    max_windows: int = 0,
+) -> Evaluation:
+    """Metrics of the model and of persistence and context-median baselines on the same windows."""
+    indices = subset(len(dataset), max_windows)
+    horizon = dataset.window.output_len
+    frames = {"model": _Frames(), "persistence": _Frames(), "median": _Frames()}
+    collapse = metrics.CollapseMeter()
+    conditions: list[str] = []
+    for idx, x, y, pred in predict_batches(model, dataset, indices, device, batch_size):
+        frames["model"].add(pred, y)
+        frames["persistence"].add(metrics.persistence(x, horizon), y)
+        frames["median"].add(metrics.context_median(x, horizon), y)
+        collapse.update(pred, y)
+        conditions.extend(dataset.condition_of(i) for i in idx)
+    model_leads, pers_leads, med_leads = (frames[k].leads() for k in ("model", "persistence", "median"))
+    per_condition = {}
+    cond_arr = np.array(conditions)
+    for cid in sorted(set(conditions)):
+        rows = cond_arr == cid
+        m_mse = frames["model"].array("mse")[rows].mean()
+        p_mse = frames["persistence"].array("mse")[rows].mean()
+        per_condition[cid] = {
+            "windows": float(rows.sum()),
+            "ssim": float(frames["model"].array("ssim")[rows].mean()),
+            "psnr": float(frames["model"].array("psnr")[rows].mean()),
+            "mse": float(m_mse),
+            "persistence_ssim": float(frames["persistence"].array("ssim")[rows].mean()),
+            "persistence_mse": float(p_mse),
+            "skill_persistence": float(metrics.skill(m_mse, p_mse)),
+        }
+    score = collapse.score()
+    return Evaluation(
+        windows=len(indices),
+        model=model_leads,
+        persistence=pers_leads,
+        median=med_leads,
+        skill_persistence=tuple(float(v) for v in metrics.skill(np.array(model_leads.mse), np.array(pers_leads.mse))),
+        skill_median=tuple(float(v) for v in metrics.skill(np.array(model_leads.mse), np.array(med_leads.mse))),
+        per_condition=per_condition,
+        collapse_score=float(score),
+        collapsed=bool(score < metrics.COLLAPSE_THRESHOLD),
+    )
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The per-epoch numbers: mean over windows and leads, MSE per pixel (comparable across sizes and windows)."""
+
+    mse: float
+    ssim: float
+    psnr: float
+    collapse_score: float
+    collapsed: bool
+    ssim_per_lead: tuple[float, ...]
+
+
+def validate(model: nn.Module, dataset: WindowDataset, device: torch.device, batch_size: int, max_windows: int = 0) -> Validation:
+    """The model's own metrics only (no baselines): what is computed after every epoch."""
+    frames = _Frames()
+    collapse = metrics.CollapseMeter()
+    for _, _, y, pred in predict_batches(model, dataset, subset(len(dataset), max_windows), device, batch_size):
+        frames.add(pred, y)
+        collapse.update(pred, y)
+    leads = frames.leads()
+    score = collapse.score()
+    return Validation(
+        mse=leads.mean("mse"), ssim=leads.mean("ssim"), psnr=leads.mean("psnr"),
+        collapse_score=float(score), collapsed=bool(score < metrics.COLLAPSE_THRESHOLD), ssim_per_lead=leads.ssim,
+    )

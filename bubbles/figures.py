@@ -1,0 +1,61 @@
+"""Pictures: prediction strips (rows input / target / output / |error|), as the user's own figures show them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+MAX_COLUMNS = 10
+LABEL_WIDTH = 56
+
+
+def _tile(frames: np.ndarray, columns: int, scale: int) -> np.ndarray:
+    """One row of up to `columns` frames (float [0, 1]), scaled up by `scale`, padded with white."""
+    h, w = frames.shape[1:]
+    row = np.ones((h * scale, columns * (w * scale + 2)), np.float32)
+    for k, f in enumerate(frames[:columns]):
+        big = np.kron(f, np.ones((scale, scale), np.float32))
+        row[:, k * (w * scale + 2) : k * (w * scale + 2) + w * scale] = big
+    return row
+
+
+def prediction_strip(inputs: np.ndarray, target: np.ndarray, output: np.ndarray) -> Image.Image:
+    """inputs (T, H, W), target and output (M, H, W), floats in [0, 1] -> a labelled grayscale image.
+
+    The input row shows the last frames of the context; the others show lead times 1.. (at most 10 columns).
+    |error| is scaled so that 0.5 is black (errors are rarely larger).
+    """
+    size = inputs.shape[-1]
+    scale = max(1, 96 // size)
+    columns = min(MAX_COLUMNS, max(len(target), min(len(inputs), MAX_COLUMNS)))
+    rows = [
+        ("input", inputs[-columns:]),
+        ("target", target),
+        ("output", output),
+        ("|error|", 1.0 - np.clip(np.abs(output - target) * 2, 0, 1)),
+    ]
+    tiles = [_tile(frames, columns, scale) for _, frames in rows]
+    gap = 4
+    height = sum(t.shape[0] for t in tiles) + gap * (len(tiles) - 1)
+    canvas = np.ones((height, LABEL_WIDTH + tiles[0].shape[1]), np.float32)
+    y = 0
+    for tile in tiles:
+        canvas[y : y + tile.shape[0], LABEL_WIDTH:] = tile
+        y += tile.shape[0] + gap
+    image = Image.fromarray(np.clip(np.rint(canvas * 255), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    y = 0
+    for (label, _), tile in zip(rows, tiles):
+        draw.text((4, y + tile.shape[0] // 2 - 6), label, fill=0)
+        y += tile.shape[0] + gap
+    return image
+
+
+def save_strip(path: Path, inputs: np.ndarray, target: np.ndarray, output: np.ndarray) -> Path:
+    """Write a prediction strip PNG (atomically) and return its path."""
+    tmp = path.with_suffix(".tmp.png")
+    prediction_strip(inputs, target, output).save(tmp)
+    tmp.replace(path)
+    return path

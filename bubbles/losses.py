@@ -1,0 +1,34 @@
+"""Differentiable SSIM for the `mse+ssim` loss, with the same convention as the metric (Gaussian sigma 1.5)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_C1, _C2 = 0.01**2, 0.03**2  # K1, K2 of Wang et al. with data_range 1
+
+
+def _gaussian(sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    radius = int(3.5 * sigma + 0.5)  # scikit-image's truncation for gaussian_weights=True
+    x = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim_torch(pred: torch.Tensor, target: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
+    """Mean SSIM of (N, C, H, W) images in [0, 1], valid region only (as scikit-image crops its border)."""
+    g = _gaussian(sigma, pred.device, pred.dtype)
+    c = pred.shape[1]
+    wx = g.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+    wy = g.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(t, wx, groups=c), wy, groups=c)
+
+    mu_p, mu_t = blur(pred), blur(target)
+    var_p = blur(pred * pred) - mu_p**2
+    var_t = blur(target * target) - mu_t**2
+    cov = blur(pred * target) - mu_p * mu_t
+    num = (2 * mu_p * mu_t + _C1) * (2 * cov + _C2)
+    den = (mu_p**2 + mu_t**2 + _C1) * (var_p + var_t + _C2)
+    return (num / den).mean()

@@ -1,0 +1,91 @@
+"""Pure numpy metrics per predicted frame, the two baselines, skill scores and the collapse score.
+
+Conventions (stated once, used everywhere): frames are float in [0, 1]; SSIM is scikit-image's
+`structural_similarity` with data_range=1 and the Wang et al. (2004) setting — Gaussian weights, sigma 1.5,
+population covariance; PSNR uses data_range=1 with MSE floored at 1e-10 (so identical frames score 100 dB, not inf);
+MSE and MAE are per pixel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.metrics import structural_similarity
+
+PSNR_MSE_FLOOR = 1e-10
+COLLAPSE_THRESHOLD = 0.3
+
+
+def ssim_frames(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """SSIM of each frame pair: (N, H, W) x 2 -> (N,)."""
+    return np.array(
+        [
+            structural_similarity(p, t, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+            for p, t in zip(pred.astype(np.float64), target.astype(np.float64))
+        ]
+    )
+
+
+def mse_frames(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    diff = pred.astype(np.float64) - target.astype(np.float64)
+    return (diff**2).reshape(len(diff), -1).mean(axis=1)
+
+
+def mae_frames(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    diff = pred.astype(np.float64) - target.astype(np.float64)
+    return np.abs(diff).reshape(len(diff), -1).mean(axis=1)
+
+
+def psnr_from_mse(mse: np.ndarray) -> np.ndarray:
+    """PSNR in dB for data_range 1, per frame."""
+    return 10.0 * np.log10(1.0 / np.maximum(mse, PSNR_MSE_FLOOR))
+
+
+def persistence(inputs: np.ndarray, horizon: int) -> np.ndarray:
+    """Repeat the last input frame: (N, T, H, W) -> (N, horizon, H, W)."""
+    return np.repeat(inputs[:, -1:], horizon, axis=1)
+
+
+def context_median(inputs: np.ndarray, horizon: int) -> np.ndarray:
+    """The per-pixel median of the context frames, for every lead: a blurry background guess."""
+    return np.repeat(np.median(inputs, axis=1, keepdims=True), horizon, axis=1)
+
+
+def skill(mse_model: np.ndarray, mse_baseline: np.ndarray) -> np.ndarray:
+    """1 - MSE_model / MSE_baseline: 1 is perfect, 0 is no better than the baseline, < 0 is worse."""
+    return 1.0 - np.asarray(mse_model) / np.maximum(np.asarray(mse_baseline), PSNR_MSE_FLOOR)
+
+
+class CollapseMeter:
+    """Does the model still react to its input? Compares how much predictions vary across windows with how much
+    the targets do, per pixel and lead time.
+
+    score = mean_pixels(std over windows of prediction) / mean_pixels(std over windows of target).
+    A model that has collapsed to one static picture (the plate and nozzle right, the bubbles gone) outputs nearly
+    the same frame for every window: score -> 0. A good model, like persistence, scores near 1. `collapsed` is
+    score < COLLAPSE_THRESHOLD (0.3).
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sums: dict[str, np.ndarray] = {}
+
+    def update(self, pred: np.ndarray, target: np.ndarray) -> None:
+        """pred, target: (N, M, H, W) batches."""
+        for key, arr in (("p", pred), ("t", target)):
+            a = arr.astype(np.float64)
+            for suffix, val in (("1", a.sum(axis=0)), ("2", (a**2).sum(axis=0))):
+                k = key + suffix
+                self.sums[k] = self.sums.get(k, 0.0) + val
+        self.n += len(pred)
+
+    def score(self) -> float:
+        if self.n < 2:
+            return float("nan")
+
+        def std(key: str) -> float:
+            mean = self.sums[key + "1"] / self.n
+            var = np.maximum(self.sums[key + "2"] / self.n - mean**2, 0.0)
+            return float(np.sqrt(var).mean())
+
+        target_std = std("t")
+        return std("p") / target_std if target_std > 0 else float("nan")

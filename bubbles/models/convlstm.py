@@ -1,0 +1,148 @@
+"""The ConvLSTM of the user's research log: peephole ConvLSTM cells, BatchNorm3d between layers, a 3x3 output conv.
+
+Tensor layout everywhere: (B, T, C, H, W). The cell's gate convolution is one Conv2d over [x, h] (the seed's
+parameters, 10,178,497 for 3 x 64 kernels of 3x3 with frame peepholes at 128x128); for speed its weight is applied in
+two parts, the input part to all T frames in one batched call outside the time loop (as cuDNN LSTMs do for their
+input projections) and the hidden part inside it. Both give the same sums as the single conv.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Peephole = Literal["frame", "channel", "none"]
+Mode = Literal["seq2one", "seq2seq"]
+State = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ConvLSTMConfig:
+    """Architecture. hidden: one width for every layer, or one per layer. peephole: Hadamard weights W_ci, W_cf,
+    W_co of shape (hidden, H, W) ("frame", the seed, bound to the frame size), (hidden, 1, 1) ("channel",
+    size-free) or none. mode: seq2one (N -> next frame) or seq2seq (encoder-forecaster rolling out M frames)."""
+
+    layers: int = 3
+    hidden: tuple[int, ...] = (64,)
+    kernel: int = 3
+    peephole: Peephole = "frame"
+    mode: Mode = "seq2one"
+    channels: int = 1
+    frame_size: tuple[int, int] = (128, 128)
+
+    def widths(self) -> tuple[int, ...]:
+        return self.hidden * self.layers if len(self.hidden) == 1 else self.hidden
+
+
+class ConvLSTMCell(nn.Module):
+    """One ConvLSTM layer: gates from a kxk conv over [x, h]; i and f peep at c_{t-1}, o at c_t."""
+
+    def __init__(self, in_channels: int, hidden: int, kernel: int, peephole: Peephole, frame_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.in_channels, self.hidden = in_channels, hidden
+        self.conv = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel, padding=kernel // 2)
+        shape = {"frame": (hidden, *frame_size), "channel": (hidden, 1, 1)}.get(peephole)
+        if shape is None:
+            self.w_ci = self.w_cf = self.w_co = None
+        else:
+            # Zeros, not torch.empty: the public implementation left these uninitialised (garbage, sometimes NaN).
+            self.w_ci = nn.Parameter(torch.zeros(shape))
+            self.w_cf = nn.Parameter(torch.zeros(shape))
+            self.w_co = nn.Parameter(torch.zeros(shape))
+
+    def project_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Input part of the gate conv for all frames at once: (B, T, C, H, W) -> (B, T, 4*hidden, H, W)."""
+        b, t = x.shape[:2]
+        w_x = self.conv.weight[:, : self.in_channels]
+        out = F.conv2d(x.reshape(b * t, *x.shape[2:]), w_x, self.conv.bias, padding=self.conv.padding)
+        return out.reshape(b, t, *out.shape[1:])
+
+    def step(self, gates_x: torch.Tensor, state: State | None) -> State:
+        """One time step from the projected input (B, 4*hidden, H, W) and the previous (h, c)."""
+        if state is None:
+            gates, c_prev = gates_x, torch.zeros_like(gates_x[:, : self.hidden])
+        else:
+            h_prev, c_prev = state
+            w_h = self.conv.weight[:, self.in_channels :]
+            gates = gates_x + F.conv2d(h_prev, w_h, padding=self.conv.padding)
+        i, f, g, o = gates.chunk(4, dim=1)
+        if self.w_ci is not None:
+            i = i + self.w_ci * c_prev
+            f = f + self.w_cf * c_prev
+        c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
+        if self.w_co is not None:
+            o = o + self.w_co * c
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Run over a sequence (B, T, C, H, W); returns every h (B, T, hidden, H, W) and the last state."""
+        gates_x = self.project_inputs(x)
+        hs = []
+        for t in range(x.shape[1]):
+            state = self.step(gates_x[:, t], state)
+            hs.append(state[0])
+        assert state is not None
+        return torch.stack(hs, dim=1), state
+
+
+def _batchnorm(norm: nn.BatchNorm3d, seq: torch.Tensor) -> torch.Tensor:
+    """BatchNorm3d over (B, T, C, H, W): statistics per channel over batch, time and space."""
+    return norm(seq.transpose(1, 2)).transpose(1, 2)
+
+
+class ConvLSTM(nn.Module):
+    """Stacked ConvLSTM layers, each followed by BatchNorm3d, and a 3x3 conv + sigmoid to frames in [0, 1]."""
+
+    def __init__(self, cfg: ConvLSTMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        widths = cfg.widths()
+        ins = (cfg.channels, *widths[:-1])
+        self.cells = nn.ModuleList(ConvLSTMCell(i, h, cfg.kernel, cfg.peephole, cfg.frame_size) for i, h in zip(ins, widths))
+        self.norms = nn.ModuleList(nn.BatchNorm3d(h) for h in widths)
+        self.head = nn.Conv2d(widths[-1], cfg.channels, 3, padding=1)
+
+    def _frame(self, top: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.head(top))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        future: int = 1,
+        target: torch.Tensor | None = None,
+        teacher_forcing: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Predict `future` frames after the input x (B, T, C, H, W); returns (B, future, C, H, W) in [0, 1].
+
+        seq2one predicts the next frame from the last top-layer state (future must be 1). seq2seq keeps the layer
+        states after encoding and rolls out: each predicted frame is the next input, or, with probability
+        `teacher_forcing` per step (scheduled sampling, training only), the true frame from `target`.
+        """
+        seq = x
+        states: list[State] = []
+        for cell, norm in zip(self.cells, self.norms):
+            seq, state = cell(seq)
+            seq = _batchnorm(norm, seq)
+            states.append(state)
+        outputs = [self._frame(seq[:, -1])]
+        if self.cfg.mode == "seq2one":
+            if future != 1:
+                raise ValueError("seq2one predicts exactly one frame; use mode seq2seq for longer horizons")
+            return outputs[0].unsqueeze(1)
+        for k in range(1, future):
+            inp = outputs[-1]
+            if target is not None and teacher_forcing > 0:
+                use_truth = torch.rand((), generator=generator).item() < teacher_forcing
+                inp = target[:, k - 1] if use_truth else inp
+            for layer, (cell, norm) in enumerate(zip(self.cells, self.norms)):
+                gates_x = cell.project_inputs(inp.unsqueeze(1))[:, 0]
+                states[layer] = cell.step(gates_x, states[layer])
+                inp = _batchnorm(norm, states[layer][0].unsqueeze(1))[:, 0]
+            outputs.append(self._frame(inp))
+        return torch.stack(outputs, dim=1)

@@ -1,0 +1,261 @@
+"""One trial: train a model on windows, validate every epoch, checkpoint, and evaluate at the end. No Ray here.
+
+`train(cfg, out_dir, report=...)` is what `cli.py train` runs directly and what the Ray trainable wraps. Shuffling
+and scheduled sampling draw from generators seeded by (seed, epoch), and every epoch's checkpoint holds the model,
+optimiser, scaler, epoch and RNG state, so a run resumed from a checkpoint matches an uninterrupted one exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from bubbles.config import TrialConfig
+from bubbles.errors import UserError
+from bubbles.evaluate import Evaluation, Validation, evaluate, predict_batches, subset, validate
+from bubbles.figures import save_strip
+from bubbles.losses import ssim_torch
+from bubbles.models import build_model, parameter_count
+from bubbles.train_config import TrainConfig
+from bubbles.windows import WindowSplits, make_splits
+
+Status = Literal["completed", "collapsed", "nan"]
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+STRIP_WINDOWS = 3
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What is reported after every epoch (epoch counts from 1). val_mse is per pixel."""
+
+    epoch: int
+    train_loss: float
+    val_mse: float
+    val_ssim: float
+    val_psnr: float
+    collapse_score: float
+    collapsed: bool
+    seconds: float
+    samples_per_s: float
+
+    def metrics(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
+
+
+@dataclass
+class TrialResult:
+    status: Status
+    parameters: int
+    history: list[EpochResult]
+    evaluation: Evaluation | None
+    out_dir: Path
+    strips: list[Path] = field(default_factory=list)
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.out_dir / BEST
+
+
+Reporter = Callable[[EpochResult, Path], None]
+
+
+def pick_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: cuda was asked for, but no CUDA device is visible")
+    return torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU has it, else fp16 (with a GradScaler); none on CPU."""
+    if device.type != "cuda" or cfg.amp == "off":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def loss_fn(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if name == "mse_sum":
+        return F.mse_loss(pred, target, reduction="sum")
+    if name == "mse_mean":
+        return F.mse_loss(pred, target)
+    if name == "l1":
+        return F.l1_loss(pred, target)
+    return F.mse_loss(pred, target) + 0.5 * (1.0 - ssim_torch(pred.flatten(0, 1), target.flatten(0, 1)))
+
+
+def _generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader_for_epoch: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    cfg: TrainConfig,
+    epoch: int,
+    device: torch.device,
+    amp: torch.dtype | None,
+) -> tuple[float, int]:
+    """One pass over the training windows; returns (mean loss per pixel, samples seen)."""
+    model.train()
+    tf = cfg.teacher_forcing * max(0.0, 1.0 - epoch / cfg.epochs)
+    sampling = _generator(cfg.seed + 1, epoch)
+    total, pixels, samples = 0.0, 0, 0
+    for x, y in loader_for_epoch:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            pred = model(x, future=y.shape[1], target=y, teacher_forcing=tf, generator=sampling)
+            loss = loss_fn(cfg.loss, pred.float(), y)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        value = loss.item()
+        total += value if cfg.loss == "mse_sum" else value * y.numel()
+        pixels += y.numel()
+        samples += len(x)
+    return total / max(pixels, 1), samples
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    """Load with weights_only=True: tensors and plain containers only, never arbitrary objects."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such checkpoint") from None
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+
+
+def _loader(splits: WindowSplits, cfg: TrainConfig, epoch: int, device: torch.device) -> DataLoader:
+    indices = subset(len(splits.train), cfg.max_train_windows)
+    order = torch.randperm(len(indices), generator=_generator(cfg.seed, epoch)).tolist()
+    return DataLoader(
+        Subset(splits.train, [indices[i] for i in order]),
+        batch_size=cfg.batch_size,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+
+
+def write_strips(model: nn.Module, splits: WindowSplits, out_dir: Path, device: torch.device) -> list[Path]:
+    """Prediction strips for a few fixed validation windows (first, middle, last)."""
+    n = len(splits.val)
+    chosen = sorted({0, n // 2, n - 1})[:STRIP_WINDOWS]
+    paths = []
+    for idx, x, y, pred in predict_batches(model, splits.val, chosen, device, len(chosen)):
+        for k, i in enumerate(idx):
+            paths.append(save_strip(out_dir / f"strip_val{i:04d}.png", x[k], y[k], pred[k]))
+    return paths
+
+
+def train(
+    cfg: TrialConfig,
+    out_dir: str | Path,
+    report: Reporter | None = None,
+    resume: str | Path | None = None,
+    splits: WindowSplits | None = None,
+) -> TrialResult:
+    """Train and evaluate one configuration; checkpoints go to out_dir. `report(epoch_result, checkpoint_path)`
+    is called after every epoch. `resume` is a checkpoint file to continue from."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+    device = pick_device(tc)
+    amp = autocast_dtype(tc, device)
+    splits = splits or make_splits(cfg.data, cfg.window)
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg.model_name, cfg.model).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    start, history, best = 0, [], math.inf
+    if resume is not None:
+        state = load_checkpoint(Path(resume), device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        start, best = int(state["epoch"]), float(state["best_val_mse"])
+        history = [EpochResult(**h) for h in json.loads(state["history"])]
+    status: Status = "completed"
+    for epoch in range(start, tc.epochs):
+        began = time.perf_counter()
+        train_loss, samples = train_one_epoch(model, _loader(splits, tc, epoch, device), optimizer, scaler, tc, epoch, device, amp)
+        elapsed = time.perf_counter() - began
+        val: Validation = validate(model, splits.val, device, tc.batch_size, tc.max_val_windows)
+        result = EpochResult(
+            epoch + 1, train_loss, val.mse, val.ssim, val.psnr, val.collapse_score, val.collapsed, elapsed, samples / elapsed
+        )
+        history.append(result)
+        if not math.isfinite(train_loss) or not math.isfinite(val.mse):
+            status = "nan"
+        elif val.collapsed and 0 < tc.collapse_stop_epoch <= epoch + 1:
+            status = "collapsed"
+        if math.isfinite(val.mse) and val.mse < best:
+            best = val.mse
+            save_checkpoint(out_dir / BEST, {"model": model.state_dict(), "config": cfg.to_json(), "epoch": epoch + 1})
+        checkpoint = out_dir / CHECKPOINT
+        save_checkpoint(
+            checkpoint,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch + 1,
+                "torch_rng": torch.get_rng_state(),
+                "best_val_mse": best,
+                "history": json.dumps([asdict(h) for h in history]),
+                "config": cfg.to_json(),
+            },
+        )
+        if report is not None:
+            report(result, checkpoint)
+        if status != "completed":
+            break
+    evaluation, strips = None, []
+    if status != "nan" and (out_dir / BEST).exists():
+        model.load_state_dict(load_checkpoint(out_dir / BEST, device)["model"])
+        evaluation = evaluate(model, splits.val, device, tc.batch_size, tc.max_val_windows)
+        strips = write_strips(model, splits, out_dir, device)
+        (out_dir / "evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=1))
+    return TrialResult(status, parameter_count(model), history, evaluation, out_dir, strips)
+
+
+def describe(cfg: TrialConfig, splits: WindowSplits) -> dict[str, object]:
+    """What `train --dry-run` prints: sizes of the model and of each split."""
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model_name, cfg.model)
+    return {
+        "parameters": parameter_count(model),
+        "train_windows": len(splits.train),
+        "val_windows": len(splits.val),
+        "test_windows": len(splits.test),
+        "val_conditions": sorted(set(splits.val.conditions.values())),
+        "frames_per_window": f"{cfg.window.input_len}->{cfg.window.output_len}",
+        "pixels": f"{cfg.data.image_size}x{cfg.data.image_size}",
+        "train_mean_intensity": float(np.mean([splits.train[i][0].mean().item() for i in subset(len(splits.train), 16)])),
+    }

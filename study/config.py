@@ -1,0 +1,60 @@
+"""YAML files and `--set key=value` overrides -> typed configs; every message names the file and the key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bubbles.config import TrialConfig, trial_config
+from bubbles.errors import UserError
+
+
+def read_yaml(path: Path) -> Any:
+    """yaml.safe_load of a file; a missing file or a syntax error is one line naming the file (and line)."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such config file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise UserError(f"{where}: YAML syntax error ({exc.problem})") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: YAML error ({exc})") from None
+
+
+def parse_sets(pairs: Iterable[str]) -> dict[str, Any]:
+    """['lr=0.01', 'hidden=[32,64]'] -> {'lr': 0.01, 'hidden': [32, 64]}; values are read as YAML scalars/lists."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {pair!r}: expected key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            raise UserError(f"--set {pair!r}: cannot read the value") from None
+    return out
+
+
+def resolve_store(params: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """Relative store paths are taken from the current directory (resolved before Ray moves workers elsewhere)."""
+    out = dict(params)
+    store = out.get("store")
+    if isinstance(store, str) and "://" not in store:
+        out["store"] = str((base / store).resolve())
+    return out
+
+
+def load_trial_config(path: Path, sets: Iterable[str] = (), cwd: Path | None = None) -> TrialConfig:
+    """A single-trial YAML file (flat parameter names) plus overrides -> TrialConfig."""
+    data = read_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of parameter names to values, got {type(data).__name__}")
+    params = {**data, **parse_sets(sets)}
+    return trial_config(resolve_store(params, cwd or Path.cwd()), where=str(path))

@@ -1,0 +1,183 @@
+"""Every MLflow call: where runs go, experiments, one run per trial with params, curves and artifacts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bubbles.config import TrialConfig
+from bubbles.errors import UserError
+from bubbles.evaluate import Evaluation
+from bubbles.train import EpochResult, TrialResult
+
+RUNS_DIR = "runs"
+
+
+def default_uri(root: Path) -> str:
+    """A local sqlite file under runs/ (created on first use)."""
+    return f"sqlite:///{(root / RUNS_DIR / 'mlflow.db').resolve()}"
+
+
+def tracking_uri(root: Path) -> str:
+    """MLFLOW_TRACKING_URI when set, else the local default."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri(root)
+
+
+def check_tracking(uri: str) -> None:
+    """Fail fast, in one line, if a tracking server is unreachable (before any training or Ray start)."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as resp:
+                if resp.status != 200:
+                    raise UserError(f"MLflow tracking server {uri} answered {resp.status} on /health")
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise UserError(f"MLflow tracking server {uri} is unreachable ({reason}); start it or set MLFLOW_TRACKING_URI") from None
+    elif uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def configure(uri: str) -> None:
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(uri)
+
+
+def experiment_id(name: str, uri: str) -> str:
+    """The experiment's id, creating it (with artifacts beside a local sqlite file) if needed."""
+    import mlflow
+
+    configure(uri)
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:
+        # Another process created it between our look-up and create: use theirs.
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def _param_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+
+
+def run_name(cfg: TrialConfig) -> str:
+    """A readable run name from the key parameters, e.g. 'L3-h64-k3-128px-20to1-lr1e-03'."""
+    m = cfg.model
+    hidden = "-".join(str(h) for h in m.widths()) if len(set(m.widths())) > 1 else str(m.widths()[0])
+    return (
+        f"L{m.layers}-h{hidden}-k{m.kernel}-{cfg.data.image_size}px-"
+        f"{cfg.window.input_len}to{cfg.window.output_len}-lr{cfg.train.lr:.0e}"
+    )
+
+
+class TrialRun:
+    """One MLflow run for one trial. Use as a context manager; `finish(status)` ends it."""
+
+    def __init__(self, uri: str, experiment: str, cfg: TrialConfig, tags: dict[str, str] | None = None, run_id: str | None = None) -> None:
+        import mlflow
+
+        self.cfg = cfg
+        exp_id = experiment_id(experiment, uri)
+        self.client = mlflow.MlflowClient()
+        if run_id is None:
+            run = self.client.create_run(exp_id, run_name=run_name(cfg), tags=tags or {})
+            self.run_id = run.info.run_id
+            params = {k: _param_value(v) for k, v in cfg.flat().items()}
+            from mlflow.entities import Param
+
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+        else:
+            self.run_id = run_id
+
+    def log_epoch(self, result: EpochResult) -> None:
+        """Per-epoch metrics with step = epoch."""
+        from mlflow.entities import Metric
+
+        ts = _now_ms()
+        metrics = [Metric(k, v, ts, result.epoch) for k, v in result.metrics().items() if _finite(v)]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def log_evaluation(self, evaluation: Evaluation) -> None:
+        """Per-lead curves (step = lead time) and the summary numbers."""
+        from mlflow.entities import Metric
+
+        ts = _now_ms()
+        rows: list[Metric] = []
+        curves = {
+            "lead_ssim": evaluation.model.ssim,
+            "lead_psnr": evaluation.model.psnr,
+            "lead_mse": evaluation.model.mse,
+            "lead_mae": evaluation.model.mae,
+            "lead_skill_persistence": evaluation.skill_persistence,
+            "lead_skill_median": evaluation.skill_median,
+            "persistence_ssim": evaluation.persistence.ssim,
+            "persistence_psnr": evaluation.persistence.psnr,
+            "persistence_mse": evaluation.persistence.mse,
+            "median_ssim": evaluation.median.ssim,
+            "median_psnr": evaluation.median.psnr,
+        }
+        for name, values in curves.items():
+            rows += [Metric(name, float(v), ts, lead + 1) for lead, v in enumerate(values) if _finite(v)]
+        summary = {
+            "final_ssim": evaluation.model.mean("ssim"),
+            "final_psnr": evaluation.model.mean("psnr"),
+            "final_mse": evaluation.model.mean("mse"),
+            "final_persistence_ssim": evaluation.persistence.mean("ssim"),
+            "final_skill_persistence": float(sum(evaluation.skill_persistence) / len(evaluation.skill_persistence)),
+            "final_collapse_score": evaluation.collapse_score,
+            "final_collapsed": float(evaluation.collapsed),
+        }
+        rows += [Metric(k, float(v), ts, 0) for k, v in summary.items() if _finite(v)]
+        for start in range(0, len(rows), 900):
+            self.client.log_batch(self.run_id, metrics=rows[start : start + 900])
+
+    def log_result(self, result: TrialResult) -> None:
+        """Final metrics and the artifacts: config, evaluation, tables, strips, best checkpoint."""
+        self.client.set_tag(self.run_id, "trial_status", result.status)
+        self.client.log_metric(self.run_id, "parameters", result.parameters)
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Path(tmp) / "config.json"
+            config.write_text(json.dumps(self.cfg.flat(), indent=1))
+            self.client.log_artifact(self.run_id, str(config))
+            if result.evaluation is not None:
+                self.log_evaluation(result.evaluation)
+                (Path(tmp) / "per_condition.csv").write_text(result.evaluation.condition_table())
+                (Path(tmp) / "lead_table.md").write_text(result.evaluation.lead_table() + "\n")
+                for name in ("per_condition.csv", "lead_table.md"):
+                    self.client.log_artifact(self.run_id, str(Path(tmp) / name))
+        evaluation_json = result.out_dir / "evaluation.json"
+        if evaluation_json.exists():
+            self.client.log_artifact(self.run_id, str(evaluation_json))
+        for strip in result.strips:
+            self.client.log_artifact(self.run_id, str(strip), "strips")
+        if result.best_checkpoint.exists():
+            self.client.log_artifact(self.run_id, str(result.best_checkpoint), "checkpoints")
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+
+def _finite(v: float) -> bool:
+    return v == v and v not in (float("inf"), float("-inf"))
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

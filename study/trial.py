@@ -1,0 +1,26 @@
+"""One trial with MLflow around it: what `cli.py train` runs (the Ray trainable has its own thin adapter)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bubbles.config import TrialConfig
+from bubbles.train import EpochResult, TrialResult, train
+from study.tracking import TrialRun
+
+
+def run_logged_trial(cfg: TrialConfig, out_dir: Path, uri: str, experiment: str, resume: Path | None = None) -> tuple[TrialResult, str]:
+    """Train one configuration, logging it as one MLflow run; returns the result and the run id."""
+    run = TrialRun(uri, experiment, cfg)
+
+    def report(result: EpochResult, checkpoint: Path) -> None:
+        run.log_epoch(result)
+
+    try:
+        result = train(cfg, out_dir, report=report, resume=resume)
+    except BaseException:
+        run.finish("FAILED")
+        raise
+    run.log_result(result)
+    run.finish("FINISHED" if result.status == "completed" else "FAILED")
+    return result, run.run_id

@@ -1,0 +1,71 @@
+"""ConvLSTM: the seed's exact size, shapes per mode and peephole, and equality with the plain concat[x, h] form."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bubbles.models import build_model, parameter_count
+from bubbles.models.convlstm import ConvLSTMCell, ConvLSTMConfig
+
+
+def test_seed_configuration_has_exactly_10178497_parameters() -> None:
+    model = build_model("convlstm", ConvLSTMConfig(layers=3, hidden=(64,), kernel=3, peephole="frame", frame_size=(128, 128)))
+    assert parameter_count(model) == 10_178_497
+
+
+@pytest.mark.parametrize("peephole, extra", [("frame", 3 * 8 * 16 * 16), ("channel", 3 * 8), ("none", 0)])
+def test_peephole_modes(peephole: str, extra: int) -> None:
+    base = parameter_count(build_model("convlstm", ConvLSTMConfig(layers=1, hidden=(8,), peephole="none", frame_size=(16, 16))))
+    model = build_model("convlstm", ConvLSTMConfig(layers=1, hidden=(8,), peephole=peephole, frame_size=(16, 16)))  # type: ignore[arg-type]
+    assert parameter_count(model) - base == extra
+    for p in model.parameters():
+        assert torch.isfinite(p).all()  # peepholes are initialised, not torch.empty garbage
+    out = model(torch.rand(2, 5, 1, 16, 16))
+    assert out.shape == (2, 1, 1, 16, 16)
+
+
+def test_seq2seq_rolls_out_m_frames_and_per_layer_widths() -> None:
+    model = build_model("convlstm", ConvLSTMConfig(layers=2, hidden=(8, 4), mode="seq2seq", frame_size=(16, 16)))
+    out = model(torch.rand(3, 5, 1, 16, 16), future=7)
+    assert out.shape == (3, 7, 1, 16, 16)
+    assert (out >= 0).all() and (out <= 1).all()
+
+
+def test_seq2one_refuses_longer_horizons() -> None:
+    model = build_model("convlstm", ConvLSTMConfig(layers=1, hidden=(4,), frame_size=(16, 16)))
+    with pytest.raises(ValueError, match="seq2one"):
+        model(torch.rand(1, 3, 1, 16, 16), future=2)
+
+
+def test_teacher_forcing_feeds_the_truth() -> None:
+    torch.manual_seed(0)
+    model = build_model("convlstm", ConvLSTMConfig(layers=1, hidden=(4,), mode="seq2seq", frame_size=(16, 16))).eval()
+    x, y = torch.rand(2, 4, 1, 16, 16), torch.rand(2, 3, 1, 16, 16)
+    forced = model(x, future=3, target=y, teacher_forcing=1.0)
+    # With full teacher forcing, lead 3 is the one-step prediction after seeing x and the true leads 1 and 2.
+    direct = model(torch.cat([x, y[:, :2]], dim=1), future=1)
+    free = model(x, future=3)
+    assert torch.allclose(forced[:, 2], direct[:, 0], atol=1e-5)
+    assert not torch.allclose(forced[:, 2], free[:, 2], atol=1e-5)
+
+
+def test_hoisted_input_conv_equals_one_conv_over_concat() -> None:
+    torch.manual_seed(1)
+    cell = ConvLSTMCell(3, 5, 3, "frame", (12, 12))
+    with torch.no_grad():
+        for w in (cell.w_ci, cell.w_cf, cell.w_co):
+            w.normal_(0, 0.1)
+    x = torch.rand(2, 4, 3, 12, 12)
+    hs, _ = cell(x)
+    # The reference form: one conv over concat[x_t, h_{t-1}] per step.
+    h = torch.zeros(2, 5, 12, 12)
+    c = torch.zeros_like(h)
+    for t in range(4):
+        gates = F.conv2d(torch.cat([x[:, t], h], 1), cell.conv.weight, cell.conv.bias, padding=1)
+        i, f, g, o = gates.chunk(4, 1)
+        i, f = torch.sigmoid(i + cell.w_ci * c), torch.sigmoid(f + cell.w_cf * c)
+        c = f * c + i * torch.tanh(g)
+        h = torch.sigmoid(o + cell.w_co * c) * torch.tanh(c)
+        assert torch.allclose(hs[:, t], h, atol=1e-6)

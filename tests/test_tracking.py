@@ -1,0 +1,112 @@
+"""`cli.py train` logs one MLflow run: sqlite by default, a real `mlflow server` over HTTP, and a clear error when
+the server is unreachable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIAL = ROOT / "search_spaces" / "trial_seed.yaml"
+
+
+def _train_args(store: Path, out: Path) -> list[str]:
+    sets = {"store": store, "image_size": 32, "window": "4->3", "mode": "seq2seq", "hidden": 8, "layers": 1,
+            "epochs": 2, "max_train_windows": 16, "max_val_windows": 8}
+    args = ["train", str(TRIAL), "--out", str(out), "--experiment", "test-exp"]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    return args
+
+
+def _check_run(uri: str) -> None:
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("test-exp")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["image_size"] == "32" and run.data.params["hidden"] == "[8]"
+    assert run.info.run_name == "L1-h8-k3-32px-4to3-lr1e-03"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_mse")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "lead_ssim")] == [1, 2, 3]
+    assert len(client.get_metric_history(run.info.run_id, "persistence_ssim")) == 3
+    assert {"final_ssim", "final_psnr", "final_skill_persistence", "final_collapsed"} <= set(run.data.metrics)
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.json", "evaluation.json", "per_condition.csv", "lead_table.md", "strips", "checkpoints"} <= top
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.pt"]
+    assert len(client.list_artifacts(run.info.run_id, "strips")) >= 2
+
+
+def test_train_logs_to_sqlite(tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = CliRunner().invoke(main, _train_args(tiny_store, tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "| 3 |" in result.output  # the per-lead table is printed
+    _check_run(uri)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 with a sqlite backend, stopped with its whole process group."""
+    port = _free_port()
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError("mlflow server did not start")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_train_logs_to_http_server(tiny_store: Path, tmp_path: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    result = CliRunner().invoke(main, _train_args(tiny_store, tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    _check_run(mlflow_server)
+
+
+def test_unreachable_server_is_one_line(tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    result = CliRunner().invoke(main, _train_args(tiny_store, tmp_path / "out"))
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "is unreachable" in result.output
+    assert not (tmp_path / "out").exists()  # nothing trained, nothing written
