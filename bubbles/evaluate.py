@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from bubbles import metrics
+from bubbles.vmaf import vmaf_frames
 from bubbles.windows import WindowDataset
 
 
@@ -55,6 +56,10 @@ class Evaluation:
                 f"{self.persistence.ssim[k]:.3f} | {self.persistence.psnr[k]:.2f} | {self.median.ssim[k]:.3f} | "
                 f"{self.skill_persistence[k]:+.3f} | {self.skill_median[k]:+.3f} |"
             )
+        if self.vmaf is not None:
+            lines.append("\nVMAF per lead (loosely interpretable on small grayscale frames): " + " ".join(f"{v:.1f}" for v in self.vmaf))
+        elif self.vmaf_note and self.vmaf_note != "not computed":
+            lines.append("\n" + self.vmaf_note)
         return "\n".join(lines)
 
     def condition_table(self) -> str:
@@ -114,14 +119,22 @@ def evaluate(
     device: torch.device,
     batch_size: int = 8,
     max_windows: int = 0,
+    with_vmaf: bool = False,
 ) -> Evaluation:
-    """Metrics of the model and of persistence and context-median baselines on the same windows."""
+    """Metrics of the model and of persistence and context-median baselines on the same windows; VMAF per lead
+    too when asked for (see bubbles.vmaf for what it means on small grayscale frames)."""
     indices = subset(len(dataset), max_windows)
     horizon = dataset.window.output_len
     frames = {"model": _Frames(), "persistence": _Frames(), "median": _Frames()}
     collapse = metrics.CollapseMeter()
     conditions: list[str] = []
+    vmaf_rows: list[np.ndarray] = []
+    vmaf_note = "" if with_vmaf else "not computed"
     for idx, x, y, pred in predict_batches(model, dataset, indices, device, batch_size):
+        if with_vmaf and not vmaf_note:
+            scores, vmaf_note = vmaf_frames(pred.reshape(-1, *pred.shape[2:]), y.reshape(-1, *y.shape[2:]))
+            if scores is not None:
+                vmaf_rows.append(scores.reshape(pred.shape[:2]))
         frames["model"].add(pred, y)
         frames["persistence"].add(metrics.persistence(x, horizon), y)
         frames["median"].add(metrics.context_median(x, horizon), y)
@@ -154,6 +167,8 @@ def evaluate(
         per_condition=per_condition,
         collapse_score=float(score),
         collapsed=bool(score < metrics.COLLAPSE_THRESHOLD),
+        vmaf=tuple(float(v) for v in np.concatenate(vmaf_rows).mean(axis=0)) if vmaf_rows and not vmaf_note else None,
+        vmaf_note=vmaf_note,
     )
 
 

@@ -239,7 +239,7 @@ def train(
     evaluation, strips = None, []
     if status != "nan" and (out_dir / BEST).exists():
         model.load_state_dict(load_checkpoint(out_dir / BEST, device)["model"])
-        evaluation = evaluate(model, splits.val, device, tc.batch_size, tc.max_val_windows)
+        evaluation = evaluate(model, splits.val, device, tc.batch_size, tc.max_val_windows, with_vmaf=True)
         strips = write_strips(model, splits, out_dir, device)
         (out_dir / "evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=1))
     return TrialResult(status, parameter_count(model), history, evaluation, out_dir, strips)

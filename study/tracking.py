@@ -131,6 +131,7 @@ class TrialRun:
             "persistence_mse": evaluation.persistence.mse,
             "median_ssim": evaluation.median.ssim,
             "median_psnr": evaluation.median.psnr,
+            "lead_vmaf": evaluation.vmaf or (),
         }
         for name, values in curves.items():
             rows += [Metric(name, float(v), ts, lead + 1) for lead, v in enumerate(values) if _finite(v)]

@@ -52,3 +52,22 @@ def test_collapse_fires_on_constant_and_not_on_good_predictor() -> None:
     assert const.score() == pytest.approx(0.0, abs=1e-6)
     assert const.score() < metrics.COLLAPSE_THRESHOLD < good.score()
     assert good.score() == pytest.approx(1.0, abs=0.1)
+
+
+def test_vmaf_from_real_libvmaf() -> None:
+    from bubbles.vmaf import vmaf_frames
+
+    rng = np.random.default_rng(2)
+    target = rng.uniform(size=(6, 32, 32))
+    same, note = vmaf_frames(target, target)
+    noisy, _ = vmaf_frames(np.clip(target + rng.normal(0, 0.2, target.shape), 0, 1), target)
+    assert note == "" and same is not None and noisy is not None
+    assert same[1:].min() > 95 and noisy.mean() < same.mean() - 10
+
+
+def test_vmaf_missing_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bubbles.vmaf as vmaf
+
+    monkeypatch.setattr(vmaf, "ffmpeg_with_vmaf", lambda: (None, "VMAF unavailable: no ffmpeg"))
+    scores, note = vmaf.vmaf_frames(np.zeros((2, 16, 16)), np.zeros((2, 16, 16)))
+    assert scores is None and note == "VMAF unavailable: no ffmpeg"

@@ -44,6 +44,8 @@ def _check_run(uri: str) -> None:
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_mse")] == [1, 2]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "lead_ssim")] == [1, 2, 3]
     assert len(client.get_metric_history(run.info.run_id, "persistence_ssim")) == 3
+    vmaf = client.get_metric_history(run.info.run_id, "lead_vmaf")  # libvmaf from the imageio-ffmpeg wheel
+    assert [m.step for m in vmaf] == [1, 2, 3] and all(0 <= m.value <= 100 for m in vmaf)
     assert {"final_ssim", "final_psnr", "final_skill_persistence", "final_collapsed"} <= set(run.data.metrics)
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.json", "evaluation.json", "per_condition.csv", "lead_table.md", "strips", "checkpoints"} <= top
