@@ -15,10 +15,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-# The main job on the embedded defaults: the synthetic store (made once), then a look at it.
+# The main job on the embedded defaults: the smoke sweep (local Ray, sqlite MLflow under runs/) on the
+# synthetic store data/synthetic.zarr, which the sweep makes if it is missing.
 run: setup
-	test -d $(STORE) || $(BIN)/python cli.py synth $(STORE)
-	$(BIN)/python cli.py inspect $(STORE)
+	RAY_AUTH_MODE=disabled $(BIN)/python cli.py sweep search_spaces/smoke.yaml
 
 test: setup
 	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest

@@ -170,5 +170,55 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
         sys.exit(2)
 
 
+@main.command()
+@click.argument("space_file", type=click.Path(path_type=Path))
+@click.option("--name", help="Sweep name (default: the file's stem); an existing sweep of that name continues.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted sweep of that name (it must exist).")
+@click.option("--address", default=None, help="Ray cluster: auto, HOST:PORT or ray://... (default RAY_ADDRESS, else local).")
+@click.option("--storage", type=click.Path(path_type=Path), default=Path("runs/sweeps"), show_default=True,
+              help="Where sweeps live (a shared path on a cluster).")
+def sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path) -> None:
+    """Search models with Ray Tune + Optuna (TPE) + ASHA; every trial is an MLflow run under one parent run.
+
+    \b
+    Examples:
+      python cli.py sweep search_spaces/smoke.yaml
+      python cli.py sweep search_spaces/convlstm.yaml --address auto --storage /shared/sweeps
+      python cli.py sweep search_spaces/smoke.yaml --resume
+      MLFLOW_TRACKING_URI=http://head:5000 python cli.py sweep search_spaces/convlstm.yaml
+    """
+    from study.space import load_space
+    from study.tracking import check_tracking, tracking_uri
+
+    name = name or space_file.stem
+    storage = storage.resolve()
+    if resume and not (storage / name).is_dir():
+        raise UserError(f"--resume: no sweep named {name!r} under {storage}")
+    _ensure_default_store(space_file)
+    space = load_space(space_file)
+    uri = tracking_uri(Path.cwd())
+    check_tracking(uri)
+    from study.sweep import run_sweep
+
+    outcome = run_sweep(space, name, storage, uri, address=address or os.environ.get("RAY_ADDRESS"), echo=click.echo)
+    click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
+    if outcome.interrupted:
+        click.echo(f"interrupted: continue with  python cli.py sweep {space_file} --name {name} --resume", err=True)
+        sys.exit(130)
+
+
+def _ensure_default_store(space_file: Path) -> None:
+    """The embedded default: make the synthetic store when a search space names it and it is missing."""
+    from study.config import read_yaml
+
+    raw = read_yaml(space_file)
+    store = raw.get("data", {}).get("store") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
+    if store == DEFAULT_STORE and not Path(DEFAULT_STORE).exists():
+        from bubbles.synth import SynthConfig, synth_store
+
+        click.echo(f"making the default synthetic store {DEFAULT_STORE} ...")
+        synth_store(str(Path(DEFAULT_STORE).resolve()), SynthConfig(), workers=min(2, os.cpu_count() or 1))
+
+
 if __name__ == "__main__":
     main()

@@ -182,6 +182,16 @@ class Validation:
     collapse_score: float
     collapsed: bool
     ssim_per_lead: tuple[float, ...]
+    mse_per_lead: tuple[float, ...]
+
+
+def persistence_mse(dataset: WindowDataset, max_windows: int = 0) -> tuple[float, ...]:
+    """Per-lead MSE of repeating the last input frame (model-free: computed once per trial)."""
+    rows = []
+    for i in subset(len(dataset), max_windows):
+        x, y = dataset[i]
+        rows.append(((y[:, 0] - x[-1, 0]) ** 2).mean(dim=(1, 2)).numpy())
+    return tuple(float(v) for v in np.mean(rows, axis=0))
 
 
 def validate(model: nn.Module, dataset: WindowDataset, device: torch.device, batch_size: int, max_windows: int = 0) -> Validation:
@@ -196,4 +206,5 @@ def validate(model: nn.Module, dataset: WindowDataset, device: torch.device, bat
     return Validation(
         mse=leads.mean("mse"), ssim=leads.mean("ssim"), psnr=leads.mean("psnr"),
         collapse_score=float(score), collapsed=bool(score < metrics.COLLAPSE_THRESHOLD), ssim_per_lead=leads.ssim,
+        mse_per_lead=leads.mse,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader, Subset
 
 from bubbles.config import TrialConfig
 from bubbles.errors import UserError
-from bubbles.evaluate import Evaluation, Validation, evaluate, predict_batches, subset, validate
+from bubbles.evaluate import Evaluation, Validation, evaluate, persistence_mse, predict_batches, subset, validate
 from bubbles.figures import save_strip
 from bubbles.losses import ssim_torch
 from bubbles.models import build_model, parameter_count
@@ -31,8 +32,8 @@ from bubbles.train_config import TrainConfig
 from bubbles.windows import WindowSplits, make_splits
 
 Status = Literal["completed", "collapsed", "nan"]
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"
+CHECKPOINT = "checkpoint/checkpoint.pt"  # the directory is what a Ray trial hands to Tune each epoch
+BEST = "checkpoint/best.pt"
 STRIP_WINDOWS = 3
 
 
@@ -45,6 +46,9 @@ class EpochResult:
     val_mse: float
     val_ssim: float
     val_psnr: float
+    val_ssim_lead1: float
+    val_ssim_last: float
+    val_skill_persistence: float
     collapse_score: float
     collapsed: bool
     seconds: float
@@ -68,7 +72,9 @@ class TrialResult:
         return self.out_dir / BEST
 
 
-Reporter = Callable[[EpochResult, Path], None]
+# report(epoch_result, checkpoint_file, final): `final` is the TrialResult, given with the last epoch's report
+# (after the final evaluation, so that a caller whose report may never return still has everything).
+Reporter = Callable[[EpochResult, Path, "TrialResult | None"], None]
 
 
 def pick_device(cfg: TrainConfig) -> torch.device:
@@ -180,8 +186,8 @@ def train(
     resume: str | Path | None = None,
     splits: WindowSplits | None = None,
 ) -> TrialResult:
-    """Train and evaluate one configuration; checkpoints go to out_dir. `report(epoch_result, checkpoint_path)`
-    is called after every epoch. `resume` is a checkpoint file to continue from."""
+    """Train and evaluate one configuration; checkpoints go to out_dir/checkpoint/. `report` is called after every
+    epoch (see Reporter). `resume` is a checkpoint.pt to continue from (its best.pt beside it is carried over)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
@@ -194,7 +200,11 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     start, history, best = 0, [], math.inf
     if resume is not None:
-        state = load_checkpoint(Path(resume), device)
+        resume = Path(resume)
+        if (resume.parent / "best.pt").exists() and resume.parent.resolve() != (out_dir / BEST).parent.resolve():
+            (out_dir / BEST).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(resume.parent / "best.pt", out_dir / BEST)
+        state = load_checkpoint(resume, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -202,13 +212,17 @@ def train(
         start, best = int(state["epoch"]), float(state["best_val_mse"])
         history = [EpochResult(**h) for h in json.loads(state["history"])]
     status: Status = "completed"
+    baseline = persistence_mse(splits.val, tc.max_val_windows)
+    final: TrialResult | None = None
     for epoch in range(start, tc.epochs):
         began = time.perf_counter()
         train_loss, samples = train_one_epoch(model, _loader(splits, tc, epoch, device), optimizer, scaler, tc, epoch, device, amp)
         elapsed = time.perf_counter() - began
         val: Validation = validate(model, splits.val, device, tc.batch_size, tc.max_val_windows)
+        skill = float(np.mean(1.0 - np.array(val.mse_per_lead) / np.maximum(baseline, 1e-12)))
         result = EpochResult(
-            epoch + 1, train_loss, val.mse, val.ssim, val.psnr, val.collapse_score, val.collapsed, elapsed, samples / elapsed
+            epoch + 1, train_loss, val.mse, val.ssim, val.psnr, val.ssim_per_lead[0], val.ssim_per_lead[-1], skill,
+            val.collapse_score, val.collapsed, elapsed, samples / elapsed,
         )
         history.append(result)
         if not math.isfinite(train_loss) or not math.isfinite(val.mse):
@@ -232,14 +246,22 @@ def train(
                 "config": cfg.to_json(),
             },
         )
+        last = status != "completed" or epoch + 1 == tc.epochs
+        if last:
+            final = finish(model, cfg, splits, status, history, out_dir, device)
         if report is not None:
-            report(result, checkpoint)
-        if status != "completed":
+            report(result, checkpoint, final)
+        if last:
             break
+    return final or finish(model, cfg, splits, status, history, out_dir, device)
+
+
+def finish(model: nn.Module, cfg: TrialConfig, splits: WindowSplits, status: Status, history: list[EpochResult], out_dir: Path, device: torch.device) -> TrialResult:
+    """Evaluate the best checkpoint on the validation split (with baselines and VMAF) and draw the strips."""
     evaluation, strips = None, []
     if status != "nan" and (out_dir / BEST).exists():
         model.load_state_dict(load_checkpoint(out_dir / BEST, device)["model"])
-        evaluation = evaluate(model, splits.val, device, tc.batch_size, tc.max_val_windows, with_vmaf=True)
+        evaluation = evaluate(model, splits.val, device, cfg.train.batch_size, cfg.train.max_val_windows, with_vmaf=True)
         strips = write_strips(model, splits, out_dir, device)
         (out_dir / "evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=1))
     return TrialResult(status, parameter_count(model), history, evaluation, out_dir, strips)

@@ -174,6 +174,90 @@ class TrialRun:
         self.client.set_terminated(self.run_id, status)
 
 
+def find_trial_run(uri: str, experiment: str, parent_run_id: str, trial_id: str) -> str | None:
+    """The MLflow run already made for this Tune trial (a restarted or resumed trial keeps its run)."""
+    import mlflow
+
+    configure(uri)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.tune_trial_id = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent_run_id}'",
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def close_trial_run(run_id: str, outcome: str) -> None:
+    """Record how Tune ended a trial (the trainable cannot when ASHA stops it inside a report)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, "trial_status", outcome)
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_terminated(run_id, "FINISHED" if outcome in ("completed", "stopped_early") else "FAILED")
+
+
+class SweepRun:
+    """The parent MLflow run of a sweep; its id is kept in the sweep directory so a resumed sweep reuses it."""
+
+    def __init__(self, run_id: str) -> None:
+        import mlflow
+
+        self.run_id = run_id
+        self.client = mlflow.MlflowClient()
+
+    @classmethod
+    def open_or_create(cls, uri: str, space: Any, name: str, marker: Path) -> SweepRun:
+        import mlflow
+
+        exp_id = experiment_id(space.experiment, uri)
+        client = mlflow.MlflowClient()
+        if marker.exists():
+            run = cls(json.loads(marker.read_text())["run_id"])
+            client.update_run(run.run_id, status="RUNNING")
+            return run
+        created = client.create_run(exp_id, run_name=name, tags={"sweep": name, "bubbles.role": "sweep"})
+        run = cls(created.info.run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            resolved = Path(tmp) / "resolved_space.json"
+            resolved.write_text(json.dumps(_space_summary(space), indent=1, default=str))
+            client.log_artifact(run.run_id, str(resolved))
+            copy = Path(tmp) / Path(space.path).name
+            copy.write_text(space.text)
+            client.log_artifact(run.run_id, str(copy))
+        tmp_marker = marker.with_suffix(".tmp")
+        tmp_marker.write_text(json.dumps({"run_id": run.run_id, "uri": uri}))
+        tmp_marker.replace(marker)
+        return run
+
+    def finish(self, sweep_dir: Path, rows: list[dict[str, Any]], interrupted: bool) -> None:
+        for name in ("leaderboard.csv", "leaderboard.md"):
+            if (sweep_dir / name).exists():
+                self.client.log_artifact(self.run_id, str(sweep_dir / name))
+        if rows:
+            self.client.set_tag(self.run_id, "best_trial_id", rows[0]["trial"])
+            self.client.set_tag(self.run_id, "best_run_id", rows[0]["mlflow_run"])
+            if _finite(rows[0]["objective"]):
+                self.client.log_metric(self.run_id, "best_objective", rows[0]["objective"])
+        self.client.log_metric(self.run_id, "trials", len(rows))
+        self.client.set_terminated(self.run_id, "KILLED" if interrupted else "FINISHED")
+
+
+def _space_summary(space: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {
+        "base": space.base,
+        "dimensions": [asdict(d) for d in space.dimensions],
+        "seed_points": list(space.seed_points),
+        "tune": asdict(space.tune),
+        "experiment": space.experiment,
+    }
+
+
 def _finite(v: float) -> bool:
     return v == v and v not in (float("inf"), float("-inf"))
 

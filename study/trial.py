@@ -13,7 +13,7 @@ def run_logged_trial(cfg: TrialConfig, out_dir: Path, uri: str, experiment: str,
     """Train one configuration, logging it as one MLflow run; returns the result and the run id."""
     run = TrialRun(uri, experiment, cfg)
 
-    def report(result: EpochResult, checkpoint: Path) -> None:
+    def report(result: EpochResult, checkpoint: Path, final: TrialResult | None) -> None:
         run.log_epoch(result)
 
     try:

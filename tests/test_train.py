@@ -23,7 +23,7 @@ def _cfg(store: Path, **overrides: object):  # type: ignore[no-untyped-def]
 
 def test_tiny_model_beats_persistence_one_step_ahead(tiny_store: Path, tmp_path: Path) -> None:
     reports: list[EpochResult] = []
-    result = train(_cfg(tiny_store), tmp_path, report=lambda r, ckpt: reports.append(r))
+    result = train(_cfg(tiny_store), tmp_path, report=lambda r, ckpt, final: reports.append(r))
     assert [r.epoch for r in reports] == list(range(1, 9))
     assert result.status == "completed" and result.evaluation is not None
     ev = result.evaluation

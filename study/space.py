@@ -1,0 +1,282 @@
+"""Search-space files: the YAML schema, its validation (before Ray starts), and its translation to Optuna.
+
+This is the only module that knows how a dimension becomes an Optuna distribution. Schema (all sections but
+`search` optional)::
+
+    data:        {store, split, val, test, val_fraction, test_fraction, split_gap, split_seed}
+    fixed:       {any trial parameter: value}          # shared by every trial
+    search:      {parameter: {type: int|float|log|categorical, low, high, step, choices, when: {param: [values]}}}
+    seed_points: [{parameter: value, ...}, ...]         # evaluated first (Optuna enqueue_trial)
+    tune:        {objective, num_samples, max_concurrent, time_budget_s, max_failures, sampler, seed,
+                  asha: {grace_period, reduction_factor, max_epochs} | false, resources: {cpu, gpu}}
+    tracking:    {experiment}
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bubbles.config import PARAMETERS, TrialConfig, check_names, parse_window, trial_config
+from bubbles.errors import UserError
+from bubbles.store import FrameStore
+from bubbles.windows import make_splits
+from study.config import read_yaml, resolve_store
+
+Kind = Literal["int", "float", "log", "categorical"]
+Objective = Literal["val_ssim", "val_mse"]
+DATA_KEYS = ("store", "split", "val", "test", "val_fraction", "test_fraction", "split_gap", "split_seed")
+SECTIONS = ("data", "fixed", "search", "seed_points", "tune", "tracking")
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched parameter. `when` makes it conditional: sampled only if those parameters have those values."""
+
+    name: str
+    kind: Kind
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    def suggest(self, trial: Any) -> Any:
+        """Ask an Optuna trial (or Ray's captor of one) for a value."""
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1))  # type: ignore[arg-type]
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.kind == "log")
+
+    def contains(self, value: Any) -> bool:
+        if self.kind == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return self.low <= value <= self.high  # type: ignore[operator]
+
+    def corners(self) -> list[Any]:
+        """The values that bound what a trial can get (every choice, or both ends of a range)."""
+        if self.kind == "categorical":
+            return list(self.choices)
+        return [int(self.low) if self.kind == "int" else self.low, int(self.high) if self.kind == "int" else self.high]  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    objective: Objective = "val_ssim"
+    num_samples: int = 8
+    max_concurrent: int = 2
+    time_budget_s: float | None = None
+    max_failures: int = 2
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+    asha: bool = True
+    grace_period: int = 1
+    reduction_factor: int = 3
+    max_epochs: int | None = None
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+    @property
+    def mode(self) -> str:
+        return "max" if self.objective == "val_ssim" else "min"
+
+
+@dataclass(frozen=True)
+class SweepSpace:
+    """A validated search-space file."""
+
+    path: Path
+    base: dict[str, Any]
+    dimensions: tuple[Dimension, ...]
+    seed_points: tuple[dict[str, Any], ...]
+    tune: TuneSettings
+    experiment: str
+    text: str = field(repr=False, default="")
+
+    def sample(self, trial: Any) -> None:
+        """Optuna define-by-run: suggest each dimension in file order, skipping those whose `when` fails."""
+        chosen: dict[str, Any] = dict(self.base)
+        for dim in self.dimensions:
+            if all(chosen.get(k) in values for k, values in dim.when):
+                chosen[dim.name] = dim.suggest(trial)
+
+    def trial_params(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        """Flat parameters of one trial: data and fixed values, then what the search chose."""
+        return {**self.base, **sampled}
+
+    def trial_config(self, sampled: dict[str, Any], trial: str = "") -> TrialConfig:
+        return trial_config(self.trial_params(sampled), where=f"{self.path}{' ' + trial if trial else ''}")
+
+    def max_epochs(self) -> int:
+        if self.tune.max_epochs:
+            return self.tune.max_epochs
+        dims = {d.name: d for d in self.dimensions}
+        if "epochs" in dims:
+            return int(max(dims["epochs"].corners()))
+        return int(self.base.get("epochs", PARAMETERS["epochs"][0]))
+
+
+def _mapping(where: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _dimension(where: str, name: str, spec: Any) -> Dimension:
+    spec = _mapping(f"{where}.{name}", spec)
+    allowed = {"type", "low", "high", "step", "choices", "when"}
+    for key in spec:
+        if key not in allowed:
+            raise UserError(f"{where}.{name}.{key}: unknown key (use {', '.join(sorted(allowed))})")
+    kind = spec.get("type")
+    if kind not in ("int", "float", "log", "categorical"):
+        raise UserError(f"{where}.{name}.type: expected int, float, log or categorical, got {kind!r}")
+    when = tuple((k, tuple(v if isinstance(v, list) else [v])) for k, v in _mapping(f"{where}.{name}.when", spec.get("when")).items())
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise UserError(f"{where}.{name}.choices: expected a non-empty list")
+        return Dimension(name, kind, choices=tuple(choices), when=when)
+    low, high, step = spec.get("low"), spec.get("high"), spec.get("step")
+    for key, v in (("low", low), ("high", high)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise UserError(f"{where}.{name}.{key}: expected a number, got {v!r}")
+    if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+        raise UserError(f"{where}.{name}: int bounds must be integers, got {low}..{high}")
+    if low > high:
+        raise UserError(f"{where}.{name}: empty range, low {low} > high {high}")
+    if kind == "log" and low <= 0:
+        raise UserError(f"{where}.{name}.low: a log range needs low > 0, got {low}")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0):
+        raise UserError(f"{where}.{name}.step: expected a positive number, got {step!r}")
+    return Dimension(name, kind, float(low), float(high), step, when=when)
+
+
+def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
+    allowed = {"objective", "num_samples", "max_concurrent", "time_budget_s", "max_failures", "sampler", "seed", "asha", "resources"}
+    for key in raw:
+        if key not in allowed:
+            raise UserError(f"{where}.{key}: unknown key (use {', '.join(sorted(allowed))})")
+    asha = raw.get("asha", {})
+    asha_on = asha is not False
+    asha = _mapping(f"{where}.asha", asha if asha_on else {})
+    for key in asha:
+        if key not in ("grace_period", "reduction_factor", "max_epochs"):
+            raise UserError(f"{where}.asha.{key}: unknown key (use grace_period, reduction_factor, max_epochs)")
+    res = _mapping(f"{where}.resources", raw.get("resources"))
+    for key in res:
+        if key not in ("cpu", "gpu"):
+            raise UserError(f"{where}.resources.{key}: unknown key (use cpu, gpu)")
+
+    def num(key: str, value: Any, low: float, integer: bool = True) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()) or value < low:
+            raise UserError(f"{where}.{key}: expected {'an integer' if integer else 'a number'} >= {low}, got {value!r}")
+        return int(value) if integer else float(value)
+
+    d = TuneSettings()
+    objective = raw.get("objective", d.objective)
+    if objective not in ("val_ssim", "val_mse"):
+        raise UserError(f"{where}.objective: expected val_ssim (max) or val_mse (min), got {objective!r}")
+    sampler = raw.get("sampler", d.sampler)
+    if sampler not in ("tpe", "random"):
+        raise UserError(f"{where}.sampler: expected tpe or random, got {sampler!r}")
+    budget = raw.get("time_budget_s")
+    return TuneSettings(
+        objective=objective,
+        num_samples=num("num_samples", raw.get("num_samples", d.num_samples), 1),
+        max_concurrent=num("max_concurrent", raw.get("max_concurrent", d.max_concurrent), 1),
+        time_budget_s=None if budget is None else num("time_budget_s", budget, 1, integer=False),
+        max_failures=num("max_failures", raw.get("max_failures", d.max_failures), 0),
+        sampler=sampler,
+        seed=num("seed", raw.get("seed", d.seed), 0),
+        asha=asha_on,
+        grace_period=num("asha.grace_period", asha.get("grace_period", d.grace_period), 1),
+        reduction_factor=num("asha.reduction_factor", asha.get("reduction_factor", d.reduction_factor), 2),
+        max_epochs=None if asha.get("max_epochs") is None else num("asha.max_epochs", asha["max_epochs"], 1),
+        cpu=num("resources.cpu", res.get("cpu", d.cpu), 0, integer=False),
+        gpu=num("resources.gpu", res.get("gpu", d.gpu), 0, integer=False),
+    )
+
+
+def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> SweepSpace:
+    """Read and validate a search-space file: names, types, ranges, seed points, and (check_data) that every
+    window and image size the search can pick fits the store. Everything fails here, before Ray starts."""
+    raw = read_yaml(path)
+    where = str(path)
+    raw = _mapping(where, raw)
+    for key in raw:
+        if key not in SECTIONS:
+            raise UserError(f"{where}: {key}: unknown section (use {', '.join(SECTIONS)})")
+    data = _mapping(f"{where}: data", raw.get("data"))
+    for key in data:
+        if key not in DATA_KEYS:
+            raise UserError(f"{where}: data.{key}: unknown key (use {', '.join(DATA_KEYS)})")
+    fixed = _mapping(f"{where}: fixed", raw.get("fixed"))
+    check_names(f"{where}: fixed", fixed)
+    base = resolve_store({**data, **fixed}, cwd or Path.cwd())
+    search = _mapping(f"{where}: search", raw.get("search"))
+    if not search:
+        raise UserError(f"{where}: search: no dimensions to search")
+    check_names(f"{where}: search", search)
+    dims = tuple(_dimension(f"{where}: search", name, spec) for name, spec in search.items())
+    for dim in dims:
+        if dim.name in base:
+            raise UserError(f"{where}: search.{dim.name}: also given in data/fixed; keep it in one place")
+        if dim.name == "window":
+            for choice in dim.corners():
+                parse_window(f"{where}: search", choice)
+        for key, _ in dim.when:
+            if key not in base and key not in {d.name for d in dims}:
+                raise UserError(f"{where}: search.{dim.name}.when: {key!r} is neither fixed nor searched")
+    points_raw = raw.get("seed_points") or []
+    if not isinstance(points_raw, list):
+        raise UserError(f"{where}: seed_points: expected a list of mappings")
+    by_name = {d.name: d for d in dims}
+    points = []
+    for k, point in enumerate(points_raw):
+        point = _mapping(f"{where}: seed_points[{k}]", point)
+        for key, value in point.items():
+            if key not in by_name:
+                raise UserError(f"{where}: seed_points[{k}].{key}: not a search dimension")
+            if not by_name[key].contains(value):
+                raise UserError(f"{where}: seed_points[{k}].{key}: {value!r} is outside the search range")
+        trial_config({**base, **point}, where=f"{where}: seed_points[{k}]")
+        points.append(dict(point))
+    tune = _tune(f"{where}: tune", _mapping(f"{where}: tune", raw.get("tune")))
+    tracking = _mapping(f"{where}: tracking", raw.get("tracking"))
+    for key in tracking:
+        if key != "experiment":
+            raise UserError(f"{where}: tracking.{key}: unknown key (use experiment)")
+    space = SweepSpace(path, base, dims, tuple(points), tune, str(tracking.get("experiment", f"bubbles-{path.stem}")), path.read_text())
+    _check_corners(space, check_data)
+    return space
+
+
+def _check_corners(space: SweepSpace, check_data: bool) -> None:
+    """Every combination of the extremes of the window and size dimensions must make a valid trial and fit the
+    store: an impossible window is found now, not in the 40th trial."""
+    dims = [d for d in space.dimensions if not d.when]
+    shape_dims = [d for d in dims if d.name in ("window", "input_len", "output_len", "image_size")]
+    others = {d.name: d.corners()[0] for d in dims if d not in shape_dims}
+    store = None
+    if check_data:
+        try:
+            store = FrameStore.open(space.base.get("store", PARAMETERS["store"][0]))
+        except UserError as exc:
+            raise UserError(f"{space.path}: data.store: {exc}") from None
+    for combo in itertools.islice(itertools.product(*(d.corners() for d in shape_dims)), 512):
+        corner = {d.name: v for d, v in zip(shape_dims, combo)}
+        label = "search corner " + ", ".join(f"{k}={v}" for k, v in corner.items())
+        cfg = space.trial_config(others | corner, f"({label})")
+        if store is not None:
+            try:
+                make_splits(cfg.data, cfg.window, store)
+            except UserError as exc:
+                raise UserError(f"{space.path}: {label}: {exc}") from None

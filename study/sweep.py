@@ -1,0 +1,183 @@
+"""The sweep: Ray Tune runs trials, Optuna (TPE) proposes them, ASHA stops the hopeless ones; resumable by name."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray.tune.search.optuna import OptunaSearch
+
+from study import leaderboard
+from study.space import SweepSpace
+from study.tracking import SweepRun, close_trial_run, find_trial_run
+from study.trainable import run_trial
+
+PARENT_FILE = "mlflow_parent.json"
+OPTUNA_DB = "optuna.db"
+
+
+class PruningOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna the truth about early stops.
+
+    Ray reports a trial that ASHA stopped early to Optuna as COMPLETE with its early score, which misleads TPE into
+    treating a 1-epoch score as a final one. Here such a trial is told as PRUNED with its intermediate values
+    (one per epoch, the last included), a collapsed trial as PRUNED, and a NaN trial as FAIL.
+    """
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        import optuna
+
+        if error or not result or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        status = result.get("trial_status")
+        early = result.get("epoch", 0) < result.get("epochs_planned", 0)
+        if status == "nan":
+            state = optuna.trial.TrialState.FAIL
+        elif early or status == "collapsed":
+            state = optuna.trial.TrialState.PRUNED
+        else:
+            return super().on_trial_complete(trial_id, result, error)
+        trial = self._ot_trials[trial_id]
+        step = result.get("training_iteration")
+        if state == optuna.trial.TrialState.PRUNED and step is not None and result.get(self.metric) is not None:
+            # Ray skips on_trial_result for the result on which the scheduler stops a trial: record it here.
+            trial.report(result[self.metric], step)
+        self._ot_study.tell(trial, None, state=state)
+        self._completed_trials.add(trial_id)
+
+
+def trial_outcome(metrics: dict[str, Any], error: bool) -> str:
+    """completed | stopped_early (ASHA or time budget) | collapsed | nan | errored."""
+    if error:
+        return "errored"
+    status = metrics.get("trial_status")
+    if status in ("nan", "collapsed"):
+        return str(status)
+    if metrics.get("epoch", 0) < metrics.get("epochs_planned", 0):
+        return "stopped_early"
+    return "completed" if metrics else "errored"
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    directory: Path
+    parent_run_id: str
+    rows: list[dict[str, Any]]
+    interrupted: bool
+
+
+def _searcher(space: SweepSpace, name: str, sweep_dir: Path) -> PruningOptunaSearch:
+    import optuna
+
+    sampler = (
+        optuna.samplers.TPESampler(seed=space.tune.seed)
+        if space.tune.sampler == "tpe"
+        else optuna.samplers.RandomSampler(seed=space.tune.seed)
+    )
+    return PruningOptunaSearch(
+        space=space.sample,
+        metric="objective",
+        mode=space.tune.mode,
+        points_to_evaluate=[dict(p) for p in space.seed_points] or None,
+        sampler=sampler,
+        study_name=name,
+        storage=optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / OPTUNA_DB}"),
+    )
+
+
+def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_dir: Path):  # type: ignore[no-untyped-def]
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if tune.Tuner.can_restore(str(sweep_dir)):
+        return tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True, resume_errored=True), True
+    t = space.tune
+    scheduler = (
+        ASHAScheduler(time_attr="training_iteration", max_t=space.max_epochs(), grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+        if t.asha
+        else FIFOScheduler()
+    )
+    reporter = tune.CLIReporter(
+        parameter_columns=[d.name for d in space.dimensions if not d.when],  # conditional ones may be absent
+        metric_columns={"epoch": "epoch", "objective": t.objective, "trial_status": "status"},
+        max_report_frequency=15,
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric="objective",
+            mode=t.mode,
+            search_alg=_searcher(space, name, sweep_dir),
+            scheduler=scheduler,
+            num_samples=t.num_samples,
+            max_concurrent_trials=t.max_concurrent,
+            time_budget_s=t.time_budget_s,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            failure_config=tune.FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            progress_reporter=reporter,
+            verbose=1,
+        ),
+    )
+    return tuner, False
+
+
+def run_sweep(
+    space: SweepSpace,
+    name: str,
+    storage: Path,
+    uri: str,
+    address: str | None = None,
+    trainable: Callable[..., None] = run_trial,
+    echo: Callable[[str], None] = print,
+) -> SweepOutcome:
+    """Run (or continue) the sweep `name` under storage/name; returns the leaderboard rows."""
+    import ray
+    from ray import tune
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with only the columns we choose
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    sweep_dir = storage / name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    parent = SweepRun.open_or_create(uri, space, name, sweep_dir / PARENT_FILE)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        fn = tune.with_resources(
+            tune.with_parameters(trainable, space=space, uri=uri, parent_run_id=parent.run_id, sweep=name),
+            {"cpu": space.tune.cpu, "gpu": space.tune.gpu},
+        )
+        tuner, resumed = _tuner(space, name, storage, fn, sweep_dir)
+        echo(f"{'continuing' if resumed else 'starting'} sweep {name!r} in {sweep_dir}")
+        results = tuner.fit()
+    finally:
+        if started_ray:
+            ray.shutdown()
+    rows = []
+    for result in results:
+        metrics = dict(result.metrics or {})
+        outcome = trial_outcome(metrics, result.error is not None)
+        trial_id = str(metrics.get("trial_id", ""))
+        run_id = find_trial_run(uri, space.experiment, parent.run_id, trial_id) if trial_id else None
+        if run_id:
+            close_trial_run(run_id, outcome)
+        history = result.metrics_dataframe
+        objective = metrics.get("objective")
+        if history is not None and "objective" in history:
+            objective = history["objective"].max() if space.tune.mode == "max" else history["objective"].min()
+        rows.append(leaderboard.row(trial_id, run_id, outcome, result.config or {}, metrics, objective, space))
+    interrupted = results.num_terminated + results.num_errors < len(results)
+    ranked = leaderboard.rank(rows, space.tune.mode)
+    leaderboard.write(sweep_dir, ranked)
+    echo(leaderboard.markdown(ranked[:5], space))
+    parent.finish(sweep_dir, ranked, interrupted)
+    return SweepOutcome(name, sweep_dir, parent.run_id, ranked, interrupted)

@@ -1,0 +1,54 @@
+"""The Ray Tune trainable: a thin adapter from Tune's config dict to bubbles' train(), with MLflow around it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from bubbles.train import EpochResult, TrialResult, train
+from study.space import SweepSpace
+from study.tracking import TrialRun, find_trial_run
+
+
+def epoch_metrics(result: EpochResult, epochs_planned: int, objective: str, status: str) -> dict[str, Any]:
+    """What one epoch reports to Tune (ASHA and Optuna read `objective`; NaN would poison TPE, so it is replaced)."""
+    metrics: dict[str, Any] = {**result.metrics(), "epoch": result.epoch, "epochs_planned": epochs_planned, "trial_status": status}
+    value = getattr(result, objective)
+    worst = -1.0 if objective == "val_ssim" else 1e9
+    metrics["objective"] = value if math.isfinite(value) else worst
+    return metrics
+
+
+def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id: str, sweep: str) -> None:
+    """Train one sampled configuration; report every epoch (with its checkpoint directory) to Tune."""
+    from ray import tune
+
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
+    cfg = space.trial_config(config, f"trial {trial_id}")
+    checkpoint = tune.get_checkpoint()
+    resume = Path(checkpoint.to_directory()) / "checkpoint.pt" if checkpoint else None
+    run_id = find_trial_run(uri, space.experiment, parent_run_id, trial_id)
+    tags = {"mlflow.parentRunId": parent_run_id, "tune_trial_id": trial_id, "sweep": sweep}
+    run = TrialRun(uri, space.experiment, cfg, tags=tags, run_id=run_id)
+
+    def report(result: EpochResult, checkpoint_file: Path, final: TrialResult | None) -> None:
+        run.log_epoch(result)
+        status = "running" if final is None else final.status
+        metrics = epoch_metrics(result, cfg.train.epochs, space.tune.objective, status)
+        if final is not None:
+            # Tune may stop the trial inside this last report: log and close the MLflow run first.
+            run.log_result(final)
+            run.finish("FINISHED" if final.status == "completed" else "FAILED")
+            if final.evaluation is not None:
+                metrics["final_skill_persistence"] = float(sum(final.evaluation.skill_persistence) / len(final.evaluation.skill_persistence))
+                metrics["final_ssim_lead1"] = final.evaluation.model.ssim[0]
+                metrics["final_ssim_last"] = final.evaluation.model.ssim[-1]
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_file.parent)))
+
+    try:
+        train(cfg, Path(context.get_trial_dir()) / "work", report=report, resume=resume)
+    except Exception:
+        run.finish("FAILED")
+        raise
