@@ -50,10 +50,12 @@ class PruningOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
-def trial_outcome(metrics: dict[str, Any], error: bool) -> str:
-    """completed | stopped_early (ASHA or time budget) | collapsed | nan | errored."""
+def trial_outcome(metrics: dict[str, Any], error: bool, tune_status: str = "TERMINATED") -> str:
+    """completed | stopped_early (ASHA or time budget) | collapsed | nan | errored | unfinished (interrupted)."""
     if error:
         return "errored"
+    if tune_status not in ("TERMINATED", "ERROR"):
+        return "unfinished"
     status = metrics.get("trial_status")
     if status in ("nan", "collapsed"):
         return str(status)
@@ -163,19 +165,23 @@ def run_sweep(
         if started_ray:
             ray.shutdown()
     rows = []
-    for result in results:
+    # ResultGrid keeps the experiment's trials in the same order; their Tune status tells unfinished ones apart.
+    trials = results._experiment_analysis.trials
+    for trial, result in zip(trials, results):
         metrics = dict(result.metrics or {})
-        outcome = trial_outcome(metrics, result.error is not None)
-        trial_id = str(metrics.get("trial_id", ""))
+        outcome = trial_outcome(metrics, result.error is not None, trial.status)
+        trial_id = trial.trial_id
         run_id = find_trial_run(uri, space.experiment, parent.run_id, trial_id) if trial_id else None
-        if run_id:
+        if run_id and outcome != "unfinished":
             close_trial_run(run_id, outcome)
         history = result.metrics_dataframe
         objective = metrics.get("objective")
         if history is not None and "objective" in history:
             objective = history["objective"].max() if space.tune.mode == "max" else history["objective"].min()
         rows.append(leaderboard.row(trial_id, run_id, outcome, result.config or {}, metrics, objective, space))
-    interrupted = results.num_terminated + results.num_errors < len(results)
+    interrupted = any(r["status"] == "unfinished" for r in rows) or (
+        len(rows) < space.tune.num_samples and space.tune.time_budget_s is None
+    )
     ranked = leaderboard.rank(rows, space.tune.mode)
     leaderboard.write(sweep_dir, ranked)
     echo(leaderboard.markdown(ranked[:5], space))

@@ -1,0 +1,131 @@
+"""Sweeps survive interruption (SIGINT, then --resume) and the loss of a node (a real multi-node Ray cluster)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from study.space import load_space
+from study.sweep import OPTUNA_DB, run_sweep
+from tests.test_sweep import SPACE, children, write_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.5)
+
+
+def _finished_children(uri: str) -> int:
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("sweep-test")
+    if exp is None:
+        return 0
+    return len(client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED' and tags.sweep = 'resumable'"))
+
+
+@pytest.mark.slow
+def test_interrupt_then_resume_without_duplicates(tiny_store: Path, tmp_path: Path) -> None:
+    space = write_space(tmp_path, tiny_store, samples=6)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = os.environ | {"MLFLOW_TRACKING_URI": uri, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(ROOT / "cli.py"), "sweep", str(space), "--name", "resumable", "--storage", str(tmp_path / "sweeps")]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait(lambda: _finished_children(uri) >= 2 or proc.poll() is not None, 240, "two trials to finish")
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "--resume" in out
+    done_before = _finished_children(uri)
+    assert 2 <= done_before < 6
+    resumed = subprocess.run(cmd + ["--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "continuing sweep 'resumable'" in resumed.stdout
+    parent_id = (tmp_path / "sweeps" / "resumable" / "mlflow_parent.json").read_text()
+    client = mlflow.MlflowClient(uri)
+    parents = client.search_runs([client.get_experiment_by_name("sweep-test").experiment_id], filter_string="tags.`bubbles.role` = 'sweep'")
+    assert len(parents) == 1 and parents[0].info.run_id in parent_id and parents[0].info.status == "FINISHED"
+    kids = children(uri, parents[0].info.run_id)
+    trial_ids = [k.data.tags["tune_trial_id"] for k in kids]
+    assert len(trial_ids) == 6 and len(set(trial_ids)) == 6  # no trial ran twice into two MLflow runs
+    assert all(k.info.status != "RUNNING" for k in kids)
+    study = optuna.load_study(study_name="resumable", storage=f"sqlite:///{tmp_path / 'sweeps' / 'resumable' / OPTUNA_DB}")
+    assert len(study.trials) == 6
+    assert all(t.state.is_finished() for t in study.trials)
+
+
+NODE_LOSS = """
+data: {{store: {store}, split: condition, val_fraction: 0.34}}
+fixed: {{loss: mse_mean, batch_size: 4, stride: 1, layers: 2, hidden: 16, image_size: 32, window: "4->1", epochs: 6,
+         max_train_windows: 96, max_val_windows: 4}}
+search:
+  lr: {{type: categorical, choices: [3.0e-3]}}
+tune: {{num_samples: {samples}, max_concurrent: 1, max_failures: 2, asha: false}}
+tracking: {{experiment: sweep-test}}
+"""
+
+
+@pytest.mark.slow
+def test_trial_resumes_from_checkpoint_after_node_loss(tiny_store: Path, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = load_space(write_space(tmp_path, tiny_store, samples=1, text=NODE_LOSS))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    doomed = cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, include_dashboard=False)
+    outcome: dict[str, object] = {}
+
+    def sweep() -> None:
+        try:
+            outcome["result"] = run_sweep(space, "nodeloss", tmp_path / "sweeps", uri)
+        except BaseException as exc:  # surfaced by the assertions below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=sweep)
+    thread.start()
+    try:
+        def epochs_logged() -> int:
+            client = mlflow.MlflowClient(uri)
+            exp = client.get_experiment_by_name("sweep-test")
+            runs = client.search_runs([exp.experiment_id], filter_string="tags.sweep = 'nodeloss'") if exp else []
+            return len(client.get_metric_history(runs[0].info.run_id, "val_mse")) if runs else 0
+
+        _wait(lambda: epochs_logged() >= 2 or not thread.is_alive(), 240, "two epochs on the doomed node")
+        assert thread.is_alive()
+        cluster.remove_node(doomed)  # the node dies mid-trial
+        cluster.add_node(num_cpus=1)  # a replacement joins (add_node must run on the main thread)
+        thread.join(timeout=400)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+    assert [r["status"] for r in result.rows] == ["completed"]  # type: ignore[attr-defined]
+    client = mlflow.MlflowClient(uri)
+    runs = children(uri, result.parent_run_id)  # type: ignore[attr-defined]
+    assert len(runs) == 1  # the restarted trial kept its MLflow run
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_mse")]
+    # Resumed from its last checkpoint: the epoch counter continues, it never starts again at 1.
+    assert steps[0] == 1 and steps[-1] == 6 and steps.count(1) == 1 and steps == sorted(steps)
+    errors = list((tmp_path / "sweeps" / "nodeloss").glob("*/error.txt"))
+    assert errors and "Failure # 1" in errors[0].read_text()  # the trial really lost its node and was restarted
+    assert runs[0].info.status == "FINISHED" and runs[0].data.tags["trial_status"] == "completed"
