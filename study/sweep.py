@@ -28,6 +28,13 @@ class PruningOptunaSearch(OptunaSearch):
     (one per epoch, the last included), a collapsed trial as PRUNED, and a NaN trial as FAIL.
     """
 
+    def suggest(self, trial_id: str) -> dict | None:
+        params = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            # Lets the driver tell finished trials from interrupted ones after fit(), from the study alone.
+            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        return params
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         import optuna
 
@@ -50,11 +57,12 @@ class PruningOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
-def trial_outcome(metrics: dict[str, Any], error: bool, tune_status: str = "TERMINATED") -> str:
-    """completed | stopped_early (ASHA or time budget) | collapsed | nan | errored | unfinished (interrupted)."""
+def trial_outcome(metrics: dict[str, Any], error: bool, finished: bool = True) -> str:
+    """completed | stopped_early (ASHA or time budget) | collapsed | nan | errored | unfinished (interrupted).
+    `finished` is whether the searcher was told the trial's end (its Optuna trial is no longer running)."""
     if error:
         return "errored"
-    if tune_status not in ("TERMINATED", "ERROR"):
+    if not finished:
         return "unfinished"
     status = metrics.get("trial_status")
     if status in ("nan", "collapsed"):
@@ -164,13 +172,16 @@ def run_sweep(
     finally:
         if started_ray:
             ray.shutdown()
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / OPTUNA_DB}")
+    finished = {t.user_attrs.get("ray_trial_id"): t.state.is_finished() for t in study.trials}
     rows = []
-    # ResultGrid keeps the experiment's trials in the same order; their Tune status tells unfinished ones apart.
-    trials = results._experiment_analysis.trials
-    for trial, result in zip(trials, results):
+    # ResultGrid keeps the experiment's trials in the same order.
+    for trial, result in zip(results._experiment_analysis.trials, results):
         metrics = dict(result.metrics or {})
-        outcome = trial_outcome(metrics, result.error is not None, trial.status)
         trial_id = trial.trial_id
+        outcome = trial_outcome(metrics, result.error is not None, finished.get(trial_id, False))
         run_id = find_trial_run(uri, space.experiment, parent.run_id, trial_id) if trial_id else None
         if run_id and outcome != "unfinished":
             close_trial_run(run_id, outcome)
