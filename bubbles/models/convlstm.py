@@ -38,6 +38,20 @@ class ConvLSTMConfig:
         return self.hidden * self.layers if len(self.hidden) == 1 else self.hidden
 
 
+def lstm_pointwise(
+    gates: torch.Tensor, c_prev: torch.Tensor, w_ci: torch.Tensor | None, w_cf: torch.Tensor | None, w_co: torch.Tensor | None
+) -> State:
+    """The element-wise half of a step: gates (B, 4*hidden, H, W) and c_{t-1} -> (h_t, c_t)."""
+    i, f, g, o = gates.chunk(4, dim=1)
+    if w_ci is not None:
+        i = i + w_ci * c_prev
+        f = f + w_cf * c_prev
+    c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
+    if w_co is not None:
+        o = o + w_co * c
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
 class ConvLSTMCell(nn.Module):
     """One ConvLSTM layer: gates from a kxk conv over [x, h]; i and f peep at c_{t-1}, o at c_t."""
 
@@ -55,36 +69,36 @@ class ConvLSTMCell(nn.Module):
             self.w_co = nn.Parameter(torch.zeros(shape))
 
     def project_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """Input part of the gate conv for all frames at once: (B, T, C, H, W) -> (B, T, 4*hidden, H, W)."""
-        b, t = x.shape[:2]
+        """Input part of the gate conv for one frame (B, C, H, W) or all frames at once (B, T, C, H, W)."""
         w_x = self.conv.weight[:, : self.in_channels]
+        if x.dim() == 4:
+            return F.conv2d(x, w_x, self.conv.bias, padding=self.conv.padding)
+        b, t = x.shape[:2]
         out = F.conv2d(x.reshape(b * t, *x.shape[2:]), w_x, self.conv.bias, padding=self.conv.padding)
         return out.reshape(b, t, *out.shape[1:])
 
-    def step(self, gates_x: torch.Tensor, state: State | None) -> State:
+    def hidden_weight(self) -> torch.Tensor:
+        """The hidden part of the gate conv's weight; slice it once per sequence, not once per step (each slice
+        costs a full-size gradient buffer in backward)."""
+        return self.conv.weight[:, self.in_channels :]
+
+    def step(self, gates_x: torch.Tensor, state: State | None, w_h: torch.Tensor | None = None) -> State:
         """One time step from the projected input (B, 4*hidden, H, W) and the previous (h, c)."""
         if state is None:
             gates, c_prev = gates_x, torch.zeros_like(gates_x[:, : self.hidden])
         else:
             h_prev, c_prev = state
-            w_h = self.conv.weight[:, self.in_channels :]
+            w_h = self.hidden_weight() if w_h is None else w_h
             gates = gates_x + F.conv2d(h_prev, w_h, padding=self.conv.padding)
-        i, f, g, o = gates.chunk(4, dim=1)
-        if self.w_ci is not None:
-            i = i + self.w_ci * c_prev
-            f = f + self.w_cf * c_prev
-        c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
-        if self.w_co is not None:
-            o = o + self.w_co * c
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
+        return lstm_pointwise(gates, c_prev, self.w_ci, self.w_cf, self.w_co)
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Run over a sequence (B, T, C, H, W); returns every h (B, T, hidden, H, W) and the last state."""
-        gates_x = self.project_inputs(x)
+        w_h = self.hidden_weight()
         hs = []
-        for t in range(x.shape[1]):
-            state = self.step(gates_x[:, t], state)
+        # unbind, not gates_x[:, t]: each indexing op's backward would zero-fill a buffer of the whole sequence.
+        for gates_t in self.project_inputs(x).unbind(1):
+            state = self.step(gates_t, state, w_h)
             hs.append(state[0])
         assert state is not None
         return torch.stack(hs, dim=1), state
@@ -135,14 +149,14 @@ class ConvLSTM(nn.Module):
             if future != 1:
                 raise ValueError("seq2one predicts exactly one frame; use mode seq2seq for longer horizons")
             return outputs[0].unsqueeze(1)
+        hidden_weights = [cell.hidden_weight() for cell in self.cells]
+        truth = target.unbind(1) if target is not None and teacher_forcing > 0 else None
         for k in range(1, future):
             inp = outputs[-1]
-            if target is not None and teacher_forcing > 0:
-                use_truth = torch.rand((), generator=generator).item() < teacher_forcing
-                inp = target[:, k - 1] if use_truth else inp
+            if truth is not None and torch.rand((), generator=generator).item() < teacher_forcing:
+                inp = truth[k - 1]
             for layer, (cell, norm) in enumerate(zip(self.cells, self.norms)):
-                gates_x = cell.project_inputs(inp.unsqueeze(1))[:, 0]
-                states[layer] = cell.step(gates_x, states[layer])
-                inp = _batchnorm(norm, states[layer][0].unsqueeze(1))[:, 0]
+                states[layer] = cell.step(cell.project_inputs(inp), states[layer], hidden_weights[layer])
+                inp = _batchnorm(norm, states[layer][0].unsqueeze(1)).squeeze(1)
             outputs.append(self._frame(inp))
         return torch.stack(outputs, dim=1)

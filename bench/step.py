@@ -1,0 +1,154 @@
+"""Training-step speed of bubbles' ConvLSTM against the straightforward reference, side by side in one run.
+
+    python bench/step.py                       # CPU: 3x64, 3x3, 32² and 64², 10->10, batch 4
+    python bench/step.py --device cuda --sizes 128 256 --amp both
+
+For each size: the outputs of both implementations from one set of weights (max |difference|), training steps/s
+(forward + backward + Adam, interleaved A/B/A/B to share the machine's noise), the speed-up, and the achieved
+FLOP/s of the convolutions as a share of this machine's measured GEMM peak. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bubbles.models.convlstm import ConvLSTM, ConvLSTMConfig  # noqa: E402
+from reference_convlstm import ReferenceConvLSTM  # noqa: E402
+
+
+def gemm_peak(device: torch.device, dtype: torch.dtype, n: int = 2048) -> float:
+    """FLOP/s of a large matmul: the ceiling the conv work is measured against."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(6):
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        _sync(device)
+        best = min(best, (time.perf_counter() - t) / 4)
+    return 2 * n**3 / best
+
+
+def conv_flops(cfg: ConvLSTMConfig, batch: int, t_in: int, t_out: int, size: int) -> float:
+    """Forward multiply-adds x2 of every convolution: gates over [x, h] for every step of every layer, and the head."""
+    steps = t_in + t_out - 1  # encoder steps, then the rollout steps after the first prediction
+    total, cin = 0.0, cfg.channels
+    for h in cfg.widths():
+        total += 2 * batch * steps * (cin + h) * 4 * h * cfg.kernel**2 * size * size
+        cin = h
+    return total + 2 * batch * t_out * cfg.widths()[-1] * cfg.channels * 9 * size * size
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: torch.dtype | None) -> Callable[[], None]:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(x.device.type, enabled=amp == torch.float16)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = F.mse_loss(model(x, future=y.shape[1]).float(), y, reduction="sum")
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    return step
+
+
+def time_steps(steps: dict[str, Callable[[], None]], repeats: int, device: torch.device) -> dict[str, float]:
+    """Seconds per step for each variant, best of `repeats`, run interleaved."""
+    for fn in steps.values():
+        fn()  # warm-up (allocator, cuDNN autotune)
+    best = {k: float("inf") for k in steps}
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            _sync(device)
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--window", default="10->10")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--amp", choices=["off", "on", "both"], default="off", help="CUDA autocast (bf16, else fp16)")
+    ap.add_argument("--channels-last", action="store_true", help="also time ours in channels_last")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    t_in, t_out = (int(v) for v in args.window.split("->"))
+    peak = gemm_peak(device, torch.float32)
+    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
+          f"torch {torch.__version__}; float32 GEMM peak {peak / 1e9:,.1f} GFLOP/s")
+    out: dict[str, float] = {"gemm_peak_gflops": round(peak / 1e9, 1)}
+    amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    amps = {"off": [None], "on": [amp_dtype], "both": [None, amp_dtype]}[args.amp]
+    for size in args.sizes:
+        cfg = ConvLSTMConfig(layers=args.layers, hidden=(args.hidden,), kernel=3, peephole="frame", mode="seq2seq", frame_size=(size, size))
+        torch.manual_seed(0)
+        reference = ReferenceConvLSTM(cfg).to(device)
+        with torch.no_grad():
+            for p in reference.parameters():
+                if p.dim() == 3:  # peepholes: non-zero so the comparison covers them
+                    p.normal_(0, 0.1)
+        ours = ConvLSTM(cfg).to(device)
+        ours.load_state_dict(reference.state_dict())
+        x = torch.rand(args.batch, t_in, 1, size, size, device=device)
+        y = torch.rand(args.batch, t_out, 1, size, size, device=device)
+        reference.eval(), ours.eval()
+        with torch.no_grad():
+            diff = (reference(x, future=t_out) - ours(x, future=t_out)).abs().max().item()
+        reference.train(), ours.train()
+        flops = 3 * conv_flops(cfg, args.batch, t_in, t_out, size)  # forward + backward ~ 3x forward
+        for amp in amps:
+            tag = f"{size}" + ("" if amp is None else f"_amp_{str(amp).split('.')[-1]}")
+            variants = {"reference": make_step(reference, x, y, amp), "ours": make_step(ours, x, y, amp)}
+            if args.channels_last:
+                ours_cl = ConvLSTM(cfg).to(device).to(memory_format=torch.channels_last)
+                ours_cl.load_state_dict(reference.state_dict())
+                variants["ours_channels_last"] = make_step(ours_cl, x, y, amp)
+            secs = time_steps(variants, args.repeats, device)
+            speedup = secs["reference"] / secs["ours"]
+            share = flops / secs["ours"] / peak
+            out[f"speedup_vs_reference_{tag}"] = round(speedup, 2)
+            out[f"gemm_peak_share_{tag}"] = round(share, 3)
+            out[f"steps_per_s_{tag}"] = round(1 / secs["ours"], 3)
+            print(f"{size}² {args.window} batch {args.batch}, {args.layers}x{args.hidden}, amp {amp or 'off'}: "
+                  f"reference {1 / secs['reference']:.3f} steps/s, ours {1 / secs['ours']:.3f} steps/s -> {speedup:.2f}x; "
+                  f"conv work {flops / secs['ours'] / 1e9:,.1f} GFLOP/s = {share:.0%} of GEMM peak")
+            if "ours_channels_last" in secs:
+                cl = secs["reference"] / secs["ours_channels_last"]
+                out[f"speedup_channels_last_{tag}"] = round(cl, 2)
+                print(f"  ours in channels_last: {1 / secs['ours_channels_last']:.3f} steps/s -> {cl:.2f}x the reference")
+        out[f"max_abs_diff_{size}"] = diff
+        print(f"  outputs equal within {diff:.1e} (float32; tolerance 1e-5)")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
