@@ -31,8 +31,9 @@ def main() -> None:
     """Find the best video-prediction model for bubble flows.
 
     \b
-    Data:   synth, ingest, inspect
-    Models: train (one trial, no Ray), sweep (Ray Tune + Optuna + ASHA)
+    Data:    synth, ingest, inspect
+    Models:  train (one trial, no Ray), sweep (Ray Tune + Optuna + ASHA)
+    Results: export, predict, report
     Honours MLFLOW_TRACKING_URI and RAY_ADDRESS.
     """
 
@@ -205,6 +206,93 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     if outcome.interrupted:
         click.echo(f"interrupted: continue with  python cli.py sweep {space_file} --name {name} --resume", err=True)
         sys.exit(130)
+
+
+@main.command()
+@click.option("--sweep", "sweep_name", help="Export the best completed trial of this sweep.")
+@click.option("--run-id", help="Export this MLflow trial run.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="Export from a `train` output directory.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Export directory (replaced atomically).")
+@click.option("--onnx", is_flag=True, help="Also write model.onnx, checked against PyTorch with onnxruntime.")
+@click.option("--register", help="Register in the MLflow model registry under this name (alias 'champion' if best).")
+@click.option("--storage", type=click.Path(path_type=Path), default=Path("runs/sweeps"), show_default=True)
+def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, out: Path, onnx: bool, register: str | None, storage: Path) -> None:
+    """Write the best model as a self-contained directory (weights, config, TorchScript, metrics card).
+
+    \b
+    Examples:
+      python cli.py export --sweep smoke --out exports/smoke-best --onnx
+      python cli.py export --run-id 3f2a... --out exports/run --register bubbles-convlstm
+      python cli.py export --checkpoint runs/trials/trial_seed-1234 --out exports/seed
+    """
+    from study import export as ex
+    from study.tracking import check_tracking, tracking_uri
+
+    if sum(v is not None for v in (sweep_name, run_id, checkpoint)) != 1:
+        raise UserError("export: give exactly one of --sweep, --run-id, --checkpoint")
+    uri = tracking_uri(Path.cwd())
+    if checkpoint is not None:
+        chosen = ex.from_checkpoint_dir(checkpoint.resolve())
+    else:
+        check_tracking(uri)
+        objective, mode, value = "val_ssim", "max", None
+        if sweep_name is not None:
+            run_id, objective, mode, value = ex.best_run_of_sweep(storage.resolve() / sweep_name)
+        chosen = ex.from_run(uri, str(run_id), objective, mode, value)
+    path = ex.export(chosen, out, onnx)
+    click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}) to {path}")
+    if register:
+        check_tracking(uri)
+        version, champion = ex.register(uri, register, path, chosen)
+        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else " (champion unchanged)"))
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--store", type=click.Path(path_type=Path), help="Frame store to read from.")
+@click.option("--sequence", help="Sequence in the store.")
+@click.option("--input", "raw_input", type=click.Path(path_type=Path), help="Instead of a store: a folder of frames or a video.")
+@click.option("--start", default=0, show_default=True, help="First context frame.")
+@click.option("--steps", type=int, help="Frames to predict (default: the trained horizon).")
+@click.option("--autoregressive", is_flag=True, help="Roll out beyond the trained horizon on its own predictions.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
+def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input: Path | None, start: int, steps: int | None, autoregressive: bool, out: Path) -> None:
+    """Predict frames with an exported model: strip.png, rollout.gif, prediction.npy, metrics when targets exist.
+
+    \b
+    Examples:
+      python cli.py predict exports/smoke-best --store data/synthetic.zarr --sequence seq003 --start 40 --out pred/
+      python cli.py predict exports/smoke-best --input recordings/run07/ --steps 30 --autoregressive --out pred07/
+    """
+    from bubbles.predict import PredictRequest, predict as run_predict
+
+    request = PredictRequest(model_dir.resolve(), out, start, steps, autoregressive, store.resolve() if store else None, sequence, raw_input)
+    summary = run_predict(request)
+    line = f"predicted {summary['steps']} frames of {summary['sequence']!r} from frame {start} into {out}"
+    if "metrics" in summary:
+        m = summary["metrics"]
+        line += f"; SSIM lead 1 {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f})"  # type: ignore[index]
+    click.echo(line)
+
+
+@main.command()
+@click.option("--sweep", "sweep_name", required=True, help="The sweep to report on.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for index.html and its PNGs.")
+@click.option("--storage", type=click.Path(path_type=Path), default=Path("runs/sweeps"), show_default=True)
+def report(sweep_name: str, out: Path, storage: Path) -> None:
+    """Write an HTML report of a sweep (leaderboard, importances, curves, strips, failures, compute); it is also
+    logged to the sweep's parent MLflow run.
+
+    \b
+    Example:
+      python cli.py report --sweep smoke --out reports/smoke
+    """
+    from study.report import write_report
+    from study.tracking import check_tracking, tracking_uri
+
+    uri = tracking_uri(Path.cwd())
+    check_tracking(uri)
+    click.echo(f"wrote {write_report(uri, storage.resolve() / sweep_name, out.resolve())}")
 
 
 def _ensure_default_store(space_file: Path) -> None:

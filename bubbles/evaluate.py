@@ -46,6 +46,17 @@ class Evaluation:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Evaluation:
+        """Inverse of to_dict (evaluation.json)."""
+        fields = dict(data)
+        for key in ("model", "persistence", "median"):
+            fields[key] = LeadMetrics(**{k: tuple(v) for k, v in data[key].items()})
+        for key in ("skill_persistence", "skill_median"):
+            fields[key] = tuple(data[key])
+        fields["vmaf"] = tuple(data["vmaf"]) if data.get("vmaf") is not None else None
+        return cls(**fields)
+
     def lead_table(self) -> str:
         """The per-lead table a researcher keeps by hand (markdown)."""
         head = "| lead | SSIM | PSNR dB | MSE | SSIM persist. | PSNR persist. | SSIM median | skill vs persist. | skill vs median |"

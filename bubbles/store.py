@@ -265,6 +265,17 @@ class FrameStore:
         except Exception as exc:
             raise UserError(f"{self.path}/{name}/{level}: cannot read frames ({type(exc).__name__}: {exc})") from None
 
+    def fingerprint(self) -> str:
+        """A short hash of what the store holds: every sequence's metadata, level shapes and bytes on disk. It
+        changes when a sequence is added, removed or rewritten; it is not a hash of every pixel (that would read
+        the whole store)."""
+        digest = hashlib.sha256()
+        for name in sorted(self.sequences):
+            info = self.sequences[name]
+            record = [name, info.frames, info.level_sizes, dict(info.meta.condition), info.meta.source, self.disk_bytes(name)]
+            digest.update(json.dumps(record, sort_keys=True, default=str).encode())
+        return digest.hexdigest()[:16]
+
     def disk_bytes(self, name: str) -> int:
         return sum(f.stat().st_size for f in (self.path / name).rglob("*") if f.is_file())
 

@@ -229,7 +229,8 @@ class SweepRun:
             copy.write_text(space.text)
             client.log_artifact(run.run_id, str(copy))
         tmp_marker = marker.with_suffix(".tmp")
-        tmp_marker.write_text(json.dumps({"run_id": run.run_id, "uri": uri}))
+        tmp_marker.write_text(json.dumps({"run_id": run.run_id, "uri": uri, "experiment": space.experiment,
+                                          "objective": space.tune.objective, "mode": space.tune.mode}))
         tmp_marker.replace(marker)
         return run
 

@@ -1,0 +1,213 @@
+"""The exported model: a self-contained directory a colleague can use without this package.
+
+    MODEL_DIR/
+      weights.safetensors   the state dict (safetensors: loading it never runs code)
+      config.json           every trial parameter, the window, the image size, the store fingerprint and split
+      model.ts              TorchScript program: (B, input_len, 1, S, S) float32 in [0, 1] -> (B, output_len, 1, S, S)
+      model.onnx            the same program as ONNX (optional), checked against PyTorch with onnxruntime
+      metrics_card.md       objective, per-lead table against the baselines, per-condition table, data and split
+      README.md             how to load each file
+
+Everything is written to a temporary sibling and renamed into place, so an export is complete or absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import struct
+import uuid
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from bubbles.config import TrialConfig, from_json
+from bubbles.errors import UserError
+from bubbles.evaluate import Evaluation
+from bubbles.models import build_model
+
+FORMAT = "bubbles-export-1"
+ONNX_TOLERANCE = 1e-4
+
+
+class _Predictor(nn.Module):
+    """forward(x) -> output_len frames: the trained horizon fixed, so tracing captures the whole rollout."""
+
+    def __init__(self, model: nn.Module, horizon: int) -> None:
+        super().__init__()
+        self.model = model
+        self.horizon = horizon
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x, future=self.horizon)
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What the export records besides the weights."""
+
+    objective_name: str
+    objective: float
+    source: str
+    store_fingerprint: str
+    val_conditions: tuple[str, ...]
+
+
+def example_input(cfg: TrialConfig) -> torch.Tensor:
+    """A fixed input of the exported program's shape (seeded, so exports are byte-for-byte repeatable)."""
+    s = cfg.data.image_size
+    return torch.rand(1, cfg.window.input_len, 1, s, s, generator=torch.Generator().manual_seed(0))
+
+
+def metrics_card(cfg: TrialConfig, info: BundleInfo, evaluation: Evaluation | None) -> str:
+    lines = [
+        f"# {cfg.model_name} {cfg.model.layers}x{list(cfg.model.widths())} "
+        f"{cfg.window.input_len}->{cfg.window.output_len} at {cfg.data.image_size}²",
+        "",
+        f"- objective: {info.objective_name} = {info.objective:.4f}",
+        f"- source: {info.source}",
+        f"- data: store `{cfg.data.store}` (fingerprint `{info.store_fingerprint}`), split `{cfg.data.split.kind}`, "
+        f"validation conditions {', '.join(info.val_conditions) or '-'}",
+        f"- training: {cfg.train.epochs} epochs, Adam lr {cfg.train.lr:g}, loss {cfg.train.loss}, batch {cfg.train.batch_size}, seed {cfg.train.seed}",
+        "- metrics: SSIM (scikit-image, data_range 1, Gaussian σ 1.5), PSNR (data_range 1), MSE per pixel; "
+        "skill = 1 − MSE_model / MSE_baseline",
+        "",
+    ]
+    if evaluation is None:
+        return "\n".join(lines + ["(no evaluation recorded)"]) + "\n"
+    lines += ["## Per lead time (validation windows)", "", evaluation.lead_table(), "", "## Per held-out condition", ""]
+    lines += ["| condition | windows | SSIM | PSNR | MSE | persistence SSIM | skill vs persistence |", "|---|---|---|---|---|---|---|"]
+    for cid, row in sorted(evaluation.per_condition.items()):
+        lines.append(
+            f"| {cid} | {row['windows']:.0f} | {row['ssim']:.3f} | {row['psnr']:.2f} | {row['mse']:.5f} | "
+            f"{row['persistence_ssim']:.3f} | {row['skill_persistence']:+.3f} |"
+        )
+    lines += ["", f"collapse score {evaluation.collapse_score:.3f} ({'collapsed' if evaluation.collapsed else 'not collapsed'})"]
+    return "\n".join(lines) + "\n"
+
+
+_README = """# Exported bubble-flow predictor
+
+Input: float32 frames in [0, 1], shape (batch, {input_len}, 1, {size}, {size}) — {input_len} consecutive grayscale frames.
+Output: (batch, {output_len}, 1, {size}, {size}) — the next {output_len} frames.
+
+    import torch
+    program = torch.jit.load("model.ts")            # needs only torch
+    prediction = program(frames)
+
+    import onnxruntime                               # if model.onnx is present
+    session = onnxruntime.InferenceSession("model.onnx")
+    prediction = session.run(None, {{"frames": frames_numpy}})[0]
+
+`weights.safetensors` + `config.json` rebuild the model in bubbles-study (`bubbles.bundle.load_bundle`), which
+can also roll out beyond {output_len} frames (`cli.py predict --autoregressive`).
+"""
+
+
+def write_bundle(
+    out: Path,
+    model: nn.Module,
+    cfg: TrialConfig,
+    info: BundleInfo,
+    evaluation: Evaluation | None,
+    onnx: bool = False,
+) -> Path:
+    """Write the export directory atomically; returns its path."""
+    out = out.resolve()
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        model = model.cpu().eval()
+        predictor = _Predictor(model, cfg.window.output_len).eval()
+        x = example_input(cfg)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "weights.safetensors"), metadata={"format": FORMAT})
+        config = {"format": FORMAT, "params": cfg.flat(), "objective": {"name": info.objective_name, "value": info.objective},
+                  "source": info.source, "store_fingerprint": info.store_fingerprint, "val_conditions": list(info.val_conditions)}
+        (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
+        with torch.no_grad():
+            expected = predictor(x)
+            traced = torch.jit.trace(predictor, (x,), check_trace=False)
+        torch.jit.save(traced, str(tmp / "model.ts"))
+        _pin_serialization_id(tmp / "model.ts")
+        if onnx:
+            _export_onnx(predictor, x, expected, tmp / "model.onnx")
+        (tmp / "metrics_card.md").write_text(metrics_card(cfg, info, evaluation))
+        s = cfg.data.image_size
+        (tmp / "README.md").write_text(_README.format(input_len=cfg.window.input_len, output_len=cfg.window.output_len, size=s))
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _pin_serialization_id(path: Path) -> None:
+    """torch.jit.save stores a random serialization id; replace it (same length, CRCs updated) by digits of a hash
+    of every other record, so that exporting the same model twice gives the same bytes."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        target = next((i for i in infos if i.filename.endswith(".data/serialization_id")), None)
+        if target is None or target.compress_type != zipfile.ZIP_STORED:
+            return
+        digest = hashlib.sha256(b"".join(archive.read(i.filename) for i in infos if i is not target)).hexdigest()
+        size = target.file_size
+    new = str(int(digest, 16)).encode()[:size].ljust(size, b"0")
+    crc = zlib.crc32(new)
+    name = target.filename.encode()
+    local = target.header_offset
+    name_len, extra_len = struct.unpack_from("<HH", data, local + 26)
+    start = local + 30 + name_len + extra_len
+    data[start : start + size] = new
+    struct.pack_into("<I", data, local + 14, crc)
+    central = data.find(b"PK\x01\x02", start)
+    while central != -1:
+        n_len = struct.unpack_from("<H", data, central + 28)[0]
+        if bytes(data[central + 46 : central + 46 + n_len]) == name:
+            struct.pack_into("<I", data, central + 16, crc)
+            break
+        central = data.find(b"PK\x01\x02", central + 4)
+    path.write_bytes(bytes(data))
+
+
+def _export_onnx(predictor: nn.Module, x: torch.Tensor, expected: torch.Tensor, path: Path) -> None:
+    import onnxruntime
+
+    with torch.no_grad():
+        torch.onnx.export(predictor, (x,), str(path), dynamo=False, input_names=["frames"], output_names=["prediction"],
+                          opset_version=17, dynamic_axes={"frames": {0: "batch"}, "prediction": {0: "batch"}})
+    got = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"frames": x.numpy()})[0]
+    diff = float(np.abs(got - expected.numpy()).max())
+    if diff > ONNX_TOLERANCE:
+        raise UserError(f"ONNX export differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE}); not written")
+
+
+def load_bundle(directory: str | Path) -> tuple[nn.Module, TrialConfig, dict[str, Any]]:
+    """Rebuild the model from weights.safetensors and config.json (no pickles involved)."""
+    directory = Path(directory)
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{directory}: not an exported model (no readable config.json)") from None
+    if config.get("format") != FORMAT:
+        raise UserError(f"{directory}: export format {config.get('format')!r} is not {FORMAT!r}")
+    cfg = from_json(json.dumps(config["params"]))
+    model = build_model(cfg.model_name, cfg.model)
+    try:
+        model.load_state_dict(load_file(str(directory / "weights.safetensors")))
+    except Exception as exc:
+        raise UserError(f"{directory}/weights.safetensors: cannot load ({type(exc).__name__})") from None
+    return model.eval(), cfg, config

@@ -1,0 +1,145 @@
+"""Best trial -> export directory (bubbles.bundle), and the MLflow model registry with a `champion` alias."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bubbles.bundle import BundleInfo, write_bundle
+from bubbles.config import TrialConfig, from_json
+from bubbles.errors import UserError
+from bubbles.evaluate import Evaluation
+from bubbles.models import build_model
+from bubbles.store import FrameStore
+from bubbles.windows import split_segments
+from study.sweep import PARENT_FILE
+from study.tracking import configure
+
+CHAMPION = "champion"
+OBJECTIVE_METRIC = {"val_ssim": "final_ssim", "val_mse": "final_mse"}
+
+
+@dataclass
+class Chosen:
+    """A trained model picked for export."""
+
+    cfg: TrialConfig
+    state: dict
+    evaluation: Evaluation | None
+    objective_name: str
+    objective: float
+    mode: str
+    source: str
+
+
+def from_checkpoint_dir(directory: Path) -> Chosen:
+    """A `train` output directory (or its checkpoint/ folder): best.pt and, beside it, evaluation.json."""
+    candidates = [directory / "best.pt", directory / "checkpoint" / "best.pt"]
+    best = next((p for p in candidates if p.is_file()), None)
+    if best is None:
+        raise UserError(f"{directory}: no best.pt here or in checkpoint/")
+    try:
+        state = torch.load(best, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{best}: not a readable checkpoint ({type(exc).__name__})") from None
+    cfg = from_json(state["config"])
+    evaluation = None
+    for path in (best.parent / "evaluation.json", best.parent.parent / "evaluation.json"):
+        if path.is_file():
+            evaluation = Evaluation.from_dict(json.loads(path.read_text()))
+            break
+    objective = evaluation.model.mean("ssim") if evaluation else math.nan
+    return Chosen(cfg, state["model"], evaluation, "val_ssim", objective, "max", f"checkpoint {best}")
+
+
+def from_run(uri: str, run_id: str, objective: str = "val_ssim", mode: str = "max", value: float | None = None) -> Chosen:
+    """An MLflow trial run: its checkpoints/best.pt and evaluation.json artifacts."""
+    import mlflow
+
+    configure(uri)
+    client = mlflow.MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        raise UserError(f"MLflow run {run_id!r} not found in {uri}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            checkpoints = Path(client.download_artifacts(run_id, "checkpoints", tmp))
+            evaluation = Path(client.download_artifacts(run_id, "evaluation.json", tmp))
+        except Exception:
+            raise UserError(f"MLflow run {run_id}: no checkpoints/best.pt + evaluation.json (a finished trial has them)") from None
+        chosen = from_checkpoint_dir(checkpoints)
+        chosen.evaluation = Evaluation.from_dict(json.loads(evaluation.read_text()))
+    metric = OBJECTIVE_METRIC[objective]
+    chosen.objective_name, chosen.mode = objective, mode
+    chosen.objective = float(run.data.metrics.get(metric, math.nan)) if value is None else value
+    chosen.source = f"MLflow run {run_id} ({run.info.run_name})"
+    return chosen
+
+
+def best_run_of_sweep(sweep_dir: Path) -> tuple[str, str, str, float]:
+    """(run id, objective, mode, value) of the best completed trial: the first completed row of the sweep's
+    leaderboard, so the export is the winner the user saw."""
+    marker = sweep_dir / PARENT_FILE
+    board = sweep_dir / "leaderboard.csv"
+    if not marker.is_file() or not board.is_file():
+        raise UserError(f"{sweep_dir}: no finished sweep here (no {PARENT_FILE} / leaderboard.csv)")
+    parent = json.loads(marker.read_text())
+    with board.open() as f:
+        rows = [r for r in csv.DictReader(f) if r["status"] == "completed" and r.get("mlflow_run")]
+    if not rows:
+        raise UserError(f"sweep {sweep_dir.name!r} has no completed trial to export")
+    return rows[0]["mlflow_run"], parent.get("objective", "val_ssim"), parent.get("mode", "max"), float(rows[0]["objective"])
+
+
+def export(chosen: Chosen, out: Path, onnx: bool) -> Path:
+    """Write the export directory for a chosen model."""
+    model = build_model(chosen.cfg.model_name, chosen.cfg.model)
+    model.load_state_dict(chosen.state)
+    fingerprint, val = "unavailable", ()
+    try:
+        store = FrameStore.open(chosen.cfg.data.store)
+        fingerprint = store.fingerprint()
+        val = tuple(sorted({store.sequences[n].condition_id for n, _, _ in split_segments(store, chosen.cfg.data.split).val}))
+    except UserError:
+        pass  # the store may live elsewhere (a cluster path); the export still stands on its own
+    info = BundleInfo(chosen.objective_name, chosen.objective, chosen.source, fingerprint, val)
+    return write_bundle(out, model, chosen.cfg, info, chosen.evaluation, onnx=onnx)
+
+
+def register(uri: str, name: str, bundle: Path, chosen: Chosen) -> tuple[str, bool]:
+    """Log the export as a model version of `name`; move the `champion` alias to it if it beats the current
+    champion on the objective (or there is none). Returns (version, became champion)."""
+    import mlflow
+
+    configure(uri)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("bubbles-exports")
+    exp_id = exp.experiment_id if exp else client.create_experiment("bubbles-exports")
+    run = client.create_run(exp_id, run_name=f"export-{name}", tags={"source": chosen.source})
+    client.log_artifacts(run.info.run_id, str(bundle), "bundle")
+    client.log_metric(run.info.run_id, chosen.objective_name, chosen.objective)
+    client.set_terminated(run.info.run_id)
+    try:
+        client.get_registered_model(name)
+    except Exception:
+        client.create_registered_model(name)
+    version = client.create_model_version(name, f"{run.info.artifact_uri}/bundle", run_id=run.info.run_id,
+                                          tags={"objective": chosen.objective_name, "value": str(chosen.objective), "mode": chosen.mode})
+    better = True
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+        old = float(current.tags.get("value", "nan"))
+        sign = 1.0 if chosen.mode == "max" else -1.0
+        better = not math.isfinite(old) or sign * (chosen.objective - old) > 0
+    except Exception:
+        pass  # no champion yet
+    if better:
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+    return str(version.version), better

@@ -1,0 +1,188 @@
+"""The study report: one self-contained HTML page (PNGs embedded, and written beside it) about a finished sweep."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bubbles.errors import UserError  # noqa: E402
+from study.sweep import OPTUNA_DB, PARENT_FILE  # noqa: E402
+from study.tracking import configure  # noqa: E402
+
+WHY = {
+    "stopped_early": "ASHA stopped it: its objective was below the rung's cutoff (or the time budget ended)",
+    "collapsed": "its predictions collapsed to a near-static picture (collapse score < 0.3)",
+    "nan": "its loss became NaN",
+    "errored": "the trial raised an error",
+    "unfinished": "the sweep was interrupted before it finished",
+}
+
+
+def _read_leaderboard(sweep_dir: Path) -> list[dict[str, str]]:
+    path = sweep_dir / "leaderboard.csv"
+    if not path.is_file():
+        raise UserError(f"{sweep_dir}: no leaderboard.csv (has the sweep run to its end?)")
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def _png(fig: Any, path: Path) -> str:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _img(data: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _importances(sweep_dir: Path, name: str) -> tuple[dict[str, float], Any]:
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / OPTUNA_DB}")
+    try:
+        imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    except (ValueError, RuntimeError) as exc:
+        return {"(not available)": math.nan, str(exc)[:80]: math.nan}, study
+    return dict(imp), study
+
+
+def write_report(uri: str, sweep_dir: Path, out: Path) -> Path:
+    """Write out/index.html and its PNGs; returns the HTML path."""
+    import mlflow
+
+    marker = sweep_dir / PARENT_FILE
+    if not marker.is_file():
+        raise UserError(f"{sweep_dir}: no sweep here (no {PARENT_FILE})")
+    parent = json.loads(marker.read_text())
+    rows = _read_leaderboard(sweep_dir)
+    name = sweep_dir.name
+    out.mkdir(parents=True, exist_ok=True)
+    configure(uri)
+    client = mlflow.MlflowClient()
+    objective = parent.get("objective", "val_ssim")
+    sections: list[str] = []
+
+    cols = [c for c in rows[0] if c != "mlflow_run"] if rows else []
+    table = ["<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"]
+    for k, r in enumerate(rows):
+        cls = ' class="best"' if k == 0 else ""
+        table.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>")
+    sections.append(f"<h2>Leaderboard ({len(rows)} trials, by {objective})</h2>" + "".join(table) + "</table>")
+
+    importances, study = _importances(sweep_dir, name)
+    imp_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in importances.items())
+    sections.append("<h2>Parameter importances (Optuna fANOVA, completed trials)</h2><table><tr><th>parameter</th><th>importance</th></tr>" + imp_rows + "</table>")
+
+    params = [c for c in cols if c not in ("trial", "status", "objective", "epochs", "ssim_lead1", "ssim_last", "skill_persistence")]
+    if params:
+        fig, axes = plt.subplots(1, len(params), figsize=(3.2 * len(params), 3), squeeze=False)
+        for ax, p in zip(axes[0], params):
+            shown = [r for r in rows if r[p] != "" and _finite(r["objective"])]
+            xs = [_num_or_str(r[p]) for r in shown]
+            ys = [float(r["objective"]) for r in shown]
+            colors = ["C0" if r["status"] == "completed" else "C3" for r in shown]
+            if all(isinstance(x, float) for x in xs):
+                ax.scatter(xs, ys, c=colors)
+                if p == "lr":
+                    ax.set_xscale("log")
+            else:
+                labels = sorted({str(x) for x in xs})
+                ax.scatter([labels.index(str(x)) for x in xs], ys, c=colors)
+                ax.set_xticks(range(len(labels)), labels, rotation=30)
+            ax.set_xlabel(p)
+        axes[0][0].set_ylabel(objective)
+        sections.append("<h2>Objective against each parameter</h2><p>blue: completed, red: stopped early / failed</p>"
+                        + _img(_png(fig, out / "objective_vs_params.png"), "objective vs parameters"))
+
+    top = [r for r in rows if r["status"] == "completed" and r.get("mlflow_run")][:3]
+    if top:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+        for k, r in enumerate(top):
+            for ax, metric in ((a1, "ssim"), (a2, "psnr")):
+                hist = sorted(client.get_metric_history(r["mlflow_run"], f"lead_{metric}"), key=lambda m: m.step)
+                base = sorted(client.get_metric_history(r["mlflow_run"], f"persistence_{metric}"), key=lambda m: m.step)
+                ax.plot([m.step for m in hist], [m.value for m in hist], "o-", color=f"C{k}", label=f"trial {r['trial']}")
+                ax.plot([m.step for m in base], [m.value for m in base], "x--", color=f"C{k}", alpha=0.5, label=f"persistence ({r['trial']})")
+        for ax, label in ((a1, "SSIM"), (a2, "PSNR dB")):
+            ax.set_xlabel("lead time (frames ahead)")
+            ax.set_ylabel(label)
+        a1.legend(fontsize=7)
+        sections.append("<h2>Per-lead-time SSIM and PSNR of the top trials against persistence</h2>" + _img(_png(fig, out / "lead_curves.png"), "per-lead curves"))
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = Path(client.download_artifacts(top[0]["mlflow_run"], "strips", tmp))
+                strips = sorted(local.glob("*.png"))
+            except Exception:
+                strips = []
+            imgs = []
+            for s in strips:
+                target = out / f"best_{s.name}"
+                target.write_bytes(s.read_bytes())
+                imgs.append(_img(base64.b64encode(target.read_bytes()).decode(), s.name))
+        sections.append(f"<h2>Prediction strips of the best trial ({html.escape(top[0]['trial'])})</h2><p>rows: input / target / output / |error|</p>" + "".join(imgs))
+
+    odd = [r for r in rows if r["status"] != "completed"]
+    why = "".join(f"<tr><td>{html.escape(r['trial'])}</td><td>{html.escape(r['status'])}</td><td>{r['epochs']}</td>"
+                  f"<td>{html.escape(WHY.get(r['status'], r['status']))}</td></tr>" for r in odd)
+    sections.append("<h2>Trials that did not complete</h2><table><tr><th>trial</th><th>status</th><th>epochs</th><th>why</th></tr>" + why + "</table>")
+
+    epochs = sum(int(r["epochs"] or 0) for r in rows)
+    seconds = _trial_seconds(sweep_dir)
+    sections.append(f"<h2>Compute spent</h2><p>{len(rows)} trials, {epochs} epochs, {seconds / 60:.1f} trial-minutes "
+                    f"(Ray's time_total_s summed over trials).</p>")
+
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Sweep {html.escape(name)}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px}}tr.best{{background:#e6f4ea}}img{{max-width:100%}}</style></head>
+<body><h1>Sweep <code>{html.escape(name)}</code></h1>
+<p>Objective {html.escape(objective)} ({html.escape(parent.get('mode', 'max'))}); MLflow parent run <code>{html.escape(parent['run_id'])}</code>.</p>
+{''.join(sections)}</body></html>"""
+    path = out / "index.html"
+    path.write_text(page)
+    client.log_artifacts(parent["run_id"], str(out), "report")
+    return path
+
+
+def _trial_seconds(sweep_dir: Path) -> float:
+    total = 0.0
+    for result in sweep_dir.glob("*/result.json"):
+        lines = [line for line in result.read_text().splitlines() if line.strip()]
+        if lines:
+            total += float(json.loads(lines[-1]).get("time_total_s", 0.0))
+    return total
+
+
+def _finite(v: str) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except ValueError:
+        return False
+
+
+def _num_or_str(v: str) -> float | str:
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4g}"
+    try:
+        f = float(v)
+        return v if f.is_integer() else f"{f:.4g}"
+    except (TypeError, ValueError):
+        return str(v)

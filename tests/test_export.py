@@ -1,0 +1,194 @@
+"""Export, predict and report on a real (tiny) sweep: TorchScript without the package, ONNX, the registry alias,
+predictions with metrics, and the HTML report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bubbles.bundle import example_input, load_bundle
+from cli import main
+from study.space import load_space
+from study.sweep import run_sweep
+from tests.test_sweep import write_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SPACE = """
+data: {{store: {store}, split: condition, val_fraction: 0.34}}
+fixed: {{loss: mse_mean, batch_size: 8, stride: 2, max_train_windows: 32, max_val_windows: 8, layers: 1, image_size: 32,
+         epochs: 2}}
+search:
+  hidden: {{type: categorical, choices: [4, 8]}}
+  window: {{type: categorical, choices: ["4->1", "4->3"]}}
+  lr: {{type: log, low: 2.0e-3, high: 1.0e-2}}
+seed_points: [{{hidden: 8, window: "4->3", lr: 5.0e-3}}]
+tune: {{num_samples: {samples}, max_concurrent: 2, max_failures: 0, asha: false, seed: 3}}
+tracking: {{experiment: sweep-test}}
+"""
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A 3-trial sweep, run once for this module: (tracking URI, storage directory)."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    space = load_space(write_space(tmp, tiny_store, samples=3, text=SPACE))
+    run_sweep(space, "exp", tmp / "sweeps", uri)
+    return uri, tmp / "sweeps"
+
+
+def _cli(uri: str, *args: str) -> str:
+    result = CliRunner(env={"MLFLOW_TRACKING_URI": uri, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}).invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.slow
+def test_export_runs_without_the_package_and_matches(finished_sweep: tuple[str, Path], tmp_path: Path) -> None:
+    uri, storage = finished_sweep
+    out = tmp_path / "best"
+    _cli(uri, "export", "--sweep", "exp", "--storage", str(storage), "--out", str(out), "--onnx")
+    assert {p.name for p in out.iterdir()} == {"weights.safetensors", "config.json", "model.ts", "model.onnx", "metrics_card.md", "README.md"}
+    card = (out / "metrics_card.md").read_text()
+    assert "| lead |" in card and "persist" in card and "fingerprint" in card and "Per held-out condition" in card
+    model, cfg, _ = load_bundle(out)
+    x = example_input(cfg)
+    with torch.no_grad():
+        expected = model(x, future=cfg.window.output_len).numpy()
+    np.save(tmp_path / "x.npy", x.numpy())
+    # A fresh interpreter that cannot import this package: only torch and the file.
+    script = (
+        "import sys\n"
+        "sys.modules['bubbles'] = sys.modules['study'] = None  # any import of this package now fails\n"
+        "import numpy as np, torch\n"
+        f"prog = torch.jit.load({str(out / 'model.ts')!r})\n"
+        f"y = prog(torch.from_numpy(np.load({str(tmp_path / 'x.npy')!r})))\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, y.detach().numpy())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)  # TorchScript vs eager, float32
+    import onnxruntime
+
+    got = onnxruntime.InferenceSession(str(out / "model.onnx")).run(None, {"frames": x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_reexport_is_deterministic(finished_sweep: tuple[str, Path], tmp_path: Path) -> None:
+    uri, storage = finished_sweep
+
+    def digest(d: Path) -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
+
+    import os
+
+    env = os.environ | {"MLFLOW_TRACKING_URI": uri, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    for name in ("a", "b"):  # two separate runs of the command, as a user would re-export
+        cmd = [sys.executable, str(ROOT / "cli.py"), "export", "--sweep", "exp", "--storage", str(storage), "--out", str(tmp_path / name), "--onnx"]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert torch.jit.load(str(tmp_path / "a" / "model.ts")) is not None  # still a valid archive after pinning its id
+
+
+@pytest.mark.slow
+def test_registry_champion_moves_only_to_better(finished_sweep: tuple[str, Path], tmp_path: Path) -> None:
+    uri, storage = finished_sweep
+    board = (storage / "exp" / "leaderboard.csv").read_text().splitlines()
+    import csv
+
+    rows = [r for r in csv.DictReader(board) if r["status"] == "completed"]
+    best, worst = rows[0], rows[-1]
+    assert float(best["objective"]) > float(worst["objective"])
+    _cli(uri, "export", "--run-id", worst["mlflow_run"], "--out", str(tmp_path / "w"), "--register", "bubbles-test")
+    client = mlflow.MlflowClient(uri)
+    assert str(client.get_model_version_by_alias("bubbles-test", "champion").version) == "1"
+    out = _cli(uri, "export", "--sweep", "exp", "--storage", str(storage), "--out", str(tmp_path / "b"), "--register", "bubbles-test")
+    assert "as 'champion'" in out
+    assert str(client.get_model_version_by_alias("bubbles-test", "champion").version) == "2"
+    out = _cli(uri, "export", "--run-id", worst["mlflow_run"], "--out", str(tmp_path / "w2"), "--register", "bubbles-test")
+    assert "champion unchanged" in out
+    assert str(client.get_model_version_by_alias("bubbles-test", "champion").version) == "2"
+
+
+@pytest.mark.slow
+def test_predict_writes_files_and_metrics(finished_sweep: tuple[str, Path], tiny_store: Path, tmp_path: Path) -> None:
+    uri, storage = finished_sweep
+    _cli(uri, "export", "--sweep", "exp", "--storage", str(storage), "--out", str(tmp_path / "m"))
+    _, cfg, _ = load_bundle(tmp_path / "m")
+    steps = cfg.window.output_len + 2
+    out = _cli(uri, "predict", str(tmp_path / "m"), "--store", str(tiny_store), "--sequence", "seq001", "--start", "5",
+               "--steps", str(steps), "--autoregressive", "--out", str(tmp_path / "p"))
+    assert "SSIM lead 1" in out
+    files = {p.name for p in (tmp_path / "p").iterdir()}
+    assert {"strip.png", "rollout.gif", "prediction.npy", "metrics.csv", "metrics.json"} <= files
+    pred = np.load(tmp_path / "p" / "prediction.npy")
+    assert pred.shape == (steps, 32, 32) and np.isfinite(pred).all()
+    summary = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert len(summary["metrics"]["ssim"]) == steps and all(0 <= v <= 1 for v in summary["metrics"]["ssim"])
+    result = CliRunner(env={"MLFLOW_TRACKING_URI": uri}).invoke(main, ["predict", str(tmp_path / "m"), "--store", str(tiny_store),
+                                                                      "--sequence", "seq001", "--steps", str(steps), "--out", str(tmp_path / "q")])
+    assert result.exit_code == 1 and "--autoregressive" in result.output
+
+
+@pytest.mark.slow
+def test_predict_from_a_raw_frame_folder(finished_sweep: tuple[str, Path], tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    uri, storage = finished_sweep
+    _cli(uri, "export", "--sweep", "exp", "--storage", str(storage), "--out", str(tmp_path / "m"))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = np.random.default_rng(0).integers(0, 255, (10, 32, 32), dtype=np.uint8)
+    for k, f in enumerate(frames):
+        iio.imwrite(folder / f"f{k:02d}.png", f)
+    _cli(uri, "predict", str(tmp_path / "m"), "--input", str(folder), "--out", str(tmp_path / "p"))
+    assert (tmp_path / "p" / "metrics.csv").exists()
+
+
+@pytest.mark.slow
+def test_report_has_the_leaderboard(finished_sweep: tuple[str, Path], tmp_path: Path) -> None:
+    uri, storage = finished_sweep
+    _cli(uri, "report", "--sweep", "exp", "--storage", str(storage), "--out", str(tmp_path / "r"))
+    page = (tmp_path / "r" / "index.html").read_text()
+    import csv
+
+    rows = list(csv.DictReader((storage / "exp" / "leaderboard.csv").read_text().splitlines()))
+    for r in rows:
+        assert f"<td>{r['trial']}</td>" in page
+    assert "Parameter importances" in page and "data:image/png;base64," in page and "Compute spent" in page
+    client = mlflow.MlflowClient(uri)
+    parent = json.loads((storage / "exp" / "mlflow_parent.json").read_text())["run_id"]
+    assert "report/index.html" in {a.path for a in client.list_artifacts(parent, "report")}
+
+
+def test_export_needs_exactly_one_source(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["export", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "exactly one of" in result.output
+
+
+def test_export_of_a_sweep_without_finished_trials_is_one_line(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweeps" / "empty"
+    sweep.mkdir(parents=True)
+    (sweep / "mlflow_parent.json").write_text(json.dumps({"run_id": "x"}))
+    (sweep / "leaderboard.csv").write_text("trial,status,objective,mlflow_run\nt1,stopped_early,0.5,r1\n")
+    result = CliRunner(env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}).invoke(
+        main, ["export", "--sweep", "empty", "--storage", str(tmp_path / "sweeps"), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "no completed trial" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_loading_a_non_export_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["predict", str(tmp_path), "--store", "x", "--sequence", "y", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "not an exported model" in result.output
