@@ -47,6 +47,7 @@ def configure(uri: str) -> None:
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(uri)
 
 
