@@ -24,7 +24,9 @@ test: setup
 	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest
 
 bench: setup
+	$(BIN)/python bench/step.py
 	$(BIN)/python bench/data.py
+	RAY_AUTH_MODE=disabled $(BIN)/python bench/sweep.py
 
 clean:
 	rm -rf runs mlruns data/synthetic.zarr
