@@ -16,13 +16,12 @@ from typing import Literal
 import numpy as np
 
 from bubbles.errors import UserError
+from bubbles.geometry import NOZZLE_TIP, NOZZLE_X
+from bubbles.shadowgraph import RenderStyle, background, render
 from bubbles.store import SequenceMeta, write_store
 
 Regime = Literal["nozzle", "boiling", "mixed"]
 
-PLATE_TOP = 0.9  # image row (fraction of height) of the heated plate's top surface
-NOZZLE_X = 0.5
-NOZZLE_TIP = 0.08  # nozzle tip height above the plate
 MAX_BUBBLES = 96
 WARMUP_FRAMES = 80  # simulated before recording so the column is already developed
 MERGE_FRAMES = 3  # a coalescence is animated over this many frames
@@ -88,31 +87,6 @@ def sample_condition(rng: np.random.Generator) -> FlowCondition:
         breakup_radius=v["breakup_radius"],
         wobble=v["wobble"],
     )
-
-
-@dataclass(frozen=True)
-class RenderStyle:
-    """Per-sequence nuisances of the camera and lighting, kept apart from the physics."""
-
-    liquid: float
-    air: float
-    plate: float
-    contrast: float
-    noise: float
-    flicker: float
-    vignette: float
-
-    @staticmethod
-    def sample(rng: np.random.Generator) -> RenderStyle:
-        return RenderStyle(
-            liquid=float(rng.uniform(0.72, 0.82)),
-            air=float(rng.uniform(0.86, 0.93)),
-            plate=float(rng.uniform(0.25, 0.35)),
-            contrast=float(rng.uniform(0.7, 0.85)),
-            noise=float(rng.uniform(0.006, 0.015)),
-            flicker=float(rng.uniform(0.002, 0.008)),
-            vignette=float(rng.uniform(0.03, 0.08)),
-        )
 
 
 def terminal_velocity(r: np.ndarray) -> np.ndarray:
@@ -305,67 +279,19 @@ class BubbleFlow:
         return h
 
 
-def _background(size: int, style: RenderStyle, cond: FlowCondition, sites: np.ndarray) -> np.ndarray:
-    """The static parts: liquid with a gentle gradient and vignette, the plate with its sites, the nozzle."""
-    rows = (np.arange(size) + 0.5)[:, None] / size
-    cols = (np.arange(size) + 0.5)[None, :] / size
-    img = style.liquid * (1.0 - 0.05 * rows) * (1 - style.vignette * ((cols - 0.5) ** 2 + (rows - 0.5) ** 2) * 2)
-    plate = 1 / (1 + np.exp(-(rows - PLATE_TOP) * size / 0.7))
-    img = img * (1 - plate) + style.plate * plate
-    for x in sites:  # the "bottom circles": shallow cavities seen edge-on as flat ellipses
-        e = ((cols - x) / 0.018) ** 2 + ((rows - PLATE_TOP - 0.022) / 0.007) ** 2
-        img = img + 0.3 * np.exp(-((np.sqrt(e) - 1.0) ** 2) / 0.15) * plate
-    half_w = max(0.008, 1.2 / size)
-    nozzle = (np.abs(cols - NOZZLE_X) < half_w) & (rows > PLATE_TOP - NOZZLE_TIP) & (rows < PLATE_TOP + 0.01)
-    img = np.where(nozzle, style.plate * 0.5, img)
-    return img
-
-
-def _render(flow: BubbleFlow, size: int, style: RenderStyle, bg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One frame as float in [0, 1]: surface line, then each bubble as a dark rim with a lighter core."""
-    cols = (np.arange(size) + 0.5) / size
-    rows = (np.arange(size) + 0.5)[:, None] / size
-    surf_row = PLATE_TOP - flow.surface_height(cols)[None, :]
-    air = 1 / (1 + np.exp(-(surf_row - rows) * size / 0.8))
-    img = bg * (1 - air) + style.air * air
-    line_w = max(1.0, size / 160) / size
-    img = img * (1 - 0.45 * np.exp(-(((rows - surf_row) / line_w) ** 2)))
-    for i in np.flatnonzero(flow.alive):
-        cx, cy, radius = flow.x[i] * size, (PLATE_TOP - flow.z[i]) * size, flow.r[i] * size
-        if radius < 0.4:
-            continue
-        depth = flow.depth[i]
-        ext = radius * 1.6 + 2
-        x0, x1 = max(int(cx - ext), 0), min(int(cx + ext) + 1, size)
-        y0, y1 = max(int(cy - ext), 0), min(int(cy + ext) + 1, size)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        d = np.hypot(xx + 0.5 - cx, yy + 0.5 - cy) / radius
-        blur = 0.08 + 0.35 * depth + 0.7 / radius  # defocus by depth, never sharper than a pixel
-        inner = np.exp(-(((d - 0.78) / (0.22 + blur)) ** 2))
-        outer = np.exp(-(((d - 0.78) / (0.1 + blur)) ** 2))
-        dark = style.contrast * (1 - 0.55 * depth) * np.where(d < 0.78, inner, outer)
-        core = 0.06 * np.exp(-((d / 0.4) ** 2))
-        patch = img[y0:y1, x0:x1]
-        img[y0:y1, x0:x1] = patch * (1 - dark) + core
-    gain = 1 + style.flicker * rng.standard_normal()
-    return img * gain + rng.normal(0.0, style.noise, img.shape)
-
-
 def generate_sequence(cond: FlowCondition, frames: int, size: int, seed: np.random.SeedSequence) -> tuple[np.ndarray, RenderStyle]:
     """Simulate and render one sequence: (frames, size, size) uint8 and its rendering style."""
     physics_seed, render_seed = seed.spawn(2)
     physics_rng, render_rng = np.random.default_rng(physics_seed), np.random.default_rng(render_seed)
     flow = BubbleFlow(cond, physics_rng)
     style = RenderStyle.sample(render_rng)
-    bg = _background(size, style, cond, flow.sites)
+    bg = background(size, style, flow.sites)
     for _ in range(WARMUP_FRAMES):
         flow.step()
     out = np.empty((frames, size, size), np.uint8)
     for t in range(frames):
         flow.step()
-        out[t] = np.clip(np.rint(_render(flow, size, style, bg, render_rng) * 255), 0, 255)
+        out[t] = np.clip(np.rint(render(flow, size, style, bg, render_rng) * 255), 0, 255)
     return out, style
 
 
