@@ -22,7 +22,7 @@ from study.sweep import PARENT_FILE
 from study.tracking import configure
 
 CHAMPION = "champion"
-OBJECTIVE_METRIC = {"val_ssim": "final_ssim", "val_mse": "final_mse"}
+OBJECTIVE_METRIC = {"val_ssim": "final_ssim", "val_mse": "final_mse", "val_skill_persistence": "final_skill_persistence"}
 
 
 @dataclass

@@ -26,7 +26,7 @@ from bubbles.windows import make_splits
 from study.config import read_yaml, resolve_store
 
 Kind = Literal["int", "float", "log", "categorical"]
-Objective = Literal["val_ssim", "val_mse"]
+Objective = Literal["val_ssim", "val_mse", "val_skill_persistence"]
 DATA_KEYS = ("store", "split", "val", "test", "val_fraction", "test_fraction", "split_gap", "split_seed")
 SECTIONS = ("data", "fixed", "search", "seed_points", "tune", "tracking")
 
@@ -83,7 +83,7 @@ class TuneSettings:
 
     @property
     def mode(self) -> str:
-        return "max" if self.objective == "val_ssim" else "min"
+        return "min" if self.objective == "val_mse" else "max"
 
 
 @dataclass(frozen=True)
@@ -182,8 +182,8 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
 
     d = TuneSettings()
     objective = raw.get("objective", d.objective)
-    if objective not in ("val_ssim", "val_mse"):
-        raise UserError(f"{where}.objective: expected val_ssim (max) or val_mse (min), got {objective!r}")
+    if objective not in ("val_ssim", "val_mse", "val_skill_persistence"):
+        raise UserError(f"{where}.objective: expected val_ssim (max), val_mse (min) or val_skill_persistence (max), got {objective!r}")
     sampler = raw.get("sampler", d.sampler)
     if sampler not in ("tpe", "random"):
         raise UserError(f"{where}.sampler: expected tpe or random, got {sampler!r}")

@@ -15,7 +15,7 @@ def epoch_metrics(result: EpochResult, epochs_planned: int, objective: str, stat
     """What one epoch reports to Tune (ASHA and Optuna read `objective`; NaN would poison TPE, so it is replaced)."""
     metrics: dict[str, Any] = {**result.metrics(), "epoch": result.epoch, "epochs_planned": epochs_planned, "trial_status": status}
     value = getattr(result, objective)
-    worst = -1.0 if objective == "val_ssim" else 1e9
+    worst = 1e9 if objective == "val_mse" else -1e9
     metrics["objective"] = value if math.isfinite(value) else worst
     return metrics
 

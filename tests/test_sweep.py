@@ -174,3 +174,17 @@ def test_unreachable_tracking_server_stops_before_ray(tiny_store: Path, tmp_path
     result = CliRunner().invoke(main, ["sweep", str(write_space(tmp_path, tiny_store)), "--storage", str(tmp_path / "sweeps")])
     assert result.exit_code == 1 and "is unreachable" in result.output and result.output.count("\n") == 1
     assert not (tmp_path / "sweeps").exists()
+
+
+def test_objectives_and_their_direction(tiny_store: Path, tmp_path: Path) -> None:
+    from bubbles.train import EpochResult
+    from study.trainable import epoch_metrics
+
+    result = EpochResult(2, 0.01, 0.002, 0.8, 27.0, 0.79, 0.75, 0.3, 0.9, False, 1.0, 10.0)
+    for objective, mode, value in (("val_ssim", "max", 0.8), ("val_mse", "min", 0.002), ("val_skill_persistence", "max", 0.3)):
+        text = SPACE.replace("objective: val_ssim", f"objective: {objective}")
+        space = load_space(write_space(tmp_path, tiny_store, text=text))
+        assert space.tune.mode == mode
+        assert epoch_metrics(result, 4, objective, "running")["objective"] == value
+    nan = EpochResult(1, float("nan"), float("nan"), float("nan"), float("nan"), float("nan"), float("nan"), float("nan"), 0.0, True, 1.0, 1.0)
+    assert epoch_metrics(nan, 4, "val_mse", "nan")["objective"] == 1e9  # a NaN never reaches TPE
