@@ -127,6 +127,7 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
             num_samples=t.num_samples,
             max_concurrent_trials=t.max_concurrent,
             time_budget_s=t.time_budget_s,
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=name,

@@ -97,9 +97,11 @@ def test_smoke_sweep_end_to_end(tiny_store: Path, tmp_path: Path) -> None:
 
 
 def flaky(config: dict, **kwargs: object) -> None:
-    """A trainable that raises for one learning rate and diverges to NaN for another (injected faults)."""
+    """A trainable that raises for one learning rate and diverges to NaN for another (injected faults; undone
+    afterwards, since Ray may reuse this worker for the next trial)."""
     import bubbles.train as train_module
 
+    real_epoch, real_loss = train_module.train_one_epoch, train_module.loss_fn
     if config["lr"] == 2e-3:
 
         def broken(*args: object, **kw: object) -> None:
@@ -107,9 +109,11 @@ def flaky(config: dict, **kwargs: object) -> None:
 
         train_module.train_one_epoch = broken  # type: ignore[assignment]
     if config["lr"] == 3e-3:
-        real = train_module.loss_fn
-        train_module.loss_fn = lambda *a: real(*a) * float("nan")
-    run_trial(config, **kwargs)  # type: ignore[arg-type]
+        train_module.loss_fn = lambda *a: real_loss(*a) * float("nan")
+    try:
+        run_trial(config, **kwargs)  # type: ignore[arg-type]
+    finally:
+        train_module.train_one_epoch, train_module.loss_fn = real_epoch, real_loss
 
 
 ray.cloudpickle.register_pickle_by_value(__import__(__name__))

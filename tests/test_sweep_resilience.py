@@ -41,13 +41,13 @@ def _finished_children(uri: str) -> int:
 
 @pytest.mark.slow
 def test_interrupt_then_resume_without_duplicates(tiny_store: Path, tmp_path: Path) -> None:
-    space = write_space(tmp_path, tiny_store, samples=6)
+    space = write_space(tmp_path, tiny_store, samples=8)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = os.environ | {"MLFLOW_TRACKING_URI": uri, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, str(ROOT / "cli.py"), "sweep", str(space), "--name", "resumable", "--storage", str(tmp_path / "sweeps")]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait(lambda: _finished_children(uri) >= 2 or proc.poll() is not None, 240, "two trials to finish")
+        _wait(lambda: _finished_children(uri) >= 1 or proc.poll() is not None, 240, "a trial to finish")
         assert proc.poll() is None, "the sweep ended before it could be interrupted"
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
@@ -57,7 +57,7 @@ def test_interrupt_then_resume_without_duplicates(tiny_store: Path, tmp_path: Pa
     assert proc.returncode == 130, out
     assert "--resume" in out
     done_before = _finished_children(uri)
-    assert 2 <= done_before < 6
+    assert 1 <= done_before < 8
     resumed = subprocess.run(cmd + ["--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "continuing sweep 'resumable'" in resumed.stdout
@@ -67,10 +67,10 @@ def test_interrupt_then_resume_without_duplicates(tiny_store: Path, tmp_path: Pa
     assert len(parents) == 1 and parents[0].info.run_id in parent_id and parents[0].info.status == "FINISHED"
     kids = children(uri, parents[0].info.run_id)
     trial_ids = [k.data.tags["tune_trial_id"] for k in kids]
-    assert len(trial_ids) == 6 and len(set(trial_ids)) == 6  # no trial ran twice into two MLflow runs
+    assert len(trial_ids) == 8 and len(set(trial_ids)) == 8  # no trial ran twice into two MLflow runs
     assert all(k.info.status != "RUNNING" for k in kids)
     study = optuna.load_study(study_name="resumable", storage=f"sqlite:///{tmp_path / 'sweeps' / 'resumable' / OPTUNA_DB}")
-    assert len(study.trials) == 6
+    assert len(study.trials) == 8
     assert all(t.state.is_finished() for t in study.trials)
 
 
