@@ -8,7 +8,6 @@ the same names and shapes as bubbles' ConvLSTM, so one state_dict loads into bot
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bubbles.models.convlstm import ConvLSTMConfig

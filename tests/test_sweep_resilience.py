@@ -18,7 +18,7 @@ from ray.cluster_utils import Cluster
 
 from study.space import load_space
 from study.sweep import OPTUNA_DB, run_sweep
-from tests.test_sweep import SPACE, children, write_space
+from tests.test_sweep import children, write_space
 
 ROOT = Path(__file__).resolve().parents[1]
 
