@@ -77,7 +77,10 @@ def synth(store: Path, sequences: int, frames: int, size: int, seed: int, condit
     cfg.validate()
     if store.exists():
         raise UserError(f"{store}: already exists (remove it or choose another path)")
-    synth_store(str(store.resolve()), cfg, workers)
+    from tqdm import tqdm
+
+    with tqdm(total=sequences, desc="synth", unit="sequence", disable=None) as bar:
+        synth_store(str(store.resolve()), cfg, workers, progress=bar.update)
     click.echo(f"wrote {sequences} sequences x {frames} frames at {size}x{size} to {store}")
 
 

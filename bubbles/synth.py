@@ -8,7 +8,7 @@ and changing the sensor noise does not change where the bubbles go.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -349,6 +349,13 @@ def generate(cfg: SynthConfig, workers: int = 1) -> Iterator[tuple[str, np.ndarr
         yield from pool.map(_one, jobs)
 
 
-def synth_store(path: str, cfg: SynthConfig, workers: int = 1) -> None:
-    """Generate a whole synthetic store at `path` (atomically)."""
-    write_store(path, generate(cfg, workers))
+def synth_store(path: str, cfg: SynthConfig, workers: int = 1, progress: Callable[[int], object] | None = None) -> None:
+    """Generate a whole synthetic store at `path` (atomically); `progress(1)` after each sequence."""
+
+    def counted() -> Iterator[tuple[str, np.ndarray, SequenceMeta]]:
+        for item in generate(cfg, workers):
+            yield item
+            if progress is not None:
+                progress(1)
+
+    write_store(path, counted())

@@ -192,6 +192,8 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
     device = pick_device(tc)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes per trial: let cuDNN pick its fastest kernels once
     amp = autocast_dtype(tc, device)
     splits = splits or make_splits(cfg.data, cfg.window)
     torch.manual_seed(tc.seed)

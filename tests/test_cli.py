@@ -70,7 +70,7 @@ def test_real_process_has_no_traceback(tmp_path: Path) -> None:
     assert proc.stdout == ""
 
 
-@pytest.mark.parametrize("command", ["synth", "ingest", "inspect"])
+@pytest.mark.parametrize("command", ["synth", "ingest", "inspect", "train", "sweep", "export", "predict", "report"])
 def test_help_has_examples(command: str) -> None:
     code, out = _run(command, "--help")
     assert code == 0 and "Example" in out
