@@ -71,3 +71,25 @@ def test_collapse_flag_on_constant_predictor(tiny_store: Path) -> None:
     assert not healthy.collapsed and healthy.collapse_score > 0.8
     assert healthy.skill_persistence[0] == 0.0
     assert set(healthy.per_condition) == set(splits.val.conditions.values())
+
+
+def test_device_and_autocast_choice(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """No GPU here: CPU runs without autocast; on a (mocked) CUDA device bf16 is preferred, fp16 otherwise."""
+    from bubbles.errors import UserError
+    from bubbles.train import autocast_dtype, pick_device
+    from bubbles.train_config import TrainConfig
+
+    if not torch.cuda.is_available():
+        assert pick_device(TrainConfig()).type == "cpu"
+        try:
+            pick_device(TrainConfig(device="cuda"))
+            raise AssertionError("asking for cuda without one must fail")
+        except UserError as exc:
+            assert "no CUDA device" in str(exc)
+    assert autocast_dtype(TrainConfig(), torch.device("cpu")) is None
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert autocast_dtype(TrainConfig(), cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert autocast_dtype(TrainConfig(), cuda) == torch.float16
+    assert autocast_dtype(TrainConfig(amp="off"), cuda) is None
