@@ -57,6 +57,18 @@ class Evaluation:
         fields["vmaf"] = tuple(data["vmaf"]) if data.get("vmaf") is not None else None
         return cls(**fields)
 
+    def summary(self) -> dict[str, float]:
+        """One number each: means over lead times (what a trial is compared by at its end)."""
+        return {
+            "final_ssim": self.model.mean("ssim"),
+            "final_psnr": self.model.mean("psnr"),
+            "final_mse": self.model.mean("mse"),
+            "final_persistence_ssim": self.persistence.mean("ssim"),
+            "final_skill_persistence": float(np.mean(self.skill_persistence)),
+            "final_collapse_score": self.collapse_score,
+            "final_collapsed": float(self.collapsed),
+        }
+
     def lead_table(self) -> str:
         """The per-lead table a researcher keeps by hand (markdown)."""
         head = "| lead | SSIM | PSNR dB | MSE | SSIM persist. | PSNR persist. | SSIM median | skill vs persist. | skill vs median |"
@@ -89,7 +101,7 @@ def subset(n: int, limit: int) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist()))
 
 
-class _Frames:
+class FrameMetrics:
     """Per-frame metric values, gathered as (windows, leads) arrays."""
 
     def __init__(self) -> None:
@@ -136,7 +148,7 @@ def evaluate(
     too when asked for (see bubbles.vmaf for what it means on small grayscale frames)."""
     indices = subset(len(dataset), max_windows)
     horizon = dataset.window.output_len
-    frames = {"model": _Frames(), "persistence": _Frames(), "median": _Frames()}
+    frames = {"model": FrameMetrics(), "persistence": FrameMetrics(), "median": FrameMetrics()}
     collapse = metrics.CollapseMeter()
     conditions: list[str] = []
     vmaf_rows: list[np.ndarray] = []
@@ -154,16 +166,17 @@ def evaluate(
     model_leads, pers_leads, med_leads = (frames[k].leads() for k in ("model", "persistence", "median"))
     per_condition = {}
     cond_arr = np.array(conditions)
+    model_arrays = {k: frames["model"].array(k) for k in ("ssim", "psnr", "mse")}
+    pers_arrays = {k: frames["persistence"].array(k) for k in ("ssim", "mse")}
     for cid in sorted(set(conditions)):
         rows = cond_arr == cid
-        m_mse = frames["model"].array("mse")[rows].mean()
-        p_mse = frames["persistence"].array("mse")[rows].mean()
+        m_mse, p_mse = model_arrays["mse"][rows].mean(), pers_arrays["mse"][rows].mean()
         per_condition[cid] = {
             "windows": float(rows.sum()),
-            "ssim": float(frames["model"].array("ssim")[rows].mean()),
-            "psnr": float(frames["model"].array("psnr")[rows].mean()),
+            "ssim": float(model_arrays["ssim"][rows].mean()),
+            "psnr": float(model_arrays["psnr"][rows].mean()),
             "mse": float(m_mse),
-            "persistence_ssim": float(frames["persistence"].array("ssim")[rows].mean()),
+            "persistence_ssim": float(pers_arrays["ssim"][rows].mean()),
             "persistence_mse": float(p_mse),
             "skill_persistence": float(metrics.skill(m_mse, p_mse)),
         }
@@ -207,7 +220,7 @@ def persistence_mse(dataset: WindowDataset, max_windows: int = 0) -> tuple[float
 
 def validate(model: nn.Module, dataset: WindowDataset, device: torch.device, batch_size: int, max_windows: int = 0) -> Validation:
     """The model's own metrics only (no baselines): what is computed after every epoch."""
-    frames = _Frames()
+    frames = FrameMetrics()
     collapse = metrics.CollapseMeter()
     for _, _, y, pred in predict_batches(model, dataset, subset(len(dataset), max_windows), device, batch_size):
         frames.add(pred, y)

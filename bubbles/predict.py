@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from bubbles import metrics
 from bubbles.bundle import load_bundle
 from bubbles.errors import UserError
+from bubbles.evaluate import FrameMetrics
 from bubbles.figures import prediction_strip
 from bubbles.ingest import IngestRequest, ingest
 from bubbles.store import FrameStore
@@ -105,14 +105,11 @@ def predict(request: PredictRequest) -> dict[str, object]:
         _gif(tmp / "rollout.gif", context, pred, target)
         if target is not None:
             m = len(target)
-            table = {
-                "ssim": metrics.ssim_frames(pred[:m], target),
-                "psnr": metrics.psnr_from_mse(metrics.mse_frames(pred[:m], target)),
-                "mse": metrics.mse_frames(pred[:m], target),
-                "mae": metrics.mae_frames(pred[:m], target),
-                "persistence_ssim": metrics.ssim_frames(np.repeat(context[-1:], m, axis=0), target),
-                "persistence_mse": metrics.mse_frames(np.repeat(context[-1:], m, axis=0), target),
-            }
+            model_frames, persistence_frames = FrameMetrics(), FrameMetrics()
+            model_frames.add(pred[None, :m], target[None])
+            persistence_frames.add(np.repeat(context[-1:], m, axis=0)[None], target[None])
+            table = {k: model_frames.array(k)[0] for k in ("ssim", "psnr", "mse", "mae")}
+            table |= {f"persistence_{k}": persistence_frames.array(k)[0] for k in ("ssim", "mse")}
             with (tmp / "metrics.csv").open("w", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(["lead", *table])

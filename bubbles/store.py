@@ -179,18 +179,10 @@ def write_sequence(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return
-    store_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(store_path, "new")
-    try:
-        root = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
-        root.attrs[ROOT_KEY] = {"format_version": FORMAT_VERSION}
-        _write_group(tmp / name, frames, meta, progress)
-        os.rename(tmp, store_path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_store(store_path, iter([(name, frames, meta)]), progress)
 
 
-def write_store(store_path: str | Path, sequences: Iterator[tuple[str, np.ndarray, SequenceMeta]]) -> None:
+def write_store(store_path: str | Path, sequences: Iterator[tuple[str, np.ndarray, SequenceMeta]], progress: Any = None) -> None:
     """Create a new store from several sequences at once, atomically (all or nothing)."""
     store_path = Path(store_path)
     if store_path.exists():
@@ -202,7 +194,7 @@ def write_store(store_path: str | Path, sequences: Iterator[tuple[str, np.ndarra
         root.attrs[ROOT_KEY] = {"format_version": FORMAT_VERSION}
         for name, frames, meta in sequences:
             _check_name(name)
-            _write_group(tmp / name, frames, meta)
+            _write_group(tmp / name, frames, meta, progress)
         os.rename(tmp, store_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

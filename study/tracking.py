@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -136,16 +137,7 @@ class TrialRun:
         }
         for name, values in curves.items():
             rows += [Metric(name, float(v), ts, lead + 1) for lead, v in enumerate(values) if _finite(v)]
-        summary = {
-            "final_ssim": evaluation.model.mean("ssim"),
-            "final_psnr": evaluation.model.mean("psnr"),
-            "final_mse": evaluation.model.mean("mse"),
-            "final_persistence_ssim": evaluation.persistence.mean("ssim"),
-            "final_skill_persistence": float(sum(evaluation.skill_persistence) / len(evaluation.skill_persistence)),
-            "final_collapse_score": evaluation.collapse_score,
-            "final_collapsed": float(evaluation.collapsed),
-        }
-        rows += [Metric(k, float(v), ts, 0) for k, v in summary.items() if _finite(v)]
+        rows += [Metric(k, float(v), ts, 0) for k, v in evaluation.summary().items() if _finite(v)]
         for start in range(0, len(rows), 900):
             self.client.log_batch(self.run_id, metrics=rows[start : start + 900])
 
@@ -265,6 +257,4 @@ def _finite(v: float) -> bool:
 
 
 def _now_ms() -> int:
-    import time
-
     return int(time.time() * 1000)

@@ -42,7 +42,7 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
             run.log_result(final)
             run.finish("FINISHED" if final.status == "completed" else "FAILED")
             if final.evaluation is not None:
-                metrics["final_skill_persistence"] = float(sum(final.evaluation.skill_persistence) / len(final.evaluation.skill_persistence))
+                metrics["final_skill_persistence"] = final.evaluation.summary()["final_skill_persistence"]
                 metrics["final_ssim_lead1"] = final.evaluation.model.ssim[0]
                 metrics["final_ssim_last"] = final.evaluation.model.ssim[-1]
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_file.parent)))
