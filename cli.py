@@ -71,7 +71,7 @@ def synth(store: Path, sequences: int, frames: int, size: int, seed: int, condit
       python cli.py synth data/synthetic.zarr
       python cli.py synth data/big.zarr --sequences 16 --frames 400 --size 256 --conditions 8
     """
-    from bubbles.synth import SynthConfig, synth_store
+    from bubbles.data.synth import SynthConfig, synth_store
 
     cfg = SynthConfig(sequences=sequences, frames=frames, size=size, seed=seed, conditions=conditions)
     cfg.validate()
@@ -104,7 +104,7 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
     """
     from tqdm import tqdm
 
-    from bubbles.ingest import IngestRequest, ingest as run_ingest
+    from bubbles.data.ingest import IngestRequest, ingest as run_ingest
 
     request = IngestRequest(
         source=src.resolve(), store=store.resolve(), sequence=sequence, condition=_parse_conditions(condition),
@@ -124,7 +124,7 @@ def inspect(store: Path) -> None:
     Example:
       python cli.py inspect data/synthetic.zarr
     """
-    from bubbles.summary import describe_store
+    from bubbles.data.summary import describe_store
 
     click.echo(describe_store(store))
 
@@ -149,8 +149,8 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
     """
     import yaml
 
-    from bubbles.train import describe
-    from bubbles.windows import make_splits
+    from bubbles.training.train import describe
+    from bubbles.data.windows import make_splits
     from study.config import load_trial_config
     from study.tracking import check_tracking, tracking_uri
 
@@ -305,7 +305,7 @@ def _ensure_default_store(space_file: Path) -> None:
     raw = read_yaml(space_file)
     store = raw.get("data", {}).get("store") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
     if store == DEFAULT_STORE and not Path(DEFAULT_STORE).exists():
-        from bubbles.synth import SynthConfig, synth_store
+        from bubbles.data.synth import SynthConfig, synth_store
 
         click.echo(f"making the default synthetic store {DEFAULT_STORE} ...")
         synth_store(str(Path(DEFAULT_STORE).resolve()), SynthConfig(), workers=min(2, os.cpu_count() or 1))

@@ -20,10 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bubbles import metrics  # noqa: E402
-from bubbles.store import FrameStore  # noqa: E402
-from bubbles.synth import SynthConfig, synth_store  # noqa: E402
-from bubbles.windows import DataConfig, FrameCache, SplitConfig, WindowConfig, make_splits  # noqa: E402
+from bubbles.evaluation import metrics  # noqa: E402
+from bubbles.data.store import FrameStore  # noqa: E402
+from bubbles.data.synth import SynthConfig, synth_store  # noqa: E402
+from bubbles.data.windows import DataConfig, FrameCache, SplitConfig, WindowConfig, make_splits  # noqa: E402
 
 
 def windows_per_s(read, starts: list[tuple[str, int]], length: int) -> float:  # type: ignore[no-untyped-def]

@@ -33,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(__file__).resolve().parents[1]
     if not (root / "data" / "synthetic.zarr").exists():
-        from bubbles.synth import SynthConfig, synth_store
+        from bubbles.data.synth import SynthConfig, synth_store
 
         synth_store(str(root / "data" / "synthetic.zarr"), SynthConfig(), workers=2)
     space = load_space(root / args.space if not args.space.is_absolute() else args.space, cwd=root)

@@ -31,7 +31,7 @@ from torch import nn
 
 from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
-from bubbles.evaluate import Evaluation
+from bubbles.evaluation.evaluate import Evaluation
 from bubbles.models import build_model
 
 FORMAT = "bubbles-export-1"

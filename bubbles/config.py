@@ -16,8 +16,8 @@ from typing import Any, get_args
 from bubbles.errors import UserError
 from bubbles.models.convlstm import ConvLSTMConfig, Mode, Peephole
 from bubbles.models.registry import MODELS
-from bubbles.train_config import AMP, Device, Loss, TrainConfig
-from bubbles.windows import DataConfig, SplitConfig, SplitKind, WindowConfig
+from bubbles.training.config import AMP, Device, Loss, TrainConfig
+from bubbles.data.windows import DataConfig, SplitConfig, SplitKind, WindowConfig
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "store": ("data/synthetic.zarr", "frame store path"),

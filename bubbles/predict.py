@@ -16,11 +16,11 @@ from torch import nn
 
 from bubbles.bundle import load_bundle
 from bubbles.errors import UserError
-from bubbles.evaluate import FrameMetrics
-from bubbles.figures import prediction_strip
-from bubbles.ingest import IngestRequest, ingest
-from bubbles.store import FrameStore
-from bubbles.windows import FrameCache
+from bubbles.evaluation.evaluate import FrameMetrics
+from bubbles.evaluation.figures import prediction_strip
+from bubbles.data.ingest import IngestRequest, ingest
+from bubbles.data.store import FrameStore
+from bubbles.data.windows import FrameCache
 
 
 @dataclass(frozen=True)

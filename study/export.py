@@ -14,10 +14,10 @@ import torch
 from bubbles.bundle import BundleInfo, write_bundle
 from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
-from bubbles.evaluate import Evaluation
+from bubbles.evaluation.evaluate import Evaluation
 from bubbles.models import build_model
-from bubbles.store import FrameStore
-from bubbles.windows import split_segments
+from bubbles.data.store import FrameStore
+from bubbles.data.windows import split_segments
 from study.sweep import PARENT_FILE
 from study.tracking import configure
 

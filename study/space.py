@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from bubbles.config import PARAMETERS, TrialConfig, check_names, parse_window, trial_config
 from bubbles.errors import UserError
-from bubbles.store import FrameStore
-from bubbles.windows import make_splits
+from bubbles.data.store import FrameStore
+from bubbles.data.windows import make_splits
 from study.config import read_yaml, resolve_store
 
 Kind = Literal["int", "float", "log", "categorical"]

@@ -14,8 +14,8 @@ from typing import Any
 
 from bubbles.config import TrialConfig
 from bubbles.errors import UserError
-from bubbles.evaluate import Evaluation
-from bubbles.train import EpochResult, TrialResult
+from bubbles.evaluation.evaluate import Evaluation
+from bubbles.training.train import EpochResult, TrialResult
 
 RUNS_DIR = "runs"
 

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bubbles.train import EpochResult, TrialResult, train
+from bubbles.training.train import EpochResult, TrialResult, train
 from study.space import SweepSpace
 from study.tracking import TrialRun, find_trial_run
 

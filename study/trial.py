@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bubbles.config import TrialConfig
-from bubbles.train import EpochResult, TrialResult, train
+from bubbles.training.train import EpochResult, TrialResult, train
 from study.tracking import TrialRun
 
 

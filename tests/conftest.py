@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from bubbles.synth import SynthConfig, synth_store  # noqa: E402
+from bubbles.data.synth import SynthConfig, synth_store  # noqa: E402
 
 TINY = SynthConfig(sequences=6, frames=48, size=32, seed=7, conditions=3)
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_seed_trial_dry_run_prints_parameter_count(tmp_path: Path) -> None:
-    from bubbles.synth import SynthConfig, synth_store
+    from bubbles.data.synth import SynthConfig, synth_store
 
     synth_store(str(tmp_path / "s.zarr"), SynthConfig(sequences=4, frames=24, size=128, seed=0), workers=1)
     result = CliRunner().invoke(main, ["train", str(ROOT / "search_spaces" / "trial_seed.yaml"), "--dry-run", "--set", f"store={tmp_path / 's.zarr'}"])

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from bubbles.errors import UserError
-from bubbles.ingest import IngestRequest, ingest, to_gray_uint8
-from bubbles.store import FrameStore
-from bubbles.windows import DataConfig, SplitConfig, WindowConfig, make_splits
+from bubbles.data.ingest import IngestRequest, ingest, to_gray_uint8
+from bubbles.data.store import FrameStore
+from bubbles.data.windows import DataConfig, SplitConfig, WindowConfig, make_splits
 
 
 def _gray(t: int = 12, size: int = 32, seed: int = 0) -> np.ndarray:

@@ -7,8 +7,8 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from bubbles import metrics
-from bubbles.losses import ssim_torch
+from bubbles.evaluation import metrics
+from bubbles.training.losses import ssim_torch
 
 
 def test_mse_mae_psnr_by_hand() -> None:
@@ -55,7 +55,7 @@ def test_collapse_fires_on_constant_and_not_on_good_predictor() -> None:
 
 
 def test_vmaf_from_real_libvmaf() -> None:
-    from bubbles.vmaf import vmaf_frames
+    from bubbles.evaluation.vmaf import vmaf_frames
 
     rng = np.random.default_rng(2)
     target = rng.uniform(size=(6, 32, 32))
@@ -66,7 +66,7 @@ def test_vmaf_from_real_libvmaf() -> None:
 
 
 def test_vmaf_missing_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    import bubbles.vmaf as vmaf
+    import bubbles.evaluation.vmaf as vmaf
 
     monkeypatch.setattr(vmaf, "ffmpeg_with_vmaf", lambda: (None, "VMAF unavailable: no ffmpeg"))
     scores, note = vmaf.vmaf_frames(np.zeros((2, 16, 16)), np.zeros((2, 16, 16)))

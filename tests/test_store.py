@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import bubbles.store as store_mod
+import bubbles.data.store as store_mod
 from bubbles.errors import UserError
-from bubbles.store import FrameStore, SequenceMeta, chunk_frames, pyramid_sizes, write_sequence
+from bubbles.data.store import FrameStore, SequenceMeta, chunk_frames, pyramid_sizes, write_sequence
 
 
 def _frames(t: int = 10, h: int = 64, w: int = 48, seed: int = 0) -> np.ndarray:

@@ -99,7 +99,7 @@ def test_smoke_sweep_end_to_end(tiny_store: Path, tmp_path: Path) -> None:
 def flaky(config: dict, **kwargs: object) -> None:
     """A trainable that raises for one learning rate and diverges to NaN for another (injected faults; undone
     afterwards, since Ray may reuse this worker for the next trial)."""
-    import bubbles.train as train_module
+    import bubbles.training.train as train_module
 
     real_epoch, real_loss = train_module.train_one_epoch, train_module.loss_fn
     if config["lr"] == 2e-3:
@@ -181,7 +181,7 @@ def test_unreachable_tracking_server_stops_before_ray(tiny_store: Path, tmp_path
 
 
 def test_objectives_and_their_direction(tiny_store: Path, tmp_path: Path) -> None:
-    from bubbles.train import EpochResult
+    from bubbles.training.train import EpochResult
     from study.trainable import epoch_metrics
 
     result = EpochResult(2, 0.01, 0.002, 0.8, 27.0, 0.79, 0.75, 0.3, 0.9, False, 1.0, 10.0)

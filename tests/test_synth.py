@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bubbles.store import FrameStore
-from bubbles.synth import (
+from bubbles.data.store import FrameStore
+from bubbles.data.synth import (
     MERGING,
     RISING,
     BubbleFlow,

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from bubbles.config import trial_config
-from bubbles.evaluate import evaluate
-from bubbles.train import CHECKPOINT, EpochResult, train
-from bubbles.windows import make_splits
+from bubbles.evaluation.evaluate import evaluate
+from bubbles.training.train import CHECKPOINT, EpochResult, train
+from bubbles.data.windows import make_splits
 
 
 def _cfg(store: Path, **overrides: object):  # type: ignore[no-untyped-def]
@@ -76,8 +76,8 @@ def test_collapse_flag_on_constant_predictor(tiny_store: Path) -> None:
 def test_device_and_autocast_choice(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """No GPU here: CPU runs without autocast; on a (mocked) CUDA device bf16 is preferred, fp16 otherwise."""
     from bubbles.errors import UserError
-    from bubbles.train import autocast_dtype, pick_device
-    from bubbles.train_config import TrainConfig
+    from bubbles.training.train import autocast_dtype, pick_device
+    from bubbles.training.config import TrainConfig
 
     if not torch.cuda.is_available():
         assert pick_device(TrainConfig()).type == "cpu"

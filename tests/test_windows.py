@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bubbles.errors import UserError
-from bubbles.store import FrameStore
-from bubbles.windows import DataConfig, FrameCache, SplitConfig, WindowConfig, make_splits, split_segments
+from bubbles.data.store import FrameStore
+from bubbles.data.windows import DataConfig, FrameCache, SplitConfig, WindowConfig, make_splits, split_segments
 
 
 def _frames_used(dataset) -> set[tuple[str, int]]:  # type: ignore[no-untyped-def]

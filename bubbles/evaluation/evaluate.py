@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from bubbles import metrics
-from bubbles.vmaf import vmaf_frames
-from bubbles.windows import WindowDataset
+from bubbles.evaluation import metrics
+from bubbles.evaluation.vmaf import vmaf_frames
+from bubbles.data.windows import WindowDataset
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def evaluate(
     with_vmaf: bool = False,
 ) -> Evaluation:
     """Metrics of the model and of persistence and context-median baselines on the same windows; VMAF per lead
-    too when asked for (see bubbles.vmaf for what it means on small grayscale frames)."""
+    too when asked for (see bubbles.evaluation.vmaf for what it means on small grayscale frames)."""
     indices = subset(len(dataset), max_windows)
     horizon = dataset.window.output_len
     frames = {"model": FrameMetrics(), "persistence": FrameMetrics(), "median": FrameMetrics()}

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bubbles.errors import UserError
-from bubbles.store import FrameStore, SequenceInfo
+from bubbles.data.store import FrameStore, SequenceInfo
 
 SplitKind = Literal["condition", "sequence", "time"]
 PRELOAD_LIMIT_BYTES = 2 * 1024**3

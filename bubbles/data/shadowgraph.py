@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bubbles.geometry import NOZZLE_TIP, NOZZLE_X, PLATE_TOP
+from bubbles.data.geometry import NOZZLE_TIP, NOZZLE_X, PLATE_TOP
 
 if TYPE_CHECKING:
-    from bubbles.synth import BubbleFlow
+    from bubbles.data.synth import BubbleFlow
 
 
 @dataclass(frozen=True)

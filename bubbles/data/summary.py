@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bubbles.store import FrameStore
+from bubbles.data.store import FrameStore
 
 
 def _human(n: float) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from bubbles.errors import UserError
-from bubbles.store import ConditionValue, SequenceMeta, write_sequence
+from bubbles.data.store import ConditionValue, SequenceMeta, write_sequence
 
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".gif", ".mov", ".mkv"}

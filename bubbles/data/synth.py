@@ -16,9 +16,9 @@ from typing import Literal
 import numpy as np
 
 from bubbles.errors import UserError
-from bubbles.geometry import NOZZLE_TIP, NOZZLE_X
-from bubbles.shadowgraph import RenderStyle, background, render
-from bubbles.store import SequenceMeta, write_store
+from bubbles.data.geometry import NOZZLE_TIP, NOZZLE_X
+from bubbles.data.shadowgraph import RenderStyle, background, render
+from bubbles.data.store import SequenceMeta, write_store
 
 Regime = Literal["nozzle", "boiling", "mixed"]
 

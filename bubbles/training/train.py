@@ -24,12 +24,12 @@ from torch.utils.data import DataLoader, Subset
 
 from bubbles.config import TrialConfig
 from bubbles.errors import UserError
-from bubbles.evaluate import Evaluation, Validation, evaluate, persistence_mse, predict_batches, subset, validate
-from bubbles.figures import save_strip
-from bubbles.losses import ssim_torch
+from bubbles.evaluation.evaluate import Evaluation, Validation, evaluate, persistence_mse, predict_batches, subset, validate
+from bubbles.evaluation.figures import save_strip
+from bubbles.training.losses import ssim_torch
 from bubbles.models import build_model, parameter_count
-from bubbles.train_config import TrainConfig
-from bubbles.windows import WindowSplits, make_splits
+from bubbles.training.config import TrainConfig
+from bubbles.data.windows import WindowSplits, make_splits
 
 Status = Literal["completed", "collapsed", "nan"]
 CHECKPOINT = "checkpoint/checkpoint.pt"  # the directory is what a Ray trial hands to Tune each epoch

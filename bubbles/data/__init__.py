@@ -1,0 +1,1 @@
+"""Frame stores, ingest, synthetic flows and windows: the data side of the domain."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, baselines, per-lead evaluation, VMAF and figures."""

@@ -1,0 +1,1 @@
+"""Training: the plain train() loop, its config, losses and checkpoints."""
