@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, get_args
 
 from bubbles.errors import UserError
-from bubbles.models.convlstm import ConvLSTMConfig, Mode, Peephole
+from bubbles.models.convlstm import ConvLSTMConfig, Mode, Norm, Peephole
 from bubbles.models.registry import MODELS
 from bubbles.training.config import AMP, Device, Loss, TrainConfig
 from bubbles.data.windows import DataConfig, SplitConfig, SplitKind, WindowConfig
@@ -39,6 +39,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "kernel": (3, "gate convolution kernel size (odd)"),
     "peephole": ("frame", "peephole weights: frame (hidden x H x W, the seed) | channel | none"),
     "mode": ("auto", "seq2one | seq2seq | auto (seq2one when output_len is 1)"),
+    "norm": ("batch", "normalisation after each layer: batch (the seed; separate statistics for the seq2seq rollout) | group | layer | none"),
     "teacher_forcing": (0.0, "seq2seq: start probability of feeding the true frame, decays linearly to 0"),
     "epochs": (10, "training epochs"),
     "lr": (1e-3, "Adam learning rate"),
@@ -75,7 +76,7 @@ class TrialConfig:
             "split_seed": s.seed, "image_size": self.data.image_size, "input_len": self.window.input_len,
             "output_len": self.window.output_len, "stride": self.window.stride, "model": self.model_name,
             "layers": self.model.layers, "hidden": list(self.model.widths()), "kernel": self.model.kernel,
-            "peephole": self.model.peephole, "mode": self.model.mode, **asdict(self.train),
+            "peephole": self.model.peephole, "mode": self.model.mode, "norm": self.model.norm, **asdict(self.train),
         }
 
     def to_json(self) -> str:
@@ -195,6 +196,7 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
             layers=layers, hidden=hidden, kernel=kernel,
             peephole=_choice(where, "peephole", p["peephole"], get_args(Peephole)),  # type: ignore[arg-type]
             mode=mode,  # type: ignore[arg-type]
+            norm=_choice(where, "norm", p["norm"], get_args(Norm)),  # type: ignore[arg-type]
             frame_size=(size, size),
         ),
         train=train,

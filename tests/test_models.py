@@ -69,3 +69,29 @@ def test_hoisted_input_conv_equals_one_conv_over_concat() -> None:
         c = f * c + i * torch.tanh(g)
         h = torch.sigmoid(o + cell.w_co * c) * torch.tanh(c)
         assert torch.allclose(hs[:, t], h, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["batch", "group", "layer", "none"])
+def test_norm_choices_run_seq2seq_and_keep_shapes(norm: str) -> None:
+    cfg = ConvLSTMConfig(layers=2, hidden=(8,), kernel=3, peephole="channel", mode="seq2seq", norm=norm, frame_size=(16, 16))  # type: ignore[arg-type]
+    model = build_model("convlstm", cfg).eval()
+    out = model(torch.rand(2, 4, 1, 16, 16), future=3)
+    assert out.shape == (2, 3, 1, 16, 16) and torch.isfinite(out).all()
+    # Only batch norm in seq2seq needs rollout statistics of its own; per-frame norms have no running statistics.
+    assert (model.rollout_norms is not None) == (norm == "batch")
+
+
+def test_seq2seq_encoder_batchnorm_statistics_are_the_encoder_pass_alone() -> None:
+    """With momentum 1 the running statistics are the last batch's: eval-mode lead 1 then equals train-mode lead 1
+    only if the rollout steps did not overwrite the encoder's statistics (they did before issue 10)."""
+    torch.manual_seed(0)
+    cfg = ConvLSTMConfig(layers=2, hidden=(8,), kernel=3, peephole="channel", mode="seq2seq", frame_size=(16, 16))
+    model = build_model("convlstm", cfg)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.momentum = 1.0
+    x = torch.rand(4, 5, 1, 16, 16)
+    with torch.no_grad():
+        train_lead1 = model.train()(x, future=3)[:, 0]
+        eval_lead1 = model.eval()(x, future=3)[:, 0]
+    assert torch.allclose(train_lead1, eval_lead1, atol=1e-3)

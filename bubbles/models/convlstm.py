@@ -17,6 +17,7 @@ from torch import nn
 
 Peephole = Literal["frame", "channel", "none"]
 Mode = Literal["seq2one", "seq2seq"]
+Norm = Literal["batch", "group", "layer", "none"]
 State = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -24,13 +25,18 @@ State = tuple[torch.Tensor, torch.Tensor]
 class ConvLSTMConfig:
     """Architecture. hidden: one width for every layer, or one per layer. peephole: Hadamard weights W_ci, W_cf,
     W_co of shape (hidden, H, W) ("frame", the seed, bound to the frame size), (hidden, 1, 1) ("channel",
-    size-free) or none. mode: seq2one (N -> next frame) or seq2seq (encoder-forecaster rolling out M frames)."""
+    size-free) or none. mode: seq2one (N -> next frame) or seq2seq (encoder-forecaster rolling out M frames).
+    norm after each layer: batch (BatchNorm3d, the seed; in seq2seq the encoder pass and the rollout steps each
+    have their own, so eval-mode running statistics never mix the two), group (GroupNorm of up to 8 groups per
+    frame), layer (GroupNorm with one group: normalised over C, H, W per frame), none. group and layer use no
+    batch statistics, so train and eval mode compute the same thing."""
 
     layers: int = 3
     hidden: tuple[int, ...] = (64,)
     kernel: int = 3
     peephole: Peephole = "frame"
     mode: Mode = "seq2one"
+    norm: Norm = "batch"
     channels: int = 1
     frame_size: tuple[int, int] = (128, 128)
 
@@ -104,13 +110,29 @@ class ConvLSTMCell(nn.Module):
         return torch.stack(hs, dim=1), state
 
 
-def _batchnorm(norm: nn.BatchNorm3d, seq: torch.Tensor) -> torch.Tensor:
-    """BatchNorm3d over (B, T, C, H, W): statistics per channel over batch, time and space."""
-    return norm(seq.transpose(1, 2)).transpose(1, 2)
+def make_norm(kind: Norm, channels: int) -> nn.Module:
+    """The normalisation after a layer: BatchNorm3d (statistics per channel over batch, time and space), GroupNorm
+    per frame (group: up to 8 groups; layer: one group), or identity."""
+    if kind == "batch":
+        return nn.BatchNorm3d(channels)
+    if kind == "none":
+        return nn.Identity()
+    groups = 1 if kind == "layer" else max(g for g in range(1, min(8, channels) + 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+def apply_norm(norm: nn.Module, seq: torch.Tensor) -> torch.Tensor:
+    """Apply a make_norm module to (B, T, C, H, W)."""
+    if isinstance(norm, nn.BatchNorm3d):
+        return norm(seq.transpose(1, 2)).transpose(1, 2)
+    if isinstance(norm, nn.GroupNorm):
+        return norm(seq.flatten(0, 1)).reshape(seq.shape)
+    return seq
 
 
 class ConvLSTM(nn.Module):
-    """Stacked ConvLSTM layers, each followed by BatchNorm3d, and a 3x3 conv + sigmoid to frames in [0, 1]."""
+    """Stacked ConvLSTM layers, each followed by a normalisation (BatchNorm3d in the seed), and a 3x3 conv + sigmoid
+    to frames in [0, 1]."""
 
     def __init__(self, cfg: ConvLSTMConfig) -> None:
         super().__init__()
@@ -118,7 +140,11 @@ class ConvLSTM(nn.Module):
         widths = cfg.widths()
         ins = (cfg.channels, *widths[:-1])
         self.cells = nn.ModuleList(ConvLSTMCell(i, h, cfg.kernel, cfg.peephole, cfg.frame_size) for i, h in zip(ins, widths))
-        self.norms = nn.ModuleList(nn.BatchNorm3d(h) for h in widths)
+        self.norms = nn.ModuleList(make_norm(cfg.norm, h) for h in widths)
+        # The rollout feeds one frame at a time: its batch statistics differ from the encoder pass over T frames,
+        # and running statistics shared by both served neither in eval mode (lead 1 became the worst lead).
+        separate = cfg.mode == "seq2seq" and cfg.norm == "batch"
+        self.rollout_norms = nn.ModuleList(make_norm(cfg.norm, h) for h in widths) if separate else None
         self.head = nn.Conv2d(widths[-1], cfg.channels, 3, padding=1)
 
     def _frame(self, top: torch.Tensor) -> torch.Tensor:
@@ -142,7 +168,7 @@ class ConvLSTM(nn.Module):
         states: list[State] = []
         for cell, norm in zip(self.cells, self.norms):
             seq, state = cell(seq)
-            seq = _batchnorm(norm, seq)
+            seq = apply_norm(norm, seq)
             states.append(state)
         outputs = [self._frame(seq[:, -1])]
         if self.cfg.mode == "seq2one":
@@ -150,13 +176,14 @@ class ConvLSTM(nn.Module):
                 raise ValueError("seq2one predicts exactly one frame; use mode seq2seq for longer horizons")
             return outputs[0].unsqueeze(1)
         hidden_weights = [cell.hidden_weight() for cell in self.cells]
+        rollout_norms = self.rollout_norms if self.rollout_norms is not None else self.norms
         truth = target.unbind(1) if target is not None and teacher_forcing > 0 else None
         for k in range(1, future):
             inp = outputs[-1]
             if truth is not None and torch.rand((), generator=generator).item() < teacher_forcing:
                 inp = truth[k - 1]
-            for layer, (cell, norm) in enumerate(zip(self.cells, self.norms)):
+            for layer, (cell, norm) in enumerate(zip(self.cells, rollout_norms)):
                 states[layer] = cell.step(cell.project_inputs(inp), states[layer], hidden_weights[layer])
-                inp = _batchnorm(norm, states[layer][0].unsqueeze(1)).squeeze(1)
+                inp = apply_norm(norm, states[layer][0].unsqueeze(1)).squeeze(1)
             outputs.append(self._frame(inp))
         return torch.stack(outputs, dim=1)
