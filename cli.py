@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -238,10 +239,13 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         chosen = ex.from_checkpoint_dir(checkpoint.resolve())
     else:
         check_tracking(uri)
-        objective, mode, value = "val_ssim", "max", None
+        objective, board = None, None
         if sweep_name is not None:
-            run_id, objective, mode, value = ex.best_run_of_sweep(storage.resolve() / sweep_name)
-        chosen = ex.from_run(uri, str(run_id), objective, mode, value)
+            run_id, objective, board = ex.best_run_of_sweep(storage.resolve() / sweep_name)
+        chosen = ex.from_run(uri, str(run_id), objective)
+        if board is not None and not math.isclose(board, chosen.objective, rel_tol=1e-4, abs_tol=1e-6):
+            click.echo(f"warning: the leaderboard says {objective} {board:.5f}, the exported weights measure "
+                       f"{chosen.objective:.5f} (a trial trained before best.pt was picked by the objective?)", err=True)
     path = ex.export(chosen, out, onnx)
     click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}) to {path}")
     if register:

@@ -16,7 +16,7 @@ from typing import Any, get_args
 from bubbles.errors import UserError
 from bubbles.models.convlstm import ConvLSTMConfig, Mode, Norm, Peephole
 from bubbles.models.registry import MODELS
-from bubbles.training.config import AMP, Device, Loss, TrainConfig
+from bubbles.training.config import AMP, BestBy, Device, Loss, TrainConfig
 from bubbles.data.windows import DataConfig, SplitConfig, SplitKind, WindowConfig
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -54,6 +54,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "max_val_windows": (0, "evaluate on at most this many windows; 0 = all"),
     "workers": (0, "DataLoader worker processes"),
     "collapse_stop_epoch": (0, "stop a trial found collapsed at or after this epoch; 0 = never"),
+    "best_by": ("val_mse", "epoch metric that picks best.pt: val_mse (min) | val_ssim | val_psnr | val_skill_persistence (max); a sweep sets its objective"),
 }
 
 
@@ -187,6 +188,7 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
         max_val_windows=_int(where, "max_val_windows", p["max_val_windows"], 0),
         workers=_int(where, "workers", p["workers"], 0),
         collapse_stop_epoch=_int(where, "collapse_stop_epoch", p["collapse_stop_epoch"], 0),
+        best_by=_choice(where, "best_by", p["best_by"], get_args(BestBy)),  # type: ignore[arg-type]
     )
     return TrialConfig(
         data=DataConfig(store=p["store"], image_size=size, split=split),

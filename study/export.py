@@ -16,13 +16,22 @@ from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
 from bubbles.evaluation.evaluate import Evaluation
 from bubbles.models import build_model
+from bubbles.training.config import best_by_mode
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import split_segments
 from study.sweep import PARENT_FILE
 from study.tracking import configure
 
 CHAMPION = "champion"
-OBJECTIVE_METRIC = {"val_ssim": "final_ssim", "val_mse": "final_mse", "val_skill_persistence": "final_skill_persistence"}
+# The epoch metric and the end-of-trial evaluation's name for the same number (same windows, same formula).
+OBJECTIVE_METRIC = {
+    "val_ssim": "final_ssim", "val_mse": "final_mse", "val_psnr": "final_psnr", "val_skill_persistence": "final_skill_persistence",
+}
+
+
+def objective_of(evaluation: Evaluation | None, objective: str) -> float:
+    """The objective as the evaluation of the exported weights measured it (NaN without an evaluation)."""
+    return evaluation.summary()[OBJECTIVE_METRIC[objective]] if evaluation is not None else math.nan
 
 
 @dataclass
@@ -54,12 +63,14 @@ def from_checkpoint_dir(directory: Path) -> Chosen:
         if path.is_file():
             evaluation = Evaluation.from_dict(json.loads(path.read_text()))
             break
-    objective = evaluation.model.mean("ssim") if evaluation else math.nan
-    return Chosen(cfg, state["model"], evaluation, "val_ssim", objective, "max", f"checkpoint {best}")
+    objective = cfg.train.best_by
+    return Chosen(cfg, state["model"], evaluation, objective, objective_of(evaluation, objective), best_by_mode(objective), f"checkpoint {best}")
 
 
-def from_run(uri: str, run_id: str, objective: str = "val_ssim", mode: str = "max", value: float | None = None) -> Chosen:
-    """An MLflow trial run: its checkpoints/best.pt and evaluation.json artifacts."""
+def from_run(uri: str, run_id: str, objective: str | None = None) -> Chosen:
+    """An MLflow trial run: its checkpoints/best.pt and evaluation.json artifacts. The objective shown is the one
+    the evaluation of these weights measured: best.pt was picked by the sweep's objective, so it is also the
+    leaderboard's value."""
     import mlflow
 
     configure(uri)
@@ -76,15 +87,15 @@ def from_run(uri: str, run_id: str, objective: str = "val_ssim", mode: str = "ma
             raise UserError(f"MLflow run {run_id}: no checkpoints/best.pt + evaluation.json (a finished trial has them)") from None
         chosen = from_checkpoint_dir(checkpoints)
         chosen.evaluation = Evaluation.from_dict(json.loads(evaluation.read_text()))
-    metric = OBJECTIVE_METRIC[objective]
-    chosen.objective_name, chosen.mode = objective, mode
-    chosen.objective = float(run.data.metrics.get(metric, math.nan)) if value is None else value
+    if objective is not None:
+        chosen.objective_name, chosen.mode = objective, best_by_mode(objective)
+        chosen.objective = objective_of(chosen.evaluation, objective)
     chosen.source = f"MLflow run {run_id} ({run.info.run_name})"
     return chosen
 
 
-def best_run_of_sweep(sweep_dir: Path) -> tuple[str, str, str, float]:
-    """(run id, objective, mode, value) of the best completed trial: the first completed row of the sweep's
+def best_run_of_sweep(sweep_dir: Path) -> tuple[str, str, float]:
+    """(run id, objective, leaderboard value) of the best completed trial: the first completed row of the sweep's
     leaderboard, so the export is the winner the user saw."""
     marker = sweep_dir / PARENT_FILE
     board = sweep_dir / "leaderboard.csv"
@@ -95,7 +106,7 @@ def best_run_of_sweep(sweep_dir: Path) -> tuple[str, str, str, float]:
         rows = [r for r in csv.DictReader(f) if r["status"] == "completed" and r.get("mlflow_run")]
     if not rows:
         raise UserError(f"sweep {sweep_dir.name!r} has no completed trial to export")
-    return rows[0]["mlflow_run"], parent.get("objective", "val_ssim"), parent.get("mode", "max"), float(rows[0]["objective"])
+    return rows[0]["mlflow_run"], parent.get("objective", "val_ssim"), float(rows[0]["objective"])
 
 
 def export(chosen: Chosen, out: Path, onnx: bool) -> Path:

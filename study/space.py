@@ -23,6 +23,7 @@ from bubbles.config import PARAMETERS, TrialConfig, check_names, parse_window, t
 from bubbles.errors import UserError
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import make_splits
+from bubbles.training.config import best_by_mode
 from study.config import read_yaml, resolve_store
 
 Kind = Literal["int", "float", "log", "categorical"]
@@ -83,7 +84,7 @@ class TuneSettings:
 
     @property
     def mode(self) -> str:
-        return "min" if self.objective == "val_mse" else "max"
+        return best_by_mode(self.objective)
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,9 @@ class SweepSpace:
                 chosen[dim.name] = dim.suggest(trial)
 
     def trial_params(self, sampled: dict[str, Any]) -> dict[str, Any]:
-        """Flat parameters of one trial: data and fixed values, then what the search chose."""
-        return {**self.base, **sampled}
+        """Flat parameters of one trial: data and fixed values, then what the search chose; best.pt is picked by
+        the sweep's objective."""
+        return {**self.base, **sampled, "best_by": self.tune.objective}
 
     def trial_config(self, sampled: dict[str, Any], trial: str = "") -> TrialConfig:
         return trial_config(self.trial_params(sampled), where=f"{self.path}{' ' + trial if trial else ''}")

@@ -192,3 +192,27 @@ def test_export_of_a_sweep_without_finished_trials_is_one_line(tmp_path: Path) -
 def test_loading_a_non_export_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["predict", str(tmp_path), "--store", "x", "--sequence", "y", "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "not an exported model" in result.output
+
+
+@pytest.mark.slow
+def test_exported_weights_score_what_the_leaderboard_says(finished_sweep: tuple[str, Path], tmp_path: Path) -> None:
+    """Issue 11: one truth. best.pt is picked by the sweep's objective, so evaluating the exported weights afresh
+    gives the leaderboard's objective, and every trial's evaluation is the best epoch of that objective."""
+    import csv
+
+    from bubbles.data.windows import make_splits
+    from bubbles.evaluation.evaluate import evaluate
+
+    uri, storage = finished_sweep
+    rows = [r for r in csv.DictReader((storage / "exp" / "leaderboard.csv").open()) if r["status"] == "completed"]
+    _cli(uri, "export", "--sweep", "exp", "--storage", str(storage), "--out", str(tmp_path / "m"))
+    model, cfg, config = load_bundle(tmp_path / "m")
+    assert cfg.train.best_by == "val_ssim" and config["objective"]["name"] == "val_ssim"
+    fresh = evaluate(model, make_splits(cfg.data, cfg.window).val, torch.device("cpu"), cfg.train.batch_size, cfg.train.max_val_windows)
+    assert fresh.model.mean("ssim") == pytest.approx(float(rows[0]["objective"]), rel=1e-5)
+    assert config["objective"]["value"] == pytest.approx(float(rows[0]["objective"]), rel=1e-5)
+    client = mlflow.MlflowClient(uri)
+    for row in rows:
+        history = [m.value for m in client.get_metric_history(row["mlflow_run"], "val_ssim")]
+        final = client.get_run(row["mlflow_run"]).data.metrics["final_ssim"]
+        assert final == pytest.approx(max(history), rel=1e-5), (row["trial"], history, final)

@@ -8,13 +8,21 @@ from typing import Literal
 Loss = Literal["mse_sum", "mse_mean", "l1", "mse+ssim"]
 Device = Literal["auto", "cpu", "cuda"]
 AMP = Literal["auto", "off"]
+# The epoch metric that picks best.pt. A sweep sets it to its objective, so that the leaderboard, the evaluation
+# of best.pt, the export and the registry all speak of the same weights.
+BestBy = Literal["val_mse", "val_ssim", "val_psnr", "val_skill_persistence"]
+
+
+def best_by_mode(metric: str) -> str:
+    """'min' for val_mse, 'max' for the others."""
+    return "min" if metric == "val_mse" else "max"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and run settings. loss mse_sum is the seed's (sum over batch and pixels); mse+ssim is
     mse_mean + 0.5 * (1 - SSIM). max_*_windows subsample windows evenly (0 = all); collapse_stop_epoch stops a
-    collapsed trial at or after that epoch (0 = never)."""
+    collapsed trial at or after that epoch (0 = never). best_by: the epoch metric that picks best.pt."""
 
     epochs: int = 10
     lr: float = 1e-3
@@ -30,3 +38,4 @@ class TrainConfig:
     max_val_windows: int = 0
     workers: int = 0
     collapse_stop_epoch: int = 0
+    best_by: BestBy = "val_mse"

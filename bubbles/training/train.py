@@ -28,7 +28,7 @@ from bubbles.evaluation.evaluate import Evaluation, Validation, evaluate, persis
 from bubbles.evaluation.figures import save_strip
 from bubbles.training.losses import ssim_torch
 from bubbles.models import build_model, parameter_count
-from bubbles.training.config import TrainConfig
+from bubbles.training.config import TrainConfig, best_by_mode
 from bubbles.data.windows import WindowSplits, make_splits
 
 Status = Literal["completed", "collapsed", "nan"]
@@ -200,6 +200,7 @@ def train(
     model = build_model(cfg.model_name, cfg.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    sign = 1.0 if best_by_mode(tc.best_by) == "min" else -1.0  # compare sign * value: smaller is better
     start, history, best = 0, [], math.inf
     if resume is not None:
         resume = Path(resume)
@@ -211,7 +212,7 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"].cpu())
-        start, best = int(state["epoch"]), float(state["best_val_mse"])
+        start, best = int(state["epoch"]), float(state.get("best_score", state.get("best_val_mse", math.inf)))
         history = [EpochResult(**h) for h in json.loads(state["history"])]
     status: Status = "completed"
     baseline = persistence_mse(splits.val, tc.max_val_windows)
@@ -231,9 +232,13 @@ def train(
             status = "nan"
         elif val.collapsed and 0 < tc.collapse_stop_epoch <= epoch + 1:
             status = "collapsed"
-        if math.isfinite(val.mse) and val.mse < best:
-            best = val.mse
-            save_checkpoint(out_dir / BEST, {"model": model.state_dict(), "config": cfg.to_json(), "epoch": epoch + 1})
+        score = sign * getattr(result, tc.best_by)
+        if math.isfinite(val.mse) and math.isfinite(score) and score < best:
+            best = score
+            save_checkpoint(
+                out_dir / BEST,
+                {"model": model.state_dict(), "config": cfg.to_json(), "epoch": epoch + 1, tc.best_by: sign * score},
+            )
         checkpoint = out_dir / CHECKPOINT
         save_checkpoint(
             checkpoint,
@@ -243,7 +248,7 @@ def train(
                 "scaler": scaler.state_dict(),
                 "epoch": epoch + 1,
                 "torch_rng": torch.get_rng_state(),
-                "best_val_mse": best,
+                "best_score": best,
                 "history": json.dumps([asdict(h) for h in history]),
                 "config": cfg.to_json(),
             },
