@@ -111,8 +111,8 @@ def write_report(uri: str, sweep_dir: Path, out: Path) -> Path:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
         for k, r in enumerate(top):
             for ax, metric in ((a1, "ssim"), (a2, "psnr")):
-                hist = sorted(client.get_metric_history(r["mlflow_run"], f"lead_{metric}"), key=lambda m: m.step)
-                base = sorted(client.get_metric_history(r["mlflow_run"], f"persistence_{metric}"), key=lambda m: m.step)
+                hist = sorted(client.get_metric_history(r["mlflow_run"], f"lead/{metric}"), key=lambda m: m.step)
+                base = sorted(client.get_metric_history(r["mlflow_run"], f"lead/persistence_{metric}"), key=lambda m: m.step)
                 ax.plot([m.step for m in hist], [m.value for m in hist], "o-", color=f"C{k}", label=f"trial {r['trial']}")
                 ax.plot([m.step for m in base], [m.value for m in base], "x--", color=f"C{k}", alpha=0.5, label=f"persistence ({r['trial']})")
         for ax, label in ((a1, "SSIM"), (a2, "PSNR dB")):

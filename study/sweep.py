@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from study import leaderboard
 from study.space import SweepSpace
-from study.tracking import SweepRun, close_trial_run, find_trial_run
+from study.tracking import SweepRun, TrialRun, close_trial_run, find_trial_run
 from study.trainable import run_trial
 
 PARENT_FILE = "mlflow_parent.json"
@@ -140,6 +141,18 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
     return tuner, False
 
 
+def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint: Path) -> None:
+    """A trial stopped early gets the same evaluation and artifacts as a finished one (on the same capped
+    validation windows as its epochs), so that MLflow's Compare has no empty rows."""
+    from bubbles.training.train import evaluate_checkpoint_dir
+
+    if not (checkpoint / "best.pt").is_file():
+        return
+    with tempfile.TemporaryDirectory() as out_dir:
+        cfg, result = evaluate_checkpoint_dir(checkpoint, Path(out_dir))
+        TrialRun(uri, space.experiment, cfg, run_id=run_id).log_result(result)
+
+
 def run_sweep(
     space: SweepSpace,
     name: str,
@@ -183,6 +196,8 @@ def run_sweep(
         trial_id = trial.trial_id
         outcome = trial_outcome(metrics, result.error is not None, finished.get(trial_id, False))
         run_id = find_trial_run(uri, space.experiment, parent.run_id, trial_id) if trial_id else None
+        if run_id and outcome == "stopped_early" and result.checkpoint is not None:
+            evaluate_stopped_trial(uri, space, run_id, Path(result.checkpoint.path))
         if run_id and outcome != "unfinished":
             close_trial_run(run_id, outcome)
         history = result.metrics_dataframe

@@ -18,6 +18,8 @@ from bubbles.evaluation.evaluate import Evaluation
 from bubbles.training.train import EpochResult, TrialResult
 
 RUNS_DIR = "runs"
+# MLflow 3 opens an experiment without this tag in its GenAI view (traces, assistant); this value opens the runs table.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def default_uri(root: Path) -> str:
@@ -60,12 +62,14 @@ def experiment_id(name: str, uri: str) -> str:
     client = mlflow.MlflowClient()
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if found.tags.get("mlflow.experimentKind") is None:  # made by an earlier version, or by hand
+            client.set_experiment_tag(found.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return found.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
         location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
     except Exception:
         # Another process created it between our look-up and create: use theirs.
         found = client.get_experiment_by_name(name)
@@ -75,17 +79,19 @@ def experiment_id(name: str, uri: str) -> str:
 
 
 def _param_value(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+    """One line per parameter in the runs table: lists as 'a,b,c' (per-layer widths as '64,64,64')."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return json.dumps(value) if isinstance(value, dict) else str(value)
 
 
-def run_name(cfg: TrialConfig) -> str:
-    """A readable run name from the key parameters, e.g. 'L3-h64-k3-128px-20to1-lr1e-03'."""
+def run_name(cfg: TrialConfig, trial_id: str | None = None) -> str:
+    """A short readable run name from the key parameters, e.g. 'L3-h64-128px-20to1-lr1e-03'; a sweep's trials end
+    with their trial number ('…-00007') so that names are unique."""
     m = cfg.model
     hidden = "-".join(str(h) for h in m.widths()) if len(set(m.widths())) > 1 else str(m.widths()[0])
-    return (
-        f"L{m.layers}-h{hidden}-k{m.kernel}-{cfg.data.image_size}px-"
-        f"{cfg.window.input_len}to{cfg.window.output_len}-lr{cfg.train.lr:.0e}"
-    )
+    name = f"L{m.layers}-h{hidden}-{cfg.data.image_size}px-{cfg.window.input_len}to{cfg.window.output_len}-lr{cfg.train.lr:.0e}"
+    return f"{name}-{trial_id.rsplit('_', 1)[-1]}" if trial_id else name
 
 
 class TrialRun:
@@ -98,7 +104,7 @@ class TrialRun:
         exp_id = experiment_id(experiment, uri)
         self.client = mlflow.MlflowClient()
         if run_id is None:
-            run = self.client.create_run(exp_id, run_name=run_name(cfg), tags=tags or {})
+            run = self.client.create_run(exp_id, run_name=run_name(cfg, (tags or {}).get("tune_trial_id")), tags=tags or {})
             self.run_id = run.info.run_id
             params = {k: _param_value(v) for k, v in cfg.flat().items()}
             from mlflow.entities import Param
@@ -108,35 +114,35 @@ class TrialRun:
             self.run_id = run_id
 
     def log_epoch(self, result: EpochResult) -> None:
-        """Per-epoch metrics with step = epoch."""
+        """Per-epoch metrics, named epoch/… (step = epoch)."""
         from mlflow.entities import Metric
 
         ts = _now_ms()
-        metrics = [Metric(k, v, ts, result.epoch) for k, v in result.metrics().items() if _finite(v)]
+        metrics = [Metric(f"epoch/{k}", v, ts, result.epoch) for k, v in result.metrics().items() if _finite(v)]
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def log_evaluation(self, evaluation: Evaluation) -> None:
-        """Per-lead curves (step = lead time) and the summary numbers."""
+        """Per-lead curves, named lead/… (step = lead time), and the summary numbers."""
         from mlflow.entities import Metric
 
         ts = _now_ms()
         rows: list[Metric] = []
         curves = {
-            "lead_ssim": evaluation.model.ssim,
-            "lead_psnr": evaluation.model.psnr,
-            "lead_mse": evaluation.model.mse,
-            "lead_mae": evaluation.model.mae,
-            "lead_skill_persistence": evaluation.skill_persistence,
-            "lead_skill_median": evaluation.skill_median,
+            "ssim": evaluation.model.ssim,
+            "psnr": evaluation.model.psnr,
+            "mse": evaluation.model.mse,
+            "mae": evaluation.model.mae,
+            "skill_persistence": evaluation.skill_persistence,
+            "skill_median": evaluation.skill_median,
             "persistence_ssim": evaluation.persistence.ssim,
             "persistence_psnr": evaluation.persistence.psnr,
             "persistence_mse": evaluation.persistence.mse,
             "median_ssim": evaluation.median.ssim,
             "median_psnr": evaluation.median.psnr,
-            "lead_vmaf": evaluation.vmaf or (),
+            "vmaf": evaluation.vmaf or (),
         }
         for name, values in curves.items():
-            rows += [Metric(name, float(v), ts, lead + 1) for lead, v in enumerate(values) if _finite(v)]
+            rows += [Metric(f"lead/{name}", float(v), ts, lead + 1) for lead, v in enumerate(values) if _finite(v)]
         rows += [Metric(k, float(v), ts, 0) for k, v in evaluation.summary().items() if _finite(v)]
         for start in range(0, len(rows), 900):
             self.client.log_batch(self.run_id, metrics=rows[start : start + 900])
@@ -184,13 +190,16 @@ def find_trial_run(uri: str, experiment: str, parent_run_id: str, trial_id: str)
 
 
 def close_trial_run(run_id: str, outcome: str) -> None:
-    """Record how Tune ended a trial (the trainable cannot when ASHA stops it inside a report)."""
+    """Record how Tune ended a trial (the trainable cannot when ASHA stops it inside a report). A run still open
+    ends when its last epoch was logged, not when the sweep closes it."""
     import mlflow
 
     client = mlflow.MlflowClient()
     client.set_tag(run_id, "trial_status", outcome)
     if client.get_run(run_id).info.status == "RUNNING":
-        client.set_terminated(run_id, "FINISHED" if outcome in ("completed", "stopped_early") else "FAILED")
+        history = client.get_metric_history(run_id, "epoch/val_mse")
+        end = max((m.timestamp for m in history), default=None)
+        client.set_terminated(run_id, "FINISHED" if outcome in ("completed", "stopped_early") else "FAILED", end_time=end)
 
 
 class SweepRun:

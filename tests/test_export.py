@@ -213,6 +213,6 @@ def test_exported_weights_score_what_the_leaderboard_says(finished_sweep: tuple[
     assert config["objective"]["value"] == pytest.approx(float(rows[0]["objective"]), rel=1e-5)
     client = mlflow.MlflowClient(uri)
     for row in rows:
-        history = [m.value for m in client.get_metric_history(row["mlflow_run"], "val_ssim")]
+        history = [m.value for m in client.get_metric_history(row["mlflow_run"], "epoch/val_ssim")]
         final = client.get_run(row["mlflow_run"]).data.metrics["final_ssim"]
         assert final == pytest.approx(max(history), rel=1e-5), (row["trial"], history, final)

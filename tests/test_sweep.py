@@ -4,6 +4,7 @@ faults that fail alone, and one-line schema errors."""
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import mlflow
@@ -73,17 +74,23 @@ def test_smoke_sweep_end_to_end(tiny_store: Path, tmp_path: Path) -> None:
     assert {"leaderboard.csv", "leaderboard.md", "space.yaml", "resolved_space.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     kids = children(uri, outcome.parent_run_id)
     assert len(kids) == 6 and len({k.data.tags["tune_trial_id"] for k in kids}) == 6
+    assert len({k.info.run_name for k in kids}) == 6  # unique names, even for equal parameters
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     by_trial = {k.data.tags["tune_trial_id"]: k for k in kids}
     for r in rows:
         run = by_trial[r["trial"]]
         assert run.info.status != "RUNNING"
         assert run.data.tags["trial_status"] == r["status"]
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_ssim")]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_ssim")]
         assert steps == list(range(1, r["epochs"] + 1))
-        if r["status"] == "completed":
-            assert "strips" in {a.path for a in client.list_artifacts(run.info.run_id)}
-            lead = client.get_metric_history(run.info.run_id, "lead_ssim")
+        if r["status"] in ("completed", "stopped_early"):  # stopped trials are evaluated too (issue 11)
+            assert {"strips", "evaluation.json", "lead_table.md"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+            lead = client.get_metric_history(run.info.run_id, "lead/ssim")
             assert len(lead) == int(str(r["window"]).split("->")[1])
+            assert all(math.isfinite(v) for v in run.data.metrics.values())
+        if r["status"] == "stopped_early":  # ends when its last epoch was logged, not when the sweep closed it
+            last = max(m.timestamp for m in client.get_metric_history(run.info.run_id, "epoch/val_mse"))
+            assert run.info.end_time is not None and run.info.end_time <= last + 1
     # Optuna: ASHA-stopped trials are PRUNED, with their intermediate values; the study lives in sqlite.
     study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{outcome.directory / OPTUNA_DB}")
     states = [t.state for t in study.trials]

@@ -107,7 +107,7 @@ def test_trial_resumes_from_checkpoint_after_node_loss(tiny_store: Path, tmp_pat
             client = mlflow.MlflowClient(uri)
             exp = client.get_experiment_by_name("sweep-test")
             runs = client.search_runs([exp.experiment_id], filter_string="tags.sweep = 'nodeloss'") if exp else []
-            return len(client.get_metric_history(runs[0].info.run_id, "val_mse")) if runs else 0
+            return len(client.get_metric_history(runs[0].info.run_id, "epoch/val_mse")) if runs else 0
 
         _wait(lambda: epochs_logged() >= 2 or not thread.is_alive(), 240, "two epochs on the doomed node")
         assert thread.is_alive()
@@ -123,7 +123,7 @@ def test_trial_resumes_from_checkpoint_after_node_loss(tiny_store: Path, tmp_pat
     client = mlflow.MlflowClient(uri)
     runs = children(uri, result.parent_run_id)  # type: ignore[attr-defined]
     assert len(runs) == 1  # the restarted trial kept its MLflow run
-    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_mse")]
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "epoch/val_mse")]
     # Resumed from its last checkpoint: the epoch counter continues, it never starts again at 1.
     assert steps[0] == 1 and steps[-1] == 6 and steps.count(1) == 1 and steps == sorted(steps)
     errors = list((tmp_path / "sweeps" / "nodeloss").glob("*/error.txt"))

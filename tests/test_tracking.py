@@ -39,12 +39,13 @@ def _check_run(uri: str) -> None:
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.params["image_size"] == "32" and run.data.params["hidden"] == "[8]"
-    assert run.info.run_name == "L1-h8-k3-32px-4to3-lr1e-03"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_mse")] == [1, 2]
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "lead_ssim")] == [1, 2, 3]
-    assert len(client.get_metric_history(run.info.run_id, "persistence_ssim")) == 3
-    vmaf = client.get_metric_history(run.info.run_id, "lead_vmaf")  # libvmaf from the imageio-ffmpeg wheel
+    assert run.data.params["image_size"] == "32" and run.data.params["hidden"] == "8"
+    assert run.info.run_name == "L1-h8-32px-4to3-lr1e-03"
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_mse")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "lead/ssim")] == [1, 2, 3]
+    assert len(client.get_metric_history(run.info.run_id, "lead/persistence_ssim")) == 3
+    vmaf = client.get_metric_history(run.info.run_id, "lead/vmaf")  # libvmaf from the imageio-ffmpeg wheel
     assert [m.step for m in vmaf] == [1, 2, 3] and all(0 <= m.value <= 100 for m in vmaf)
     assert {"final_ssim", "final_psnr", "final_skill_persistence", "final_collapsed"} <= set(run.data.metrics)
     top = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from bubbles.config import TrialConfig
+from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
 from bubbles.evaluation.evaluate import Evaluation, Validation, evaluate, persistence_mse, predict_batches, subset, validate
 from bubbles.evaluation.figures import save_strip
@@ -272,6 +272,19 @@ def finish(model: nn.Module, cfg: TrialConfig, splits: WindowSplits, status: Sta
         strips = write_strips(model, splits, out_dir, device)
         (out_dir / "evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=1))
     return TrialResult(status, parameter_count(model), history, evaluation, out_dir, strips)
+
+
+def evaluate_checkpoint_dir(directory: Path, out_dir: Path, device: torch.device | None = None) -> tuple[TrialConfig, TrialResult]:
+    """The end-of-trial evaluation for a trial that was stopped from outside (ASHA, a time budget): best.pt and
+    the history of checkpoint.pt in `directory` -> evaluation.json, strips and best.pt under out_dir."""
+    device = device or torch.device("cpu")
+    state = load_checkpoint(directory / Path(CHECKPOINT).name, device)
+    cfg = from_json(state["config"])
+    history = [EpochResult(**h) for h in json.loads(state["history"])]
+    (out_dir / BEST).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(directory / Path(BEST).name, out_dir / BEST)
+    model = build_model(cfg.model_name, cfg.model).to(device)
+    return cfg, finish(model, cfg, make_splits(cfg.data, cfg.window), "completed", history, out_dir, device)
 
 
 def describe(cfg: TrialConfig, splits: WindowSplits) -> dict[str, object]:
