@@ -162,11 +162,15 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
         for key, value in describe(cfg, splits).items():
             click.echo(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
         return
+    from bubbles.outputs import check_output_dir, write_manifest
     from study.trial import run_logged_trial
 
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
     out_dir = (out or Path("runs") / "trials" / f"{config.stem}-{os.getpid()}").resolve()
+    check_output_dir(out_dir, "train")  # training writes into it (and resumes there): only our own or a new one
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_manifest(out_dir, "train")
     result, run_id = run_logged_trial(cfg, out_dir, uri, experiment, resume.resolve() if resume else None)
     if result.evaluation is not None:
         click.echo(result.evaluation.lead_table())
@@ -216,7 +220,7 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
 @click.option("--sweep", "sweep_name", help="Export the best completed trial of this sweep.")
 @click.option("--run-id", help="Export this MLflow trial run.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Export from a `train` output directory.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Export directory (replaced atomically).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Export directory (new, or an earlier export: replaced atomically).")
 @click.option("--onnx", is_flag=True, help="Also write model.onnx, checked against PyTorch with onnxruntime.")
 @click.option("--register", help="Register in the MLflow model registry under this name (alias 'champion' if best).")
 @click.option("--storage", type=click.Path(path_type=Path), default=Path("runs/sweeps"), show_default=True)
@@ -229,11 +233,13 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
       python cli.py export --run-id 3f2a... --out exports/run --register bubbles-convlstm
       python cli.py export --checkpoint runs/trials/trial_seed-1234 --out exports/seed
     """
+    from bubbles.outputs import check_output_dir
     from study import export as ex
     from study.tracking import check_tracking, tracking_uri
 
     if sum(v is not None for v in (sweep_name, run_id, checkpoint)) != 1:
         raise UserError("export: give exactly one of --sweep, --run-id, --checkpoint")
+    check_output_dir(out.resolve(), "export")  # before any download or evaluation
     uri = tracking_uri(Path.cwd())
     if checkpoint is not None:
         chosen = ex.from_checkpoint_dir(checkpoint.resolve())
@@ -271,8 +277,10 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
       python cli.py predict exports/smoke-best --store data/synthetic.zarr --sequence seq003 --start 40 --out pred/
       python cli.py predict exports/smoke-best --input recordings/run07/ --steps 30 --autoregressive --out pred07/
     """
+    from bubbles.outputs import check_output_dir
     from bubbles.predict import PredictRequest, predict as run_predict
 
+    check_output_dir(out.resolve(), "prediction")
     request = PredictRequest(model_dir.resolve(), out, start, steps, autoregressive, store.resolve() if store else None, sequence, raw_input)
     summary = run_predict(request)
     line = f"predicted {summary['steps']} frames of {summary['sequence']!r} from frame {start} into {out}"
@@ -294,9 +302,11 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
     Example:
       python cli.py report --sweep smoke --out reports/smoke
     """
+    from bubbles.outputs import check_output_dir
     from study.report import write_report
     from study.tracking import check_tracking, tracking_uri
 
+    check_output_dir(out.resolve(), "report")
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
     click.echo(f"wrote {write_report(uri, storage.resolve() / sweep_name, out.resolve())}")

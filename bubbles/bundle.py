@@ -31,6 +31,7 @@ from torch import nn
 
 from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
+from bubbles.outputs import check_output_dir, replace_dir, temp_sibling
 from bubbles.evaluation.evaluate import Evaluation
 from bubbles.models import build_model
 
@@ -122,8 +123,8 @@ def write_bundle(
 ) -> Path:
     """Write the export directory atomically; returns its path."""
     out = out.resolve()
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    check_output_dir(out, "export")
+    tmp = temp_sibling(out)
     try:
         model = model.cpu().eval()
         predictor = _Predictor(model, cfg.window.output_len).eval()
@@ -142,13 +143,7 @@ def write_bundle(
         (tmp / "metrics_card.md").write_text(metrics_card(cfg, info, evaluation))
         s = cfg.data.image_size
         (tmp / "README.md").write_text(_README.format(input_len=cfg.window.input_len, output_len=cfg.window.output_len, size=s))
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        replace_dir(tmp, out, "export")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -16,6 +16,7 @@ from torch import nn
 
 from bubbles.bundle import load_bundle
 from bubbles.errors import UserError
+from bubbles.outputs import check_output_dir, replace_dir, temp_sibling
 from bubbles.evaluation.evaluate import FrameMetrics
 from bubbles.evaluation.figures import prediction_strip
 from bubbles.data.ingest import IngestRequest, ingest
@@ -92,10 +93,8 @@ def predict(request: PredictRequest) -> dict[str, object]:
         target = cache.frames(name, request.start + n_in, end).astype(np.float32) / 255.0 if end > request.start + n_in else None
     pred = rollout(model, context, horizon, steps)
     out = request.out.resolve()
-    if out.exists() and any(out.iterdir()) and not (out / "prediction.npy").exists():
-        raise UserError(f"{out}: exists and is not an earlier prediction; choose a new --out")
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    check_output_dir(out, "prediction")
+    tmp = temp_sibling(out)
     summary: dict[str, object] = {"sequence": name, "start": request.start, "steps": steps, "horizon": horizon}
     try:
         np.save(tmp / "prediction.npy", pred)
@@ -117,9 +116,7 @@ def predict(request: PredictRequest) -> dict[str, object]:
                     writer.writerow([k + 1, *(f"{table[c][k]:.6g}" for c in table)])
             summary["metrics"] = {c: [float(v) for v in table[c]] for c in table}
             (tmp / "metrics.json").write_text(json.dumps(summary, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        replace_dir(tmp, out, "prediction")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary

@@ -7,6 +7,7 @@ import csv
 import html
 import json
 import math
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bubbles.errors import UserError  # noqa: E402
+from bubbles.errors import UserError  # noqa
+from bubbles.outputs import check_output_dir, replace_dir, temp_sibling  # noqa: E402
 from study.sweep import OPTUNA_DB, PARENT_FILE  # noqa: E402
 from study.tracking import configure  # noqa: E402
 
@@ -59,7 +61,24 @@ def _importances(sweep_dir: Path, name: str) -> tuple[dict[str, float], Any]:
 
 
 def write_report(uri: str, sweep_dir: Path, out: Path) -> Path:
-    """Write out/index.html and its PNGs; returns the HTML path."""
+    """Write out/index.html and its PNGs (replacing only an earlier report there), log them to the sweep's parent
+    run; returns the HTML path."""
+    out = out.resolve()
+    check_output_dir(out, "report")
+    tmp = temp_sibling(out)
+    try:
+        parent_run_id = _write_page(uri, sweep_dir, tmp)
+        replace_dir(tmp, out, "report")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    import mlflow
+
+    mlflow.MlflowClient().log_artifacts(parent_run_id, str(out), "report")
+    return out / "index.html"
+
+
+def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
+    """The report's files into the directory out; returns the parent run id."""
     import mlflow
 
     marker = sweep_dir / PARENT_FILE
@@ -68,7 +87,6 @@ def write_report(uri: str, sweep_dir: Path, out: Path) -> Path:
     parent = json.loads(marker.read_text())
     rows = _read_leaderboard(sweep_dir)
     name = sweep_dir.name
-    out.mkdir(parents=True, exist_ok=True)
     configure(uri)
     client = mlflow.MlflowClient()
     objective = parent.get("objective", "val_ssim")
@@ -149,10 +167,8 @@ td,th{{border:1px solid #ccc;padding:3px 6px}}tr.best{{background:#e6f4ea}}img{{
 <body><h1>Sweep <code>{html.escape(name)}</code></h1>
 <p>Objective {html.escape(objective)} ({html.escape(parent.get('mode', 'max'))}); MLflow parent run <code>{html.escape(parent['run_id'])}</code>.</p>
 {''.join(sections)}</body></html>"""
-    path = out / "index.html"
-    path.write_text(page)
-    client.log_artifacts(parent["run_id"], str(out), "report")
-    return path
+    (out / "index.html").write_text(page)
+    return str(parent["run_id"])
 
 
 def _trial_seconds(sweep_dir: Path) -> float:

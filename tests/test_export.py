@@ -58,7 +58,7 @@ def test_export_runs_without_the_package_and_matches(finished_sweep: tuple[str, 
     uri, storage = finished_sweep
     out = tmp_path / "best"
     _cli(uri, "export", "--sweep", "exp", "--storage", str(storage), "--out", str(out), "--onnx")
-    assert {p.name for p in out.iterdir()} == {"weights.safetensors", "config.json", "model.ts", "model.onnx", "metrics_card.md", "README.md"}
+    assert {p.name for p in out.iterdir()} == {"weights.safetensors", "config.json", "model.ts", "model.onnx", "metrics_card.md", "README.md", ".bubbles-output.json"}
     card = (out / "metrics_card.md").read_text()
     assert "| lead |" in card and "persist" in card and "fingerprint" in card and "Per held-out condition" in card
     model, cfg, _ = load_bundle(out)
