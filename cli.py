@@ -209,7 +209,8 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     check_tracking(uri)
     from study.sweep import run_sweep
 
-    outcome = run_sweep(space, name, storage, uri, address=address or os.environ.get("RAY_ADDRESS"), echo=click.echo)
+    shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
+    outcome = run_sweep(space, name, storage, uri, address=address or os.environ.get("RAY_ADDRESS"), echo=click.echo, storage_shared=shared)
     click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
     if outcome.interrupted:
         click.echo(f"interrupted: continue with  python cli.py sweep {space_file} --name {name} --resume", err=True)

@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bubbles.bundle import BundleInfo, write_bundle
@@ -20,7 +21,7 @@ from bubbles.training.config import best_by_mode
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import split_segments
 from study.sweep import PARENT_FILE
-from study.tracking import configure
+from study.tracking import configure, experiment_id
 
 CHAMPION = "champion"
 # The epoch metric and the end-of-trial evaluation's name for the same number (same windows, same formula).
@@ -45,6 +46,7 @@ class Chosen:
     objective: float
     mode: str
     source: str
+    run_id: str | None = None  # the trial's MLflow run, when the model came from one
 
 
 def from_checkpoint_dir(directory: Path) -> Chosen:
@@ -91,6 +93,7 @@ def from_run(uri: str, run_id: str, objective: str | None = None) -> Chosen:
         chosen.objective_name, chosen.mode = objective, best_by_mode(objective)
         chosen.objective = objective_of(chosen.evaluation, objective)
     chosen.source = f"MLflow run {run_id} ({run.info.run_name})"
+    chosen.run_id = run_id
     return chosen
 
 
@@ -124,31 +127,49 @@ def export(chosen: Chosen, out: Path, onnx: bool) -> Path:
     return write_bundle(out, model, chosen.cfg, info, chosen.evaluation, onnx=onnx)
 
 
+def _mlmodel(directory: Path, chosen: Chosen) -> None:
+    """An MLmodel file with the bundle's tensor signature and an input example, so the registry shows a schema."""
+    from mlflow.models import Model, infer_signature
+
+    from bubbles.bundle import example_input
+
+    x = example_input(chosen.cfg).numpy()
+    y = np.zeros((x.shape[0], chosen.cfg.window.output_len, *x.shape[2:]), dtype=np.float32)
+    model = Model(artifact_path="bundle", run_id=chosen.run_id, signature=infer_signature(x, y))
+    model.save(str(directory / "MLmodel"))
+    np.save(directory / "input_example.npy", x)
+
+
 def register(uri: str, name: str, bundle: Path, chosen: Chosen) -> tuple[str, bool]:
-    """Log the export as a model version of `name`; move the `champion` alias to it if it beats the current
-    champion on the objective (or there is none). Returns (version, became champion)."""
+    """Log the export as a model version of `name`, linked to the trial run it came from; move the `champion` alias
+    to it if it beats the current champion on the objective (or there is none). Returns (version, became champion)."""
     import mlflow
 
     configure(uri)
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name("bubbles-exports")
-    exp_id = exp.experiment_id if exp else client.create_experiment("bubbles-exports")
+    exp_id = exp.experiment_id if exp else experiment_id("bubbles-exports", uri)
     run = client.create_run(exp_id, run_name=f"export-{name}", tags={"source": chosen.source})
     client.log_artifacts(run.info.run_id, str(bundle), "bundle")
-    client.log_metric(run.info.run_id, chosen.objective_name, chosen.objective)
+    with tempfile.TemporaryDirectory() as tmp:
+        _mlmodel(Path(tmp), chosen)
+        client.log_artifacts(run.info.run_id, tmp, "bundle")
+    value = round(chosen.objective, 6)
+    client.log_metric(run.info.run_id, chosen.objective_name, value)
     client.set_terminated(run.info.run_id)
     try:
         client.get_registered_model(name)
     except Exception:
         client.create_registered_model(name)
-    version = client.create_model_version(name, f"{run.info.artifact_uri}/bundle", run_id=run.info.run_id,
-                                          tags={"objective": chosen.objective_name, "value": str(chosen.objective), "mode": chosen.mode})
+    version = client.create_model_version(name, f"{run.info.artifact_uri}/bundle", run_id=chosen.run_id or run.info.run_id,
+                                          tags={"objective": chosen.objective_name, "value": f"{value:.6g}", "mode": chosen.mode,
+                                                "export_run": run.info.run_id})
     better = True
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
         old = float(current.tags.get("value", "nan"))
         sign = 1.0 if chosen.mode == "max" else -1.0
-        better = not math.isfinite(old) or sign * (chosen.objective - old) > 0
+        better = not math.isfinite(old) or sign * (value - old) > 0
     except Exception:
         pass  # no champion yet
     if better:

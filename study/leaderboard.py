@@ -13,16 +13,18 @@ TOP = 5
 
 
 def row(trial_id: str, run_id: str | None, outcome: str, config: dict[str, Any], metrics: dict[str, Any], objective: Any, space: SweepSpace) -> dict[str, Any]:
-    """One trial: its searched parameters and the numbers a user compares."""
+    """One trial: its searched parameters (`epochs` among them, when searched: the epochs sampled) and the numbers
+    a user compares (`epochs_trained`: what ran before it finished or was stopped)."""
     out: dict[str, Any] = {"trial": trial_id, "status": outcome}
     for dim in space.dimensions:
         out[dim.name] = config.get(dim.name, "")
     out |= {
         "objective": _num(objective),
-        "epochs": metrics.get("epoch", 0),
+        "epochs_trained": metrics.get("epoch", 0),
         "ssim_lead1": _num(metrics.get("final_ssim_lead1", metrics.get("val_ssim_lead1"))),
         "ssim_last": _num(metrics.get("final_ssim_last", metrics.get("val_ssim_last"))),
         "skill_persistence": _num(metrics.get("final_skill_persistence", metrics.get("val_skill_persistence"))),
+        "node": metrics.get("node", ""),
         "mlflow_run": run_id or "",
     }
     return out

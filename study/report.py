@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 from bubbles.errors import UserError  # noqa
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling  # noqa: E402
@@ -49,15 +50,30 @@ def _img(data: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _importances(sweep_dir: Path, name: str) -> tuple[dict[str, float], Any]:
+MIN_FANOVA_TRIALS = 8  # below this fANOVA's forest fits noise, and importances of 0 or 1 mean nothing
+
+
+def _importances(sweep_dir: Path, name: str) -> tuple[dict[str, float], str]:
+    """fANOVA importances over completed trials, and a note: why there are none, or which parameters never varied
+    (those are left out: fANOVA gives them 0, which reads as 'does not matter' when it was never tried)."""
     import optuna
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / OPTUNA_DB}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < MIN_FANOVA_TRIALS:
+        return {}, f"Not computed: fANOVA needs at least {MIN_FANOVA_TRIALS} completed trials, this sweep has {len(complete)}."
+    seen: dict[str, set[str]] = {}
+    for t in complete:
+        for k, v in t.params.items():
+            seen.setdefault(k, set()).add(repr(v))
+    fixed = sorted(k for k, values in seen.items() if len(values) == 1)
+    varied = [k for k in seen if k not in fixed]
+    note = f"Never varied among completed trials (no importance): {', '.join(fixed)}." if fixed else ""
     try:
-        imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        imp = optuna.importance.get_param_importances(study, params=varied, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     except (ValueError, RuntimeError) as exc:
-        return {"(not available)": math.nan, str(exc)[:80]: math.nan}, study
-    return dict(imp), study
+        return {}, f"Not available: {str(exc)[:120]}"
+    return dict(imp), note
 
 
 def write_report(uri: str, sweep_dir: Path, out: Path) -> Path:
@@ -99,11 +115,13 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
         table.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>")
     sections.append(f"<h2>Leaderboard ({len(rows)} trials, by {objective})</h2>" + "".join(table) + "</table>")
 
-    importances, study = _importances(sweep_dir, name)
+    importances, note = _importances(sweep_dir, name)
     imp_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in importances.items())
-    sections.append("<h2>Parameter importances (Optuna fANOVA, completed trials)</h2><table><tr><th>parameter</th><th>importance</th></tr>" + imp_rows + "</table>")
+    sections.append("<h2>Parameter importances (Optuna fANOVA, completed trials)</h2>"
+                    + (f"<table><tr><th>parameter</th><th>importance</th></tr>{imp_rows}</table>" if importances else "")
+                    + (f"<p>{html.escape(note)}</p>" if note else ""))
 
-    params = [c for c in cols if c not in ("trial", "status", "objective", "epochs", "ssim_lead1", "ssim_last", "skill_persistence")]
+    params = [c for c in cols if c not in ("trial", "status", "objective", "epochs_trained", "node", "ssim_lead1", "ssim_last", "skill_persistence")]
     if params:
         fig, axes = plt.subplots(1, len(params), figsize=(3.2 * len(params), 3), squeeze=False)
         for ax, p in zip(axes[0], params):
@@ -113,8 +131,10 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
             colors = ["C0" if r["status"] == "completed" else "C3" for r in shown]
             if all(isinstance(x, float) for x in xs):
                 ax.scatter(xs, ys, c=colors)
-                if p == "lr":
+                if p in ("lr", "weight_decay") and min(xs, default=0) > 0:
                     ax.set_xscale("log")
+                    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=4))
+                    ax.tick_params(axis="x", labelrotation=30)
             else:
                 labels = sorted({str(x) for x in xs})
                 ax.scatter([labels.index(str(x)) for x in xs], ys, c=colors)
@@ -125,9 +145,13 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
                         + _img(_png(fig, out / "objective_vs_params.png"), "objective vs parameters"))
 
     top = [r for r in rows if r["status"] == "completed" and r.get("mlflow_run")][:3]
-    if top:
+    # Lines over leads need trials that predict more than one frame: the best three of those (finished or stopped).
+    multi = [r for r in rows if r.get("mlflow_run") and len(client.get_metric_history(r["mlflow_run"], "lead/ssim")) > 1][:3]
+    if top and not multi:
+        sections.append("<h2>Per-lead-time curves</h2><p>No evaluated trial predicts more than one frame: no curve over leads.</p>")
+    if multi:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-        for k, r in enumerate(top):
+        for k, r in enumerate(multi):
             for ax, metric in ((a1, "ssim"), (a2, "psnr")):
                 hist = sorted(client.get_metric_history(r["mlflow_run"], f"lead/{metric}"), key=lambda m: m.step)
                 base = sorted(client.get_metric_history(r["mlflow_run"], f"lead/persistence_{metric}"), key=lambda m: m.step)
@@ -137,7 +161,9 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
             ax.set_xlabel("lead time (frames ahead)")
             ax.set_ylabel(label)
         a1.legend(fontsize=7)
-        sections.append("<h2>Per-lead-time SSIM and PSNR of the top trials against persistence</h2>" + _img(_png(fig, out / "lead_curves.png"), "per-lead curves"))
+        sections.append("<h2>Per-lead-time SSIM and PSNR of the best multi-frame trials against persistence</h2>"
+                        + _img(_png(fig, out / "lead_curves.png"), "per-lead curves"))
+    if top:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 local = Path(client.download_artifacts(top[0]["mlflow_run"], "strips", tmp))
@@ -152,11 +178,11 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
         sections.append(f"<h2>Prediction strips of the best trial ({html.escape(top[0]['trial'])})</h2><p>rows: input / target / output / |error|</p>" + "".join(imgs))
 
     odd = [r for r in rows if r["status"] != "completed"]
-    why = "".join(f"<tr><td>{html.escape(r['trial'])}</td><td>{html.escape(r['status'])}</td><td>{r['epochs']}</td>"
+    why = "".join(f"<tr><td>{html.escape(r['trial'])}</td><td>{html.escape(r['status'])}</td><td>{r['epochs_trained']}</td>"
                   f"<td>{html.escape(WHY.get(r['status'], r['status']))}</td></tr>" for r in odd)
     sections.append("<h2>Trials that did not complete</h2><table><tr><th>trial</th><th>status</th><th>epochs</th><th>why</th></tr>" + why + "</table>")
 
-    epochs = sum(int(r["epochs"] or 0) for r in rows)
+    epochs = sum(int(r["epochs_trained"] or 0) for r in rows)
     seconds = _trial_seconds(sweep_dir)
     sections.append(f"<h2>Compute spent</h2><p>{len(rows)} trials, {epochs} epochs, {seconds / 60:.1f} trial-minutes "
                     f"(Ray's time_total_s summed over trials).</p>")

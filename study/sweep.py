@@ -11,9 +11,10 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
+from bubbles.errors import UserError
 from study import leaderboard
 from study.space import SweepSpace
-from study.tracking import SweepRun, TrialRun, close_trial_run, find_trial_run
+from study.tracking import SweepRun, TrialRun, close_trial_run, find_trial_run, has_result, mark_interrupted
 from study.trainable import run_trial
 
 PARENT_FILE = "mlflow_parent.json"
@@ -114,7 +115,8 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
     )
     reporter = tune.CLIReporter(
         parameter_columns=[d.name for d in space.dimensions if not d.when],  # conditional ones may be absent
-        metric_columns={"epoch": "epoch", "objective": t.objective, "trial_status": "status"},
+        # Tune's own column says RUNNING / TERMINATED; ours would be a second "status" column: the node instead.
+        metric_columns={"epoch": "epoch", "objective": t.objective, "node": "node"},
         max_report_frequency=15,
     )
     tuner = tune.Tuner(
@@ -146,8 +148,8 @@ def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint:
     validation windows as its epochs), so that MLflow's Compare has no empty rows."""
     from bubbles.training.train import evaluate_checkpoint_dir
 
-    if not (checkpoint / "best.pt").is_file():
-        return
+    if not (checkpoint / "best.pt").is_file() or has_result(run_id):
+        return  # nothing to evaluate, or evaluated already (a resumed sweep goes over every trial again)
     with tempfile.TemporaryDirectory() as out_dir:
         cfg, result = evaluate_checkpoint_dir(checkpoint, Path(out_dir))
         TrialRun(uri, space.experiment, cfg, run_id=run_id).log_result(result)
@@ -161,20 +163,26 @@ def run_sweep(
     address: str | None = None,
     trainable: Callable[..., None] = run_trial,
     echo: Callable[[str], None] = print,
+    storage_shared: bool = True,
 ) -> SweepOutcome:
-    """Run (or continue) the sweep `name` under storage/name; returns the leaderboard rows."""
+    """Run (or continue) the sweep `name` under storage/name; returns the leaderboard rows. storage_shared=False
+    says storage is the local default, which a cluster of several nodes cannot use (checked before any MLflow run)."""
     import ray
     from ray import tune
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with only the columns we choose
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     sweep_dir = storage / name
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    parent = SweepRun.open_or_create(uri, space, name, sweep_dir / PARENT_FILE)
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        if nodes > 1 and not storage_shared:
+            raise UserError(f"the Ray cluster has {nodes} nodes but the sweep storage {storage} is this machine's "
+                            "default: give --storage a path every node sees (a shared file system)")
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        parent = SweepRun.open_or_create(uri, space, name, sweep_dir / PARENT_FILE)
         fn = tune.with_resources(
             tune.with_parameters(trainable, space=space, uri=uri, parent_run_id=parent.run_id, sweep=name),
             {"cpu": space.tune.cpu, "gpu": space.tune.gpu},
@@ -198,7 +206,9 @@ def run_sweep(
         run_id = find_trial_run(uri, space.experiment, parent.run_id, trial_id) if trial_id else None
         if run_id and outcome == "stopped_early" and result.checkpoint is not None:
             evaluate_stopped_trial(uri, space, run_id, Path(result.checkpoint.path))
-        if run_id and outcome != "unfinished":
+        if run_id and outcome == "unfinished":
+            mark_interrupted(run_id)
+        elif run_id:
             close_trial_run(run_id, outcome)
         history = result.metrics_dataframe
         objective = metrics.get("objective")

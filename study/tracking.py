@@ -110,13 +110,21 @@ class TrialRun:
             from mlflow.entities import Param
 
             self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+            self.logged_epochs = 0
         else:
+            # A resumed or restarted trial: its Tune checkpoint can be older than the last epoch it logged, and
+            # MLflow cannot take a metric back, so the epochs already logged are not logged again.
             self.run_id = run_id
+            self.logged_epochs = max((m.step for m in self.client.get_metric_history(run_id, "epoch/val_mse")), default=0)
+            self.client.update_run(run_id, status="RUNNING")
 
     def log_epoch(self, result: EpochResult) -> None:
-        """Per-epoch metrics, named epoch/… (step = epoch)."""
+        """Per-epoch metrics, named epoch/… (step = epoch); an epoch already logged is skipped."""
         from mlflow.entities import Metric
 
+        if result.epoch <= self.logged_epochs:
+            return
+        self.logged_epochs = result.epoch
         ts = _now_ms()
         metrics = [Metric(f"epoch/{k}", v, ts, result.epoch) for k, v in result.metrics().items() if _finite(v)]
         self.client.log_batch(self.run_id, metrics=metrics)
@@ -148,7 +156,10 @@ class TrialRun:
             self.client.log_batch(self.run_id, metrics=rows[start : start + 900])
 
     def log_result(self, result: TrialResult) -> None:
-        """Final metrics and the artifacts: config, evaluation, tables, strips, best checkpoint."""
+        """Final metrics and the artifacts: config, evaluation, tables, strips, best checkpoint. Once per run: a
+        trial interrupted after logging its result re-runs its last epoch on resume, and is not logged again."""
+        if has_result(self.run_id):
+            return
         self.client.set_tag(self.run_id, "trial_status", result.status)
         self.client.log_metric(self.run_id, "parameters", result.parameters)
         with tempfile.TemporaryDirectory() as tmp:
@@ -187,6 +198,23 @@ def find_trial_run(uri: str, experiment: str, parent_run_id: str, trial_id: str)
         filter_string=f"tags.tune_trial_id = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent_run_id}'",
     )
     return runs[0].info.run_id if runs else None
+
+
+def has_result(run_id: str) -> bool:
+    """Whether the run's end-of-trial result (`parameters` is logged first) is already in MLflow."""
+    import mlflow
+
+    return "parameters" in mlflow.MlflowClient().get_run(run_id).data.metrics
+
+
+def mark_interrupted(run_id: str) -> None:
+    """A trial the sweep's interrupt left unfinished: KILLED now, RUNNING again when `--resume` continues it."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, "trial_status", "unfinished")
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_terminated(run_id, "KILLED")
 
 
 def close_trial_run(run_id: str, outcome: str) -> None:

@@ -20,6 +20,16 @@ def epoch_metrics(result: EpochResult, epochs_planned: int, objective: str, stat
     return metrics
 
 
+def tune_node() -> str:
+    """'host/node-id-prefix' of the Ray node running this trial: several nodes on one host (a test cluster, or a
+    multi-GPU box running one raylet per GPU) share a host name and an IP, so the node id tells them apart."""
+    import socket
+
+    import ray
+
+    return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
+
+
 def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id: str, sweep: str) -> None:
     """Train one sampled configuration; report every epoch (with its checkpoint directory) to Tune."""
     from ray import tune
@@ -30,13 +40,15 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
     checkpoint = tune.get_checkpoint()
     resume = Path(checkpoint.to_directory()) / "checkpoint.pt" if checkpoint else None
     run_id = find_trial_run(uri, space.experiment, parent_run_id, trial_id)
+    node = tune_node()
     tags = {"mlflow.parentRunId": parent_run_id, "tune_trial_id": trial_id, "sweep": sweep}
     run = TrialRun(uri, space.experiment, cfg, tags=tags, run_id=run_id)
+    run.client.set_tag(run.run_id, "ray_node", node)  # a restarted trial may land on another node: the latest wins
 
     def report(result: EpochResult, checkpoint_file: Path, final: TrialResult | None) -> None:
         run.log_epoch(result)
         status = "running" if final is None else final.status
-        metrics = epoch_metrics(result, cfg.train.epochs, space.tune.objective, status)
+        metrics = epoch_metrics(result, cfg.train.epochs, space.tune.objective, status) | {"node": node}
         if final is not None:
             # Tune may stop the trial inside this last report: log and close the MLflow run first.
             run.log_result(final)

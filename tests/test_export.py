@@ -119,7 +119,15 @@ def test_registry_champion_moves_only_to_better(finished_sweep: tuple[str, Path]
     assert str(client.get_model_version_by_alias("bubbles-test", "champion").version) == "2"
     out = _cli(uri, "export", "--run-id", worst["mlflow_run"], "--out", str(tmp_path / "w2"), "--register", "bubbles-test")
     assert "champion unchanged" in out
-    assert str(client.get_model_version_by_alias("bubbles-test", "champion").version) == "2"
+    champion = client.get_model_version_by_alias("bubbles-test", "champion")
+    assert str(champion.version) == "2"
+    # The version points at the trial that trained it, carries a rounded score and a tensor signature.
+    assert champion.run_id == best["mlflow_run"]
+    assert len(champion.tags["value"]) <= 8 and float(champion.tags["value"]) == pytest.approx(float(best["objective"]), rel=1e-5)
+    from mlflow.models import Model
+
+    signature = Model.load(champion.source.removeprefix("file://")).signature
+    assert signature is not None and signature.inputs.to_dict()[0]["type"] == "tensor"
 
 
 @pytest.mark.slow

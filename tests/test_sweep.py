@@ -82,7 +82,7 @@ def test_smoke_sweep_end_to_end(tiny_store: Path, tmp_path: Path) -> None:
         assert run.info.status != "RUNNING"
         assert run.data.tags["trial_status"] == r["status"]
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_ssim")]
-        assert steps == list(range(1, r["epochs"] + 1))
+        assert steps == list(range(1, r["epochs_trained"] + 1))
         if r["status"] in ("completed", "stopped_early"):  # stopped trials are evaluated too (issue 11)
             assert {"strips", "evaluation.json", "lead_table.md"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
             lead = client.get_metric_history(run.info.run_id, "lead/ssim")

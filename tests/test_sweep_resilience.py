@@ -31,6 +31,13 @@ def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-unty
         time.sleep(0.5)
 
 
+def assert_steps_increase(client: mlflow.MlflowClient, run_id: str) -> None:
+    """Every metric history of a run has strictly increasing steps: no epoch or lead logged twice."""
+    for key in client.get_run(run_id).data.metrics:
+        steps = [m.step for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.timestamp, m.step))]
+        assert all(a < b for a, b in zip(steps, steps[1:])), (key, steps)
+
+
 def _finished_children(uri: str) -> int:
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("sweep-test")
@@ -58,6 +65,9 @@ def test_interrupt_then_resume_without_duplicates(tiny_store: Path, tmp_path: Pa
     assert "--resume" in out
     done_before = _finished_children(uri)
     assert 1 <= done_before < 8
+    client = mlflow.MlflowClient(uri)
+    interrupted = [r for r in client.search_runs([client.get_experiment_by_name("sweep-test").experiment_id]) if r.data.tags.get("sweep") == "resumable"]
+    assert all(r.info.status != "RUNNING" for r in interrupted)  # marked honestly at the interrupt, not at resume
     resumed = subprocess.run(cmd + ["--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "continuing sweep 'resumable'" in resumed.stdout
@@ -69,6 +79,8 @@ def test_interrupt_then_resume_without_duplicates(tiny_store: Path, tmp_path: Pa
     trial_ids = [k.data.tags["tune_trial_id"] for k in kids]
     assert len(trial_ids) == 8 and len(set(trial_ids)) == 8  # no trial ran twice into two MLflow runs
     assert all(k.info.status != "RUNNING" for k in kids)
+    for kid in kids:
+        assert_steps_increase(client, kid.info.run_id)
     study = optuna.load_study(study_name="resumable", storage=f"sqlite:///{tmp_path / 'sweeps' / 'resumable' / OPTUNA_DB}")
     assert len(study.trials) == 8
     assert all(t.state.is_finished() for t in study.trials)
@@ -125,7 +137,28 @@ def test_trial_resumes_from_checkpoint_after_node_loss(tiny_store: Path, tmp_pat
     assert len(runs) == 1  # the restarted trial kept its MLflow run
     steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "epoch/val_mse")]
     # Resumed from its last checkpoint: the epoch counter continues, it never starts again at 1.
-    assert steps[0] == 1 and steps[-1] == 6 and steps.count(1) == 1 and steps == sorted(steps)
+    assert steps[0] == 1 and steps[-1] == 6
+    assert_steps_increase(client, runs[0].info.run_id)
     errors = list((tmp_path / "sweeps" / "nodeloss").glob("*/error.txt"))
     assert errors and "Failure # 1" in errors[0].read_text()  # the trial really lost its node and was restarted
     assert runs[0].info.status == "FINISHED" and runs[0].data.tags["trial_status"] == "completed"
+
+
+@pytest.mark.slow
+def test_multi_node_cluster_needs_shared_storage(tiny_store: Path, tmp_path: Path) -> None:
+    """Issue 11: a cluster of several nodes with the local default storage is refused before any MLflow run."""
+    from bubbles.errors import UserError
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = load_space(write_space(tmp_path, tiny_store, samples=1, text=NODE_LOSS))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, include_dashboard=False)
+    try:
+        with pytest.raises(UserError, match="2 nodes .* every node sees"):
+            run_sweep(space, "local", tmp_path / "sweeps", uri, storage_shared=False)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert not (tmp_path / "sweeps" / "local").exists()
+    assert mlflow.MlflowClient(uri).get_experiment_by_name("sweep-test") is None
