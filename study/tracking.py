@@ -78,6 +78,15 @@ def experiment_id(name: str, uri: str) -> str:
         return found.experiment_id
 
 
+def runs_table_link(uri: str, experiment: str) -> str:
+    """Where a user sees the experiment's runs table. workflowType is in the link because MLflow 3.17's UI opens
+    in its GenAI mode in a fresh browser, whatever the experiment's kind."""
+    path = f"#/experiments/{experiment_id(experiment, uri)}/runs?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{path}"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1, then http://127.0.0.1:5000/{path}"
+
+
 def _param_value(value: Any) -> str:
     """One line per parameter in the runs table: lists as 'a,b,c' (per-layer widths as '64,64,64')."""
     if isinstance(value, (list, tuple)):
@@ -106,7 +115,10 @@ class TrialRun:
         if run_id is None:
             run = self.client.create_run(exp_id, run_name=run_name(cfg, (tags or {}).get("tune_trial_id")), tags=tags or {})
             self.run_id = run.info.run_id
-            params = {k: _param_value(v) for k, v in cfg.flat().items()}
+            flat = cfg.flat()
+            if len(set(flat["hidden"])) == 1:
+                flat["hidden"] = flat["hidden"][0]  # one width for every layer: a number, comparable across runs
+            params = {k: _param_value(v) for k, v in flat.items()}
             from mlflow.entities import Param
 
             self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])

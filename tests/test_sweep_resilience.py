@@ -71,6 +71,7 @@ def test_interrupt_then_resume_without_duplicates(tiny_store: Path, tmp_path: Pa
     resumed = subprocess.run(cmd + ["--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "continuing sweep 'resumable'" in resumed.stdout
+    assert "#/experiments/" in resumed.stdout and "workflowType=machine_learning" in resumed.stdout  # a link that opens the runs table
     parent_id = (tmp_path / "sweeps" / "resumable" / "mlflow_parent.json").read_text()
     client = mlflow.MlflowClient(uri)
     parents = client.search_runs([client.get_experiment_by_name("sweep-test").experiment_id], filter_string="tags.`bubbles.role` = 'sweep'")
