@@ -134,6 +134,7 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
                 if p in ("lr", "weight_decay") and min(xs, default=0) > 0:
                     ax.set_xscale("log")
                     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=4))
+                    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlapped
                     ax.tick_params(axis="x", labelrotation=30)
             else:
                 labels = sorted({str(x) for x in xs})
@@ -159,6 +160,7 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
                 ax.plot([m.step for m in base], [m.value for m in base], "x--", color=f"C{k}", alpha=0.5, label=f"persistence ({r['trial']})")
         for ax, label in ((a1, "SSIM"), (a2, "PSNR dB")):
             ax.set_xlabel("lead time (frames ahead)")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.set_ylabel(label)
         a1.legend(fontsize=7)
         sections.append("<h2>Per-lead-time SSIM and PSNR of the best multi-frame trials against persistence</h2>"
