@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# The node's decoded-frame cache of the whole session (and of the Ray workers it starts) lives in a temp dir.
+os.environ.setdefault("BUBBLES_FRAME_CACHE", tempfile.mkdtemp(prefix="bubbles-frames-tests-"))
 
 from bubbles.data.synth import SynthConfig, synth_store  # noqa: E402
 

@@ -8,6 +8,7 @@ nearest larger level, resized once when loaded, never per sample) and are scaled
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bubbles.errors import UserError
+from bubbles.data.shared_frames import share_dir, shared_frames
 from bubbles.data.store import FrameStore, SequenceInfo
 
 SplitKind = Literal["condition", "sequence", "time"]
@@ -149,20 +151,28 @@ def _time_segments(infos: dict[str, SequenceInfo], cfg: SplitConfig) -> SplitSeg
 class FrameCache:
     """Frames of one image size, read from the right pyramid level.
 
-    Small stores are loaded whole, once. Larger ones are read chunk by chunk into an LRU cache bounded in bytes;
-    either way a chunk is decoded (and resized, if the level does not match the size exactly) only once.
+    With a `share` directory (the default for training, see bubbles.data.shared_frames) each sequence is decoded
+    once per node into a memory-mapped file that every trial process on the node reads without a copy. Without
+    one, small stores are loaded whole into this process, and larger ones are read chunk by chunk into an LRU
+    cache bounded in bytes. Either way a chunk is decoded (and resized, if the level does not match the size
+    exactly) only once per node or process.
     """
 
-    def __init__(self, store: FrameStore, image_size: int, limit_bytes: int = PRELOAD_LIMIT_BYTES) -> None:
+    def __init__(self, store: FrameStore, image_size: int, limit_bytes: int = PRELOAD_LIMIT_BYTES, share: Path | None = None) -> None:
         self.store = store
         self.size = image_size
         self.levels = {name: store.level_for(name, image_size) for name in store.sequences}
         total = sum(info.frames * image_size**2 for info in store.sequences.values())
-        self.preloaded = total <= limit_bytes
+        self.share = share
+        self.preloaded = share is not None or total <= limit_bytes
         self.limit = limit_bytes
         self._whole: dict[str, np.ndarray] = {}
         self._chunks: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._bytes = 0
+
+    def __getstate__(self) -> dict:
+        # A DataLoader worker started by pickling maps the node's files again rather than receiving a copy.
+        return self.__dict__ | ({"_whole": {}} if self.share is not None else {})
 
     def _fit(self, frames: np.ndarray) -> np.ndarray:
         if frames.shape[1:] == (self.size, self.size):
@@ -175,14 +185,30 @@ class FrameCache:
     def frames(self, name: str, start: int, stop: int) -> np.ndarray:
         """(stop - start, S, S) uint8 frames of one sequence."""
         if self.preloaded:
-            if name not in self._whole:
-                self._whole[name] = self._fit(self.store.read(name, self.levels[name]))
-            return self._whole[name][start:stop]
+            whole = self._whole.get(name)
+            if whole is None and (whole := self._load(name)) is not None:
+                self._whole[name] = whole
+            if whole is not None:
+                return whole[start:stop]
         ct = self.store.sequences[name].chunk_frames
         parts = [self._chunk(name, c) for c in range(start // ct, (stop - 1) // ct + 1)]
         block = parts[0] if len(parts) == 1 else np.concatenate(parts)
         offset = start - (start // ct) * ct
         return block[offset : offset + stop - start]
+
+    def _load(self, name: str) -> np.ndarray | None:
+        """The whole sequence (mapped from the node's file, or decoded here), or None when it must be streamed."""
+        level = self.levels[name]
+        if self.share is not None:
+            mapped = shared_frames(self.share, self.store, name, level, self.size, lambda a, b: self._fit(self.store.read(name, level, a, b)))
+            if mapped is not None:
+                return mapped
+            # No room on the node's disk: this process keeps its own frames, streamed if they are large.
+            self.share = None
+            self.preloaded = sum(i.frames * self.size**2 for i in self.store.sequences.values()) <= self.limit
+            if not self.preloaded:
+                return None
+        return self._fit(self.store.read(name, level))
 
     def _chunk(self, name: str, c: int) -> np.ndarray:
         key = (name, c)
@@ -247,7 +273,7 @@ def make_splits(data: DataConfig, window: WindowConfig, store: FrameStore | None
     validate_window(window)
     store = store or FrameStore.open(data.store)
     segments = split_segments(store, data.split)
-    cache = FrameCache(store, data.image_size)
+    cache = FrameCache(store, data.image_size, share=share_dir())
     splits = WindowSplits(
         WindowDataset(cache, segments.train, window, "train"),
         WindowDataset(cache, segments.val, window, "val"),
