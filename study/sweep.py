@@ -14,7 +14,8 @@ from ray.tune.search.optuna import OptunaSearch
 from bubbles.errors import UserError
 from study import leaderboard
 from study.space import SweepSpace
-from study.tracking import SweepRun, TrialRun, close_trial_run, find_trial_run, has_result, mark_interrupted
+from study.mlflow_writer import SPOOL_DIR, replay_dir
+from study.tracking import SweepRun, TrialRun, check_tracking, close_trial_run, find_trial_run, has_result, mark_interrupted
 from study.trainable import run_trial
 
 PARENT_FILE = "mlflow_parent.json"
@@ -155,6 +156,22 @@ def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint:
         TrialRun(uri, space.experiment, cfg, run_id=run_id).log_result(result)
 
 
+def _replay(uri: str, spool: Path, name: str, echo: Callable[[str], None]) -> bool:
+    """Log what the trials could not (the tracking store was down); False, with one line saying what is kept
+    where, if the store is still unavailable (the leaderboard is then written without MLflow)."""
+    unlogged = sorted(p.stem for p in spool.glob("*.jsonl"))
+    try:
+        unlogged = replay_dir(spool)
+        check_tracking(uri)
+        if not unlogged:
+            return True
+    except Exception as exc:
+        echo(f"MLflow at {uri} is unavailable ({str(exc).splitlines()[0][:160]})")
+    echo(f"MLflow: the writes of {len(unlogged)} trial run(s) could not be logged; they are kept in {spool} and "
+         f"logged by `sweep … --name {name} --resume` once the tracking store answers")
+    return False
+
+
 def run_sweep(
     space: SweepSpace,
     name: str,
@@ -184,7 +201,7 @@ def run_sweep(
         sweep_dir.mkdir(parents=True, exist_ok=True)
         parent = SweepRun.open_or_create(uri, space, name, sweep_dir / PARENT_FILE)
         fn = tune.with_resources(
-            tune.with_parameters(trainable, space=space, uri=uri, parent_run_id=parent.run_id, sweep=name),
+            tune.with_parameters(trainable, space=space, uri=uri, parent_run_id=parent.run_id, sweep=name, spool=str(sweep_dir / SPOOL_DIR)),
             {"cpu": space.tune.cpu, "gpu": space.tune.gpu},
         )
         tuner, resumed = _tuner(space, name, storage, fn, sweep_dir)
@@ -193,6 +210,7 @@ def run_sweep(
     finally:
         if started_ray:
             ray.shutdown()
+    tracked = _replay(uri, sweep_dir / SPOOL_DIR, name, echo)
     import optuna
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / OPTUNA_DB}")
@@ -203,7 +221,7 @@ def run_sweep(
         metrics = dict(result.metrics or {})
         trial_id = trial.trial_id
         outcome = trial_outcome(metrics, result.error is not None, finished.get(trial_id, False))
-        run_id = find_trial_run(uri, space.experiment, parent.run_id, trial_id) if trial_id else None
+        run_id = find_trial_run(uri, space.experiment, parent.run_id, trial_id) if trial_id and tracked else None
         if run_id and outcome == "stopped_early" and result.checkpoint is not None:
             evaluate_stopped_trial(uri, space, run_id, Path(result.checkpoint.path))
         if run_id and outcome == "unfinished":
@@ -221,5 +239,6 @@ def run_sweep(
     ranked = leaderboard.rank(rows, space.tune.mode)
     leaderboard.write(sweep_dir, ranked)
     echo(leaderboard.markdown(ranked[:5], space))
-    parent.finish(sweep_dir, ranked, interrupted)
+    if tracked:
+        parent.finish(sweep_dir, ranked, interrupted)
     return SweepOutcome(name, sweep_dir, parent.run_id, ranked, interrupted)

@@ -16,6 +16,7 @@ from bubbles.config import TrialConfig
 from bubbles.errors import UserError
 from bubbles.evaluation.evaluate import Evaluation
 from bubbles.training.train import EpochResult, TrialResult
+from study.mlflow_writer import Writer, bound_http, is_refusal
 
 RUNS_DIR = "runs"
 # MLflow 3 opens an experiment without this tag in its GenAI view (traces, assistant); this value opens the runs table.
@@ -50,6 +51,7 @@ def configure(uri: str) -> None:
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    bound_http()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(uri)
 
@@ -104,31 +106,31 @@ def run_name(cfg: TrialConfig, trial_id: str | None = None) -> str:
 
 
 class TrialRun:
-    """One MLflow run for one trial. Use as a context manager; `finish(status)` ends it."""
+    """One MLflow run for one trial; `finish(status)` ends it. Writes are batched, and with a `spool` directory
+    a write the store cannot take now waits there for the store to come back (study.mlflow_writer)."""
 
-    def __init__(self, uri: str, experiment: str, cfg: TrialConfig, tags: dict[str, str] | None = None, run_id: str | None = None) -> None:
+    def __init__(self, uri: str, experiment: str, cfg: TrialConfig, tags: dict[str, str] | None = None,
+                 run_id: str | None = None, spool: Path | None = None) -> None:
         import mlflow
 
         self.cfg = cfg
-        exp_id = experiment_id(experiment, uri)
+        configure(uri)
         self.client = mlflow.MlflowClient()
+        self.writer = Writer(spool)
         if run_id is None:
-            run = self.client.create_run(exp_id, run_name=run_name(cfg, (tags or {}).get("tune_trial_id")), tags=tags or {})
-            self.run_id = run.info.run_id
+            name = run_name(cfg, (tags or {}).get("tune_trial_id"))
+            self.run_id = self.writer.create_run(experiment, uri, name, tags or {})
             flat = cfg.flat()
             if len(set(flat["hidden"])) == 1:
                 flat["hidden"] = flat["hidden"][0]  # one width for every layer: a number, comparable across runs
-            params = {k: _param_value(v) for k, v in flat.items()}
-            from mlflow.entities import Param
-
-            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+            self.writer.log_batch(self.run_id, params={k: _param_value(v) for k, v in flat.items()})
             self.logged_epochs = 0
         else:
             # A resumed or restarted trial: its Tune checkpoint can be older than the last epoch it logged, and
             # MLflow cannot take a metric back, so the epochs already logged are not logged again.
             self.run_id = run_id
-            self.logged_epochs = max((m.step for m in self.client.get_metric_history(run_id, "epoch/val_mse")), default=0)
-            self.client.update_run(run_id, status="RUNNING")
+            self.logged_epochs = max((m.step for m in readable(lambda: self.client.get_metric_history(run_id, "epoch/val_mse"), [])), default=0)
+            self.writer.update_run(run_id, "RUNNING")
 
     def log_epoch(self, result: EpochResult) -> None:
         """Per-epoch metrics, named epoch/… (step = epoch); an epoch already logged is skipped."""
@@ -139,7 +141,7 @@ class TrialRun:
         self.logged_epochs = result.epoch
         ts = _now_ms()
         metrics = [Metric(f"epoch/{k}", v, ts, result.epoch) for k, v in result.metrics().items() if _finite(v)]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        self.writer.log_batch(self.run_id, metrics=metrics)
 
     def log_evaluation(self, evaluation: Evaluation) -> None:
         """Per-lead curves, named lead/… (step = lead time), and the summary numbers."""
@@ -164,36 +166,40 @@ class TrialRun:
         for name, values in curves.items():
             rows += [Metric(f"lead/{name}", float(v), ts, lead + 1) for lead, v in enumerate(values) if _finite(v)]
         rows += [Metric(k, float(v), ts, 0) for k, v in evaluation.summary().items() if _finite(v)]
-        for start in range(0, len(rows), 900):
-            self.client.log_batch(self.run_id, metrics=rows[start : start + 900])
+        self.writer.log_batch(self.run_id, metrics=rows)
 
     def log_result(self, result: TrialResult) -> None:
         """Final metrics and the artifacts: config, evaluation, tables, strips, best checkpoint. Once per run: a
         trial interrupted after logging its result re-runs its last epoch on resume, and is not logged again."""
-        if has_result(self.run_id):
+        from mlflow.entities import Metric
+
+        if not self.writer.pending(self.run_id) and readable(lambda: has_result(self.run_id), False):
             return
-        self.client.set_tag(self.run_id, "trial_status", result.status)
-        self.client.log_metric(self.run_id, "parameters", result.parameters)
+        self.writer.log_batch(self.run_id, metrics=[Metric("parameters", result.parameters, _now_ms(), 0)],
+                              tags={"trial_status": result.status})
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "config.json"
             config.write_text(json.dumps(self.cfg.flat(), indent=1))
-            self.client.log_artifact(self.run_id, str(config))
+            self.writer.log_artifact(self.run_id, config)
             if result.evaluation is not None:
                 self.log_evaluation(result.evaluation)
                 (Path(tmp) / "per_condition.csv").write_text(result.evaluation.condition_table())
                 (Path(tmp) / "lead_table.md").write_text(result.evaluation.lead_table() + "\n")
                 for name in ("per_condition.csv", "lead_table.md"):
-                    self.client.log_artifact(self.run_id, str(Path(tmp) / name))
+                    self.writer.log_artifact(self.run_id, Path(tmp) / name)
         evaluation_json = result.out_dir / "evaluation.json"
         if evaluation_json.exists():
-            self.client.log_artifact(self.run_id, str(evaluation_json))
+            self.writer.log_artifact(self.run_id, evaluation_json)
         for strip in result.strips:
-            self.client.log_artifact(self.run_id, str(strip), "strips")
+            self.writer.log_artifact(self.run_id, strip, "strips")
         if result.best_checkpoint.exists():
-            self.client.log_artifact(self.run_id, str(result.best_checkpoint), "checkpoints")
+            self.writer.log_artifact(self.run_id, result.best_checkpoint, "checkpoints")
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.writer.set_tag(self.run_id, key, value)
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status)
+        self.writer.set_terminated(self.run_id, status)
 
 
 def find_trial_run(uri: str, experiment: str, parent_run_id: str, trial_id: str) -> str | None:
@@ -299,6 +305,17 @@ def _space_summary(space: Any) -> dict[str, Any]:
         "tune": asdict(space.tune),
         "experiment": space.experiment,
     }
+
+
+def readable(read: Any, fallback: Any) -> Any:
+    """A read that an unavailable store answers with `fallback` (the trial goes on; its writes are spooled)."""
+    try:
+        return read()
+    except Exception as exc:
+        if is_refusal(exc):
+            raise
+        logging.getLogger(__name__).warning("MLflow unavailable (%s); going on", str(exc).splitlines()[0][:200])
+        return fallback
 
 
 def _finite(v: float) -> bool:

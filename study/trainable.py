@@ -8,7 +8,7 @@ from typing import Any
 
 from bubbles.training.train import EpochResult, TrialResult, train
 from study.space import SweepSpace
-from study.tracking import TrialRun, find_trial_run
+from study.tracking import TrialRun, find_trial_run, readable
 
 
 def epoch_metrics(result: EpochResult, epochs_planned: int, objective: str, status: str) -> dict[str, Any]:
@@ -30,8 +30,9 @@ def tune_node() -> str:
     return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
 
 
-def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id: str, sweep: str) -> None:
-    """Train one sampled configuration; report every epoch (with its checkpoint directory) to Tune."""
+def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id: str, sweep: str, spool: str | None = None) -> None:
+    """Train one sampled configuration; report every epoch (with its checkpoint directory) to Tune. MLflow writes
+    the tracking store cannot take go to the `spool` directory (study.mlflow_writer) and training goes on."""
     from ray import tune
 
     context = tune.get_context()
@@ -39,11 +40,11 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
     cfg = space.trial_config(config, f"trial {trial_id}")
     checkpoint = tune.get_checkpoint()
     resume = Path(checkpoint.to_directory()) / "checkpoint.pt" if checkpoint else None
-    run_id = find_trial_run(uri, space.experiment, parent_run_id, trial_id)
+    run_id = readable(lambda: find_trial_run(uri, space.experiment, parent_run_id, trial_id), None)
     node = tune_node()
     tags = {"mlflow.parentRunId": parent_run_id, "tune_trial_id": trial_id, "sweep": sweep}
-    run = TrialRun(uri, space.experiment, cfg, tags=tags, run_id=run_id)
-    run.client.set_tag(run.run_id, "ray_node", node)  # a restarted trial may land on another node: the latest wins
+    run = TrialRun(uri, space.experiment, cfg, tags=tags, run_id=run_id, spool=Path(spool) if spool else None)
+    run.set_tag("ray_node", node)  # a restarted trial may land on another node: the latest wins
 
     def report(result: EpochResult, checkpoint_file: Path, final: TrialResult | None) -> None:
         run.log_epoch(result)

@@ -3,13 +3,6 @@ the server is unreachable."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
+from tests.mlflow_server import free_port, start, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIAL = ROOT / "search_spaces" / "trial_seed.yaml"
@@ -63,40 +57,15 @@ def test_train_logs_to_sqlite(tiny_store: Path, tmp_path: Path, monkeypatch: pyt
     _check_run(uri)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 with a sqlite backend, stopped with its whole process group."""
-    port = _free_port()
-    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
-    )
-    uri = f"http://127.0.0.1:{port}"
+    """A real `mlflow server` on 127.0.0.1 with a sqlite backend."""
+    port = free_port()
+    proc = start(tmp_path, port)
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                raise RuntimeError("mlflow server did not start")
-            time.sleep(0.5)
-        yield uri
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        stop(proc)
 
 
 @pytest.mark.slow
@@ -108,7 +77,7 @@ def test_train_logs_to_http_server(tiny_store: Path, tmp_path: Path, mlflow_serv
 
 
 def test_unreachable_server_is_one_line(tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     result = CliRunner().invoke(main, _train_args(tiny_store, tmp_path / "out"))
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and "is unreachable" in result.output

@@ -1,0 +1,215 @@
+"""MLflow writes that never cost a trial its training: bounded HTTP timeouts, batched calls, and a spool on disk.
+
+A write the tracking store cannot take now (server down, sqlite busy past its retries) is appended to a JSON-lines
+file per run in the spool directory (artifacts are copied beside it) and replayed, in order, by the next write of
+that run once the store answers again, or by the sweep's driver at the end. A run whose creation failed gets a
+local id ('pending-…') until it is replayed. Writes the store refuses as invalid are not spooled: they raise.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+SPOOL_DIR = "mlflow_spool"
+RETRY_EVERY_S = 20.0  # while a run has a spool, try the store again at most this often (a failed try can take ~10 s)
+MAX_METRICS, MAX_PARAMS, MAX_TAGS = 900, 100, 100  # under MLflow's per-log_batch limits (1000 / 100 / 100)
+# A refusal that replaying would only repeat (these are client errors, not outages).
+_REFUSALS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST", "INVALID_STATE"}
+
+
+def bound_http() -> None:
+    """Cap how long one MLflow HTTP call may take when the server is down or hung (its defaults retry for
+    minutes): 2 retries with 1 s / 2 s backoff, 10 s per request. Explicit settings in the environment win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+def is_refusal(exc: BaseException) -> bool:
+    return getattr(exc, "error_code", None) in _REFUSALS
+
+
+def _busy(exc: BaseException) -> bool:
+    return "database is locked" in str(exc) or "database table is locked" in str(exc)
+
+
+class Writer:
+    """Writes of one process to one tracking store, spooled to `spool` (if given) when the store is unavailable."""
+
+    def __init__(self, spool: Path | None) -> None:
+        import mlflow
+
+        self.client = mlflow.MlflowClient()
+        self.spool = spool
+        self._next_try: dict[str, float] = {}
+
+    # -- the writes ---------------------------------------------------------------------------------------------
+    def create_run(self, experiment: str, uri: str, run_name: str, tags: dict[str, str]) -> str:
+        """A new run's id; a 'pending-…' id (resolved on replay) when the store cannot create it now."""
+        try:
+            return self._retry_busy(lambda: _create(self.client, experiment, uri, run_name, tags))
+        except Exception as exc:
+            if self.spool is None or is_refusal(exc):
+                raise
+            pending = f"pending-{uuid.uuid4().hex}"
+            self._append(pending, {"op": "create_run", "experiment": experiment, "uri": uri, "run_name": run_name, "tags": tags})
+            return pending
+
+    def log_batch(self, run_id: str, metrics: list[Any] = (), params: dict[str, str] | None = None, tags: dict[str, str] | None = None) -> None:  # type: ignore[assignment]
+        """Metrics (mlflow.entities.Metric), params and tags in as few calls as MLflow's limits allow."""
+        rows = [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in metrics]
+        self._write(run_id, {"op": "log_batch", "metrics": rows, "params": params or {}, "tags": tags or {}})
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.log_batch(run_id, tags={key: value})
+
+    def log_artifact(self, run_id: str, local: Path, artifact_path: str | None = None) -> None:
+        self._write(run_id, {"op": "log_artifact", "local": str(local), "artifact_path": artifact_path})
+
+    def set_terminated(self, run_id: str, status: str, end_time: int | None = None) -> None:
+        self._write(run_id, {"op": "set_terminated", "status": status, "end_time": end_time})
+
+    def update_run(self, run_id: str, status: str) -> None:
+        self._write(run_id, {"op": "update_run", "status": status})
+
+    def pending(self, run_id: str) -> bool:
+        """Whether some of this run's writes are still waiting in the spool."""
+        return self.spool is not None and (self.spool / f"{run_id}.jsonl").exists()
+
+    # -- plumbing -----------------------------------------------------------------------------------------------
+    def _write(self, run_id: str, record: dict[str, Any]) -> None:
+        run_id = self._resolve(run_id)
+        if self.pending(run_id) and not self._replay_now(run_id):
+            self._append(run_id, record)
+            return
+        try:
+            self._retry_busy(lambda: _apply(self.client, run_id, record))
+        except Exception as exc:
+            if self.spool is None or is_refusal(exc):
+                raise
+            self._append(run_id, record)
+            self._next_try[run_id] = time.monotonic() + RETRY_EVERY_S
+
+    def _resolve(self, run_id: str) -> str:
+        """The real id of a run created by a replay (its writes so far went to the 'pending-…' spool)."""
+        created = self.spool / f"{run_id}.run" if self.spool is not None and run_id.startswith("pending-") else None
+        return created.read_text() if created is not None and created.exists() and not self.pending(run_id) else run_id
+
+    def _replay_now(self, run_id: str) -> bool:
+        if time.monotonic() < self._next_try.get(run_id, 0.0):
+            return False
+        done = replay_file(self.client, self.spool / f"{run_id}.jsonl")  # type: ignore[operator]
+        self._next_try[run_id] = 0.0 if done else time.monotonic() + RETRY_EVERY_S
+        return done
+
+    def _append(self, run_id: str, record: dict[str, Any]) -> None:
+        assert self.spool is not None
+        self.spool.mkdir(parents=True, exist_ok=True)
+        if record["op"] == "log_artifact":  # the file may live in a temporary directory that is about to go
+            copy = self.spool / "files" / uuid.uuid4().hex / Path(record["local"]).name
+            copy.parent.mkdir(parents=True)
+            shutil.copy2(record["local"], copy)
+            record = record | {"local": str(copy), "spooled": True}
+        with open(self.spool / f"{run_id}.jsonl", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.write(json.dumps(record) + "\n")
+
+    @staticmethod
+    def _retry_busy(call: Any, tries: int = 8) -> Any:
+        """sqlite allows one writer at a time; a busy database is waited for (jittered), not spooled at once."""
+        for attempt in range(tries):
+            try:
+                return call()
+            except Exception as exc:
+                if not _busy(exc) or attempt == tries - 1:
+                    raise
+                time.sleep(0.05 * 2**attempt * (0.5 + random.random()))
+        return None
+
+
+def _create(client: Any, experiment: str, uri: str, run_name: str, tags: dict[str, str]) -> str:
+    from study.tracking import experiment_id
+
+    return client.create_run(experiment_id(experiment, uri), run_name=run_name, tags=tags).info.run_id
+
+
+def _apply(client: Any, run_id: str, record: dict[str, Any]) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    op = record["op"]
+    if op == "log_batch":
+        metrics = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in record["metrics"]]
+        params = [Param(k, v) for k, v in record["params"].items()]
+        tags = [RunTag(k, v) for k, v in record["tags"].items()]
+        calls = max(-(-len(metrics) // MAX_METRICS), -(-len(params) // MAX_PARAMS), -(-len(tags) // MAX_TAGS), 1)
+        for i in range(calls):  # one call for an epoch's metrics, a trial's params, or a whole per-lead evaluation
+            client.log_batch(run_id, metrics=metrics[i * MAX_METRICS : (i + 1) * MAX_METRICS],
+                             params=params[i * MAX_PARAMS : (i + 1) * MAX_PARAMS], tags=tags[i * MAX_TAGS : (i + 1) * MAX_TAGS])
+    elif op == "log_artifact":
+        client.log_artifact(run_id, record["local"], record["artifact_path"])
+    elif op == "set_terminated":
+        client.set_terminated(run_id, record["status"], end_time=record["end_time"])
+    elif op == "update_run":
+        client.update_run(run_id, status=record["status"])
+    else:
+        raise ValueError(f"unknown spooled MLflow write {op!r}")
+
+
+def replay_file(client: Any, path: Path) -> bool:
+    """Apply a run's spooled writes in order; True when all went through (the file is then removed). A refused
+    write (e.g. a param logged before the outage with the same value) is dropped, not retried forever."""
+    if not path.exists():
+        return True
+    created = path.with_suffix(".run")  # a pending run already created by an earlier, partial replay
+    with open(path, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        records = [json.loads(line) for line in f if line.strip()]
+        run_id = created.read_text() if created.exists() else path.stem
+        done = 0
+        try:
+            for record in records:
+                if record["op"] == "create_run":
+                    if not created.exists():
+                        run_id = _create(client, record["experiment"], record["uri"], record["run_name"], record["tags"])
+                        created.write_text(run_id)
+                else:
+                    try:
+                        _apply(client, run_id, record)
+                    except Exception as exc:
+                        if not is_refusal(exc):
+                            raise
+                done += 1
+        except Exception:
+            f.seek(0)
+            f.truncate()
+            f.writelines(json.dumps(r) + "\n" for r in records[done:])
+            return False
+        path.unlink()
+    for record in records:
+        if record.get("spooled"):
+            shutil.rmtree(Path(record["local"]).parent, ignore_errors=True)
+    return True
+
+
+def replay_dir(spool: Path) -> list[str]:
+    """Replay every run's spool; returns the runs (ids) whose writes still could not be logged."""
+    import mlflow
+
+    if not spool.is_dir():
+        return []
+    client = mlflow.MlflowClient()
+    return [_resolved(p) for p in sorted(spool.glob("*.jsonl")) if not replay_file(client, p)]
+
+
+def _resolved(path: Path) -> str:
+    created = path.with_suffix(".run")
+    return created.read_text() if created.exists() else path.stem

@@ -1,0 +1,114 @@
+"""Many trials writing at once to sqlite and to a real server lose no metric; a server killed mid-trial costs the
+trial nothing: its writes wait on disk and are replayed, in order, when the server is back."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from bubbles.config import trial_config
+from bubbles.training.train import EpochResult
+from study.mlflow_writer import replay_dir
+from study.tracking import TrialRun
+from tests.mlflow_server import free_port, start, stop
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS, LEADS, WRITERS = 12, 10, 8
+CFG = {"store": "unused.zarr", "image_size": 16, "window": "4->1", "hidden": 4, "layers": 1}
+
+
+def _epoch(epoch: int) -> EpochResult:
+    return EpochResult(epoch, 0.1 / epoch, 0.01, 0.5, 20.0, 0.6, 0.4, 0.1, 0.0, False, 1.0, 10.0)
+
+
+def _log_trial(args: tuple[str, int, str | None]) -> str:
+    """What a trial logs: params, every epoch, a per-lead curve per metric; returns the run id."""
+    from mlflow.entities import Metric
+
+    uri, index, spool = args
+    run = TrialRun(uri, "writers", trial_config(CFG), tags={"writer": str(index)}, spool=Path(spool) if spool else None)
+    for epoch in range(1, EPOCHS + 1):
+        run.log_epoch(_epoch(epoch))
+    leads = [Metric(f"lead/{k}", 1.0 / lead, 0, lead) for k in ("ssim", "psnr", "mse") for lead in range(1, LEADS + 1)]
+    run.writer.log_batch(run.run_id, metrics=leads)
+    run.finish()
+    return run.run_id
+
+
+def _count(uri: str, run_id: str) -> dict[str, list[int]]:
+    client = mlflow.MlflowClient(uri)
+    keys = [*(f"epoch/{k}" for k in _epoch(1).metrics()), "lead/ssim", "lead/psnr", "lead/mse"]
+    return {k: sorted(m.step for m in client.get_metric_history(run_id, k)) for k in keys}
+
+
+def _check_all_steps(uri: str, run_ids: list[str]) -> None:
+    for run_id in run_ids:
+        steps = _count(uri, run_id)
+        for key, got in steps.items():
+            assert got == list(range(1, (LEADS if key.startswith("lead/") else EPOCHS) + 1)), (run_id, key, got)
+        assert mlflow.MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
+
+
+def _many_writers(uri: str, tmp_path: Path) -> None:
+    # The sweep's driver creates the store and the experiment before any trial; here in another process, so that
+    # the forked writers (each with its own client, as a Ray trial has) inherit no sqlite connection.
+    code = f"from study.tracking import experiment_id; experiment_id('writers', {uri!r})"
+    subprocess.run([sys.executable, "-c", code], check=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    with multiprocessing.get_context("fork").Pool(WRITERS) as pool:
+        run_ids = pool.map(_log_trial, [(uri, i, str(tmp_path / "spool")) for i in range(WRITERS)])
+    assert len(set(run_ids)) == WRITERS and not any(r.startswith("pending-") for r in run_ids)
+    assert not (tmp_path / "spool").exists()  # nothing had to wait: no "database is locked", nothing deferred
+    _check_all_steps(uri, run_ids)
+
+
+@pytest.mark.slow
+def test_many_writers_sqlite(tmp_path: Path) -> None:
+    _many_writers(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
+
+
+@pytest.mark.slow
+def test_many_writers_server_then_outage_and_replay(tmp_path: Path) -> None:
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start(tmp_path, port)
+    try:
+        _many_writers(uri, tmp_path)
+        spool = tmp_path / "outage-spool"
+        run = TrialRun(uri, "writers", trial_config(CFG), spool=spool)
+        run.log_epoch(_epoch(1))
+        stop(server)  # the server dies mid-trial
+        began = time.monotonic()
+        for epoch in range(2, EPOCHS + 1):
+            run.log_epoch(_epoch(epoch))
+        artifact = tmp_path / "note.txt"
+        artifact.write_text("written while the server was down")
+        run.writer.log_artifact(run.run_id, artifact)
+        artifact.unlink()  # the trial's temporary files may be gone by the time the server is back
+        run.finish()
+        late = TrialRun(uri, "writers", trial_config(CFG), spool=spool)  # a trial that starts during the outage
+        late.log_epoch(_epoch(1))
+        late.finish()
+        assert time.monotonic() - began < 60  # bounded: MLflow's default retries take minutes per call
+        assert late.run_id.startswith("pending-") and len(list(spool.glob("*.jsonl"))) == 2
+        server = start(tmp_path, port)  # back, with the same database
+        mlflow.set_tracking_uri(uri)
+        assert replay_dir(spool) == []
+        assert not list(spool.glob("*.jsonl")) and not (spool / "files").exists() or not any((spool / "files").iterdir())
+        _check_steps = _count(uri, run.run_id)
+        assert all(steps == list(range(1, EPOCHS + 1)) for k, steps in _check_steps.items() if k.startswith("epoch/"))
+        client = mlflow.MlflowClient(uri)
+        assert client.get_run(run.run_id).info.status == "FINISHED"
+        assert [a.path for a in client.list_artifacts(run.run_id)] == ["note.txt"]
+        created = (spool / f"{late.run_id}.run").read_text()
+        replayed = client.get_run(created)
+        assert replayed.data.params["hidden"] == "4" and replayed.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(created, "epoch/val_mse")] == [1]
+    finally:
+        stop(server)
