@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import sys
@@ -13,6 +14,7 @@ import click
 from bubbles.errors import UserError
 
 DEFAULT_STORE = "data/synthetic.zarr"
+MAX_PREDICT_STEPS = 1000  # an autoregressive rollout keeps every frame in memory
 
 
 class Group(click.Group):
@@ -24,6 +26,18 @@ class Group(click.Group):
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except OSError as exc:
+            # The file system refused (read-only, full, name too long, permission, a file where a folder should
+            # be): the user can fix that, so one line naming the path, not a traceback.
+            if exc.errno not in _USER_ERRNOS:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(1)
+
+
+_USER_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EACCES, errno.EPERM,
+                errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENOENT}
 
 
 @click.group(cls=Group)
@@ -43,14 +57,18 @@ def _parse_conditions(pairs: tuple[str, ...]) -> dict[str, str | float | int | b
     out: dict[str, str | float | int | bool] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key or not value:
             raise UserError(f"--condition {pair!r}: expected key=value")
+        if key in out:
+            raise UserError(f"--condition {key!r}: given twice")
         for cast in (int, float):
             try:
                 out[key] = cast(value)
                 break
             except ValueError:
                 continue
+        if isinstance(out.get(key), float) and not math.isfinite(out[key]):  # NaN/Infinity are not JSON
+            raise UserError(f"--condition {pair!r}: the value must be finite")
         else:
             out[key] = {"true": True, "false": False}.get(value.lower(), value)
     return out
@@ -155,6 +173,8 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
     from study.config import load_trial_config
     from study.tracking import check_tracking, tracking_uri
 
+    if not experiment.strip():
+        raise UserError("--experiment: give a non-empty MLflow experiment name")
     cfg = load_trial_config(config, sets)
     if dry_run:
         splits = make_splits(cfg.data, cfg.window)
@@ -165,6 +185,10 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
     from bubbles.outputs import check_output_dir, write_manifest
     from study.trial import run_logged_trial
 
+    if resume is not None:
+        from bubbles.training.train import check_resume
+
+        check_resume(resume.resolve(), cfg)  # before any MLflow run: a wrong checkpoint leaves no failed run
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
     out_dir = (out or Path("runs") / "trials" / f"{config.stem}-{os.getpid()}").resolve()
@@ -199,7 +223,9 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     from study.space import load_space
     from study.tracking import check_tracking, runs_table_link, tracking_uri
 
-    name = name or space_file.stem
+    from study.sweep import check_name
+
+    name = check_name(name or space_file.stem)
     storage = storage.resolve()
     if resume and not (storage / name).is_dir():
         raise UserError(f"--resume: no sweep named {name!r} under {storage}")
@@ -249,7 +275,9 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         check_tracking(uri)
         objective, board = None, None
         if sweep_name is not None:
-            run_id, objective, board = ex.best_run_of_sweep(storage.resolve() / sweep_name)
+            from study.sweep import check_name
+
+            run_id, objective, board = ex.best_run_of_sweep(storage.resolve() / check_name(sweep_name))
         chosen = ex.from_run(uri, str(run_id), objective)
         if board is not None and not math.isclose(board, chosen.objective, rel_tol=1e-4, abs_tol=1e-6):
             click.echo(f"warning: the leaderboard says {objective} {board:.5f}, the exported weights measure "
@@ -282,6 +310,10 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     from bubbles.outputs import check_output_dir
     from bubbles.predict import PredictRequest, predict as run_predict
 
+    if (store is None) == (raw_input is None):
+        raise UserError("predict: give either --store (with --sequence) or --input, not both")
+    if steps is not None and not 1 <= steps <= MAX_PREDICT_STEPS:
+        raise UserError(f"--steps {steps}: must be in [1, {MAX_PREDICT_STEPS}]")
     check_output_dir(out.resolve(), "prediction")
     request = PredictRequest(model_dir.resolve(), out, start, steps, autoregressive, store.resolve() if store else None, sequence, raw_input)
     summary = run_predict(request)
@@ -311,7 +343,9 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
     check_output_dir(out.resolve(), "report")
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
-    click.echo(f"wrote {write_report(uri, storage.resolve() / sweep_name, out.resolve())}")
+    from study.sweep import check_name
+
+    click.echo(f"wrote {write_report(uri, storage.resolve() / check_name(sweep_name), out.resolve())}")
 
 
 def _ensure_default_store(space_file: Path) -> None:

@@ -33,7 +33,7 @@ from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling
 from bubbles.evaluation.evaluate import Evaluation
-from bubbles.models import build_model
+from bubbles.models import build_model, check_state_shapes
 
 FORMAT = "bubbles-export-1"
 ONNX_TOLERANCE = 1e-4
@@ -197,12 +197,17 @@ def load_bundle(directory: str | Path) -> tuple[nn.Module, TrialConfig, dict[str
         config = json.loads((directory / "config.json").read_text())
     except (OSError, ValueError):
         raise UserError(f"{directory}: not an exported model (no readable config.json)") from None
-    if config.get("format") != FORMAT:
-        raise UserError(f"{directory}: export format {config.get('format')!r} is not {FORMAT!r}")
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise UserError(f"{directory}: export format {found!r} is not {FORMAT!r}")
+    if not isinstance(config.get("params"), dict):
+        raise UserError(f"{directory}/config.json: 'params' must be a mapping of parameter names to values")
     cfg = from_json(json.dumps(config["params"]))
-    model = build_model(cfg.model_name, cfg.model)
     try:
-        model.load_state_dict(load_file(str(directory / "weights.safetensors")))
+        weights = load_file(str(directory / "weights.safetensors"))
     except Exception as exc:
         raise UserError(f"{directory}/weights.safetensors: cannot load ({type(exc).__name__})") from None
+    check_state_shapes(cfg.model_name, cfg.model, weights, f"{directory}/weights.safetensors")
+    model = build_model(cfg.model_name, cfg.model)
+    model.load_state_dict(weights)
     return model.eval(), cfg, config

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, get_args
@@ -18,6 +19,8 @@ from bubbles.models.convlstm import ConvLSTMConfig, Mode, Norm, Peephole
 from bubbles.models.registry import MODELS
 from bubbles.training.config import AMP, BestBy, Device, Loss, TrainConfig
 from bubbles.data.windows import DataConfig, SplitConfig, SplitKind, WindowConfig
+
+MAX_SEED = 2**32 - 1  # numpy and torch both take seeds this large on every platform
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "store": ("data/synthetic.zarr", "frame store path"),
@@ -88,7 +91,7 @@ def _fail(where: str, key: str, problem: str) -> UserError:
     return UserError(f"{where}: {key}: {problem}")
 
 
-def _int(where: str, key: str, value: Any, low: int | None = None) -> int:
+def _int(where: str, key: str, value: Any, low: int | None = None, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -96,12 +99,16 @@ def _int(where: str, key: str, value: Any, low: int | None = None) -> int:
             raise _fail(where, key, f"expected an integer, got {value!r}")
     if low is not None and value < low:
         raise _fail(where, key, f"must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise _fail(where, key, f"must be <= {high}, got {value}")
     return value
 
 
 def _float(where: str, key: str, value: Any, low: float = 0.0, high: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail(where, key, f"expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise _fail(where, key, f"expected a finite number, got {value}")
     if value < low or (high is not None and value > high):
         raise _fail(where, key, f"must be in [{low}, {high if high is not None else 'inf'}], got {value}")
     return float(value)
@@ -171,7 +178,7 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
         val_fraction=_float(where, "val_fraction", p["val_fraction"], 0.0, 0.9),
         test_fraction=_float(where, "test_fraction", p["test_fraction"], 0.0, 0.9),
         gap=_int(where, "split_gap", p["split_gap"], 0),
-        seed=_int(where, "split_seed", p["split_seed"]),
+        seed=_int(where, "split_seed", p["split_seed"], 0, MAX_SEED),
     )
     train = TrainConfig(
         epochs=_int(where, "epochs", p["epochs"], 1),
@@ -180,7 +187,7 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
         batch_size=_int(where, "batch_size", p["batch_size"], 1),
         loss=_choice(where, "loss", p["loss"], get_args(Loss)),  # type: ignore[arg-type]
         grad_clip=_float(where, "grad_clip", p["grad_clip"]),
-        seed=_int(where, "seed", p["seed"]),
+        seed=_int(where, "seed", p["seed"], 0, MAX_SEED),
         teacher_forcing=_float(where, "teacher_forcing", p["teacher_forcing"], 0.0, 1.0),
         device=_choice(where, "device", p["device"], get_args(Device)),  # type: ignore[arg-type]
         amp=_choice(where, "amp", p["amp"], get_args(AMP)),  # type: ignore[arg-type]

@@ -16,11 +16,11 @@ from bubbles.bundle import BundleInfo, write_bundle
 from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
 from bubbles.evaluation.evaluate import Evaluation
-from bubbles.models import build_model
+from bubbles.models import build_model, check_state_shapes
 from bubbles.training.config import best_by_mode
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import split_segments
-from study.sweep import PARENT_FILE
+from study.sweep import PARENT_FILE, read_parent
 from study.tracking import configure, experiment_id
 
 CHAMPION = "champion"
@@ -59,7 +59,10 @@ def from_checkpoint_dir(directory: Path) -> Chosen:
         state = torch.load(best, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(f"{best}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("config"), str) or "model" not in state:
+        raise UserError(f"{best}: a checkpoint without its config or weights (not written by `train`?)")
     cfg = from_json(state["config"])
+    check_state_shapes(cfg.model_name, cfg.model, state["model"], str(best))
     evaluation = None
     for path in (best.parent / "evaluation.json", best.parent.parent / "evaluation.json"):
         if path.is_file():
@@ -104,7 +107,7 @@ def best_run_of_sweep(sweep_dir: Path) -> tuple[str, str, float]:
     board = sweep_dir / "leaderboard.csv"
     if not marker.is_file() or not board.is_file():
         raise UserError(f"{sweep_dir}: no finished sweep here (no {PARENT_FILE} / leaderboard.csv)")
-    parent = json.loads(marker.read_text())
+    parent = read_parent(sweep_dir)
     with board.open() as f:
         rows = [r for r in csv.DictReader(f) if r["status"] == "completed" and r.get("mlflow_run")]
     if not rows:

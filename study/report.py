@@ -20,7 +20,7 @@ import matplotlib.ticker  # noqa: E402
 
 from bubbles.errors import UserError  # noqa
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling  # noqa: E402
-from study.sweep import OPTUNA_DB, PARENT_FILE  # noqa: E402
+from study.sweep import OPTUNA_DB, PARENT_FILE, read_parent  # noqa: E402
 from study.tracking import configure  # noqa: E402
 
 WHY = {
@@ -100,7 +100,7 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
     marker = sweep_dir / PARENT_FILE
     if not marker.is_file():
         raise UserError(f"{sweep_dir}: no sweep here (no {PARENT_FILE})")
-    parent = json.loads(marker.read_text())
+    parent = read_parent(sweep_dir)
     rows = _read_leaderboard(sweep_dir)
     name = sweep_dir.name
     configure(uri)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import socket
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +24,65 @@ from study.trainable import run_trial
 
 PARENT_FILE = "mlflow_parent.json"
 OPTUNA_DB = "optuna.db"
+CONNECT_TIMEOUT_S = 5.0
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(name: str) -> str:
+    """A sweep name is one plain directory name under --storage (so `../x` cannot write elsewhere)."""
+    if not _NAME.fullmatch(name):
+        raise UserError(f"sweep name {name!r}: use 1-100 letters, digits, '.', '-', '_', starting with a letter or digit")
+    return name
+
+
+def read_parent(sweep_dir: Path) -> dict[str, Any]:
+    """The sweep's mlflow_parent.json; a missing or damaged one is one line."""
+    marker = sweep_dir / PARENT_FILE
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{marker}: cannot read the sweep's parent-run record ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("run_id"), str):
+        raise UserError(f"{marker}: not a parent-run record (expected an object with a run_id)")
+    return data
+
+
+def check_trusted(sweep_dir: Path) -> None:
+    """Refuse to continue a sweep whose directory someone else could have written: resuming unpickles Ray's
+    tuner.pkl, so whoever can write it can run code as this user. The directory and its pickles must belong to
+    this user and be writable by no one else."""
+    uid = os.getuid()
+    for path in (sweep_dir, *sorted(sweep_dir.glob("*.pkl"))):
+        st = path.stat()
+        if st.st_uid != uid:
+            raise UserError(f"{path}: owned by uid {st.st_uid}, not you (uid {uid}); refusing to resume a sweep "
+                            "someone else could have changed (resuming unpickles it)")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UserError(f"{path}: writable by group or others (mode {stat.filemode(st.st_mode)}); refusing to "
+                            f"resume (resuming unpickles it): chmod go-w {path}")
+
+
+def check_address(address: str | None) -> None:
+    """A HOST:PORT Ray address must accept a connection within seconds (ray.init would wait for minutes)."""
+    if not address or address in ("local", "auto") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address!r}: expected auto, local, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UserError(f"--address {address}: no Ray head answers there ({exc.strerror or exc})") from None
+
+
+def check_resources(space: SweepSpace) -> None:
+    """A trial asking for more than the whole cluster has would stay PENDING forever: refuse before fit()."""
+    import ray
+
+    have = ray.cluster_resources()
+    for key, want in (("CPU", space.tune.cpu), ("GPU", space.tune.gpu)):
+        if want > have.get(key, 0):
+            raise UserError(f"resources: a trial asks for {want:g} {key} but the Ray cluster has {have.get(key, 0):g}")
 
 
 class PruningOptunaSearch(OptunaSearch):
@@ -107,6 +170,7 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if tune.Tuner.can_restore(str(sweep_dir)):
+        check_trusted(sweep_dir)
         return tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True, resume_errored=True), True
     t = space.tune
     scheduler = (
@@ -189,15 +253,20 @@ def run_sweep(
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with only the columns we choose
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    sweep_dir = storage / name
+    sweep_dir = storage / check_name(name)
+    if (sweep_dir / PARENT_FILE).exists():
+        read_parent(sweep_dir)
     started_ray = not ray.is_initialized()
     if started_ray:
+        check_address(address)
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
         if nodes > 1 and not storage_shared:
             raise UserError(f"the Ray cluster has {nodes} nodes but the sweep storage {storage} is this machine's "
                             "default: give --storage a path every node sees (a shared file system)")
+        # Everything that can refuse runs before the parent MLflow run exists, so a refusal leaves no run behind.
+        check_resources(space)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         parent = SweepRun.open_or_create(uri, space, name, sweep_dir / PARENT_FILE)
         fn = tune.with_resources(

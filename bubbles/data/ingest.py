@@ -13,6 +13,7 @@ Rules, so that every source becomes the same (T, H, W) uint8 frames:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,10 @@ def natural_key(path: Path) -> list[Any]:
 
 def to_gray_uint8(frames: np.ndarray, where: str) -> tuple[np.ndarray, dict[str, float]]:
     """Apply the module's colour and scaling rules; returns the frames and the scale used (empty for uint8)."""
+    if frames.dtype == np.bool_:
+        raise UserError(f"{where}: unsupported dtype bool (use integer or float frames)")
+    if frames.ndim == 4 and frames.shape[-1] == 1:
+        frames = frames[..., 0]  # (T, H, W, 1): already one channel
     if frames.ndim == 4:
         if frames.shape[-1] not in (3, 4):
             raise UserError(f"{where}: expected 1, 3 or 4 channels last, got shape {frames.shape}")
@@ -60,13 +65,17 @@ def to_gray_uint8(frames: np.ndarray, where: str) -> tuple[np.ndarray, dict[str,
         raise UserError(f"{where}: expected frames as (T, H, W) or (T, H, W, C), got shape {frames.shape}")
     if frames.dtype == np.uint8:
         return frames, {}
-    if frames.dtype == np.bool_ or not (np.issubdtype(frames.dtype, np.integer) or np.issubdtype(frames.dtype, np.floating)):
+    if frames.size == 0:
+        raise UserError(f"{where}: no pixels (shape {frames.shape})")
+    if not (np.issubdtype(frames.dtype, np.integer) or np.issubdtype(frames.dtype, np.floating)):
         raise UserError(f"{where}: unsupported dtype {frames.dtype} (use integer or float frames)")
     data = frames.astype(np.float64)
     if not np.isfinite(data).all():
         raise UserError(f"{where}: frames contain NaN or infinite values")
     lo, hi = float(data.min()), float(data.max())
-    scaled = (data - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(data)
+    # Halved first: hi - lo of values near the float64 limits would overflow to inf and scale everything to 0.
+    span = hi / 2 - lo / 2
+    scaled = (data / 2 - lo / 2) / span * 255 if span > 0 else np.zeros_like(data)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8), {"min": lo, "max": hi}
 
 
@@ -166,6 +175,8 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
         extra["scale"] = scale
     if len(frames) < 2:
         raise UserError(f"{src}: only {len(frames)} frame(s); a sequence needs at least 2")
+    if request.fps is not None and not (math.isfinite(request.fps) and request.fps > 0):
+        raise UserError(f"--fps {request.fps}: must be a positive number")
     name = request.sequence or re.sub(r"[^A-Za-z0-9_-]+", "_", src.stem).strip("_") or "sequence"
     meta = SequenceMeta(source=source, fps=float(request.fps or fps or 1.0), condition=request.condition, extra=extra)
     write_sequence(request.store, name, frames, meta)

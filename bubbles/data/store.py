@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -101,9 +103,21 @@ def _to_uint8(frames: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(frames), 0, 255).astype(FRAME_DTYPE)
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 def _check_name(name: str) -> None:
-    if not name or name.startswith(".") or "/" in name or name != name.strip():
-        raise UserError(f"sequence name {name!r}: use letters, digits, '-', '_' (no '/', no leading '.')")
+    # Zarr v3 reserves names starting with "__" and uses zarr.json itself; spaces and newlines break listings.
+    if not _NAME.fullmatch(name) or name == "zarr.json":
+        raise UserError(f"sequence name {name!r}: use 1-100 letters, digits, '.', '-', '_', starting with a letter or digit")
+
+
+def _check_parent(store_path: Path) -> None:
+    for parent in store_path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{store_path}: {parent} is a file, not a directory")
+            return
 
 
 def _write_group(path: Path, frames: np.ndarray, meta: SequenceMeta, progress: Any = None) -> None:
@@ -150,6 +164,16 @@ def _write_group(path: Path, frames: np.ndarray, meta: SequenceMeta, progress: A
             progress(min(block, t - start))
 
 
+def _remove_tmp(tmp: Path) -> None:
+    """Remove a failed write's temp directory until it stays gone: after one chunk write fails (disk full), Zarr's
+    writer tasks for other chunks may still be finishing and recreate directories under it."""
+    for _ in range(40):
+        if not tmp.exists():
+            return
+        shutil.rmtree(tmp, ignore_errors=True)
+        time.sleep(0.05)
+
+
 def _tmp_sibling(path: Path, tag: str) -> Path:
     return path.parent / f".{path.name}.{tag}.tmp-{uuid.uuid4().hex[:8]}"
 
@@ -168,6 +192,7 @@ def write_sequence(
     """
     _check_name(name)
     store_path = Path(store_path)
+    _check_parent(store_path)
     if store_path.exists():
         store = FrameStore.open(store_path)
         if name in store.sequences:
@@ -177,7 +202,7 @@ def write_sequence(
             _write_group(tmp, frames, meta, progress)
             os.rename(tmp, store_path / name)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_tmp(tmp)
         return
     write_store(store_path, iter([(name, frames, meta)]), progress)
 
@@ -187,6 +212,7 @@ def write_store(store_path: str | Path, sequences: Iterator[tuple[str, np.ndarra
     store_path = Path(store_path)
     if store_path.exists():
         raise UserError(f"{store_path}: already exists (remove it or choose another path)")
+    _check_parent(store_path)
     store_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(store_path, "new")
     try:
@@ -197,7 +223,7 @@ def write_store(store_path: str | Path, sequences: Iterator[tuple[str, np.ndarra
             _write_group(tmp / name, frames, meta, progress)
         os.rename(tmp, store_path)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_tmp(tmp)
 
 
 class FrameStore:

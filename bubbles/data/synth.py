@@ -307,8 +307,10 @@ class SynthConfig:
     fps: float = 30.0
 
     def validate(self) -> None:
-        if self.sequences < 1 or self.frames < 1:
-            raise UserError(f"synth: --sequences and --frames must be >= 1 (got {self.sequences}, {self.frames})")
+        if self.sequences < 1 or self.frames < 2:
+            raise UserError(f"synth: --sequences must be >= 1 and --frames >= 2 (got {self.sequences}, {self.frames})")
+        if not 0 <= self.seed < 2**63:
+            raise UserError(f"synth: --seed must be in [0, 2**63) (got {self.seed})")
         if self.size < 16 or self.size > 2048:
             raise UserError(f"synth: --size must be in [16, 2048] (got {self.size})")
         if self.conditions is not None and not 1 <= self.conditions <= self.sequences:

@@ -27,7 +27,7 @@ from bubbles.errors import UserError
 from bubbles.evaluation.evaluate import Evaluation, Validation, evaluate, persistence_mse, predict_batches, subset, validate
 from bubbles.evaluation.figures import save_strip
 from bubbles.training.losses import ssim_torch
-from bubbles.models import build_model, parameter_count
+from bubbles.models import build_model, check_state_shapes, parameter_count
 from bubbles.training.config import TrainConfig, best_by_mode
 from bubbles.data.windows import WindowSplits, make_splits
 
@@ -156,6 +156,20 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
         raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
 
 
+RESUME_KEYS = ("model", "optimizer", "scaler", "torch_rng", "epoch", "history")
+
+
+def check_resume(path: Path, cfg: TrialConfig) -> dict:
+    """A checkpoint.pt this config can continue from, loaded on the CPU; anything else is one line (run before any
+    tracking starts, so a wrong --resume leaves no failed run behind)."""
+    state = load_checkpoint(path, torch.device("cpu"))
+    missing = [k for k in RESUME_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise UserError(f"{path}: not a resumable checkpoint (no {', '.join(missing)}); resume from checkpoint.pt, not best.pt")
+    check_state_shapes(cfg.model_name, cfg.model, state["model"], str(path))
+    return state
+
+
 def _loader(splits: WindowSplits, cfg: TrainConfig, epoch: int, device: torch.device) -> DataLoader:
     indices = subset(len(splits.train), cfg.max_train_windows)
     order = torch.randperm(len(indices), generator=_generator(cfg.seed, epoch)).tolist()
@@ -207,7 +221,7 @@ def train(
         if (resume.parent / "best.pt").exists() and resume.parent.resolve() != (out_dir / BEST).parent.resolve():
             (out_dir / BEST).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(resume.parent / "best.pt", out_dir / BEST)
-        state = load_checkpoint(resume, device)
+        state = check_resume(resume, cfg)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
