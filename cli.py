@@ -136,16 +136,25 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
 
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path), default=DEFAULT_STORE)
-def inspect(store: Path) -> None:
+@click.option("--verify", is_flag=True, help="Decode every chunk and check it against the checksum recorded at write time.")
+@click.option("--record", is_flag=True, help="With --verify: record checksums for sequences written before they existed.")
+def inspect(store: Path, verify: bool, record: bool) -> None:
     """Show a store's sequences: frames, sizes, pyramid levels, conditions, chunking, bytes on disk.
 
-    \b
-    Example:
-      python cli.py inspect data/synthetic.zarr
-    """
-    from bubbles.data.summary import describe_store
+    Opening a store checks that every chunk file is present; --verify also checks every chunk's contents.
 
+    \b
+    Examples:
+      python cli.py inspect data/synthetic.zarr
+      python cli.py inspect data/lab.zarr --verify
+    """
+    from bubbles.data.summary import describe_store, verify_store
+
+    if record and not verify:
+        raise UserError("inspect: --record goes with --verify")
     click.echo(describe_store(store))
+    if verify:
+        click.echo(verify_store(store, record_missing=record))
 
 
 @main.command()
@@ -176,26 +185,29 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
     if not experiment.strip():
         raise UserError("--experiment: give a non-empty MLflow experiment name")
     cfg = load_trial_config(config, sets)
+    from bubbles.outputs import check_output_dir, write_manifest
+
+    out_dir = (out or Path("runs") / "trials" / f"{config.stem}-{os.getpid()}").resolve()
+    if not dry_run:
+        check_output_dir(out_dir, "train")  # training writes into it (and resumes there): only our own or a new one
+    # Everything that can refuse (store, split, --resume) runs before any output or MLflow run exists.
+    splits = make_splits(cfg.data, cfg.window)
     if dry_run:
-        splits = make_splits(cfg.data, cfg.window)
         click.echo(yaml.safe_dump(cfg.flat(), sort_keys=False).rstrip())
         for key, value in describe(cfg, splits).items():
             click.echo(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
         return
-    from bubbles.outputs import check_output_dir, write_manifest
     from study.trial import run_logged_trial
 
     if resume is not None:
         from bubbles.training.train import check_resume
 
-        check_resume(resume.resolve(), cfg)  # before any MLflow run: a wrong checkpoint leaves no failed run
+        check_resume(resume.resolve(), cfg)
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
-    out_dir = (out or Path("runs") / "trials" / f"{config.stem}-{os.getpid()}").resolve()
-    check_output_dir(out_dir, "train")  # training writes into it (and resumes there): only our own or a new one
     out_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(out_dir, "train")
-    result, run_id = run_logged_trial(cfg, out_dir, uri, experiment, resume.resolve() if resume else None)
+    result, run_id = run_logged_trial(cfg, out_dir, uri, experiment, resume.resolve() if resume else None, splits)
     if result.evaluation is not None:
         click.echo(result.evaluation.lead_table())
     click.echo(f"status {result.status}; MLflow run {run_id} in {uri}; checkpoints in {out_dir}")
@@ -236,7 +248,7 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     from study.sweep import run_sweep
 
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
-    outcome = run_sweep(space, name, storage, uri, address=address or os.environ.get("RAY_ADDRESS"), echo=click.echo, storage_shared=shared)
+    outcome = run_sweep(space, name, storage, uri, address=address or os.environ.get("RAY_ADDRESS") or None, echo=click.echo, storage_shared=shared)
     click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
     click.echo(f"MLflow runs table: {runs_table_link(uri, space.experiment)}")
     if outcome.interrupted:

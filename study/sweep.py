@@ -19,7 +19,10 @@ from bubbles.errors import UserError
 from study import leaderboard
 from study.space import SweepSpace
 from study.mlflow_writer import SPOOL_DIR, replay_dir
-from study.tracking import SweepRun, TrialRun, check_tracking, close_trial_run, find_trial_run, has_result, mark_interrupted
+from study.tracking import (
+    SweepRun, TrialRun, check_tracking, close_orphaned_runs, close_trial_run, find_trial_run, has_result,
+    mark_interrupted,
+)
 from study.trainable import run_trial
 
 PARENT_FILE = "mlflow_parent.json"
@@ -49,17 +52,26 @@ def read_parent(sweep_dir: Path) -> dict[str, Any]:
 
 def check_trusted(sweep_dir: Path) -> None:
     """Refuse to continue a sweep whose directory someone else could have written: resuming unpickles Ray's
-    tuner.pkl, so whoever can write it can run code as this user. The directory and its pickles must belong to
-    this user and be writable by no one else."""
+    tuner.pkl (and the experiment state holds pickled trials), so whoever can write it can run code as this user.
+    The directory and everything at its top level must belong to this user and be writable by no one else."""
     uid = os.getuid()
-    for path in (sweep_dir, *sorted(sweep_dir.glob("*.pkl"))):
-        st = path.stat()
+    for path in (sweep_dir, *sorted(sweep_dir.iterdir())):
+        st = path.lstat()
         if st.st_uid != uid:
             raise UserError(f"{path}: owned by uid {st.st_uid}, not you (uid {uid}); refusing to resume a sweep "
                             "someone else could have changed (resuming unpickles it)")
         if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise UserError(f"{path}: writable by group or others (mode {stat.filemode(st.st_mode)}); refusing to "
                             f"resume (resuming unpickles it): chmod go-w {path}")
+
+
+def fail_orphaned_trials(study: Any) -> None:
+    """Optuna trials still RUNNING after a complete sweep belong to a driver that was killed: FAIL them, so the
+    study (and TPE) does not count them as in flight forever."""
+    import optuna
+
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 
 
 def check_address(address: str | None) -> None:
@@ -170,7 +182,6 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if tune.Tuner.can_restore(str(sweep_dir)):
-        check_trusted(sweep_dir)
         return tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True, resume_errored=True), True
     t = space.tune
     scheduler = (
@@ -254,6 +265,8 @@ def run_sweep(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with only the columns we choose
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     sweep_dir = storage / check_name(name)
+    if sweep_dir.exists():
+        check_trusted(sweep_dir)  # before anything in it is read, let alone unpickled
     if (sweep_dir / PARENT_FILE).exists():
         read_parent(sweep_dir)
     started_ray = not ray.is_initialized()
@@ -269,6 +282,9 @@ def run_sweep(
         check_resources(space)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         parent = SweepRun.open_or_create(uri, space, name, sweep_dir / PARENT_FILE)
+        orphans = close_orphaned_runs(parent.run_id)  # no driver of this sweep runs now: RUNNING runs are orphans
+        if orphans:
+            echo(f"closed {orphans} trial run(s) a killed driver left RUNNING in MLflow (KILLED, unfinished)")
         fn = tune.with_resources(
             tune.with_parameters(trainable, space=space, uri=uri, parent_run_id=parent.run_id, sweep=name, spool=str(sweep_dir / SPOOL_DIR)),
             {"cpu": space.tune.cpu, "gpu": space.tune.gpu},
@@ -305,6 +321,8 @@ def run_sweep(
     interrupted = any(r["status"] == "unfinished" for r in rows) or (
         len(rows) < space.tune.num_samples and space.tune.time_budget_s is None
     )
+    if not interrupted:
+        fail_orphaned_trials(study)
     ranked = leaderboard.rank(rows, space.tune.mode)
     leaderboard.write(sweep_dir, ranked)
     echo(leaderboard.markdown(ranked[:5], space))

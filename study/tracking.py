@@ -235,6 +235,22 @@ def mark_interrupted(run_id: str) -> None:
         client.set_terminated(run_id, "KILLED")
 
 
+def close_orphaned_runs(parent_run_id: str) -> int:
+    """Trials left RUNNING by a driver that died without its interrupt handler (SIGKILL, power loss): KILLED and
+    tagged unfinished, as an interrupt would have left them; a trial that --resume continues is RUNNING again."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_run_id)
+    orphans = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    )
+    for run in orphans:
+        mark_interrupted(run.info.run_id)
+    return len(orphans)
+
+
 def close_trial_run(run_id: str, outcome: str) -> None:
     """Record how Tune ended a trial (the trainable cannot when ASHA stops it inside a report). A run still open
     ends when its last epoch was logged, not when the sweep closes it."""

@@ -46,6 +46,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (w / "file").write_text("x")
     np.save(w / "ok.npy", np.zeros((4, 32, 32), np.uint8))
     np.save(w / "bool4.npy", np.zeros((4, 32, 32, 3), bool))
+    (w / "bad.mp4").write_text("not a video")
     return w
 
 
@@ -77,6 +78,7 @@ CASES = {
     "condition 1e999": (["ingest", "{w}/ok.npy", "{w}/s7.zarr", "--condition", "k=1e999"], "finite"),
     "condition twice": (["ingest", "{w}/ok.npy", "{w}/s7.zarr", "--condition", "k=1", "--condition", "k=2"], "given twice"),
     "bool (T,H,W,3)": (["ingest", "{w}/bool4.npy", "{w}/s8.zarr"], "bool"),
+    "bad video (no ffmpeg banner)": (["ingest", "{w}/bad.mp4", "{w}/s9.zarr"], "cannot decode video (Error opening input"),
     "sweep --name ../x": (["sweep", "{w}/ok.yaml", "--name", "../x", "--storage", "{w}/sweeps"], "sweep name"),
     "report --sweep ../x": (["report", "--sweep", "../x", "--storage", "{w}/sweeps", "--out", "{w}/r"], "sweep name"),
 }
@@ -88,6 +90,7 @@ def test_bad_input_is_one_line_and_changes_nothing(files: Path, case: str) -> No
     before = sorted(p.name for p in files.iterdir())
     code, out = _run(files, *(a.format(w=files) for a in args))
     _assert_one_line(code, out, expect)
+    assert len(out.strip().splitlines()) == 1, out
     assert sorted(p.name for p in files.iterdir() if p.name != "mlflow.db") == [b for b in before if b != "mlflow.db"]
 
 
@@ -138,6 +141,7 @@ def test_model_file_faults_are_one_line(trained: Path, tiny_store: Path) -> None
     runs_before = _runs(w)
     pred = ["--store", str(tiny_store), "--sequence", "seq000"]
     cases = [
+        (["train", str(w / "t.yaml"), "--set", "store=/nonexistent.zarr", "--out", str(w / "r0")], "no such frame store"),
         (["train", str(w / "t.yaml"), "--resume", str(w / "t1/checkpoint/best.pt"), "--out", str(w / "r1")], "resume from checkpoint.pt"),
         (["train", str(w / "t.yaml"), "--set", "hidden=8", "--resume", str(w / "t1/checkpoint/checkpoint.pt"), "--out", str(w / "r2")], "another architecture"),
         (["predict", str(_edited_export(w, "e_list", lambda c: [1])), *pred, "--out", str(w / "p")], "export format"),
@@ -156,7 +160,7 @@ def test_model_file_faults_are_one_line(trained: Path, tiny_store: Path) -> None
     cases.append((["export", "--checkpoint", str(torch_state.parent), "--out", str(w / "e2")], "without its config"))
     for args, expect in cases:
         _assert_one_line(*_run(w, *args), expect)
-    assert not (w / "p").exists() and not (w / "r1").exists() and not (w / "r2").exists()
+    assert not any((w / d).exists() for d in ("p", "r0", "r1", "r2", "e2"))
     assert _runs(w) == runs_before  # a refused config leaves no FAILED MLflow run
 
 

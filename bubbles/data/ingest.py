@@ -123,7 +123,10 @@ def read_video(path: Path, progress: Callable[[int], None] | None = None) -> tup
     except UserError:
         raise
     except Exception as exc:
-        raise UserError(f"{path}: cannot decode video ({type(exc).__name__}: {exc})") from None
+        # imageio-ffmpeg's message carries ffmpeg's whole banner; its last line is the reason.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[-1].rstrip(")") if lines else type(exc).__name__
+        raise UserError(f"{path}: cannot decode video ({reason})") from None
     return frames, fps
 
 

@@ -1,11 +1,12 @@
 """The Zarr v3 frame-store format: create, append sequences atomically, open and validate, read pyramid levels.
 
-Layout (format version 1)::
+Layout (format version 2; version 1 lacks the integrity record and still opens)::
 
-    STORE/                       root group, attrs {"bubbles_store": {"format_version": 1}}
+    STORE/                       root group, attrs {"bubbles_store": {"format_version": 2}}
       <sequence>/                one group per recording or simulation
         zarr.json                attrs: source, fps, native_size [H, W], condition {...}, condition_id,
-                                 extra {...}, multiscales [{"datasets": [{"path": "0", "size": [H, W]}, ...]}]
+                                 extra {...}, multiscales [{"datasets": [{"path": "0", "size": [H, W]}, ...]}],
+                                 integrity {per array: shape, chunks, CRC-32 per chunk} (bubbles.data.integrity)
         0/                       level 0: (T, H, W) uint8, the native frames
         1/                       level 1: (T, H/2, W/2) uint8, 2x2 box-averaged from level 0 (anti-aliased)
         ...                      down to the last level whose short side is >= MIN_LEVEL_SIZE
@@ -24,6 +25,7 @@ import re
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +35,11 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from bubbles.data import integrity
 from bubbles.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every chunk written and recorded with a checksum (bubbles.data.integrity)
+READABLE_VERSIONS = (1, 2)
 ROOT_KEY = "bubbles_store"
 MIN_LEVEL_SIZE = 16
 FRAME_DTYPE = np.uint8
@@ -150,6 +154,8 @@ def _write_group(path: Path, frames: np.ndarray, meta: SequenceMeta, progress: A
                 dtype=FRAME_DTYPE,
                 compressors=BloscCodec(cname="zstd", clevel=5, shuffle="noshuffle"),
                 fill_value=0,
+                # Every chunk gets a file, black ones too: a missing file then always means damage.
+                config={"write_empty_chunks": True},
             )
         )
     # Write level by level in blocks of whole level-0 chunks so memory stays bounded by one block per level.
@@ -162,6 +168,7 @@ def _write_group(path: Path, frames: np.ndarray, meta: SequenceMeta, progress: A
             arr[start : start + len(level)] = _to_uint8(level)
         if progress is not None:
             progress(min(block, t - start))
+    integrity.record(group, path)
 
 
 def _remove_tmp(tmp: Path) -> None:
@@ -248,15 +255,21 @@ class FrameStore:
         try:
             root = zarr.open_group(str(path), mode="r", zarr_format=3)
             header = root.attrs.get(ROOT_KEY)
-            members = sorted(name for name, _ in root.groups())
+            with warnings.catch_warnings():  # a directory without zarr.json is reported below, not warned about
+                warnings.simplefilter("ignore")
+                members = sorted(name for name, _ in root.groups())
         except Exception as exc:  # zarr raises many types for corrupt metadata
             raise UserError(f"{path}: corrupt store metadata ({type(exc).__name__}: {exc})") from None
         if not isinstance(header, dict) or "format_version" not in header:
             raise UserError(f"{path}: not a bubbles frame store (no '{ROOT_KEY}' attribute)")
-        if header["format_version"] != FORMAT_VERSION:
+        if header["format_version"] not in READABLE_VERSIONS:
             raise UserError(
-                f"{path}: store format version {header['format_version']} is not supported (this tool reads {FORMAT_VERSION})"
+                f"{path}: store format version {header['format_version']} is not supported (this tool reads {READABLE_VERSIONS})"
             )
+        # A sequence directory whose zarr.json was deleted would silently drop out of the listing.
+        for child in sorted(path.iterdir()):
+            if child.is_dir() and not child.name.startswith(".") and child.name not in members:
+                raise UserError(f"{path}/{child.name}: a sequence directory without its zarr.json (the store is damaged)")
         sequences = {name: _validate_sequence(path, root, name) for name in members}
         store = cls(path, sequences)
         store._root = root
@@ -330,4 +343,7 @@ def _validate_sequence(path: Path, root: zarr.Group, name: str) -> SequenceInfo:
         sizes.append((arr.shape[1], arr.shape[2]))
     if not sizes or sizes[0] != native:
         raise UserError(f"{where}: level 0 does not hold the native {native} frames")
+    arrays = integrity.recorded(attrs)
+    if arrays is not None:
+        integrity.check_present(path / name, where, arrays)
     return SequenceInfo(name, int(frames or 0), native, tuple(sizes), int(chunk_t), meta)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import zarr
+
+from bubbles.data import integrity
 from bubbles.data.store import FrameStore
 
 
@@ -37,9 +40,37 @@ def describe_store(path: str | Path) -> str:
             f"{info.condition_id} {cond}".strip(),
         ])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-    lines = [f"store {store.path}  ({len(rows)} sequences, format v1, uint8 frames, blosc-zstd)"]
+    version = store.root.attrs["bubbles_store"]["format_version"]
+    lines = [f"store {store.path}  ({len(rows)} sequences, format v{version}, uint8 frames, blosc-zstd)"]
     for r in [header, *rows]:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
     if total_raw:
         lines.append(f"total {_human(total_disk)} on disk for {_human(total_raw)} raw ({total_raw / max(total_disk, 1):.1f}x)")
+    unrecorded = [n for n in sorted(store.sequences) if integrity.recorded(dict(store.root[n].attrs)) is None]
+    if unrecorded:
+        lines.append(f"{len(unrecorded)} sequences written before checksums ({', '.join(unrecorded[:3])}"
+                     f"{', ...' if len(unrecorded) > 3 else ''}): missing chunks are not detected; "
+                     "`inspect --verify --record` records them from their current contents")
     return "\n".join(lines)
+
+
+def verify_store(path: str | Path, record_missing: bool = False) -> str:
+    """Decode every chunk and compare it with the checksums recorded at write time (reads the whole store);
+    record_missing gives sequences written before checksums a record from their current contents."""
+    store = FrameStore.open(path)
+    checked, recorded, skipped = 0, [], []
+    for name in sorted(store.sequences):
+        arrays = integrity.recorded(dict(store.root[name].attrs))
+        if arrays is not None:
+            checked += integrity.verify(store.root[name], f"{store.path}/{name}", arrays)
+        elif record_missing:
+            integrity.record(zarr.open_group(str(store.path / name), mode="r+", zarr_format=3), store.path / name)
+            recorded.append(name)
+        else:
+            skipped.append(name)
+    line = f"verified {checked} chunks: all checksums match"
+    if recorded:
+        line += f"; recorded checksums for {len(recorded)} older sequences ({', '.join(recorded)})"
+    if skipped:
+        line += f"; {len(skipped)} older sequences have no checksums (add --record to record them)"
+    return line

@@ -1,0 +1,103 @@
+"""What a store holds, recorded when it is written and checked when it is read: chunk presence and checksums.
+
+A deleted chunk file would otherwise read as black frames (Zarr's fill value) and a damaged one as whatever it
+decodes to. When a sequence group is written, every array in it gets a record in the group attributes
+(`integrity`: shape, chunk shape, CRC-32 of each decoded chunk in grid order). Opening a store checks that every
+recorded chunk file exists (one stat per chunk, cheap); `verify` decodes every chunk and compares checksums
+(reads the whole store). Arrays added to a group without a record (a later tool's extra table) are allowed and
+not covered. Sequences written before this record existed (format 1) open as before, presence unchecked;
+`record_existing` adds the record to them from their current contents.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from bubbles.errors import UserError
+
+KEY = "integrity"
+
+
+def _grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+    return itertools.product(*(range(math.ceil(s / c)) for s, c in zip(shape, chunks)))
+
+
+def _frames(index: tuple[int, ...], chunks: list[int], shape: list[int]) -> str:
+    first = index[0] * chunks[0]
+    return f"frames {first}-{min(first + chunks[0], shape[0]) - 1}"
+
+
+def _chunk_path(group_path: Path, name: str, index: tuple[int, ...]) -> Path:
+    return group_path / name / "c" / "/".join(map(str, index))
+
+
+def _chunk(arr: zarr.Array, index: tuple[int, ...]) -> np.ndarray:
+    return np.asarray(arr[tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, arr.chunks))])
+
+
+def record(group: zarr.Group, group_path: Path) -> None:
+    """Record every array of a freshly written group: shape, chunk shape and a CRC-32 per chunk. Reads the chunks
+    back from disk, so the record also proves they were written."""
+    entries: dict[str, Any] = {}
+    for name, arr in sorted(group.arrays()):
+        grid = list(_grid(arr.shape, arr.chunks))
+        crcs = [zlib.crc32(np.ascontiguousarray(_chunk(arr, idx)).tobytes()) for idx in grid]
+        # Chunks that Zarr left unwritten because they hold only the fill value (format-1 stores did that).
+        absent = [k for k, idx in enumerate(grid) if not _chunk_path(group_path, name, idx).is_file()]
+        entries[name] = {"shape": list(arr.shape), "chunks": list(arr.chunks), "crc32": crcs, "absent": absent}
+    group.attrs[KEY] = {"version": 1, "arrays": entries}
+
+
+def recorded(attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """The group's integrity record, or None for a sequence written before records existed."""
+    entry = attrs.get(KEY)
+    return entry.get("arrays") if isinstance(entry, dict) and isinstance(entry.get("arrays"), dict) else None
+
+
+def check_present(group_path: Path, where: str, arrays: dict[str, Any]) -> None:
+    """Every recorded chunk file exists (Zarr v3 default keys: <array>/c/<i>/<j>/...); one stat per chunk."""
+    for name, entry in arrays.items():
+        try:
+            shape, chunks = tuple(entry["shape"]), tuple(entry["chunks"])
+        except (KeyError, TypeError):
+            raise UserError(f"{where}: malformed integrity record for {name!r}") from None
+        absent = set(entry.get("absent", []))
+        for k, index in enumerate(_grid(shape, chunks)):
+            if k not in absent and not _chunk_path(group_path, name, index).is_file():
+                raise UserError(f"{where}: level {name} chunk {index[0]} ({_frames(index, entry['chunks'], entry['shape'])}) "
+                                "is missing on disk (the store was damaged after it was written)")
+
+
+def verify(group: zarr.Group, where: str, arrays: dict[str, Any]) -> int:
+    """Decode every recorded chunk and compare its checksum; returns the number of chunks checked."""
+    checked = 0
+    for name, entry in arrays.items():
+        arr = group[name]
+        if list(arr.shape) != entry["shape"] or list(arr.chunks) != entry["chunks"]:
+            raise UserError(f"{where}: level {name} has shape {arr.shape}, the record says {tuple(entry['shape'])}")
+        for index, crc in zip(_grid(arr.shape, arr.chunks), entry["crc32"]):
+            frames = _frames(index, entry["chunks"], entry["shape"])
+            try:
+                data = _chunk(arr, index)
+            except Exception as exc:  # a damaged compressed chunk raises from the codec
+                raise UserError(f"{where}: level {name} chunk {index[0]} ({frames}) cannot be decoded ({type(exc).__name__})") from None
+            if zlib.crc32(np.ascontiguousarray(data).tobytes()) != crc:
+                raise UserError(f"{where}: level {name} chunk {index[0]} ({frames}) is damaged (checksum differs)")
+            checked += 1
+    return checked
+
+
+def record_existing(group: zarr.Group, group_path: Path) -> bool:
+    """Give a format-1 sequence its record from its current contents (trusting them); False if it had one."""
+    if recorded(dict(group.attrs)) is not None:
+        return False
+    record(group, group_path)
+    return True

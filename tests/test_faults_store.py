@@ -1,0 +1,95 @@
+"""Fault suite for stores: a deleted or damaged chunk, a lost sequence zarr.json, and format-1 stores."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bubbles.data.store import FrameStore, SequenceMeta, write_sequence
+from bubbles.errors import UserError
+from cli import main
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Path:
+    """Two sequences of 20 frames at 32 px: level 0 in chunks of 64 frames, so one chunk per level."""
+    path = tmp_path / "s.zarr"
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        write_sequence(path, name, rng.integers(0, 255, (20, 32, 32), dtype=np.uint8), SequenceMeta(source="test"))
+    # All black: Zarr would skip writing these chunks unless told to; the record must not call them missing.
+    write_sequence(path, "black", np.zeros((20, 32, 32), np.uint8), SequenceMeta(source="test"))
+    return path
+
+
+def _inspect(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["inspect", *args])
+    return result.exit_code, result.output
+
+
+def test_an_intact_store_verifies(store: Path) -> None:
+    code, out = _inspect(str(store), "--verify")
+    assert code == 0, out
+    assert "verified 6 chunks: all checksums match" in out
+
+
+def test_a_deleted_chunk_is_an_error_naming_sequence_level_and_frames(store: Path) -> None:
+    (store / "b" / "1" / "c" / "0" / "0" / "0").unlink()
+    with pytest.raises(UserError, match=r"s.zarr/b: level 1 chunk 0 \(frames 0-19\) is missing"):
+        FrameStore.open(store)
+    code, out = _inspect(str(store))
+    assert code == 1 and out.startswith("error:") and "Traceback" not in out
+
+
+def test_a_damaged_chunk_is_found_by_verify(store: Path) -> None:
+    chunk = store / "a" / "0" / "c" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    FrameStore.open(store)  # presence is all that opening checks
+    code, out = _inspect(str(store), "--verify")
+    assert code == 1
+    assert out.strip().splitlines()[-1].startswith("error:")
+    assert "s.zarr/a: level 0 chunk 0 (frames 0-19)" in out
+
+
+def test_a_sequence_without_its_zarr_json_is_not_silently_dropped(store: Path) -> None:
+    (store / "b" / "zarr.json").unlink()
+    with pytest.raises(UserError, match="b: a sequence directory without its zarr.json"):
+        FrameStore.open(store)
+
+
+def _make_format_1(store: Path) -> None:
+    """What a store written before checksums looks like: version 1, no integrity record, no black chunks."""
+    root = store / "zarr.json"
+    meta = json.loads(root.read_text())
+    meta["attributes"]["bubbles_store"]["format_version"] = 1
+    root.write_text(json.dumps(meta))
+    for seq in ("a", "b", "black"):
+        path = store / seq / "zarr.json"
+        meta = json.loads(path.read_text())
+        del meta["attributes"]["integrity"]
+        path.write_text(json.dumps(meta))
+    shutil.rmtree(store / "black" / "0" / "c")
+
+
+def test_a_format_1_store_opens_and_can_be_given_checksums(store: Path) -> None:
+    _make_format_1(store)
+    assert sorted(FrameStore.open(store).sequences) == ["a", "b", "black"]
+    assert FrameStore.open(store).read("black").max() == 0
+    code, out = _inspect(str(store))
+    assert code == 0 and "format v1" in out and "3 sequences written before checksums" in out
+    code, out = _inspect(str(store), "--verify")
+    assert code == 0 and "3 older sequences have no checksums" in out
+    code, out = _inspect(str(store), "--verify", "--record")
+    assert code == 0 and "recorded checksums for 3 older sequences" in out
+    code, out = _inspect(str(store), "--verify")
+    assert code == 0 and "verified 6 chunks" in out, out
+    (store / "a" / "1" / "c" / "0" / "0" / "0").unlink()  # now recorded: a later loss is caught on open
+    with pytest.raises(UserError, match="level 1 chunk 0"):
+        FrameStore.open(store)

@@ -1,0 +1,115 @@
+"""Fault suite for sweeps: untrusted resume directories, unreachable clusters, impossible resources, orphans of a
+killed driver. Real MLflow (sqlite) and Optuna; Ray only where the case needs a cluster."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+
+
+class _Boom:
+    """Unpickling this writes a file: the proof that a resume would have run someone else's code."""
+
+    def __init__(self, flag: Path) -> None:
+        self.flag = flag
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (self.flag,))
+
+
+def _space(tmp: Path, store: Path, cpu: int = 1) -> Path:
+    path = tmp / "space.yaml"
+    path.write_text(f"data: {{store: {store}}}\nfixed: {{image_size: 16, epochs: 1}}\n"
+                    f"search:\n  lr: {{type: log, low: 1.0e-3, high: 1.0e-2}}\n"
+                    f"tune: {{num_samples: 1, resources: {{cpu: {cpu}, gpu: 0}}}}\n")
+    return path
+
+
+def _sweep(tmp: Path, *args: str) -> tuple[int, str]:
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "RAY_ADDRESS": "local"}
+    result = CliRunner(env=env).invoke(main, ["sweep", *args, "--storage", str(tmp / "sweeps")])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def _run_count(tmp: Path) -> int:
+    import mlflow
+
+    if not (tmp / "mlflow.db").exists():
+        return 0
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+    return sum(len(mlflow.MlflowClient().search_runs([e.experiment_id])) for e in mlflow.search_experiments())
+
+
+def _one_line(code: int, out: str, expect: str) -> None:
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert code == 1 and "Traceback" not in out, out
+    assert lines[-1].startswith("error:") and expect in lines[-1], out
+
+
+def test_resume_refuses_a_directory_others_can_write_or_do_not_own(tmp_path: Path, tiny_store: Path) -> None:
+    sweep = tmp_path / "sweeps" / "shared"
+    sweep.mkdir(parents=True)
+    flag = tmp_path / "code-ran"
+    (sweep / "tuner.pkl").write_bytes(pickle.dumps(_Boom(flag)))
+    space = _space(tmp_path, tiny_store)
+    os.chmod(sweep, 0o777)
+    _one_line(*_sweep(tmp_path, str(space), "--name", "shared", "--resume"), "writable by group or others")
+    os.chmod(sweep, 0o755)
+    os.chmod(sweep / "tuner.pkl", 0o666)
+    _one_line(*_sweep(tmp_path, str(space), "--name", "shared", "--resume"), "tuner.pkl: writable by group or others")
+    os.chmod(sweep / "tuner.pkl", 0o644)
+    if os.getuid() == 0:
+        os.chown(sweep / "tuner.pkl", 65534, 65534)
+        _one_line(*_sweep(tmp_path, str(space), "--name", "shared", "--resume"), "owned by uid 65534")
+    assert not flag.exists()
+    assert _run_count(tmp_path) == 0
+
+
+def test_an_unreachable_ray_address_fails_fast_before_any_mlflow_run(tmp_path: Path, tiny_store: Path) -> None:
+    started = time.monotonic()
+    _one_line(*_sweep(tmp_path, str(_space(tmp_path, tiny_store)), "--address", "127.0.0.1:1"), "no Ray head answers")
+    assert time.monotonic() - started < 60  # generous: the old behaviour waited for minutes
+    assert _run_count(tmp_path) == 0
+
+
+@pytest.mark.slow
+def test_resources_beyond_the_cluster_are_refused_before_fit(tmp_path: Path, tiny_store: Path) -> None:
+    _one_line(*_sweep(tmp_path, str(_space(tmp_path, tiny_store, cpu=512))), "asks for 512 CPU but the Ray cluster has")
+    assert _run_count(tmp_path) == 0
+
+
+def test_a_killed_drivers_running_trials_are_closed(tmp_path: Path) -> None:
+    import mlflow
+    import optuna
+
+    from study.sweep import fail_orphaned_trials
+    from study.tracking import close_orphaned_runs
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("orphans")
+    parent = client.create_run(exp).info.run_id
+    orphan = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
+    done = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
+    client.set_terminated(done, "FINISHED")
+    other = client.create_run(exp).info.run_id  # not this sweep's: left alone
+    assert close_orphaned_runs(parent) == 1
+    assert client.get_run(orphan).info.status == "KILLED"
+    assert client.get_run(orphan).data.tags["trial_status"] == "unfinished"
+    assert [client.get_run(r).info.status for r in (done, other)] == ["FINISHED", "RUNNING"]
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="s")
+    study.ask()
+    finished = study.ask()
+    study.tell(finished, 1.0)
+    fail_orphaned_trials(study)
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "COMPLETE"]
