@@ -93,3 +93,25 @@ def test_a_format_1_store_opens_and_can_be_given_checksums(store: Path) -> None:
     (store / "a" / "1" / "c" / "0" / "0" / "0").unlink()  # now recorded: a later loss is caught on open
     with pytest.raises(UserError, match="level 1 chunk 0"):
         FrameStore.open(store)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["both-create-the-store", "both-add-a-sequence"])
+def test_two_concurrent_ingests_of_one_name_one_wins_one_line(tmp_path: Path, existing: bool) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    np.save(tmp_path / "rec.npy", np.random.default_rng(1).integers(0, 255, (300, 64, 64), dtype=np.uint8))
+    store = tmp_path / "s.zarr"
+    if existing:
+        write_sequence(store, "other", np.zeros((4, 32, 32), np.uint8), SequenceMeta(source="test"))
+    cmd = [sys.executable, str(root / "cli.py"), "ingest", str(tmp_path / "rec.npy"), str(store), "--sequence", "same"]
+    env = os.environ | {"PYTHONPATH": str(root)}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stdout.read()) for p in procs]  # type: ignore[union-attr]
+    assert sorted(code for code, _ in results) == [0, 1], results
+    failed = next(out for code, out in results if code)
+    assert failed.startswith("error:") and len(failed.strip().splitlines()) == 1 and "Traceback" not in failed
+    assert sorted(FrameStore.open(store).sequences) == (["other", "same"] if existing else ["same"])
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]

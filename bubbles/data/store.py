@@ -18,6 +18,7 @@ frames and `chunk_frames(H, W)` frames each (>= 8, ~64 KiB or more per chunk), c
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -207,7 +208,12 @@ def write_sequence(
         tmp = _tmp_sibling(store_path, name)
         try:
             _write_group(tmp, frames, meta, progress)
-            os.rename(tmp, store_path / name)
+            try:
+                os.rename(tmp, store_path / name)  # atomic, and fails if another ingest got there first
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                raise UserError(f"{store_path}: sequence {name!r} was added by another ingest meanwhile") from None
         finally:
             _remove_tmp(tmp)
         return
@@ -228,7 +234,12 @@ def write_store(store_path: str | Path, sequences: Iterator[tuple[str, np.ndarra
         for name, frames, meta in sequences:
             _check_name(name)
             _write_group(tmp / name, frames, meta, progress)
-        os.rename(tmp, store_path)
+        try:
+            os.rename(tmp, store_path)  # atomic, and fails if another process created the store first
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            raise UserError(f"{store_path}: created by another process meanwhile; run again to add to it") from None
     finally:
         _remove_tmp(tmp)
 
