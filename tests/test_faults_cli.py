@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -188,8 +189,11 @@ def test_full_or_read_only_file_system_is_one_line(tmp_path: Path, options: tupl
     point = _mount(tmp_path, *options)
     try:
         np.save(tmp_path / "big.npy", np.random.default_rng(0).integers(0, 255, (64, 64, 64), dtype=np.uint8))
-        code, out = _run(tmp_path, "ingest", str(tmp_path / "big.npy"), str(point / "s.zarr"))
-        _assert_one_line(code, out, os.strerror(err).split()[0])
-        assert sorted(p.name for p in point.iterdir()) == []  # nothing half-written left behind
+        store = str(point / "s.zarr")
+        for cmd in (["ingest", str(tmp_path / "big.npy"), store], ["synth", store, "--sequences", "4", "--frames", "60", "--size", "64"]):
+            code, out = _run(tmp_path, *cmd)
+            _assert_one_line(code, out, f"s.zarr: cannot write ({os.strerror(err)})")
+            time.sleep(0.5)  # a writer thread that outlived the failure would show up now
+            assert sorted(p.name for p in point.iterdir()) == []  # nothing half-written left behind
     finally:
         subprocess.run(["umount", str(point)], check=True)

@@ -28,6 +28,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,22 @@ def _remove_tmp(tmp: Path) -> None:
         time.sleep(0.05)
 
 
+_FS_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENAMETOOLONG}
+
+
+@contextmanager
+def _writing(store_path: Path, tmp: Path) -> Iterator[None]:
+    """Around a write into tmp: a refusing file system is one line naming the store; tmp never stays behind."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _FS_ERRNOS:
+            raise
+        raise UserError(f"{store_path}: cannot write ({exc.strerror}); the store is unchanged") from None
+    finally:
+        _remove_tmp(tmp)
+
+
 def _tmp_sibling(path: Path, tag: str) -> Path:
     return path.parent / f".{path.name}.{tag}.tmp-{uuid.uuid4().hex[:8]}"
 
@@ -206,7 +223,7 @@ def write_sequence(
         if name in store.sequences:
             raise UserError(f"{store_path}: sequence {name!r} already exists (choose another --sequence name)")
         tmp = _tmp_sibling(store_path, name)
-        try:
+        with _writing(store_path, tmp):
             _write_group(tmp, frames, meta, progress)
             try:
                 os.rename(tmp, store_path / name)  # atomic, and fails if another ingest got there first
@@ -214,8 +231,6 @@ def write_sequence(
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
                 raise UserError(f"{store_path}: sequence {name!r} was added by another ingest meanwhile") from None
-        finally:
-            _remove_tmp(tmp)
         return
     write_store(store_path, iter([(name, frames, meta)]), progress)
 
@@ -228,7 +243,7 @@ def write_store(store_path: str | Path, sequences: Iterator[tuple[str, np.ndarra
     _check_parent(store_path)
     store_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(store_path, "new")
-    try:
+    with _writing(store_path, tmp):
         root = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
         root.attrs[ROOT_KEY] = {"format_version": FORMAT_VERSION}
         for name, frames, meta in sequences:
@@ -240,8 +255,6 @@ def write_store(store_path: str | Path, sequences: Iterator[tuple[str, np.ndarra
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise
             raise UserError(f"{store_path}: created by another process meanwhile; run again to add to it") from None
-    finally:
-        _remove_tmp(tmp)
 
 
 class FrameStore:
