@@ -95,6 +95,17 @@ def test_bad_input_is_one_line_and_changes_nothing(files: Path, case: str) -> No
     assert sorted(p.name for p in files.iterdir() if p.name != "mlflow.db") == [b for b in before if b != "mlflow.db"]
 
 
+def test_a_folder_mixing_8_and_16_bit_images_is_one_line(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    (tmp_path / "frames").mkdir()
+    for i in range(4):
+        depth = np.uint8 if i % 2 else np.uint16
+        iio.imwrite(tmp_path / "frames" / f"f{i}.png", np.full((32, 32), 200, depth))
+    _assert_one_line(*_run(tmp_path, "ingest", str(tmp_path / "frames"), str(tmp_path / "s.zarr")), "mix bit depths (uint16, uint8)")
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def test_single_channel_last_and_huge_floats_are_ingested(tmp_path: Path) -> None:
     np.save(tmp_path / "one.npy", np.arange(4 * 32 * 32, dtype=np.uint8).reshape(4, 32, 32, 1))
     huge = np.linspace(-1.0, 1.0, 4 * 32 * 32).reshape(4, 32, 32) * 1.5e308

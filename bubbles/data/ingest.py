@@ -94,6 +94,9 @@ def read_image_folder(folder: Path, progress: Callable[[int], None] | None = Non
             raise UserError(f"{f}: cannot read image ({exc})") from None
         if progress:
             progress(1)
+    depths = {a.dtype for a in frames}
+    if len(depths) > 1:  # one shared scaling range would squash the 8-bit frames into 0-1
+        raise UserError(f"{folder}: images mix bit depths ({', '.join(sorted(map(str, depths)))}); convert them to one")
     shapes = {a.shape for a in frames}
     if len(shapes) > 1:
         raise UserError(f"{folder}: images differ in size ({', '.join(map(str, sorted(shapes)))})")
