@@ -112,7 +112,14 @@ def best_run_of_sweep(sweep_dir: Path) -> tuple[str, str, float]:
         rows = [r for r in csv.DictReader(f) if r["status"] == "completed" and r.get("mlflow_run")]
     if not rows:
         raise UserError(f"sweep {sweep_dir.name!r} has no completed trial to export")
-    return rows[0]["mlflow_run"], parent.get("objective", "val_ssim"), float(rows[0]["objective"])
+    objective = parent.get("objective", "val_ssim")
+    try:
+        value = float(rows[0]["objective"])
+    except (TypeError, ValueError):
+        raise UserError(f"{board}: the best row's objective {rows[0]['objective']!r} is not a number") from None
+    if not isinstance(objective, str):
+        raise UserError(f"{sweep_dir / PARENT_FILE}: objective {objective!r} is not a metric name")
+    return rows[0]["mlflow_run"], objective, value
 
 
 def export(chosen: Chosen, out: Path, onnx: bool) -> Path:

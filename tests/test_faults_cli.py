@@ -183,6 +183,10 @@ def test_corrupt_sweep_records_are_one_line(tmp_path: Path) -> None:
     (sweep / "leaderboard.csv").write_text("trial,status,objective,mlflow_run\nt1,completed,0.5,abc\n")
     for cmd in (["export", "--sweep", "x"], ["report", "--sweep", "x"]):
         _assert_one_line(*_run(tmp_path, *cmd, "--storage", str(tmp_path / "sweeps"), "--out", str(tmp_path / "o")), "mlflow_parent.json")
+    (sweep / "mlflow_parent.json").write_text('{"run_id": "abc", "objective": "val_ssim"}')
+    (sweep / "leaderboard.csv").write_text("trial,status,objective,mlflow_run\nt1,completed,high,abc\n")
+    _assert_one_line(*_run(tmp_path, "export", "--sweep", "x", "--storage", str(tmp_path / "sweeps"), "--out", str(tmp_path / "o")),
+                     "objective 'high' is not a number")
 
 
 def _mount(tmp: Path, *options: str) -> Path:
