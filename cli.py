@@ -233,7 +233,7 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
       MLFLOW_TRACKING_URI=http://head:5000 python cli.py sweep search_spaces/convlstm.yaml
     """
     from study.space import load_space
-    from study.tracking import check_tracking, runs_table_link, tracking_uri
+    from study.tracking import check_tracking, readable, runs_table_link, tracking_uri
 
     from study.sweep import check_name
 
@@ -250,7 +250,9 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
     outcome = run_sweep(space, name, storage, uri, address=address or os.environ.get("RAY_ADDRESS") or None, echo=click.echo, storage_shared=shared)
     click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
-    click.echo(f"MLflow runs table: {runs_table_link(uri, space.experiment)}")
+    link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
+    if link:
+        click.echo(f"MLflow runs table: {link}")
     if outcome.interrupted:
         click.echo(f"interrupted: continue with  python cli.py sweep {space_file} --name {name} --resume", err=True)
         sys.exit(130)

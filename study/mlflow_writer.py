@@ -201,13 +201,22 @@ def replay_file(client: Any, path: Path) -> bool:
 
 
 def replay_dir(spool: Path) -> list[str]:
-    """Replay every run's spool; returns the runs (ids) whose writes still could not be logged."""
+    """Replay every run's spool (the sweep's driver, after its trials); returns the runs (ids) whose writes still
+    could not be logged. What is replayed is removed, the directory too when it is empty."""
     import mlflow
 
     if not spool.is_dir():
         return []
     client = mlflow.MlflowClient()
-    return [_resolved(p) for p in sorted(spool.glob("*.jsonl")) if not replay_file(client, p)]
+    left = [_resolved(p) for p in sorted(spool.glob("*.jsonl")) if not replay_file(client, p)]
+    for created in spool.glob("pending-*.run"):  # the sweep's trials are done: nobody writes to a pending id now
+        if not created.with_suffix(".jsonl").exists():
+            created.unlink()
+    if not left:
+        shutil.rmtree(spool / "files", ignore_errors=True)
+        if not any(spool.iterdir()):
+            spool.rmdir()
+    return left
 
 
 def _resolved(path: Path) -> str:

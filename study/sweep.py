@@ -231,7 +231,7 @@ def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint:
         TrialRun(uri, space.experiment, cfg, run_id=run_id).log_result(result)
 
 
-def _replay(uri: str, spool: Path, name: str, echo: Callable[[str], None]) -> bool:
+def _replay(uri: str, spool: Path, resume: str, echo: Callable[[str], None]) -> bool:
     """Log what the trials could not (the tracking store was down); False, with one line saying what is kept
     where, if the store is still unavailable (the leaderboard is then written without MLflow)."""
     unlogged = sorted(p.stem for p in spool.glob("*.jsonl"))
@@ -243,7 +243,7 @@ def _replay(uri: str, spool: Path, name: str, echo: Callable[[str], None]) -> bo
     except Exception as exc:
         echo(f"MLflow at {uri} is unavailable ({str(exc).splitlines()[0][:160]})")
     echo(f"MLflow: the writes of {len(unlogged)} trial run(s) could not be logged; they are kept in {spool} and "
-         f"logged by `sweep … --name {name} --resume` once the tracking store answers")
+         f"logged by `{resume}` once the tracking store answers")
     return False
 
 
@@ -295,7 +295,7 @@ def run_sweep(
     finally:
         if started_ray:
             ray.shutdown()
-    tracked = _replay(uri, sweep_dir / SPOOL_DIR, name, echo)
+    tracked = _replay(uri, sweep_dir / SPOOL_DIR, f"python cli.py sweep {space.path} --name {name} --resume", echo)
     import optuna
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / OPTUNA_DB}")
