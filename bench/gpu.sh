@@ -17,7 +17,7 @@ SIZES="${SIZES:-128 256}"
 PACK_SIZE="${PACK_SIZE:-128}"
 OUT="${OUT:-bench-gpu.json}"
 STEP_ARGS="${STEP_ARGS:-}"        # e.g. "--layers 1 --hidden 8" for the CPU check
-LIMIT="${LIMIT:-100}"            # seconds per measurement; 2 families x 1 + 3 packing runs stay under 8 minutes
+LIMIT="${LIMIT:-75}"             # seconds per measurement: 3 families + 3 packing runs stay under 8 minutes
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 

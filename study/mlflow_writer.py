@@ -87,10 +87,12 @@ class Writer:
 
     # -- plumbing -----------------------------------------------------------------------------------------------
     def _write(self, run_id: str, record: dict[str, Any]) -> None:
-        run_id = self._resolve(run_id)
-        if self.pending(run_id) and not self._replay_now(run_id):
-            self._append(run_id, record)
-            return
+        run_id = self.resolve(run_id)
+        if self.pending(run_id):
+            if not self._replay_now(run_id):
+                self._append(run_id, record)
+                return
+            run_id = self.resolve(run_id)  # the replay may just have created a pending run
         try:
             self._retry_busy(lambda: _apply(self.client, run_id, record))
         except Exception as exc:
@@ -99,7 +101,7 @@ class Writer:
             self._append(run_id, record)
             self._next_try[run_id] = time.monotonic() + RETRY_EVERY_S
 
-    def _resolve(self, run_id: str) -> str:
+    def resolve(self, run_id: str) -> str:
         """The real id of a run created by a replay (its writes so far went to the 'pending-…' spool)."""
         created = self.spool / f"{run_id}.run" if self.spool is not None and run_id.startswith("pending-") else None
         return created.read_text() if created is not None and created.exists() and not self.pending(run_id) else run_id

@@ -173,7 +173,8 @@ class TrialRun:
         trial interrupted after logging its result re-runs its last epoch on resume, and is not logged again."""
         from mlflow.entities import Metric
 
-        if not self.writer.pending(self.run_id) and readable(lambda: has_result(self.run_id), False):
+        known = self.writer.resolve(self.run_id)
+        if not known.startswith("pending-") and not self.writer.pending(known) and readable(lambda: has_result(known), False):
             return
         self.writer.log_batch(self.run_id, metrics=[Metric("parameters", result.parameters, _now_ms(), 0)],
                               tags={"trial_status": result.status})

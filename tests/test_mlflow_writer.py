@@ -95,11 +95,14 @@ def test_many_writers_server_then_outage_and_replay(tmp_path: Path) -> None:
         # A trial that starts during the outage: its run is created on replay.
         late = TrialRun(uri, "writers", trial_config(CFG), tags={"writer": "late"}, spool=spool)
         late.log_epoch(_epoch(1))
-        late.finish()
         assert time.monotonic() - began < 60  # bounded: MLflow's default retries take minutes per call
         assert late.run_id.startswith("pending-") and len(list(spool.glob("*.jsonl"))) == 2
         server = start(tmp_path, port)  # back, with the same database
         mlflow.set_tracking_uri(uri)
+        late.writer._next_try.clear()  # as if its 20 s back-off had passed: its next write replays, then goes on
+        late.log_epoch(_epoch(2))
+        late.finish()
+        assert not late.writer.pending(late.run_id)
         assert replay_dir(spool) == []
         assert not spool.exists()  # everything replayed, nothing left behind
         logged = _count(uri, run.run_id)
@@ -110,6 +113,6 @@ def test_many_writers_server_then_outage_and_replay(tmp_path: Path) -> None:
         exp = client.get_experiment_by_name("writers").experiment_id
         (replayed,) = client.search_runs([exp], filter_string="tags.writer = 'late'")
         assert replayed.data.params["hidden"] == "4" and replayed.info.status == "FINISHED"
-        assert [m.step for m in client.get_metric_history(replayed.info.run_id, "epoch/val_mse")] == [1]
+        assert [m.step for m in client.get_metric_history(replayed.info.run_id, "epoch/val_mse")] == [1, 2]
     finally:
         stop(server)
