@@ -70,7 +70,7 @@ def example_input(cfg: TrialConfig) -> torch.Tensor:
 
 def metrics_card(cfg: TrialConfig, info: BundleInfo, evaluation: Evaluation | None) -> str:
     lines = [
-        f"# {cfg.model_name} {cfg.model.layers}x{list(cfg.model.widths())} "
+        f"# {cfg.model_name} {cfg.model.label()} "
         f"{cfg.window.input_len}->{cfg.window.output_len} at {cfg.data.image_size}²",
         "",
         f"- objective: {info.objective_name} = {info.objective:.4f}",

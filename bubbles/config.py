@@ -16,7 +16,9 @@ from typing import Any, get_args
 
 from bubbles.errors import UserError
 from bubbles.models.convlstm import ConvLSTMConfig, Mode, Norm, Peephole
-from bubbles.models.registry import MODELS
+from bubbles.models.predrnn_v2 import PredRNNv2Config
+from bubbles.models.registry import MODELS, ModelConfig
+from bubbles.models.simvp import SimVPConfig
 from bubbles.training.config import AMP, BestBy, Device, Loss, TrainConfig
 from bubbles.data.windows import DataConfig, SplitConfig, SplitKind, WindowConfig
 
@@ -36,14 +38,27 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "input_len": (20, "context frames"),
     "output_len": (1, "predicted frames (lead times 1..M)"),
     "stride": (1, "frames between window starts"),
-    "model": ("convlstm", "model family (registry name)"),
+    "model": ("convlstm", "model family: convlstm | predrnn_v2 | simvp"),
     "layers": (3, "ConvLSTM layers"),
     "hidden": (64, "kernels per layer: one value or a list per layer"),
     "kernel": (3, "gate convolution kernel size (odd)"),
     "peephole": ("frame", "peephole weights: frame (hidden x H x W, the seed) | channel | none"),
     "mode": ("auto", "seq2one | seq2seq | auto (seq2one when output_len is 1)"),
     "norm": ("batch", "normalisation after each layer: batch (the seed; separate statistics for the seq2seq rollout) | group | layer | none"),
-    "teacher_forcing": (0.0, "seq2seq: start probability of feeding the true frame, decays linearly to 0"),
+    "st_layers": (4, "PredRNN-v2: ST-LSTM layers"),
+    "st_hidden": (128, "PredRNN-v2: width of every ST-LSTM layer"),
+    "st_kernel": (5, "PredRNN-v2: gate convolution kernel size (odd)"),
+    "patch": (4, "PredRNN-v2: frames cut into patch x patch tiles folded into channels (must divide H and W)"),
+    "st_layer_norm": (False, "PredRNN-v2: LayerNorm after each gate convolution"),
+    "decouple_beta": (0.1, "PredRNN-v2: weight of the memory-decoupling loss"),
+    "reverse_sampling": (True, "PredRNN-v2: with teacher_forcing > 0, also feed its own frames to the encoder (probability 1 - teacher_forcing)"),
+    "hid_s": (64, "SimVP: encoder/decoder width"),
+    "hid_t": (512, "SimVP: translator width"),
+    "n_s": (4, "SimVP: encoder/decoder blocks (every second one halves H and W)"),
+    "n_t": (8, "SimVP: gSTA translator blocks"),
+    "spatio_kernel": (3, "SimVP: encoder/decoder kernel size (odd)"),
+    "mlp_ratio": (8.0, "SimVP: widening of the translator's MLPs"),
+    "teacher_forcing": (0.0, "convlstm seq2seq and predrnn_v2: start probability of feeding the true frame, decays linearly to 0"),
     "epochs": (10, "training epochs"),
     "lr": (1e-3, "Adam learning rate"),
     "weight_decay": (0.0, "Adam weight decay"),
@@ -68,20 +83,30 @@ class TrialConfig:
     data: DataConfig
     window: WindowConfig
     model_name: str
-    model: ConvLSTMConfig
+    model: ModelConfig
     train: TrainConfig
 
     def flat(self) -> dict[str, Any]:
-        """The flat parameter names and values (what MLflow logs as params)."""
+        """The flat parameter names and values (what MLflow logs as params): common ones and the family's own."""
         s = self.data.split
-        return {
+        common = {
             "store": self.data.store, "split": s.kind, "val": list(s.val), "test": list(s.test),
             "val_fraction": s.val_fraction, "test_fraction": s.test_fraction, "split_gap": s.gap,
             "split_seed": s.seed, "image_size": self.data.image_size, "input_len": self.window.input_len,
             "output_len": self.window.output_len, "stride": self.window.stride, "model": self.model_name,
-            "layers": self.model.layers, "hidden": list(self.model.widths()), "kernel": self.model.kernel,
-            "peephole": self.model.peephole, "mode": self.model.mode, "norm": self.model.norm, **asdict(self.train),
+            **asdict(self.train),
         }
+        m = self.model
+        if isinstance(m, ConvLSTMConfig):
+            own = {"layers": m.layers, "hidden": list(m.widths()), "kernel": m.kernel, "peephole": m.peephole, "mode": m.mode, "norm": m.norm}
+        elif isinstance(m, PredRNNv2Config):
+            own = {"st_layers": m.layers, "st_hidden": m.hidden, "st_kernel": m.kernel, "patch": m.patch,
+                   "st_layer_norm": m.layer_norm, "decouple_beta": m.decouple_beta, "reverse_sampling": m.reverse_sampling}
+        else:
+            own = {"hid_s": m.hid_s, "hid_t": m.hid_t, "n_s": m.n_s, "n_t": m.n_t, "spatio_kernel": m.spatio_kernel, "mlp_ratio": m.mlp_ratio}
+        if self.model_name == "simvp":
+            common.pop("teacher_forcing")
+        return common | own
 
     def to_json(self) -> str:
         return json.dumps(self.flat(), sort_keys=True)
@@ -147,13 +172,36 @@ def check_names(where: str, params: Mapping[str, Any]) -> None:
             raise _fail(where, str(key), f"unknown parameter{hint}")
 
 
-def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfig:
-    """Validate flat parameters (missing ones take PARAMETERS defaults) into a TrialConfig."""
-    check_names(where, params)
-    p = {k: v for k, (v, _) in PARAMETERS.items()} | dict(params)
-    input_len, output_len = (_int(where, "input_len", p["input_len"], 1), _int(where, "output_len", p["output_len"], 1))
-    if p["window"] is not None:
-        input_len, output_len = parse_window(where, p["window"])
+# The names only one family reads (teacher_forcing: the recurrent ones); the rest apply to every model.
+FAMILY_PARAMETERS: dict[str, frozenset[str]] = {
+    "convlstm": frozenset({"layers", "hidden", "kernel", "peephole", "mode", "norm", "teacher_forcing"}),
+    "predrnn_v2": frozenset({"st_layers", "st_hidden", "st_kernel", "patch", "st_layer_norm", "decouple_beta", "reverse_sampling", "teacher_forcing"}),
+    "simvp": frozenset({"hid_s", "hid_t", "n_s", "n_t", "spatio_kernel", "mlp_ratio"}),
+}
+
+
+def check_family(where: str, model: str, params: Mapping[str, Any]) -> None:
+    """A family's own names given for another family are errors (they would be silently ignored)."""
+    for key in params:
+        owners = [name for name, names in FAMILY_PARAMETERS.items() if key in names]
+        if owners and model not in owners:
+            raise _fail(where, str(key), f"applies to model {' and '.join(owners)} only, not {model}")
+
+
+def _bool(where: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(where, key, f"expected true or false, got {value!r}")
+    return value
+
+
+def _odd(where: str, key: str, value: Any) -> int:
+    kernel = _int(where, key, value, 1)
+    if kernel % 2 == 0:
+        raise _fail(where, key, f"must be odd (same padding), got {kernel}")
+    return kernel
+
+
+def _convlstm(where: str, p: Mapping[str, Any], size: tuple[int, int], input_len: int, output_len: int) -> ConvLSTMConfig:
     mode = _choice(where, "mode", p["mode"], ("auto", *get_args(Mode)))
     if mode == "auto":
         mode = "seq2one" if output_len == 1 else "seq2seq"
@@ -164,11 +212,57 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
     layers = _int(where, "layers", p["layers"], 1)
     if len(hidden) not in (1, layers):
         raise _fail(where, "hidden", f"give one width or {layers} (one per layer), got {len(hidden)}")
-    kernel = _int(where, "kernel", p["kernel"], 1)
-    if kernel % 2 == 0:
-        raise _fail(where, "kernel", f"must be odd (same padding), got {kernel}")
+    return ConvLSTMConfig(
+        layers=layers, hidden=hidden, kernel=_odd(where, "kernel", p["kernel"]),
+        peephole=_choice(where, "peephole", p["peephole"], get_args(Peephole)),  # type: ignore[arg-type]
+        mode=mode,  # type: ignore[arg-type]
+        norm=_choice(where, "norm", p["norm"], get_args(Norm)),  # type: ignore[arg-type]
+        frame_size=size,
+    )
+
+
+def _predrnn_v2(where: str, p: Mapping[str, Any], size: tuple[int, int], input_len: int, output_len: int) -> PredRNNv2Config:
+    patch = _int(where, "patch", p["patch"], 1)
+    if size[0] % patch or size[1] % patch:
+        raise _fail(where, "patch", f"must divide the frame size {size[0]}x{size[1]}, got {patch}")
+    return PredRNNv2Config(
+        layers=_int(where, "st_layers", p["st_layers"], 1), hidden=_int(where, "st_hidden", p["st_hidden"], 1),
+        kernel=_odd(where, "st_kernel", p["st_kernel"]), patch=patch,
+        layer_norm=_bool(where, "st_layer_norm", p["st_layer_norm"]),
+        decouple_beta=_float(where, "decouple_beta", p["decouple_beta"]),
+        reverse_sampling=_bool(where, "reverse_sampling", p["reverse_sampling"]), frame_size=size,
+    )
+
+
+def _simvp(where: str, p: Mapping[str, Any], size: tuple[int, int], input_len: int, output_len: int) -> SimVPConfig:
+    n_s = _int(where, "n_s", p["n_s"], 1)
+    step = 2 ** (n_s // 2)
+    if size[0] % step or size[1] % step:
+        raise _fail(where, "n_s", f"{n_s} blocks halve the frame {n_s // 2} times: {size[0]}x{size[1]} must divide by {step}")
+    hid_s = _int(where, "hid_s", p["hid_s"], 2)
+    if hid_s % 2:
+        raise _fail(where, "hid_s", f"must be even (GroupNorm of 2 groups), got {hid_s}")
+    return SimVPConfig(
+        hid_s=hid_s, hid_t=_int(where, "hid_t", p["hid_t"], 1), n_s=n_s, n_t=_int(where, "n_t", p["n_t"], 1),
+        spatio_kernel=_odd(where, "spatio_kernel", p["spatio_kernel"]),
+        mlp_ratio=_float(where, "mlp_ratio", p["mlp_ratio"], 0.25, 64.0),
+        input_len=input_len, output_len=output_len, frame_size=size,
+    )
+
+
+_MODEL_SECTIONS = {"convlstm": _convlstm, "predrnn_v2": _predrnn_v2, "simvp": _simvp}
+
+
+def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfig:
+    """Validate flat parameters (missing ones take PARAMETERS defaults) into a TrialConfig."""
+    check_names(where, params)
+    p = {k: v for k, (v, _) in PARAMETERS.items()} | dict(params)
+    input_len, output_len = (_int(where, "input_len", p["input_len"], 1), _int(where, "output_len", p["output_len"], 1))
+    if p["window"] is not None:
+        input_len, output_len = parse_window(where, p["window"])
     size = _int(where, "image_size", p["image_size"], 16)
     model_name = _choice(where, "model", p["model"], tuple(sorted(MODELS)))
+    check_family(where, model_name, params)
     if not isinstance(p["store"], str) or not p["store"]:
         raise _fail(where, "store", f"expected a path, got {p['store']!r}")
     split = SplitConfig(
@@ -201,13 +295,7 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
         data=DataConfig(store=p["store"], image_size=size, split=split),
         window=WindowConfig(input_len, output_len, _int(where, "stride", p["stride"], 1)),
         model_name=model_name,
-        model=ConvLSTMConfig(
-            layers=layers, hidden=hidden, kernel=kernel,
-            peephole=_choice(where, "peephole", p["peephole"], get_args(Peephole)),  # type: ignore[arg-type]
-            mode=mode,  # type: ignore[arg-type]
-            norm=_choice(where, "norm", p["norm"], get_args(Norm)),  # type: ignore[arg-type]
-            frame_size=(size, size),
-        ),
+        model=_MODEL_SECTIONS[model_name](where, p, (size, size), input_len, output_len),
         train=train,
     )
 

@@ -43,6 +43,11 @@ class ConvLSTMConfig:
     def widths(self) -> tuple[int, ...]:
         return self.hidden * self.layers if len(self.hidden) == 1 else self.hidden
 
+    def label(self) -> str:
+        """Short name for run names and cards, e.g. 'L3-h64'."""
+        widths = self.widths()
+        return f"L{self.layers}-h{'-'.join(map(str, widths)) if len(set(widths)) > 1 else widths[0]}"
+
 
 def lstm_pointwise(
     gates: torch.Tensor, c_prev: torch.Tensor, w_ci: torch.Tensor | None, w_cf: torch.Tensor | None, w_co: torch.Tensor | None

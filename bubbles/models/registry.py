@@ -1,8 +1,13 @@
-"""Models by name: the sweep and the CLI choose a family with `model: convlstm`; room for predrnn and others."""
+"""Models by name: the sweep and the CLI choose a family with `model: convlstm | predrnn_v2 | simvp`.
+
+Every family takes its own frozen config and has forward(x, future, target=None, teacher_forcing=0.0,
+generator=None) -> (B, future, C, H, W) in [0, 1]; each config has label() for run names and cards.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Union
 
 import torch
 from torch import nn
@@ -10,11 +15,15 @@ from torch import nn
 from bubbles.errors import UserError
 
 from bubbles.models.convlstm import ConvLSTM, ConvLSTMConfig
+from bubbles.models.predrnn_v2 import PredRNNv2, PredRNNv2Config
+from bubbles.models.simvp import SimVP, SimVPConfig
 
-MODELS: dict[str, Callable[[ConvLSTMConfig], nn.Module]] = {"convlstm": ConvLSTM}
+ModelConfig = Union[ConvLSTMConfig, PredRNNv2Config, SimVPConfig]
+
+MODELS: dict[str, Callable[[Any], nn.Module]] = {"convlstm": ConvLSTM, "predrnn_v2": PredRNNv2, "simvp": SimVP}
 
 
-def build_model(name: str, cfg: ConvLSTMConfig) -> nn.Module:
+def build_model(name: str, cfg: ModelConfig) -> nn.Module:
     """Instantiate a registered model family from its typed config."""
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})")

@@ -100,6 +100,12 @@ def loss_fn(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return F.mse_loss(pred, target) + 0.5 * (1.0 - ssim_torch(pred.flatten(0, 1), target.flatten(0, 1)))
 
 
+def decouple_loss(deltas: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """PredRNN-v2's memory decoupling: mean |cosine| between the adapted increments of the temporal memory C and the
+    spatiotemporal memory M, per channel over space, every layer and step (0 when they point apart)."""
+    return torch.stack([F.cosine_similarity(d_c, d_m, dim=2).abs().mean() for d_c, d_m in deltas]).mean()
+
+
 def _generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
@@ -119,19 +125,26 @@ def train_one_epoch(
     tf = cfg.teacher_forcing * max(0.0, 1.0 - epoch / cfg.epochs)
     sampling = _generator(cfg.seed + 1, epoch)
     total, pixels, samples = 0.0, 0, 0
+    beta = getattr(getattr(model, "cfg", None), "decouple_beta", 0.0)  # PredRNN-v2's; the other families have none
     for x, y in loader_for_epoch:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            pred = model(x, future=y.shape[1], target=y, teacher_forcing=tf, generator=sampling)
+            deltas: list[tuple[torch.Tensor, torch.Tensor]] = []
+            extra = {"deltas": deltas} if beta > 0 else {}
+            pred = model(x, future=y.shape[1], target=y, teacher_forcing=tf, generator=sampling, **extra)
             loss = loss_fn(cfg.loss, pred.float(), y)
+        # The reported loss stays the frame loss (comparable across families); the decoupling term only trains.
+        frame_loss = loss.detach()
+        if deltas:
+            loss = loss + beta * decouple_loss([(c.float(), m.float()) for c, m in deltas])
         scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        value = loss.item()
+        value = frame_loss.item()
         total += value if cfg.loss == "mse_sum" else value * y.numel()
         pixels += y.numel()
         samples += len(x)

@@ -1,0 +1,160 @@
+"""PredRNN-v2 (Wang et al., TPAMI 2022): stacked ST-LSTM cells with a zig-zag spatiotemporal memory M that flows up
+the layers within a step and from the top layer back to the bottom at the next step, the memory-decoupling terms,
+reverse scheduled sampling and patch reshaping (frames folded into patch² * C channels).
+
+Layout (B, T, C, H, W) like every model here. The model only returns what the decoupling loss needs (the adapted,
+normalised increments of C and M per layer and step, when asked for a list); the loss is in bubbles/training.
+Deliberate departures from OpenSTL's PredRNNv2_Model: the output goes through a sigmoid (frames in [0, 1] like the
+other families); training losses are taken on the M predicted frames only (OpenSTL also scores the reconstruction
+of input frames 2..N); the scheduled-sampling schedules are the trainer's linear `teacher_forcing` decay
+(probability of the true frame: teacher_forcing in the forecast, 1 - teacher_forcing in the encoder when
+reverse_sampling is on) instead of OpenSTL's iteration-based exponential ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FORGET_BIAS = 1.0  # OpenSTL's and the paper's
+
+
+@dataclass(frozen=True)
+class PredRNNv2Config:
+    """Architecture. hidden: the width of every layer (one width: the spatiotemporal memory crosses layers); kernel: the gate convolutions' size;
+    patch: frames are cut into patch x patch tiles folded into channels (H and W must divide); layer_norm: LayerNorm
+    after each gate convolution (then the convolutions carry biases, as in OpenSTL); decouple_beta: weight of the
+    memory-decoupling loss; reverse_sampling: also feed the model's own frames to the encoder while training."""
+
+    layers: int = 4
+    hidden: int = 128
+    kernel: int = 5
+    patch: int = 4
+    layer_norm: bool = False
+    decouple_beta: float = 0.1
+    reverse_sampling: bool = True
+    channels: int = 1
+    frame_size: tuple[int, int] = (64, 64)
+
+    def label(self) -> str:
+        """Short name for run names and cards."""
+        return f"predrnn_v2-L{self.layers}-h{self.hidden}-k{self.kernel}-p{self.patch}"
+
+
+def _gate_conv(cin: int, cout: int, kernel: int, size: tuple[int, int], layer_norm: bool) -> nn.Module:
+    conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=layer_norm)
+    return nn.Sequential(conv, nn.LayerNorm([cout, *size])) if layer_norm else conv
+
+
+class STLSTMCell(nn.Module):
+    """One ST-LSTM v2 layer: a temporal memory c (from the same layer at t-1) and the spatiotemporal memory m (from
+    the layer below, or the top layer at t-1), each with its own input and forget gates; the output gate sees both."""
+
+    def __init__(self, in_channels: int, hidden: int, kernel: int, size: tuple[int, int], layer_norm: bool) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.conv_x = _gate_conv(in_channels, 7 * hidden, kernel, size, layer_norm)
+        self.conv_h = _gate_conv(hidden, 4 * hidden, kernel, size, layer_norm)
+        self.conv_m = _gate_conv(hidden, 3 * hidden, kernel, size, layer_norm)
+        self.conv_o = _gate_conv(2 * hidden, hidden, kernel, size, layer_norm)
+        self.conv_last = nn.Conv2d(2 * hidden, hidden, 1, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, m: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step; returns (h, c, m, delta_c, delta_m), the deltas being what the decoupling loss compares."""
+        i_x, f_x, g_x, i_xm, f_xm, g_xm, o_x = self.conv_x(x).chunk(7, dim=1)
+        i_h, f_h, g_h, o_h = self.conv_h(h).chunk(4, dim=1)
+        i_m, f_m, g_m = self.conv_m(m).chunk(3, dim=1)
+        delta_c = torch.sigmoid(i_x + i_h) * torch.tanh(g_x + g_h)
+        c = torch.sigmoid(f_x + f_h + FORGET_BIAS) * c + delta_c
+        delta_m = torch.sigmoid(i_xm + i_m) * torch.tanh(g_xm + g_m)
+        m = torch.sigmoid(f_xm + f_m + FORGET_BIAS) * m + delta_m
+        mem = torch.cat([c, m], dim=1)
+        o = torch.sigmoid(o_x + o_h + self.conv_o(mem))
+        return o * torch.tanh(self.conv_last(mem)), c, m, delta_c, delta_m
+
+
+def to_patches(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, T, C, H, W) -> (B, T, C*p*p, H/p, W/p)."""
+    if p == 1:
+        return x
+    b, t, c, h, w = x.shape
+    x = x.reshape(b, t, c, h // p, p, w // p, p).permute(0, 1, 2, 4, 6, 3, 5)
+    return x.reshape(b, t, c * p * p, h // p, w // p)
+
+
+def from_patches(x: torch.Tensor, p: int) -> torch.Tensor:
+    """Inverse of to_patches."""
+    if p == 1:
+        return x
+    b, t, cpp, h, w = x.shape
+    c = cpp // (p * p)
+    x = x.reshape(b, t, c, p, p, h, w).permute(0, 1, 2, 5, 3, 6, 4)
+    return x.reshape(b, t, c, h * p, w * p)
+
+
+class PredRNNv2(nn.Module):
+    """Stacked ST-LSTM v2 cells, a 1x1 conv to the (patched) frame, and the 1x1 adapter of the decoupling loss."""
+
+    def __init__(self, cfg: PredRNNv2Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        widths = (cfg.hidden,) * cfg.layers
+        frame_channels = cfg.channels * cfg.patch**2
+        size = (cfg.frame_size[0] // cfg.patch, cfg.frame_size[1] // cfg.patch)
+        ins = (frame_channels, *widths[:-1])
+        self.cells = nn.ModuleList(STLSTMCell(i, h, cfg.kernel, size, cfg.layer_norm) for i, h in zip(ins, widths))
+        self.conv_last = nn.Conv2d(widths[-1], frame_channels, 1, bias=False)
+        self.adapter = nn.Conv2d(cfg.hidden, cfg.hidden, 1, bias=False)  # one for every layer, as in OpenSTL
+
+    def _mask(self, p: float, batch: int, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+        """Per-sample Bernoulli(p) of 'use the true frame', broadcast over the frame."""
+        draw = torch.rand(batch, generator=generator) < p
+        return draw.to(like.device, like.dtype).view(batch, 1, 1, 1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        future: int = 1,
+        target: torch.Tensor | None = None,
+        teacher_forcing: float = 0.0,
+        generator: torch.Generator | None = None,
+        deltas: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
+        """Predict `future` frames after x (B, T, C, H, W); returns (B, future, C, H, W) in [0, 1].
+
+        While training with teacher_forcing > 0 the forecast gets the true frame with that probability per sample
+        (scheduled sampling) and, with reverse_sampling, the encoder gets its own prediction instead of the true
+        frame with that probability. If `deltas` is a list, the adapted, normalised (delta_c, delta_m) of every
+        layer and step are appended to it, shaped (B, hidden, H*W)."""
+        p = self.cfg.patch
+        frames = to_patches(x, p)
+        truth = to_patches(target, p) if target is not None and teacher_forcing > 0 and self.training else None
+        inputs = frames.unbind(1)  # a Python-length list: tracing records no shape-dependent branch
+        b, t_in = frames.shape[0], len(inputs)
+        h = [frames.new_zeros(b, self.cfg.hidden, *frames.shape[3:]) for _ in self.cells]
+        c = [z.clone() for z in h]
+        m = h[0].clone()
+        outputs: list[torch.Tensor] = []
+        for step in range(t_in + future - 1):
+            if step < t_in:
+                inp = inputs[step]
+                if truth is not None and step > 0 and self.cfg.reverse_sampling:
+                    keep = self._mask(1.0 - teacher_forcing, b, generator, inp)
+                    inp = keep * inp + (1 - keep) * outputs[-1]
+            else:
+                inp = outputs[-1]
+                if truth is not None:
+                    keep = self._mask(teacher_forcing, b, generator, inp)
+                    inp = keep * truth[:, step - t_in] + (1 - keep) * inp
+            for layer, cell in enumerate(self.cells):
+                below = inp if layer == 0 else h[layer - 1]
+                h[layer], c[layer], m, d_c, d_m = cell(below, h[layer], c[layer], m)
+                if deltas is not None:
+                    deltas.append((F.normalize(self.adapter(d_c).flatten(2), dim=2), F.normalize(self.adapter(d_m).flatten(2), dim=2)))
+            outputs.append(torch.sigmoid(self.conv_last(h[-1])))
+        return from_patches(torch.stack(outputs[t_in - 1 :], dim=1), p)
