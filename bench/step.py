@@ -2,6 +2,7 @@
 
     python bench/step.py                       # CPU: 3x64, 3x3, 32² and 64², 10->10, batch 4
     python bench/step.py --device cuda --sizes 128 256 --amp both
+    python bench/step.py --model simvp --device cuda --amp both     # the other families: their own steps/s only
 
 For each size: the outputs of both implementations from one set of weights (max |difference|), training steps/s
 (forward + backward + Adam, interleaved A/B/A/B to share the machine's noise), the speed-up, and the achieved
@@ -24,6 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bubbles.models.convlstm import ConvLSTM, ConvLSTMConfig  # noqa: E402
+from bubbles.models import build_model  # noqa: E402
+from bubbles.models.predrnn_v2 import PredRNNv2Config  # noqa: E402
+from bubbles.models.simvp import SimVPConfig  # noqa: E402
 from reference_convlstm import ReferenceConvLSTM  # noqa: E402
 
 
@@ -102,8 +106,43 @@ def time_steps(steps: dict[str, Callable[[], None]], repeats: int, device: torch
     return best
 
 
+def forward_flops(model: torch.nn.Module, x: torch.Tensor, future: int) -> float:
+    """Forward FLOPs of one window, counted by torch.utils.flop_counter (not by hand)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x, future=future)
+    return float(counter.get_total_flops())
+
+
+def family_steps(args: argparse.Namespace, device: torch.device, amps: list, t_in: int, t_out: int, out: dict) -> None:
+    """PredRNN-v2 or SimVP at OpenSTL's Moving-MNIST sizes (patch 4; hid_S 64, hid_T 512): training steps/s."""
+    for size in args.sizes:
+        if args.model == "predrnn_v2":
+            cfg = PredRNNv2Config(layers=4, hidden=args.hidden, kernel=5, patch=4, frame_size=(size, size))
+        else:
+            cfg = SimVPConfig(hid_s=64, hid_t=args.hidden * 8, n_s=4, n_t=8, input_len=t_in, output_len=t_out, frame_size=(size, size))
+        torch.manual_seed(0)
+        model = build_model(args.model, cfg).to(device).train()
+        x = torch.rand(args.batch, t_in, 1, size, size, device=device)
+        y = torch.rand(args.batch, t_out, 1, size, size, device=device)
+        gflops = forward_flops(model.eval(), x[:1], t_out) / 1e9
+        model.train()
+        for amp in amps:
+            tag = f"{args.model}_{size}" + ("" if amp is None else f"_amp_{str(amp).split('.')[-1]}")
+            secs = time_steps({"ours": make_step(model, x, y, amp)}, args.repeats, device)["ours"]
+            out[f"steps_per_s_{tag}"] = round(1 / secs, 3)
+            out[f"samples_per_s_{tag}"] = round(args.batch / secs, 2)
+            out[f"forward_gflops_per_window_{args.model}_{size}"] = round(gflops, 2)
+            print(f"{args.model} {size}² {args.window} batch {args.batch}, amp {amp or 'off'}: {1 / secs:.3f} steps/s, "
+                  f"{args.batch / secs:.2f} samples/s; forward {gflops:.2f} GFLOPs per window")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", choices=["convlstm", "predrnn_v2", "simvp"], default="convlstm",
+                    help="convlstm: against the reference; the others: their own steps/s (--hidden: ST-LSTM width / hid_T / 8)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--layers", type=int, default=3)
@@ -128,6 +167,10 @@ def main() -> None:
     out: dict[str, float] = {"gemm_peak_gflops": round(peak / 1e9, 1), "matmul_gflops": round(matmul / 1e9, 1)}
     amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     amps = {"off": [None], "on": [amp_dtype], "both": [None, amp_dtype]}[args.amp]
+    if args.model != "convlstm":
+        family_steps(args, device, amps, t_in, t_out, out)
+        print(json.dumps(out))
+        return
     for size in args.sizes:
         cfg = ConvLSTMConfig(layers=args.layers, hidden=(args.hidden,), kernel=3, peephole="frame", mode="seq2seq", frame_size=(size, size))
         torch.manual_seed(0)
