@@ -53,8 +53,8 @@ def _trajectory(cond: FlowCondition, steps: int) -> list[np.ndarray]:
 
 def test_physics_is_independent_of_rendering() -> None:
     seed = np.random.SeedSequence(11)
-    small, _ = generate_sequence(FlowCondition(), 30, 32, seed)
-    large, _ = generate_sequence(FlowCondition(), 30, 128, seed)
+    small, _, _ = generate_sequence(FlowCondition(), 30, 32, seed)
+    large, _, _ = generate_sequence(FlowCondition(), 30, 128, seed)
     # The same flow rendered at 128 and box-averaged to 32 must look like the 32 rendering (same bubbles).
     down = large.astype(np.float32).reshape(30, 32, 4, 32, 4).mean(axis=(2, 4))
     motion_small = np.abs(np.diff(small.astype(np.float32), axis=0)).mean(axis=0)
@@ -88,6 +88,6 @@ def test_terminal_velocity_regimes() -> None:
 
 
 def test_frames_move() -> None:
-    frames, _ = generate_sequence(FlowCondition(), 40, 64, np.random.SeedSequence(2))
+    frames, _, _ = generate_sequence(FlowCondition(), 40, 64, np.random.SeedSequence(2))
     change = np.abs(np.diff(frames.astype(np.int16), axis=0)).max(axis=(1, 2))
     assert (change > 40).mean() > 0.9  # bubbles visibly move between consecutive frames

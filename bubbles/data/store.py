@@ -10,6 +10,11 @@ Layout (format version 2; version 1 lacks the integrity record and still opens):
         0/                       level 0: (T, H, W) uint8, the native frames
         1/                       level 1: (T, H/2, W/2) uint8, 2x2 box-averaged from level 0 (anti-aliased)
         ...                      down to the last level whose short side is >= MIN_LEVEL_SIZE
+        truth/                   optional (synthetic stores): (K, 7) float32, one row per true bubble per frame,
+                                 columns TRUTH_COLUMNS = frame, id, x, y, r, state, depth: x = column / width and
+                                 y = row / height of the centre, r = radius / height (resolution-free, so one table
+                                 serves every pyramid level), state 0 attached, 1 rising, 2 resting at the surface,
+                                 3 merging into another bubble, depth 0 (in focus) .. 1 (blurred)
 
 Frames are uint8: cameras record 8-bit (or are viewed that way), a 20-frame window of 256² is 1.3 MB rather than
 2.6 MB (float16) or 5.2 MB (float32), and windows are scaled to float32 [0, 1] only when read. Chunks hold whole
@@ -50,6 +55,8 @@ _MAX_CHUNK_FRAMES = 64
 _CHUNK_TARGET_BYTES = 64 * 1024
 
 ConditionValue = str | float | int | bool
+TRUTH_COLUMNS = ("frame", "id", "x", "y", "r", "state", "depth")
+TRUTH_KEY = "truth"
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class SequenceMeta:
     fps: float = 1.0
     condition: Mapping[str, ConditionValue] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    truth: np.ndarray | None = field(default=None, compare=False, repr=False)  # rows of TRUTH_COLUMNS, written only
 
 
 @dataclass(frozen=True)
@@ -160,6 +168,9 @@ def _write_group(path: Path, frames: np.ndarray, meta: SequenceMeta, progress: A
                 config={"write_empty_chunks": True},
             )
         )
+    if meta.truth is not None:
+        table = np.asarray(meta.truth, np.float32).reshape(-1, len(TRUTH_COLUMNS))
+        group.create_array(TRUTH_KEY, data=table, chunks=(max(1, len(table)), len(TRUTH_COLUMNS)), attributes={"columns": list(TRUTH_COLUMNS)})
     # Write level by level in blocks of whole level-0 chunks so memory stays bounded by one block per level.
     block = chunk_frames(h, w) * max(1, _MAX_CHUNK_FRAMES // chunk_frames(h, w))
     for start in range(0, t, block):
@@ -319,6 +330,13 @@ class FrameStore:
             return np.asarray(self.root[name][str(level)][start:stop])
         except Exception as exc:
             raise UserError(f"{self.path}/{name}/{level}: cannot read frames ({type(exc).__name__}: {exc})") from None
+
+    def truth(self, name: str) -> np.ndarray | None:
+        """The sequence's true-bubble table (rows of TRUTH_COLUMNS), or None when the store has none."""
+        group = self.root[name]
+        if TRUTH_KEY not in group.array_keys():
+            return None
+        return np.asarray(group[TRUTH_KEY][:])
 
     def fingerprint(self) -> str:
         """A short hash of what the store holds: every sequence's metadata, level shapes and bytes on disk. It

@@ -16,9 +16,9 @@ from typing import Literal
 import numpy as np
 
 from bubbles.errors import UserError
-from bubbles.data.geometry import NOZZLE_TIP, NOZZLE_X
+from bubbles.data.geometry import NOZZLE_TIP, NOZZLE_X, PLATE_TOP
 from bubbles.data.shadowgraph import RenderStyle, background, render
-from bubbles.data.store import SequenceMeta, write_store
+from bubbles.data.store import TRUTH_COLUMNS, SequenceMeta, write_store
 
 Regime = Literal["nozzle", "boiling", "mixed"]
 
@@ -26,6 +26,7 @@ MAX_BUBBLES = 96
 WARMUP_FRAMES = 80  # simulated before recording so the column is already developed
 MERGE_FRAMES = 3  # a coalescence is animated over this many frames
 SPLIT_GUARD_FRAMES = 6  # daughters of a breakup do not re-merge at once
+SURFACE_MARGIN = 0.03  # frame heights below the mean free surface that its ripples and resting bubbles reach
 
 # States of a bubble.
 ATTACHED, RISING, RESTING, MERGING = 0, 1, 2, 3
@@ -270,6 +271,16 @@ class BubbleFlow:
                 self.alive[i] = False
                 self.ripples.append((float(self.x[i]), 0.0, float(self.r[i]) * 0.5))
 
+    def truth(self, frame: int, size: int) -> np.ndarray:
+        """The bubbles drawn in this frame as rows of TRUTH_COLUMNS (positions in image coordinates, fractions of
+        the frame; radius in frame heights): the ground truth a bubble detector is checked against."""
+        idx = np.flatnonzero(self.alive & (self.r * size >= 0.4))  # the renderer skips sub-pixel bubbles
+        rows = np.empty((len(idx), len(TRUTH_COLUMNS)), np.float32)
+        rows[:, 0], rows[:, 1] = frame, idx
+        rows[:, 2], rows[:, 3], rows[:, 4] = self.x[idx], PLATE_TOP - self.z[idx], self.r[idx]
+        rows[:, 5], rows[:, 6] = self.state[idx], self.depth[idx]
+        return rows
+
     def surface_height(self, x: np.ndarray) -> np.ndarray:
         """Free-surface height over x, with the damped ripples left by bursts."""
         h = np.full_like(x, self.cond.liquid_level)
@@ -279,8 +290,11 @@ class BubbleFlow:
         return h
 
 
-def generate_sequence(cond: FlowCondition, frames: int, size: int, seed: np.random.SeedSequence) -> tuple[np.ndarray, RenderStyle]:
-    """Simulate and render one sequence: (frames, size, size) uint8 and its rendering style."""
+def generate_sequence(
+    cond: FlowCondition, frames: int, size: int, seed: np.random.SeedSequence
+) -> tuple[np.ndarray, RenderStyle, np.ndarray]:
+    """Simulate and render one sequence: (frames, size, size) uint8, its rendering style and the true bubbles of
+    every frame (rows of TRUTH_COLUMNS)."""
     physics_seed, render_seed = seed.spawn(2)
     physics_rng, render_rng = np.random.default_rng(physics_seed), np.random.default_rng(render_seed)
     flow = BubbleFlow(cond, physics_rng)
@@ -289,10 +303,12 @@ def generate_sequence(cond: FlowCondition, frames: int, size: int, seed: np.rand
     for _ in range(WARMUP_FRAMES):
         flow.step()
     out = np.empty((frames, size, size), np.uint8)
+    truth = []
     for t in range(frames):
         flow.step()
         out[t] = np.clip(np.rint(render(flow, size, style, bg, render_rng) * 255), 0, 255)
-    return out, style
+        truth.append(flow.truth(t, size))
+    return out, style, np.concatenate(truth)
 
 
 @dataclass(frozen=True)
@@ -317,14 +333,21 @@ class SynthConfig:
             raise UserError(f"synth: --conditions must be in [1, {self.sequences}] (got {self.conditions})")
 
 
+def detector_hints(cond: FlowCondition) -> dict[str, str | float]:
+    """What the bubble detector should look at in this flow's frames: dark-rimmed bubbles in the liquid between
+    the free surface (with room for its ripples) and the heated plate, whose nucleation cavities are no bubbles."""
+    return {"polarity": "dark", "roi_top": round(PLATE_TOP - cond.liquid_level + SURFACE_MARGIN, 4), "roi_bottom": PLATE_TOP}
+
+
 def _one(args: tuple[SynthConfig, int, FlowCondition, np.random.SeedSequence]) -> tuple[str, np.ndarray, SequenceMeta]:
     cfg, k, cond, seed = args
-    frames, style = generate_sequence(cond, cfg.frames, cfg.size, seed)
+    frames, style, truth = generate_sequence(cond, cfg.frames, cfg.size, seed)
     meta = SequenceMeta(
         source=f"synth:seed={cfg.seed}:index={k}",
         fps=cfg.fps,
         condition=cond.as_dict(),
-        extra={"render": asdict(style), "generator": "bubbles.synth v1"},
+        extra={"render": asdict(style), "generator": "bubbles.synth v1", "detector": detector_hints(cond)},
+        truth=truth,
     )
     return f"seq{k:03d}", frames, meta
 

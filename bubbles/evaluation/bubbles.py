@@ -1,0 +1,214 @@
+"""Bubble-level evaluation: detect bubbles in a frame, match predicted to target bubbles, and the sharpness ratio.
+
+The detector (documented in the README, "Bubble metrics"), on a float frame in [0, 1]:
+1. background: a grey closing (dark bubbles) or opening (bright bubbles) with a square of side
+   2·round(background_radius·H)+1, which erases every object smaller than that and keeps the slow light field;
+2. local contrast = background − frame (dark) or frame − background (bright), smoothed by a Gaussian (σ 0.7 px);
+   threshold = max(contrast_k · robust σ of the contrast (1.4826·MAD), min_contrast);
+3. morphology: holes filled (a shadowgraph bubble is a dark rim round a lighter core), opened with a 3×3 disk;
+4. labelling and regionprops: a region is a bubble when its equivalent diameter is in [min_diameter_px,
+   max_diameter·H] and it is round (minor/major axis ≥ roundness, solidity ≥ 0.8). A region that is not (a bubble
+   touching the free surface, the nozzle or another bubble) is opened again with disks of radius 2 and 3 px and
+   its round parts are kept.
+Polarity `auto` runs the detector both ways and keeps the polarity that finds more bubbles. Rows outside
+[roi_top, roi_bottom) (fractions of H) are ignored: a store can set polarity and roi per sequence in its
+`extra.detector` attribute (synthetic stores exclude the heated plate).
+
+Matching: Hungarian assignment (`scipy.optimize.linear_sum_assignment`) on centroid distance; pairs farther
+apart than the match radius, max(MATCH_RADIUS·H, MATCH_RADIUS_MIN_PX), are not matches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
+
+import numpy as np
+from scipy import ndimage
+from scipy.optimize import linear_sum_assignment
+from skimage import measure, morphology
+
+from bubbles.data.store import TRUTH_COLUMNS
+
+Polarity = Literal["auto", "dark", "bright"]
+MATCH_RADIUS = 0.04  # frame heights
+MATCH_RADIUS_MIN_PX = 2.0
+MERGING_STATE = 3  # a bubble being absorbed is drawn inside its partner: not a bubble of its own
+_SMOOTH_SIGMA = 0.7
+_MIN_SOLIDITY = 0.8
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """The detector's parameters (see the module docstring); lengths in frame heights unless named _px."""
+
+    polarity: Polarity = "auto"
+    background_radius: float = 0.08
+    contrast_k: float = 4.0
+    min_contrast: float = 0.06
+    min_diameter_px: float = 2.5
+    max_diameter: float = 0.25
+    roundness: float = 0.5
+    roi_top: float = 0.0
+    roi_bottom: float = 1.0
+
+    def with_store_hints(self, hints: Mapping[str, Any]) -> DetectorConfig:
+        """This config with the values a store names in `extra.detector` (unknown keys are ignored)."""
+        known = {f.name for f in fields(self)}
+        return replace(self, **{k: v for k, v in hints.items() if k in known})
+
+
+def _above_threshold(frame: np.ndarray, side: int, dark: bool, cfg: DetectorConfig) -> np.ndarray:
+    """Steps 1-2 for one polarity: pixels whose local contrast exceeds the threshold."""
+    if dark:
+        c = ndimage.grey_closing(frame, size=(side, side)) - frame
+    else:
+        c = frame - ndimage.grey_opening(frame, size=(side, side))
+    c = ndimage.gaussian_filter(c, _SMOOTH_SIGMA)
+    sigma = float(np.median(np.abs(c - np.median(c)))) * 1.4826
+    return c > max(cfg.contrast_k * sigma, cfg.min_contrast)
+
+
+def _round(props: Any, cfg: DetectorConfig, max_px: float) -> bool:
+    d = props.equivalent_diameter_area
+    return (
+        cfg.min_diameter_px <= d <= max_px
+        and props.axis_minor_length >= cfg.roundness * props.axis_major_length
+        and props.solidity >= _MIN_SOLIDITY
+    )
+
+
+def foreground(frame: np.ndarray, cfg: DetectorConfig) -> np.ndarray:
+    """Steps 1–3: the boolean mask of bubble pixels (holes filled, opened), rows outside the roi cleared; `auto`
+    polarity is read as dark here (detect() tries both)."""
+    img = frame.astype(np.float32)
+    h = img.shape[0]
+    side = 2 * max(2, int(round(cfg.background_radius * h))) + 1
+    mask = _above_threshold(img, side, cfg.polarity != "bright", cfg)
+    mask[: int(round(cfg.roi_top * h))] = False
+    mask[int(round(cfg.roi_bottom * h)) :] = False
+    mask = ndimage.binary_fill_holes(mask)
+    return ndimage.binary_opening(mask, morphology.disk(1))
+
+
+def detect(frame: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> np.ndarray:
+    """Bubbles in one (H, W) frame as (K, 3) rows of centroid row, centroid column, equivalent diameter (px)."""
+    if cfg.polarity == "auto":
+        return max((detect(frame, replace(cfg, polarity=p)) for p in ("dark", "bright")), key=len)
+    h = frame.shape[0]
+    max_px = cfg.max_diameter * h
+    labels = measure.label(foreground(frame, cfg))
+    found: list[tuple[float, float, float]] = []
+    for p in measure.regionprops(labels):
+        if p.equivalent_diameter_area < cfg.min_diameter_px:
+            continue
+        if _round(p, cfg, max_px):
+            found.append((*p.centroid, p.equivalent_diameter_area))
+            continue
+        region = labels[p.slice] == p.label
+        r0, c0 = p.slice[0].start, p.slice[1].start
+        for radius in (2, 3, 4):  # cut thin bridges (surface line, nozzle, a touching neighbour)
+            pad = radius + 1
+            opened = ndimage.binary_opening(np.pad(region, pad), morphology.disk(radius))[pad:-pad, pad:-pad]
+            parts = [q for q in measure.regionprops(measure.label(opened)) if _round(q, cfg, max_px)]
+            if parts:
+                found.extend((q.centroid[0] + r0, q.centroid[1] + c0, q.equivalent_diameter_area) for q in parts)
+                break
+    return np.array(found, dtype=np.float64).reshape(-1, 3)
+
+
+def truth_bubbles(
+    table: np.ndarray, frame: int, height: int, width: int, cfg: DetectorConfig = DetectorConfig()
+) -> tuple[np.ndarray, np.ndarray]:
+    """The true bubbles of one frame (a store's truth table) as detect() rows in pixels of an (height, width)
+    frame: (those a detector must find: diameter >= min_diameter_px, inside the roi, not merging; the rest inside
+    the roi, which a detector may find or not without penalty, like a crowd region in object-detection benchmarks)."""
+    col = {name: i for i, name in enumerate(TRUTH_COLUMNS)}
+    rows = table[table[:, col["frame"]] == frame]
+    y, x, d = rows[:, col["y"]] * height, rows[:, col["x"]] * width, 2 * rows[:, col["r"]] * height
+    inside = (y >= cfg.roi_top * height) & (y < cfg.roi_bottom * height)
+    keep = inside & (d >= cfg.min_diameter_px) & (rows[:, col["state"]] != MERGING_STATE)
+    table_px = np.stack([y, x, d], axis=1).astype(np.float64)
+    return table_px[keep], table_px[inside & ~keep]
+
+
+def match_radius(height: int) -> float:
+    """How far (px) a predicted bubble's centroid may be from its target's to count as the same bubble."""
+    return max(MATCH_RADIUS * height, MATCH_RADIUS_MIN_PX)
+
+
+def match(pred: np.ndarray, target: np.ndarray, radius: float) -> list[tuple[int, int]]:
+    """Hungarian matching of detect() rows on centroid distance; only pairs within `radius` px are kept."""
+    if len(pred) == 0 or len(target) == 0:
+        return []
+    dist = np.hypot(pred[:, None, 0] - target[None, :, 0], pred[:, None, 1] - target[None, :, 1])
+    rows, cols = linear_sum_assignment(np.where(dist <= radius, dist, 1e6))
+    return [(int(i), int(j)) for i, j in zip(rows, cols) if dist[i, j] <= radius]
+
+
+def gradient_energy(frame: np.ndarray) -> float:
+    """Mean gradient magnitude of a frame (central differences)."""
+    gy, gx = np.gradient(frame.astype(np.float64))
+    return float(np.hypot(gx, gy).mean())
+
+
+class BubbleMeter:
+    """Bubble counts and errors pooled over windows, one slot per lead time."""
+
+    def __init__(self, leads: int) -> None:
+        self.sums = np.zeros((leads, 8))  # tp, fp, fn, |count error|, diam err, centroid err, frames, grad ratio
+
+    def add_frame(
+        self, lead: int, pred: np.ndarray, target: np.ndarray, height: int, sharpness: float, ignore: np.ndarray | None = None
+    ) -> None:
+        """pred / target: detect() rows of one predicted frame and its target frame (lead 0-based); an unmatched
+        prediction that matches an `ignore` row is no false positive."""
+        radius = match_radius(height)
+        pairs = match(pred, target, radius)
+        extra = 0
+        if ignore is not None and len(ignore):
+            rest = np.delete(pred, [i for i, _ in pairs], axis=0)
+            extra = len(match(rest, ignore, radius))
+        s = self.sums[lead]
+        s[0] += len(pairs)
+        s[1] += len(pred) - len(pairs) - extra
+        s[2] += len(target) - len(pairs)
+        s[3] += abs(len(pred) - len(target))
+        for i, j in pairs:
+            s[4] += abs(pred[i, 2] - target[j, 2])
+            s[5] += float(np.hypot(*(pred[i, :2] - target[j, :2])))
+        s[6] += 1
+        s[7] += sharpness
+
+    def add(self, pred: np.ndarray, target: np.ndarray, cfg: DetectorConfig | list[DetectorConfig] = DetectorConfig()) -> None:
+        """pred, target: (N, M, H, W) batches; cfg: one detector config, or one per window."""
+        n, m, h = pred.shape[0], pred.shape[1], pred.shape[2]
+        for w in range(n):
+            c = cfg[w] if isinstance(cfg, list) else cfg
+            for k in range(m):
+                target_energy = gradient_energy(target[w, k])
+                sharp = gradient_energy(pred[w, k]) / target_energy if target_energy > 0 else 1.0
+                self.add_frame(k, detect(pred[w, k], c), detect(target[w, k], c), h, sharp)
+
+    def leads(self, height: int) -> dict[str, tuple[float, ...]]:
+        """Per lead: bubble_precision, bubble_recall, bubble_f1 (1 where neither frame has a bubble),
+        bubble_count_error (mean |predicted − target count| per frame), bubble_diameter_error_px and _pct (% of
+        frame height) and bubble_centroid_error_px over matched pairs (NaN where nothing matched), sharpness."""
+        tp, fp, fn, cnt, diam, cen, frames, grad = self.sums.T
+        matched = np.where(tp > 0, tp, np.nan)
+
+        def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+            return np.where(den > 0, num / np.maximum(den, 1), 1.0)
+
+        out = {
+            "bubble_precision": ratio(tp, tp + fp),
+            "bubble_recall": ratio(tp, tp + fn),
+            "bubble_f1": ratio(2 * tp, 2 * tp + fp + fn),
+            "bubble_count_error": cnt / np.maximum(frames, 1),
+            "bubble_diameter_error_px": diam / matched,
+            "bubble_diameter_error_pct": 100 * diam / matched / height,
+            "bubble_centroid_error_px": cen / matched,
+            "sharpness": grad / np.maximum(frames, 1),
+        }
+        return {k: tuple(float(x) for x in v) for k, v in out.items()}
