@@ -27,6 +27,7 @@ CHAMPION = "champion"
 # The epoch metric and the end-of-trial evaluation's name for the same number (same windows, same formula).
 OBJECTIVE_METRIC = {
     "val_ssim": "final_ssim", "val_mse": "final_mse", "val_psnr": "final_psnr", "val_skill_persistence": "final_skill_persistence",
+    "val_bubble_f1": "final_bubble_f1",
 }
 
 

@@ -24,6 +24,7 @@ def row(trial_id: str, run_id: str | None, outcome: str, config: dict[str, Any],
         "ssim_lead1": _num(metrics.get("final_ssim_lead1", metrics.get("val_ssim_lead1"))),
         "ssim_last": _num(metrics.get("final_ssim_last", metrics.get("val_ssim_last"))),
         "skill_persistence": _num(metrics.get("final_skill_persistence", metrics.get("val_skill_persistence"))),
+        "bubble_f1": _num(metrics.get("final_bubble_f1", metrics.get("val_bubble_f1"))),
         "node": metrics.get("node", ""),
         "mlflow_run": run_id or "",
     }

@@ -17,17 +17,17 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from bubbles.config import PARAMETERS, TrialConfig, check_names, parse_window, trial_config
 from bubbles.errors import UserError
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import make_splits
-from bubbles.training.config import best_by_mode
+from bubbles.training.config import BestBy, best_by_mode
 from study.config import read_yaml, resolve_store
 
 Kind = Literal["int", "float", "log", "categorical"]
-Objective = Literal["val_ssim", "val_mse", "val_skill_persistence"]
+Objective = BestBy  # any epoch metric that can pick best.pt can be the sweep's objective
 DATA_KEYS = ("store", "split", "val", "test", "val_fraction", "test_fraction", "split_gap", "split_seed")
 SECTIONS = ("data", "fixed", "search", "seed_points", "tune", "tracking")
 
@@ -184,8 +184,9 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
 
     d = TuneSettings()
     objective = raw.get("objective", d.objective)
-    if objective not in ("val_ssim", "val_mse", "val_skill_persistence"):
-        raise UserError(f"{where}.objective: expected val_ssim (max), val_mse (min) or val_skill_persistence (max), got {objective!r}")
+    if objective not in get_args(BestBy):
+        choices = ", ".join(f"{o} ({best_by_mode(o)})" for o in get_args(BestBy))
+        raise UserError(f"{where}.objective: expected one of {choices}, got {objective!r}")
     sampler = raw.get("sampler", d.sampler)
     if sampler not in ("tpe", "random"):
         raise UserError(f"{where}.sampler: expected tpe or random, got {sampler!r}")

@@ -160,6 +160,7 @@ class TrialRun:
             "median_ssim": evaluation.median.ssim,
             "median_psnr": evaluation.median.psnr,
             "vmaf": evaluation.vmaf or (),
+            **evaluation.bubbles,
         }
         for name, values in curves.items():
             rows += [Metric(f"lead/{name}", float(v), ts, lead + 1) for lead, v in enumerate(values) if _finite(v)]

@@ -191,8 +191,9 @@ def test_objectives_and_their_direction(tiny_store: Path, tmp_path: Path) -> Non
     from bubbles.training.train import EpochResult
     from study.trainable import epoch_metrics
 
-    result = EpochResult(2, 0.01, 0.002, 0.8, 27.0, 0.79, 0.75, 0.3, 0.9, False, 1.0, 10.0)
-    for objective, mode, value in (("val_ssim", "max", 0.8), ("val_mse", "min", 0.002), ("val_skill_persistence", "max", 0.3)):
+    result = EpochResult(2, 0.01, 0.002, 0.8, 27.0, 0.79, 0.75, 0.3, 0.9, False, 1.0, 10.0, val_bubble_f1=0.6)
+    cases = (("val_ssim", "max", 0.8), ("val_mse", "min", 0.002), ("val_skill_persistence", "max", 0.3), ("val_bubble_f1", "max", 0.6))
+    for objective, mode, value in cases:
         text = SPACE.replace("objective: val_ssim", f"objective: {objective}")
         space = load_space(write_space(tmp_path, tiny_store, text=text))
         assert space.tune.mode == mode

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from bubbles.evaluation import metrics
+from bubbles.evaluation.bubbles import BubbleMeter, DetectorConfig
 from bubbles.evaluation.vmaf import vmaf_frames
 from bubbles.data.windows import WindowDataset
 
@@ -42,6 +43,7 @@ class Evaluation:
     vmaf: tuple[float, ...] | None = None
     vmaf_note: str = ""
     extra: dict[str, float] = field(default_factory=dict)
+    bubbles: dict[str, tuple[float, ...]] = field(default_factory=dict)  # BubbleMeter.leads() of the model
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +57,7 @@ class Evaluation:
         for key in ("skill_persistence", "skill_median"):
             fields[key] = tuple(data[key])
         fields["vmaf"] = tuple(data["vmaf"]) if data.get("vmaf") is not None else None
+        fields["bubbles"] = {k: tuple(v) for k, v in data.get("bubbles", {}).items()}
         return cls(**fields)
 
     def summary(self) -> dict[str, float]:
@@ -67,7 +70,7 @@ class Evaluation:
             "final_skill_persistence": float(np.mean(self.skill_persistence)),
             "final_collapse_score": self.collapse_score,
             "final_collapsed": float(self.collapsed),
-        }
+        } | {f"final_{k}": float(np.mean(v)) for k, v in self.bubbles.items() if k in ("bubble_f1", "sharpness")}
 
     def lead_table(self) -> str:
         """The per-lead table a researcher keeps by hand (markdown)."""
@@ -79,6 +82,15 @@ class Evaluation:
                 f"{self.persistence.ssim[k]:.3f} | {self.persistence.psnr[k]:.2f} | {self.median.ssim[k]:.3f} | "
                 f"{self.skill_persistence[k]:+.3f} | {self.skill_median[k]:+.3f} |"
             )
+        if self.bubbles:
+            b = self.bubbles
+            lines += ["", "| lead | bubble F1 | precision | recall | count err. | diameter err. px | centroid err. px | sharpness |", "|" + "---|" * 8]
+            for k in range(len(b["bubble_f1"])):
+                lines.append(
+                    f"| {k + 1} | {b['bubble_f1'][k]:.3f} | {b['bubble_precision'][k]:.3f} | {b['bubble_recall'][k]:.3f} | "
+                    f"{b['bubble_count_error'][k]:.2f} | {b['bubble_diameter_error_px'][k]:.2f} | "
+                    f"{b['bubble_centroid_error_px'][k]:.2f} | {b['sharpness'][k]:.3f} |"
+                )
         if self.vmaf is not None:
             lines.append("\nVMAF per lead (loosely interpretable on small grayscale frames): " + " ".join(f"{v:.1f}" for v in self.vmaf))
         elif self.vmaf_note and self.vmaf_note != "not computed":
@@ -123,6 +135,19 @@ class FrameMetrics:
         return LeadMetrics(*(tuple(float(v) for v in self.array(k).mean(axis=0)) for k in ("ssim", "psnr", "mse", "mae")))
 
 
+def detectors(dataset: WindowDataset, indices: list[int]) -> list[DetectorConfig]:
+    """The bubble detector for each window: defaults, with what its sequence's `extra.detector` sets."""
+    by_sequence: dict[str, DetectorConfig] = {}
+    out = []
+    for i in indices:
+        name = dataset.starts[i][0]
+        if name not in by_sequence:
+            hints = dataset.cache.store.sequences[name].meta.extra.get("detector", {})
+            by_sequence[name] = DetectorConfig().with_store_hints(hints if isinstance(hints, dict) else {})
+        out.append(by_sequence[name])
+    return out
+
+
 @torch.no_grad()
 def predict_batches(model: nn.Module, dataset: WindowDataset, indices: list[int], device: torch.device, batch_size: int):  # type: ignore[no-untyped-def]
     """Yield (index list, inputs, targets, predictions) as numpy (N, T, H, W) arrays, single channel."""
@@ -150,6 +175,7 @@ def evaluate(
     horizon = dataset.window.output_len
     frames = {"model": FrameMetrics(), "persistence": FrameMetrics(), "median": FrameMetrics()}
     collapse = metrics.CollapseMeter()
+    bubble_meter = BubbleMeter(horizon)
     conditions: list[str] = []
     vmaf_rows: list[np.ndarray] = []
     vmaf_note = "" if with_vmaf else "not computed"
@@ -162,6 +188,7 @@ def evaluate(
         frames["persistence"].add(metrics.persistence(x, horizon), y)
         frames["median"].add(metrics.context_median(x, horizon), y)
         collapse.update(pred, y)
+        bubble_meter.add(pred, y, detectors(dataset, idx))
         conditions.extend(dataset.condition_of(i) for i in idx)
     model_leads, pers_leads, med_leads = (frames[k].leads() for k in ("model", "persistence", "median"))
     per_condition = {}
@@ -193,6 +220,7 @@ def evaluate(
         collapsed=bool(score < metrics.COLLAPSE_THRESHOLD),
         vmaf=tuple(float(v) for v in np.concatenate(vmaf_rows).mean(axis=0)) if vmaf_rows and not vmaf_note else None,
         vmaf_note=vmaf_note,
+        bubbles=bubble_meter.leads(dataset.cache.size),
     )
 
 
@@ -207,6 +235,7 @@ class Validation:
     collapsed: bool
     ssim_per_lead: tuple[float, ...]
     mse_per_lead: tuple[float, ...]
+    bubble_f1: float  # mean over leads of the bubble F1 (bubbles.evaluation.bubbles)
 
 
 def persistence_mse(dataset: WindowDataset, max_windows: int = 0) -> tuple[float, ...]:
@@ -222,13 +251,15 @@ def validate(model: nn.Module, dataset: WindowDataset, device: torch.device, bat
     """The model's own metrics only (no baselines): what is computed after every epoch."""
     frames = FrameMetrics()
     collapse = metrics.CollapseMeter()
-    for _, _, y, pred in predict_batches(model, dataset, subset(len(dataset), max_windows), device, batch_size):
+    bubble_meter = BubbleMeter(dataset.window.output_len)
+    for idx, _, y, pred in predict_batches(model, dataset, subset(len(dataset), max_windows), device, batch_size):
         frames.add(pred, y)
         collapse.update(pred, y)
+        bubble_meter.add(pred, y, detectors(dataset, idx))
     leads = frames.leads()
     score = collapse.score()
     return Validation(
         mse=leads.mean("mse"), ssim=leads.mean("ssim"), psnr=leads.mean("psnr"),
         collapse_score=float(score), collapsed=bool(score < metrics.COLLAPSE_THRESHOLD), ssim_per_lead=leads.ssim,
-        mse_per_lead=leads.mse,
+        mse_per_lead=leads.mse, bubble_f1=float(np.mean(bubble_meter.leads(dataset.cache.size)["bubble_f1"])),
     )

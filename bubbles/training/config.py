@@ -10,7 +10,7 @@ Device = Literal["auto", "cpu", "cuda"]
 AMP = Literal["auto", "off"]
 # The epoch metric that picks best.pt. A sweep sets it to its objective, so that the leaderboard, the evaluation
 # of best.pt, the export and the registry all speak of the same weights.
-BestBy = Literal["val_mse", "val_ssim", "val_psnr", "val_skill_persistence"]
+BestBy = Literal["val_mse", "val_ssim", "val_psnr", "val_skill_persistence", "val_bubble_f1"]
 
 
 def best_by_mode(metric: str) -> str:

@@ -53,6 +53,7 @@ class EpochResult:
     collapsed: bool
     seconds: float
     samples_per_s: float
+    val_bubble_f1: float = float("nan")  # absent from histories saved before bubble metrics existed
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
@@ -252,7 +253,7 @@ def train(
         skill = float(np.mean(1.0 - np.array(val.mse_per_lead) / np.maximum(baseline, 1e-12)))
         result = EpochResult(
             epoch + 1, train_loss, val.mse, val.ssim, val.psnr, val.ssim_per_lead[0], val.ssim_per_lead[-1], skill,
-            val.collapse_score, val.collapsed, elapsed, samples / elapsed,
+            val.collapse_score, val.collapsed, elapsed, samples / elapsed, val_bubble_f1=val.bubble_f1,
         )
         history.append(result)
         if not math.isfinite(train_loss) or not math.isfinite(val.mse):
