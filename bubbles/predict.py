@@ -17,8 +17,9 @@ from torch import nn
 from bubbles.bundle import load_bundle
 from bubbles.errors import UserError
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling
+from bubbles.evaluation.bubbles import BubbleMeter, DetectorConfig
 from bubbles.evaluation.evaluate import FrameMetrics
-from bubbles.evaluation.figures import prediction_strip
+from bubbles.evaluation.figures import bubble_strip, prediction_strip
 from bubbles.data.ingest import IngestRequest, ingest
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import FrameCache
@@ -47,6 +48,17 @@ def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> 
         out.extend(pred[0, :, 0].numpy())
         window = torch.cat([window, pred], dim=1)[:, -context.shape[0] :]
     return np.stack(out[:steps])
+
+
+def _bubble_table(pred: np.ndarray, persistence: np.ndarray, target: np.ndarray, detector: DetectorConfig) -> dict[str, np.ndarray]:
+    """Per-lead bubble metrics (bubbles.evaluation.bubbles) of the prediction and of persistence."""
+    table: dict[str, np.ndarray] = {}
+    for prefix, frames in (("", pred), ("persistence_", persistence)):
+        meter = BubbleMeter(len(target))
+        meter.add(frames[None], target[None], detector)
+        for k in ("bubble_f1", "bubble_count_error", "bubble_diameter_error_px", "bubble_centroid_error_px", "sharpness"):
+            table[prefix + k] = np.array(meter.leads(target.shape[1])[k])
+    return table
 
 
 def _frames(request: PredictRequest, size: int, tmp: Path) -> tuple[FrameCache, str]:
@@ -91,6 +103,8 @@ def predict(request: PredictRequest) -> dict[str, object]:
         context = cache.frames(name, request.start, request.start + n_in).astype(np.float32) / 255.0
         end = min(total, request.start + n_in + steps)
         target = cache.frames(name, request.start + n_in, end).astype(np.float32) / 255.0 if end > request.start + n_in else None
+        hints = cache.store.sequences[name].meta.extra.get("detector", {})
+        detector = DetectorConfig().with_store_hints(hints if isinstance(hints, dict) else {})
     pred = rollout(model, context, horizon, steps)
     out = request.out.resolve()
     check_output_dir(out, "prediction")
@@ -103,18 +117,22 @@ def predict(request: PredictRequest) -> dict[str, object]:
         strip.save(tmp / "strip.png")
         _gif(tmp / "rollout.gif", context, pred, target)
         if target is not None:
+            bubble_strip(target, pred[: len(target)], detector).save(tmp / "bubbles.png")
+        if target is not None:
             m = len(target)
             model_frames, persistence_frames = FrameMetrics(), FrameMetrics()
+            persistence = np.repeat(context[-1:], m, axis=0)
             model_frames.add(pred[None, :m], target[None])
-            persistence_frames.add(np.repeat(context[-1:], m, axis=0)[None], target[None])
+            persistence_frames.add(persistence[None], target[None])
             table = {k: model_frames.array(k)[0] for k in ("ssim", "psnr", "mse", "mae")}
             table |= {f"persistence_{k}": persistence_frames.array(k)[0] for k in ("ssim", "mse")}
+            table |= _bubble_table(pred[:m], persistence, target, detector)
             with (tmp / "metrics.csv").open("w", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(["lead", *table])
                 for k in range(m):
                     writer.writerow([k + 1, *(f"{table[c][k]:.6g}" for c in table)])
-            summary["metrics"] = {c: [float(v) for v in table[c]] for c in table}
+            summary["metrics"] = {c: [float(v) if np.isfinite(v) else None for v in table[c]] for c in table}
             (tmp / "metrics.json").write_text(json.dumps(summary, indent=1))
         replace_dir(tmp, out, "prediction")
     finally:

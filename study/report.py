@@ -121,7 +121,7 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
                     + (f"<table><tr><th>parameter</th><th>importance</th></tr>{imp_rows}</table>" if importances else "")
                     + (f"<p>{html.escape(note)}</p>" if note else ""))
 
-    params = [c for c in cols if c not in ("trial", "status", "objective", "epochs_trained", "node", "ssim_lead1", "ssim_last", "skill_persistence")]
+    params = [c for c in cols if c not in ("trial", "status", "objective", "epochs_trained", "node", "ssim_lead1", "ssim_last", "skill_persistence", "bubble_f1")]
     if params:
         fig, axes = plt.subplots(1, len(params), figsize=(3.2 * len(params), 3), squeeze=False)
         for ax, p in zip(axes[0], params):
@@ -151,19 +151,24 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
     if top and not multi:
         sections.append("<h2>Per-lead-time curves</h2><p>No evaluated trial predicts more than one frame: no curve over leads.</p>")
     if multi:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+        fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 3.6))
         for k, r in enumerate(multi):
             for ax, metric in ((a1, "ssim"), (a2, "psnr")):
                 hist = sorted(client.get_metric_history(r["mlflow_run"], f"lead/{metric}"), key=lambda m: m.step)
                 base = sorted(client.get_metric_history(r["mlflow_run"], f"lead/persistence_{metric}"), key=lambda m: m.step)
                 ax.plot([m.step for m in hist], [m.value for m in hist], "o-", color=f"C{k}", label=f"trial {r['trial']}")
                 ax.plot([m.step for m in base], [m.value for m in base], "x--", color=f"C{k}", alpha=0.5, label=f"persistence ({r['trial']})")
-        for ax, label in ((a1, "SSIM"), (a2, "PSNR dB")):
+            for metric, style in (("bubble_f1", "o-"), ("sharpness", "s:")):
+                hist = sorted(client.get_metric_history(r["mlflow_run"], f"lead/{metric}"), key=lambda m: m.step)
+                a3.plot([m.step for m in hist], [m.value for m in hist], style, color=f"C{k}", label=f"{metric} ({r['trial']})")
+        for ax, label in ((a1, "SSIM"), (a2, "PSNR dB"), (a3, "bubble F1 (—), sharpness (···)")):
             ax.set_xlabel("lead time (frames ahead)")
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.set_ylabel(label)
         a1.legend(fontsize=7)
-        sections.append("<h2>Per-lead-time SSIM and PSNR of the best multi-frame trials against persistence</h2>"
+        a3.legend(fontsize=7)
+        sections.append("<h2>Per-lead-time SSIM and PSNR of the best multi-frame trials against persistence; bubble F1 and "
+                        "sharpness ratio (1 = as sharp as the target, a blur is well below)</h2>"
                         + _img(_png(fig, out / "lead_curves.png"), "per-lead curves"))
     if top:
         with tempfile.TemporaryDirectory() as tmp:

@@ -140,11 +140,14 @@ def test_predict_writes_files_and_metrics(finished_sweep: tuple[str, Path], tiny
                "--steps", str(steps), "--autoregressive", "--out", str(tmp_path / "p"))
     assert "SSIM lead 1" in out
     files = {p.name for p in (tmp_path / "p").iterdir()}
-    assert {"strip.png", "rollout.gif", "prediction.npy", "metrics.csv", "metrics.json"} <= files
+    assert {"strip.png", "rollout.gif", "prediction.npy", "metrics.csv", "metrics.json", "bubbles.png"} <= files
     pred = np.load(tmp_path / "p" / "prediction.npy")
     assert pred.shape == (steps, 32, 32) and np.isfinite(pred).all()
     summary = json.loads((tmp_path / "p" / "metrics.json").read_text())
     assert len(summary["metrics"]["ssim"]) == steps and all(0 <= v <= 1 for v in summary["metrics"]["ssim"])
+    for key in ("bubble_f1", "persistence_bubble_f1", "sharpness", "persistence_sharpness"):
+        assert len(summary["metrics"][key]) == steps and all(v is None or v >= 0 for v in summary["metrics"][key])
+    assert summary["metrics"]["persistence_sharpness"][0] > 0.5  # a real frame is about as sharp as the next one
     result = CliRunner(env={"MLFLOW_TRACKING_URI": uri}).invoke(main, ["predict", str(tmp_path / "m"), "--store", str(tiny_store),
                                                                       "--sequence", "seq001", "--steps", str(steps), "--out", str(tmp_path / "q")])
     assert result.exit_code == 1 and "--autoregressive" in result.output
@@ -175,6 +178,7 @@ def test_report_has_the_leaderboard(finished_sweep: tuple[str, Path], tmp_path: 
     rows = list(csv.DictReader((storage / "exp" / "leaderboard.csv").read_text().splitlines()))
     for r in rows:
         assert f"<td>{r['trial']}</td>" in page
+        assert 0.0 <= float(r["bubble_f1"]) <= 1.0  # every trial is evaluated, stopped early or not
     assert "Parameter importances" in page and "data:image/png;base64," in page and "Compute spent" in page
     client = mlflow.MlflowClient(uri)
     parent = json.loads((storage / "exp" / "mlflow_parent.json").read_text())["run_id"]

@@ -1,4 +1,5 @@
-"""Pictures: prediction strips (rows input / target / output / |error|), as the user's own figures show them."""
+"""Pictures: prediction strips (rows input / target / output / |error|), as the user's own figures show them, and
+bubble strips (target and prediction with the detected bubbles outlined)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from bubbles.evaluation.bubbles import DetectorConfig, detect, match, match_radius
 
 MAX_COLUMNS = 10
 LABEL_WIDTH = 56
@@ -59,3 +62,35 @@ def save_strip(path: Path, inputs: np.ndarray, target: np.ndarray, output: np.nd
     prediction_strip(inputs, target, output).save(tmp)
     tmp.replace(path)
     return path
+
+
+MATCHED, UNMATCHED = (40, 170, 60), (220, 40, 40)
+
+
+def bubble_strip(target: np.ndarray, output: np.ndarray, detector: DetectorConfig = DetectorConfig()) -> Image.Image:
+    """target and output (M, H, W) floats in [0, 1] -> RGB rows target / output, each detected bubble outlined by
+    its equivalent-diameter circle: green where it is matched across the two rows, red where it is not (a missed
+    bubble on the target row, a spurious one on the output row)."""
+    size = target.shape[-1]
+    scale = max(1, 160 // size)
+    columns = min(MAX_COLUMNS, len(target))
+    tiles = [_tile(frames, columns, scale) for frames in (target, output)]
+    gap = 4
+    canvas = np.ones((2 * tiles[0].shape[0] + gap, LABEL_WIDTH + tiles[0].shape[1]), np.float32)
+    canvas[: tiles[0].shape[0], LABEL_WIDTH:] = tiles[0]
+    canvas[tiles[0].shape[0] + gap :, LABEL_WIDTH:] = tiles[1]
+    image = Image.fromarray(np.clip(np.rint(canvas * 255), 0, 255).astype(np.uint8)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    row_height = tiles[0].shape[0] + gap
+    for k in range(columns):
+        found = [detect(target[k], detector), detect(output[k], detector)]
+        pairs = match(found[1], found[0], match_radius(target.shape[1]))
+        matched = [{j for _, j in pairs}, {i for i, _ in pairs}]
+        for row in (0, 1):
+            x0, y0 = LABEL_WIDTH + k * (target.shape[2] * scale + 2), row * row_height
+            for b, (r, c, d) in enumerate(found[row]):
+                cx, cy, rad = x0 + (c + 0.5) * scale, y0 + (r + 0.5) * scale, d / 2 * scale
+                draw.ellipse((cx - rad, cy - rad, cx + rad, cy + rad), outline=MATCHED if b in matched[row] else UNMATCHED, width=2)
+    for row, label in enumerate(("target", "output")):
+        draw.text((4, row * row_height + tiles[0].shape[0] // 2 - 6), label, fill=(0, 0, 0))
+    return image
