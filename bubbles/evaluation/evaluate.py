@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -238,6 +239,10 @@ class Validation:
     bubble_f1: float  # mean over leads of the bubble F1 (bubbles.evaluation.bubbles)
 
 
+# The target windows' bubbles, detected at the first validation of a dataset and reused every epoch after.
+_TARGET_BUBBLES: weakref.WeakKeyDictionary[WindowDataset, dict[tuple[int, int], tuple[np.ndarray, float]]] = weakref.WeakKeyDictionary()
+
+
 def persistence_mse(dataset: WindowDataset, max_windows: int = 0) -> tuple[float, ...]:
     """Per-lead MSE of repeating the last input frame (model-free: computed once per trial)."""
     rows = []
@@ -252,10 +257,11 @@ def validate(model: nn.Module, dataset: WindowDataset, device: torch.device, bat
     frames = FrameMetrics()
     collapse = metrics.CollapseMeter()
     bubble_meter = BubbleMeter(dataset.window.output_len)
+    targets = _TARGET_BUBBLES.setdefault(dataset, {})
     for idx, _, y, pred in predict_batches(model, dataset, subset(len(dataset), max_windows), device, batch_size):
         frames.add(pred, y)
         collapse.update(pred, y)
-        bubble_meter.add(pred, y, detectors(dataset, idx))
+        bubble_meter.add(pred, y, detectors(dataset, idx), targets, idx)
     leads = frames.leads()
     score = collapse.score()
     return Validation(
