@@ -25,7 +25,7 @@ CFG = {"store": "unused.zarr", "image_size": 16, "window": "4->1", "hidden": 4, 
 
 
 def _epoch(epoch: int) -> EpochResult:
-    return EpochResult(epoch, 0.1 / epoch, 0.01, 0.5, 20.0, 0.6, 0.4, 0.1, 0.0, False, 1.0, 10.0)
+    return EpochResult(epoch, 0.1 / epoch, 0.01, 0.5, 20.0, 0.6, 0.4, 0.1, 0.0, False, 1.0, 10.0, val_bubble_f1=0.7)
 
 
 def _log_trial(args: tuple[str, int, str | None]) -> str:
