@@ -53,6 +53,10 @@ def main() -> None:
     """
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _parse_conditions(pairs: tuple[str, ...]) -> dict[str, str | float | int | bool]:
     out: dict[str, str | float | int | bool] = {}
     for pair in pairs:
@@ -334,7 +338,9 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     line = f"predicted {summary['steps']} frames of {summary['sequence']!r} from frame {start} into {out}"
     if "metrics" in summary:
         m = summary["metrics"]
-        line += f"; SSIM lead 1 {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f})"  # type: ignore[index]
+        line += (f"; lead 1: SSIM {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f}), skill vs the strongest "  # type: ignore[index]
+                 f"baseline ({m['strongest'][0]}) {m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
+                 f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score {summary['collapse_score']:.2f}")  # type: ignore[index]
     click.echo(line)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bubbles.evaluation import metrics  # noqa: E402
+from bubbles.evaluation import baselines, metrics  # noqa: E402
 from bubbles.data.store import FrameStore  # noqa: E402
 from bubbles.data.synth import SynthConfig, synth_store  # noqa: E402
 from bubbles.data.windows import DataConfig, FrameCache, SplitConfig, WindowConfig, make_splits  # noqa: E402
@@ -121,7 +121,7 @@ def main() -> None:
         xs, ys = zip(*(splits.val[i] for i in range(len(splits.val))))
         x = np.stack([t[:, 0].numpy() for t in xs])
         y = np.stack([t[:, 0].numpy() for t in ys])
-        for label, pred in (("persistence", metrics.persistence(x, 10)), ("context median", metrics.context_median(x, 10))):
+        for label, pred in (("persistence", baselines.persistence(x, 10)), ("context median", baselines.context_median(x, 10))):
             flat_p, flat_y = pred.reshape(-1, args.size, args.size), y.reshape(-1, args.size, args.size)
             ssim = metrics.ssim_frames(flat_p, flat_y).reshape(len(x), 10).mean(axis=0)
             psnr = metrics.psnr_from_mse(metrics.mse_frames(flat_p, flat_y)).reshape(len(x), 10).mean(axis=0)

@@ -37,6 +37,7 @@ from bubbles.models import build_model, check_state_shapes
 
 FORMAT = "bubbles-export-1"
 ONNX_TOLERANCE = 1e-4
+CLIMATOLOGY = "climatology.npy"  # the per-pixel mean of the training frames, for the climatology baseline
 
 
 class _Predictor(nn.Module):
@@ -62,6 +63,12 @@ class BundleInfo:
     val_conditions: tuple[str, ...]
 
 
+def load_climatology(directory: Path) -> np.ndarray | None:
+    """The bundle's climatology frame, if its export could read the training frames."""
+    path = Path(directory) / CLIMATOLOGY
+    return np.load(path, allow_pickle=False) if path.is_file() else None
+
+
 def example_input(cfg: TrialConfig) -> torch.Tensor:
     """A fixed input of the exported program's shape (seeded, so exports are byte-for-byte repeatable)."""
     s = cfg.data.image_size
@@ -79,17 +86,21 @@ def metrics_card(cfg: TrialConfig, info: BundleInfo, evaluation: Evaluation | No
         f"validation conditions {', '.join(info.val_conditions) or '-'}",
         f"- training: {cfg.train.epochs} epochs, Adam lr {cfg.train.lr:g}, loss {cfg.train.loss}, batch {cfg.train.batch_size}, seed {cfg.train.seed}",
         "- metrics: SSIM (scikit-image, data_range 1, Gaussian σ 1.5), PSNR (data_range 1), MSE per pixel; "
-        "skill = 1 − MSE_model / MSE_baseline",
+        "skill = 1 − MSE_model / MSE_baseline; the strongest baseline at a lead is the one of lowest MSE there "
+        "(persistence, context median, climatology = training mean frame, flow = optical-flow extrapolation)",
         "",
     ]
     if evaluation is None:
         return "\n".join(lines + ["(no evaluation recorded)"]) + "\n"
     lines += ["## Per lead time (validation windows)", "", evaluation.lead_table(), "", "## Per held-out condition", ""]
-    lines += ["| condition | windows | SSIM | PSNR | MSE | persistence SSIM | skill vs persistence |", "|---|---|---|---|---|---|---|"]
+    base = [b for b in evaluation.baselines if all(f"{b}_mse" in row for row in evaluation.per_condition.values())]
+    lines += ["| condition | windows | SSIM | PSNR | MSE | " + " | ".join(f"{b} MSE" for b in base) + " | skill vs strongest | skill vs persistence |",
+              "|" + "---|" * (7 + len(base))]
     for cid, row in sorted(evaluation.per_condition.items()):
         lines.append(
             f"| {cid} | {row['windows']:.0f} | {row['ssim']:.3f} | {row['psnr']:.2f} | {row['mse']:.5f} | "
-            f"{row['persistence_ssim']:.3f} | {row['skill_persistence']:+.3f} |"
+            + "".join(f"{row[f'{b}_mse']:.5f} | " for b in base)
+            + f"{row.get('skill_strongest', float('nan')):+.3f} | {row['skill_persistence']:+.3f} |"
         )
     lines += ["", f"collapse score {evaluation.collapse_score:.3f} ({'collapsed' if evaluation.collapsed else 'not collapsed'})"]
     return "\n".join(lines) + "\n"
@@ -120,8 +131,10 @@ def write_bundle(
     info: BundleInfo,
     evaluation: Evaluation | None,
     onnx: bool = False,
+    climatology: np.ndarray | None = None,
 ) -> Path:
-    """Write the export directory atomically; returns its path."""
+    """Write the export directory atomically; returns its path. climatology: the training frames' mean frame, kept
+    as climatology.npy so that `predict` can show that baseline too."""
     out = out.resolve()
     check_output_dir(out, "export")
     tmp = temp_sibling(out)
@@ -141,6 +154,8 @@ def write_bundle(
         if onnx:
             _export_onnx(predictor, x, expected, tmp / "model.onnx")
         (tmp / "metrics_card.md").write_text(metrics_card(cfg, info, evaluation))
+        if climatology is not None:
+            np.save(tmp / CLIMATOLOGY, climatology.astype(np.float32))
         s = cfg.data.image_size
         (tmp / "README.md").write_text(_README.format(input_len=cfg.window.input_len, output_len=cfg.window.output_len, size=s))
         replace_dir(tmp, out, "export")

@@ -63,7 +63,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "lr": (1e-3, "Adam learning rate"),
     "weight_decay": (0.0, "Adam weight decay"),
     "batch_size": (4, "windows per batch"),
-    "loss": ("mse_sum", "mse_sum (the seed) | mse_mean | l1 | mse+ssim"),
+    "loss": ("mse_sum", "mse_sum (the seed) | mse_mean | l1 | mse+ssim | mse+gdl"),
+    "gdl_weight": (0.1, "loss mse+gdl: weight of the gradient-difference term (anti-blur)"),
     "grad_clip": (0.0, "max gradient norm; 0 = off"),
     "seed": (0, "seed of initialisation, shuffling and sampling"),
     "device": ("auto", "auto | cpu | cuda"),
@@ -280,6 +281,7 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
         weight_decay=_float(where, "weight_decay", p["weight_decay"]),
         batch_size=_int(where, "batch_size", p["batch_size"], 1),
         loss=_choice(where, "loss", p["loss"], get_args(Loss)),  # type: ignore[arg-type]
+        gdl_weight=_float(where, "gdl_weight", p["gdl_weight"], 0.0, 100.0),
         grad_clip=_float(where, "grad_clip", p["grad_clip"]),
         seed=_int(where, "seed", p["seed"], 0, MAX_SEED),
         teacher_forcing=_float(where, "teacher_forcing", p["teacher_forcing"], 0.0, 1.0),

@@ -7,22 +7,27 @@ import json
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from bubbles.bundle import load_bundle
+from bubbles.bundle import load_bundle, load_climatology
 from bubbles.errors import UserError
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling
 from bubbles.evaluation.bubbles import BubbleMeter, DetectorConfig
-from bubbles.evaluation.evaluate import FrameMetrics
+from bubbles.evaluation import baselines
+from bubbles.evaluation.evaluate import FrameMetrics, strongest_skill
+from bubbles.evaluation.metrics import CollapseMeter
 from bubbles.evaluation.figures import bubble_strip, prediction_strip
 from bubbles.data.ingest import IngestRequest, ingest
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import FrameCache
+
+
+BUBBLE_COLUMNS = ("bubble_f1", "bubble_count_error", "bubble_diameter_error_px", "bubble_centroid_error_px")
 
 
 @dataclass(frozen=True)
@@ -50,17 +55,6 @@ def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> 
     return np.stack(out[:steps])
 
 
-def _bubble_table(pred: np.ndarray, persistence: np.ndarray, target: np.ndarray, detector: DetectorConfig) -> dict[str, np.ndarray]:
-    """Per-lead bubble metrics (bubbles.evaluation.bubbles) of the prediction and of persistence."""
-    table: dict[str, np.ndarray] = {}
-    for prefix, frames in (("", pred), ("persistence_", persistence)):
-        meter = BubbleMeter(len(target))
-        meter.add(frames[None], target[None], detector)
-        for k in ("bubble_f1", "bubble_count_error", "bubble_diameter_error_px", "bubble_centroid_error_px", "sharpness"):
-            table[prefix + k] = np.array(meter.leads(target.shape[1])[k])
-    return table
-
-
 def _frames(request: PredictRequest, size: int, tmp: Path) -> tuple[FrameCache, str]:
     if request.raw_input is not None:
         store_path = tmp / "input.zarr"
@@ -86,6 +80,44 @@ def _gif(path: Path, context: np.ndarray, pred: np.ndarray, target: np.ndarray |
     scale = max(1, 128 // context.shape[-1])
     big = [np.kron(f, np.ones((scale, scale))) for f in frames]
     iio.imwrite(path, [np.clip(np.rint(f * 255), 0, 255).astype(np.uint8) for f in big], duration=150, loop=0)
+
+
+def window_metrics(
+    context: np.ndarray, pred: np.ndarray, target: np.ndarray, mean_frame: np.ndarray | None, detector: DetectorConfig
+) -> dict[str, list]:
+    """Per lead: the model's metrics, each baseline's (climatology when the bundle has its mean frame), bubble metrics
+    of the model and each baseline, the strongest baseline by MSE and the skill against it and against persistence."""
+    m = len(target)
+    names = [b for b in baselines.BASELINES if b != "climatology" or mean_frame is not None]
+    leads, found = {}, {}
+    for key in ("model", *names):
+        forecast = pred[None] if key == "model" else baselines.forecast(key, context[None], m, mean_frame)
+        frames = FrameMetrics()
+        frames.add(forecast, target[None])
+        leads[key] = frames.leads()
+        meter = BubbleMeter(m)
+        meter.add(forecast, target[None], detector)
+        found[key] = meter.leads(target.shape[1])
+    table: dict[str, list] = {k: list(v) for k, v in asdict(leads["model"]).items() if len(v)}
+    table |= {k: list(found["model"][k]) for k in BUBBLE_COLUMNS}
+    for b in names:
+        table |= {f"{b}_{k}": list(getattr(leads[b], k)) for k in ("mse", "ssim", "sharpness")}
+        table |= {f"{b}_bubble_f1": list(found[b]["bubble_f1"])}
+    skill, strongest, skill_strongest = strongest_skill(leads["model"].mse, {b: leads[b].mse for b in names})
+    table |= {"strongest": list(strongest), "skill_strongest": list(skill_strongest), "skill_persistence": list(skill["persistence"])}
+    return table
+
+
+def _json_number(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None  # NaN (nothing matched, flat target) is no JSON
+
+
+def rollout_collapse(pred: np.ndarray, target: np.ndarray) -> float:
+    """The collapse score over the frames of one rollout: how much the prediction varies from lead to lead, per
+    pixel, against how much the recording does (a rollout fading to a static picture scores near 0)."""
+    meter = CollapseMeter()
+    meter.update(pred[:, None], target[:, None])
+    return float(meter.score())
 
 
 def predict(request: PredictRequest) -> dict[str, object]:
@@ -118,21 +150,14 @@ def predict(request: PredictRequest) -> dict[str, object]:
         _gif(tmp / "rollout.gif", context, pred, target)
         if target is not None:
             bubble_strip(target, pred[: len(target)], detector).save(tmp / "bubbles.png")
-        if target is not None:
-            m = len(target)
-            model_frames, persistence_frames = FrameMetrics(), FrameMetrics()
-            persistence = np.repeat(context[-1:], m, axis=0)
-            model_frames.add(pred[None, :m], target[None])
-            persistence_frames.add(persistence[None], target[None])
-            table = {k: model_frames.array(k)[0] for k in ("ssim", "psnr", "mse", "mae")}
-            table |= {f"persistence_{k}": persistence_frames.array(k)[0] for k in ("ssim", "mse")}
-            table |= _bubble_table(pred[:m], persistence, target, detector)
+            table = window_metrics(context, pred[: len(target)], target, load_climatology(request.model_dir), detector)
             with (tmp / "metrics.csv").open("w", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(["lead", *table])
-                for k in range(m):
-                    writer.writerow([k + 1, *(f"{table[c][k]:.6g}" for c in table)])
-            summary["metrics"] = {c: [float(v) if np.isfinite(v) else None for v in table[c]] for c in table}
+                for k in range(len(target)):
+                    writer.writerow([k + 1, *(v[k] if isinstance(v[k], str) else f"{v[k]:.6g}" for v in table.values())])
+            summary["metrics"] = {c: [v if isinstance(v, str) else _json_number(v) for v in table[c]] for c in table}
+            summary["collapse_score"] = rollout_collapse(pred[: len(target)], target)
             (tmp / "metrics.json").write_text(json.dumps(summary, indent=1))
         replace_dir(tmp, out, "prediction")
     finally:

@@ -15,11 +15,11 @@ import torch
 from bubbles.bundle import BundleInfo, write_bundle
 from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
-from bubbles.evaluation.evaluate import Evaluation
+from bubbles.evaluation.evaluate import Evaluation, training_mean_frame
 from bubbles.models import build_model, check_state_shapes
 from bubbles.training.config import best_by_mode
 from bubbles.data.store import FrameStore
-from bubbles.data.windows import split_segments
+from bubbles.data.windows import make_splits, split_segments
 from study.sweep import PARENT_FILE, read_parent
 from study.tracking import configure, experiment_id
 
@@ -127,15 +127,16 @@ def export(chosen: Chosen, out: Path, onnx: bool) -> Path:
     """Write the export directory for a chosen model."""
     model = build_model(chosen.cfg.model_name, chosen.cfg.model)
     model.load_state_dict(chosen.state)
-    fingerprint, val = "unavailable", ()
+    fingerprint, val, climatology = "unavailable", (), None
     try:
         store = FrameStore.open(chosen.cfg.data.store)
         fingerprint = store.fingerprint()
         val = tuple(sorted({store.sequences[n].condition_id for n, _, _ in split_segments(store, chosen.cfg.data.split).val}))
+        climatology = training_mean_frame(make_splits(chosen.cfg.data, chosen.cfg.window, store))
     except UserError:
         pass  # the store may live elsewhere (a cluster path); the export still stands on its own
     info = BundleInfo(chosen.objective_name, chosen.objective, chosen.source, fingerprint, val)
-    return write_bundle(out, model, chosen.cfg, info, chosen.evaluation, onnx=onnx)
+    return write_bundle(out, model, chosen.cfg, info, chosen.evaluation, onnx=onnx, climatology=climatology)
 
 
 def _mlmodel(directory: Path, chosen: Chosen) -> None:

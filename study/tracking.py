@@ -147,21 +147,7 @@ class TrialRun:
 
         ts = _now_ms()
         rows: list[Metric] = []
-        curves = {
-            "ssim": evaluation.model.ssim,
-            "psnr": evaluation.model.psnr,
-            "mse": evaluation.model.mse,
-            "mae": evaluation.model.mae,
-            "skill_persistence": evaluation.skill_persistence,
-            "skill_median": evaluation.skill_median,
-            "persistence_ssim": evaluation.persistence.ssim,
-            "persistence_psnr": evaluation.persistence.psnr,
-            "persistence_mse": evaluation.persistence.mse,
-            "median_ssim": evaluation.median.ssim,
-            "median_psnr": evaluation.median.psnr,
-            "vmaf": evaluation.vmaf or (),
-            **evaluation.bubbles,
-        }
+        curves = evaluation.lead_curves()
         for name, values in curves.items():
             rows += [Metric(f"lead/{name}", float(v), ts, lead + 1) for lead, v in enumerate(values) if _finite(v)]
         rows += [Metric(k, float(v), ts, 0) for k, v in evaluation.summary().items() if _finite(v)]

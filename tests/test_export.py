@@ -58,7 +58,7 @@ def test_export_runs_without_the_package_and_matches(finished_sweep: tuple[str, 
     uri, storage = finished_sweep
     out = tmp_path / "best"
     _cli(uri, "export", "--sweep", "exp", "--storage", str(storage), "--out", str(out), "--onnx")
-    assert {p.name for p in out.iterdir()} == {"weights.safetensors", "config.json", "model.ts", "model.onnx", "metrics_card.md", "README.md", ".bubbles-output.json"}
+    assert {p.name for p in out.iterdir()} == {"weights.safetensors", "config.json", "model.ts", "model.onnx", "metrics_card.md", "README.md", "climatology.npy", ".bubbles-output.json"}
     card = (out / "metrics_card.md").read_text()
     assert "| lead |" in card and "persist" in card and "fingerprint" in card and "Per held-out condition" in card
     model, cfg, _ = load_bundle(out)
@@ -138,7 +138,7 @@ def test_predict_writes_files_and_metrics(finished_sweep: tuple[str, Path], tiny
     steps = cfg.window.output_len + 2
     out = _cli(uri, "predict", str(tmp_path / "m"), "--store", str(tiny_store), "--sequence", "seq001", "--start", "5",
                "--steps", str(steps), "--autoregressive", "--out", str(tmp_path / "p"))
-    assert "SSIM lead 1" in out
+    assert "lead 1: SSIM" in out and "strongest baseline" in out
     files = {p.name for p in (tmp_path / "p").iterdir()}
     assert {"strip.png", "rollout.gif", "prediction.npy", "metrics.csv", "metrics.json", "bubbles.png"} <= files
     pred = np.load(tmp_path / "p" / "prediction.npy")
@@ -148,6 +148,9 @@ def test_predict_writes_files_and_metrics(finished_sweep: tuple[str, Path], tiny
     for key in ("bubble_f1", "persistence_bubble_f1", "sharpness", "persistence_sharpness"):
         assert len(summary["metrics"][key]) == steps and all(v is None or v >= 0 for v in summary["metrics"][key])
     assert summary["metrics"]["persistence_sharpness"][0] > 0.5  # a real frame is about as sharp as the next one
+    # Every baseline is shown (climatology from the export's mean frame), with the strongest named per lead.
+    assert {"persistence_mse", "median_mse", "climatology_mse", "flow_mse", "strongest", "skill_strongest"} <= set(summary["metrics"])
+    assert set(summary["metrics"]["strongest"]) <= {"persistence", "median", "climatology", "flow"} and "collapse_score" in summary
     result = CliRunner(env={"MLFLOW_TRACKING_URI": uri}).invoke(main, ["predict", str(tmp_path / "m"), "--store", str(tiny_store),
                                                                       "--sequence", "seq001", "--steps", str(steps), "--out", str(tmp_path / "q")])
     assert result.exit_code == 1 and "--autoregressive" in result.output

@@ -7,7 +7,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from bubbles.evaluation import metrics
+from bubbles.evaluation import baselines, metrics
 from bubbles.training.losses import ssim_torch
 
 
@@ -38,8 +38,10 @@ def test_ssim_matches_scikit_image() -> None:
 
 def test_baselines_and_skill() -> None:
     inputs = np.stack([np.full((4, 4), v) for v in (0.1, 0.9, 0.3)])[None]  # (1, 3, 4, 4)
-    np.testing.assert_allclose(metrics.persistence(inputs, 2), np.full((1, 2, 4, 4), 0.3))
-    np.testing.assert_allclose(metrics.context_median(inputs, 2), np.full((1, 2, 4, 4), 0.3))
+    np.testing.assert_allclose(baselines.persistence(inputs, 2), np.full((1, 2, 4, 4), 0.3))
+    np.testing.assert_allclose(baselines.context_median(inputs, 2), np.full((1, 2, 4, 4), 0.3))
+    mean = np.full((4, 4), 0.6)
+    np.testing.assert_allclose(baselines.forecast("climatology", inputs, 2, mean), np.full((1, 2, 4, 4), 0.6))
     np.testing.assert_allclose(metrics.skill(np.array([0.5, 1.0, 2.0]), np.array([1.0, 1.0, 1.0])), [0.5, 0.0, -1.0])
 
 
@@ -71,3 +73,29 @@ def test_vmaf_missing_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(vmaf, "ffmpeg_with_vmaf", lambda: (None, "VMAF unavailable: no ffmpeg"))
     scores, note = vmaf.vmaf_frames(np.zeros((2, 16, 16)), np.zeros((2, 16, 16)))
     assert scores is None and note == "VMAF unavailable: no ffmpeg"
+
+
+def _blob(cy: float, cx: float, size: int = 48) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size]
+    return 0.8 - 0.5 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 3.0**2))
+
+
+def test_flow_extrapolation_moves_a_blob_on() -> None:
+    """A blob rising 2 px per frame: the flow baseline puts it 2 and 4 px further up at leads 1 and 2, where
+    persistence leaves it behind."""
+    inputs = np.stack([_blob(30, 20), _blob(28, 20)])[None]
+    forecast = baselines.forecast("flow", inputs, 2)
+    for k, row in enumerate((26, 24)):
+        target = _blob(row, 20)
+        assert metrics.mse_frames(forecast[:, k], target[None])[0] < 0.25 * metrics.mse_frames(inputs[:, -1], target[None])[0]
+        assert np.unravel_index(np.argmin(forecast[0, k]), target.shape) == (row, 20)
+
+
+def test_sharpness_ratio() -> None:
+    from scipy.ndimage import gaussian_filter
+
+    target = np.random.default_rng(3).uniform(size=(1, 48, 48))  # fine texture: blurring wipes its gradients out
+    assert metrics.sharpness_frames(target, target)[0] == pytest.approx(1.0)
+    blurred = gaussian_filter(target, sigma=(0, 2, 2))
+    assert metrics.sharpness_frames(blurred, target)[0] < 0.3
+    assert np.isnan(metrics.sharpness_frames(target, np.full_like(target, 0.5))[0])  # a flat target has no sharpness

@@ -1,4 +1,5 @@
-"""Honest evaluation of a model on a window dataset: per-lead metrics, two baselines, skill, per condition, collapse."""
+"""Honest evaluation of a model on a window dataset: per-lead metrics of the model and of every baseline, skill
+against the strongest baseline at each lead, per condition, collapse, VMAF."""
 
 from __future__ import annotations
 
@@ -9,56 +10,89 @@ import numpy as np
 import torch
 from torch import nn
 
-from bubbles.evaluation import metrics
+from bubbles.data.windows import WindowDataset, WindowSplits
+from bubbles.evaluation import baselines, metrics, tables
 from bubbles.evaluation.bubbles import BubbleMeter, DetectorConfig
 from bubbles.evaluation.vmaf import vmaf_frames
-from bubbles.data.windows import WindowDataset
+
+PIXEL_METRICS = ("ssim", "psnr", "mse", "mae", "sharpness")
 
 
 @dataclass(frozen=True)
 class LeadMetrics:
-    """Mean over windows of each metric, one value per lead time 1..M."""
+    """Mean over windows of each metric, one value per lead time 1..M (sharpness: empty in evaluations written
+    before it existed)."""
 
     ssim: tuple[float, ...]
     psnr: tuple[float, ...]
     mse: tuple[float, ...]
     mae: tuple[float, ...]
+    sharpness: tuple[float, ...] = ()
 
     def mean(self, name: str) -> float:
-        return float(np.mean(getattr(self, name)))
+        values = getattr(self, name)
+        return float(np.mean(values)) if len(values) else float("nan")
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Everything `evaluate` measured. per_condition maps a condition id to its mean metrics over its windows."""
+    """Everything `evaluate` measured. baselines: name -> LeadMetrics (see bubbles.evaluation.baselines); skill:
+    name -> per-lead 1 - MSE_model / MSE_baseline; strongest: per lead, the baseline of lowest MSE, and
+    skill_strongest the skill against it (the headline). vmaf: 'model' and each baseline -> per-lead VMAF.
+    per_condition maps a condition id to its mean metrics over its windows."""
 
     windows: int
     model: LeadMetrics
-    persistence: LeadMetrics
-    median: LeadMetrics
-    skill_persistence: tuple[float, ...]
-    skill_median: tuple[float, ...]
+    baselines: dict[str, LeadMetrics]
+    skill: dict[str, tuple[float, ...]]
+    strongest: tuple[str, ...]
+    skill_strongest: tuple[float, ...]
     per_condition: dict[str, dict[str, float]]
     collapse_score: float
     collapsed: bool
-    vmaf: tuple[float, ...] | None = None
+    vmaf: dict[str, tuple[float, ...]] | None = None
     vmaf_note: str = ""
     extra: dict[str, float] = field(default_factory=dict)
     bubbles: dict[str, tuple[float, ...]] = field(default_factory=dict)  # BubbleMeter.leads() of the model
+    baseline_bubble_f1: dict[str, tuple[float, ...]] = field(default_factory=dict)  # per baseline, per lead
+
+    @property
+    def persistence(self) -> LeadMetrics:
+        return self.baselines["persistence"]
+
+    @property
+    def skill_persistence(self) -> tuple[float, ...]:
+        return self.skill["persistence"]
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> Evaluation:
-        """Inverse of to_dict (evaluation.json)."""
+        """Inverse of to_dict (evaluation.json); also reads evaluations written before the four baselines."""
         fields = dict(data)
-        for key in ("model", "persistence", "median"):
-            fields[key] = LeadMetrics(**{k: tuple(v) for k, v in data[key].items()})
-        for key in ("skill_persistence", "skill_median"):
-            fields[key] = tuple(data[key])
-        fields["vmaf"] = tuple(data["vmaf"]) if data.get("vmaf") is not None else None
+
+        def leads(d: dict) -> LeadMetrics:
+            return LeadMetrics(**{k: tuple(v) for k, v in d.items()})
+
+        if "baselines" not in data:  # the two-baseline layout
+            fields["baselines"] = {k: data[k] for k in ("persistence", "median")}
+            fields["skill"] = {"persistence": data["skill_persistence"], "median": data["skill_median"]}
+            for key in ("persistence", "median", "skill_persistence", "skill_median"):
+                fields.pop(key)
+            mse = {k: v["mse"] for k, v in fields["baselines"].items()}
+            fields["strongest"] = tuple(min(mse, key=lambda b: mse[b][k]) for k in range(len(data["model"]["mse"])))
+            fields["skill_strongest"] = tuple(fields["skill"][b][k] for k, b in enumerate(fields["strongest"]))
+            vmaf = data.get("vmaf")
+            fields["vmaf"] = {"model": vmaf} if vmaf is not None else None
+        fields["model"] = leads(data["model"])
+        fields["baselines"] = {k: leads(v) for k, v in fields["baselines"].items()}
+        fields["skill"] = {k: tuple(v) for k, v in fields["skill"].items()}
+        fields["strongest"], fields["skill_strongest"] = tuple(fields["strongest"]), tuple(fields["skill_strongest"])
         fields["bubbles"] = {k: tuple(v) for k, v in data.get("bubbles", {}).items()}
+        fields["baseline_bubble_f1"] = {k: tuple(v) for k, v in data.get("baseline_bubble_f1", {}).items()}
+        if fields.get("vmaf") is not None:
+            fields["vmaf"] = {k: tuple(v) for k, v in fields["vmaf"].items()}
         return cls(**fields)
 
     def summary(self) -> dict[str, float]:
@@ -67,44 +101,35 @@ class Evaluation:
             "final_ssim": self.model.mean("ssim"),
             "final_psnr": self.model.mean("psnr"),
             "final_mse": self.model.mean("mse"),
+            "final_sharpness": self.model.mean("sharpness"),
             "final_persistence_ssim": self.persistence.mean("ssim"),
             "final_skill_persistence": float(np.mean(self.skill_persistence)),
+            "final_skill_strongest": float(np.mean(self.skill_strongest)),
             "final_collapse_score": self.collapse_score,
             "final_collapsed": float(self.collapsed),
-        } | {f"final_{k}": float(np.mean(v)) for k, v in self.bubbles.items() if k in ("bubble_f1", "sharpness")}
+        } | ({"final_bubble_f1": float(np.mean(self.bubbles["bubble_f1"]))} if self.bubbles else {})
+
+    def lead_curves(self) -> dict[str, tuple[float, ...]]:
+        """Every per-lead series by a flat name: the model's metrics (ssim, …), each baseline's (persistence_ssim,
+        …), skill against each baseline (skill_flow, …) and against the strongest, VMAF (vmaf, flow_vmaf, …), bubble
+        metrics (bubble_f1, …, persistence_bubble_f1, …)."""
+        curves: dict[str, tuple[float, ...]] = {k: v for k, v in asdict(self.model).items() if len(v)}
+        for b, m in self.baselines.items():
+            curves |= {f"{b}_{k}": v for k, v in asdict(m).items() if len(v)}
+        curves |= {f"skill_{b}": v for b, v in self.skill.items()} | {"skill_strongest": self.skill_strongest}
+        for key, values in (self.vmaf or {}).items():
+            curves["vmaf" if key == "model" else f"{key}_vmaf"] = values
+        curves |= self.bubbles | {f"{b}_bubble_f1": v for b, v in self.baseline_bubble_f1.items()}
+        return curves
 
     def lead_table(self) -> str:
-        """The per-lead table a researcher keeps by hand (markdown)."""
-        head = "| lead | SSIM | PSNR dB | MSE | SSIM persist. | PSNR persist. | SSIM median | skill vs persist. | skill vs median |"
-        lines = [head, "|" + "---|" * 9]
-        for k in range(len(self.model.ssim)):
-            lines.append(
-                f"| {k + 1} | {self.model.ssim[k]:.3f} | {self.model.psnr[k]:.2f} | {self.model.mse[k]:.5f} | "
-                f"{self.persistence.ssim[k]:.3f} | {self.persistence.psnr[k]:.2f} | {self.median.ssim[k]:.3f} | "
-                f"{self.skill_persistence[k]:+.3f} | {self.skill_median[k]:+.3f} |"
-            )
-        if self.bubbles:
-            b = self.bubbles
-            lines += ["", "| lead | bubble F1 | precision | recall | count err. | diameter err. px | centroid err. px | sharpness |", "|" + "---|" * 8]
-            for k in range(len(b["bubble_f1"])):
-                lines.append(
-                    f"| {k + 1} | {b['bubble_f1'][k]:.3f} | {b['bubble_precision'][k]:.3f} | {b['bubble_recall'][k]:.3f} | "
-                    f"{b['bubble_count_error'][k]:.2f} | {b['bubble_diameter_error_px'][k]:.2f} | "
-                    f"{b['bubble_centroid_error_px'][k]:.2f} | {b['sharpness'][k]:.3f} |"
-                )
-        if self.vmaf is not None:
-            lines.append("\nVMAF per lead (loosely interpretable on small grayscale frames): " + " ".join(f"{v:.1f}" for v in self.vmaf))
-        elif self.vmaf_note and self.vmaf_note != "not computed":
-            lines.append("\n" + self.vmaf_note)
-        return "\n".join(lines)
+        """The per-lead tables a researcher keeps by hand (markdown): the headline, then each metric for the model
+        and every baseline."""
+        return tables.lead_tables(self)
 
     def condition_table(self) -> str:
         """Per held-out condition (CSV)."""
-        cols = ["windows", "ssim", "psnr", "mse", "persistence_ssim", "persistence_mse", "skill_persistence"]
-        lines = ["condition," + ",".join(cols)]
-        for cid, row in sorted(self.per_condition.items()):
-            lines.append(cid + "," + ",".join(f"{row[c]:.6g}" for c in cols))
-        return "\n".join(lines) + "\n"
+        return tables.condition_csv(self.per_condition)
 
 
 def subset(n: int, limit: int) -> list[int]:
@@ -118,7 +143,7 @@ class FrameMetrics:
     """Per-frame metric values, gathered as (windows, leads) arrays."""
 
     def __init__(self) -> None:
-        self.values: dict[str, list[np.ndarray]] = {"ssim": [], "psnr": [], "mse": [], "mae": []}
+        self.values: dict[str, list[np.ndarray]] = {k: [] for k in PIXEL_METRICS}
 
     def add(self, pred: np.ndarray, target: np.ndarray) -> None:
         n, m = pred.shape[:2]
@@ -128,12 +153,13 @@ class FrameMetrics:
         self.values["psnr"].append(metrics.psnr_from_mse(mse).reshape(n, m))
         self.values["mae"].append(metrics.mae_frames(p, t).reshape(n, m))
         self.values["ssim"].append(metrics.ssim_frames(p, t).reshape(n, m))
+        self.values["sharpness"].append(metrics.sharpness_frames(p, t).reshape(n, m))
 
     def array(self, name: str) -> np.ndarray:
         return np.concatenate(self.values[name])
 
     def leads(self) -> LeadMetrics:
-        return LeadMetrics(*(tuple(float(v) for v in self.array(k).mean(axis=0)) for k in ("ssim", "psnr", "mse", "mae")))
+        return LeadMetrics(**{k: tuple(float(v) for v in np.nanmean(self.array(k), axis=0)) for k in PIXEL_METRICS})
 
 
 def detectors(dataset: WindowDataset, indices: list[int]) -> list[DetectorConfig]:
@@ -162,6 +188,19 @@ def predict_batches(model: nn.Module, dataset: WindowDataset, indices: list[int]
         yield idx, x[:, :, 0].cpu().numpy(), torch.stack(ys)[:, :, 0].numpy(), pred[:, :, 0].cpu().numpy()
 
 
+def training_mean_frame(splits: WindowSplits) -> np.ndarray:
+    """The climatology: per-pixel mean of every training frame at the splits' image size."""
+    cache = splits.train.cache
+    return baselines.mean_frame([cache.frames(name, a, b) for name, a, b in splits.segments.train])
+
+
+def strongest_skill(model_mse: tuple[float, ...], baseline_mse: dict[str, tuple[float, ...]]) -> tuple[dict[str, tuple[float, ...]], tuple[str, ...], tuple[float, ...]]:
+    """Skill against each baseline, the strongest (lowest-MSE) baseline per lead, and the skill against it."""
+    skill = {b: tuple(float(v) for v in metrics.skill(np.array(model_mse), np.array(m))) for b, m in baseline_mse.items()}
+    strongest = tuple(min(baseline_mse, key=lambda b: baseline_mse[b][k]) for k in range(len(model_mse)))
+    return skill, strongest, tuple(skill[b][k] for k, b in enumerate(strongest))
+
+
 def evaluate(
     model: nn.Module,
     dataset: WindowDataset,
@@ -169,60 +208,76 @@ def evaluate(
     batch_size: int = 8,
     max_windows: int = 0,
     with_vmaf: bool = False,
+    mean_frame: np.ndarray | None = None,
 ) -> Evaluation:
-    """Metrics of the model and of persistence and context-median baselines on the same windows; VMAF per lead
-    too when asked for (see bubbles.evaluation.vmaf for what it means on small grayscale frames)."""
+    """Metrics of the model and of the baselines on the same windows (climatology only when the training mean frame
+    is given); VMAF per lead for all of them when asked for (see bubbles.evaluation.vmaf)."""
     indices = subset(len(dataset), max_windows)
     horizon = dataset.window.output_len
-    frames = {"model": FrameMetrics(), "persistence": FrameMetrics(), "median": FrameMetrics()}
+    names = [b for b in baselines.BASELINES if b != "climatology" or mean_frame is not None]
+    frames = {k: FrameMetrics() for k in ("model", *names)}
     collapse = metrics.CollapseMeter()
-    bubble_meter = BubbleMeter(horizon)
+    bubble_meters = {k: BubbleMeter(horizon) for k in frames}
+    targets: dict[tuple[int, int], tuple[np.ndarray, float]] = {}  # each target frame's bubbles, found once
     conditions: list[str] = []
-    vmaf_rows: list[np.ndarray] = []
+    vmaf_rows: dict[str, list[np.ndarray]] = {k: [] for k in frames}
     vmaf_note = "" if with_vmaf else "not computed"
     for idx, x, y, pred in predict_batches(model, dataset, indices, device, batch_size):
-        if with_vmaf and not vmaf_note:
-            scores, vmaf_note = vmaf_frames(pred.reshape(-1, *pred.shape[2:]), y.reshape(-1, *y.shape[2:]))
-            if scores is not None:
-                vmaf_rows.append(scores.reshape(pred.shape[:2]))
-        frames["model"].add(pred, y)
-        frames["persistence"].add(metrics.persistence(x, horizon), y)
-        frames["median"].add(metrics.context_median(x, horizon), y)
+        forecasts = {"model": pred} | {b: baselines.forecast(b, x, horizon, mean_frame) for b in names}
+        for key, forecast in forecasts.items():
+            frames[key].add(forecast, y)
+            if with_vmaf and not vmaf_note:
+                scores, vmaf_note = vmaf_frames(forecast.reshape(-1, *y.shape[2:]), y.reshape(-1, *y.shape[2:]))
+                if scores is not None:
+                    vmaf_rows[key].append(scores.reshape(y.shape[:2]))
         collapse.update(pred, y)
-        bubble_meter.add(pred, y, detectors(dataset, idx))
+        found = detectors(dataset, idx)
+        for key, forecast in forecasts.items():
+            bubble_meters[key].add(forecast, y, found, targets, idx)
         conditions.extend(dataset.condition_of(i) for i in idx)
-    model_leads, pers_leads, med_leads = (frames[k].leads() for k in ("model", "persistence", "median"))
-    per_condition = {}
-    cond_arr = np.array(conditions)
-    model_arrays = {k: frames["model"].array(k) for k in ("ssim", "psnr", "mse")}
-    pers_arrays = {k: frames["persistence"].array(k) for k in ("ssim", "mse")}
-    for cid in sorted(set(conditions)):
-        rows = cond_arr == cid
-        m_mse, p_mse = model_arrays["mse"][rows].mean(), pers_arrays["mse"][rows].mean()
-        per_condition[cid] = {
-            "windows": float(rows.sum()),
-            "ssim": float(model_arrays["ssim"][rows].mean()),
-            "psnr": float(model_arrays["psnr"][rows].mean()),
-            "mse": float(m_mse),
-            "persistence_ssim": float(pers_arrays["ssim"][rows].mean()),
-            "persistence_mse": float(p_mse),
-            "skill_persistence": float(metrics.skill(m_mse, p_mse)),
-        }
+    leads = {k: f.leads() for k, f in frames.items()}
+    skill, strongest, skill_strongest = strongest_skill(leads["model"].mse, {b: leads[b].mse for b in names})
     score = collapse.score()
+    height = dataset.cache.size
+    vmaf = {k: tuple(float(v) for v in np.concatenate(r).mean(axis=0)) for k, r in vmaf_rows.items()} if with_vmaf and not vmaf_note else None
     return Evaluation(
         windows=len(indices),
-        model=model_leads,
-        persistence=pers_leads,
-        median=med_leads,
-        skill_persistence=tuple(float(v) for v in metrics.skill(np.array(model_leads.mse), np.array(pers_leads.mse))),
-        skill_median=tuple(float(v) for v in metrics.skill(np.array(model_leads.mse), np.array(med_leads.mse))),
-        per_condition=per_condition,
+        model=leads["model"],
+        baselines={b: leads[b] for b in names},
+        skill=skill,
+        strongest=strongest,
+        skill_strongest=skill_strongest,
+        per_condition=_per_condition(frames, names, np.array(conditions)),
         collapse_score=float(score),
         collapsed=bool(score < metrics.COLLAPSE_THRESHOLD),
-        vmaf=tuple(float(v) for v in np.concatenate(vmaf_rows).mean(axis=0)) if vmaf_rows and not vmaf_note else None,
+        vmaf=vmaf,
         vmaf_note=vmaf_note,
-        bubbles=bubble_meter.leads(dataset.cache.size),
+        bubbles={k: v for k, v in bubble_meters["model"].leads(height).items() if k != "sharpness"},  # in LeadMetrics
+        baseline_bubble_f1={b: bubble_meters[b].leads(height)["bubble_f1"] for b in names},
     )
+
+
+def _per_condition(frames: dict[str, FrameMetrics], names: list[str], conditions: np.ndarray) -> dict[str, dict[str, float]]:
+    """Mean metrics of each condition's windows: the model's, each baseline's MSE, skill against the strongest."""
+    model = {k: frames["model"].array(k) for k in ("ssim", "psnr", "mse")}
+    base_mse = {b: frames[b].array("mse") for b in names}
+    out = {}
+    for cid in sorted(set(conditions.tolist())):
+        rows = conditions == cid
+        m_mse = model["mse"][rows].mean()
+        b_mse = {b: float(v[rows].mean()) for b, v in base_mse.items()}
+        best = min(b_mse, key=lambda b: b_mse[b])
+        out[cid] = {
+            "windows": float(rows.sum()),
+            "ssim": float(model["ssim"][rows].mean()),
+            "psnr": float(model["psnr"][rows].mean()),
+            "mse": float(m_mse),
+            "persistence_ssim": float(frames["persistence"].array("ssim")[rows].mean()),
+            **{f"{b}_mse": v for b, v in b_mse.items()},
+            "skill_persistence": float(metrics.skill(m_mse, b_mse["persistence"])),
+            "skill_strongest": float(metrics.skill(m_mse, b_mse[best])),
+        }
+    return out
 
 
 @dataclass(frozen=True)

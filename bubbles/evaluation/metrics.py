@@ -1,9 +1,10 @@
-"""Pure numpy metrics per predicted frame, the two baselines, skill scores and the collapse score.
+"""Pure numpy metrics per predicted frame, sharpness, skill scores and the collapse score (baselines: baselines.py).
 
 Conventions (stated once, used everywhere): frames are float in [0, 1]; SSIM is scikit-image's
 `structural_similarity` with data_range=1 and the Wang et al. (2004) setting — Gaussian weights, sigma 1.5,
-population covariance; PSNR uses data_range=1 with MSE floored at 1e-10 (so identical frames score 100 dB, not inf);
-MSE and MAE are per pixel.
+population covariance; PSNR uses data_range=1 with MSE floored at 1e-10 (so identical frames score 100 dB, not inf),
+computed per frame from that frame's MSE and then averaged over frames (a mean of dB values, not the PSNR of the mean
+MSE); MSE and MAE are per pixel.
 """
 
 from __future__ import annotations
@@ -40,14 +41,17 @@ def psnr_from_mse(mse: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(1.0 / np.maximum(mse, PSNR_MSE_FLOOR))
 
 
-def persistence(inputs: np.ndarray, horizon: int) -> np.ndarray:
-    """Repeat the last input frame: (N, T, H, W) -> (N, horizon, H, W)."""
-    return np.repeat(inputs[:, -1:], horizon, axis=1)
+def gradient_magnitude(frames: np.ndarray) -> np.ndarray:
+    """Mean gradient magnitude of each frame (N, H, W) -> (N,), central differences in pixels."""
+    gy, gx = np.gradient(frames.astype(np.float64), axis=(1, 2))
+    return np.hypot(gx, gy).reshape(len(frames), -1).mean(axis=1)
 
 
-def context_median(inputs: np.ndarray, horizon: int) -> np.ndarray:
-    """The per-pixel median of the context frames, for every lead: a blurry background guess."""
-    return np.repeat(np.median(inputs, axis=1, keepdims=True), horizon, axis=1)
+def sharpness_frames(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Sharpness ratio per frame: mean gradient magnitude of the prediction / of the target. 1 is as sharp as the
+    target; a blur scores well below 1 (NaN where the target is flat)."""
+    g_target = gradient_magnitude(target)
+    return np.where(g_target > 0, gradient_magnitude(pred) / np.where(g_target > 0, g_target, 1.0), np.nan)
 
 
 def skill(mse_model: np.ndarray, mse_baseline: np.ndarray) -> np.ndarray:

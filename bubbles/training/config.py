@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Loss = Literal["mse_sum", "mse_mean", "l1", "mse+ssim"]
+Loss = Literal["mse_sum", "mse_mean", "l1", "mse+ssim", "mse+gdl"]
 Device = Literal["auto", "cpu", "cuda"]
 AMP = Literal["auto", "off"]
 # The epoch metric that picks best.pt. A sweep sets it to its objective, so that the leaderboard, the evaluation
@@ -21,7 +21,7 @@ def best_by_mode(metric: str) -> str:
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and run settings. loss mse_sum is the seed's (sum over batch and pixels); mse+ssim is
-    mse_mean + 0.5 * (1 - SSIM). max_*_windows subsample windows evenly (0 = all); collapse_stop_epoch stops a
+    mse_mean + 0.5 * (1 - SSIM); mse+gdl is mse_mean + gdl_weight * gradient-difference loss (Mathieu et al. 2016). max_*_windows subsample windows evenly (0 = all); collapse_stop_epoch stops a
     collapsed trial at or after that epoch (0 = never). best_by: the epoch metric that picks best.pt."""
 
     epochs: int = 10
@@ -29,6 +29,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     batch_size: int = 4
     loss: Loss = "mse_sum"
+    gdl_weight: float = 0.1
     grad_clip: float = 0.0
     seed: int = 0
     teacher_forcing: float = 0.0

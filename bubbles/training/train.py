@@ -24,9 +24,11 @@ from torch.utils.data import DataLoader, Subset
 
 from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
-from bubbles.evaluation.evaluate import Evaluation, Validation, evaluate, persistence_mse, predict_batches, subset, validate
+from bubbles.evaluation.evaluate import (
+    Evaluation, Validation, evaluate, persistence_mse, predict_batches, subset, training_mean_frame, validate,
+)
 from bubbles.evaluation.figures import save_strip
-from bubbles.training.losses import ssim_torch
+from bubbles.training.losses import gradient_difference, ssim_torch
 from bubbles.models import build_model, check_state_shapes, parameter_count
 from bubbles.training.config import TrainConfig, best_by_mode
 from bubbles.data.windows import WindowSplits, make_splits
@@ -91,13 +93,16 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def loss_fn(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def loss_fn(name: str, pred: torch.Tensor, target: torch.Tensor, gdl_weight: float = 0.0) -> torch.Tensor:
+    """The training loss `name` (see TrainConfig) of predictions against targets (B, M, C, H, W)."""
     if name == "mse_sum":
         return F.mse_loss(pred, target, reduction="sum")
     if name == "mse_mean":
         return F.mse_loss(pred, target)
     if name == "l1":
         return F.l1_loss(pred, target)
+    if name == "mse+gdl":
+        return F.mse_loss(pred, target) + gdl_weight * gradient_difference(pred, target)
     return F.mse_loss(pred, target) + 0.5 * (1.0 - ssim_torch(pred.flatten(0, 1), target.flatten(0, 1)))
 
 
@@ -134,7 +139,7 @@ def train_one_epoch(
             deltas: list[tuple[torch.Tensor, torch.Tensor]] = []
             extra = {"deltas": deltas} if beta > 0 else {}
             pred = model(x, future=y.shape[1], target=y, teacher_forcing=tf, generator=sampling, **extra)
-            loss = loss_fn(cfg.loss, pred.float(), y)
+            loss = loss_fn(cfg.loss, pred.float(), y, cfg.gdl_weight)
         # The reported loss stays the frame loss (comparable across families); the decoupling term only trains.
         frame_loss = loss.detach()
         if deltas:
@@ -292,11 +297,12 @@ def train(
 
 
 def finish(model: nn.Module, cfg: TrialConfig, splits: WindowSplits, status: Status, history: list[EpochResult], out_dir: Path, device: torch.device) -> TrialResult:
-    """Evaluate the best checkpoint on the validation split (with baselines and VMAF) and draw the strips."""
+    """Evaluate the best checkpoint on the validation split (with the four baselines and VMAF) and draw the strips."""
     evaluation, strips = None, []
     if status != "nan" and (out_dir / BEST).exists():
         model.load_state_dict(load_checkpoint(out_dir / BEST, device)["model"])
-        evaluation = evaluate(model, splits.val, device, cfg.train.batch_size, cfg.train.max_val_windows, with_vmaf=True)
+        evaluation = evaluate(model, splits.val, device, cfg.train.batch_size, cfg.train.max_val_windows, with_vmaf=True,
+                              mean_frame=training_mean_frame(splits))
         strips = write_strips(model, splits, out_dir, device)
         (out_dir / "evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=1))
     return TrialResult(status, parameter_count(model), history, evaluation, out_dir, strips)
