@@ -74,8 +74,8 @@ def test_collapse_flag_on_constant_predictor(tiny_store: Path) -> None:
     assert set(healthy.per_condition) == set(splits.val.conditions.values())
     # A constant picture finds no bubble; persistence finds them where they were (32 px: bubbles of 1-2 px
     # radius, so only some are seen), and is less sharp than nothing only if its frames are blurred (they are not).
-    assert max(collapsed.bubbles["bubble_recall"]) == 0.0 and max(collapsed.bubbles["sharpness"]) < 0.05
-    assert min(healthy.bubbles["sharpness"]) > 0.8
+    assert max(collapsed.bubbles["bubble_recall"]) == 0.0 and max(collapsed.model.sharpness) < 0.05
+    assert min(healthy.model.sharpness) > 0.8
     assert "bubble F1" in healthy.lead_table() and "final_bubble_f1" in healthy.summary()
 
 
