@@ -82,21 +82,24 @@ def _parse_conditions(pairs: tuple[str, ...]) -> dict[str, str | float | int | b
 @click.argument("store", type=click.Path(path_type=Path), default=DEFAULT_STORE)
 @click.option("--sequences", default=8, show_default=True, help="Number of sequences.")
 @click.option("--frames", default=200, show_default=True, help="Frames per sequence.")
-@click.option("--size", default=128, show_default=True, help="Frame size in pixels (square).")
+@click.option("--size", default="128", show_default=True, help="Frame size: S (S x S) or HxW, e.g. 96x256.")
 @click.option("--seed", default=0, show_default=True, help="Seed: same arguments give byte-identical frames.")
 @click.option("--conditions", type=int, default=None, help="Distinct initial conditions (default: one per sequence).")
 @click.option("--workers", default=min(2, os.cpu_count() or 1), show_default=True, help="Processes.")
-def synth(store: Path, sequences: int, frames: int, size: int, seed: int, conditions: int | None, workers: int) -> None:
+def synth(store: Path, sequences: int, frames: int, size: str, seed: int, conditions: int | None, workers: int) -> None:
     """Generate a synthetic bubble-flow store (Lagrangian bubbles, shadowgraph rendering).
 
     \b
     Examples:
       python cli.py synth data/synthetic.zarr
       python cli.py synth data/big.zarr --sequences 16 --frames 400 --size 256 --conditions 8
+      python cli.py synth data/wide.zarr --sequences 4 --frames 100 --size 96x256
     """
+    from bubbles.data.framesize import parse_image_size
     from bubbles.data.synth import SynthConfig, synth_store
 
-    cfg = SynthConfig(sequences=sequences, frames=frames, size=size, seed=seed, conditions=conditions)
+    shape = parse_image_size(size, "synth: --size")
+    cfg = SynthConfig(sequences=sequences, frames=frames, size=shape, seed=seed, conditions=conditions)
     cfg.validate()
     if store.exists():
         raise UserError(f"{store}: already exists (remove it or choose another path)")
@@ -104,7 +107,8 @@ def synth(store: Path, sequences: int, frames: int, size: int, seed: int, condit
 
     with tqdm(total=sequences, desc="synth", unit="sequence", disable=None) as bar:
         synth_store(str(store.resolve()), cfg, workers, progress=bar.update)
-    click.echo(f"wrote {sequences} sequences x {frames} frames at {size}x{size} to {store}")
+    h, w = (shape, shape) if isinstance(shape, int) else shape
+    click.echo(f"wrote {sequences} sequences x {frames} frames at {h}x{w} to {store}")
 
 
 @main.command()

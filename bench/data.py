@@ -67,12 +67,12 @@ def main() -> None:
         starts = [(names[rng.integers(len(names))], int(rng.integers(0, args.frames - length))) for _ in range(2000)]
         memory = {n: store.read(n, 0) for n in names}
         numpy_rate = windows_per_s(lambda n, a, b: memory[n][a:b], starts, length)
-        cold_cache = FrameCache(FrameStore.open(path), args.size)
+        cold_cache = FrameCache(FrameStore.open(path), (args.size, args.size))
         began = time.perf_counter()
         cold_rate = windows_per_s(cold_cache.frames, starts, length)
         cold_total = time.perf_counter() - began
         warm_rate = windows_per_s(cold_cache.frames, starts, length)
-        stream = FrameCache(FrameStore.open(path), args.size, limit_bytes=64 * 2**20)
+        stream = FrameCache(FrameStore.open(path), (args.size, args.size), limit_bytes=64 * 2**20)
         stream_cold = windows_per_s(stream.frames, starts[:300], length)
         stream_warm = windows_per_s(stream.frames, starts[:300], length)
         raw_zarr = FrameStore.open(path)

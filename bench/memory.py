@@ -45,7 +45,7 @@ def _cache_trial(store: str, size: int, share: str | None, loaded: Any, measured
     opened = FrameStore.open(store)
     opened.read(next(iter(opened.sequences)), 0, 0, 1)  # imports and Zarr's own buffers count before, not as frames
     before = pss_bytes()
-    cache = FrameCache(FrameStore.open(store), size, share=Path(share) if share else None)
+    cache = FrameCache(FrameStore.open(store), (size, size), share=Path(share) if share else None)
     touch([cache.frames(n, 0, i.frames) for n, i in cache.store.sequences.items()])
     loaded.wait()
     out.put(pss_bytes() - before)
@@ -142,7 +142,7 @@ def main() -> None:
         fs = FrameStore.open(store)
         # The node's cache file is written once, by the first trial; here before the trials start, so that the
         # writer's transient decoding buffers are not counted as frames.
-        touch([FrameCache(fs, args.size, share=tmp / "share").frames(n, 0, args.frames) for n in fs.sequences])
+        touch([FrameCache(fs, (args.size, args.size), share=tmp / "share").frames(n, 0, args.frames) for n in fs.sequences])
         modes: dict[str, dict[int, int]] = {
             "private": {n: run_processes(n, store, args.size, None) for n in ns},
             "memmap": {n: run_processes(n, store, args.size, str(tmp / "share")) for n in ns},
@@ -161,7 +161,7 @@ def main() -> None:
         rng = np.random.default_rng(0)
         names = sorted(memory)
         starts = [(names[rng.integers(len(names))], int(rng.integers(0, args.frames - length))) for _ in range(4000)]
-        mapped = FrameCache(fs, args.size, share=tmp / "share")
+        mapped = FrameCache(fs, (args.size, args.size), share=tmp / "share")
         windows_per_s(mapped.frames, starts[:200], length)  # warm: the file is mapped and in the page cache
         rates = {}
         for _ in range(3):  # interleaved repeats, best of each: the machine is shared

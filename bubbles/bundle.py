@@ -2,8 +2,9 @@
 
     MODEL_DIR/
       weights.safetensors   the state dict (safetensors: loading it never runs code)
-      config.json           every trial parameter, the window, the image size, the store fingerprint and split
-      model.ts              TorchScript program: (B, input_len, 1, S, S) float32 in [0, 1] -> (B, output_len, 1, S, S)
+      config.json           every trial parameter (image_size as the exact HxW), input_shape, output_shape,
+                            the store fingerprint and split
+      model.ts              TorchScript program: (B, input_len, 1, H, W) float32 in [0, 1] -> (B, output_len, 1, H, W)
       model.onnx            the same program as ONNX (optional), checked against PyTorch with onnxruntime
       metrics_card.md       objective, per-lead table against the baselines, per-condition table, data and split
       README.md             how to load each file
@@ -71,14 +72,18 @@ def load_climatology(directory: Path) -> np.ndarray | None:
 
 def example_input(cfg: TrialConfig) -> torch.Tensor:
     """A fixed input of the exported program's shape (seeded, so exports are byte-for-byte repeatable)."""
-    s = cfg.data.image_size
-    return torch.rand(1, cfg.window.input_len, 1, s, s, generator=torch.Generator().manual_seed(0))
+    return torch.rand(1, cfg.window.input_len, 1, *cfg.frame_size, generator=torch.Generator().manual_seed(0))
+
+
+def expected_shape(cfg: TrialConfig) -> tuple[int, ...]:
+    """The exported program's output shape for example_input."""
+    return (1, cfg.window.output_len, 1, *cfg.frame_size)
 
 
 def metrics_card(cfg: TrialConfig, info: BundleInfo, evaluation: Evaluation | None) -> str:
     lines = [
         f"# {cfg.model_name} {cfg.model.label()} "
-        f"{cfg.window.input_len}->{cfg.window.output_len} at {cfg.data.image_size}²",
+        f"{cfg.window.input_len}->{cfg.window.output_len} at {cfg.frame_size[0]}x{cfg.frame_size[1]}",
         "",
         f"- objective: {info.objective_name} = {info.objective:.4f}",
         f"- source: {info.source}",
@@ -108,8 +113,9 @@ def metrics_card(cfg: TrialConfig, info: BundleInfo, evaluation: Evaluation | No
 
 _README = """# Exported bubble-flow predictor
 
-Input: float32 frames in [0, 1], shape (batch, {input_len}, 1, {size}, {size}) — {input_len} consecutive grayscale frames.
-Output: (batch, {output_len}, 1, {size}, {size}) — the next {output_len} frames.
+Input: float32 frames in [0, 1], shape (batch, {input_len}, 1, {h}, {w}) — {input_len} consecutive grayscale frames
+of height {h} and width {w}.
+Output: (batch, {output_len}, 1, {h}, {w}) — the next {output_len} frames.
 
     import torch
     program = torch.jit.load("model.ts")            # needs only torch
@@ -143,7 +149,8 @@ def write_bundle(
         predictor = _Predictor(model, cfg.window.output_len).eval()
         x = example_input(cfg)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "weights.safetensors"), metadata={"format": FORMAT})
-        config = {"format": FORMAT, "params": cfg.flat(), "objective": {"name": info.objective_name, "value": info.objective},
+        config = {"format": FORMAT, "params": cfg.flat(), "input_shape": list(x.shape), "output_shape": list(expected_shape(cfg)),
+                  "objective": {"name": info.objective_name, "value": info.objective},
                   "source": info.source, "store_fingerprint": info.store_fingerprint, "val_conditions": list(info.val_conditions)}
         (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
         with torch.no_grad():
@@ -156,8 +163,8 @@ def write_bundle(
         (tmp / "metrics_card.md").write_text(metrics_card(cfg, info, evaluation))
         if climatology is not None:
             np.save(tmp / CLIMATOLOGY, climatology.astype(np.float32))
-        s = cfg.data.image_size
-        (tmp / "README.md").write_text(_README.format(input_len=cfg.window.input_len, output_len=cfg.window.output_len, size=s))
+        h, w = cfg.frame_size
+        (tmp / "README.md").write_text(_README.format(input_len=cfg.window.input_len, output_len=cfg.window.output_len, h=h, w=w))
         replace_dir(tmp, out, "export")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

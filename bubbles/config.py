@@ -11,15 +11,16 @@ import difflib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, get_args
 
 from bubbles.errors import UserError
 from bubbles.models.convlstm import ConvLSTMConfig, Mode, Norm, Peephole
 from bubbles.models.predrnn_v2 import PredRNNv2Config
-from bubbles.models.registry import MODELS, ModelConfig
+from bubbles.models.registry import MODELS, ModelConfig, size_multiple
 from bubbles.models.simvp import SimVPConfig
 from bubbles.training.config import AMP, BestBy, Device, Loss, TrainConfig
+from bubbles.data.framesize import FrameSize, format_image_size, parse_image_size
 from bubbles.data.windows import DataConfig, SplitConfig, SplitKind, WindowConfig
 
 MAX_SEED = 2**32 - 1  # numpy and torch both take seeds this large on every platform
@@ -33,7 +34,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "test_fraction": (0.0, "fraction for test"),
     "split_gap": (0, "time split: frames dropped between parts"),
     "split_seed": (0, "seed of the drawn split"),
-    "image_size": (64, "square frame size in pixels (read from the matching pyramid level)"),
+    "image_size": (64, "short side in pixels, the store's aspect kept (64), or exact HxW ('96x256', stretches when the aspect differs)"),
     "window": (None, "shortcut 'N->M' for input_len and output_len, e.g. '20->1', '20->20', '5->5'"),
     "input_len": (20, "context frames"),
     "output_len": (1, "predicted frames (lead times 1..M)"),
@@ -93,7 +94,7 @@ class TrialConfig:
         common = {
             "store": self.data.store, "split": s.kind, "val": list(s.val), "test": list(s.test),
             "val_fraction": s.val_fraction, "test_fraction": s.test_fraction, "split_gap": s.gap,
-            "split_seed": s.seed, "image_size": self.data.image_size, "input_len": self.window.input_len,
+            "split_seed": s.seed, "image_size": format_image_size(self.data.image_size), "input_len": self.window.input_len,
             "output_len": self.window.output_len, "stride": self.window.stride, "model": self.model_name,
             **asdict(self.train),
         }
@@ -111,6 +112,18 @@ class TrialConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.flat(), sort_keys=True)
+
+    @property
+    def frame_size(self) -> FrameSize:
+        """(H, W) of the model's frames; only known once the image size is resolved against a store."""
+        if isinstance(self.data.image_size, int):
+            raise ValueError(f"image_size {self.data.image_size} is a short side: resolve it with at_frame_size first")
+        return self.data.image_size
+
+    def at_frame_size(self, size: FrameSize) -> TrialConfig:
+        """This config with its image size resolved against a store (make_splits' frame_size): exact HxW from here
+        on, so checkpoints, exports and predict use the shape the model was built for."""
+        return replace(self, data=replace(self.data, image_size=size), model=replace(self.model, frame_size=size))
 
 
 def _fail(where: str, key: str, problem: str) -> UserError:
@@ -202,7 +215,7 @@ def _odd(where: str, key: str, value: Any) -> int:
     return kernel
 
 
-def _convlstm(where: str, p: Mapping[str, Any], size: tuple[int, int], input_len: int, output_len: int) -> ConvLSTMConfig:
+def _convlstm(where: str, p: Mapping[str, Any], size: tuple[int, int], exact: bool, input_len: int, output_len: int) -> ConvLSTMConfig:
     mode = _choice(where, "mode", p["mode"], ("auto", *get_args(Mode)))
     if mode == "auto":
         mode = "seq2one" if output_len == 1 else "seq2seq"
@@ -222,9 +235,9 @@ def _convlstm(where: str, p: Mapping[str, Any], size: tuple[int, int], input_len
     )
 
 
-def _predrnn_v2(where: str, p: Mapping[str, Any], size: tuple[int, int], input_len: int, output_len: int) -> PredRNNv2Config:
+def _predrnn_v2(where: str, p: Mapping[str, Any], size: tuple[int, int], exact: bool, input_len: int, output_len: int) -> PredRNNv2Config:
     patch = _int(where, "patch", p["patch"], 1)
-    if size[0] % patch or size[1] % patch:
+    if exact and (size[0] % patch or size[1] % patch):
         raise _fail(where, "patch", f"must divide the frame size {size[0]}x{size[1]}, got {patch}")
     return PredRNNv2Config(
         layers=_int(where, "st_layers", p["st_layers"], 1), hidden=_int(where, "st_hidden", p["st_hidden"], 1),
@@ -235,10 +248,10 @@ def _predrnn_v2(where: str, p: Mapping[str, Any], size: tuple[int, int], input_l
     )
 
 
-def _simvp(where: str, p: Mapping[str, Any], size: tuple[int, int], input_len: int, output_len: int) -> SimVPConfig:
+def _simvp(where: str, p: Mapping[str, Any], size: tuple[int, int], exact: bool, input_len: int, output_len: int) -> SimVPConfig:
     n_s = _int(where, "n_s", p["n_s"], 1)
     step = 2 ** (n_s // 2)
-    if size[0] % step or size[1] % step:
+    if exact and (size[0] % step or size[1] % step):
         raise _fail(where, "n_s", f"{n_s} blocks halve the frame {n_s // 2} times: {size[0]}x{size[1]} must divide by {step}")
     hid_s = _int(where, "hid_s", p["hid_s"], 2)
     if hid_s % 2:
@@ -261,9 +274,13 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
     input_len, output_len = (_int(where, "input_len", p["input_len"], 1), _int(where, "output_len", p["output_len"], 1))
     if p["window"] is not None:
         input_len, output_len = parse_window(where, p["window"])
-    size = _int(where, "image_size", p["image_size"], 16)
+    size = parse_image_size(p["image_size"], f"{where}: image_size")
     model_name = _choice(where, "model", p["model"], tuple(sorted(MODELS)))
     check_family(where, model_name, params)
+    # A short side is resolved against the store by at_frame_size; until then the model is sized square.
+    exact = isinstance(size, tuple)
+    frame = size if isinstance(size, tuple) else (size, size)
+    model = _MODEL_SECTIONS[model_name](where, p, frame, exact, input_len, output_len)
     if not isinstance(p["store"], str) or not p["store"]:
         raise _fail(where, "store", f"expected a path, got {p['store']!r}")
     split = SplitConfig(
@@ -294,10 +311,10 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
         best_by=_choice(where, "best_by", p["best_by"], get_args(BestBy)),  # type: ignore[arg-type]
     )
     return TrialConfig(
-        data=DataConfig(store=p["store"], image_size=size, split=split),
+        data=DataConfig(store=p["store"], image_size=size, split=split, size_multiple=size_multiple(model)),
         window=WindowConfig(input_len, output_len, _int(where, "stride", p["stride"], 1)),
         model_name=model_name,
-        model=_MODEL_SECTIONS[model_name](where, p, (size, size), input_len, output_len),
+        model=model,
         train=train,
     )
 
@@ -306,4 +323,6 @@ def from_json(text: str) -> TrialConfig:
     """Inverse of TrialConfig.to_json (used by checkpoints and exports)."""
     params = json.loads(text)
     params.pop("window", None)
+    if isinstance(params.get("image_size"), int):  # saved before HxW existed: frames were squashed to S x S
+        params["image_size"] = f"{params['image_size']}x{params['image_size']}"
     return trial_config(params, "saved config")

@@ -44,7 +44,7 @@ class PredictRequest:
 
 @torch.no_grad()
 def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> np.ndarray:
-    """Predict `steps` frames after context (T, S, S): in chunks of the trained horizon, each chunk's predictions
+    """Predict `steps` frames after context (T, H, W): in chunks of the trained horizon, each chunk's predictions
     becoming the newest context frames of the next (autoregressive beyond the horizon)."""
     window = torch.from_numpy(context.astype(np.float32))[None, :, None]
     out: list[np.ndarray] = []
@@ -55,7 +55,7 @@ def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> 
     return np.stack(out[:steps])
 
 
-def _frames(request: PredictRequest, size: int, tmp: Path) -> tuple[FrameCache, str]:
+def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path) -> tuple[FrameCache, str]:
     if request.raw_input is not None:
         store_path = tmp / "input.zarr"
         ingest(IngestRequest(request.raw_input.resolve(), store_path, sequence="input"))
@@ -123,7 +123,7 @@ def rollout_collapse(pred: np.ndarray, target: np.ndarray) -> float:
 def predict(request: PredictRequest) -> dict[str, object]:
     """Write strip.png, rollout.gif, prediction.npy and (when the recording continues) metrics.csv / .json."""
     model, cfg, _ = load_bundle(request.model_dir)
-    n_in, horizon, size = cfg.window.input_len, cfg.window.output_len, cfg.data.image_size
+    n_in, horizon, size = cfg.window.input_len, cfg.window.output_len, cfg.frame_size
     steps = request.steps or horizon
     if steps > horizon and not request.autoregressive:
         raise UserError(f"--steps {steps} is beyond the trained horizon {horizon}: add --autoregressive to roll out")

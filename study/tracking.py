@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bubbles.config import TrialConfig
+from bubbles.data.framesize import format_image_size
 from bubbles.errors import UserError
 from bubbles.evaluation.evaluate import Evaluation
 from bubbles.training.train import EpochResult, TrialResult
@@ -99,7 +100,7 @@ def _param_value(value: Any) -> str:
 def run_name(cfg: TrialConfig, trial_id: str | None = None) -> str:
     """A short readable run name from the key parameters, e.g. 'L3-h64-128px-20to1-lr1e-03'; a sweep's trials end
     with their trial number ('…-00007') so that names are unique."""
-    name = f"{cfg.model.label()}-{cfg.data.image_size}px-{cfg.window.input_len}to{cfg.window.output_len}-lr{cfg.train.lr:.0e}"
+    name = f"{cfg.model.label()}-{format_image_size(cfg.data.image_size)}px-{cfg.window.input_len}to{cfg.window.output_len}-lr{cfg.train.lr:.0e}"
     return f"{name}-{trial_id.rsplit('_', 1)[-1]}" if trial_id else name
 
 

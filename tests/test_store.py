@@ -31,9 +31,10 @@ def test_round_trip_and_pyramid(tmp_path: Path) -> None:
     # Level 1 is the 2x2 box average of level 0, rounded.
     expected = np.rint(frames.astype(np.float32).reshape(10, 32, 2, 24, 2).mean(axis=(2, 4)))
     np.testing.assert_array_equal(store.read("a", 1), expected.astype(np.uint8))
-    assert store.level_for("a", 24) == 1 and store.level_for("a", 40) == 0
+    assert store.level_for("a", (24, 24)) == 1 and store.level_for("a", (40, 40)) == 0
+    assert store.level_for("a", (32, 24)) == 1 and store.level_for("a", (33, 24)) == 0
     with pytest.raises(UserError, match="larger than the native"):
-        store.level_for("a", 100)
+        store.level_for("a", (100, 100))
 
 
 def test_chunks_hold_whole_frames() -> None:

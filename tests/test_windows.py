@@ -49,16 +49,16 @@ def test_condition_selectors(tiny_store: Path) -> None:
 
 def test_pyramid_level_and_resize(tiny_store: Path) -> None:
     store = FrameStore.open(tiny_store)
-    cache16 = FrameCache(store, 16)
+    cache16 = FrameCache(store, (16, 16))
     np.testing.assert_array_equal(cache16.frames("seq000", 3, 9), store.read("seq000", 1)[3:9])
-    cache24 = FrameCache(store, 24)  # no level of 24: resized once from the 32 level
+    cache24 = FrameCache(store, (24, 24))  # no level of 24: resized once from the 32 level
     assert cache24.frames("seq000", 0, 5).shape == (5, 24, 24)
 
 
 def test_streaming_cache_equals_preloaded(tiny_store: Path) -> None:
     store = FrameStore.open(tiny_store)
-    whole = FrameCache(store, 32)
-    streamed = FrameCache(store, 32, limit_bytes=3 * 64 * 32 * 32)  # a few chunks at most
+    whole = FrameCache(store, (32, 32))
+    streamed = FrameCache(store, (32, 32), limit_bytes=3 * 64 * 32 * 32)  # a few chunks at most
     assert whole.preloaded and not streamed.preloaded
     for start, stop in [(0, 5), (60, 70), (30, 48), (62, 66)]:
         stop = min(stop, 48)

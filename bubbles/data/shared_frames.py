@@ -36,11 +36,11 @@ def share_dir() -> Path | None:
     return Path(value) if value else Path(tempfile.gettempdir()) / f"bubbles-frames-{os.getuid()}"
 
 
-def content_key(store: FrameStore, name: str, level: int, size: int) -> str:
+def content_key(store: FrameStore, name: str, level: int, size: tuple[int, int]) -> str:
     """A hash of what one level of one sequence holds on disk, and of the size it is served at."""
     level_dir = store.path / name / str(level)
     files = sorted((str(f.relative_to(level_dir)), f.stat().st_size, f.stat().st_mtime_ns) for f in level_dir.rglob("*") if f.is_file())
-    record = [str(store.path.resolve()), name, level, size, store.sequences[name].frames, files]
+    record = [str(store.path.resolve()), name, level, list(size), store.sequences[name].frames, files]
     return hashlib.sha256(json.dumps(record).encode()).hexdigest()[:20]
 
 
@@ -56,36 +56,36 @@ def _mark(directory: Path) -> None:
 
 
 def shared_frames(
-    root: Path, store: FrameStore, name: str, level: int, size: int, decode: Callable[[int, int], np.ndarray]
+    root: Path, store: FrameStore, name: str, level: int, size: tuple[int, int], decode: Callable[[int, int], np.ndarray]
 ) -> np.ndarray | None:
-    """(T, size, size) uint8 frames of one sequence, mapped read-only from the node's cache file (written first if
+    """(T, H, W) uint8 frames of one sequence, mapped read-only from the node's cache file (written first if
     missing, by `decode(start, stop)` in blocks of whole chunks). None when the disk has no room for it."""
     frames = store.sequences[name].frames
     key = content_key(store, name, level, size)
     directory = _store_dir(root, store)
-    path = directory / f"{name}.L{level}.S{size}.{key}.npy"
+    path = directory / f"{name}.L{level}.S{size[0]}x{size[1]}.{key}.npy"
     if not path.exists():
         _mark(root)
         _mark(directory)
-        with open(directory / f"{name}.L{level}.S{size}.lock", "w") as lock:
+        with open(directory / f"{name}.L{level}.S{size[0]}x{size[1]}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one writer per node; the others wait, then find the file
             if not path.exists():
-                if shutil.disk_usage(directory).free < frames * size * size + HEADROOM_BYTES:
+                if shutil.disk_usage(directory).free < frames * size[0] * size[1] + HEADROOM_BYTES:
                     return None
                 _write(path, frames, size, store.sequences[name].chunk_frames, decode)
-                _prune(directory, f"{name}.L{level}.S{size}.", keep=path.name)
+                _prune(directory, f"{name}.L{level}.S{size[0]}x{size[1]}.", keep=path.name)
     mapped = np.load(path, mmap_mode="r")
-    if mapped.shape != (frames, size, size) or mapped.dtype != np.uint8:
+    if mapped.shape != (frames, *size) or mapped.dtype != np.uint8:
         return None
     # A plain ndarray view of the map: slicing an np.memmap subclass costs a few microseconds more per window.
     return np.asarray(mapped)
 
 
-def _write(path: Path, frames: int, size: int, chunk: int, decode: Callable[[int, int], np.ndarray]) -> None:
+def _write(path: Path, frames: int, size: tuple[int, int], chunk: int, decode: Callable[[int, int], np.ndarray]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(frames, size, size))
-        step = max(chunk, (64 * 1024**2 // max(size * size, 1)) // chunk * chunk)  # ~64 MiB of whole chunks at a time
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(frames, *size))
+        step = max(chunk, (64 * 1024**2 // max(size[0] * size[1], 1)) // chunk * chunk)  # ~64 MiB of whole chunks at a time
         for start in range(0, frames, step):
             stop = min(start + step, frames)
             out[start:stop] = decode(start, stop)

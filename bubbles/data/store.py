@@ -316,12 +316,13 @@ class FrameStore:
             self._root = zarr.open_group(str(self.path), mode="r", zarr_format=3)
         return self._root
 
-    def level_for(self, name: str, size: int) -> int:
-        """The smallest pyramid level whose short side is still >= size (so frames are only ever shrunk)."""
+    def level_for(self, name: str, size: tuple[int, int]) -> int:
+        """The smallest pyramid level still >= (H, W) on both sides (so frames are only ever shrunk)."""
         info = self.sequences[name]
-        fitting = [i for i, s in enumerate(info.level_sizes) if min(s) >= size]
+        fitting = [i for i, s in enumerate(info.level_sizes) if s[0] >= size[0] and s[1] >= size[1]]
         if not fitting:
-            raise UserError(f"{self.path}/{name}: image size {size} is larger than the native {info.native_size}")
+            h, w = info.native_size
+            raise UserError(f"{self.path}/{name}: frame size {size[0]}x{size[1]} is larger than the native {h}x{w}")
         return fitting[-1]
 
     def read(self, name: str, level: int = 0, start: int = 0, stop: int | None = None) -> np.ndarray:

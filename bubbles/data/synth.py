@@ -290,34 +290,57 @@ class BubbleFlow:
         return h
 
 
+def crop_window(size: int | tuple[int, int]) -> tuple[int, int, int, int, int]:
+    """(side, top, left, h, w): a non-square (H, W) frame is the centred H x W window of the square side x side
+    rendering, side = max(H, W) (a camera framing part of the tank, nothing stretched)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    side = max(h, w)
+    return side, (side - h) // 2, (side - w) // 2, h, w
+
+
+def crop_truth(rows: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Truth rows of the square rendering in the coordinates of the cropped frame; bubbles centred outside dropped."""
+    side, top, left, h, w = crop_window(size)
+    col = {name: i for i, name in enumerate(TRUTH_COLUMNS)}
+    out = rows.copy()
+    out[:, col["x"]] = (rows[:, col["x"]] * side - left) / w
+    out[:, col["y"]] = (rows[:, col["y"]] * side - top) / h
+    out[:, col["r"]] = rows[:, col["r"]] * side / h
+    inside = (out[:, col["x"]] >= 0) & (out[:, col["x"]] < 1) & (out[:, col["y"]] >= 0) & (out[:, col["y"]] < 1)
+    return out[inside]
+
+
 def generate_sequence(
-    cond: FlowCondition, frames: int, size: int, seed: np.random.SeedSequence
+    cond: FlowCondition, frames: int, size: int | tuple[int, int], seed: np.random.SeedSequence
 ) -> tuple[np.ndarray, RenderStyle, np.ndarray]:
-    """Simulate and render one sequence: (frames, size, size) uint8, its rendering style and the true bubbles of
-    every frame (rows of TRUTH_COLUMNS)."""
+    """Simulate and render one sequence: (frames, H, W) uint8, its rendering style and the true bubbles of every
+    frame (rows of TRUTH_COLUMNS, in the frame's own coordinates). A non-square size crops (crop_window)."""
+    side, top, left, h, w = crop_window(size)
     physics_seed, render_seed = seed.spawn(2)
     physics_rng, render_rng = np.random.default_rng(physics_seed), np.random.default_rng(render_seed)
     flow = BubbleFlow(cond, physics_rng)
     style = RenderStyle.sample(render_rng)
-    bg = background(size, style, flow.sites)
+    bg = background(side, style, flow.sites)
     for _ in range(WARMUP_FRAMES):
         flow.step()
-    out = np.empty((frames, size, size), np.uint8)
+    out = np.empty((frames, h, w), np.uint8)
     truth = []
     for t in range(frames):
         flow.step()
-        out[t] = np.clip(np.rint(render(flow, size, style, bg, render_rng) * 255), 0, 255)
-        truth.append(flow.truth(t, size))
-    return out, style, np.concatenate(truth)
+        frame = render(flow, side, style, bg, render_rng)[top : top + h, left : left + w]
+        out[t] = np.clip(np.rint(frame * 255), 0, 255)
+        truth.append(flow.truth(t, side))
+    return out, style, crop_truth(np.concatenate(truth), size)
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """What `synth` makes: sequences × frames at size², `conditions` distinct initial conditions."""
+    """What `synth` makes: sequences × frames at size (S for S x S, or (H, W)), `conditions` distinct initial
+    conditions."""
 
     sequences: int = 8
     frames: int = 200
-    size: int = 128
+    size: int | tuple[int, int] = 128
     seed: int = 0
     conditions: int | None = None  # None: one condition per sequence
     fps: float = 30.0
@@ -327,16 +350,23 @@ class SynthConfig:
             raise UserError(f"synth: --sequences must be >= 1 and --frames >= 2 (got {self.sequences}, {self.frames})")
         if not 0 <= self.seed < 2**63:
             raise UserError(f"synth: --seed must be in [0, 2**63) (got {self.seed})")
-        if self.size < 16 or self.size > 2048:
-            raise UserError(f"synth: --size must be in [16, 2048] (got {self.size})")
+        sides = (self.size,) if isinstance(self.size, int) else self.size
+        if min(sides) < 16 or max(sides) > 2048:
+            raise UserError(f"synth: --size sides must be in [16, 2048] (got {self.size})")
         if self.conditions is not None and not 1 <= self.conditions <= self.sequences:
             raise UserError(f"synth: --conditions must be in [1, {self.sequences}] (got {self.conditions})")
 
 
-def detector_hints(cond: FlowCondition) -> dict[str, str | float]:
+def detector_hints(cond: FlowCondition, size: int | tuple[int, int] = 1) -> dict[str, str | float]:
     """What the bubble detector should look at in this flow's frames: dark-rimmed bubbles in the liquid between
-    the free surface (with room for its ripples) and the heated plate, whose nucleation cavities are no bubbles."""
-    return {"polarity": "dark", "roi_top": round(PLATE_TOP - cond.liquid_level + SURFACE_MARGIN, 4), "roi_bottom": PLATE_TOP}
+    the free surface (with room for its ripples) and the heated plate, whose nucleation cavities are no bubbles
+    (fractions of the height of a frame of `size`, cropped as crop_window says)."""
+    side, top, _, h, _ = crop_window(size)
+
+    def row(fraction: float) -> float:
+        return round(min(1.0, max(0.0, (fraction * side - top) / h)), 4)
+
+    return {"polarity": "dark", "roi_top": row(PLATE_TOP - cond.liquid_level + SURFACE_MARGIN), "roi_bottom": row(PLATE_TOP)}
 
 
 def _one(args: tuple[SynthConfig, int, FlowCondition, np.random.SeedSequence]) -> tuple[str, np.ndarray, SequenceMeta]:
@@ -346,7 +376,7 @@ def _one(args: tuple[SynthConfig, int, FlowCondition, np.random.SeedSequence]) -
         source=f"synth:seed={cfg.seed}:index={k}",
         fps=cfg.fps,
         condition=cond.as_dict(),
-        extra={"render": asdict(style), "generator": "bubbles.synth v1", "detector": detector_hints(cond)},
+        extra={"render": asdict(style), "generator": "bubbles.synth v1", "detector": detector_hints(cond, cfg.size)},
         truth=truth,
     )
     return f"seq{k:03d}", frames, meta

@@ -1,8 +1,10 @@
 """Windows of frames for training: splits by initial condition, by sequence or by time, and the window dataset.
 
 A split is a set of segments (sequence, first frame, end frame); windows never cross a segment, so no frame of one
-split ever appears in a window of another. Frames come from the pyramid level that matches the image size (or the
-nearest larger level, resized once when loaded, never per sample) and are scaled to float32 [0, 1] by /255.
+split ever appears in a window of another. The image size is the short side (the store's aspect ratio kept) or an
+exact HxW; it is resolved against the store once (`frame_size`). Frames come from the pyramid level that matches the
+frame size (or the nearest larger level, resized once when loaded, never per sample) and are scaled to float32
+[0, 1] by /255.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch.utils.data import Dataset
 
 from bubbles.errors import UserError
 from bubbles.data.shared_frames import share_dir, shared_frames
+from bubbles.data.framesize import FrameSize, ImageSize, frame_size
 from bubbles.data.store import FrameStore, SequenceInfo
 
 SplitKind = Literal["condition", "sequence", "time"]
@@ -59,11 +62,13 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which store, at which square image size, split how."""
+    """Which store, at which image size (short side or exact HxW, see frame_size), split how. size_multiple: what the
+    model needs both frame sides divisible by."""
 
     store: str
-    image_size: int = 64
+    image_size: ImageSize = 64
     split: SplitConfig = field(default_factory=SplitConfig)
+    size_multiple: int = 1
 
 
 Segment = tuple[str, int, int]  # sequence name, first frame, end frame (exclusive)
@@ -149,7 +154,7 @@ def _time_segments(infos: dict[str, SequenceInfo], cfg: SplitConfig) -> SplitSeg
 
 
 class FrameCache:
-    """Frames of one image size, read from the right pyramid level.
+    """Frames of one (H, W) frame size, read from the right pyramid level.
 
     With a `share` directory (the default for training, see bubbles.data.shared_frames) each sequence is decoded
     once per node into a memory-mapped file that every trial process on the node reads without a copy. Without
@@ -158,11 +163,11 @@ class FrameCache:
     exactly) only once per node or process.
     """
 
-    def __init__(self, store: FrameStore, image_size: int, limit_bytes: int = PRELOAD_LIMIT_BYTES, share: Path | None = None) -> None:
+    def __init__(self, store: FrameStore, size: FrameSize, limit_bytes: int = PRELOAD_LIMIT_BYTES, share: Path | None = None) -> None:
         self.store = store
-        self.size = image_size
-        self.levels = {name: store.level_for(name, image_size) for name in store.sequences}
-        total = sum(info.frames * image_size**2 for info in store.sequences.values())
+        self.size = size
+        self.levels = {name: store.level_for(name, size) for name in store.sequences}
+        total = sum(info.frames * size[0] * size[1] for info in store.sequences.values())
         self.share = share
         self.preloaded = share is not None or total <= limit_bytes
         self.limit = limit_bytes
@@ -175,15 +180,15 @@ class FrameCache:
         return self.__dict__ | ({"_whole": {}} if self.share is not None else {})
 
     def _fit(self, frames: np.ndarray) -> np.ndarray:
-        if frames.shape[1:] == (self.size, self.size):
+        if frames.shape[1:] == self.size:
             return frames
         from skimage.transform import resize
 
-        out = resize(frames.astype(np.float32), (len(frames), self.size, self.size), order=1, anti_aliasing=True, preserve_range=True)
+        out = resize(frames.astype(np.float32), (len(frames), *self.size), order=1, anti_aliasing=True, preserve_range=True)
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
     def frames(self, name: str, start: int, stop: int) -> np.ndarray:
-        """(stop - start, S, S) uint8 frames of one sequence."""
+        """(stop - start, H, W) uint8 frames of one sequence."""
         if self.preloaded:
             whole = self._whole.get(name)
             if whole is None and (whole := self._load(name)) is not None:
@@ -205,7 +210,7 @@ class FrameCache:
                 return mapped
             # No room on the node's disk: this process keeps its own frames, streamed if they are large.
             self.share = None
-            self.preloaded = sum(i.frames * self.size**2 for i in self.store.sequences.values()) <= self.limit
+            self.preloaded = sum(i.frames * self.size[0] * self.size[1] for i in self.store.sequences.values()) <= self.limit
             if not self.preloaded:
                 return None
         return self._fit(self.store.read(name, level))
@@ -226,7 +231,7 @@ class FrameCache:
 
 
 class WindowDataset(Dataset):
-    """(input, target) windows: tensors of shape (input_len, 1, S, S) and (output_len, 1, S, S), float32 in [0, 1]."""
+    """(input, target) windows: tensors of shape (input_len, 1, H, W) and (output_len, 1, H, W), float32 in [0, 1]."""
 
     def __init__(self, cache: FrameCache, segments: tuple[Segment, ...], window: WindowConfig, split_name: str) -> None:
         self.cache = cache
@@ -259,6 +264,7 @@ class WindowSplits:
     val: WindowDataset
     test: WindowDataset
     segments: SplitSegments
+    frame_size: FrameSize
 
 
 def validate_window(window: WindowConfig) -> None:
@@ -273,12 +279,14 @@ def make_splits(data: DataConfig, window: WindowConfig, store: FrameStore | None
     validate_window(window)
     store = store or FrameStore.open(data.store)
     segments = split_segments(store, data.split)
-    cache = FrameCache(store, data.image_size, share=share_dir())
+    size = frame_size(store, data.image_size, data.size_multiple)
+    cache = FrameCache(store, size, share=share_dir())
     splits = WindowSplits(
         WindowDataset(cache, segments.train, window, "train"),
         WindowDataset(cache, segments.val, window, "val"),
         WindowDataset(cache, segments.test, window, "test"),
         segments,
+        size,
     )
     if len(splits.train) == 0:
         raise UserError("split: the training split has no windows")

@@ -238,7 +238,7 @@ def evaluate(
     leads = {k: f.leads() for k, f in frames.items()}
     skill, strongest, skill_strongest = strongest_skill(leads["model"].mse, {b: leads[b].mse for b in names})
     score = collapse.score()
-    height = dataset.cache.size
+    height = dataset.cache.size[0]
     vmaf = {k: tuple(float(v) for v in np.concatenate(r).mean(axis=0)) for k, r in vmaf_rows.items()} if with_vmaf and not vmaf_note else None
     return Evaluation(
         windows=len(indices),
@@ -322,5 +322,5 @@ def validate(model: nn.Module, dataset: WindowDataset, device: torch.device, bat
     return Validation(
         mse=leads.mean("mse"), ssim=leads.mean("ssim"), psnr=leads.mean("psnr"),
         collapse_score=float(score), collapsed=bool(score < metrics.COLLAPSE_THRESHOLD), ssim_per_lead=leads.ssim,
-        mse_per_lead=leads.mse, bubble_f1=float(np.mean(bubble_meter.leads(dataset.cache.size)["bubble_f1"])),
+        mse_per_lead=leads.mse, bubble_f1=float(np.mean(bubble_meter.leads(dataset.cache.size[0])["bubble_f1"])),
     )

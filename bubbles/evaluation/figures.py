@@ -30,8 +30,7 @@ def prediction_strip(inputs: np.ndarray, target: np.ndarray, output: np.ndarray)
     The input row shows the last frames of the context; the others show lead times 1.. (at most 10 columns).
     |error| is scaled so that 0.5 is black (errors are rarely larger).
     """
-    size = inputs.shape[-1]
-    scale = max(1, 96 // size)
+    scale = max(1, 96 // min(inputs.shape[-2:]))
     columns = min(MAX_COLUMNS, max(len(target), min(len(inputs), MAX_COLUMNS)))
     rows = [
         ("input", inputs[-columns:]),

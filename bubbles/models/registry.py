@@ -30,11 +30,21 @@ def build_model(name: str, cfg: ModelConfig) -> nn.Module:
     return MODELS[name](cfg)
 
 
+def size_multiple(cfg: ModelConfig) -> int:
+    """Both frame sides of the model's inputs must be divisible by this: PredRNN-v2 folds patch x patch pixels into
+    channels, SimVP's encoder halves the frame every second block; ConvLSTM takes any size."""
+    if isinstance(cfg, PredRNNv2Config):
+        return cfg.patch
+    if isinstance(cfg, SimVPConfig):
+        return 2 ** (cfg.n_s // 2)
+    return 1
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def check_state_shapes(name: str, cfg: ConvLSTMConfig, state: object, where: str) -> None:
+def check_state_shapes(name: str, cfg: ModelConfig, state: object, where: str) -> None:
     """Refuse, in one line, saved weights that do not fit this config. The config's model is built on the meta
     device, so an edited config (image_size 20000) allocates nothing before the mismatch is found."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -229,6 +229,7 @@ def train(
         torch.backends.cudnn.benchmark = True  # fixed shapes per trial: let cuDNN pick its fastest kernels once
     amp = autocast_dtype(tc, device)
     splits = splits or make_splits(cfg.data, cfg.window)
+    cfg = cfg.at_frame_size(splits.frame_size)  # checkpoints record the exact H x W the model is built for
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model_name, cfg.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -323,6 +324,7 @@ def evaluate_checkpoint_dir(directory: Path, out_dir: Path, device: torch.device
 
 def describe(cfg: TrialConfig, splits: WindowSplits) -> dict[str, object]:
     """What `train --dry-run` prints: sizes of the model and of each split."""
+    cfg = cfg.at_frame_size(splits.frame_size)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model_name, cfg.model)
     return {
@@ -332,6 +334,6 @@ def describe(cfg: TrialConfig, splits: WindowSplits) -> dict[str, object]:
         "test_windows": len(splits.test),
         "val_conditions": sorted(set(splits.val.conditions.values())),
         "frames_per_window": f"{cfg.window.input_len}->{cfg.window.output_len}",
-        "pixels": f"{cfg.data.image_size}x{cfg.data.image_size}",
+        "pixels": "{}x{}".format(*cfg.frame_size),
         "train_mean_intensity": float(np.mean([splits.train[i][0].mean().item() for i in subset(len(splits.train), 16)])),
     }
