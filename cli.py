@@ -185,6 +185,7 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
     """
     import yaml
 
+    from bubbles.data.coverage import coverage_lines, coverage_warnings
     from bubbles.training.train import describe
     from bubbles.data.windows import make_splits
     from study.config import load_trial_config
@@ -204,6 +205,10 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
         click.echo(yaml.safe_dump(cfg.flat(), sort_keys=False).rstrip())
         for key, value in describe(cfg, splits).items():
             click.echo(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
+        for line in coverage_lines(splits):
+            click.echo(line)
+        for line in coverage_warnings(splits):
+            click.echo(f"warning: {line}", err=True)
         return
     from study.trial import run_logged_trial
 
@@ -215,7 +220,15 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
     check_tracking(uri)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(out_dir, "train")
-    result, run_id = run_logged_trial(cfg, out_dir, uri, experiment, resume.resolve() if resume else None, splits)
+    from tqdm import tqdm
+
+    def bar(loader, epoch: int):  # type: ignore[no-untyped-def]
+        # Shown only when an epoch runs longer than 10 s (and only on a terminal); the epoch line follows it.
+        return tqdm(loader, total=len(loader), desc=f"epoch {epoch + 1}", unit="batch", delay=10, leave=False, disable=None)
+
+    click.echo(f"training {cfg.train.epochs} epochs; checkpoints in {out_dir}")
+    result, run_id = run_logged_trial(cfg, out_dir, uri, experiment, resume.resolve() if resume else None, splits,
+                                      echo=click.echo, batches=bar)
     if result.evaluation is not None:
         click.echo(result.evaluation.lead_table())
     click.echo(f"status {result.status}; MLflow run {run_id} in {uri}; checkpoints in {out_dir}")
@@ -251,6 +264,10 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
         raise UserError(f"--resume: no sweep named {name!r} under {storage}")
     _ensure_default_store(space_file)
     space = load_space(space_file)
+    for line in space.coverage:
+        click.echo(line)
+    for line in space.coverage_warnings:
+        click.echo(f"warning: {line}", err=True)
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
     from study.sweep import run_sweep

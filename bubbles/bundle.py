@@ -218,7 +218,10 @@ def load_bundle(directory: str | Path) -> tuple[nn.Module, TrialConfig, dict[str
     try:
         config = json.loads((directory / "config.json").read_text())
     except (OSError, ValueError):
-        raise UserError(f"{directory}: not an exported model (no readable config.json)") from None
+        hint = ""
+        if (directory / "checkpoint" / "best.pt").is_file():
+            hint = f"; it is a train output: export it first with  python cli.py export --checkpoint {directory} --out EXPORT_DIR"
+        raise UserError(f"{directory}: not an exported model (no readable config.json){hint}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else type(config).__name__
         raise UserError(f"{directory}: export format {found!r} is not {FORMAT!r}")

@@ -177,6 +177,23 @@ def parse_window(where: str, text: Any) -> tuple[int, int]:
     return n, m
 
 
+def override(base: Mapping[str, Any], over: Mapping[str, Any], where: str = "--set") -> dict[str, Any]:
+    """`over` layered on `base` (a file under --set, fixed values under sampled ones): the later layer wins, also
+    over the `window` shortcut — base's window is split into input_len / output_len first, so `--set input_len=4`
+    on a file with `window: "20->1"` gives 4->1. One layer giving both window and input_len / output_len is an
+    error."""
+    parts = {"input_len", "output_len"} & set(over)
+    if "window" in over and parts and over["window"] is not None:
+        raise _fail(where, "window", f"given together with {', '.join(sorted(parts))}: give one or the other")
+    out = dict(base)
+    if parts and out.get("window") is not None:
+        out["input_len"], out["output_len"] = parse_window(where, out.pop("window"))
+    elif "window" in over:
+        for key in ("input_len", "output_len"):
+            out.pop(key, None)
+    return out | dict(over)
+
+
 def check_names(where: str, params: Mapping[str, Any]) -> None:
     """Unknown parameter names are errors, with the nearest known name as a hint."""
     for key in params:

@@ -131,7 +131,8 @@ def predict(request: PredictRequest) -> dict[str, object]:
         cache, name = _frames(request, size, Path(tmp_name))
         total = cache.store.sequences[name].frames
         if request.start < 0 or request.start + n_in > total:
-            raise UserError(f"--start {request.start}: the model needs {n_in} context frames and {name!r} has {total}")
+            last = f"the last valid start is {total - n_in}" if total >= n_in else "it is too short for this model"
+            raise UserError(f"--start {request.start}: the model needs {n_in} context frames and {name!r} has {total}; {last}")
         context = cache.frames(name, request.start, request.start + n_in).astype(np.float32) / 255.0
         end = min(total, request.start + n_in + steps)
         target = cache.frames(name, request.start + n_in, end).astype(np.float32) / 255.0 if end > request.start + n_in else None

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from bubbles.config import TrialConfig, trial_config
+from bubbles.config import TrialConfig, override, trial_config
 from bubbles.errors import UserError
 
 
@@ -71,5 +71,5 @@ def load_trial_config(path: Path, sets: Iterable[str] = (), cwd: Path | None = N
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of parameter names to values, got {type(data).__name__}")
-    params = {**data, **parse_sets(sets)}
+    params = override(data, parse_sets(sets))
     return trial_config(resolve_store(params, cwd or Path.cwd()), where=str(path))

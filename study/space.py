@@ -15,14 +15,15 @@ This is the only module that knows how a dimension becomes an Optuna distributio
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from bubbles.config import PARAMETERS, TrialConfig, check_names, parse_window, trial_config
+from bubbles.config import PARAMETERS, TrialConfig, check_names, override, parse_window, trial_config
 from bubbles.errors import UserError
 from bubbles.data.store import FrameStore
-from bubbles.data.windows import make_splits
+from bubbles.data.coverage import coverage_lines, coverage_warnings
+from bubbles.data.windows import WindowSplits, make_splits
 from bubbles.training.config import BestBy, best_by_mode
 from study.config import read_yaml, resolve_store
 
@@ -98,6 +99,9 @@ class SweepSpace:
     tune: TuneSettings
     experiment: str
     text: str = field(repr=False, default="")
+    # Windows per sequence per split at the longest window the search can pick, and held-out conditions giving none.
+    coverage: tuple[str, ...] = ()
+    coverage_warnings: tuple[str, ...] = ()
 
     def sample(self, trial: Any) -> None:
         """Optuna define-by-run: suggest each dimension in file order, skipping those whose `when` fails."""
@@ -109,7 +113,7 @@ class SweepSpace:
     def trial_params(self, sampled: dict[str, Any]) -> dict[str, Any]:
         """Flat parameters of one trial: data and fixed values, then what the search chose; best.pt is picked by
         the sweep's objective."""
-        return {**self.base, **sampled, "best_by": self.tune.objective}
+        return override(self.base, sampled, f"{self.path}: search") | {"best_by": self.tune.objective}
 
     def trial_config(self, sampled: dict[str, Any], trial: str = "") -> TrialConfig:
         return trial_config(self.trial_params(sampled), where=f"{self.path}{' ' + trial if trial else ''}")
@@ -250,7 +254,7 @@ def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> 
                 raise UserError(f"{where}: seed_points[{k}].{key}: not a search dimension")
             if not by_name[key].contains(value):
                 raise UserError(f"{where}: seed_points[{k}].{key}: {value!r} is outside the search range")
-        trial_config({**base, **point}, where=f"{where}: seed_points[{k}]")
+        trial_config(override(base, point, f"{where}: seed_points[{k}]"), where=f"{where}: seed_points[{k}]")
         points.append(dict(point))
     tune = _tune(f"{where}: tune", _mapping(f"{where}: tune", raw.get("tune")))
     tracking = _mapping(f"{where}: tracking", raw.get("tracking"))
@@ -258,13 +262,18 @@ def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> 
         if key != "experiment":
             raise UserError(f"{where}: tracking.{key}: unknown key (use experiment)")
     space = SweepSpace(path, base, dims, tuple(points), tune, str(tracking.get("experiment", f"bubbles-{path.stem}")), path.read_text())
-    _check_corners(space, check_data)
-    return space
+    longest = _check_corners(space, check_data)
+    if longest is None:
+        return space
+    window = f"at window {longest.val.window.input_len}->{longest.val.window.output_len}: "
+    return replace(space, coverage=tuple(window + line for line in coverage_lines(longest)),
+                   coverage_warnings=tuple(coverage_warnings(longest)))
 
 
-def _check_corners(space: SweepSpace, check_data: bool) -> None:
+def _check_corners(space: SweepSpace, check_data: bool) -> WindowSplits | None:
     """Every combination of the extremes of the window and size dimensions must make a valid trial and fit the
-    store: an impossible window is found now, not in the 40th trial."""
+    store: an impossible window is found now, not in the 40th trial. Returns the splits of the longest window."""
+    longest: WindowSplits | None = None
     dims = [d for d in space.dimensions if not d.when]
     shape_dims = [d for d in dims if d.name in ("window", "input_len", "output_len", "image_size")]
     others = {d.name: d.corners()[0] for d in dims if d not in shape_dims}
@@ -280,6 +289,8 @@ def _check_corners(space: SweepSpace, check_data: bool) -> None:
         cfg = space.trial_config(others | corner, f"({label})")
         if store is not None:
             try:
-                make_splits(cfg.data, cfg.window, store)
+                splits = make_splits(cfg.data, cfg.window, store)
             except UserError as exc:
                 raise UserError(f"{space.path}: {label}: {exc}") from None
+            longest = max(longest or splits, splits, key=lambda s: s.val.window.length)
+    return longest

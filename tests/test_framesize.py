@@ -90,6 +90,10 @@ def test_non_square_train_export_predict(wide_store: Path, tmp_path: Path) -> No
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
     result = runner.invoke(main, ["train", str(cfg), "--out", str(tmp_path / "run")], env=env)
     assert result.exit_code == 0, result.output
+    assert "epoch 1/1  train loss" in result.output and "ETA 0m00s" in result.output
+    result = runner.invoke(main, ["predict", str(tmp_path / "run"), "--store", str(wide_store), "--sequence", "seq001",
+                                  "--out", str(tmp_path / "p0")])
+    assert result.exit_code != 0 and f"export --checkpoint {tmp_path / 'run'}" in result.output
     result = runner.invoke(main, ["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "exp"), "--onnx"], env=env)
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "exp" / "config.json").read_text())
@@ -99,3 +103,6 @@ def test_non_square_train_export_predict(wide_store: Path, tmp_path: Path) -> No
                                   "--out", str(tmp_path / "pred")])
     assert result.exit_code == 0, result.output
     assert np.load(tmp_path / "pred" / "prediction.npy").shape == (2, 16, 40)
+    result = runner.invoke(main, ["predict", str(tmp_path / "exp"), "--store", str(wide_store), "--sequence", "seq001",
+                                  "--start", "21", "--out", str(tmp_path / "p2")])
+    assert result.exit_code != 0 and "the last valid start is 20" in result.output

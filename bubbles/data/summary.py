@@ -41,7 +41,7 @@ def describe_store(path: str | Path) -> str:
         ])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     version = store.root.attrs["bubbles_store"]["format_version"]
-    lines = [f"store {store.path}  ({len(rows)} sequences, format v{version}, uint8 frames, blosc-zstd)"]
+    lines = [f"store {store.path}  ({len(rows)} sequence{'' if len(rows) == 1 else 's'}, format v{version}, uint8 frames, blosc-zstd)"]
     for r in [header, *rows]:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
     if total_raw:

@@ -11,7 +11,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -59,6 +59,19 @@ class EpochResult:
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
+
+    def line(self, epochs: int, seconds: float, eta: float) -> str:
+        """One human line per epoch (what `train` prints)."""
+        return (
+            f"epoch {self.epoch}/{epochs}  train loss {self.train_loss:.5g}  val mse {self.val_mse:.5g}  "
+            f"ssim {self.val_ssim:.3f}  psnr {self.val_psnr:.2f}  skill {self.val_skill_persistence:+.3f}"
+            f"{'  COLLAPSED' if self.collapsed else ''}  {seconds:.1f} s  ETA {_duration(eta)}"
+        )
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 @dataclass
@@ -118,7 +131,7 @@ def _generator(seed: int, epoch: int) -> torch.Generator:
 
 def train_one_epoch(
     model: nn.Module,
-    loader_for_epoch: DataLoader,
+    loader_for_epoch: Iterable,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     cfg: TrainConfig,
@@ -218,9 +231,11 @@ def train(
     report: Reporter | None = None,
     resume: str | Path | None = None,
     splits: WindowSplits | None = None,
+    batches: Callable[[DataLoader, int], Iterable] | None = None,
 ) -> TrialResult:
     """Train and evaluate one configuration; checkpoints go to out_dir/checkpoint/. `report` is called after every
-    epoch (see Reporter). `resume` is a checkpoint.pt to continue from (its best.pt beside it is carried over)."""
+    epoch (see Reporter). `resume` is a checkpoint.pt to continue from (its best.pt beside it is carried over).
+    `batches(loader, epoch)` may wrap each epoch's loader (a progress bar)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
@@ -253,7 +268,8 @@ def train(
     final: TrialResult | None = None
     for epoch in range(start, tc.epochs):
         began = time.perf_counter()
-        train_loss, samples = train_one_epoch(model, _loader(splits, tc, epoch, device), optimizer, scaler, tc, epoch, device, amp)
+        loader = _loader(splits, tc, epoch, device)
+        train_loss, samples = train_one_epoch(model, batches(loader, epoch) if batches else loader, optimizer, scaler, tc, epoch, device, amp)
         elapsed = time.perf_counter() - began
         val: Validation = validate(model, splits.val, device, tc.batch_size, tc.max_val_windows)
         skill = float(np.mean(1.0 - np.array(val.mse_per_lead) / np.maximum(baseline, 1e-12)))

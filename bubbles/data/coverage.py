@@ -1,0 +1,51 @@
+"""Which windows each sequence gives in each split, and the held-out conditions that give none (a short recording
+silently dropping out of validation is the failure this catches)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from bubbles.data.windows import WindowDataset, WindowSplits
+
+SHOWN = 8  # sequences listed per split before "... (N more)"
+
+
+def window_counts(data: WindowDataset, segments: tuple[tuple[str, int, int], ...]) -> dict[str, int]:
+    """Windows per sequence of one split, sequences that give none included."""
+    counts = Counter(name for name, _ in data.starts)
+    return {name: counts.get(name, 0) for name, _, _ in segments}
+
+
+def coverage_lines(splits: WindowSplits) -> list[str]:
+    """'val windows: seq001 12, seq004 0' per split that has segments."""
+    lines = []
+    for split in ("train", "val", "test"):
+        segments = getattr(splits.segments, split)
+        if not segments:
+            continue
+        counts = window_counts(getattr(splits, split), segments)
+        shown = ", ".join(f"{n} {c}" for n, c in list(counts.items())[:SHOWN])
+        more = f", ... ({len(counts) - SHOWN} more)" if len(counts) > SHOWN else ""
+        lines.append(f"{split} windows per sequence: {shown}{more}")
+    return lines
+
+
+def coverage_warnings(splits: WindowSplits) -> list[str]:
+    """One line per held-out (val / test) condition whose sequences give no window at all."""
+    out = []
+    for split in ("val", "test"):
+        data: WindowDataset = getattr(splits, split)
+        segments = getattr(splits.segments, split)
+        counts = window_counts(data, segments)
+        lengths = {name: b - a for name, a, b in segments}
+        by_condition: dict[str, list[str]] = {}
+        for name in counts:
+            by_condition.setdefault(data.cache.store.sequences[name].condition_id, []).append(name)
+        for cid, names in sorted(by_condition.items()):
+            if not any(counts[n] for n in names):
+                frames = ", ".join(f"{n}: {lengths[n]} frames" for n in names)
+                out.append(
+                    f"{split} condition {cid} gives no windows ({frames}; window "
+                    f"{data.window.input_len}->{data.window.output_len} needs {data.window.length})"
+                )
+    return out
