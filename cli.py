@@ -119,7 +119,8 @@ def synth(store: Path, sequences: int, frames: int, size: str, seed: int, condit
 @click.option("--field", "hdf5_field", help="HDF5 field to read (e.g. temperature, dfun).")
 @click.option("--fps", type=float, help="Frame rate (default: from the video, else 1).")
 @click.option("--no-flip-y", is_flag=True, help="HDF5: keep row 0 at y=0 (default flips so y points up).")
-def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_field: str | None, fps: float | None, no_flip_y: bool) -> None:
+@click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="Keep only this box (native pixels, right/bottom exclusive).")
+def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_field: str | None, fps: float | None, no_flip_y: bool, crop: str | None) -> None:
     """Add a recording to a store (created if missing), atomically.
 
     SRC is a folder of PNG/TIFF/JPEG frames, a video (mp4/avi/gif), a BubbleML HDF5 file, or a .npy array.
@@ -131,11 +132,11 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
     """
     from tqdm import tqdm
 
-    from bubbles.data.ingest import IngestRequest, ingest as run_ingest
+    from bubbles.data.ingest import IngestRequest, ingest as run_ingest, parse_crop
 
     request = IngestRequest(
         source=src.resolve(), store=store.resolve(), sequence=sequence, condition=_parse_conditions(condition),
-        fps=fps, hdf5_field=hdf5_field, flip_y=not no_flip_y,
+        fps=fps, hdf5_field=hdf5_field, flip_y=not no_flip_y, crop=parse_crop(crop) if crop else None,
     )
     with tqdm(desc=f"reading {src.name}", unit="frame", disable=None) as bar:
         name = run_ingest(request, progress=bar.update)
@@ -334,11 +335,12 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 @click.option("--store", type=click.Path(path_type=Path), help="Frame store to read from.")
 @click.option("--sequence", help="Sequence in the store.")
 @click.option("--input", "raw_input", type=click.Path(path_type=Path), help="Instead of a store: a folder of frames or a video.")
+@click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="With --input: keep only this box (native pixels).")
 @click.option("--start", default=0, show_default=True, help="First context frame.")
 @click.option("--steps", type=int, help="Frames to predict (default: the trained horizon).")
 @click.option("--autoregressive", is_flag=True, help="Roll out beyond the trained horizon on its own predictions.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
-def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input: Path | None, start: int, steps: int | None, autoregressive: bool, out: Path) -> None:
+def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input: Path | None, crop: str | None, start: int, steps: int | None, autoregressive: bool, out: Path) -> None:
     """Predict frames with an exported model: strip.png, rollout.gif, prediction.npy, metrics when targets exist.
 
     \b
@@ -347,6 +349,7 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
       python cli.py predict exports/smoke-best --input recordings/run07/ --steps 30 --autoregressive --out pred07/
     """
     from bubbles.outputs import check_output_dir
+    from bubbles.data.ingest import parse_crop
     from bubbles.predict import PredictRequest, predict as run_predict
 
     if (store is None) == (raw_input is None):
@@ -354,7 +357,10 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     if steps is not None and not 1 <= steps <= MAX_PREDICT_STEPS:
         raise UserError(f"--steps {steps}: must be in [1, {MAX_PREDICT_STEPS}]")
     check_output_dir(out.resolve(), "prediction")
-    request = PredictRequest(model_dir.resolve(), out, start, steps, autoregressive, store.resolve() if store else None, sequence, raw_input)
+    if crop and raw_input is None:
+        raise UserError("predict: --crop applies to --input (a store's frames were cropped at ingest)")
+    request = PredictRequest(model_dir.resolve(), out, start, steps, autoregressive, store.resolve() if store else None, sequence,
+                             raw_input, parse_crop(crop) if crop else None)
     summary = run_predict(request)
     line = f"predicted {summary['steps']} frames of {summary['sequence']!r} from frame {start} into {out}"
     if "metrics" in summary:

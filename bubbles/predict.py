@@ -40,6 +40,7 @@ class PredictRequest:
     store: Path | None = None
     sequence: str | None = None
     raw_input: Path | None = None
+    crop: tuple[int, int, int, int] | None = None
 
 
 @torch.no_grad()
@@ -58,7 +59,7 @@ def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> 
 def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path) -> tuple[FrameCache, str]:
     if request.raw_input is not None:
         store_path = tmp / "input.zarr"
-        ingest(IngestRequest(request.raw_input.resolve(), store_path, sequence="input"))
+        ingest(IngestRequest(request.raw_input.resolve(), store_path, sequence="input", crop=request.crop))
         return FrameCache(FrameStore.open(store_path), size), "input"
     if request.store is None or request.sequence is None:
         raise UserError("predict: give --store and --sequence, or --input with a folder of frames or a video")

@@ -6,6 +6,9 @@ Rules, so that every source becomes the same (T, H, W) uint8 frames:
 - 8-bit input is kept as is. Other integer input (e.g. 16-bit cameras) and float input are scaled linearly from the
   sequence's own [min, max] to [0, 255]; the min and max are stored in the sequence attributes (`extra.scale`)
   so the physical values can be recovered.
+- `crop` (LEFT, TOP, RIGHT, BOTTOM in native pixels, right and bottom exclusive) cuts margins, titles or colour bars
+  away before the colour and scaling rules, so the scale comes from the kept region; it is recorded in `extra.crop`.
+- The frame rate is `--fps`, else the video's own (ffmpeg metadata; a GIF's first frame duration), else 1.
 - HDF5 simulations (BubbleML layout: one dataset per field, T x Y x X with y pointing up) are read from `--field`,
   flipped vertically so the heater is at the bottom of the image as in a camera, then scaled as float input.
   For `dfun` (signed distance to the interface) that puts liquid bright and vapour dark after scaling.
@@ -42,6 +45,27 @@ class IngestRequest:
     fps: float | None = None
     hdf5_field: str | None = None
     flip_y: bool = True
+    crop: tuple[int, int, int, int] | None = None
+
+
+def parse_crop(text: str, where: str = "--crop") -> tuple[int, int, int, int]:
+    """'LEFT,TOP,RIGHT,BOTTOM' -> a tuple of four pixel coordinates (right and bottom exclusive)."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        raise UserError(f"{where} {text!r}: expected LEFT,TOP,RIGHT,BOTTOM in pixels, e.g. 10,40,950,154")
+    left, top, right, bottom = (int(p) for p in parts)
+    if right <= left or bottom <= top:
+        raise UserError(f"{where} {text!r}: RIGHT must exceed LEFT and BOTTOM must exceed TOP")
+    return left, top, right, bottom
+
+
+def apply_crop(frames: np.ndarray, crop: tuple[int, int, int, int], where: str) -> np.ndarray:
+    """frames (T, H, W[, C]) cut to [top:bottom, left:right]; a box outside the frame is an error."""
+    left, top, right, bottom = crop
+    h, w = frames.shape[1:3]
+    if right > w or bottom > h:
+        raise UserError(f"{where}: crop {left},{top},{right},{bottom} reaches outside the {h}x{w} (HxW) frames")
+    return frames[:, top:bottom, left:right]
 
 
 def natural_key(path: Path) -> list[Any]:
@@ -109,8 +133,12 @@ def read_video(path: Path, progress: Callable[[int], None] | None = None) -> tup
 
     try:
         if path.suffix.lower() == ".gif":
+            from PIL import Image
+
             frames = np.asarray(iio.imread(path, index=None, mode="RGB"))
-            fps = None
+            with Image.open(path) as gif:
+                duration = gif.info.get("duration")  # milliseconds per frame (of the first; GIFs rarely vary)
+            fps = 1000.0 / duration if duration else None
         else:
             import imageio.v2 as iio2
 
@@ -176,7 +204,11 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
         source = f"npy:{src.name}"
     else:
         raise UserError(f"{src}: unknown input type {suffix!r} (folder of images, video, .h5/.hdf5, or .npy)")
-    frames, scale = to_gray_uint8(np.asarray(raw), str(src))
+    raw = np.asarray(raw)
+    if request.crop is not None:
+        raw = apply_crop(raw, request.crop, str(src))
+        extra["crop"] = list(request.crop)
+    frames, scale = to_gray_uint8(raw, str(src))
     if scale:
         extra["scale"] = scale
     if len(frames) < 2:

@@ -34,7 +34,7 @@ def describe_store(path: str | Path) -> str:
             name,
             str(info.frames),
             f"{info.native_size[0]}x{info.native_size[1]}",
-            " ".join(str(h) for h, _ in info.level_sizes),
+            " ".join(str(h) if h == w else f"{h}x{w}" for h, w in info.level_sizes),
             f"{info.chunk_frames} fr",
             _human(disk),
             f"{info.condition_id} {cond}".strip(),

@@ -1,0 +1,51 @@
+"""Recordings as they come: a GIF's frame duration and an MP4's frame rate become fps, --crop cuts a box at ingest."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bubbles.data.ingest import IngestRequest, ingest, parse_crop
+from bubbles.data.store import FrameStore
+from bubbles.errors import UserError
+from cli import main
+
+
+def _frames(t: int = 6, h: int = 40, w: int = 70) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return rng.integers(0, 256, (t, h, w), dtype=np.uint8)
+
+
+def test_gif_frame_duration_gives_fps_and_crop_cuts_the_box(tmp_path: Path) -> None:
+    frames = _frames()
+    iio.imwrite(tmp_path / "fig.gif", list(frames), duration=100, loop=0)  # 100 ms per frame
+    ingest(IngestRequest(tmp_path / "fig.gif", tmp_path / "s.zarr", crop=(10, 5, 60, 35)))
+    info = FrameStore.open(tmp_path / "s.zarr").sequences["fig"]
+    assert info.meta.fps == pytest.approx(10.0)
+    assert info.native_size == (30, 50) and info.meta.extra["crop"] == [10, 5, 60, 35]
+    np.testing.assert_array_equal(FrameStore.open(tmp_path / "s.zarr").read("fig"), frames[:, 5:35, 10:60])
+    with pytest.raises(UserError, match="outside the 40x70"):
+        ingest(IngestRequest(tmp_path / "fig.gif", tmp_path / "s.zarr", sequence="b", crop=(0, 0, 71, 10)))
+
+
+@pytest.mark.parametrize("text", ["1,2,3", "a,b,c,d", "5,0,2,10", "-1,0,4,4"])
+def test_bad_crop_is_one_line(text: str) -> None:
+    with pytest.raises(UserError, match="--crop"):
+        parse_crop(text)
+
+
+def test_mp4_frame_rate_from_metadata(tmp_path: Path) -> None:
+    import imageio_ffmpeg
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    subprocess.run([ffmpeg, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=96x48:rate=25:duration=0.4",
+                    "-pix_fmt", "yuv420p", str(tmp_path / "cam.mp4")], check=True)
+    result = CliRunner().invoke(main, ["ingest", str(tmp_path / "cam.mp4"), str(tmp_path / "s.zarr"), "--crop", "0,0,64,48"])
+    assert result.exit_code == 0, result.output
+    info = FrameStore.open(tmp_path / "s.zarr").sequences["cam"]
+    assert info.meta.fps == pytest.approx(25.0) and info.native_size == (48, 64) and info.frames == 10
