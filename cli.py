@@ -265,12 +265,12 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
         raise UserError(f"--resume: no sweep named {name!r} under {storage}")
     _ensure_default_store(space_file)
     space = load_space(space_file)
+    uri = tracking_uri(Path.cwd())
+    check_tracking(uri)
     for line in space.coverage:
         click.echo(line)
     for line in space.coverage_warnings:
         click.echo(f"warning: {line}", err=True)
-    uri = tracking_uri(Path.cwd())
-    check_tracking(uri)
     from study.sweep import run_sweep
 
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
