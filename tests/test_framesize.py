@@ -106,3 +106,24 @@ def test_non_square_train_export_predict(wide_store: Path, tmp_path: Path) -> No
     result = runner.invoke(main, ["predict", str(tmp_path / "exp"), "--store", str(wide_store), "--sequence", "seq001",
                                   "--start", "21", "--out", str(tmp_path / "p2")])
     assert result.exit_code != 0 and "the last valid start is 20" in result.output
+
+
+@pytest.mark.parametrize(
+    "family", [{"model": "convlstm"}, {"model": "predrnn_v2", "patch": 4, "st_hidden": 8, "st_layers": 2}, {"model": "simvp", "n_s": 4, "hid_s": 8, "hid_t": 16, "n_t": 2}]
+)
+def test_every_family_takes_non_square_frames(wide_store: Path, family: dict) -> None:
+    import torch
+
+    from bubbles.models import build_model
+    from bubbles.models.registry import size_multiple
+
+    cfg = trial_config({"store": str(wide_store), "image_size": 18, "window": "4->2", **family})
+    splits = make_splits(cfg.data, cfg.window)
+    h, w = splits.frame_size
+    # A short side is rounded to what the family needs (patch 4; SimVP's two halvings), the aspect kept.
+    multiple = size_multiple(cfg.model)
+    assert multiple == (1 if family["model"] == "convlstm" else 4)
+    assert h != w and h % multiple == 0 and w % multiple == 0 and abs(w / h - 80 / 32) < 0.4
+    model = build_model(cfg.model_name, cfg.at_frame_size(splits.frame_size).model)
+    x, y = splits.train[0]
+    assert model(x[None], future=2).shape == y[None].shape
