@@ -120,7 +120,8 @@ def synth(store: Path, sequences: int, frames: int, size: str, seed: int, condit
 @click.option("--fps", type=float, help="Frame rate (default: from the video, else 1).")
 @click.option("--no-flip-y", is_flag=True, help="HDF5: keep row 0 at y=0 (default flips so y points up).")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="Keep only this box (native pixels, right/bottom exclusive).")
-def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_field: str | None, fps: float | None, no_flip_y: bool, crop: str | None) -> None:
+@click.option("--clip", metavar="LO,HI", help="16-bit/float: scale from these percentiles (e.g. 0.1,99.9), not min..max.")
+def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_field: str | None, fps: float | None, no_flip_y: bool, crop: str | None, clip: str | None) -> None:
     """Add a recording to a store (created if missing), atomically.
 
     SRC is a folder of PNG/TIFF/JPEG frames, a video (mp4/avi/gif), a BubbleML HDF5 file, or a .npy array.
@@ -132,11 +133,12 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
     """
     from tqdm import tqdm
 
-    from bubbles.data.ingest import IngestRequest, ingest as run_ingest, parse_crop
+    from bubbles.data.ingest import IngestRequest, ingest as run_ingest, parse_clip, parse_crop
 
     request = IngestRequest(
         source=src.resolve(), store=store.resolve(), sequence=sequence, condition=_parse_conditions(condition),
         fps=fps, hdf5_field=hdf5_field, flip_y=not no_flip_y, crop=parse_crop(crop) if crop else None,
+        clip=parse_clip(clip) if clip else None,
     )
     with tqdm(desc=f"reading {src.name}", unit="frame", disable=None) as bar:
         name = run_ingest(request, progress=bar.update)
@@ -362,6 +364,8 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     request = PredictRequest(model_dir.resolve(), out, start, steps, autoregressive, store.resolve() if store else None, sequence,
                              raw_input, parse_crop(crop) if crop else None)
     summary = run_predict(request)
+    if "warning" in summary:
+        click.echo(f"warning: {summary['warning']}", err=True)
     line = f"predicted {summary['steps']} frames of {summary['sequence']!r} from frame {start} into {out}"
     if "metrics" in summary:
         m = summary["metrics"]

@@ -56,6 +56,15 @@ def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> 
     return np.stack(out[:steps])
 
 
+def aspect_note(native: tuple[int, int], size: tuple[int, int]) -> str:
+    """A warning when frames of another aspect ratio are stretched to the model's H x W (more than 2 %)."""
+    ratio = (native[1] / native[0]) / (size[1] / size[0])
+    if abs(ratio - 1) <= 0.02:
+        return ""
+    return (f"the input's {native[0]}x{native[1]} frames are stretched to the model's {size[0]}x{size[1]} "
+            f"(aspect {native[1] / native[0]:.2f} vs {size[1] / size[0]:.2f}); crop the input (--crop) to match")
+
+
 def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path) -> tuple[FrameCache, str]:
     if request.raw_input is not None:
         store_path = tmp / "input.zarr"
@@ -131,6 +140,7 @@ def predict(request: PredictRequest) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp_name:
         cache, name = _frames(request, size, Path(tmp_name))
         total = cache.store.sequences[name].frames
+        stretch = aspect_note(cache.store.sequences[name].native_size, size)
         if request.start < 0 or request.start + n_in > total:
             last = f"the last valid start is {total - n_in}" if total >= n_in else "it is too short for this model"
             raise UserError(f"--start {request.start}: the model needs {n_in} context frames and {name!r} has {total}; {last}")
@@ -144,6 +154,8 @@ def predict(request: PredictRequest) -> dict[str, object]:
     check_output_dir(out, "prediction")
     tmp = temp_sibling(out)
     summary: dict[str, object] = {"sequence": name, "start": request.start, "steps": steps, "horizon": horizon}
+    if stretch:
+        summary["warning"] = stretch
     try:
         np.save(tmp / "prediction.npy", pred)
         shown_target = target if target is not None else pred

@@ -49,3 +49,28 @@ def test_mp4_frame_rate_from_metadata(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     info = FrameStore.open(tmp_path / "s.zarr").sequences["cam"]
     assert info.meta.fps == pytest.approx(25.0) and info.native_size == (48, 64) and info.frames == 10
+
+
+def test_16_bit_tiff_stack_and_png_folder_one_rule_with_clip(tmp_path: Path) -> None:
+    import tifffile
+
+    rng = np.random.default_rng(5)
+    stack = rng.integers(1000, 3000, (8, 24, 40)).astype(np.uint16)
+    stack[0, 0, 0] = 60000  # one hot pixel
+    tifffile.imwrite(tmp_path / "cam.tif", stack)
+    ingest(IngestRequest(tmp_path / "cam.tif", tmp_path / "s.zarr"))
+    ingest(IngestRequest(tmp_path / "cam.tif", tmp_path / "s.zarr", sequence="clipped", clip=(0.1, 99.9)))
+    store = FrameStore.open(tmp_path / "s.zarr")
+    plain, clipped = store.read("cam"), store.read("clipped")
+    assert store.sequences["cam"].meta.extra["scale"] == {"min": 1000.0, "max": 60000.0}
+    assert plain[1:].max() < 15 and clipped[1:].std() > 40  # min..max squashes everything; the clip does not
+    assert store.sequences["clipped"].meta.extra["scale"]["clip_high_percentile"] == 99.9
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for k in range(3):
+        iio.imwrite(folder / f"f{k}.png", stack[k])
+    ingest(IngestRequest(folder, tmp_path / "s.zarr", sequence="png16"))
+    assert FrameStore.open(tmp_path / "s.zarr").sequences["png16"].meta.extra["scale"]["max"] == 60000.0
+    iio.imwrite(folder / "f3.png", (stack[3] // 256).astype(np.uint8))
+    with pytest.raises(UserError, match="mix bit depths"):
+        ingest(IngestRequest(folder, tmp_path / "s.zarr", sequence="mixed"))

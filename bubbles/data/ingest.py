@@ -3,9 +3,11 @@
 Rules, so that every source becomes the same (T, H, W) uint8 frames:
 - Colour (RGB/RGBA, or a colormapped rendering) becomes one channel by ITU-R BT.601 luma,
   Y = 0.299 R + 0.587 G + 0.114 B (alpha dropped), as Pillow's "L" mode does.
-- 8-bit input is kept as is. Other integer input (e.g. 16-bit cameras) and float input are scaled linearly from the
-  sequence's own [min, max] to [0, 255]; the min and max are stored in the sequence attributes (`extra.scale`)
-  so the physical values can be recovered.
+- 8-bit input is kept as is. Other integer input (16-bit PNG folders and multi-page TIFF stacks of high-speed
+  cameras) and float input are scaled linearly, one rule per sequence: from the sequence's own [min, max] to
+  [0, 255], or with `clip` (LO, HI percentiles, e.g. 0.1, 99.9) from those percentiles, values outside clipped
+  (a few hot pixels then do not squash the rest). The values used are stored in `extra.scale` (min, max and the
+  percentiles) so the physical values can be recovered. A folder mixing bit depths is refused.
 - `crop` (LEFT, TOP, RIGHT, BOTTOM in native pixels, right and bottom exclusive) cuts margins, titles or colour bars
   away before the colour and scaling rules, so the scale comes from the kept region; it is recorded in `extra.crop`.
 - The frame rate is `--fps`, else the video's own (ffmpeg metadata; a GIF's first frame duration), else 1.
@@ -46,6 +48,7 @@ class IngestRequest:
     hdf5_field: str | None = None
     flip_y: bool = True
     crop: tuple[int, int, int, int] | None = None
+    clip: tuple[float, float] | None = None
 
 
 def parse_crop(text: str, where: str = "--crop") -> tuple[int, int, int, int]:
@@ -73,7 +76,7 @@ def natural_key(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
-def to_gray_uint8(frames: np.ndarray, where: str) -> tuple[np.ndarray, dict[str, float]]:
+def to_gray_uint8(frames: np.ndarray, where: str, clip: tuple[float, float] | None = None) -> tuple[np.ndarray, dict[str, float]]:
     """Apply the module's colour and scaling rules; returns the frames and the scale used (empty for uint8)."""
     if frames.dtype == np.bool_:
         raise UserError(f"{where}: unsupported dtype bool (use integer or float frames)")
@@ -96,11 +99,35 @@ def to_gray_uint8(frames: np.ndarray, where: str) -> tuple[np.ndarray, dict[str,
     data = frames.astype(np.float64)
     if not np.isfinite(data).all():
         raise UserError(f"{where}: frames contain NaN or infinite values")
-    lo, hi = float(data.min()), float(data.max())
+    lo, hi = (float(v) for v in np.percentile(data, clip)) if clip else (float(data.min()), float(data.max()))
     # Halved first: hi - lo of values near the float64 limits would overflow to inf and scale everything to 0.
     span = hi / 2 - lo / 2
-    scaled = (data / 2 - lo / 2) / span * 255 if span > 0 else np.zeros_like(data)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8), {"min": lo, "max": hi}
+    scaled = np.clip((data / 2 - lo / 2) / span, 0, 1) * 255 if span > 0 else np.zeros_like(data)
+    scale = {"min": lo, "max": hi} | ({"clip_low_percentile": clip[0], "clip_high_percentile": clip[1]} if clip else {})
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8), scale
+
+
+def parse_clip(text: str) -> tuple[float, float]:
+    """'0.1,99.9' -> (0.1, 99.9): the percentiles mapped to 0 and 255."""
+    try:
+        lo, hi = (float(p) for p in text.split(","))
+    except ValueError:
+        raise UserError(f"--clip {text!r}: expected LO,HI percentiles, e.g. 0.1,99.9") from None
+    if not 0 <= lo < hi <= 100:
+        raise UserError(f"--clip {text!r}: need 0 <= LO < HI <= 100")
+    return lo, hi
+
+
+def read_tiff_stack(path: Path) -> np.ndarray:
+    """All pages of a (multi-page) TIFF as (T, H, W[, C]) frames, in their own dtype (tifffile)."""
+    import tifffile
+
+    try:
+        data = tifffile.imread(path)
+    except Exception as exc:
+        raise UserError(f"{path}: cannot read TIFF ({type(exc).__name__}: {exc})") from None
+    single = data.ndim == 2 or (data.ndim == 3 and data.shape[-1] in (3, 4))  # one page: gray, or RGB(A)
+    return data[None] if single else data
 
 
 def read_image_folder(folder: Path, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, str]:
@@ -124,6 +151,9 @@ def read_image_folder(folder: Path, progress: Callable[[int], None] | None = Non
     shapes = {a.shape for a in frames}
     if len(shapes) > 1:
         raise UserError(f"{folder}: images differ in size ({', '.join(map(str, sorted(shapes)))})")
+    dtypes = {str(a.dtype) for a in frames}
+    if len(dtypes) > 1:
+        raise UserError(f"{folder}: images mix bit depths ({', '.join(sorted(dtypes))}); one scaling rule needs one depth")
     return np.stack(frames), f"images:{folder.name}/{files[0].name}..{files[-1].name}"
 
 
@@ -196,6 +226,9 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
         raw = read_hdf5(src, request.hdf5_field, request.flip_y)
         source = f"hdf5:{src.name}:{request.hdf5_field}"
         extra["flip_y"] = request.flip_y
+    elif suffix in (".tif", ".tiff"):
+        raw = read_tiff_stack(src)
+        source = f"tiff:{src.name}"
     elif suffix == ".npy":
         try:
             raw = np.load(src, allow_pickle=False)
@@ -203,12 +236,12 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
             raise UserError(f"{src}: not a readable .npy array ({exc})") from None
         source = f"npy:{src.name}"
     else:
-        raise UserError(f"{src}: unknown input type {suffix!r} (folder of images, video, .h5/.hdf5, or .npy)")
+        raise UserError(f"{src}: unknown input type {suffix!r} (folder of images, video, TIFF stack, .h5/.hdf5, or .npy)")
     raw = np.asarray(raw)
     if request.crop is not None:
         raw = apply_crop(raw, request.crop, str(src))
         extra["crop"] = list(request.crop)
-    frames, scale = to_gray_uint8(raw, str(src))
+    frames, scale = to_gray_uint8(raw, str(src), request.clip)
     if scale:
         extra["scale"] = scale
     if len(frames) < 2:
