@@ -116,12 +116,13 @@ def synth(store: Path, sequences: int, frames: int, size: str, seed: int, condit
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--sequence", help="Sequence name (default: from the source's file name).")
 @click.option("--condition", multiple=True, metavar="KEY=VALUE", help="Initial condition value (repeatable).")
-@click.option("--field", "hdf5_field", help="HDF5 field to read (e.g. temperature, dfun).")
+@click.option("--field", "hdf5_fields", multiple=True,
+              help="HDF5 field to read (e.g. dfun); repeat for a multi-field sequence (--field dfun --field temperature).")
 @click.option("--fps", type=float, help="Frame rate (default: from the video, else 1).")
 @click.option("--no-flip-y", is_flag=True, help="HDF5: keep row 0 at y=0 (default flips so y points up).")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="Keep only this box (native pixels, right/bottom exclusive).")
 @click.option("--clip", metavar="LO,HI", help="16-bit/float: scale from these percentiles (e.g. 0.1,99.9), not min..max.")
-def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_field: str | None, fps: float | None, no_flip_y: bool, crop: str | None, clip: str | None) -> None:
+def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_fields: tuple[str, ...], fps: float | None, no_flip_y: bool, crop: str | None, clip: str | None) -> None:
     """Add a recording to a store (created if missing), atomically.
 
     SRC is a folder of PNG/TIFF/JPEG frames, a video (mp4/avi/gif), a BubbleML HDF5 file, or a .npy array.
@@ -130,6 +131,7 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
     Examples:
       python cli.py ingest recordings/run07/ data/lab.zarr --condition regime=nozzle --condition gas_flow=0.8
       python cli.py ingest sim/Twall-100.hdf5 data/bubbleml.zarr --field dfun --condition superheat=100
+      python cli.py ingest sim/Twall-100.hdf5 data/fields.zarr --field dfun --field temperature --field velx
     """
     from tqdm import tqdm
 
@@ -137,7 +139,7 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
 
     request = IngestRequest(
         source=src.resolve(), store=store.resolve(), sequence=sequence, condition=_parse_conditions(condition),
-        fps=fps, hdf5_field=hdf5_field, flip_y=not no_flip_y, crop=parse_crop(crop) if crop else None,
+        fps=fps, hdf5_fields=hdf5_fields, flip_y=not no_flip_y, crop=parse_crop(crop) if crop else None,
         clip=parse_clip(clip) if clip else None,
     )
     with tqdm(desc=f"reading {src.name}", unit="frame", disable=None) as bar:
@@ -373,6 +375,10 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
                  f"baseline ({m['strongest'][0]}) {m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
                  f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score {summary['collapse_score']:.2f}")  # type: ignore[index]
     click.echo(line)
+    for field, f in summary.get("fields", {}).items():  # type: ignore[union-attr]
+        if f:
+            click.echo(f"  {field}: lead 1 SSIM {f['ssim'][0]:.3f} (persistence {f['persistence_ssim'][0]:.3f}), MSE {f['mse'][0]:.5f}, "
+                       f"skill vs persistence {f['skill_persistence'][0]:+.3f}; files in {out / 'fields' / field}")
 
 
 @main.command()

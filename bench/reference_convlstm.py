@@ -37,10 +37,10 @@ class ReferenceConvLSTM(nn.Module):
     def __init__(self, cfg: ConvLSTMConfig) -> None:
         super().__init__()
         widths = cfg.widths()
-        ins = (cfg.channels, *widths[:-1])
+        ins = (cfg.in_channels, *widths[:-1])
         self.cells = nn.ModuleList(ReferenceCell(i, h, cfg.kernel, cfg.frame_size) for i, h in zip(ins, widths))
         self.norms = nn.ModuleList(nn.BatchNorm3d(h) for h in widths)
-        self.head = nn.Conv2d(widths[-1], cfg.channels, 3, padding=1)
+        self.head = nn.Conv2d(widths[-1], cfg.out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, future: int = 1) -> torch.Tensor:
         b, t, _, hgt, wid = x.shape

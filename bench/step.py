@@ -56,11 +56,11 @@ def gemm_peak(device: torch.device, dtype: torch.dtype, n: int = 2048) -> tuple[
 def conv_flops(cfg: ConvLSTMConfig, batch: int, t_in: int, t_out: int, size: int) -> float:
     """Forward multiply-adds x2 of every convolution: gates over [x, h] for every step of every layer, and the head."""
     steps = t_in + t_out - 1  # encoder steps, then the rollout steps after the first prediction
-    total, cin = 0.0, cfg.channels
+    total, cin = 0.0, cfg.in_channels
     for h in cfg.widths():
         total += 2 * batch * steps * (cin + h) * 4 * h * cfg.kernel**2 * size * size
         cin = h
-    return total + 2 * batch * t_out * cfg.widths()[-1] * cfg.channels * 9 * size * size
+    return total + 2 * batch * t_out * cfg.widths()[-1] * cfg.out_channels * 9 * size * size
 
 
 def _sync(device: torch.device) -> None:

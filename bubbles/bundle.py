@@ -2,9 +2,9 @@
 
     MODEL_DIR/
       weights.safetensors   the state dict (safetensors: loading it never runs code)
-      config.json           every trial parameter (image_size as the exact HxW), input_shape, output_shape,
-                            the store fingerprint and split
-      model.ts              TorchScript program: (B, input_len, 1, H, W) float32 in [0, 1] -> (B, output_len, 1, H, W)
+      config.json           every trial parameter (image_size as the exact HxW), input_shape, output_shape, the
+                            fields read and predicted (one channel each), the store fingerprint and split
+      model.ts              TorchScript program: (B, input_len, C_in, H, W) float32 in [0, 1] -> (B, output_len, C_out, H, W)
       model.onnx            the same program as ONNX (optional), checked against PyTorch with onnxruntime
       metrics_card.md       objective, per-lead table against the baselines, per-condition table, data and split
       README.md             how to load each file
@@ -72,12 +72,18 @@ def load_climatology(directory: Path) -> np.ndarray | None:
 
 def example_input(cfg: TrialConfig) -> torch.Tensor:
     """A fixed input of the exported program's shape (seeded, so exports are byte-for-byte repeatable)."""
-    return torch.rand(1, cfg.window.input_len, 1, *cfg.frame_size, generator=torch.Generator().manual_seed(0))
+    return torch.rand(1, cfg.window.input_len, cfg.model.in_channels, *cfg.frame_size, generator=torch.Generator().manual_seed(0))
 
 
 def expected_shape(cfg: TrialConfig) -> tuple[int, ...]:
     """The exported program's output shape for example_input."""
-    return (1, cfg.window.output_len, 1, *cfg.frame_size)
+    return (1, cfg.window.output_len, cfg.model.out_channels, *cfg.frame_size)
+
+
+def field_record(cfg: TrialConfig) -> dict[str, list[str]]:
+    """The fields of the input and output channels, in order (empty in configs saved before fields existed: one
+    channel, the store's first field)."""
+    return {"inputs": list(cfg.data.channels), "outputs": list(cfg.data.targets)}
 
 
 def metrics_card(cfg: TrialConfig, info: BundleInfo, evaluation: Evaluation | None) -> str:
@@ -85,6 +91,8 @@ def metrics_card(cfg: TrialConfig, info: BundleInfo, evaluation: Evaluation | No
         f"# {cfg.model_name} {cfg.model.label()} "
         f"{cfg.window.input_len}->{cfg.window.output_len} at {cfg.frame_size[0]}x{cfg.frame_size[1]}",
         "",
+        *([f"- fields: [{', '.join(cfg.data.channels)}] -> [{', '.join(cfg.data.targets)}] (the tables are "
+           f"{cfg.data.targets[0]}'s)"] if len(cfg.data.channels) > 1 else []),
         f"- objective: {info.objective_name} = {info.objective:.4f}",
         f"- source: {info.source}",
         f"- data: store `{cfg.data.store}` (fingerprint `{info.store_fingerprint}`), split `{cfg.data.split.kind}`, "
@@ -113,9 +121,10 @@ def metrics_card(cfg: TrialConfig, info: BundleInfo, evaluation: Evaluation | No
 
 _README = """# Exported bubble-flow predictor
 
-Input: float32 frames in [0, 1], shape (batch, {input_len}, 1, {h}, {w}) — {input_len} consecutive grayscale frames
-of height {h} and width {w}.
-Output: (batch, {output_len}, 1, {h}, {w}) — the next {output_len} frames.
+Input: float32 frames in [0, 1], shape (batch, {input_len}, {c_in}, {h}, {w}) — {input_len} consecutive frames
+of height {h} and width {w}; channels: {inputs}.
+Output: (batch, {output_len}, {c_out}, {h}, {w}) — the next {output_len} frames; channels: {outputs}.
+Each field is scaled to [0, 1] from its sequence's own range (`fields[].scale` in the store; value = min + v·(max − min)).
 
     import torch
     program = torch.jit.load("model.ts")            # needs only torch
@@ -150,7 +159,7 @@ def write_bundle(
         x = example_input(cfg)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "weights.safetensors"), metadata={"format": FORMAT})
         config = {"format": FORMAT, "params": cfg.flat(), "input_shape": list(x.shape), "output_shape": list(expected_shape(cfg)),
-                  "objective": {"name": info.objective_name, "value": info.objective},
+                  "fields": field_record(cfg), "objective": {"name": info.objective_name, "value": info.objective},
                   "source": info.source, "store_fingerprint": info.store_fingerprint, "val_conditions": list(info.val_conditions)}
         (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
         with torch.no_grad():
@@ -164,7 +173,11 @@ def write_bundle(
         if climatology is not None:
             np.save(tmp / CLIMATOLOGY, climatology.astype(np.float32))
         h, w = cfg.frame_size
-        (tmp / "README.md").write_text(_README.format(input_len=cfg.window.input_len, output_len=cfg.window.output_len, h=h, w=w))
+        names = field_record(cfg)
+        (tmp / "README.md").write_text(_README.format(
+            input_len=cfg.window.input_len, output_len=cfg.window.output_len, h=h, w=w, c_in=cfg.model.in_channels,
+            c_out=cfg.model.out_channels, inputs=", ".join(names["inputs"]) or "the store's first field",
+            outputs=", ".join(names["outputs"]) or "the same field"))
         replace_dir(tmp, out, "export")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

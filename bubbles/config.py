@@ -34,6 +34,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "test_fraction": (0.0, "fraction for test"),
     "split_gap": (0, "time split: frames dropped between parts"),
     "split_seed": (0, "seed of the drawn split"),
+    "channels": ([], "input fields of a multi-field store, e.g. [dfun, temperature, velx]; empty: the store's first field"),
+    "target_fields": ([], "predicted fields, each also an input; empty: the first of channels. convlstm seq2seq and predrnn_v2 predict exactly the channels"),
     "image_size": (64, "short side in pixels, the store's aspect kept (64), or exact HxW ('96x256', stretches when the aspect differs)"),
     "window": (None, "shortcut 'N->M' for input_len and output_len, e.g. '20->1', '20->20', '5->5'"),
     "input_len": (20, "context frames"),
@@ -94,7 +96,8 @@ class TrialConfig:
         common = {
             "store": self.data.store, "split": s.kind, "val": list(s.val), "test": list(s.test),
             "val_fraction": s.val_fraction, "test_fraction": s.test_fraction, "split_gap": s.gap,
-            "split_seed": s.seed, "image_size": format_image_size(self.data.image_size), "input_len": self.window.input_len,
+            "split_seed": s.seed, "image_size": format_image_size(self.data.image_size),
+            "channels": list(self.data.channels), "target_fields": list(self.data.targets), "input_len": self.window.input_len,
             "output_len": self.window.output_len, "stride": self.window.stride, "model": self.model_name,
             **asdict(self.train),
         }
@@ -124,6 +127,12 @@ class TrialConfig:
         """This config with its image size resolved against a store (make_splits' frame_size): exact HxW from here
         on, so checkpoints, exports and predict use the shape the model was built for."""
         return replace(self, data=replace(self.data, image_size=size), model=replace(self.model, frame_size=size))
+
+    def at_fields(self, channels: tuple[str, ...], targets: tuple[str, ...]) -> TrialConfig:
+        """This config with its fields resolved against a store (make_splits' channels and targets), so checkpoints
+        and exports name the fields the model reads and predicts."""
+        model = replace(self.model, in_channels=len(channels), out_channels=len(targets))
+        return replace(self, data=replace(self.data, channels=channels, targets=targets), model=model)
 
 
 def _fail(where: str, key: str, problem: str) -> UserError:
@@ -164,6 +173,15 @@ def _strings(where: str, key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(items, (list, tuple)) or not all(isinstance(v, (str, int, float)) for v in items):
         raise _fail(where, key, f"expected a list of names, got {value!r}")
     return tuple(str(v) for v in items)
+
+
+def _fields(where: str, key: str, value: Any) -> tuple[str, ...]:
+    """A list of field names ('dfun,temperature' from --set too), each once."""
+    names = tuple(n.strip() for n in value.split(",") if n.strip()) if isinstance(value, str) else _strings(where, key, value)
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise _fail(where, key, f"field {twice!r} is named twice")
+    return names
 
 
 def parse_window(where: str, text: Any) -> tuple[int, int]:
@@ -298,6 +316,10 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
     exact = isinstance(size, tuple)
     frame = size if isinstance(size, tuple) else (size, size)
     model = _MODEL_SECTIONS[model_name](where, p, frame, exact, input_len, output_len)
+    channels, targets = _fields(where, "channels", p["channels"]), _fields(where, "target_fields", p["target_fields"])
+    # Field names are checked against the store by make_splits; the counts size the model now (default: one field).
+    model = replace(model, in_channels=len(channels) or 1, out_channels=len(targets) or 1)
+    feedback = model_name == "predrnn_v2" or getattr(model, "mode", "") == "seq2seq"
     if not isinstance(p["store"], str) or not p["store"]:
         raise _fail(where, "store", f"expected a path, got {p['store']!r}")
     split = SplitConfig(
@@ -328,7 +350,8 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
         best_by=_choice(where, "best_by", p["best_by"], get_args(BestBy)),  # type: ignore[arg-type]
     )
     return TrialConfig(
-        data=DataConfig(store=p["store"], image_size=size, split=split, size_multiple=size_multiple(model)),
+        data=DataConfig(store=p["store"], image_size=size, split=split, size_multiple=size_multiple(model),
+                        channels=channels, targets=targets, feedback=feedback),
         window=WindowConfig(input_len, output_len, _int(where, "stride", p["stride"], 1)),
         model_name=model_name,
         model=model,

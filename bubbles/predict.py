@@ -1,4 +1,8 @@
-"""Run an exported model on real frames: rollouts (also beyond the trained horizon), pictures and metrics."""
+"""Run an exported model on real frames: rollouts (also beyond the trained horizon), pictures and metrics.
+
+A model of several fields reads its input fields by name from the sequence; the top-level files show its first
+predicted field (as for a one-field model) and `fields/<name>/` holds the pictures, frames and metrics of every
+predicted field."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import torch
 from torch import nn
 
 from bubbles.bundle import load_bundle, load_climatology
+from bubbles.config import TrialConfig
 from bubbles.errors import UserError
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling
 from bubbles.evaluation.bubbles import BubbleMeter, DetectorConfig
@@ -45,14 +50,16 @@ class PredictRequest:
 
 @torch.no_grad()
 def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> np.ndarray:
-    """Predict `steps` frames after context (T, H, W): in chunks of the trained horizon, each chunk's predictions
-    becoming the newest context frames of the next (autoregressive beyond the horizon)."""
-    window = torch.from_numpy(context.astype(np.float32))[None, :, None]
+    """Predict `steps` frames after context (T, C_in, H, W) -> (steps, C_out, H, W): in chunks of the trained
+    horizon, each chunk's predictions becoming the newest context frames of the next (autoregressive beyond the
+    horizon, which needs the predicted fields to be the input fields)."""
+    window = torch.from_numpy(context.astype(np.float32))[None]
     out: list[np.ndarray] = []
     while len(out) < steps:
         pred = model(window, future=horizon)
-        out.extend(pred[0, :, 0].numpy())
-        window = torch.cat([window, pred], dim=1)[:, -context.shape[0] :]
+        out.extend(pred[0].numpy())
+        if len(out) < steps:
+            window = torch.cat([window, pred], dim=1)[:, -context.shape[0] :]
     return np.stack(out[:steps])
 
 
@@ -63,6 +70,19 @@ def aspect_note(native: tuple[int, int], size: tuple[int, int]) -> str:
         return ""
     return (f"the input's {native[0]}x{native[1]} frames are stretched to the model's {size[0]}x{size[1]} "
             f"(aspect {native[1] / native[0]:.2f} vs {size[1] / size[0]:.2f}); crop the input (--crop) to match")
+
+
+def field_indices(cfg: TrialConfig, fields: tuple[str, ...], where: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Where the model's input and predicted fields lie among a sequence's fields. A one-field model on a one-field
+    sequence takes it whatever the names (a camera clip given to a model trained on a simulation's dfun)."""
+    channels, targets = cfg.data.channels, cfg.data.targets
+    if not channels or (len(channels) == 1 and len(fields) == 1):
+        return (0,), (0,)
+    missing = [f for f in channels if f not in fields]
+    if missing:
+        raise UserError(f"{where}: no field {missing[0]!r}; the model reads [{', '.join(channels)}] and the sequence "
+                        f"has [{', '.join(fields)}]")
+    return tuple(fields.index(f) for f in channels), tuple(fields.index(f) for f in targets)
 
 
 def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path) -> tuple[FrameCache, str]:
@@ -137,6 +157,9 @@ def predict(request: PredictRequest) -> dict[str, object]:
     steps = request.steps or horizon
     if steps > horizon and not request.autoregressive:
         raise UserError(f"--steps {steps} is beyond the trained horizon {horizon}: add --autoregressive to roll out")
+    if steps > horizon and cfg.data.targets != cfg.data.channels:
+        raise UserError(f"--autoregressive: this model predicts [{', '.join(cfg.data.targets)}] from "
+                        f"[{', '.join(cfg.data.channels)}], so its predictions cannot become its next inputs; use --steps {horizon} or less")
     with tempfile.TemporaryDirectory() as tmp_name:
         cache, name = _frames(request, size, Path(tmp_name))
         total = cache.store.sequences[name].frames
@@ -144,9 +167,10 @@ def predict(request: PredictRequest) -> dict[str, object]:
         if request.start < 0 or request.start + n_in > total:
             last = f"the last valid start is {total - n_in}" if total >= n_in else "it is too short for this model"
             raise UserError(f"--start {request.start}: the model needs {n_in} context frames and {name!r} has {total}; {last}")
-        context = cache.frames(name, request.start, request.start + n_in).astype(np.float32) / 255.0
+        inputs, outputs = field_indices(cfg, cache.store.sequences[name].fields, f"{cache.store.path}/{name}")
+        context = _channels(cache.frames(name, request.start, request.start + n_in), inputs)
         end = min(total, request.start + n_in + steps)
-        target = cache.frames(name, request.start + n_in, end).astype(np.float32) / 255.0 if end > request.start + n_in else None
+        target = _channels(cache.frames(name, request.start + n_in, end), outputs) if end > request.start + n_in else None
         hints = cache.store.sequences[name].meta.extra.get("detector", {})
         detector = DetectorConfig().with_store_hints(hints if isinstance(hints, dict) else {})
     pred = rollout(model, context, horizon, steps)
@@ -156,24 +180,57 @@ def predict(request: PredictRequest) -> dict[str, object]:
     summary: dict[str, object] = {"sequence": name, "start": request.start, "steps": steps, "horizon": horizon}
     if stretch:
         summary["warning"] = stretch
+    targets = cfg.data.targets or ("",)
+    # The first predicted field's own past: the context shown and given to the baselines.
+    own = [cfg.data.channels.index(f) if f in cfg.data.channels else 0 for f in targets]
+    climatology = load_climatology(request.model_dir)
     try:
-        np.save(tmp / "prediction.npy", pred)
-        shown_target = target if target is not None else pred
-        strip = prediction_strip(context, np.pad(shown_target, ((0, len(pred) - len(shown_target)), (0, 0), (0, 0)), constant_values=1.0), pred)
-        strip.save(tmp / "strip.png")
-        _gif(tmp / "rollout.gif", context, pred, target)
+        for k, field in enumerate(targets):
+            where = tmp if k == 0 else tmp / "fields" / field
+            where.mkdir(parents=True, exist_ok=True)
+            table = _write_field(where, context[:, own[k]], pred[:, k], None if target is None else target[:, k],
+                                 climatology if k == 0 else None, detector)
+            if len(targets) > 1:
+                if k == 0:  # every field under fields/, the first one too, so each has the same files
+                    shutil.copytree(tmp, tmp / "fields" / field, ignore=shutil.ignore_patterns("fields"))
+                summary.setdefault("fields", {})[field] = _json_table(table) if table else {}  # type: ignore[union-attr]
+            if k == 0 and table:
+                summary["metrics"] = _json_table(table)
+                summary["collapse_score"] = rollout_collapse(pred[: len(target), 0], target[:, 0])  # type: ignore[index]
         if target is not None:
-            bubble_strip(target, pred[: len(target)], detector).save(tmp / "bubbles.png")
-            table = window_metrics(context, pred[: len(target)], target, load_climatology(request.model_dir), detector)
-            with (tmp / "metrics.csv").open("w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["lead", *table])
-                for k in range(len(target)):
-                    writer.writerow([k + 1, *(v[k] if isinstance(v[k], str) else f"{v[k]:.6g}" for v in table.values())])
-            summary["metrics"] = {c: [v if isinstance(v, str) else _json_number(v) for v in table[c]] for c in table}
-            summary["collapse_score"] = rollout_collapse(pred[: len(target)], target)
             (tmp / "metrics.json").write_text(json.dumps(summary, indent=1))
         replace_dir(tmp, out, "prediction")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary
+
+
+def _channels(frames: np.ndarray, index: tuple[int, ...]) -> np.ndarray:
+    """uint8 (T, H, W) or (T, C, H, W) frames -> float32 (T, len(index), H, W) in [0, 1]."""
+    frames = frames[:, None] if frames.ndim == 3 else frames[:, list(index)]
+    return frames.astype(np.float32) / 255.0
+
+
+def _json_table(table: dict[str, list]) -> dict[str, list]:
+    return {c: [v if isinstance(v, str) else _json_number(v) for v in table[c]] for c in table}
+
+
+def _write_field(out: Path, context: np.ndarray, pred: np.ndarray, target: np.ndarray | None, climatology: np.ndarray | None,
+                 detector: DetectorConfig) -> dict[str, list]:
+    """One field's prediction.npy, strip.png, rollout.gif and, where the recording continues, bubbles.png and
+    metrics.csv; returns the metrics table (empty without a target)."""
+    np.save(out / "prediction.npy", pred)
+    shown_target = target if target is not None else pred
+    strip = prediction_strip(context, np.pad(shown_target, ((0, len(pred) - len(shown_target)), (0, 0), (0, 0)), constant_values=1.0), pred)
+    strip.save(out / "strip.png")
+    _gif(out / "rollout.gif", context, pred, target)
+    if target is None:
+        return {}
+    bubble_strip(target, pred[: len(target)], detector).save(out / "bubbles.png")
+    table = window_metrics(context, pred[: len(target)], target, climatology, detector)
+    with (out / "metrics.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["lead", *table])
+        for k in range(len(target)):
+            writer.writerow([k + 1, *(v[k] if isinstance(v[k], str) else f"{v[k]:.6g}" for v in table.values())])
+    return table

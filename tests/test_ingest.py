@@ -61,7 +61,7 @@ def test_float_hdf5_field_is_flipped_and_scaled(tmp_path: Path) -> None:
     with h5py.File(tmp_path / "sim.hdf5", "w") as f:
         f["temperature"] = field
         f["x"] = np.zeros((32, 40))
-    req = IngestRequest(tmp_path / "sim.hdf5", tmp_path / "s.zarr", sequence="sim", hdf5_field="temperature")
+    req = IngestRequest(tmp_path / "sim.hdf5", tmp_path / "s.zarr", sequence="sim", hdf5_fields=("temperature",))
     ingest(req)
     store = FrameStore.open(tmp_path / "s.zarr")
     lo, hi = field.min(), field.max()
@@ -69,7 +69,7 @@ def test_float_hdf5_field_is_flipped_and_scaled(tmp_path: Path) -> None:
     np.testing.assert_array_equal(store.read("sim"), expected)
     assert store.sequences["sim"].meta.extra["scale"] == {"min": lo, "max": hi}
     with pytest.raises(UserError, match="no 3-D field 'velx'.*temperature"):
-        ingest(IngestRequest(tmp_path / "sim.hdf5", tmp_path / "s.zarr", sequence="v", hdf5_field="velx"))
+        ingest(IngestRequest(tmp_path / "sim.hdf5", tmp_path / "s.zarr", sequence="v", hdf5_fields=("velx",)))
 
 
 def test_gif_round_trip(tmp_path: Path) -> None:

@@ -11,9 +11,13 @@ Rules, so that every source becomes the same (T, H, W) uint8 frames:
 - `crop` (LEFT, TOP, RIGHT, BOTTOM in native pixels, right and bottom exclusive) cuts margins, titles or colour bars
   away before the colour and scaling rules, so the scale comes from the kept region; it is recorded in `extra.crop`.
 - The frame rate is `--fps`, else the video's own (ffmpeg metadata; a GIF's first frame duration), else 1.
-- HDF5 simulations (BubbleML layout: one dataset per field, T x Y x X with y pointing up) are read from `--field`,
+- HDF5 simulations (BubbleML layout: one file per simulation, one dataset per field — temperature, pressure, velx,
+  vely, dfun, and the grids x, y — each T x rows x columns with row 0 next to the heater) are read from `--field`,
   flipped vertically so the heater is at the bottom of the image as in a camera, then scaled as float input.
-  For `dfun` (signed distance to the interface) that puts liquid bright and vapour dark after scaling.
+  BubbleML's `dfun` is the signed distance to the interface, positive in vapour: after scaling vapour is bright
+  and liquid dark. `--field` given several times makes one multi-field sequence, (T, C, H, W): every field must
+  have the same shape, and each is scaled by its own [min, max] (or `clip` percentiles), recorded per field in
+  the sequence's `fields`.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ class IngestRequest:
     sequence: str | None = None
     condition: dict[str, ConditionValue] = field(default_factory=dict)
     fps: float | None = None
-    hdf5_field: str | None = None
+    hdf5_fields: tuple[str, ...] = ()
     flip_y: bool = True
     crop: tuple[int, int, int, int] | None = None
     clip: tuple[float, float] | None = None
@@ -191,8 +195,8 @@ def read_video(path: Path, progress: Callable[[int], None] | None = None) -> tup
     return frames, fps
 
 
-def read_hdf5(path: Path, field_name: str | None, flip_y: bool) -> np.ndarray:
-    """One field (T, Y, X) of a BubbleML-style simulation file."""
+def read_hdf5(path: Path, field_names: tuple[str, ...], flip_y: bool) -> list[np.ndarray]:
+    """The named fields (each T x Y x X) of a BubbleML-style simulation file, in the order given."""
     import h5py
 
     try:
@@ -201,12 +205,21 @@ def read_hdf5(path: Path, field_name: str | None, flip_y: bool) -> np.ndarray:
         raise UserError(f"{path}: not a readable HDF5 file ({exc})") from None
     with f:
         fields = sorted(k for k, v in f.items() if isinstance(v, h5py.Dataset) and v.ndim == 3)
-        if field_name is None:
-            raise UserError(f"{path}: choose a field with --field (3-D fields here: {', '.join(fields) or 'none'})")
-        if field_name not in fields:
-            raise UserError(f"{path}: no 3-D field {field_name!r} (3-D fields here: {', '.join(fields) or 'none'})")
-        data = np.asarray(f[field_name])
-    return data[:, ::-1, :].copy() if flip_y else data
+        listed = f"3-D fields here: {', '.join(fields) or 'none'}"
+        if not field_names:
+            raise UserError(f"{path}: choose a field with --field, or several ({listed})")
+        twice = sorted({n for n in field_names if field_names.count(n) > 1})
+        if twice:
+            raise UserError(f"{path}: --field {twice[0]} is given twice")
+        missing = [n for n in field_names if n not in fields]
+        if missing:
+            raise UserError(f"{path}: no 3-D field {missing[0]!r} ({listed})")
+        shapes = {n: f[n].shape for n in field_names}
+        if len(set(shapes.values())) > 1:
+            listed = ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in shapes.items())
+            raise UserError(f"{path}: the fields differ in shape ({listed}); one sequence needs one shape (T x Y x X)")
+        data = [np.asarray(f[n]) for n in field_names]
+    return [d[:, ::-1, :].copy() if flip_y else d for d in data]
 
 
 def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None) -> str:
@@ -217,15 +230,15 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
     suffix = src.suffix.lower()
     fps: float | None = None
     extra: dict[str, Any] = {}
+    if request.hdf5_fields and suffix not in HDF5_SUFFIXES:
+        raise UserError(f"{src}: --field applies to HDF5 simulations only")
     if src.is_dir():
         raw, source = read_image_folder(src, progress)
     elif suffix in VIDEO_SUFFIXES:
         raw, fps = read_video(src, progress)
         source = f"video:{src.name}"
     elif suffix in HDF5_SUFFIXES:
-        raw = read_hdf5(src, request.hdf5_field, request.flip_y)
-        source = f"hdf5:{src.name}:{request.hdf5_field}"
-        extra["flip_y"] = request.flip_y
+        return _ingest_fields(request, read_hdf5(src, request.hdf5_fields, request.flip_y))
     elif suffix in (".tif", ".tiff"):
         raw = read_tiff_stack(src)
         source = f"tiff:{src.name}"
@@ -237,18 +250,40 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
         source = f"npy:{src.name}"
     else:
         raise UserError(f"{src}: unknown input type {suffix!r} (folder of images, video, TIFF stack, .h5/.hdf5, or .npy)")
-    raw = np.asarray(raw)
-    if request.crop is not None:
-        raw = apply_crop(raw, request.crop, str(src))
-        extra["crop"] = list(request.crop)
-    frames, scale = to_gray_uint8(raw, str(src), request.clip)
+    frames, scale = _convert(np.asarray(raw), request, extra)
     if scale:
         extra["scale"] = scale
+    return _write(request, frames, source, fps, extra)
+
+
+def _convert(raw: np.ndarray, request: IngestRequest, extra: dict[str, Any], where: str = "") -> tuple[np.ndarray, dict[str, float]]:
+    """Crop (recorded in extra), then the colour and scaling rules."""
+    if request.crop is not None:
+        raw = apply_crop(raw, request.crop, str(request.source))
+        extra["crop"] = list(request.crop)
+    return to_gray_uint8(raw, f"{request.source}{where}", request.clip)
+
+
+def _ingest_fields(request: IngestRequest, fields: list[np.ndarray]) -> str:
+    """One sequence from simulation fields: each scaled by its own range, stacked as channels (T, C, H, W)."""
+    extra: dict[str, Any] = {"flip_y": request.flip_y}
+    converted = [_convert(f, request, extra, f":{n}") for n, f in zip(request.hdf5_fields, fields)]
+    records = tuple({"name": n, **({"scale": s} if s else {})} for n, (_, s) in zip(request.hdf5_fields, converted))
+    if len(converted) == 1 and converted[0][1]:
+        extra["scale"] = converted[0][1]  # where single-field sequences kept it before fields were recorded
+    frames = np.stack([f for f, _ in converted], axis=1) if len(converted) > 1 else converted[0][0]
+    source = f"hdf5:{request.source.name}:{','.join(request.hdf5_fields)}"
+    return _write(request, frames, source, None, extra, records)
+
+
+def _write(request: IngestRequest, frames: np.ndarray, source: str, fps: float | None, extra: dict[str, Any],
+           fields: tuple[dict[str, Any], ...] = ()) -> str:
+    src = request.source
     if len(frames) < 2:
         raise UserError(f"{src}: only {len(frames)} frame(s); a sequence needs at least 2")
     if request.fps is not None and not (math.isfinite(request.fps) and request.fps > 0):
         raise UserError(f"--fps {request.fps}: must be a positive number")
     name = request.sequence or re.sub(r"[^A-Za-z0-9_-]+", "_", src.stem).strip("_") or "sequence"
-    meta = SequenceMeta(source=source, fps=float(request.fps or fps or 1.0), condition=request.condition, extra=extra)
+    meta = SequenceMeta(source=source, fps=float(request.fps or fps or 1.0), condition=request.condition, extra=extra, fields=fields)
     write_sequence(request.store, name, frames, meta)
     return name

@@ -58,9 +58,11 @@ def _mark(directory: Path) -> None:
 def shared_frames(
     root: Path, store: FrameStore, name: str, level: int, size: tuple[int, int], decode: Callable[[int, int], np.ndarray]
 ) -> np.ndarray | None:
-    """(T, H, W) uint8 frames of one sequence, mapped read-only from the node's cache file (written first if
-    missing, by `decode(start, stop)` in blocks of whole chunks). None when the disk has no room for it."""
+    """(T, H, W) uint8 frames of one sequence ((T, C, H, W) for several fields), mapped read-only from the node's
+    cache file (written first if missing, by `decode(start, stop)` in blocks of whole chunks). None when the disk
+    has no room for it."""
     frames = store.sequences[name].frames
+    shape = (frames, *store.sequences[name].frame_shape(size))
     key = content_key(store, name, level, size)
     directory = _store_dir(root, store)
     path = directory / f"{name}.L{level}.S{size[0]}x{size[1]}.{key}.npy"
@@ -70,22 +72,23 @@ def shared_frames(
         with open(directory / f"{name}.L{level}.S{size[0]}x{size[1]}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one writer per node; the others wait, then find the file
             if not path.exists():
-                if shutil.disk_usage(directory).free < frames * size[0] * size[1] + HEADROOM_BYTES:
+                if shutil.disk_usage(directory).free < int(np.prod(shape)) + HEADROOM_BYTES:
                     return None
-                _write(path, frames, size, store.sequences[name].chunk_frames, decode)
+                _write(path, shape, store.sequences[name].chunk_frames, decode)
                 _prune(directory, f"{name}.L{level}.S{size[0]}x{size[1]}.", keep=path.name)
     mapped = np.load(path, mmap_mode="r")
-    if mapped.shape != (frames, *size) or mapped.dtype != np.uint8:
+    if mapped.shape != shape or mapped.dtype != np.uint8:
         return None
     # A plain ndarray view of the map: slicing an np.memmap subclass costs a few microseconds more per window.
     return np.asarray(mapped)
 
 
-def _write(path: Path, frames: int, size: tuple[int, int], chunk: int, decode: Callable[[int, int], np.ndarray]) -> None:
+def _write(path: Path, shape: tuple[int, ...], chunk: int, decode: Callable[[int, int], np.ndarray]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    frames = shape[0]
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(frames, *size))
-        step = max(chunk, (64 * 1024**2 // max(size[0] * size[1], 1)) // chunk * chunk)  # ~64 MiB of whole chunks at a time
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        step = max(chunk, (64 * 1024**2 // max(int(np.prod(shape[1:])), 1)) // chunk * chunk)  # ~64 MiB of whole chunks at a time
         for start in range(0, frames, step):
             stop = min(start + step, frames)
             out[start:stop] = decode(start, stop)

@@ -6,9 +6,10 @@ Layout (format version 2; version 1 lacks the integrity record and still opens):
       <sequence>/                one group per recording or simulation
         zarr.json                attrs: source, fps, native_size [H, W], condition {...}, condition_id,
                                  extra {...}, multiscales [{"datasets": [{"path": "0", "size": [H, W]}, ...]}],
+                                 fields [{"name": "dfun", "scale": {"min": .., "max": ..}}, ...] (one per channel),
                                  integrity {per array: shape, chunks, CRC-32 per chunk} (bubbles.data.integrity)
-        0/                       level 0: (T, H, W) uint8, the native frames
-        1/                       level 1: (T, H/2, W/2) uint8, 2x2 box-averaged from level 0 (anti-aliased)
+        0/                       level 0: (T, H, W) uint8, the native frames; (T, C, H, W) for C >= 2 fields
+        1/                       level 1: (T, [C,] H/2, W/2) uint8, 2x2 box-averaged from level 0 (anti-aliased)
         ...                      down to the last level whose short side is >= MIN_LEVEL_SIZE
         truth/                   optional (synthetic stores): (K, 7) float32, one row per true bubble per frame,
                                  columns TRUTH_COLUMNS = frame, id, x, y, r, state, depth: x = column / width and
@@ -19,6 +20,11 @@ Layout (format version 2; version 1 lacks the integrity record and still opens):
 Frames are uint8: cameras record 8-bit (or are viewed that way), a 20-frame window of 256² is 1.3 MB rather than
 2.6 MB (float16) or 5.2 MB (float32), and windows are scaled to float32 [0, 1] only when read. Chunks hold whole
 frames and `chunk_frames(H, W)` frames each (>= 8, ~64 KiB or more per chunk), compressed with blosc-zstd.
+
+Several fields of one simulation (temperature, velx, dfun, ...) are channels of one sequence: each scaled to uint8
+by its own range (recorded in `fields`), each chunk one channel, so reading one field decodes no other. A
+single-field sequence keeps the 3-D layout, so stores of one field read the same in tools that predate fields;
+sequences without a `fields` record have one field named after their source (`field_names`).
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ class SequenceMeta:
     condition: Mapping[str, ConditionValue] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
     truth: np.ndarray | None = field(default=None, compare=False, repr=False)  # rows of TRUTH_COLUMNS, written only
+    fields: tuple[Mapping[str, Any], ...] = ()  # one {"name", "scale"} per channel; () = one field named by source
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,27 @@ class SequenceInfo:
     @property
     def condition_id(self) -> str:
         return condition_id(self.meta.condition)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The names of the sequence's channels, in store order."""
+        return field_names(self.meta)
+
+    def frame_shape(self, size: tuple[int, int]) -> tuple[int, ...]:
+        """The shape of one stored frame at `size`: (H, W) for one field, (C, H, W) for several."""
+        n = len(self.fields)
+        return (*size,) if n == 1 else (n, *size)
+
+
+DEFAULT_FIELD = "intensity"  # the one field of a camera recording (and of sequences written before fields)
+
+
+def field_names(meta: SequenceMeta) -> tuple[str, ...]:
+    """Channel names: the `fields` record, else one field: the HDF5 field a sequence came from, or 'intensity'."""
+    if meta.fields:
+        return tuple(str(f["name"]) for f in meta.fields)
+    parts = meta.source.split(":")
+    return (parts[-1],) if parts[0] == "hdf5" and len(parts) >= 3 and parts[-1] else (DEFAULT_FIELD,)
 
 
 def condition_id(condition: Mapping[str, ConditionValue]) -> str:
@@ -107,10 +135,10 @@ def pyramid_sizes(height: int, width: int) -> list[tuple[int, int]]:
 
 
 def downsample2(frames: np.ndarray) -> np.ndarray:
-    """Halve (T, H, W) frames by 2x2 box averaging (the anti-aliasing filter for a factor-2 decimation)."""
-    t, h, w = frames.shape
-    cropped = frames[:, : h // 2 * 2, : w // 2 * 2].astype(np.float32)
-    return cropped.reshape(t, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+    """Halve (..., H, W) frames by 2x2 box averaging (the anti-aliasing filter for a factor-2 decimation)."""
+    *lead, h, w = frames.shape
+    cropped = frames[..., : h // 2 * 2, : w // 2 * 2].astype(np.float32)
+    return cropped.reshape(*lead, h // 2, 2, w // 2, 2).mean(axis=(-3, -1))
 
 
 def _to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -135,10 +163,17 @@ def _check_parent(store_path: Path) -> None:
 
 
 def _write_group(path: Path, frames: np.ndarray, meta: SequenceMeta, progress: Any = None) -> None:
-    """Write one complete sequence group (all levels) at `path`, a fresh directory."""
-    if frames.ndim != 3 or frames.dtype != FRAME_DTYPE:
-        raise UserError(f"frames must be (T, H, W) uint8, got {frames.shape} {frames.dtype}")
-    t, h, w = frames.shape
+    """Write one complete sequence group (all levels) at `path`, a fresh directory. frames: (T, H, W), or
+    (T, C, H, W) with one meta.fields entry per channel."""
+    if frames.ndim == 4 and frames.shape[1] == 1:
+        frames = frames[:, 0]  # one field keeps the 3-D layout
+    if frames.ndim not in (3, 4) or frames.dtype != FRAME_DTYPE:
+        raise UserError(f"frames must be (T, H, W) or (T, C, H, W) uint8, got {frames.shape} {frames.dtype}")
+    channels = () if frames.ndim == 3 else (frames.shape[1],)
+    if len(meta.fields) > 1 or channels:
+        if len(meta.fields) != (channels[0] if channels else 1):
+            raise UserError(f"{len(meta.fields)} field records for frames of shape {frames.shape}")
+    t, h, w = frames.shape[0], *frames.shape[-2:]
     if min(h, w) < MIN_LEVEL_SIZE:
         raise UserError(f"frames of {h}x{w} are smaller than the {MIN_LEVEL_SIZE}px minimum")
     sizes = pyramid_sizes(h, w)
@@ -151,6 +186,7 @@ def _write_group(path: Path, frames: np.ndarray, meta: SequenceMeta, progress: A
             "condition": dict(meta.condition),
             "condition_id": condition_id(meta.condition),
             "extra": dict(meta.extra),
+            **({"fields": [dict(f) for f in meta.fields]} if meta.fields else {}),
             "multiscales": [{"version": "bubbles-1", "datasets": [{"path": str(i), "size": list(s)} for i, s in enumerate(sizes)]}],
         }
     )
@@ -159,8 +195,8 @@ def _write_group(path: Path, frames: np.ndarray, meta: SequenceMeta, progress: A
         arrays.append(
             group.create_array(
                 str(i),
-                shape=(t, lh, lw),
-                chunks=(chunk_frames(lh, lw), lh, lw),
+                shape=(t, *channels, lh, lw),
+                chunks=(chunk_frames(lh, lw), *(1 for _ in channels), lh, lw),
                 dtype=FRAME_DTYPE,
                 compressors=BloscCodec(cname="zstd", clevel=5, shuffle="noshuffle"),
                 fill_value=0,
@@ -326,7 +362,8 @@ class FrameStore:
         return fitting[-1]
 
     def read(self, name: str, level: int = 0, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Frames [start, stop) of one level as a (T, H, W) uint8 array, in one Zarr read."""
+        """Frames [start, stop) of one level as a (T, H, W) uint8 array ((T, C, H, W) for several fields), in one
+        Zarr read."""
         try:
             return np.asarray(self.root[name][str(level)][start:stop])
         except Exception as exc:
@@ -366,7 +403,9 @@ def _validate_sequence(path: Path, root: zarr.Group, name: str) -> SequenceInfo:
             fps=float(attrs["fps"]),
             condition=dict(attrs["condition"]),
             extra=dict(attrs.get("extra", {})),
+            fields=tuple(dict(f) for f in attrs.get("fields", [])),
         )
+        names = field_names(meta)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise UserError(f"{where}: missing or malformed sequence attribute ({exc})") from None
     sizes: list[tuple[int, int]] = []
@@ -377,13 +416,14 @@ def _validate_sequence(path: Path, root: zarr.Group, name: str) -> SequenceInfo:
             arr = group[ds["path"]]
         except Exception:
             raise UserError(f"{where}: pyramid level {ds.get('path')!r} is missing") from None
-        if arr.ndim != 3 or arr.dtype != FRAME_DTYPE:
-            raise UserError(f"{where}/{ds['path']}: expected (T, H, W) uint8, found {arr.shape} {arr.dtype}")
+        layout = ("(T, H, W)", 3) if len(names) == 1 else (f"(T, {len(names)}, H, W) for fields {', '.join(names)}", 4)
+        if arr.ndim != layout[1] or arr.dtype != FRAME_DTYPE or (arr.ndim == 4 and arr.shape[1] != len(names)):
+            raise UserError(f"{where}/{ds['path']}: expected {layout[0]} uint8, found {arr.shape} {arr.dtype}")
         if frames is None:
             frames, chunk_t = arr.shape[0], arr.chunks[0]
-        if arr.shape[0] != frames or list(arr.shape[1:]) != list(ds["size"]):
+        if arr.shape[0] != frames or list(arr.shape[-2:]) != list(ds["size"]):
             raise UserError(f"{where}/{ds['path']}: shape {arr.shape} does not match level {i} of {frames} frames")
-        sizes.append((arr.shape[1], arr.shape[2]))
+        sizes.append((arr.shape[-2], arr.shape[-1]))
     if not sizes or sizes[0] != native:
         raise UserError(f"{where}: level 0 does not hold the native {native} frames")
     arrays = integrity.recorded(attrs)

@@ -7,7 +7,7 @@ from pathlib import Path
 import zarr
 
 from bubbles.data import integrity
-from bubbles.data.store import FrameStore
+from bubbles.data.store import DEFAULT_FIELD, FrameStore
 
 
 def _human(n: float) -> str:
@@ -21,12 +21,14 @@ def _human(n: float) -> str:
 def describe_store(path: str | Path) -> str:
     """A table of the store's sequences, and totals with the compression ratio against raw uint8."""
     store = FrameStore.open(path)
-    header = ["sequence", "frames", "size", "levels", "chunk", "on disk", "condition"]
+    # The fields column appears for simulation stores; a store of camera recordings prints as it always did.
+    named = any(info.fields != (DEFAULT_FIELD,) for info in store.sequences.values())
+    header = ["sequence", "frames", "size", *(["fields"] if named else []), "levels", "chunk", "on disk", "condition"]
     rows = []
     total_disk = total_raw = 0
     for name, info in sorted(store.sequences.items()):
         disk = store.disk_bytes(name)
-        raw = sum(info.frames * h * w for h, w in info.level_sizes)
+        raw = sum(info.frames * h * w * len(info.fields) for h, w in info.level_sizes)
         total_disk += disk
         total_raw += raw
         cond = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.meta.condition.items())
@@ -34,6 +36,7 @@ def describe_store(path: str | Path) -> str:
             name,
             str(info.frames),
             f"{info.native_size[0]}x{info.native_size[1]}",
+            *([",".join(info.fields)] if named else []),
             " ".join(str(h) if h == w else f"{h}x{w}" for h, w in info.level_sizes),
             f"{info.chunk_frames} fr",
             _human(disk),

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bubbles.errors import UserError
+from bubbles.data.fields import Fields, resolve_fields
 from bubbles.data.shared_frames import share_dir, shared_frames
 from bubbles.data.framesize import FrameSize, ImageSize, frame_size
 from bubbles.data.store import FrameStore, SequenceInfo
@@ -63,12 +64,16 @@ class SplitConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """Which store, at which image size (short side or exact HxW, see frame_size), split how. size_multiple: what the
-    model needs both frame sides divisible by."""
+    model needs both frame sides divisible by. channels / targets: the fields read and predicted (empty: the
+    store's first field; see bubbles.data.fields); feedback: the model feeds predictions back (targets = channels)."""
 
     store: str
     image_size: ImageSize = 64
     split: SplitConfig = field(default_factory=SplitConfig)
     size_multiple: int = 1
+    channels: Fields = ()
+    targets: Fields = ()
+    feedback: bool = False
 
 
 Segment = tuple[str, int, int]  # sequence name, first frame, end frame (exclusive)
@@ -167,7 +172,7 @@ class FrameCache:
         self.store = store
         self.size = size
         self.levels = {name: store.level_for(name, size) for name in store.sequences}
-        total = sum(info.frames * size[0] * size[1] for info in store.sequences.values())
+        total = self._bytes_of_all()
         self.share = share
         self.preloaded = share is not None or total <= limit_bytes
         self.limit = limit_bytes
@@ -179,16 +184,20 @@ class FrameCache:
         # A DataLoader worker started by pickling maps the node's files again rather than receiving a copy.
         return self.__dict__ | ({"_whole": {}} if self.share is not None else {})
 
+    def _bytes_of_all(self) -> int:
+        return sum(info.frames * int(np.prod(info.frame_shape(self.size))) for info in self.store.sequences.values())
+
     def _fit(self, frames: np.ndarray) -> np.ndarray:
-        if frames.shape[1:] == self.size:
+        if frames.shape[-2:] == self.size:
             return frames
         from skimage.transform import resize
 
-        out = resize(frames.astype(np.float32), (len(frames), *self.size), order=1, anti_aliasing=True, preserve_range=True)
+        # Time and field axes keep their length: scale 1 there, so no frame or field is mixed into another.
+        out = resize(frames.astype(np.float32), (*frames.shape[:-2], *self.size), order=1, anti_aliasing=True, preserve_range=True)
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
     def frames(self, name: str, start: int, stop: int) -> np.ndarray:
-        """(stop - start, H, W) uint8 frames of one sequence."""
+        """(stop - start, H, W) uint8 frames of one sequence ((stop - start, C, H, W) for several fields)."""
         if self.preloaded:
             whole = self._whole.get(name)
             if whole is None and (whole := self._load(name)) is not None:
@@ -210,7 +219,7 @@ class FrameCache:
                 return mapped
             # No room on the node's disk: this process keeps its own frames, streamed if they are large.
             self.share = None
-            self.preloaded = sum(i.frames * self.size[0] * self.size[1] for i in self.store.sequences.values()) <= self.limit
+            self.preloaded = self._bytes_of_all() <= self.limit
             if not self.preloaded:
                 return None
         return self._fit(self.store.read(name, level))
@@ -231,11 +240,21 @@ class FrameCache:
 
 
 class WindowDataset(Dataset):
-    """(input, target) windows: tensors of shape (input_len, 1, H, W) and (output_len, 1, H, W), float32 in [0, 1]."""
+    """(input, target) windows: tensors of shape (input_len, C_in, H, W) and (output_len, C_out, H, W), float32 in
+    [0, 1], C_in the `channels` fields and C_out the `targets` (by default the store's first field, C = 1)."""
 
-    def __init__(self, cache: FrameCache, segments: tuple[Segment, ...], window: WindowConfig, split_name: str) -> None:
+    def __init__(self, cache: FrameCache, segments: tuple[Segment, ...], window: WindowConfig, split_name: str,
+                 channels: Fields = (), targets: Fields = ()) -> None:
         self.cache = cache
         self.window = window
+        infos = cache.store.sequences
+        if not channels and segments:  # built without make_splits: the first field, as resolve_fields defaults
+            channels = infos[segments[0][0]].fields[:1]
+        self.channels, self.targets = channels, targets or channels[:1]
+        # Per sequence, where each input and each target field lies among its stored channels.
+        self._index = {name: (tuple(infos[name].fields.index(f) for f in self.channels),
+                              tuple(infos[name].fields.index(f) for f in self.targets)) for name, _, _ in segments}
+        self.target_inputs = tuple(self.channels.index(f) for f in self.targets)  # each target's place among inputs
         self.starts = [(name, s) for name, a, b in segments for s in range(a, b - window.length + 1, window.stride)]
         self.conditions = {name: cache.store.sequences[name].condition_id for name, _, _ in segments}
         if segments and not self.starts:
@@ -250,9 +269,18 @@ class WindowDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         name, s = self.starts[i]
+        n = self.window.input_len
         frames = self.cache.frames(name, s, s + self.window.length)
-        x = torch.from_numpy(frames.astype(np.float32) / 255.0).unsqueeze(1)
-        return x[: self.window.input_len], x[self.window.input_len :]
+        if frames.ndim == 3:
+            frames = frames[:, None]
+        inputs, targets = self._index[name]
+        x = torch.from_numpy(frames[:n, inputs].astype(np.float32) / 255.0)
+        return x, torch.from_numpy(frames[n:, targets].astype(np.float32) / 255.0)
+
+    def field_frames(self, name: str, start: int, stop: int, target: int = 0) -> np.ndarray:
+        """(stop - start, H, W) uint8 frames of one target field of one sequence."""
+        frames = self.cache.frames(name, start, stop)
+        return frames if frames.ndim == 3 else frames[:, self._index[name][1][target]]
 
     def condition_of(self, i: int) -> str:
         return self.conditions[self.starts[i][0]]
@@ -265,6 +293,8 @@ class WindowSplits:
     test: WindowDataset
     segments: SplitSegments
     frame_size: FrameSize
+    channels: Fields = ()
+    targets: Fields = ()
 
 
 def validate_window(window: WindowConfig) -> None:
@@ -280,13 +310,14 @@ def make_splits(data: DataConfig, window: WindowConfig, store: FrameStore | None
     store = store or FrameStore.open(data.store)
     segments = split_segments(store, data.split)
     size = frame_size(store, data.image_size, data.size_multiple)
+    channels, targets = resolve_fields(store, data.channels, data.targets, data.feedback)
     cache = FrameCache(store, size, share=share_dir())
     splits = WindowSplits(
-        WindowDataset(cache, segments.train, window, "train"),
-        WindowDataset(cache, segments.val, window, "val"),
-        WindowDataset(cache, segments.test, window, "test"),
+        *(WindowDataset(cache, getattr(segments, k), window, k, channels, targets) for k in ("train", "val", "test")),
         segments,
         size,
+        channels,
+        targets,
     )
     if len(splits.train) == 0:
         raise UserError("split: the training split has no windows")

@@ -1,5 +1,9 @@
 """Honest evaluation of a model on a window dataset: per-lead metrics of the model and of every baseline, skill
-against the strongest baseline at each lead, per condition, collapse, VMAF."""
+against the strongest baseline at each lead, per condition, collapse, VMAF.
+
+With several predicted fields, all of this is about the first target field (the one the tables, the lead curves,
+the epoch metrics and the objectives report); each target field also gets its mean SSIM, PSNR, MSE, MAE and skill
+against persistence (`per_field`, `final_<metric>_<field>` in the summary)."""
 
 from __future__ import annotations
 
@@ -55,6 +59,7 @@ class Evaluation:
     extra: dict[str, float] = field(default_factory=dict)
     bubbles: dict[str, tuple[float, ...]] = field(default_factory=dict)  # BubbleMeter.leads() of the model
     baseline_bubble_f1: dict[str, tuple[float, ...]] = field(default_factory=dict)  # per baseline, per lead
+    per_field: dict[str, dict[str, float]] = field(default_factory=dict)  # several target fields: means per field
 
     @property
     def persistence(self) -> LeadMetrics:
@@ -107,7 +112,9 @@ class Evaluation:
             "final_skill_strongest": float(np.mean(self.skill_strongest)),
             "final_collapse_score": self.collapse_score,
             "final_collapsed": float(self.collapsed),
-        } | ({"final_bubble_f1": float(np.mean(self.bubbles["bubble_f1"]))} if self.bubbles else {})
+        } | ({"final_bubble_f1": float(np.mean(self.bubbles["bubble_f1"]))} if self.bubbles else {}) | {
+            f"final_{metric}_{name}": value for name, row in self.per_field.items() for metric, value in row.items()
+        }
 
     def lead_curves(self) -> dict[str, tuple[float, ...]]:
         """Every per-lead series by a flat name: the model's metrics (ssim, …), each baseline's (persistence_ssim,
@@ -125,7 +132,7 @@ class Evaluation:
     def lead_table(self) -> str:
         """The per-lead tables a researcher keeps by hand (markdown): the headline, then each metric for the model
         and every baseline."""
-        return tables.lead_tables(self)
+        return tables.lead_tables(self) + tables.field_lines(self.per_field)
 
     def condition_table(self) -> str:
         """Per held-out condition (CSV)."""
@@ -176,8 +183,10 @@ def detectors(dataset: WindowDataset, indices: list[int]) -> list[DetectorConfig
 
 
 @torch.no_grad()
-def predict_batches(model: nn.Module, dataset: WindowDataset, indices: list[int], device: torch.device, batch_size: int):  # type: ignore[no-untyped-def]
-    """Yield (index list, inputs, targets, predictions) as numpy (N, T, H, W) arrays, single channel."""
+def predict_batches(model: nn.Module, dataset: WindowDataset, indices: list[int], device: torch.device, batch_size: int,  # type: ignore[no-untyped-def]
+                    target: int | None = 0):
+    """Yield (index list, inputs, targets, predictions) as numpy arrays: of one target field, (N, T, H, W), the
+    inputs being that field's own past; with target None every field, (N, T, C, H, W)."""
     model.eval()
     horizon = dataset.window.output_len
     for start in range(0, len(indices), batch_size):
@@ -185,13 +194,16 @@ def predict_batches(model: nn.Module, dataset: WindowDataset, indices: list[int]
         xs, ys = zip(*(dataset[i] for i in idx))
         x = torch.stack(xs).to(device)
         pred = model(x, future=horizon).float()
-        yield idx, x[:, :, 0].cpu().numpy(), torch.stack(ys)[:, :, 0].numpy(), pred[:, :, 0].cpu().numpy()
+        x, y, pred = x.cpu().numpy(), torch.stack(ys).numpy(), pred.cpu().numpy()
+        if target is None:
+            yield idx, x, y, pred
+        else:
+            yield idx, x[:, :, dataset.target_inputs[target]], y[:, :, target], pred[:, :, target]
 
 
 def training_mean_frame(splits: WindowSplits) -> np.ndarray:
-    """The climatology: per-pixel mean of every training frame at the splits' image size."""
-    cache = splits.train.cache
-    return baselines.mean_frame([cache.frames(name, a, b) for name, a, b in splits.segments.train])
+    """The climatology: per-pixel mean of every training frame (of the first target field) at the splits' size."""
+    return baselines.mean_frame([splits.train.field_frames(name, a, b) for name, a, b in splits.segments.train])
 
 
 def strongest_skill(model_mse: tuple[float, ...], baseline_mse: dict[str, tuple[float, ...]]) -> tuple[dict[str, tuple[float, ...]], tuple[str, ...], tuple[float, ...]]:
@@ -222,7 +234,11 @@ def evaluate(
     conditions: list[str] = []
     vmaf_rows: dict[str, list[np.ndarray]] = {k: [] for k in frames}
     vmaf_note = "" if with_vmaf else "not computed"
-    for idx, x, y, pred in predict_batches(model, dataset, indices, device, batch_size):
+    fields = FieldMeter(dataset) if len(dataset.targets) > 1 else None
+    for idx, xs, ys, preds in predict_batches(model, dataset, indices, device, batch_size, target=None):
+        if fields is not None:
+            fields.add(xs, ys, preds)
+        x, y, pred = xs[:, :, dataset.target_inputs[0]], ys[:, :, 0], preds[:, :, 0]
         forecasts = {"model": pred} | {b: baselines.forecast(b, x, horizon, mean_frame) for b in names}
         for key, forecast in forecasts.items():
             frames[key].add(forecast, y)
@@ -254,7 +270,30 @@ def evaluate(
         vmaf_note=vmaf_note,
         bubbles={k: v for k, v in bubble_meters["model"].leads(height).items() if k != "sharpness"},  # in LeadMetrics
         baseline_bubble_f1={b: bubble_meters[b].leads(height)["bubble_f1"] for b in names},
+        per_field=fields.means() if fields is not None else {},
     )
+
+
+class FieldMeter:
+    """Each target field's model and persistence metrics, for the per-field means of a multi-field evaluation."""
+
+    def __init__(self, dataset: WindowDataset) -> None:
+        self.dataset = dataset
+        self.frames = {f: (FrameMetrics(), FrameMetrics()) for f in dataset.targets}
+
+    def add(self, xs: np.ndarray, ys: np.ndarray, preds: np.ndarray) -> None:
+        """A batch of every field: inputs (N, T, C_in, H, W), targets and predictions (N, M, C_out, H, W)."""
+        for k, (model, persist) in enumerate(self.frames.values()):
+            model.add(preds[:, :, k], ys[:, :, k])
+            persist.add(baselines.persistence(xs[:, :, self.dataset.target_inputs[k]], ys.shape[1]), ys[:, :, k])
+
+    def means(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for name, (model, persist) in self.frames.items():
+            leads, base = model.leads(), persist.leads()
+            out[name] = {k: leads.mean(k) for k in ("ssim", "psnr", "mse", "mae")}
+            out[name]["skill_persistence"] = float(np.mean(metrics.skill(np.array(leads.mse), np.array(base.mse))))
+        return out
 
 
 def _per_condition(frames: dict[str, FrameMetrics], names: list[str], conditions: np.ndarray) -> dict[str, dict[str, float]]:
@@ -299,11 +338,11 @@ _TARGET_BUBBLES: weakref.WeakKeyDictionary[WindowDataset, dict[tuple[int, int], 
 
 
 def persistence_mse(dataset: WindowDataset, max_windows: int = 0) -> tuple[float, ...]:
-    """Per-lead MSE of repeating the last input frame (model-free: computed once per trial)."""
-    rows = []
+    """Per-lead MSE of repeating the last input frame of the first target field (model-free: computed once per trial)."""
+    rows, c = [], dataset.target_inputs[0]
     for i in subset(len(dataset), max_windows):
         x, y = dataset[i]
-        rows.append(((y[:, 0] - x[-1, 0]) ** 2).mean(dim=(1, 2)).numpy())
+        rows.append(((y[:, 0] - x[-1, c]) ** 2).mean(dim=(1, 2)).numpy())
     return tuple(float(v) for v in np.mean(rows, axis=0))
 
 

@@ -85,6 +85,17 @@ def bubble_lines(ev: Evaluation) -> list[str]:
     return lines + [""]
 
 
+def field_lines(per_field: dict[str, dict[str, float]]) -> str:
+    """Several target fields: each one's means over leads (the tables above are the first field's)."""
+    if not per_field:
+        return ""
+    lines = ["", "", f"per predicted field (mean over leads; the tables above are {next(iter(per_field))}'s):", "",
+             "| field | SSIM | PSNR dB | MSE | MAE | skill vs persistence |", "|" + "---|" * 6]
+    lines += [f"| {name} | {_cell(r['ssim'], '.3f')} | {_cell(r['psnr'], '.2f')} | {_cell(r['mse'], '.5f')} | "
+              f"{_cell(r['mae'], '.4f')} | {_cell(r['skill_persistence'], '+.3f')} |" for name, r in per_field.items()]
+    return "\n".join(lines)
+
+
 def condition_csv(per_condition: dict[str, dict[str, float]]) -> str:
     """Per held-out condition (CSV): the columns every row has, in a fixed order."""
     if not per_condition:

@@ -29,7 +29,8 @@ class ConvLSTMConfig:
     norm after each layer: batch (BatchNorm3d, the seed; in seq2seq the encoder pass and the rollout steps each
     have their own, so eval-mode running statistics never mix the two), group (GroupNorm of up to 8 groups per
     frame), layer (GroupNorm with one group: normalised over C, H, W per frame), none. group and layer use no
-    batch statistics, so train and eval mode compute the same thing."""
+    batch statistics, so train and eval mode compute the same thing. in_channels / out_channels: fields in and out
+    (seq2seq feeds each predicted frame back as the next input, so it needs them equal)."""
 
     layers: int = 3
     hidden: tuple[int, ...] = (64,)
@@ -37,7 +38,8 @@ class ConvLSTMConfig:
     peephole: Peephole = "frame"
     mode: Mode = "seq2one"
     norm: Norm = "batch"
-    channels: int = 1
+    in_channels: int = 1
+    out_channels: int = 1
     frame_size: tuple[int, int] = (128, 128)
 
     def widths(self) -> tuple[int, ...]:
@@ -143,14 +145,16 @@ class ConvLSTM(nn.Module):
         super().__init__()
         self.cfg = cfg
         widths = cfg.widths()
-        ins = (cfg.channels, *widths[:-1])
+        if cfg.mode == "seq2seq" and cfg.in_channels != cfg.out_channels:
+            raise ValueError(f"seq2seq feeds predictions back: in_channels {cfg.in_channels} != out_channels {cfg.out_channels}")
+        ins = (cfg.in_channels, *widths[:-1])
         self.cells = nn.ModuleList(ConvLSTMCell(i, h, cfg.kernel, cfg.peephole, cfg.frame_size) for i, h in zip(ins, widths))
         self.norms = nn.ModuleList(make_norm(cfg.norm, h) for h in widths)
         # The rollout feeds one frame at a time: its batch statistics differ from the encoder pass over T frames,
         # and running statistics shared by both served neither in eval mode (lead 1 became the worst lead).
         separate = cfg.mode == "seq2seq" and cfg.norm == "batch"
         self.rollout_norms = nn.ModuleList(make_norm(cfg.norm, h) for h in widths) if separate else None
-        self.head = nn.Conv2d(widths[-1], cfg.channels, 3, padding=1)
+        self.head = nn.Conv2d(widths[-1], cfg.out_channels, 3, padding=1)
 
     def _frame(self, top: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.head(top))
@@ -163,7 +167,7 @@ class ConvLSTM(nn.Module):
         teacher_forcing: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Predict `future` frames after the input x (B, T, C, H, W); returns (B, future, C, H, W) in [0, 1].
+        """Predict `future` frames after the input x (B, T, C_in, H, W); returns (B, future, C_out, H, W) in [0, 1].
 
         seq2one predicts the next frame from the last top-layer state (future must be 1). seq2seq keeps the layer
         states after encoding and rolls out: each predicted frame is the next input, or, with probability

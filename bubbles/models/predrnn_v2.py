@@ -27,7 +27,9 @@ class PredRNNv2Config:
     """Architecture. hidden: the width of every layer (one width: the spatiotemporal memory crosses layers); kernel: the gate convolutions' size;
     patch: frames are cut into patch x patch tiles folded into channels (H and W must divide); layer_norm: LayerNorm
     after each gate convolution (then the convolutions carry biases, as in OpenSTL); decouple_beta: weight of the
-    memory-decoupling loss; reverse_sampling: also feed the model's own frames to the encoder while training."""
+    memory-decoupling loss; reverse_sampling: also feed the model's own frames to the encoder while training.
+    in_channels / out_channels: fields in and out (it feeds its frames back as inputs, so beyond one predicted frame
+    or with scheduled sampling they must be equal)."""
 
     layers: int = 4
     hidden: int = 128
@@ -36,7 +38,8 @@ class PredRNNv2Config:
     layer_norm: bool = False
     decouple_beta: float = 0.1
     reverse_sampling: bool = True
-    channels: int = 1
+    in_channels: int = 1
+    out_channels: int = 1
     frame_size: tuple[int, int] = (64, 64)
 
     def label(self) -> str:
@@ -104,11 +107,10 @@ class PredRNNv2(nn.Module):
         super().__init__()
         self.cfg = cfg
         widths = (cfg.hidden,) * cfg.layers
-        frame_channels = cfg.channels * cfg.patch**2
         size = (cfg.frame_size[0] // cfg.patch, cfg.frame_size[1] // cfg.patch)
-        ins = (frame_channels, *widths[:-1])
+        ins = (cfg.in_channels * cfg.patch**2, *widths[:-1])
         self.cells = nn.ModuleList(STLSTMCell(i, h, cfg.kernel, size, cfg.layer_norm) for i, h in zip(ins, widths))
-        self.conv_last = nn.Conv2d(widths[-1], frame_channels, 1, bias=False)
+        self.conv_last = nn.Conv2d(widths[-1], cfg.out_channels * cfg.patch**2, 1, bias=False)
         self.adapter = nn.Conv2d(cfg.hidden, cfg.hidden, 1, bias=False)  # one for every layer, as in OpenSTL
 
     def _mask(self, p: float, batch: int, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
@@ -125,7 +127,7 @@ class PredRNNv2(nn.Module):
         generator: torch.Generator | None = None,
         deltas: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
-        """Predict `future` frames after x (B, T, C, H, W); returns (B, future, C, H, W) in [0, 1].
+        """Predict `future` frames after x (B, T, C_in, H, W); returns (B, future, C_out, H, W) in [0, 1].
 
         While training with teacher_forcing > 0 the forecast gets the true frame with that probability per sample
         (scheduled sampling) and, with reverse_sampling, the encoder gets its own prediction instead of the true
@@ -134,6 +136,8 @@ class PredRNNv2(nn.Module):
         p = self.cfg.patch
         frames = to_patches(x, p)
         truth = to_patches(target, p) if target is not None and teacher_forcing > 0 and self.training else None
+        if self.cfg.in_channels != self.cfg.out_channels and (future > 1 or truth is not None):
+            raise ValueError("PredRNN-v2 feeds its frames back: in_channels must equal out_channels here")
         inputs = frames.unbind(1)  # a Python-length list: tracing records no shape-dependent branch
         b, t_in = frames.shape[0], len(inputs)
         h = [frames.new_zeros(b, self.cfg.hidden, *frames.shape[3:]) for _ in self.cells]

@@ -21,7 +21,8 @@ from torch import nn
 class SimVPConfig:
     """Architecture. hid_s / n_s: encoder and decoder width and depth (n_s // 2 strided halvings: H and W must
     divide by 2**(n_s // 2)); hid_t / n_t: translator width and depth; spatio_kernel: encoder/decoder conv size;
-    mlp_ratio: widening of the translator's MLPs. input_len / output_len: the window the model is built for."""
+    mlp_ratio: widening of the translator's MLPs. input_len / output_len: the window the model is built for.
+    in_channels / out_channels: fields in and out (a rollout beyond output_len needs them equal)."""
 
     hid_s: int = 64
     hid_t: int = 512
@@ -31,7 +32,8 @@ class SimVPConfig:
     mlp_ratio: float = 8.0
     input_len: int = 10
     output_len: int = 10
-    channels: int = 1
+    in_channels: int = 1
+    out_channels: int = 1
     frame_size: tuple[int, int] = (64, 64)
 
     def label(self) -> str:
@@ -118,9 +120,9 @@ class SimVP(nn.Module):
         self.cfg = cfg
         k, hs = cfg.spatio_kernel, cfg.hid_s
         down, up = _samplings(cfg.n_s), _samplings(cfg.n_s, reverse=True)
-        self.enc = nn.ModuleList([ConvSC(cfg.channels, hs, k, down=down[0]), *(ConvSC(hs, hs, k, down=s) for s in down[1:])])
+        self.enc = nn.ModuleList([ConvSC(cfg.in_channels, hs, k, down=down[0]), *(ConvSC(hs, hs, k, down=s) for s in down[1:])])
         self.dec = nn.ModuleList(ConvSC(hs, hs, k, up=s) for s in up)
-        self.readout = nn.Conv2d(hs, cfg.channels, 1)
+        self.readout = nn.Conv2d(hs, cfg.out_channels, 1)
         c_in = cfg.input_len * hs
         widths = [c_in, *([cfg.hid_t] * (cfg.n_t - 1)), c_in] if cfg.n_t > 1 else [c_in, c_in]
         self.translator = nn.Sequential(*(MetaBlock(a, b, cfg.mlp_ratio) for a, b in zip(widths[:-1], widths[1:])))
@@ -129,7 +131,7 @@ class SimVP(nn.Module):
         self.skip_out = nn.Conv2d(c_in, c_out, 1) if c_out != c_in else nn.Identity()
 
     def window(self, x: torch.Tensor) -> torch.Tensor:
-        """One pass: (B, input_len, C, H, W) -> (B, output_len, C, H, W)."""
+        """One pass: (B, input_len, C_in, H, W) -> (B, output_len, C_out, H, W)."""
         b, n, c, h, w = x.shape
         cfg = self.cfg
         feat = x.reshape(b * n, c, h, w)
@@ -144,7 +146,7 @@ class SimVP(nn.Module):
         for layer in self.dec[:-1]:
             z = layer(z)
         z = self.dec[-1](z + skip.reshape(b * m, cfg.hid_s, h, w))
-        return torch.sigmoid(self.readout(z)).reshape(b, m, c, h, w)
+        return torch.sigmoid(self.readout(z)).reshape(b, m, cfg.out_channels, h, w)
 
     def forward(
         self,
@@ -157,10 +159,13 @@ class SimVP(nn.Module):
         """Predict `future` frames after x: the first `future` of one pass, or, for more than output_len, further
         passes on the latest input_len frames (target, teacher_forcing and generator are ignored: no recurrence)."""
         n = self.cfg.input_len
+        if future > self.cfg.output_len and self.cfg.in_channels != self.cfg.out_channels:
+            raise ValueError("a rollout beyond output_len feeds predictions back: in_channels must equal out_channels")
         frames, outputs, made = x[:, -n:], [], 0
         while made < future:
             pred = self.window(frames)
             outputs.append(pred)
             made += self.cfg.output_len
-            frames = torch.cat([frames, pred], dim=1)[:, -n:]
+            if made < future:
+                frames = torch.cat([frames, pred], dim=1)[:, -n:]
         return torch.cat(outputs, dim=1)[:, :future]

@@ -244,7 +244,8 @@ def train(
         torch.backends.cudnn.benchmark = True  # fixed shapes per trial: let cuDNN pick its fastest kernels once
     amp = autocast_dtype(tc, device)
     splits = splits or make_splits(cfg.data, cfg.window)
-    cfg = cfg.at_frame_size(splits.frame_size)  # checkpoints record the exact H x W the model is built for
+    # Checkpoints record the exact H x W the model is built for and the fields it reads and predicts.
+    cfg = cfg.at_frame_size(splits.frame_size).at_fields(splits.channels, splits.targets)
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model_name, cfg.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -340,7 +341,7 @@ def evaluate_checkpoint_dir(directory: Path, out_dir: Path, device: torch.device
 
 def describe(cfg: TrialConfig, splits: WindowSplits) -> dict[str, object]:
     """What `train --dry-run` prints: sizes of the model and of each split."""
-    cfg = cfg.at_frame_size(splits.frame_size)
+    cfg = cfg.at_frame_size(splits.frame_size).at_fields(splits.channels, splits.targets)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model_name, cfg.model)
     return {
@@ -351,5 +352,6 @@ def describe(cfg: TrialConfig, splits: WindowSplits) -> dict[str, object]:
         "val_conditions": sorted(set(splits.val.conditions.values())),
         "frames_per_window": f"{cfg.window.input_len}->{cfg.window.output_len}",
         "pixels": "{}x{}".format(*cfg.frame_size),
+        "fields": f"[{', '.join(splits.channels)}] -> [{', '.join(splits.targets)}]",
         "train_mean_intensity": float(np.mean([splits.train[i][0].mean().item() for i in subset(len(splits.train), 16)])),
     }
