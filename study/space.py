@@ -6,6 +6,7 @@ This is the only module that knows how a dimension becomes an Optuna distributio
     data:        {store, split, val, test, val_fraction, test_fraction, split_gap, split_seed}
     fixed:       {any trial parameter: value}          # shared by every trial
     search:      {parameter: {type: int|float|log|categorical, low, high, step, choices, when: {param: [values]}}}
+                 # `model` may be searched (categorical); each family's own parameters then need when: {model: [...]}
     seed_points: [{parameter: value, ...}, ...]         # evaluated first (Optuna enqueue_trial)
     tune:        {objective, num_samples, max_concurrent, time_budget_s, max_failures, sampler, seed,
                   asha: {grace_period, reduction_factor, max_epochs} | false, resources: {cpu, gpu}}
@@ -25,6 +26,7 @@ from bubbles.data.store import FrameStore
 from bubbles.data.coverage import coverage_lines, coverage_warnings
 from bubbles.data.windows import WindowSplits, make_splits
 from bubbles.training.config import BestBy, best_by_mode
+from study.conditions import check_conditions, check_fixed_families, check_point, walk
 from study.config import read_yaml, resolve_store
 
 Kind = Literal["int", "float", "log", "categorical"]
@@ -105,10 +107,7 @@ class SweepSpace:
 
     def sample(self, trial: Any) -> None:
         """Optuna define-by-run: suggest each dimension in file order, skipping those whose `when` fails."""
-        chosen: dict[str, Any] = dict(self.base)
-        for dim in self.dimensions:
-            if all(chosen.get(k) in values for k, values in dim.when):
-                chosen[dim.name] = dim.suggest(trial)
+        walk(self.base, self.dimensions, lambda dim: dim.suggest(trial))
 
     def trial_params(self, sampled: dict[str, Any]) -> dict[str, Any]:
         """Flat parameters of one trial: data and fixed values, then what the search chose; best.pt is picked by
@@ -239,9 +238,8 @@ def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> 
         if dim.name == "window":
             for choice in dim.corners():
                 parse_window(f"{where}: search", choice)
-        for key, _ in dim.when:
-            if key not in base and key not in {d.name for d in dims}:
-                raise UserError(f"{where}: search.{dim.name}.when: {key!r} is neither fixed nor searched")
+    check_conditions(f"{where}: search", base, dims)
+    check_fixed_families(f"{where}: fixed", fixed, dims)
     points_raw = raw.get("seed_points") or []
     if not isinstance(points_raw, list):
         raise UserError(f"{where}: seed_points: expected a list of mappings")
@@ -254,6 +252,7 @@ def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> 
                 raise UserError(f"{where}: seed_points[{k}].{key}: not a search dimension")
             if not by_name[key].contains(value):
                 raise UserError(f"{where}: seed_points[{k}].{key}: {value!r} is outside the search range")
+        check_point(f"{where}: seed_points[{k}]", base, dims, point)
         trial_config(override(base, point, f"{where}: seed_points[{k}]"), where=f"{where}: seed_points[{k}]")
         points.append(dict(point))
     tune = _tune(f"{where}: tune", _mapping(f"{where}: tune", raw.get("tune")))
@@ -270,24 +269,35 @@ def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> 
                    coverage_warnings=tuple(coverage_warnings(longest)))
 
 
+# The dimensions whose values interact with the frame size, the window or the store: every combination of their
+# extremes is checked; the rest only need one valid value each.
+SHAPE_NAMES = ("model", "window", "input_len", "output_len", "image_size", "mode", "patch", "n_s")
+
+
 def _check_corners(space: SweepSpace, check_data: bool) -> WindowSplits | None:
-    """Every combination of the extremes of the window and size dimensions must make a valid trial and fit the
-    store: an impossible window is found now, not in the 40th trial. Returns the splits of the longest window."""
+    """Every combination of the extremes of the model, window and size dimensions (each family with its own
+    conditional ones) must make a valid trial and fit the store: an impossible window is found now, not in the
+    40th trial. Returns the splits of the longest window."""
     longest: WindowSplits | None = None
-    dims = [d for d in space.dimensions if not d.when]
-    shape_dims = [d for d in dims if d.name in ("window", "input_len", "output_len", "image_size")]
-    others = {d.name: d.corners()[0] for d in dims if d not in shape_dims}
+    shape_dims = [d for d in space.dimensions if d.name in SHAPE_NAMES]
     store = None
     if check_data:
         try:
             store = FrameStore.open(space.base.get("store", PARAMETERS["store"][0]))
         except UserError as exc:
             raise UserError(f"{space.path}: data.store: {exc}") from None
-    for combo in itertools.islice(itertools.product(*(d.corners() for d in shape_dims)), 512):
+    seen: set[str] = set()
+    checked: set[Any] = set()
+    for combo in itertools.islice(itertools.product(*(d.corners() for d in shape_dims)), 4096):
         corner = {d.name: v for d, v in zip(shape_dims, combo)}
-        label = "search corner " + ", ".join(f"{k}={v}" for k, v in corner.items())
-        cfg = space.trial_config(others | corner, f"({label})")
-        if store is not None:
+        sampled = walk(space.base, space.dimensions, lambda dim: corner.get(dim.name, dim.corners()[0]))
+        label = "search corner " + ", ".join(f"{k}={v}" for k, v in sampled.items() if k in SHAPE_NAMES)
+        if label in seen:
+            continue  # a conditional dimension dropped out: the same trial again
+        seen.add(label)
+        cfg = space.trial_config(sampled, f"({label})")
+        if store is not None and (cfg.data, cfg.window) not in checked:
+            checked.add((cfg.data, cfg.window))
             try:
                 splits = make_splits(cfg.data, cfg.window, store)
             except UserError as exc:

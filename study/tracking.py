@@ -120,7 +120,7 @@ class TrialRun:
             name = run_name(cfg, (tags or {}).get("tune_trial_id"))
             self.run_id = self.writer.create_run(experiment, uri, name, tags or {})
             flat = cfg.flat()
-            if len(set(flat["hidden"])) == 1:
+            if "hidden" in flat and len(set(flat["hidden"])) == 1:  # ConvLSTM's; the other families have none
                 flat["hidden"] = flat["hidden"][0]  # one width for every layer: a number, comparable across runs
             self.writer.log_batch(self.run_id, params={k: _param_value(v) for k, v in flat.items()})
             self.logged_epochs = 0
