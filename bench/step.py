@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bubbles.models.convlstm import ConvLSTM, ConvLSTMConfig  # noqa: E402
+from bubbles.evaluation.cost import forward_flops  # noqa: E402
 from bubbles.models import build_model  # noqa: E402
 from bubbles.models.predrnn_v2 import PredRNNv2Config  # noqa: E402
 from bubbles.models.simvp import SimVPConfig  # noqa: E402
@@ -104,16 +105,6 @@ def time_steps(steps: dict[str, Callable[[], None]], repeats: int, device: torch
             _sync(device)
             best[name] = min(best[name], time.perf_counter() - t)
     return best
-
-
-def forward_flops(model: torch.nn.Module, x: torch.Tensor, future: int) -> float:
-    """Forward FLOPs of one window, counted by torch.utils.flop_counter (not by hand)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(x, future=future)
-    return float(counter.get_total_flops())
 
 
 def family_steps(args: argparse.Namespace, device: torch.device, amps: list, t_in: int, t_out: int, out: dict) -> None:

@@ -21,7 +21,7 @@ import struct
 import uuid
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from torch import nn
 from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling
+from bubbles.evaluation.cost import ModelCost
 from bubbles.evaluation.evaluate import Evaluation
 from bubbles.models import build_model, check_state_shapes
 
@@ -62,6 +63,7 @@ class BundleInfo:
     source: str
     store_fingerprint: str
     val_conditions: tuple[str, ...]
+    cost: ModelCost | None = None
 
 
 def load_climatology(directory: Path) -> np.ndarray | None:
@@ -98,6 +100,7 @@ def metrics_card(cfg: TrialConfig, info: BundleInfo, evaluation: Evaluation | No
         f"- data: store `{cfg.data.store}` (fingerprint `{info.store_fingerprint}`), split `{cfg.data.split.kind}`, "
         f"validation conditions {', '.join(info.val_conditions) or '-'}",
         f"- training: {cfg.train.epochs} epochs, Adam lr {cfg.train.lr:g}, loss {cfg.train.loss}, batch {cfg.train.batch_size}, seed {cfg.train.seed}",
+        f"- cost: {info.cost.line() if info.cost else 'not recorded'}",
         "- metrics: SSIM (scikit-image, data_range 1, Gaussian σ 1.5), PSNR (data_range 1), MSE per pixel; "
         "skill = 1 − MSE_model / MSE_baseline; the strongest baseline at a lead is the one of lowest MSE there "
         "(persistence, context median, climatology = training mean frame, flow = optical-flow extrapolation)",
@@ -160,7 +163,8 @@ def write_bundle(
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "weights.safetensors"), metadata={"format": FORMAT})
         config = {"format": FORMAT, "params": cfg.flat(), "input_shape": list(x.shape), "output_shape": list(expected_shape(cfg)),
                   "fields": field_record(cfg), "objective": {"name": info.objective_name, "value": info.objective},
-                  "source": info.source, "store_fingerprint": info.store_fingerprint, "val_conditions": list(info.val_conditions)}
+                  "source": info.source, "store_fingerprint": info.store_fingerprint, "val_conditions": list(info.val_conditions),
+                  "cost": asdict(info.cost) if info.cost else None}
         (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
         with torch.no_grad():
             expected = predictor(x)

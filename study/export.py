@@ -15,9 +15,11 @@ import torch
 from bubbles.bundle import BundleInfo, write_bundle
 from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
+from bubbles.evaluation.cost import ModelCost, static_cost
 from bubbles.evaluation.evaluate import Evaluation, training_mean_frame
 from bubbles.models import build_model, check_state_shapes
 from bubbles.training.config import best_by_mode
+from bubbles.training.train import COST
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import make_splits, split_segments
 from study.sweep import PARENT_FILE, read_parent
@@ -48,6 +50,7 @@ class Chosen:
     mode: str
     source: str
     run_id: str | None = None  # the trial's MLflow run, when the model came from one
+    cost: ModelCost | None = None  # as the trial measured it
 
 
 def from_checkpoint_dir(directory: Path) -> Chosen:
@@ -69,8 +72,17 @@ def from_checkpoint_dir(directory: Path) -> Chosen:
         if path.is_file():
             evaluation = Evaluation.from_dict(json.loads(path.read_text()))
             break
+    cost = None
+    for path in (best.parent / COST, best.parent.parent / COST):
+        if path.is_file():
+            try:
+                cost = ModelCost.from_dict(json.loads(path.read_text()))
+            except (ValueError, KeyError, TypeError):
+                pass  # a damaged cost record: the export counts parameters and FLOPs itself
+            break
     objective = cfg.train.best_by
-    return Chosen(cfg, state["model"], evaluation, objective, objective_of(evaluation, objective), best_by_mode(objective), f"checkpoint {best}")
+    return Chosen(cfg, state["model"], evaluation, objective, objective_of(evaluation, objective), best_by_mode(objective),
+                  f"checkpoint {best}", cost=cost)
 
 
 def from_run(uri: str, run_id: str, objective: str | None = None) -> Chosen:
@@ -97,6 +109,8 @@ def from_run(uri: str, run_id: str, objective: str | None = None) -> Chosen:
         chosen.objective_name, chosen.mode = objective, best_by_mode(objective)
         chosen.objective = objective_of(chosen.evaluation, objective)
     chosen.source = f"MLflow run {run_id} ({run.info.run_name})"
+    if "gflops_per_window" in run.data.metrics and "parameters" in run.data.metrics:
+        chosen.cost = ModelCost.from_dict(run.data.metrics | {"device": run.data.tags.get("cost_device", "unknown")})
     chosen.run_id = run_id
     return chosen
 
@@ -135,7 +149,8 @@ def export(chosen: Chosen, out: Path, onnx: bool) -> Path:
         climatology = training_mean_frame(make_splits(chosen.cfg.data, chosen.cfg.window, store))
     except UserError:
         pass  # the store may live elsewhere (a cluster path); the export still stands on its own
-    info = BundleInfo(chosen.objective_name, chosen.objective, chosen.source, fingerprint, val)
+    cost = chosen.cost or static_cost(model, chosen.cfg.window.input_len, chosen.cfg.window.output_len)
+    info = BundleInfo(chosen.objective_name, chosen.objective, chosen.source, fingerprint, val, cost)
     return write_bundle(out, model, chosen.cfg, info, chosen.evaluation, onnx=onnx, climatology=climatology)
 
 

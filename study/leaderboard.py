@@ -25,6 +25,11 @@ def row(trial_id: str, run_id: str | None, outcome: str, config: dict[str, Any],
         "ssim_last": _num(metrics.get("final_ssim_last", metrics.get("val_ssim_last"))),
         "skill_persistence": _num(metrics.get("final_skill_persistence", metrics.get("val_skill_persistence"))),
         "bubble_f1": _num(metrics.get("final_bubble_f1", metrics.get("val_bubble_f1"))),
+        # What it costs, measured in the trial: model size, forward GFLOPs per window, speed on its device.
+        "parameters": int(metrics["parameters"]) if isinstance(metrics.get("parameters"), (int, float)) else "",
+        "gflops": _num(metrics.get("gflops_per_window")),
+        "train_samples_per_s": _num(metrics.get("train_samples_per_s")),
+        "infer_frames_per_s": _num(metrics.get("inference_frames_per_s")),
         "node": metrics.get("node", ""),
         "mlflow_run": run_id or "",
     }

@@ -15,6 +15,7 @@ from typing import Any
 from bubbles.config import TrialConfig
 from bubbles.data.framesize import format_image_size
 from bubbles.errors import UserError
+from bubbles.evaluation.cost import ModelCost
 from bubbles.evaluation.evaluate import Evaluation
 from bubbles.training.train import EpochResult, TrialResult
 from study.mlflow_writer import Writer, bound_http, is_refusal
@@ -116,6 +117,7 @@ class TrialRun:
         configure(uri)
         self.client = mlflow.MlflowClient()
         self.writer = Writer(spool)
+        self.resumed = run_id is not None
         if run_id is None:
             name = run_name(cfg, (tags or {}).get("tune_trial_id"))
             self.run_id = self.writer.create_run(experiment, uri, name, tags or {})
@@ -142,6 +144,18 @@ class TrialRun:
         metrics = [Metric(f"epoch/{k}", v, ts, result.epoch) for k, v in result.metrics().items() if _finite(v)]
         self.writer.log_batch(self.run_id, metrics=metrics)
 
+    def log_cost(self, cost: ModelCost) -> None:
+        """What the model costs, measured where the trial runs: parameters, forward GFLOPs per window, inference
+        frames/s (metrics, so MLflow can plot the objective against them) and the device (a tag)."""
+        from mlflow.entities import Metric
+
+        if self.resumed and readable(lambda: "gflops_per_window" in self.client.get_run(self.run_id).data.metrics, False):
+            return  # a resumed trial measured its cost when it started: once per run, never a second step 0
+        ts = _now_ms()
+        numbers = {k: v for k, v in cost.metrics().items() if k != "parameters" and _finite(v)}
+        self.writer.log_batch(self.run_id, metrics=[Metric(k, v, ts, 0) for k, v in numbers.items()],
+                              tags={"cost_device": cost.device})
+
     def log_evaluation(self, evaluation: Evaluation) -> None:
         """Per-lead curves, named lead/… (step = lead time), and the summary numbers."""
         from mlflow.entities import Metric
@@ -162,8 +176,10 @@ class TrialRun:
         known = self.writer.resolve(self.run_id)
         if not known.startswith("pending-") and not self.writer.pending(known) and readable(lambda: has_result(known), False):
             return
-        self.writer.log_batch(self.run_id, metrics=[Metric("parameters", result.parameters, _now_ms(), 0)],
-                              tags={"trial_status": result.status})
+        finals = [Metric("parameters", result.parameters, _now_ms(), 0)]
+        if _finite(result.train_samples_per_s):
+            finals.append(Metric("train_samples_per_s", result.train_samples_per_s, _now_ms(), 0))
+        self.writer.log_batch(self.run_id, metrics=finals, tags={"trial_status": result.status})
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "config.json"
             config.write_text(json.dumps(self.cfg.flat(), indent=1))

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bubbles.evaluation.cost import ModelCost, median_rate
 from bubbles.training.train import EpochResult, TrialResult, train
 from study.space import SweepSpace
 from study.tracking import TrialRun, find_trial_run, readable
@@ -46,10 +47,20 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
     run = TrialRun(uri, space.experiment, cfg, tags=tags, run_id=run_id, spool=Path(spool) if spool else None)
     run.set_tag("ray_node", node)  # a restarted trial may land on another node: the latest wins
 
+    cost: dict[str, float] = {}
+    rates: list[float] = []
+
+    def on_cost(measured: ModelCost) -> None:
+        run.log_cost(measured)
+        cost.update(measured.metrics())
+
     def report(result: EpochResult, checkpoint_file: Path, final: TrialResult | None) -> None:
         run.log_epoch(result)
         status = "running" if final is None else final.status
-        metrics = epoch_metrics(result, cfg.train.epochs, space.tune.objective, status) | {"node": node}
+        rates.append(result.samples_per_s)
+        # The cost goes with every report: a trial ASHA stops has no final one, and the leaderboard reads the last.
+        metrics = epoch_metrics(result, cfg.train.epochs, space.tune.objective, status) | cost | {"node": node}
+        metrics["train_samples_per_s"] = median_rate(rates)
         if final is not None:
             # Tune may stop the trial inside this last report: log and close the MLflow run first.
             run.log_result(final)
@@ -61,7 +72,7 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_file.parent)))
 
     try:
-        train(cfg, Path(context.get_trial_dir()) / "work", report=report, resume=resume)
+        train(cfg, Path(context.get_trial_dir()) / "work", report=report, resume=resume, on_cost=on_cost)
     except Exception:
         run.finish("FAILED")
         raise

@@ -42,7 +42,7 @@ def run_logged_trial(
         last = now
 
     try:
-        result = train(cfg, out_dir, report=report, resume=resume, splits=splits, batches=batches)
+        result = train(cfg, out_dir, report=report, resume=resume, splits=splits, batches=batches, on_cost=run.log_cost)
     except BaseException:
         run.finish("FAILED")
         raise

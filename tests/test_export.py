@@ -62,6 +62,11 @@ def test_export_runs_without_the_package_and_matches(finished_sweep: tuple[str, 
     card = (out / "metrics_card.md").read_text()
     assert "| lead |" in card and "persist" in card and "fingerprint" in card and "Per held-out condition" in card
     model, cfg, _ = load_bundle(out)
+    # The cost the trial measured (MLflow), not one measured again at export: parameters agree with the weights.
+    cost = json.loads((out / "config.json").read_text())["cost"]
+    assert cost["parameters"] == sum(p.numel() for p in model.parameters()) and cost["gflops_per_window"] > 0
+    assert cost["device"] == "cpu" and cost["train_samples_per_s"] > 0 and cost["inference_frames_per_s"] > 0
+    assert f"- cost: {cost['parameters']:,} parameters" in card and "frames/s on cpu" in card
     x = example_input(cfg)
     with torch.no_grad():
         expected = model(x, future=cfg.window.output_len).numpy()

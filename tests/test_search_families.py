@@ -116,6 +116,10 @@ def test_a_sweep_over_three_families(tiny_store: Path, tmp_path: Path) -> None:
     assert rows["simvp"]["hidden"] == "" and rows["simvp"]["hid_s"] == 4 and rows["predrnn_v2"]["patch"] == 2
     client = mlflow.MlflowClient(uri)
     for r in rows.values():
-        params = client.get_run(r["mlflow_run"]).data.params
-        assert params["model"] == r["model"]
-        assert set(FAMILY_PARAMETERS[r["model"]]) - {"teacher_forcing"} <= set(params)
+        run = client.get_run(r["mlflow_run"]).data
+        assert run.params["model"] == r["model"]
+        assert set(FAMILY_PARAMETERS[r["model"]]) - {"teacher_forcing"} <= set(run.params)
+        # The cost, measured in the trial: on the leaderboard and in MLflow, the same numbers.
+        assert r["parameters"] == run.metrics["parameters"] > 0 and r["gflops"] == pytest.approx(run.metrics["gflops_per_window"])
+        assert r["train_samples_per_s"] > 0 and r["infer_frames_per_s"] == run.metrics["inference_frames_per_s"] > 0
+        assert run.tags["cost_device"] == "cpu"

@@ -12,7 +12,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +27,7 @@ from bubbles.errors import UserError
 from bubbles.evaluation.evaluate import (
     Evaluation, Validation, evaluate, persistence_mse, predict_batches, subset, training_mean_frame, validate,
 )
+from bubbles.evaluation.cost import ModelCost, measure_cost, median_rate
 from bubbles.evaluation.figures import save_strip
 from bubbles.training.losses import gradient_difference, ssim_torch
 from bubbles.models import build_model, check_state_shapes, parameter_count
@@ -37,6 +38,7 @@ Status = Literal["completed", "collapsed", "nan"]
 CHECKPOINT = "checkpoint/checkpoint.pt"  # the directory is what a Ray trial hands to Tune each epoch
 BEST = "checkpoint/best.pt"
 STRIP_WINDOWS = 3
+COST = "cost.json"
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,16 @@ class TrialResult:
     evaluation: Evaluation | None
     out_dir: Path
     strips: list[Path] = field(default_factory=list)
+    cost: ModelCost | None = None  # measured where the trial trained (None: evaluated elsewhere, after a stop)
 
     @property
     def best_checkpoint(self) -> Path:
         return self.out_dir / BEST
+
+    @property
+    def train_samples_per_s(self) -> float:
+        """Training windows per second, the median over the epochs run."""
+        return median_rate([h.samples_per_s for h in self.history])
 
 
 # report(epoch_result, checkpoint_file, final): `final` is the TrialResult, given with the last epoch's report
@@ -232,10 +240,12 @@ def train(
     resume: str | Path | None = None,
     splits: WindowSplits | None = None,
     batches: Callable[[DataLoader, int], Iterable] | None = None,
+    on_cost: Callable[[ModelCost], None] | None = None,
 ) -> TrialResult:
     """Train and evaluate one configuration; checkpoints go to out_dir/checkpoint/. `report` is called after every
     epoch (see Reporter). `resume` is a checkpoint.pt to continue from (its best.pt beside it is carried over).
-    `batches(loader, epoch)` may wrap each epoch's loader (a progress bar)."""
+    `batches(loader, epoch)` may wrap each epoch's loader (a progress bar). `on_cost` gets the model's cost
+    (parameters, FLOPs per window, inference speed here) once, before epoch 1."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
@@ -248,6 +258,9 @@ def train(
     cfg = cfg.at_frame_size(splits.frame_size).at_fields(splits.channels, splits.targets)
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model_name, cfg.model).to(device)
+    cost = measure_cost(model, cfg.window.input_len, cfg.window.output_len, tc.batch_size, device, amp)
+    if on_cost is not None:
+        on_cost(cost)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     sign = 1.0 if best_by_mode(tc.best_by) == "min" else -1.0  # compare sign * value: smaller is better
@@ -306,16 +319,18 @@ def train(
         )
         last = status != "completed" or epoch + 1 == tc.epochs
         if last:
-            final = finish(model, cfg, splits, status, history, out_dir, device)
+            final = finish(model, cfg, splits, status, history, out_dir, device, cost)
         if report is not None:
             report(result, checkpoint, final)
         if last:
             break
-    return final or finish(model, cfg, splits, status, history, out_dir, device)
+    return final or finish(model, cfg, splits, status, history, out_dir, device, cost)
 
 
-def finish(model: nn.Module, cfg: TrialConfig, splits: WindowSplits, status: Status, history: list[EpochResult], out_dir: Path, device: torch.device) -> TrialResult:
-    """Evaluate the best checkpoint on the validation split (with the four baselines and VMAF) and draw the strips."""
+def finish(model: nn.Module, cfg: TrialConfig, splits: WindowSplits, status: Status, history: list[EpochResult], out_dir: Path,
+           device: torch.device, cost: ModelCost | None = None) -> TrialResult:
+    """Evaluate the best checkpoint on the validation split (with the four baselines and VMAF) and draw the strips.
+    The cost gets the training speed of the epochs run."""
     evaluation, strips = None, []
     if status != "nan" and (out_dir / BEST).exists():
         model.load_state_dict(load_checkpoint(out_dir / BEST, device)["model"])
@@ -323,7 +338,11 @@ def finish(model: nn.Module, cfg: TrialConfig, splits: WindowSplits, status: Sta
                               mean_frame=training_mean_frame(splits))
         strips = write_strips(model, splits, out_dir, device)
         (out_dir / "evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=1))
-    return TrialResult(status, parameter_count(model), history, evaluation, out_dir, strips)
+    result = TrialResult(status, parameter_count(model), history, evaluation, out_dir, strips)
+    if cost is not None:
+        result.cost = replace(cost, train_samples_per_s=result.train_samples_per_s)
+        (out_dir / COST).write_text(json.dumps(asdict(result.cost), indent=1))  # beside best.pt's evaluation: for export
+    return result
 
 
 def evaluate_checkpoint_dir(directory: Path, out_dir: Path, device: torch.device | None = None) -> tuple[TrialConfig, TrialResult]:
