@@ -20,6 +20,7 @@ import matplotlib.ticker  # noqa: E402
 
 from bubbles.errors import UserError  # noqa
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling  # noqa: E402
+from study.pareto import COST_COLUMNS, cost_section  # noqa: E402
 from study.sweep import OPTUNA_DB, PARENT_FILE, read_parent  # noqa: E402
 from study.tracking import configure  # noqa: E402
 
@@ -121,7 +122,8 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
                     + (f"<table><tr><th>parameter</th><th>importance</th></tr>{imp_rows}</table>" if importances else "")
                     + (f"<p>{html.escape(note)}</p>" if note else ""))
 
-    params = [c for c in cols if c not in ("trial", "status", "objective", "epochs_trained", "node", "ssim_lead1", "ssim_last", "skill_persistence", "bubble_f1")]
+    measured = ("trial", "status", "objective", "epochs_trained", "node", "ssim_lead1", "ssim_last", "skill_persistence", "bubble_f1", *COST_COLUMNS)
+    params = [c for c in cols if c not in measured]
     if params:
         fig, axes = plt.subplots(1, len(params), figsize=(3.2 * len(params), 3), squeeze=False)
         for ax, p in zip(axes[0], params):
@@ -144,6 +146,8 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
         axes[0][0].set_ylabel(objective)
         sections.append("<h2>Objective against each parameter</h2><p>blue: completed, red: stopped early / failed</p>"
                         + _img(_png(fig, out / "objective_vs_params.png"), "objective vs parameters"))
+
+    sections.append(cost_section(rows, objective, parent.get("mode", "max"), out, _png, _img, _fmt))
 
     top = [r for r in rows if r["status"] == "completed" and r.get("mlflow_run")][:3]
     # Lines over leads need trials that predict more than one frame: the best three of those (finished or stopped).

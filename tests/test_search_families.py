@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from bubbles.config import FAMILY_PARAMETERS
 from cli import main
+from study.report import write_report
 from study.space import load_space
 from study.sweep import run_sweep
 
@@ -123,3 +124,8 @@ def test_a_sweep_over_three_families(tiny_store: Path, tmp_path: Path) -> None:
         assert r["parameters"] == run.metrics["parameters"] > 0 and r["gflops"] == pytest.approx(run.metrics["gflops_per_window"])
         assert r["train_samples_per_s"] > 0 and r["infer_frames_per_s"] == run.metrics["inference_frames_per_s"] > 0
         assert run.tags["cost_device"] == "cpu"
+    # The report: objective against GFLOPs with the Pareto front, and the best trial of each family.
+    page = write_report(uri, outcome.directory, tmp_path / "report").read_text()
+    assert (tmp_path / "report" / "objective_vs_gflops.png").is_file() and "Pareto front" in page
+    family_table = page.split("Best trial of each model family")[1].split("</table>")[0]
+    assert all(f"<td>{family}</td><td>{rows[family]['trial']}</td>" in family_table for family in rows)
