@@ -271,13 +271,13 @@ def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> 
 
 # The dimensions whose values interact with the frame size, the window or the store: every combination of their
 # extremes is checked; the rest only need one valid value each.
-SHAPE_NAMES = ("model", "window", "input_len", "output_len", "image_size", "mode", "patch", "n_s")
+SHAPE_NAMES = ("model", "window", "input_len", "output_len", "image_size", "mode", "patch", "n_s", "channels", "target_fields")
 
 
 def _check_corners(space: SweepSpace, check_data: bool) -> WindowSplits | None:
-    """Every combination of the extremes of the model, window and size dimensions (each family with its own
-    conditional ones) must make a valid trial and fit the store: an impossible window is found now, not in the
-    40th trial. Returns the splits of the longest window."""
+    """Every combination of the extremes of the model, window, size and field dimensions (each family with its own
+    conditional ones) must make a valid trial and fit the store: an impossible window or a field the store lacks
+    is found now, not in the 40th trial. Returns the splits of the longest window."""
     longest: WindowSplits | None = None
     shape_dims = [d for d in space.dimensions if d.name in SHAPE_NAMES]
     store = None

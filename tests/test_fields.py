@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from bubbles.data.store import FrameStore, downsample2
+from bubbles.errors import UserError
 from bubbles.data.windows import DataConfig, FrameCache, SplitConfig, WindowConfig, make_splits
 from bubbles.models import build_model
 from bubbles.models.convlstm import ConvLSTMConfig
@@ -146,6 +147,21 @@ def test_bad_field_choices_are_one_line(fields_store: tuple[Path, dict], tmp_pat
         lines = [line for line in out.splitlines() if line.strip()]
         assert code == 1 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, out)
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_a_sweep_checks_every_field_choice_before_ray(fields_store: tuple[Path, dict], tmp_path: Path) -> None:
+    from study.space import load_space
+
+    path, _ = fields_store
+    space = tmp_path / "s.yaml"
+    text = (f"data: {{store: {path}, split: sequence, val: [Twall-100]}}\n"
+            "fixed: {layers: 1, hidden: 4, image_size: 32, window: '4->1'}\n"
+            "search: {channels: {type: categorical, choices: ['dfun', 'dfun,temperature,velx']}}\n")
+    space.write_text(text)
+    assert [d.name for d in load_space(space).dimensions] == ["channels"]
+    space.write_text(text.replace("dfun,temperature,velx", "dfun,pressure"))
+    with pytest.raises(UserError, match="search corner channels=dfun,pressure: channels: .* has no field 'pressure'"):
+        load_space(space)
 
 
 @pytest.mark.slow
