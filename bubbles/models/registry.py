@@ -1,7 +1,8 @@
 """Models by name: the sweep and the CLI choose a family with `model: convlstm | predrnn_v2 | simvp`.
 
-Every family takes its own frozen config and has forward(x, future, target=None, teacher_forcing=0.0,
-generator=None) -> (B, future, C, H, W) in [0, 1]; each config has label() for run names and cards.
+Every family takes its own frozen config (with in_channels / out_channels: the fields read and predicted) and has
+forward(x (B, T, C_in, H, W), future, target=None, teacher_forcing=0.0, generator=None) -> (B, future, C_out, H, W)
+in [0, 1]; each config has label() for run names and cards.
 """
 
 from __future__ import annotations
