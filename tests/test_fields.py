@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bubbles.data.store import FrameStore, downsample2
+from bubbles.data.store import FrameStore, SequenceMeta, downsample2, field_names
 from bubbles.errors import UserError
 from bubbles.data.windows import DataConfig, FrameCache, SplitConfig, WindowConfig, make_splits
 from bubbles.models import build_model
@@ -91,6 +91,11 @@ def test_fields_are_channels_scaled_each_by_its_own_range(fields_store: tuple[Pa
     assert code == 0 and "dfun,temperature,velx" in out and "all checksums match" in out, out
 
 
+def test_sequences_without_a_fields_record_have_one_named_field() -> None:
+    assert field_names(SequenceMeta("hdf5:Twall-100.hdf5:dfun")) == ("dfun",)  # ingested before fields were recorded
+    assert field_names(SequenceMeta("video:clip.mp4")) == field_names(SequenceMeta("synth")) == ("intensity",)
+
+
 def test_windows_read_the_chosen_fields(fields_store: tuple[Path, dict]) -> None:
     path, _ = fields_store
     store = FrameStore.open(path)
@@ -132,11 +137,13 @@ def _trial(tmp: Path, store: Path, **extra: object) -> Path:
 def test_bad_field_choices_are_one_line(fields_store: tuple[Path, dict], tmp_path: Path) -> None:
     path, _ = fields_store
     _simulation(tmp_path / "odd.hdf5", 3, velx_shape=(32, 40))
+    np.save(tmp_path / "odd.npy", np.zeros((4, 32, 32), np.uint8))
     trial = _trial(tmp_path, path)
     cases = [
         (["ingest", tmp_path / "odd.hdf5", tmp_path / "s.zarr", "--field", "dfun", "--field", "humidity"], "no 3-D field 'humidity'"),
         (["ingest", tmp_path / "odd.hdf5", tmp_path / "s.zarr", "--field", "dfun", "--field", "velx"], "differ in shape (dfun 24x32x48, velx 24x32x40)"),
         (["ingest", tmp_path / "odd.hdf5", tmp_path / "s.zarr", "--field", "dfun", "--field", "dfun"], "--field dfun is given twice"),
+        (["ingest", tmp_path / "odd.npy", tmp_path / "s.zarr", "--field", "dfun"], "--field applies to HDF5 simulations only"),
         (["train", trial, "--dry-run", "--set", "channels=dfun,humidity"], "has no field 'humidity' (its fields: dfun, temperature, velx)"),
         (["train", trial, "--dry-run", "--set", "channels=dfun", "--set", "target_fields=velx"], "'velx' is not among channels [dfun]"),
         (["train", trial, "--dry-run", "--set", "channels=dfun,velx", "--set", "window=4->2"], "feeds its predictions back"),
