@@ -26,6 +26,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/step.py
 	$(BIN)/python bench/data.py
+	$(BIN)/python bench/baselines.py
 	RAY_AUTH_MODE=disabled $(BIN)/python bench/sweep.py
 
 clean:

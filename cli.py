@@ -122,7 +122,8 @@ def synth(store: Path, sequences: int, frames: int, size: str, seed: int, condit
 @click.option("--no-flip-y", is_flag=True, help="HDF5: keep row 0 at y=0 (default flips so y points up).")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="Keep only this box (native pixels, right/bottom exclusive).")
 @click.option("--clip", metavar="LO,HI", help="16-bit/float: scale from these percentiles (e.g. 0.1,99.9), not min..max.")
-def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_fields: tuple[str, ...], fps: float | None, no_flip_y: bool, crop: str | None, clip: str | None) -> None:
+@click.option("--drop-duplicates", is_flag=True, help="Remove frames identical to the frame before (stalled camera, padding).")
+def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_fields: tuple[str, ...], fps: float | None, no_flip_y: bool, crop: str | None, clip: str | None, drop_duplicates: bool) -> None:
     """Add a recording to a store (created if missing), atomically.
 
     SRC is a folder of PNG/TIFF/JPEG frames, a video (mp4/avi/gif), a BubbleML HDF5 file, or a .npy array.
@@ -140,10 +141,10 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
     request = IngestRequest(
         source=src.resolve(), store=store.resolve(), sequence=sequence, condition=_parse_conditions(condition),
         fps=fps, hdf5_fields=hdf5_fields, flip_y=not no_flip_y, crop=parse_crop(crop) if crop else None,
-        clip=parse_clip(clip) if clip else None,
+        clip=parse_clip(clip) if clip else None, drop_duplicates=drop_duplicates,
     )
     with tqdm(desc=f"reading {src.name}", unit="frame", disable=None) as bar:
-        name = run_ingest(request, progress=bar.update)
+        name = run_ingest(request, progress=bar.update, warn=lambda line: click.echo(f"warning: {line}", err=True))
     click.echo(f"added sequence {name!r} to {store}")
 
 

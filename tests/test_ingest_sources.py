@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bubbles.data.ingest import IngestRequest, ingest, parse_crop
+from bubbles.data.ingest import IngestRequest, duplicate_frames, ingest, parse_crop
 from bubbles.data.store import FrameStore
 from bubbles.errors import UserError
 from cli import main
@@ -74,3 +74,24 @@ def test_16_bit_tiff_stack_and_png_folder_one_rule_with_clip(tmp_path: Path) -> 
     iio.imwrite(folder / "f3.png", (stack[3] // 256).astype(np.uint8))
     with pytest.raises(UserError, match="mix bit depths"):
         ingest(IngestRequest(folder, tmp_path / "s.zarr", sequence="mixed"))
+
+
+def test_duplicate_frames_warned_with_their_ranges_and_dropped_on_request(tmp_path: Path) -> None:
+    frames = _frames(t=12)
+    frames[5] = frames[4]
+    frames[9:] = frames[8]  # a recording whose last frames repeat (stalled exporter)
+    np.save(tmp_path / "rec.npy", frames)
+    result = CliRunner().invoke(main, ["ingest", str(tmp_path / "rec.npy"), str(tmp_path / "s.zarr")])
+    assert result.exit_code == 0, result.output
+    assert "4 frame(s) identical to the frame before (frames 5, 9-11 of 12)" in result.output
+    kept = FrameStore.open(tmp_path / "s.zarr")
+    assert kept.sequences["rec"].frames == 12 and kept.sequences["rec"].meta.extra["duplicate_frames"] == 4
+    result = CliRunner().invoke(main, ["ingest", str(tmp_path / "rec.npy"), str(tmp_path / "s.zarr"),
+                                       "--sequence", "clean", "--drop-duplicates"])
+    assert result.exit_code == 0 and "dropped 4 frame(s)" in result.output
+    store = FrameStore.open(tmp_path / "s.zarr")
+    assert store.sequences["clean"].meta.extra["dropped_duplicate_frames"] == [5, 9, 10, 11]
+    np.testing.assert_array_equal(store.read("clean"), frames[[0, 1, 2, 3, 4, 6, 7, 8]])
+    # A multi-channel sequence is a duplicate only when every channel repeats.
+    fields = np.stack([frames, frames[::-1]], axis=1)
+    assert duplicate_frames(fields) == []

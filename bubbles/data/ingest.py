@@ -11,6 +11,11 @@ Rules, so that every source becomes the same (T, H, W) uint8 frames:
 - `crop` (LEFT, TOP, RIGHT, BOTTOM in native pixels, right and bottom exclusive) cuts margins, titles or colour bars
   away before the colour and scaling rules, so the scale comes from the kept region; it is recorded in `extra.crop`.
 - The frame rate is `--fps`, else the video's own (ffmpeg metadata; a GIF's first frame duration), else 1.
+- Exact-duplicate consecutive frames (a camera or an exporter that stalled; a recording padded at its end) are
+  found after conversion and reported with their count and frame ranges: persistence is perfect on them, so they
+  flatter the baseline's PSNR. They are kept and counted in `extra.duplicate_frames` unless `drop_duplicates`, which
+  removes every frame equal to the one before it and records the removed (source) indices in
+  `extra.dropped_duplicate_frames`.
 - HDF5 simulations (BubbleML layout: one file per simulation, one dataset per field — temperature, pressure, velx,
   vely, dfun, and the grids x, y — each T x rows x columns with row 0 next to the heater) are read from `--field`,
   flipped vertically so the heater is at the bottom of the image as in a camera, then scaled as float input.
@@ -53,6 +58,7 @@ class IngestRequest:
     flip_y: bool = True
     crop: tuple[int, int, int, int] | None = None
     clip: tuple[float, float] | None = None
+    drop_duplicates: bool = False
 
 
 def parse_crop(text: str, where: str = "--crop") -> tuple[int, int, int, int]:
@@ -73,6 +79,23 @@ def apply_crop(frames: np.ndarray, crop: tuple[int, int, int, int], where: str) 
     if right > w or bottom > h:
         raise UserError(f"{where}: crop {left},{top},{right},{bottom} reaches outside the {h}x{w} (HxW) frames")
     return frames[:, top:bottom, left:right]
+
+
+def duplicate_frames(frames: np.ndarray) -> list[int]:
+    """Indices t >= 1 whose frame (all channels) equals frame t - 1 exactly."""
+    flat = frames.reshape(len(frames), -1)
+    return [int(t) + 1 for t in np.flatnonzero((flat[1:] == flat[:-1]).all(axis=1))]
+
+
+def describe_ranges(indices: list[int]) -> str:
+    """[3, 4, 5, 9] -> '3-5, 9': runs of consecutive frame indices, for one readable line."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def natural_key(path: Path) -> list[Any]:
@@ -222,8 +245,12 @@ def read_hdf5(path: Path, field_names: tuple[str, ...], flip_y: bool) -> list[np
     return [d[:, ::-1, :].copy() if flip_y else d for d in data]
 
 
-def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None) -> str:
-    """Read a source, convert it by the module's rules and append it to the store. Returns the sequence name."""
+def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None,
+           warn: Callable[[str], None] | None = None) -> str:
+    """Read a source, convert it by the module's rules and append it to the store. Returns the sequence name.
+
+    `warn` receives one line per thing the user should know but that does not stop the ingest (duplicate frames).
+    """
     src = request.source
     if not src.exists():
         raise UserError(f"{src}: no such file or folder")
@@ -238,7 +265,7 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
         raw, fps = read_video(src, progress)
         source = f"video:{src.name}"
     elif suffix in HDF5_SUFFIXES:
-        return _ingest_fields(request, read_hdf5(src, request.hdf5_fields, request.flip_y))
+        return _ingest_fields(request, read_hdf5(src, request.hdf5_fields, request.flip_y), warn)
     elif suffix in (".tif", ".tiff"):
         raw = read_tiff_stack(src)
         source = f"tiff:{src.name}"
@@ -253,7 +280,7 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
     frames, scale = _convert(np.asarray(raw), request, extra)
     if scale:
         extra["scale"] = scale
-    return _write(request, frames, source, fps, extra)
+    return _write(request, frames, source, fps, extra, warn=warn)
 
 
 def _convert(raw: np.ndarray, request: IngestRequest, extra: dict[str, Any], where: str = "") -> tuple[np.ndarray, dict[str, float]]:
@@ -264,7 +291,7 @@ def _convert(raw: np.ndarray, request: IngestRequest, extra: dict[str, Any], whe
     return to_gray_uint8(raw, f"{request.source}{where}", request.clip)
 
 
-def _ingest_fields(request: IngestRequest, fields: list[np.ndarray]) -> str:
+def _ingest_fields(request: IngestRequest, fields: list[np.ndarray], warn: Callable[[str], None] | None) -> str:
     """One sequence from simulation fields: each scaled by its own range, stacked as channels (T, C, H, W)."""
     extra: dict[str, Any] = {"flip_y": request.flip_y}
     converted = [_convert(f, request, extra, f":{n}") for n, f in zip(request.hdf5_fields, fields)]
@@ -273,12 +300,13 @@ def _ingest_fields(request: IngestRequest, fields: list[np.ndarray]) -> str:
         extra["scale"] = converted[0][1]  # where single-field sequences kept it before fields were recorded
     frames = np.stack([f for f, _ in converted], axis=1) if len(converted) > 1 else converted[0][0]
     source = f"hdf5:{request.source.name}:{','.join(request.hdf5_fields)}"
-    return _write(request, frames, source, None, extra, records)
+    return _write(request, frames, source, None, extra, records, warn)
 
 
 def _write(request: IngestRequest, frames: np.ndarray, source: str, fps: float | None, extra: dict[str, Any],
-           fields: tuple[dict[str, Any], ...] = ()) -> str:
+           fields: tuple[dict[str, Any], ...] = (), warn: Callable[[str], None] | None = None) -> str:
     src = request.source
+    frames = _handle_duplicates(request, frames, extra, warn)
     if len(frames) < 2:
         raise UserError(f"{src}: only {len(frames)} frame(s); a sequence needs at least 2")
     if request.fps is not None and not (math.isfinite(request.fps) and request.fps > 0):
@@ -287,3 +315,22 @@ def _write(request: IngestRequest, frames: np.ndarray, source: str, fps: float |
     meta = SequenceMeta(source=source, fps=float(request.fps or fps or 1.0), condition=request.condition, extra=extra, fields=fields)
     write_sequence(request.store, name, frames, meta)
     return name
+
+
+def _handle_duplicates(request: IngestRequest, frames: np.ndarray, extra: dict[str, Any],
+                       warn: Callable[[str], None] | None) -> np.ndarray:
+    """Report exact-duplicate consecutive frames; drop them when asked. Recorded in extra either way."""
+    duplicates = duplicate_frames(frames)
+    if not duplicates:
+        return frames
+    where = f"frames {describe_ranges(duplicates)} of {len(frames)}"
+    if request.drop_duplicates:
+        extra["dropped_duplicate_frames"] = duplicates
+        if warn:
+            warn(f"{request.source}: dropped {len(duplicates)} frame(s) identical to the frame before ({where})")
+        return np.delete(frames, duplicates, axis=0)
+    extra["duplicate_frames"] = len(duplicates)
+    if warn:
+        warn(f"{request.source}: {len(duplicates)} frame(s) identical to the frame before ({where}); persistence "
+             "is perfect on them and flatters its PSNR; --drop-duplicates removes them")
+    return frames
