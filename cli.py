@@ -374,7 +374,8 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
         m = summary["metrics"]
         line += (f"; lead 1: SSIM {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f}), skill vs the strongest "  # type: ignore[index]
                  f"baseline ({m['strongest'][0]}) {m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
-                 f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score {summary['collapse_score']:.2f}")  # type: ignore[index]
+                 f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score "  # type: ignore[index]
+                 + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)"))  # type: ignore[arg-type]
     click.echo(line)
     for field, f in summary.get("fields", {}).items():  # type: ignore[union-attr]
         if f:

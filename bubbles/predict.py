@@ -196,7 +196,9 @@ def predict(request: PredictRequest) -> dict[str, object]:
                 summary.setdefault("fields", {})[field] = _json_table(table) if table else {}  # type: ignore[union-attr]
             if k == 0 and table:
                 summary["metrics"] = _json_table(table)
-                summary["collapse_score"] = rollout_collapse(pred[: len(target), 0], target[:, 0])  # type: ignore[index]
+                # Variation across one frame is undefined: a one-frame prediction has no collapse score (null).
+                score = rollout_collapse(pred[: len(target), 0], target[:, 0]) if len(target) > 1 else float("nan")  # type: ignore[index, arg-type]
+                summary["collapse_score"] = _json_number(score)
         if target is not None:
             (tmp / "metrics.json").write_text(json.dumps(summary, indent=1))
         replace_dir(tmp, out, "prediction")

@@ -166,9 +166,10 @@ def _apply(client: Any, run_id: str, record: dict[str, Any]) -> None:
         raise ValueError(f"unknown spooled MLflow write {op!r}")
 
 
-def replay_file(client: Any, path: Path) -> bool:
+def replay_file(client: Any, path: Path, errors: list[str] | None = None) -> bool:
     """Apply a run's spooled writes in order; True when all went through (the file is then removed). A refused
-    write (e.g. a param logged before the outage with the same value) is dropped, not retried forever."""
+    write (e.g. a param logged before the outage with the same value) is dropped, not retried forever. Why a
+    replay stopped is appended to `errors`."""
     if not path.exists():
         return True
     created = path.with_suffix(".run")  # a pending run already created by an earlier, partial replay
@@ -190,7 +191,9 @@ def replay_file(client: Any, path: Path) -> bool:
                         if not is_refusal(exc):
                             raise
                 done += 1
-        except Exception:
+        except Exception as exc:
+            if errors is not None:
+                errors.append(f"{record['op']}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
             f.seek(0)
             f.truncate()
             f.writelines(json.dumps(r) + "\n" for r in records[done:])
@@ -202,15 +205,15 @@ def replay_file(client: Any, path: Path) -> bool:
     return True
 
 
-def replay_dir(spool: Path) -> list[str]:
+def replay_dir(spool: Path, errors: list[str] | None = None) -> list[str]:
     """Replay every run's spool (the sweep's driver, after its trials); returns the runs (ids) whose writes still
-    could not be logged. What is replayed is removed, the directory too when it is empty."""
+    could not be logged (why, in `errors`). What is replayed is removed, the directory too when it is empty."""
     import mlflow
 
     if not spool.is_dir():
         return []
     client = mlflow.MlflowClient()
-    left = [_resolved(p) for p in sorted(spool.glob("*.jsonl")) if not replay_file(client, p)]
+    left = [_resolved(p) for p in sorted(spool.glob("*.jsonl")) if not replay_file(client, p, errors)]
     for created in spool.glob("pending-*.run"):  # the sweep's trials are done: nobody writes to a pending id now
         if not created.with_suffix(".jsonl").exists():
             created.unlink()

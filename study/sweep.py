@@ -235,14 +235,16 @@ def _replay(uri: str, spool: Path, resume: str, echo: Callable[[str], None]) -> 
     """Log what the trials could not (the tracking store was down); False, with one line saying what is kept
     where, if the store is still unavailable (the leaderboard is then written without MLflow)."""
     unlogged = sorted(p.stem for p in spool.glob("*.jsonl"))
+    errors: list[str] = []
     try:
-        unlogged = replay_dir(spool)
+        unlogged = replay_dir(spool, errors)
         check_tracking(uri)
         if not unlogged:
             return True
     except Exception as exc:
         echo(f"MLflow at {uri} is unavailable ({str(exc).splitlines()[0][:160]})")
-    echo(f"MLflow: the writes of {len(unlogged)} trial run(s) could not be logged; they are kept in {spool} and "
+    why = f" (first refusal: {errors[0]})" if errors else ""
+    echo(f"MLflow: the writes of {len(unlogged)} trial run(s) could not be logged{why}; they are kept in {spool} and "
          f"logged by `{resume}` once the tracking store answers")
     return False
 

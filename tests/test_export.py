@@ -159,6 +159,10 @@ def test_predict_writes_files_and_metrics(finished_sweep: tuple[str, Path], tiny
     result = CliRunner(env={"MLFLOW_TRACKING_URI": uri}).invoke(main, ["predict", str(tmp_path / "m"), "--store", str(tiny_store),
                                                                       "--sequence", "seq001", "--steps", str(steps), "--out", str(tmp_path / "q")])
     assert result.exit_code == 1 and "--autoregressive" in result.output
+    # One predicted frame: no collapse score (null in the JSON, said so on the console), never NaN.
+    out = _cli(uri, "predict", str(tmp_path / "m"), "--store", str(tiny_store), "--sequence", "seq001", "--steps", "1", "--out", str(tmp_path / "r"))
+    assert "collapse score n/a (one predicted frame)" in out
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["collapse_score"] is None
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ def _check_run(uri: str) -> None:
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.params["image_size"] == "32" and run.data.params["hidden"] == "8"
-    assert run.info.run_name == "L1-h8-32px-4to3-lr1e-03"
+    assert run.info.run_name == "convlstm-L1-h8-32px-4to3-lr1e-03"
     assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_mse")] == [1, 2]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "lead/ssim")] == [1, 2, 3]

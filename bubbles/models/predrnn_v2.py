@@ -44,7 +44,7 @@ class PredRNNv2Config:
 
     def label(self) -> str:
         """Short name for run names and cards."""
-        return f"predrnn_v2-L{self.layers}-h{self.hidden}-k{self.kernel}-p{self.patch}"
+        return f"L{self.layers}-h{self.hidden}-k{self.kernel}-p{self.patch}"
 
 
 def _gate_conv(cin: int, cout: int, kernel: int, size: tuple[int, int], layer_norm: bool) -> nn.Module:

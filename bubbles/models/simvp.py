@@ -38,7 +38,7 @@ class SimVPConfig:
 
     def label(self) -> str:
         """Short name for run names and cards."""
-        return f"simvp-S{self.n_s}x{self.hid_s}-T{self.n_t}x{self.hid_t}"
+        return f"S{self.n_s}x{self.hid_s}-T{self.n_t}x{self.hid_t}"
 
 
 class ConvSC(nn.Module):
