@@ -315,31 +315,31 @@ def _ingest_fields(request: IngestRequest, fields: list[np.ndarray], warn: Calla
 def _write(request: IngestRequest, frames: np.ndarray, source: str, fps: float | None, extra: dict[str, Any],
            fields: tuple[dict[str, Any], ...] = (), warn: Callable[[str], None] | None = None) -> str:
     src = request.source
-    frames = _handle_duplicates(request, frames, extra, warn)
+    frames, duplicates_line = _handle_duplicates(request, frames, extra)
     if len(frames) < 2:
-        raise UserError(f"{src}: only {len(frames)} frame(s); a sequence needs at least 2")
+        dropped = len(extra.get("dropped_duplicate_frames", []))
+        after = f" after dropping {dropped} repeated" if dropped else ""
+        raise UserError(f"{src}: only {len(frames)} frame(s){after}; a sequence needs at least 2")
     if request.fps is not None and not (math.isfinite(request.fps) and request.fps > 0):
         raise UserError(f"--fps {request.fps}: must be a positive number")
     name = request.sequence or re.sub(r"[^A-Za-z0-9_-]+", "_", src.stem).strip("_") or "sequence"
     meta = SequenceMeta(source=source, fps=float(request.fps or fps or 1.0), condition=request.condition, extra=extra, fields=fields)
     write_sequence(request.store, name, frames, meta)
+    if duplicates_line and warn:  # said once the sequence is written: a refused ingest is one error line
+        warn(duplicates_line)
     return name
 
 
-def _handle_duplicates(request: IngestRequest, frames: np.ndarray, extra: dict[str, Any],
-                       warn: Callable[[str], None] | None) -> np.ndarray:
-    """Report exact-duplicate consecutive frames; drop them when asked. Recorded in extra either way."""
+def _handle_duplicates(request: IngestRequest, frames: np.ndarray, extra: dict[str, Any]) -> tuple[np.ndarray, str]:
+    """Find repeated consecutive frames; drop them when asked. Recorded in extra either way; returns the frames and
+    the line to tell the user (empty when there is nothing to say)."""
     duplicates = duplicate_frames(frames)
     if not duplicates:
-        return frames
+        return frames, ""
     where = f"frames {describe_ranges(duplicates)} of {len(frames)}"
     if request.drop_duplicates:
         extra["dropped_duplicate_frames"] = duplicates
-        if warn:
-            warn(f"{request.source}: dropped {len(duplicates)} frame(s) repeating the frame before ({where})")
-        return np.delete(frames, duplicates, axis=0)
+        return np.delete(frames, duplicates, axis=0), f"{request.source}: dropped {len(duplicates)} frame(s) repeating the frame before ({where})"
     extra["duplicate_frames"] = len(duplicates)
-    if warn:
-        warn(f"{request.source}: {len(duplicates)} frame(s) repeating the frame before ({where}); persistence "
-             "is (nearly) perfect on them and flatters its PSNR; --drop-duplicates removes them")
-    return frames
+    return frames, (f"{request.source}: {len(duplicates)} frame(s) repeating the frame before ({where}); persistence "
+                    "is (nearly) perfect on them and flatters its PSNR; --drop-duplicates removes them")
