@@ -243,7 +243,7 @@ def _replay(uri: str, spool: Path, resume: str, echo: Callable[[str], None]) -> 
             return True
     except Exception as exc:
         echo(f"MLflow at {uri} is unavailable ({str(exc).splitlines()[0][:160]})")
-    why = f" (first refusal: {errors[0]})" if errors else ""
+    why = f" (the first failure: {errors[0]})" if errors else ""
     echo(f"MLflow: the writes of {len(unlogged)} trial run(s) could not be logged{why}; they are kept in {spool} and "
          f"logged by `{resume}` once the tracking store answers")
     return False

@@ -11,10 +11,11 @@ Rules, so that every source becomes the same (T, H, W) uint8 frames:
 - `crop` (LEFT, TOP, RIGHT, BOTTOM in native pixels, right and bottom exclusive) cuts margins, titles or colour bars
   away before the colour and scaling rules, so the scale comes from the kept region; it is recorded in `extra.crop`.
 - The frame rate is `--fps`, else the video's own (ffmpeg metadata; a GIF's first frame duration), else 1.
-- Duplicate consecutive frames (a camera or an exporter that stalled; a recording padded at its end), equal or,
-  after a lossy codec, within DUPLICATE_TOLERANCE grey levels of mean absolute difference, are found after conversion and reported with their count and frame ranges: persistence is perfect on them, so they
+- Repeated consecutive frames (a camera or an exporter that stalled; a recording padded at its end), equal or,
+  after a lossy codec, within DUPLICATE_TOLERANCE grey levels of mean absolute difference, are found after
+  conversion and reported with their count and frame ranges: persistence is (nearly) perfect on them, so they
   flatter the baseline's PSNR. They are kept and counted in `extra.duplicate_frames` unless `drop_duplicates`, which
-  removes every frame equal to the one before it and records the removed (source) indices in
+  removes every frame repeating the one before it and records the removed (source) indices in
   `extra.dropped_duplicate_frames`.
 - HDF5 simulations (BubbleML layout: one file per simulation, one dataset per field — temperature, pressure, velx,
   vely, dfun, and the grids x, y — each T x rows x columns with row 0 next to the heater) are read from `--field`,
