@@ -272,14 +272,18 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     space = load_space(space_file)
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
-    for line in space.coverage:
-        click.echo(line)
-    for line in space.coverage_warnings:
-        click.echo(f"warning: {line}", err=True)
+
+    def list_windows() -> None:
+        for line in space.coverage:
+            click.echo(line)
+        for line in space.coverage_warnings:
+            click.echo(f"warning: {line}", err=True)
+
     from study.sweep import run_sweep
 
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
-    outcome = run_sweep(space, name, storage, uri, address=address or os.environ.get("RAY_ADDRESS") or None, echo=click.echo, storage_shared=shared)
+    outcome = run_sweep(space, name, storage, uri, address=address or os.environ.get("RAY_ADDRESS") or None, echo=click.echo,
+                        storage_shared=shared, preamble=list_windows)
     click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
     link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
     if link:

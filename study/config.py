@@ -48,6 +48,8 @@ def parse_sets(pairs: Iterable[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--set {pair!r}: expected key=value")
+        if key.strip() in out:  # as a duplicate YAML key or --condition: which one was meant is not ours to guess
+            raise UserError(f"--set {key.strip()!r}: given twice")
         try:
             out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:

@@ -258,9 +258,12 @@ def run_sweep(
     trainable: Callable[..., None] = run_trial,
     echo: Callable[[str], None] = print,
     storage_shared: bool = True,
+    preamble: Callable[[], None] | None = None,
 ) -> SweepOutcome:
     """Run (or continue) the sweep `name` under storage/name; returns the leaderboard rows. storage_shared=False
-    says storage is the local default, which a cluster of several nodes cannot use (checked before any MLflow run)."""
+    says storage is the local default, which a cluster of several nodes cannot use (checked before any MLflow run).
+    `preamble` (what the sweep will read) is called once nothing can refuse any more, before the first MLflow run,
+    so that a refusal stays one line."""
     import ray
     from ray import tune
 
@@ -282,6 +285,8 @@ def run_sweep(
                             "default: give --storage a path every node sees (a shared file system)")
         # Everything that can refuse runs before the parent MLflow run exists, so a refusal leaves no run behind.
         check_resources(space)
+        if preamble is not None:
+            preamble()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         parent = SweepRun.open_or_create(uri, space, name, sweep_dir / PARENT_FILE)
         orphans = close_orphaned_runs(parent.run_id)  # no driver of this sweep runs now: RUNNING runs are orphans

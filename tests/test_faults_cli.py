@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from bubbles.data.store import FrameStore
 from cli import main
 
 
@@ -60,6 +61,7 @@ CASES = {
     "lr nan": ([*SET, "lr=.nan"], "lr: expected a finite number"),
     "weight_decay inf": ([*SET, "weight_decay=.inf"], "weight_decay: expected a finite number"),
     "grad_clip -inf": ([*SET, "grad_clip=-.inf"], "grad_clip: expected a finite number"),
+    "--set twice": ([*SET, "epochs=1", "--set", "epochs=2"], "--set 'epochs': given twice"),
     "empty experiment": (["train", "{w}/ok.yaml", "--experiment", ""], "--experiment"),
     "train --out is a file": (["train", "{w}/ok.yaml", "--out", "{w}/file"], "is a file"),
     "synth seed -1": (["synth", "{w}/n.zarr", "--seed", "-1", "--frames", "4", "--size", "16"], "--seed"),
@@ -210,5 +212,23 @@ def test_full_or_read_only_file_system_is_one_line(tmp_path: Path, options: tupl
             _assert_one_line(code, out, f"s.zarr: cannot write ({os.strerror(err)})")
             time.sleep(0.5)  # a writer thread that outlived the failure would show up now
             assert sorted(p.name for p in point.iterdir()) == []  # nothing half-written left behind
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def test_a_store_that_is_a_mount_point_takes_new_sequences(tmp_path: Path) -> None:
+    """A store on its own volume (a Docker volume, a mounted disk): a sequence staged beside it could not be renamed
+    into it across file systems; it is staged inside, hidden from readers, and nothing stays behind."""
+    np.save(tmp_path / "rec.npy", np.random.default_rng(0).integers(0, 255, (6, 32, 32), dtype=np.uint8))
+    point = _mount(tmp_path, "size=4m")
+    try:
+        store = point  # the store directory is the mount point itself
+        code, out = _run(tmp_path, "synth", str(tmp_path / "seed.zarr"), "--sequences", "1", "--frames", "8", "--size", "32")
+        assert code == 0, out
+        shutil.copytree(tmp_path / "seed.zarr", store, dirs_exist_ok=True)
+        code, out = _run(tmp_path, "ingest", str(tmp_path / "rec.npy"), str(store), "--sequence", "added")
+        assert code == 0 and "Traceback" not in out, out
+        assert sorted(FrameStore.open(store).sequences) == ["added", "seq000"]
+        assert not [p.name for p in point.iterdir() if p.name.startswith(".")]  # the staging directory is gone
     finally:
         subprocess.run(["umount", str(point)], check=True)

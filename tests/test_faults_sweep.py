@@ -52,7 +52,7 @@ def _run_count(tmp: Path) -> int:
 def _one_line(code: int, out: str, expect: str) -> None:
     lines = [line for line in out.splitlines() if line.strip()]
     assert code == 1 and "Traceback" not in out, out
-    assert lines[-1].startswith("error:") and expect in lines[-1], out
+    assert len(lines) == 1 and lines[0].startswith("error:") and expect in lines[0], out
 
 
 def test_resume_refuses_a_directory_others_can_write_or_do_not_own(tmp_path: Path, tiny_store: Path) -> None:

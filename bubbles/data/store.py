@@ -250,6 +250,15 @@ def _tmp_sibling(path: Path, tag: str) -> Path:
     return path.parent / f".{path.name}.{tag}.tmp-{uuid.uuid4().hex[:8]}"
 
 
+def _staging_dir(store_path: Path, name: str) -> Path:
+    """Where a new sequence is written before its rename into the store: beside the store, or inside it (hidden: a
+    dot name, which no sequence can have and readers skip) when the store is another file system than its parent
+    (a mount point, a volume, a symlink to another disk), since a rename cannot cross file systems."""
+    if os.stat(store_path).st_dev != os.stat(store_path.parent).st_dev:
+        return store_path / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+    return _tmp_sibling(store_path, name)
+
+
 def write_sequence(
     store_path: str | Path,
     name: str,
@@ -269,7 +278,7 @@ def write_sequence(
         store = FrameStore.open(store_path)
         if name in store.sequences:
             raise UserError(f"{store_path}: sequence {name!r} already exists (choose another --sequence name)")
-        tmp = _tmp_sibling(store_path, name)
+        tmp = _staging_dir(store_path, name)
         with _writing(store_path, tmp):
             _write_group(tmp, frames, meta, progress)
             try:
@@ -328,7 +337,7 @@ class FrameStore:
             header = root.attrs.get(ROOT_KEY)
             with warnings.catch_warnings():  # a directory without zarr.json is reported below, not warned about
                 warnings.simplefilter("ignore")
-                members = sorted(name for name, _ in root.groups())
+                members = sorted(name for name, _ in root.groups() if not name.startswith("."))  # "." : being written
         except Exception as exc:  # zarr raises many types for corrupt metadata
             raise UserError(f"{path}: corrupt store metadata ({type(exc).__name__}: {exc})") from None
         if not isinstance(header, dict) or "format_version" not in header:
