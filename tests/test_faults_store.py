@@ -58,6 +58,25 @@ def test_a_damaged_chunk_is_found_by_verify(store: Path) -> None:
     assert "s.zarr/a: level 0 chunk 0 (frames 0-19)" in out
 
 
+def test_training_reads_stop_at_a_chunk_whose_contents_changed(store: Path, tmp_path: Path) -> None:
+    """A chunk rewritten behind the store's back decodes fine, so only its checksum tells: the whole-chunk reads
+    that training and predict start with refuse it, naming the sequence, level and frames."""
+    import zarr
+
+    zarr.open_array(str(store / "a" / "1"), mode="r+")[3] = 0  # level 1 (16 px), one frame blacked out, validly encoded
+    opened = FrameStore.open(store)
+    opened.read("a", 1, 0, 2)  # part of a chunk (one window's worth) is not checked
+    with pytest.raises(UserError, match=r"s\.zarr/a: level 1 chunk 0 \(frames 0-19\) is damaged \(checksum differs"):
+        opened.read("a", 1)
+    np.testing.assert_array_equal(opened.read("b", 1), FrameStore.open(store).read("b", 1))  # the others read as before
+    config = tmp_path / "t.yaml"
+    config.write_text(f"store: {store}\nimage_size: 16\nwindow: '4->1'\nsplit: sequence\nval: [b]\nlayers: 1\nhidden: 4\nepochs: 1\n")
+    result = CliRunner(env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}).invoke(
+        main, ["train", str(config), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "level 1 chunk 0 (frames 0-19) is damaged" in result.output.strip().splitlines()[-1]
+
+
 def test_a_sequence_without_its_zarr_json_is_not_silently_dropped(store: Path) -> None:
     (store / "b" / "zarr.json").unlink()
     with pytest.raises(UserError, match="b: a sequence directory without its zarr.json"):

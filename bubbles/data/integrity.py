@@ -3,8 +3,9 @@
 A deleted chunk file would otherwise read as black frames (Zarr's fill value) and a damaged one as whatever it
 decodes to. When a sequence group is written, every array in it gets a record in the group attributes
 (`integrity`: shape, chunk shape, CRC-32 of each decoded chunk in grid order). Opening a store checks that every
-recorded chunk file exists (one stat per chunk, cheap); `verify` decodes every chunk and compares checksums
-(reads the whole store). Arrays added to a group without a record (a later tool's extra table) are allowed and
+recorded chunk file exists (one stat per chunk, cheap); every read that covers whole chunks (training's and
+predict's level and block reads) checks those chunks' checksums on the way; `verify` decodes every chunk and
+compares checksums (reads the whole store). Arrays added to a group without a record (a later tool's extra table) are allowed and
 not covered. Sequences written before this record existed (format 1) open as before, presence unchecked;
 `record_existing` adds the record to them from their current contents.
 """
@@ -93,6 +94,22 @@ def verify(group: zarr.Group, where: str, arrays: dict[str, Any]) -> int:
                 raise UserError(f"{where}: level {name} chunk {index[0]} ({frames}) is damaged (checksum differs)")
             checked += 1
     return checked
+
+
+def check_read(entry: dict[str, Any] | None, where: str, level: int, start: int, data: np.ndarray) -> None:
+    """The chunks wholly inside a read of frames [start, start + len(data)) against their checksums. Training,
+    evaluation and predict decode whole chunks (a level, or blocks of chunks) before anything else, so a damaged
+    chunk stops them with one line; a read of part of a chunk (one window) is not checked."""
+    if not entry or list(entry["chunks"][1:]) != list(entry["shape"][1:]):  # only whole-frame chunks map to frames
+        return
+    per_chunk, total, stop = entry["chunks"][0], entry["shape"][0], start + len(data)
+    for c in range(-(-start // per_chunk), len(entry["crc32"])):
+        first, end = c * per_chunk, min((c + 1) * per_chunk, total)
+        if end > stop:
+            break
+        if zlib.crc32(np.ascontiguousarray(data[first - start : end - start]).tobytes()) != entry["crc32"][c]:
+            raise UserError(f"{where}: level {level} chunk {c} (frames {first}-{end - 1}) is damaged (checksum differs; "
+                            "`inspect --verify` checks the whole store)")
 
 
 def record_existing(group: zarr.Group, group_path: Path) -> bool:

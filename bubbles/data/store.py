@@ -87,6 +87,7 @@ class SequenceInfo:
     level_sizes: tuple[tuple[int, int], ...]
     chunk_frames: int
     meta: SequenceMeta
+    checksums: Mapping[str, Any] | None = None  # the integrity record per level (None: written before records)
 
     @property
     def condition_id(self) -> str:
@@ -372,11 +373,15 @@ class FrameStore:
 
     def read(self, name: str, level: int = 0, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Frames [start, stop) of one level as a (T, H, W) uint8 array ((T, C, H, W) for several fields), in one
-        Zarr read."""
+        Zarr read. The chunks the read covers whole are checked against their recorded checksums."""
         try:
-            return np.asarray(self.root[name][str(level)][start:stop])
+            data = np.asarray(self.root[name][str(level)][start:stop])
         except Exception as exc:
             raise UserError(f"{self.path}/{name}/{level}: cannot read frames ({type(exc).__name__}: {exc})") from None
+        info = self.sequences.get(name)
+        if info is not None and info.checksums:
+            integrity.check_read(info.checksums.get(str(level)), f"{self.path}/{name}", level, start, data)
+        return data
 
     def truth(self, name: str) -> np.ndarray | None:
         """The sequence's true-bubble table (rows of TRUTH_COLUMNS), or None when the store has none."""
@@ -438,4 +443,4 @@ def _validate_sequence(path: Path, root: zarr.Group, name: str) -> SequenceInfo:
     arrays = integrity.recorded(attrs)
     if arrays is not None:
         integrity.check_present(path / name, where, arrays)
-    return SequenceInfo(name, int(frames or 0), native, tuple(sizes), int(chunk_t), meta)
+    return SequenceInfo(name, int(frames or 0), native, tuple(sizes), int(chunk_t), meta, arrays)
