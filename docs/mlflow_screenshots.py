@@ -62,20 +62,24 @@ def _runs(db: Path, sweep: str) -> tuple[str, str, list[str], list[str]]:
     return parent.info.experiment_id, parent.info.run_id, [k.info.run_id for k in kids], multi
 
 
-def _choose_metric(driver, metric: str) -> None:  # type: ignore[no-untyped-def]
-    """In Compare's parallel-coordinates panel: replace the default metric by `metric`."""
+def _choose(driver, box: int, names: list[str], defaults: int) -> None:  # type: ignore[no-untyped-def]
+    """In Compare's parallel-coordinates panel (box 0: parameters, 1: metrics): replace the `defaults` entries MLflow
+    picked by `names`. Its default parameters are the first ones alphabetically, which in a sweep over model
+    families are family-specific ones (decouple_beta, hid_s): drawn over fake ranges for the runs that lack them."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     boxes = driver.find_elements(By.CSS_SELECTOR, "input[role='combobox']")
-    if len(boxes) < 2:
+    if len(boxes) <= box:
         return
-    metrics = boxes[1]
-    metrics.click()
-    metrics.send_keys(Keys.BACKSPACE)  # drops the default metric
-    metrics.send_keys(metric)
-    time.sleep(1)
-    metrics.send_keys(Keys.ENTER)
+    field = boxes[box]
+    field.click()
+    for _ in range(defaults):
+        field.send_keys(Keys.BACKSPACE)
+    for name in names:
+        field.send_keys(name)
+        time.sleep(1)
+        field.send_keys(Keys.ENTER)
     driver.find_element(By.TAG_NAME, "body").click()
     time.sleep(3)
 
@@ -115,13 +119,16 @@ def main() -> None:
         ids = json.dumps(kids)
         driver.get(f"{base}/compare-runs?runs={ids}&experiments={json.dumps([exp])}&{training}")
         time.sleep(8)
-        _choose_metric(driver, "final_ssim")  # the objective's end-of-trial value, on the plot's last axis
+        _choose(driver, 0, ["model", "image_size", "lr", "epochs"], defaults=3)  # shared by every family
+        _choose(driver, 1, ["final_ssim"], defaults=1)  # the objective's end-of-trial value, on the plot's last axis
         driver.save_screenshot(str(args.out / "mlflow-compare.png"))
         driver.get(f"{base}/experiments/{exp}/runs/{multi[0]}/model-metrics?{training}")
         time.sleep(6)
         for box in driver.find_elements(By.CSS_SELECTOR, "input[placeholder='Search metric charts']")[:1]:
-            box.send_keys("lead/")  # the per-lead group: step = lead time
+            box.send_keys("ssim")  # the model's and every baseline's SSIM per lead (lead/…: step = lead time)
             time.sleep(3)
+        driver.set_window_size(1600, 1650)  # tall enough for the lead group (model and baselines) below the epoch curves
+        time.sleep(3)
         driver.save_screenshot(str(args.out / "mlflow-lead-chart.png"))
     finally:
         driver.quit()
