@@ -343,7 +343,7 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--store", type=click.Path(path_type=Path), help="Frame store to read from.")
 @click.option("--sequence", help="Sequence in the store.")
-@click.option("--input", "raw_input", type=click.Path(path_type=Path), help="Instead of a store: a folder of frames or a video.")
+@click.option("--input", "raw_input", type=click.Path(path_type=Path), help="Instead of a store: a folder of frames, a video, a TIFF stack or a .npy array.")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="With --input: keep only this box (native pixels).")
 @click.option("--start", default=0, show_default=True, help="First context frame.")
 @click.option("--steps", type=int, help="Frames to predict (default: the trained horizon).")

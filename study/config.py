@@ -73,5 +73,8 @@ def load_trial_config(path: Path, sets: Iterable[str] = (), cwd: Path | None = N
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of parameter names to values, got {type(data).__name__}")
-    params = override(data, parse_sets(sets))
-    return trial_config(resolve_store(params, cwd or Path.cwd()), where=str(path))
+    overrides = parse_sets(sets)
+    params = override(data, overrides)
+    # An error names where the value came from: the file, or the --set that replaced the file's value.
+    where = f"{path} with --set {', '.join(overrides)}" if overrides else str(path)
+    return trial_config(resolve_store(params, cwd or Path.cwd()), where=where)
