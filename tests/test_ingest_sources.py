@@ -99,3 +99,18 @@ def test_duplicate_frames_warned_with_their_ranges_and_dropped_on_request(tmp_pa
     recoded = frames.copy()
     recoded[5, :3, :3] = np.clip(recoded[4, :3, :3].astype(int) + 4, 0, 255)
     assert duplicate_frames(recoded) == [5, 9, 10, 11] and duplicate_frames(_frames(t=12)) == []
+
+
+def test_a_range_set_by_outliers_gets_a_clip_hint(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    stack = rng.integers(1000, 1400, (6, 24, 40)).astype(np.uint16)
+    stack[2, 5, 5] = 65000  # one hot pixel sets the max: everything else lands in ~2 grey levels
+    np.save(tmp_path / "hot.npy", stack)
+    result = CliRunner().invoke(main, ["ingest", str(tmp_path / "hot.npy"), str(tmp_path / "s.zarr")])
+    assert result.exit_code == 0 and "--clip 0.1,99.9 scales from percentiles instead" in result.output, result.output
+    result = CliRunner().invoke(main, ["ingest", str(tmp_path / "hot.npy"), str(tmp_path / "s.zarr"), "--sequence", "c", "--clip", "0.1,99.9"])
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    stack[2, 5, 5] = 1400  # no outlier: the full range is used, nothing to say
+    np.save(tmp_path / "plain.npy", stack)
+    result = CliRunner().invoke(main, ["ingest", str(tmp_path / "plain.npy"), str(tmp_path / "s.zarr")])
+    assert result.exit_code == 0 and "warning" not in result.output, result.output

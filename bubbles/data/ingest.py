@@ -48,6 +48,7 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float64)
 # last frame was cloned 5 times decodes with 0.005-0.02 between the clones and >= 2.6 between moving frames;
 # a camera's sensor noise alone gives about 1 or more.
 DUPLICATE_TOLERANCE = 0.1
+SQUASHED_LEVELS = 16  # fewer grey levels than this between the 0.1 and 99.9 percentiles: say that --clip would help
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,7 @@ def _write(request: IngestRequest, frames: np.ndarray, source: str, fps: float |
            fields: tuple[dict[str, Any], ...] = (), warn: Callable[[str], None] | None = None) -> str:
     src = request.source
     frames, duplicates_line = _handle_duplicates(request, frames, extra)
+    notes = [line for line in (duplicates_line, _squashed(request, frames, extra)) if line]
     if len(frames) < 2:
         dropped = len(extra.get("dropped_duplicate_frames", []))
         after = f" after dropping {dropped} repeated" if dropped else ""
@@ -326,9 +328,22 @@ def _write(request: IngestRequest, frames: np.ndarray, source: str, fps: float |
     name = request.sequence or re.sub(r"[^A-Za-z0-9_-]+", "_", src.stem).strip("_") or "sequence"
     meta = SequenceMeta(source=source, fps=float(request.fps or fps or 1.0), condition=request.condition, extra=extra, fields=fields)
     write_sequence(request.store, name, frames, meta)
-    if duplicates_line and warn:  # said once the sequence is written: a refused ingest is one error line
-        warn(duplicates_line)
+    for line in notes if warn else ():  # said once the sequence is written: a refused ingest is one error line
+        warn(line)
     return name
+
+
+def _squashed(request: IngestRequest, frames: np.ndarray, extra: dict[str, Any]) -> str:
+    """A hint when a min..max scaling left almost all pixels in a few grey levels: a few hot pixels or outliers
+    set the range (16-bit cameras, simulations with a singular value); percentile clipping spreads the rest."""
+    if request.clip is not None or "scale" not in extra or frames.ndim != 3:  # 8-bit, clipped, or several fields
+        return ""
+    sample = frames.reshape(-1)[:: max(1, frames.size // 1_000_000)]  # a million pixels are enough to tell
+    low, high = np.percentile(sample, [0.1, 99.9])
+    if high - low >= SQUASHED_LEVELS:
+        return ""
+    return (f"{request.source}: 99.8% of the pixels lie within {int(high - low) + 1} grey level(s) after scaling from "
+            "min..max (outliers set the range); --clip 0.1,99.9 scales from percentiles instead")
 
 
 def _handle_duplicates(request: IngestRequest, frames: np.ndarray, extra: dict[str, Any]) -> tuple[np.ndarray, str]:
