@@ -371,8 +371,8 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     request = PredictRequest(model_dir.resolve(), out, start, steps, autoregressive, store.resolve() if store else None, sequence,
                              raw_input, parse_crop(crop) if crop else None)
     summary = run_predict(request)
-    if "warning" in summary:
-        click.echo(f"warning: {summary['warning']}", err=True)
+    for warning in summary.get("warnings", []):  # type: ignore[union-attr]
+        click.echo(f"warning: {warning}", err=True)
     line = f"predicted {summary['steps']} frames of {summary['sequence']!r} from frame {start} into {out}"
     if "metrics" in summary:
         m = summary["metrics"]

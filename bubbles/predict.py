@@ -85,10 +85,12 @@ def field_indices(cfg: TrialConfig, fields: tuple[str, ...], where: str) -> tupl
     return tuple(fields.index(f) for f in channels), tuple(fields.index(f) for f in targets)
 
 
-def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path) -> tuple[FrameCache, str]:
+def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path, notes: list[str]) -> tuple[FrameCache, str]:
+    """The frames to predict from: the store's sequence, or --input ingested by the ingest rules (what ingest would
+    say about it — repeated frames, a range set by outliers — goes to `notes`)."""
     if request.raw_input is not None:
         store_path = tmp / "input.zarr"
-        ingest(IngestRequest(request.raw_input.resolve(), store_path, sequence="input", crop=request.crop))
+        ingest(IngestRequest(request.raw_input.resolve(), store_path, sequence="input", crop=request.crop), warn=notes.append)
         return FrameCache(FrameStore.open(store_path), size), "input"
     if request.store is None or request.sequence is None:
         raise UserError("predict: give --store and --sequence, or --input with a folder of frames or a video")
@@ -161,7 +163,8 @@ def predict(request: PredictRequest) -> dict[str, object]:
         raise UserError(f"--autoregressive: this model predicts [{', '.join(cfg.data.targets)}] from "
                         f"[{', '.join(cfg.data.channels)}], so its predictions cannot become its next inputs; use --steps {horizon} or less")
     with tempfile.TemporaryDirectory() as tmp_name:
-        cache, name = _frames(request, size, Path(tmp_name))
+        notes: list[str] = []
+        cache, name = _frames(request, size, Path(tmp_name), notes)
         total = cache.store.sequences[name].frames
         stretch = aspect_note(cache.store.sequences[name].native_size, size)
         if request.start < 0 or request.start + n_in > total:
@@ -178,8 +181,8 @@ def predict(request: PredictRequest) -> dict[str, object]:
     check_output_dir(out, "prediction")
     tmp = temp_sibling(out)
     summary: dict[str, object] = {"sequence": name, "start": request.start, "steps": steps, "horizon": horizon}
-    if stretch:
-        summary["warning"] = stretch
+    if stretch or notes:
+        summary["warnings"] = ([stretch] if stretch else []) + notes
     targets = cfg.data.targets or ("",)
     # The first predicted field's own past: the context shown and given to the baselines.
     own = [cfg.data.channels.index(f) if f in cfg.data.channels else 0 for f in targets]

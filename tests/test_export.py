@@ -174,10 +174,13 @@ def test_predict_from_a_raw_frame_folder(finished_sweep: tuple[str, Path], tmp_p
     folder = tmp_path / "frames"
     folder.mkdir()
     frames = np.random.default_rng(0).integers(0, 255, (10, 32, 32), dtype=np.uint8)
+    frames[9] = frames[8]  # the camera stalled at the end: predict says so, as ingest would
     for k, f in enumerate(frames):
         iio.imwrite(folder / f"f{k:02d}.png", f)
-    _cli(uri, "predict", str(tmp_path / "m"), "--input", str(folder), "--out", str(tmp_path / "p"))
+    out = _cli(uri, "predict", str(tmp_path / "m"), "--input", str(folder), "--out", str(tmp_path / "p"))
     assert (tmp_path / "p" / "metrics.csv").exists()
+    assert "warning:" in out and "1 frame(s) repeating the frame before (frames 9 of 10)" in out
+    assert json.loads((tmp_path / "p" / "metrics.json").read_text())["warnings"][0].endswith("`ingest --drop-duplicates` removes them")
 
 
 @pytest.mark.slow

@@ -107,7 +107,7 @@ def test_a_range_set_by_outliers_gets_a_clip_hint(tmp_path: Path) -> None:
     stack[2, 5, 5] = 65000  # one hot pixel sets the max: everything else lands in ~2 grey levels
     np.save(tmp_path / "hot.npy", stack)
     result = CliRunner().invoke(main, ["ingest", str(tmp_path / "hot.npy"), str(tmp_path / "s.zarr")])
-    assert result.exit_code == 0 and "--clip 0.1,99.9 scales from percentiles instead" in result.output, result.output
+    assert result.exit_code == 0 and "`ingest --clip 0.1,99.9` scales from percentiles instead" in result.output, result.output
     result = CliRunner().invoke(main, ["ingest", str(tmp_path / "hot.npy"), str(tmp_path / "s.zarr"), "--sequence", "c", "--clip", "0.1,99.9"])
     assert result.exit_code == 0 and "warning" not in result.output, result.output
     stack[2, 5, 5] = 1400  # no outlier: the full range is used, nothing to say

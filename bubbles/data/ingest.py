@@ -343,7 +343,7 @@ def _squashed(request: IngestRequest, frames: np.ndarray, extra: dict[str, Any])
     if high - low >= SQUASHED_LEVELS:
         return ""
     return (f"{request.source}: 99.8% of the pixels lie within {int(high - low) + 1} grey level(s) after scaling from "
-            "min..max (outliers set the range); --clip 0.1,99.9 scales from percentiles instead")
+            "min..max (outliers set the range); `ingest --clip 0.1,99.9` scales from percentiles instead")
 
 
 def _handle_duplicates(request: IngestRequest, frames: np.ndarray, extra: dict[str, Any]) -> tuple[np.ndarray, str]:
@@ -358,4 +358,4 @@ def _handle_duplicates(request: IngestRequest, frames: np.ndarray, extra: dict[s
         return np.delete(frames, duplicates, axis=0), f"{request.source}: dropped {len(duplicates)} frame(s) repeating the frame before ({where})"
     extra["duplicate_frames"] = len(duplicates)
     return frames, (f"{request.source}: {len(duplicates)} frame(s) repeating the frame before ({where}); persistence "
-                    "is (nearly) perfect on them and flatters its PSNR; --drop-duplicates removes them")
+                    "is (nearly) perfect on them and flatters its PSNR; `ingest --drop-duplicates` removes them")
