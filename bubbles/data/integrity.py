@@ -5,8 +5,8 @@ decodes to. When a sequence group is written, every array in it gets a record in
 (`integrity`: shape, chunk shape, CRC-32 of each decoded chunk in grid order). Opening a store checks that every
 recorded chunk file exists (one stat per chunk, cheap); every read that covers whole chunks (training's and
 predict's level and block reads) checks those chunks' checksums on the way; `verify` decodes every chunk and
-compares checksums (reads the whole store). Arrays added to a group without a record (a later tool's extra table) are allowed and
-not covered. Sequences written before this record existed (format 1) open as before, presence unchecked;
+compares checksums (reads the whole store). Arrays added to a group without a record (a later tool's extra
+table) are allowed and not covered. Sequences written before this record existed (format 1) open as before, presence unchecked;
 `record_existing` adds the record to them from their current contents.
 """
 

@@ -338,7 +338,7 @@ class FrameStore:
             header = root.attrs.get(ROOT_KEY)
             with warnings.catch_warnings():  # a directory without zarr.json is reported below, not warned about
                 warnings.simplefilter("ignore")
-                members = sorted(name for name, _ in root.groups() if not name.startswith("."))  # "." : being written
+                members = sorted(name for name, _ in root.groups() if not name.startswith("."))  # dot: being written
         except Exception as exc:  # zarr raises many types for corrupt metadata
             raise UserError(f"{path}: corrupt store metadata ({type(exc).__name__}: {exc})") from None
         if not isinstance(header, dict) or "format_version" not in header:
