@@ -57,27 +57,6 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def _parse_conditions(pairs: tuple[str, ...]) -> dict[str, str | float | int | bool]:
-    out: dict[str, str | float | int | bool] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or not value:
-            raise UserError(f"--condition {pair!r}: expected key=value")
-        if key in out:
-            raise UserError(f"--condition {key!r}: given twice")
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        if isinstance(out.get(key), float) and not math.isfinite(out[key]):  # NaN/Infinity are not JSON
-            raise UserError(f"--condition {pair!r}: the value must be finite")
-        else:
-            out[key] = {"true": True, "false": False}.get(value.lower(), value)
-    return out
-
-
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path), default=DEFAULT_STORE)
 @click.option("--sequences", default=8, show_default=True, help="Number of sequences.")
@@ -136,10 +115,11 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
     """
     from tqdm import tqdm
 
+    from bubbles.data.conditions import parse_conditions
     from bubbles.data.ingest import IngestRequest, ingest as run_ingest, parse_clip, parse_crop
 
     request = IngestRequest(
-        source=src.resolve(), store=store.resolve(), sequence=sequence, condition=_parse_conditions(condition),
+        source=src.resolve(), store=store.resolve(), sequence=sequence, condition=parse_conditions(condition),
         fps=fps, hdf5_fields=hdf5_fields, flip_y=not no_flip_y, crop=parse_crop(crop) if crop else None,
         clip=parse_clip(clip) if clip else None, drop_duplicates=drop_duplicates,
     )

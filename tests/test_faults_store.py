@@ -134,3 +134,20 @@ def test_two_concurrent_ingests_of_one_name_one_wins_one_line(tmp_path: Path, ex
     assert failed.startswith("error:") and len(failed.strip().splitlines()) == 1 and "Traceback" not in failed
     assert sorted(FrameStore.open(store).sequences) == (["other", "same"] if existing else ["same"])
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_numeric_conditions_are_stored_as_numbers_and_older_text_is_named(tmp_path: Path) -> None:
+    """`--condition gas_flow=0.5` used to store "0.5" (the CLI's parse overwrote the number): another condition id,
+    and selections by value missed it. Now the number is stored; `inspect` names sequences holding such text."""
+    np.save(tmp_path / "rec.npy", np.zeros((20, 32, 32), np.uint8))
+    store = tmp_path / "s.zarr"
+    args = ["ingest", str(tmp_path / "rec.npy"), str(store), "--condition", "gas_flow=0.5", "--condition", "n=3", "--condition", "regime=lab"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    meta = json.loads((store / "rec" / "zarr.json").read_text())["attributes"]
+    assert meta["condition"] == {"gas_flow": 0.5, "n": 3, "regime": "lab"}
+    assert isinstance(meta["condition"]["gas_flow"], float) and isinstance(meta["condition"]["n"], int)
+    code, out = _inspect(str(store))
+    assert code == 0 and "stored as text" not in out
+    write_sequence(store, "old", np.zeros((20, 32, 32), np.uint8), SequenceMeta(source="test", condition={"gas_flow": "0.5"}))
+    code, out = _inspect(str(store))
+    assert code == 0 and "1 sequences hold numbers stored as text" in out and "old: gas_flow='0.5'" in out

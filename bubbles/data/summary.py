@@ -7,6 +7,7 @@ from pathlib import Path
 import zarr
 
 from bubbles.data import integrity
+from bubbles.data.conditions import text_numbers
 from bubbles.data.store import DEFAULT_FIELD, FrameStore
 
 
@@ -54,6 +55,13 @@ def describe_store(path: str | Path) -> str:
         lines.append(f"{len(unrecorded)} sequences written before checksums ({', '.join(unrecorded[:3])}"
                      f"{', ...' if len(unrecorded) > 3 else ''}): missing chunks are not detected; "
                      "`inspect --verify --record` records them from their current contents")
+    texts = {n: text_numbers(info.meta.condition) for n, info in sorted(store.sequences.items())}
+    texts = {n: found for n, found in texts.items() if found}
+    if texts:
+        shown = "; ".join(f"{n}: " + ", ".join(f"{k}={v!r}" for k, v in found.items()) for n, found in list(texts.items())[:3])
+        lines.append(f"{len(texts)} sequences hold numbers stored as text by an ingest before conditions were typed "
+                     f"({shown}{'; ...' if len(texts) > 3 else ''}): their condition ids differ from the same values "
+                     "ingested now, and selections by value treat them as text")
     return "\n".join(lines)
 
 
