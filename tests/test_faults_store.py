@@ -83,18 +83,24 @@ def test_a_sequence_without_its_zarr_json_is_not_silently_dropped(store: Path) -
         FrameStore.open(store)
 
 
-def _make_format_1(store: Path) -> None:
-    """What a store written before checksums looks like: version 1, no integrity record, no black chunks."""
+def _make_format_1(store: Path, sequences: tuple[str, ...] = ("a", "b", "black")) -> None:
+    """What a store written before checksums looks like: version 1, no integrity record."""
     root = store / "zarr.json"
     meta = json.loads(root.read_text())
     meta["attributes"]["bubbles_store"]["format_version"] = 1
     root.write_text(json.dumps(meta))
-    for seq in ("a", "b", "black"):
-        path = store / seq / "zarr.json"
-        meta = json.loads(path.read_text())
+    for seq in sequences:
+        _drop_record(store, seq)
+
+
+def _drop_record(store: Path, seq: str, replace: object = None) -> None:
+    path = store / seq / "zarr.json"
+    meta = json.loads(path.read_text())
+    if replace is None:
         del meta["attributes"]["integrity"]
-        path.write_text(json.dumps(meta))
-    shutil.rmtree(store / "black" / "0" / "c")
+    else:
+        meta["attributes"]["integrity"] = replace
+    path.write_text(json.dumps(meta))
 
 
 def test_a_format_1_store_opens_and_can_be_given_checksums(store: Path) -> None:
@@ -106,11 +112,51 @@ def test_a_format_1_store_opens_and_can_be_given_checksums(store: Path) -> None:
     code, out = _inspect(str(store), "--verify")
     assert code == 0 and "3 older sequences have no checksums" in out
     code, out = _inspect(str(store), "--verify", "--record")
-    assert code == 0 and "recorded checksums for 3 older sequences" in out
+    assert code == 0 and "recorded checksums for 3 older sequences" in out and "now format 2" in out
     code, out = _inspect(str(store), "--verify")
-    assert code == 0 and "verified 6 chunks" in out, out
+    assert code == 0 and "verified 6 chunks" in out and "format v2" in out, out
     (store / "a" / "1" / "c" / "0" / "0" / "0").unlink()  # now recorded: a later loss is caught on open
     with pytest.raises(UserError, match="level 1 chunk 0"):
+        FrameStore.open(store)
+
+
+def test_deleting_a_record_does_not_switch_integrity_off(store: Path) -> None:
+    """Before: with `attributes.integrity` removed from b/zarr.json and a chunk deleted, `inspect --verify` said
+    "all checksums match; 1 older sequences have no checksums", training read black frames, and --record
+    certified the damage. A format-2 store records every sequence: a missing or unreadable record is damage."""
+    _drop_record(store, "b")
+    (store / "b" / "0" / "c" / "0" / "0" / "0").unlink()
+    for args in ((), ("--verify",), ("--verify", "--record")):
+        code, out = _inspect(str(store), *args)
+        assert code == 1 and out.startswith("error:") and "s.zarr/b: its integrity record is missing" in out, out
+    assert "integrity" not in json.loads((store / "b" / "zarr.json").read_text())["attributes"]  # nothing certified
+    _drop_record(store, "a", replace={"version": 1, "arrays": "garbage"})
+    with pytest.raises(UserError, match="s.zarr/a: its integrity record is unreadable"):
+        FrameStore.open(store)
+
+
+def test_a_missing_chunk_is_an_error_for_every_format_and_never_recorded(store: Path) -> None:
+    """The array's own shape says which chunk files must exist, whatever the record says (or if there is none)."""
+    _make_format_1(store, ("a", "b"))
+    (store / "b" / "1" / "c" / "0" / "0" / "0").unlink()
+    with pytest.raises(UserError, match=r"s.zarr/b: level 1 chunk 0 \(frames 0-19\) is missing on disk \(deleted, or never written"):
+        FrameStore.open(store)
+    code, out = _inspect(str(store), "--verify", "--record")
+    assert code == 1 and "level 1 chunk 0" in out and "integrity" not in json.loads((store / "b" / "zarr.json").read_text())["attributes"]
+    shutil.rmtree(store / "b")
+    chunk = store / "a" / "0" / "c" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:20])  # truncated: does not decode
+    code, out = _inspect(str(store), "--verify", "--record")
+    assert code == 1 and "s.zarr/a: level 0 chunk 0 (frames 0-19) cannot be decoded" in out and "not recorded" in out, out
+    assert "integrity" not in json.loads((store / "a" / "zarr.json").read_text())["attributes"]
+
+
+def test_a_record_that_disagrees_with_the_array_is_damage(store: Path) -> None:
+    path = store / "a" / "zarr.json"
+    meta = json.loads(path.read_text())
+    meta["attributes"]["integrity"]["arrays"]["0"]["shape"] = [10, 32, 32]  # as if frames 10-19 were never there
+    path.write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=r"s.zarr/a: level 0 has shape \(20, 32, 32\) .* the integrity record says \(10, 32, 32\)"):
         FrameStore.open(store)
 
 

@@ -8,7 +8,7 @@ import zarr
 
 from bubbles.data import integrity
 from bubbles.data.conditions import text_numbers
-from bubbles.data.store import DEFAULT_FIELD, FrameStore
+from bubbles.data.store import DEFAULT_FIELD, FORMAT_VERSION, ROOT_KEY, FrameStore, upgrade_format
 
 
 def _human(n: float) -> str:
@@ -67,7 +67,8 @@ def describe_store(path: str | Path) -> str:
 
 def verify_store(path: str | Path, record_missing: bool = False) -> str:
     """Decode every chunk and compare it with the checksums recorded at write time (reads the whole store);
-    record_missing gives sequences written before checksums a record from their current contents."""
+    record_missing gives sequences written before checksums a record from their current contents (refusing a
+    sequence with a missing or undecodable chunk) and, once every sequence has one, marks the store format 2."""
     store = FrameStore.open(path)
     checked, recorded, skipped = 0, [], []
     for name in sorted(store.sequences):
@@ -75,7 +76,8 @@ def verify_store(path: str | Path, record_missing: bool = False) -> str:
         if arrays is not None:
             checked += integrity.verify(store.root[name], f"{store.path}/{name}", arrays)
         elif record_missing:
-            integrity.record(zarr.open_group(str(store.path / name), mode="r+", zarr_format=3), store.path / name)
+            group = zarr.open_group(str(store.path / name), mode="r+", zarr_format=3)
+            integrity.record_existing(group, store.path / name, f"{store.path}/{name}")
             recorded.append(name)
         else:
             skipped.append(name)
@@ -84,4 +86,7 @@ def verify_store(path: str | Path, record_missing: bool = False) -> str:
         line += f"; recorded checksums for {len(recorded)} older sequences ({', '.join(recorded)})"
     if skipped:
         line += f"; {len(skipped)} older sequences have no checksums (add --record to record them)"
+    elif store.root.attrs[ROOT_KEY]["format_version"] < FORMAT_VERSION:
+        upgrade_format(store.path)
+        line += f"; the store is now format {FORMAT_VERSION} (every sequence recorded: a record lost later is an error)"
     return line
