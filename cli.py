@@ -246,6 +246,10 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
 
     name = check_name(name or space_file.stem)
     storage = storage.resolve()
+    from bubbles.outputs import zarr_store_around
+
+    if zarr_store_around(storage) is not None:
+        raise UserError(f"--storage {storage}: lies inside the Zarr store {zarr_store_around(storage)}; sweeps live outside frame stores")
     if resume and not (storage / name).is_dir():
         raise UserError(f"--resume: no sweep named {name!r} under {storage}")
     _ensure_default_store(space_file)
