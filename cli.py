@@ -202,6 +202,7 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
         from bubbles.training.train import check_resume
 
         check_resume(resume.resolve(), cfg)
+    splits.check_frames()  # a damaged chunk stops here, before the output directory and the MLflow run exist
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,13 @@ def test_training_reads_stop_at_a_chunk_whose_contents_changed(store: Path, tmp_
         main, ["train", str(config), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "level 1 chunk 0 (frames 0-19) is damaged" in result.output.strip().splitlines()[-1]
+    # Before: a FAILED MLflow run and an output directory holding only its manifest were left behind.
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "out").exists()
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert not [r for e in mlflow.search_experiments() for r in mlflow.MlflowClient().search_runs([e.experiment_id])]
 
 
 def test_a_sequence_without_its_zarr_json_is_not_silently_dropped(store: Path) -> None:
