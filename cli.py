@@ -177,8 +177,9 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
     from study.config import load_trial_config
     from study.tracking import check_tracking, tracking_uri
 
-    if not experiment.strip():
-        raise UserError("--experiment: give a non-empty MLflow experiment name")
+    from study.tracking import check_experiment_name
+
+    check_experiment_name(experiment, tracking_uri(Path.cwd()))
     cfg = load_trial_config(config, sets)
     from bubbles.outputs import check_output_dir, write_manifest
 
@@ -256,6 +257,9 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     _ensure_default_store(space_file)
     space = load_space(space_file)
     uri = tracking_uri(Path.cwd())
+    from study.tracking import check_experiment_name
+
+    check_experiment_name(space.experiment, uri, f"{space_file}: tracking.experiment")
     check_tracking(uri)
 
     def list_windows() -> None:

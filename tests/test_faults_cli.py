@@ -259,3 +259,20 @@ def test_outputs_inside_a_frame_store_are_refused(trained: Path, tiny_store: Pat
     assert sorted(p.name for p in store.iterdir()) == sorted(p.name for p in tiny_store.iterdir())
     assert len(FrameStore.open(store).sequences) == 6
     assert _runs(w) == runs_before
+
+
+def test_experiment_names_mlflow_or_the_disk_would_refuse_are_checked_first(trained: Path, tiny_store: Path) -> None:
+    """Before: 5,000 characters gave a traceback (MLflow's 500-character limit); 300 trained the whole run, then
+    failed with "File name too long" (the local artifact directory) and left the MLflow run RUNNING."""
+    w = trained
+    runs_before = _runs(w)
+    for name, expect in (("x" * 5000, "at most 500"), ("y" * 300, "can be at most 255")):
+        _assert_one_line(*_run(w, "train", str(w / "t.yaml"), "--experiment", name, "--out", str(w / "long")), expect)
+        space = w / "long.yaml"
+        space.write_text(f"data: {{store: {tiny_store}}}\nfixed: {{image_size: 16, epochs: 1}}\ntracking: {{experiment: {name}}}\n"
+                         "search:\n  lr: {type: log, low: 1.0e-3, high: 1.0e-2}\n")
+        code, out = _run(w, "sweep", str(space), "--storage", str(w / "sweeps"))
+        _assert_one_line(code, out, expect)
+        assert "tracking.experiment" in out
+    assert not (w / "long").exists() and not (w / "sweeps").exists()
+    assert _runs(w) == runs_before
