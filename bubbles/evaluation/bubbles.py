@@ -199,20 +199,30 @@ class BubbleMeter:
                         cache[key] = found
                 self.add_frame(k, detect(pred[w, k], c), found, h)
 
+    def f1(self) -> float:
+        """Bubble F1 over every frame and lead the meter saw, from the summed matches: 2·TP / (2·TP + FP + FN).
+        NaN when no frame had a bubble, predicted or true (nothing to score)."""
+        tp, fp, fn = self.sums[:, :3].sum(axis=0)
+        return float(2 * tp / (2 * tp + fp + fn)) if 2 * tp + fp + fn > 0 else float("nan")
+
     def leads(self, height: int) -> dict[str, tuple[float, ...]]:
-        """Per lead: bubble_precision, bubble_recall, bubble_f1 (1 where neither frame has a bubble),
-        bubble_count_error (mean |predicted − target count| per frame), bubble_diameter_error_px and _pct (% of
-        frame height) and bubble_centroid_error_px over matched pairs (NaN where nothing matched)."""
+        """Per lead, over all the frames at that lead (TP, FP, FN summed first, so a frame with no target bubble
+        counts only its false alarms): bubble_precision (0 when nothing was predicted but the targets have
+        bubbles: a blurred forecast that finds nothing is not precise), bubble_recall, bubble_f1 (NaN where no
+        frame had a bubble, predicted or true), bubble_count_error (mean |predicted − target count| per frame),
+        bubble_diameter_error_px and _pct (% of frame height) and bubble_centroid_error_px over matched pairs (NaN
+        where nothing matched)."""
         tp, fp, fn, cnt, diam, cen, frames = self.sums.T
         matched = np.where(tp > 0, tp, np.nan)
+        nan = np.full_like(tp, np.nan)
 
-        def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-            return np.where(den > 0, num / np.maximum(den, 1), 1.0)
+        def ratio(num: np.ndarray, den: np.ndarray, empty: np.ndarray) -> np.ndarray:
+            return np.where(den > 0, num / np.maximum(den, 1), empty)
 
         out = {
-            "bubble_precision": ratio(tp, tp + fp),
-            "bubble_recall": ratio(tp, tp + fn),
-            "bubble_f1": ratio(2 * tp, 2 * tp + fp + fn),
+            "bubble_precision": ratio(tp, tp + fp, np.where(tp + fn > 0, 0.0, nan)),
+            "bubble_recall": ratio(tp, tp + fn, nan),
+            "bubble_f1": ratio(2 * tp, 2 * tp + fp + fn, nan),
             "bubble_count_error": cnt / np.maximum(frames, 1),
             "bubble_diameter_error_px": diam / matched,
             "bubble_diameter_error_pct": 100 * diam / matched / height,

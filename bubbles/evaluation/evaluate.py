@@ -42,6 +42,7 @@ class Evaluation:
     bubbles: dict[str, tuple[float, ...]] = field(default_factory=dict)  # BubbleMeter.leads() of the model
     baseline_bubble_f1: dict[str, tuple[float, ...]] = field(default_factory=dict)  # per baseline, per lead
     per_field: dict[str, dict[str, float]] = field(default_factory=dict)  # several target fields: means per field
+    bubble_f1: float = float("nan")  # the model's F1 from matches summed over every lead and window (BubbleMeter.f1)
 
     @property
     def persistence(self) -> LeadMetrics:
@@ -82,6 +83,14 @@ class Evaluation:
             fields["vmaf"] = {k: tuple(v) for k, v in fields["vmaf"].items()}
         return cls(**fields)
 
+    def pooled_bubble_f1(self) -> float:
+        """F1 over all leads from summed matches, as validation's val_bubble_f1 (evaluations saved before it was
+        recorded: the mean of the per-lead F1s that are defined)."""
+        if not np.isnan(self.bubble_f1) or not self.bubbles:
+            return self.bubble_f1
+        defined = [v for v in self.bubbles["bubble_f1"] if not np.isnan(v)]
+        return float(np.mean(defined)) if defined else float("nan")
+
     def summary(self) -> dict[str, float]:
         """One number each: means over lead times (what a trial is compared by at its end)."""
         return {
@@ -94,7 +103,7 @@ class Evaluation:
             "final_skill_strongest": float(np.mean(self.skill_strongest)),
             "final_collapse_score": self.collapse_score,
             "final_collapsed": float(self.collapsed),
-        } | ({"final_bubble_f1": float(np.mean(self.bubbles["bubble_f1"]))} if self.bubbles else {}) | {
+        } | ({"final_bubble_f1": self.pooled_bubble_f1()} if self.bubbles else {}) | {
             f"final_{metric}_{name}": value for name, row in self.per_field.items() for metric, value in row.items()
         }
 
@@ -223,6 +232,7 @@ def evaluate(
         bubbles=bubble_meters["model"].leads(height),
         baseline_bubble_f1={b: bubble_meters[b].leads(height)["bubble_f1"] for b in names},
         per_field=fields.means() if fields is not None else {},
+        bubble_f1=bubble_meters["model"].f1(),
     )
 
 
@@ -282,7 +292,7 @@ class Validation:
     collapsed: bool
     ssim_per_lead: tuple[float, ...]
     mse_per_lead: tuple[float, ...]
-    bubble_f1: float  # mean over leads of the bubble F1 (bubbles.evaluation.bubbles)
+    bubble_f1: float  # bubble F1 from the matches summed over every lead and window (BubbleMeter.f1; NaN: no bubble)
 
 
 # The target windows' bubbles, detected at the first validation of a dataset and reused every epoch after.
@@ -313,5 +323,5 @@ def validate(model: nn.Module, dataset: WindowDataset, device: torch.device, bat
     return Validation(
         mse=leads.mean("mse"), ssim=leads.mean("ssim"), psnr=leads.mean("psnr"),
         collapse_score=float(score), collapsed=bool(score < metrics.COLLAPSE_THRESHOLD), ssim_per_lead=leads.ssim,
-        mse_per_lead=leads.mse, bubble_f1=float(np.mean(bubble_meter.leads(dataset.cache.size[0])["bubble_f1"])),
+        mse_per_lead=leads.mse, bubble_f1=bubble_meter.f1(),
     )
