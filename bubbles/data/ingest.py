@@ -412,7 +412,7 @@ def _write(request: IngestRequest, frames: np.ndarray, source: str, fps: float |
         raise UserError(f"--fps {request.fps}: must be a positive number")
     name = request.sequence or re.sub(r"[^A-Za-z0-9_-]+", "_", src.stem).strip("_") or "sequence"
     meta = SequenceMeta(source=source, fps=float(request.fps or fps or 1.0), condition=request.condition, extra=extra, fields=fields)
-    write_sequence(request.store, name, frames, meta)
+    write_sequence(request.store, name, frames, meta, say=warn)
     for line in notes if warn else ():  # said once the sequence is written: a refused ingest is one error line
         warn(line)
     return name

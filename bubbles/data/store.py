@@ -38,7 +38,7 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +48,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from bubbles.data import integrity
+from bubbles.data import integrity, staging
 from bubbles.errors import UserError
 
 FORMAT_VERSION = 2  # 2: every chunk written and recorded with a checksum (bubbles.data.integrity)
@@ -236,15 +236,18 @@ _FS_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENAME
 
 @contextmanager
 def _writing(store_path: Path, tmp: Path) -> Iterator[None]:
-    """Around a write into tmp: a refusing file system is one line naming the store; tmp never stays behind."""
+    """Around a write into tmp: a refusing file system is one line naming the store; tmp never stays behind, and
+    while it exists its lock says who writes it (bubbles.data.staging)."""
     try:
-        yield
+        with staging.holding(tmp):
+            try:
+                yield
+            finally:
+                _remove_tmp(tmp)
     except OSError as exc:
         if exc.errno not in _FS_ERRNOS:
             raise
         raise UserError(f"{store_path}: cannot write ({exc.strerror}); the store is unchanged") from None
-    finally:
-        _remove_tmp(tmp)
 
 
 def _tmp_sibling(path: Path, tag: str) -> Path:
@@ -266,11 +269,13 @@ def write_sequence(
     frames: np.ndarray,
     meta: SequenceMeta,
     progress: Any = None,
+    say: Callable[[str], None] | None = None,
 ) -> None:
     """Add one sequence to a store, creating the store if it does not exist.
 
     Everything is written under a temporary sibling directory and renamed into place when complete, so a
-    failure or interruption leaves the store exactly as it was.
+    failure or interruption leaves the store exactly as it was. Staging left by a writer that was killed is
+    removed first (`say` gets a line for each).
     """
     _check_name(name)
     store_path = Path(store_path)
@@ -279,6 +284,7 @@ def write_sequence(
         store = FrameStore.open(store_path)
         if name in store.sequences:
             raise UserError(f"{store_path}: sequence {name!r} already exists (choose another --sequence name)")
+        staging.clean_stale(store_path, say)
         tmp = _staging_dir(store_path, name)
         with _writing(store_path, tmp):
             _write_group(tmp, frames, meta, progress)
@@ -289,16 +295,18 @@ def write_sequence(
                     raise
                 raise UserError(f"{store_path}: sequence {name!r} was added by another ingest meanwhile") from None
         return
-    write_store(store_path, iter([(name, frames, meta)]), progress)
+    write_store(store_path, iter([(name, frames, meta)]), progress, say)
 
 
-def write_store(store_path: str | Path, sequences: Iterator[tuple[str, np.ndarray, SequenceMeta]], progress: Any = None) -> None:
+def write_store(store_path: str | Path, sequences: Iterator[tuple[str, np.ndarray, SequenceMeta]], progress: Any = None,
+                say: Callable[[str], None] | None = None) -> None:
     """Create a new store from several sequences at once, atomically (all or nothing)."""
     store_path = Path(store_path)
     if store_path.exists():
         raise UserError(f"{store_path}: already exists (remove it or choose another path)")
     _check_parent(store_path)
     store_path.parent.mkdir(parents=True, exist_ok=True)
+    staging.clean_stale(store_path, say)
     tmp = _tmp_sibling(store_path, "new")
     with _writing(store_path, tmp):
         root = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
