@@ -21,6 +21,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+_HELD: set[int] = set()  # lock fds this process holds
+
+
+def _close_held_in_child() -> None:
+    # A forked worker (synth's pool) must not keep a lock's file open: it would keep the lock's file system busy
+    # (a volume cannot be unmounted) after the writer is done. Closing a copy does not release the writer's lock.
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
+
+
 def _lock_of(staging: Path) -> Path:
     return staging.with_name(staging.name + ".lock")
 
@@ -31,7 +48,8 @@ def holding(staging: Path) -> Iterator[None]:
     so a cleaner never sees a lock that is not yet held."""
     lock = _lock_of(staging)
     part = lock.with_name(lock.name + ".part")
-    fd = os.open(part, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o644)
+    fd = os.open(part, os.O_CREAT | os.O_RDWR | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    _HELD.add(fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode())
@@ -43,6 +61,7 @@ def holding(staging: Path) -> Iterator[None]:
                 path.unlink()
             except FileNotFoundError:
                 pass
+        _HELD.discard(fd)
         os.close(fd)
 
 
