@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -236,7 +237,8 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
 @click.option("--address", default=None, help="Ray cluster: auto, HOST:PORT or ray://... (default RAY_ADDRESS, else local).")
 @click.option("--storage", type=click.Path(path_type=Path), default=Path("runs/sweeps"), show_default=True,
               help="Where sweeps live (a shared path on a cluster).")
-def sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path) -> None:
+@click.option("--trust-state", is_flag=True, help="With --resume: accept Ray's state files although they differ from the digest the sweep recorded (only if you know why: a driver killed while saving).")
+def sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path, trust_state: bool) -> None:
     """Search models with Ray Tune + Optuna (TPE) + ASHA; every trial is an MLflow run under one parent run.
 
     \b
@@ -259,6 +261,8 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
         raise UserError(f"--storage {storage}: lies inside the Zarr store {zarr_store_around(storage)}; sweeps live outside frame stores")
     if resume and not (storage / name).is_dir():
         raise UserError(f"--resume: no sweep named {name!r} under {storage}")
+    if trust_state and not resume:
+        raise UserError("--trust-state goes with --resume")
     _ensure_default_store(space_file)
     space = load_space(space_file)
     uri = tracking_uri(Path.cwd())
@@ -276,14 +280,18 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     from study.sweep import run_sweep
 
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
+    # The command that continues this sweep, as it must be typed: the same storage and cluster.
+    again = " ".join(["python cli.py sweep", shlex.quote(str(space_file)), "--name", shlex.quote(name), "--resume",
+                      *(["--storage", shlex.quote(str(storage))] if shared else []),
+                      *(["--address", shlex.quote(address)] if address else [])])
     outcome = run_sweep(space, name, storage, uri, address=address or os.environ.get("RAY_ADDRESS") or None, echo=click.echo,
-                        storage_shared=shared, preamble=list_windows)
+                        storage_shared=shared, preamble=list_windows, trust_state=trust_state, resume_command=again)
     click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
     link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
     if link:
         click.echo(f"MLflow runs table: {link}")
     if outcome.interrupted:
-        click.echo(f"interrupted: continue with  python cli.py sweep {space_file} --name {name} --resume", err=True)
+        click.echo(f"interrupted: continue with  {again}", err=True)
         sys.exit(130)
 
 

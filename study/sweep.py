@@ -17,7 +17,7 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from bubbles.errors import UserError
-from study import leaderboard
+from study import leaderboard, sweep_state
 from study.space import SweepSpace
 from study.mlflow_writer import SPOOL_DIR, replay_dir
 from study.tracking import (
@@ -215,6 +215,7 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
             failure_config=tune.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             progress_reporter=reporter,
+            callbacks=[sweep_state.StateDigest(sweep_dir)],  # what --resume will unpickle, recorded as it is saved
             verbose=1,
         ),
     )
@@ -297,11 +298,14 @@ def run_sweep(
     echo: Callable[[str], None] = print,
     storage_shared: bool = True,
     preamble: Callable[[], None] | None = None,
+    trust_state: bool = False,
+    resume_command: str | None = None,
 ) -> SweepOutcome:
     """Run (or continue) the sweep `name` under storage/name; returns the leaderboard rows. storage_shared=False
     says storage is the local default, which a cluster of several nodes cannot use (checked before any MLflow run).
     `preamble` (what the sweep will read) is called once nothing can refuse any more, before the first MLflow run,
-    so that a refusal stays one line."""
+    so that a refusal stays one line. Continuing a sweep first checks that the Ray state it unpickles is the one it
+    recorded (study.sweep_state); `trust_state` accepts the files as they are and records them anew."""
     import ray
     from ray import tune
 
@@ -310,6 +314,10 @@ def run_sweep(
     sweep_dir = storage / check_name(name)
     if sweep_dir.exists():
         check_trusted(sweep_dir)  # before anything in it is read, let alone unpickled
+        if (sweep_dir / "tuner.pkl").exists():
+            if trust_state:
+                sweep_state.record(sweep_dir)
+            sweep_state.verify(sweep_dir)
     if (sweep_dir / PARENT_FILE).exists():
         read_parent(sweep_dir)
     started_ray = not ray.is_initialized()
@@ -344,10 +352,11 @@ def run_sweep(
         tuner, resumed = _tuner(space, name, storage, fn, sweep_dir)
         echo(f"{'continuing' if resumed else 'starting'} sweep {name!r} in {sweep_dir}")
         results = tuner.fit()
+        sweep_state.record(sweep_dir)  # Ray's last save is complete once fit() returns
     finally:
         if started_ray:
             ray.shutdown()
-    tracked = _replay(uri, sweep_dir / SPOOL_DIR, f"python cli.py sweep {space.path} --name {name} --resume", echo)
+    tracked = _replay(uri, sweep_dir / SPOOL_DIR, resume_command or f"python cli.py sweep {space.path} --name {name} --resume", echo)
     import optuna
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / OPTUNA_DB}")

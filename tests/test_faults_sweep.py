@@ -3,6 +3,7 @@ killed driver. Real MLflow (sqlite) and Optuna; Ray only where the case needs a 
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import time
@@ -113,3 +114,35 @@ def test_a_killed_drivers_running_trials_are_closed(tmp_path: Path) -> None:
     study.tell(finished, 1.0)
     fail_orphaned_trials(study)
     assert [t.state.name for t in study.get_trials()] == ["FAIL", "COMPLETE"]
+
+
+@pytest.mark.slow
+def test_resume_refuses_state_files_the_sweep_did_not_write(tmp_path: Path, tiny_store: Path) -> None:
+    """Before: a tuner.pkl replaced inside the trust boundary (same owner, not group-writable) was unpickled (its
+    code ran) and the resume ended in a traceback from Ray's loader. Now the sweep records a digest of its state
+    files as Ray saves them, and a resume refuses, in one line, any file that differs from it or is not in it."""
+    space = _space(tmp_path, tiny_store)
+    code, out = _sweep(tmp_path, str(space), "--name", "s")
+    assert code == 0, out
+    sweep = tmp_path / "sweeps" / "s"
+    digest = sweep / "state_digest.json"
+    assert digest.stat().st_mode & 0o777 == 0o600
+    assert "tuner.pkl" in json.loads(digest.read_text())["sha256"]
+    # (An untouched sweep resumes: tests/test_sweep_resilience.py interrupts one and continues it.)
+    runs = _run_count(tmp_path)
+    flag = tmp_path / "code-ran"
+    original = (sweep / "tuner.pkl").read_bytes()
+    (sweep / "tuner.pkl").write_bytes(pickle.dumps(_Boom(flag)))  # same owner, mode 0644: inside the old boundary
+    _one_line(*_sweep(tmp_path, str(space), "--name", "s", "--resume"), "tuner.pkl: changed since the sweep wrote it")
+    (sweep / "tuner.pkl").write_bytes(original)
+    (sweep / "extra.pkl").write_bytes(pickle.dumps(_Boom(flag)))
+    _one_line(*_sweep(tmp_path, str(space), "--name", "s", "--resume"), "extra.pkl: not written by this sweep")
+    (sweep / "extra.pkl").unlink()
+    digest.unlink()
+    _one_line(*_sweep(tmp_path, str(space), "--name", "s", "--resume"), "state_digest.json: missing")
+    assert not flag.exists() and _run_count(tmp_path) == runs
+    from study import sweep_state
+
+    sweep_state.record(sweep)  # what --trust-state does before the check: the user vouches for the files as they are
+    sweep_state.verify(sweep)
+    _one_line(*_sweep(tmp_path, str(space), "--name", "s", "--trust-state"), "--trust-state goes with --resume")
