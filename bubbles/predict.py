@@ -83,7 +83,13 @@ def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path, notes: li
     say about it — repeated frames, a range set by outliers — goes to `notes`)."""
     if request.raw_input is not None:
         store_path = tmp / "input.zarr"
-        ingest(IngestRequest(request.raw_input.resolve(), store_path, sequence="input", crop=request.crop), warn=notes.append)
+        try:
+            ingest(IngestRequest(request.raw_input.resolve(), store_path, sequence="input", crop=request.crop), warn=notes.append)
+        except UserError as exc:
+            if "--field" in str(exc):  # ingest's advice names an option predict does not have
+                raise UserError(f"{request.raw_input}: predict --input reads one-field recordings; for a simulation, "
+                                "`ingest` it with --field into a store and predict with --store and --sequence") from None
+            raise
         return FrameCache(FrameStore.open(store_path), size), "input"
     if request.store is None or request.sequence is None:
         raise UserError("predict: give --store and --sequence, or --input with a folder of frames or a video")
@@ -159,7 +165,9 @@ def predict(request: PredictRequest) -> dict[str, object]:
         if request.start < 0 or request.start + n_in > total:
             last = f"the last valid start is {total - n_in}" if total >= n_in else "it is too short for this model"
             raise UserError(f"--start {request.start}: the model needs {n_in} context frames and {name!r} has {total}; {last}")
-        inputs, outputs = field_indices(cfg, cache.store.sequences[name].fields, f"{cache.store.path}/{name}")
+        # --input is read through a temporary store: an error names the user's file, not that store.
+        where = str(request.raw_input) if request.raw_input is not None else f"{cache.store.path}/{name}"
+        inputs, outputs = field_indices(cfg, cache.store.sequences[name].fields, where)
         context = _channels(cache.frames(name, request.start, request.start + n_in), inputs)
         end = min(total, request.start + n_in + steps)
         target = _channels(cache.frames(name, request.start + n_in, end), outputs) if end > request.start + n_in else None

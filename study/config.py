@@ -24,6 +24,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep)
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        """YAML 1.1 reads 0x16 as 22, 0o17 / 017 as octal, 1_000 as 1000 and 1:20 as 80: a size like `0x16`
+        would silently become another number. Only plain decimal integers are numbers here."""
+        number = super().construct_yaml_int(node)  # type: ignore[no-untyped-call]
+        text = str(node.value).lstrip("+-")
+        if text != "0" and (text[:1] == "0" or "_" in text or ":" in text):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value} is read by YAML as the number {number}; write the number in decimal, or "
+                f"quote the text (e.g. '{node.value}')", node.start_mark)
+        return number
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_yaml_int)
+
 
 def read_yaml(path: Path) -> Any:
     """yaml.safe_load of a file; a missing file or a syntax error is one line naming the file (and line)."""
@@ -33,6 +47,9 @@ def read_yaml(path: Path) -> Any:
         return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        raise UserError(f"{path}:{mark.line + 1}:{mark.column + 1}: {exc.problem}" if mark else f"{path}: {exc.problem}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -51,7 +68,9 @@ def parse_sets(pairs: Iterable[str]) -> dict[str, Any]:
         if key.strip() in out:  # as a duplicate YAML key or --condition: which one was meant is not ours to guess
             raise UserError(f"--set {key.strip()!r}: given twice")
         try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            out[key.strip()] = yaml.load(value, Loader=_UniqueKeyLoader) if value.strip() else ""  # noqa: S506 (a SafeLoader)
+        except yaml.constructor.ConstructorError as exc:
+            raise UserError(f"--set {pair!r}: {exc.problem}") from None
         except yaml.YAMLError:
             raise UserError(f"--set {pair!r}: cannot read the value") from None
     return out

@@ -17,6 +17,7 @@ This is the only module that knows how a dimension becomes an Optuna distributio
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -151,6 +152,9 @@ def _dimension(where: str, name: str, spec: Any) -> Dimension:
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
             raise UserError(f"{where}.{name}.choices: expected a non-empty list")
+        for choice in choices:  # every float is checked before Ray starts, choices too (.nan would kill a trial)
+            if isinstance(choice, float) and not math.isfinite(choice):
+                raise UserError(f"{where}.{name}.choices: {choice} is not a finite number")
         return Dimension(name, kind, choices=tuple(choices), when=when)
     low, high, step = spec.get("low"), spec.get("high"), spec.get("step")
     for key, v in (("low", low), ("high", high)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -149,6 +150,19 @@ def trial_outcome(metrics: dict[str, Any], error: bool, finished: bool = True) -
     if metrics.get("epoch", 0) < metrics.get("epochs_planned", 0):
         return "stopped_early"
     return "completed" if metrics else "errored"
+
+
+class OneLineTrialErrors(logging.Filter):
+    """Tune logs a failed trial's whole traceback (about 90 lines through Ray's worker) on the console: keep one
+    line with the error itself; the traceback stays in the trial's error.txt (named in Tune's closing table)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and str(record.msg).startswith("Trial task failed"):
+            text = str(record.exc_info[1]).strip()
+            last = text.splitlines()[-1] if text else type(record.exc_info[1]).__name__
+            record.msg, record.args = f"{record.getMessage()}: {last[:300]} (traceback in the trial's error.txt)", ()
+            record.exc_info = record.exc_text = None
+        return True
 
 
 @dataclass
@@ -351,7 +365,13 @@ def run_sweep(
         )
         tuner, resumed = _tuner(space, name, storage, fn, sweep_dir)
         echo(f"{'continuing' if resumed else 'starting'} sweep {name!r} in {sweep_dir}")
-        results = tuner.fit()
+        errors = logging.getLogger("ray.tune.execution.tune_controller")
+        one_line = OneLineTrialErrors()
+        errors.addFilter(one_line)
+        try:
+            results = tuner.fit()
+        finally:
+            errors.removeFilter(one_line)
         sweep_state.record(sweep_dir)  # Ray's last save is complete once fit() returns
     finally:
         if started_ray:

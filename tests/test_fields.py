@@ -207,3 +207,10 @@ def test_three_fields_train_export_predict(fields_store: tuple[Path, dict], tmp_
     code, out = _run("predict", tmp_path / "m", "--store", path, "--sequence", "Twall-100", "--steps", "3", "--autoregressive",
                      "--out", tmp_path / "q", env=env)
     assert code == 1 and "cannot become its next inputs" in out
+    # --input is read through a temporary store: errors name the user's file (before: '.../input.zarr/input'), and
+    # predict does not advise a --field it does not have (before: "choose a field with --field").
+    np.save(tmp_path / "rgb.npy", np.random.default_rng(0).integers(0, 255, (8, 32, 48, 3), dtype=np.uint8))
+    code, out = _run("predict", tmp_path / "m", "--input", tmp_path / "rgb.npy", "--out", tmp_path / "r", env=env)
+    assert code == 1 and out.startswith(f"error: {tmp_path / 'rgb.npy'}: no field 'dfun'") and "input.zarr" not in out, out
+    code, out = _run("predict", tmp_path / "m", "--input", path.parent / "Twall-90.hdf5", "--out", tmp_path / "r", env=env)
+    assert code == 1 and "predict --input reads one-field recordings" in out and "choose a field" not in out, out

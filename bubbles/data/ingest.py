@@ -185,6 +185,8 @@ def to_gray_uint8(frames: np.ndarray, where: str, clip: tuple[float, float] | No
     """Apply the module's colour and scaling rules; returns the frames and the scale used (empty for uint8)."""
     if frames.dtype == np.bool_:
         raise UserError(f"{where}: unsupported dtype bool (use integer or float frames)")
+    if clip is not None and frames.dtype == np.uint8:
+        raise UserError(f"{where}: --clip scales 16-bit or float frames; these are 8-bit and are stored as they are (drop --clip)")
     if frames.ndim == 4 and frames.shape[-1] == 1:
         frames = frames[..., 0]  # (T, H, W, 1): already one channel
     if frames.ndim == 4:
@@ -225,12 +227,28 @@ def parse_clip(text: str) -> tuple[float, float]:
 
 def read_tiff_stack(path: Path) -> np.ndarray:
     """All pages of a (multi-page) TIFF as (T, H, W[, C]) frames, in their own dtype (tifffile)."""
+    import logging
+
     import tifffile
 
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # its warnings about a damaged file would come before our one error line
     try:
-        data = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            shapes = [s.shape for s in tif.series]
+            if len(shapes) > 1:  # tifffile reads pages of one size as one series: several means sizes differ
+                raise UserError(f"{path}: its {len(tif.pages)} pages differ in size ({', '.join(sorted({str(s) for s in shapes}))}); "
+                                "a sequence's frames must share one")
+            data = tif.asarray()
+    except UserError:
+        raise
     except Exception as exc:
-        raise UserError(f"{path}: cannot read TIFF ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path}: cannot read TIFF ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    finally:
+        log.setLevel(level)
+    if data.size == 0:
+        raise UserError(f"{path}: cannot read TIFF (no readable page: damaged, or not a TIFF file)")
     single = data.ndim == 2 or (data.ndim == 3 and data.shape[-1] in (3, 4))  # one page: gray, or RGB(A)
     return data[None] if single else data
 
@@ -247,7 +265,10 @@ def read_image_folder(folder: Path, progress: Callable[[int], None] | None = Non
         try:
             frames.append(iio.imread(f))
         except Exception as exc:
-            raise UserError(f"{f}: cannot read image ({exc})") from None
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "Could not find a backend" in first:  # imageio's 4-line advice about plugins to install
+                first = "not a PNG, TIFF or JPEG file that can be decoded"
+            raise UserError(f"{f}: cannot read image ({first})") from None
         if progress:
             progress(1)
     depths = {a.dtype for a in frames}
@@ -422,6 +443,8 @@ def _squashed(request: IngestRequest, frames: np.ndarray, extra: dict[str, Any])
     """A hint when a min..max scaling left almost all pixels in a few grey levels: a few hot pixels or outliers
     set the range (16-bit cameras, simulations with a singular value); percentile clipping spreads the rest."""
     if request.clip is not None or "scale" not in extra or frames.ndim != 3:  # 8-bit, clipped, or several fields
+        return ""
+    if extra["scale"].get("min") == extra["scale"].get("max"):  # constant frames: no range, no outliers
         return ""
     sample = frames.reshape(-1)[:: max(1, frames.size // 1_000_000)]  # a million pixels are enough to tell
     low, high = np.percentile(sample, [0.1, 99.9])
