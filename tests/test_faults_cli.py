@@ -49,6 +49,19 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     np.save(w / "ok.npy", np.zeros((4, 32, 32), np.uint8))
     np.save(w / "bool4.npy", np.zeros((4, 32, 32, 3), bool))
     (w / "bad.mp4").write_text("not a video")
+    (w / "txtpng").mkdir()
+    for i in range(3):
+        (w / "txtpng" / f"f{i}.png").write_text("hello, not an image\n")
+    (w / "garbage.tif").write_bytes(b"II*\x00" + bytes(range(256)) * 2)
+    import tifffile
+
+    tifffile.imwrite(w / "full.tif", np.arange(4 * 32 * 32, dtype=np.uint16).reshape(4, 32, 32))
+    (w / "trunc.tif").write_bytes((w / "full.tif").read_bytes()[:3000])
+    with tifffile.TiffWriter(w / "mixed.tif") as tif:
+        for size in (32, 48, 32):
+            tif.write(np.zeros((size, size), np.uint16))
+    (w / "hex.yaml").write_text("image_size: 0x16\n")
+    (w / "nan_choice.yaml").write_text(f"data: {{store: {w}/none.zarr}}\nsearch:\n  lr: {{type: categorical, choices: [1.0e-3, .nan]}}\n")
     return w
 
 
@@ -83,6 +96,16 @@ CASES = {
     "bool (T,H,W,3)": (["ingest", "{w}/bool4.npy", "{w}/s8.zarr"], "bool"),
     "bad video (no ffmpeg banner)": (["ingest", "{w}/bad.mp4", "{w}/s9.zarr"], "cannot decode video (Error opening input"),
     "sweep --name ../x": (["sweep", "{w}/ok.yaml", "--name", "../x", "--storage", "{w}/sweeps"], "sweep name"),
+    # Issue 22's minor cases: before, a 4-line imageio message; tifffile log lines and "got shape (0,)"; "only 1
+    # frame(s)" for pages of different sizes; --clip on 8-bit frames ignored; 0x16 read as 22; .nan accepted.
+    "text file named .png": (["ingest", "{w}/txtpng", "{w}/s10.zarr"], "f0.png: cannot read image (not a PNG, TIFF or JPEG"),
+    "garbage TIFF": (["ingest", "{w}/garbage.tif", "{w}/s11.zarr"], "garbage.tif: cannot read TIFF (no readable page"),
+    "truncated TIFF": (["ingest", "{w}/trunc.tif", "{w}/s11.zarr"], "trunc.tif: cannot read TIFF"),
+    "TIFF pages of two sizes": (["ingest", "{w}/mixed.tif", "{w}/s11.zarr"], "its 3 pages differ in size ((32, 32), (48, 48))"),
+    "--clip on 8-bit": (["ingest", "{w}/ok.npy", "{w}/s12.zarr", "--clip", "1,99"], "--clip scales 16-bit or float frames"),
+    "image_size: 0x16": (["train", "{w}/hex.yaml", "--dry-run"], "hex.yaml:1:13: 0x16 is read by YAML as the number 22"),
+    "--set image_size=016": ([*SET, "image_size=016"], "016 is read by YAML as the number 14"),
+    "non-finite choice": (["sweep", "{w}/nan_choice.yaml", "--storage", "{w}/sweeps"], "search.lr.choices: nan is not a finite number"),
     "report --sweep ../x": (["report", "--sweep", "../x", "--storage", "{w}/sweeps", "--out", "{w}/r"], "sweep name"),
 }
 
@@ -276,3 +299,10 @@ def test_experiment_names_mlflow_or_the_disk_would_refuse_are_checked_first(trai
         assert "tracking.experiment" in out
     assert not (w / "long").exists() and not (w / "sweeps").exists()
     assert _runs(w) == runs_before
+
+
+def test_constant_16_bit_frames_get_no_clip_hint(tmp_path: Path) -> None:
+    """Before: constant 16-bit frames (no range at all) got the "outliers set the range; --clip" hint."""
+    np.save(tmp_path / "const.npy", np.full((6, 32, 32), 1000, np.uint16))
+    code, out = _run(tmp_path, "ingest", str(tmp_path / "const.npy"), str(tmp_path / "s.zarr"))
+    assert code == 0 and "--clip" not in out, out
