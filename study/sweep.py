@@ -23,6 +23,7 @@ from study.tracking import (
     SweepRun, TrialRun, check_tracking, close_orphaned_runs, close_trial_run, find_trial_run, has_result,
     mark_interrupted,
 )
+from study.console import TrialEvents, short_leaderboard
 from study.trainable import run_trial
 
 PARENT_FILE = "mlflow_parent.json"
@@ -161,6 +162,7 @@ class SweepOutcome:
 def _searcher(space: SweepSpace, name: str, sweep_dir: Path) -> PruningOptunaSearch:
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its "new study created" lines are not trial events
     sampler = (
         optuna.samplers.TPESampler(seed=space.tune.seed)
         if space.tune.sampler == "tpe"
@@ -177,12 +179,19 @@ def _searcher(space: SweepSpace, name: str, sweep_dir: Path) -> PruningOptunaSea
     )
 
 
-def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_dir: Path):  # type: ignore[no-untyped-def]
+def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_dir: Path, events: TrialEvents, verbose: bool):  # type: ignore[no-untyped-def]
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if tune.Tuner.can_restore(str(sweep_dir)):
-        return tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True, resume_errored=True), True
+        # The restored run config is the saved one: this run's event lines and verbosity replace its own (Tune has
+        # no public setter; a Ray-client tuner keeps the saved ones).
+        tuner = tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        internal = getattr(tuner, "_local_tuner", None)
+        if internal is not None:
+            internal._run_config.callbacks = [events]
+            internal._run_config.verbose = 1 if verbose else 0
+        return tuner, True
     t = space.tune
     scheduler = (
         ASHAScheduler(time_attr="training_iteration", max_t=space.max_epochs(), grace_period=t.grace_period, reduction_factor=t.reduction_factor)
@@ -213,7 +222,8 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
             failure_config=tune.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             progress_reporter=reporter,
-            verbose=1,
+            callbacks=[events],
+            verbose=1 if verbose else 0,  # Ray's status tables only on request: the event lines say what matters
         ),
     )
     return tuner, False
@@ -259,6 +269,7 @@ def run_sweep(
     echo: Callable[[str], None] = print,
     storage_shared: bool = True,
     preamble: Callable[[], None] | None = None,
+    verbose: bool = False,
 ) -> SweepOutcome:
     """Run (or continue) the sweep `name` under storage/name; returns the leaderboard rows. storage_shared=False
     says storage is the local default, which a cluster of several nodes cannot use (checked before any MLflow run).
@@ -296,13 +307,14 @@ def run_sweep(
             tune.with_parameters(trainable, space=space, uri=uri, parent_run_id=parent.run_id, sweep=name, spool=str(sweep_dir / SPOOL_DIR)),
             {"cpu": space.tune.cpu, "gpu": space.tune.gpu},
         )
-        tuner, resumed = _tuner(space, name, storage, fn, sweep_dir)
+        events = TrialEvents(space, echo)
+        tuner, resumed = _tuner(space, name, storage, fn, sweep_dir, events, verbose)
         echo(f"{'continuing' if resumed else 'starting'} sweep {name!r} in {sweep_dir}")
         results = tuner.fit()
     finally:
         if started_ray:
             ray.shutdown()
-    tracked = _replay(uri, sweep_dir / SPOOL_DIR, f"python cli.py sweep {space.path} --name {name} --resume", echo)
+    tracked = _replay(uri, sweep_dir / SPOOL_DIR, f"bubbles-study sweep {space.path} --name {name} --resume", echo)
     import optuna
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / OPTUNA_DB}")
@@ -332,7 +344,10 @@ def run_sweep(
         fail_orphaned_trials(study)
     ranked = leaderboard.rank(rows, space.tune.mode)
     leaderboard.write(sweep_dir, ranked)
-    echo(leaderboard.markdown(ranked[:5], space))
+    if resumed and events.started == 0 and not interrupted:
+        echo(f"sweep {name!r} is complete ({len(rows)} of {space.tune.num_samples} trials), nothing left to run. "
+             f"A new sweep of this space: bubbles-study sweep {space.path} --name {name}-2 (or edit the file and give it a new --name)")
+    echo(leaderboard.markdown(ranked[:5], space) if verbose else short_leaderboard(ranked, space))
     if tracked:
         parent.finish(sweep_dir, ranked, interrupted)
     return SweepOutcome(name, sweep_dir, parent.run_id, ranked, interrupted)

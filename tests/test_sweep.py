@@ -141,7 +141,8 @@ tracking: {{experiment: sweep-test}}
 def test_a_trial_that_raises_or_nans_fails_alone(tiny_store: Path, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     space = load_space(write_space(tmp_path, tiny_store, samples=3, text=FAULTS))
-    outcome = run_sweep(space, "faults", tmp_path / "sweeps", uri, trainable=flaky)
+    lines: list[str] = []
+    outcome = run_sweep(space, "faults", tmp_path / "sweeps", uri, trainable=flaky, echo=lines.append)
     by_lr = {r["lr"]: r["status"] for r in outcome.rows}
     assert by_lr == {1e-3: "completed", 2e-3: "errored", 3e-3: "nan"}
     kids = {k.data.params["lr"]: k for k in children(uri, outcome.parent_run_id)}
@@ -150,6 +151,18 @@ def test_a_trial_that_raises_or_nans_fails_alone(tiny_store: Path, tmp_path: Pat
     assert kids["0.003"].data.tags["trial_status"] == "nan"
     study = optuna.load_study(study_name="faults", storage=f"sqlite:///{outcome.directory / OPTUNA_DB}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL", "FAIL"]
+    # The console: one line per trial event, no Ray table, a short leaderboard.
+    text = "\n".join(lines)
+    assert text.count(" started: convlstm-L1-h4-16px-4to1-") == 3
+    assert text.count(" finished: val_ssim ") == 1 and text.count(" stopped: NaN at epoch 1") == 1
+    assert text.count(" failed; the error is in ") == 1 and "== Status ==" not in text
+    assert "top 3 by val_ssim (max)" in text and max(len(line) for line in text.splitlines()) <= 160
+    # Run again: it says the sweep is complete and how to start another, and runs nothing.
+    again: list[str] = []
+    rerun = run_sweep(space, "faults", tmp_path / "sweeps", uri, trainable=flaky, echo=again.append)
+    said = "\n".join(again)
+    assert "sweep 'faults' is complete (3 of 3 trials)" in said and "--name faults-2" in said
+    assert " started: " not in said and len(rerun.rows) == 3
 
 
 @pytest.mark.parametrize(
