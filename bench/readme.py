@@ -97,6 +97,8 @@ def shrink(dest: Path) -> None:
     space["search"]["epochs"] = {"type": "int", "low": 1, "high": 2}
     for point in space.get("seed_points", []):
         point["epochs"] = 1 if point is not space["seed_points"][0] else 2
+    if "evaluate" in space:  # the yardstick's windows
+        space["evaluate"].update(windows=8, epoch_windows=4, test_top_k=1)
     smoke.write_text(yaml.safe_dump(space, sort_keys=False))
     quick = dest / "search_spaces" / "trial_quick.yaml"
     trial = yaml.safe_load(quick.read_text())

@@ -14,6 +14,7 @@ from study.tracking import run_name
 
 # The leaderboard columns a user decides by; leaderboard.csv and MLflow hold all of them.
 SHORT_COLUMNS = ("status", "objective", "epochs_trained", "skill_persistence", "bubble_f1", "gflops")
+TEST_COLUMNS = ("test_ssim_unbiased", "test_skill_unbiased")  # with a test split: scored once after the sweep
 
 
 def short_id(trial_id: str) -> str:
@@ -88,25 +89,32 @@ def _best(trial: Any, mode: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def short_leaderboard(rows: list[dict[str, Any]], space: SweepSpace, top: int = 5) -> str:
-    """The top rows with the columns that decide: rank, trial, its MLflow run name's parameters, status, objective,
-    epochs, skill against persistence, bubble F1, forward GFLOPs per window."""
+def short_leaderboard(rows: list[dict[str, Any]], space: SweepSpace, note: str = "", top: int = 5) -> str:
+    """The top rows with the columns that decide: rank, trial, model family, status, objective, epochs, skill against
+    persistence, bubble F1, forward GFLOPs per window, and the unbiased test scores where the sweep has them."""
     if not rows:
         return "no trials finished"
-    head = ["#", "trial", "model", *SHORT_COLUMNS]
+    tested = [c for c in TEST_COLUMNS if any(_finite(r.get(c)) for r in rows[:top])]
+    columns = [*SHORT_COLUMNS, *tested]
+    head = ["#", "trial", "model", *columns]
     head[head.index("objective")] = space.tune.objective
     table = [head]
     for i, r in enumerate(rows[:top], 1):
         table.append([str(i), short_id(str(r["trial"])), str(r.get("model", "") or _fixed_model(space))]
-                     + [_fmt(r.get(c, "")) for c in SHORT_COLUMNS])
+                     + [_fmt(r.get(c, "")) for c in columns])
     widths = [max(len(row[k]) for row in table) for k in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
     more = f" (all {len(rows)} trials and every column: leaderboard.csv, and MLflow)" if len(rows) > top else " (every column: leaderboard.csv, and MLflow)"
-    return f"top {min(top, len(rows))} by {space.tune.objective} ({space.tune.mode}){more}:\n" + "\n".join(lines)
+    return (f"top {min(top, len(rows))} by {space.tune.objective} ({space.tune.mode}){more}:\n" + "\n".join(lines)
+            + (f"\n{note}" if note else ""))
 
 
 def _fixed_model(space: SweepSpace) -> str:
     return str(space.base.get("model", "convlstm"))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _fmt(value: Any) -> str:
