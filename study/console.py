@@ -17,6 +17,25 @@ SHORT_COLUMNS = ("status", "objective", "epochs_trained", "skill_persistence", "
 TEST_COLUMNS = ("test_ssim_unbiased", "test_skill_unbiased")  # with a test split: scored once after the sweep
 
 
+# Ray Tune's own lines that contradict or repeat ours: its resume hint names Tuner.restore (ours is the command line),
+# and an interrupted trial without results is already a row marked "unfinished".
+_RAY_LINES = {"ray.tune.tune": ("Experiment has been interrupted", "Training has been interrupted"),
+              "ray.tune.analysis.experiment_analysis": ("Failed to fetch metrics",)}
+
+
+def quiet_ray_tune() -> None:
+    """Drop Ray Tune's log lines that the sweep's own lines replace (kept with --verbose)."""
+    import logging
+
+    for name, starts in _RAY_LINES.items():
+        logger = logging.getLogger(name)
+        if not any(getattr(f, "bubbles", False) for f in logger.filters):
+            drop = logging.Filter()
+            drop.filter = lambda record, starts=starts: not str(record.msg).startswith(starts)  # type: ignore[method-assign]
+            drop.bubbles = True  # type: ignore[attr-defined]
+            logger.addFilter(drop)
+
+
 def short_id(trial_id: str) -> str:
     """Tune's trial id as the run names end with it ('run_trial_1dfa84a5' -> '1dfa84a5')."""
     return trial_id.rsplit("_", 1)[-1]

@@ -24,7 +24,7 @@ from study.tracking import (
     SweepRun, TrialRun, check_tracking, close_orphaned_runs, close_trial_run, find_trial_run, has_result,
     log_test_score, mark_interrupted,
 )
-from study.console import TrialEvents, short_leaderboard
+from study.console import TrialEvents, quiet_ray_tune, short_leaderboard
 from study.trainable import run_trial
 from study import yardstick as ys
 
@@ -329,6 +329,8 @@ def run_sweep(
             {"cpu": space.tune.cpu, "gpu": space.tune.gpu},
         )
         events = TrialEvents(space, echo)
+        if not verbose:
+            quiet_ray_tune()
         tuner, resumed = _tuner(space, name, storage, fn, sweep_dir, events, verbose)
         echo(f"{'continuing' if resumed else 'starting'} sweep {name!r} in {sweep_dir}")
         results = tuner.fit()
