@@ -102,6 +102,12 @@ def test_smoke_sweep_end_to_end(tiny_store: Path, tmp_path: Path) -> None:
             assert t.intermediate_values
     with (outcome.directory / "leaderboard.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 6
+    # Run again: it says the sweep is complete and how to start another, and runs nothing.
+    again: list[str] = []
+    rerun = run_sweep(space, "e2e", tmp_path / "sweeps", uri, echo=again.append)
+    said = "\n".join(again)
+    assert "sweep 'e2e' is complete (6 of 6 trials)" in said and "--name e2e-2" in said, said
+    assert " started: " not in said and len(rerun.rows) == 6
     # No test split: one line says so where the test score would stand; validation is there for every trial.
     assert NO_TEST in (outcome.directory / "leaderboard.md").read_text()
     assert all(math.isnan(r["test_ssim_unbiased"]) for r in rows)
@@ -164,12 +170,6 @@ def test_a_trial_that_raises_or_nans_fails_alone(tiny_store: Path, tmp_path: Pat
     assert text.count(" failed; the error is in ") == 1 and "== Status ==" not in text and "+---" not in text
     board = text.split(f"top 3 by {objective} ({space.tune.mode})")[1].splitlines()[1:5]
     assert board[0].split()[:4] == ["#", "trial", "model", "status"] and max(len(line) for line in board) <= 120
-    # Run again: it says the sweep is complete and how to start another, and runs nothing.
-    again: list[str] = []
-    rerun = run_sweep(space, "faults", tmp_path / "sweeps", uri, trainable=flaky, echo=again.append)
-    said = "\n".join(again)
-    assert "sweep 'faults' is complete (3 of 3 trials)" in said and "--name faults-2" in said
-    assert " started: " not in said and len(rerun.rows) == 3
 
 
 @pytest.mark.parametrize(
