@@ -21,22 +21,33 @@ import torch
 from torch.utils.data import Dataset
 
 from bubbles.errors import UserError
-from bubbles.data.fields import Fields, resolve_fields
+from bubbles.params import MAX_SEED, fail, param
+from bubbles.data.fields import Fields, parse_fields, resolve_fields
 from bubbles.data.shared_frames import share_dir, shared_frames
-from bubbles.data.framesize import FrameSize, ImageSize, frame_size
+from bubbles.data.framesize import FrameSize, ImageSize, format_image_size, frame_size, parse_image_size
 from bubbles.data.store import FrameStore, SequenceInfo
 
 SplitKind = Literal["condition", "sequence", "time"]
 PRELOAD_LIMIT_BYTES = 2 * 1024**3
 
 
+def _store(where: str, key: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise fail(where, key, f"expected a path, got {value!r}")
+    return value
+
+
+def _image_size(where: str, key: str, value: object) -> ImageSize:
+    return parse_image_size(value, f"{where}: {key}")
+
+
 @dataclass(frozen=True)
 class WindowConfig:
     """input_len frames in, output_len frames out, a new window every `stride` frames."""
 
-    input_len: int = 20
-    output_len: int = 1
-    stride: int = 1
+    input_len: int = param(20, "input_len", "context frames", low=1)
+    output_len: int = param(1, "output_len", "predicted frames (lead times 1..M)", low=1)
+    stride: int = param(1, "stride", "frames between window starts", low=1)
 
     @property
     def length(self) -> int:
@@ -52,13 +63,14 @@ class SplitConfig:
     sequence: the same with sequence names. time: each sequence is cut into train | gap | val | gap | test.
     """
 
-    kind: SplitKind = "condition"
-    val: tuple[str, ...] = ()
-    test: tuple[str, ...] = ()
-    val_fraction: float = 0.2
-    test_fraction: float = 0.0
-    gap: int = 0
-    seed: int = 0
+    kind: SplitKind = param("condition", "split", "split rule: condition | sequence | time")
+    val: tuple[str, ...] = param((), "val", "held-out validation conditions (ids or key=value) or sequence names; "
+                                 "empty: drawn by val_fraction")
+    test: tuple[str, ...] = param((), "test", "held-out test conditions or sequences; empty: drawn by test_fraction")
+    val_fraction: float = param(0.25, "val_fraction", "fraction of conditions / sequences / frames for validation", high=0.9)
+    test_fraction: float = param(0.0, "test_fraction", "fraction for test", high=0.9)
+    gap: int = param(0, "split_gap", "time split: frames dropped between parts", low=0)
+    seed: int = param(0, "split_seed", "seed of the drawn split", low=0, high=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -67,12 +79,16 @@ class DataConfig:
     model needs both frame sides divisible by. channels / targets: the fields read and predicted (empty: the
     store's first field; see bubbles.data.fields); feedback: the model feeds predictions back (targets = channels)."""
 
-    store: str
-    image_size: ImageSize = 64
+    store: str = param("data/synthetic.zarr", "store", "frame store path", parse=_store)
+    image_size: ImageSize = param(64, "image_size", "short side in pixels, the store's aspect kept (64), or exact HxW "
+                                  "('96x256', stretches when the aspect differs)", parse=_image_size, show=format_image_size)
     split: SplitConfig = field(default_factory=SplitConfig)
     size_multiple: int = 1
-    channels: Fields = ()
-    targets: Fields = ()
+    channels: Fields = param((), "channels", "input fields of a multi-field store, e.g. [dfun, temperature, velx]; "
+                             "empty: the store's first field", parse=parse_fields)
+    targets: Fields = param((), "target_fields", "predicted fields, each also an input; empty: the first of channels. "
+                            "Models that feed their frames back (convlstm seq2seq, predrnn_v2) predict exactly the "
+                            "channels", parse=parse_fields)
     feedback: bool = False
 
 
@@ -210,6 +226,18 @@ class FrameCache:
         offset = start - (start // ct) * ct
         return block[offset : offset + stop - start]
 
+    def check(self, names: list[str]) -> None:
+        """Decode every chunk these sequences will be read from, now, so that a damaged one (checksum) stops a run
+        before anything is written. Preloaded frames stay loaded for training; streamed ones are read once more."""
+        for name in names:
+            if self.preloaded:
+                self.frames(name, 0, 1)  # loads (maps) the whole sequence, through the checked read
+                if self.preloaded:  # still: it did not fall back to streaming for lack of room
+                    continue
+            ct, total = self.store.sequences[name].chunk_frames, self.store.sequences[name].frames
+            for start in range(0, total, ct * 8):
+                self.store.read(name, self.levels[name], start, min(total, start + ct * 8))
+
     def _load(self, name: str) -> np.ndarray | None:
         """The whole sequence (mapped from the node's file, or decoded here), or None when it must be streamed."""
         level = self.levels[name]
@@ -295,6 +323,12 @@ class WindowSplits:
     frame_size: FrameSize
     channels: Fields = ()
     targets: Fields = ()
+
+    def check_frames(self) -> None:
+        """Decode (and check against their checksums) all frames the splits read: a damaged chunk is one error
+        line before training creates its output directory or MLflow run."""
+        names = sorted({name for part in (self.segments.train, self.segments.val, self.segments.test) for name, _, _ in part})
+        self.train.cache.check(names)
 
 
 def validate_window(window: WindowConfig) -> None:
