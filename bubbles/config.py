@@ -76,6 +76,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "max_val_windows": (0, "evaluate on at most this many windows; 0 = all"),
     "workers": (0, "DataLoader worker processes"),
     "collapse_stop_epoch": (0, "stop a trial found collapsed at or after this epoch; 0 = never"),
+    "detector": ({}, "bubble detector settings over the store's calibration, e.g. {polarity: bright, max_diameter: 0.3, min_contrast: 0.05} (lengths in frame heights; see docs/real-recordings.md)"),
     "best_by": ("val_mse", "epoch metric that picks best.pt: val_mse (min) | val_ssim | val_psnr | val_skill_persistence | val_bubble_f1 (max), or the yardstick's yardstick_mse (min) | yardstick_ssim | yardstick_psnr | yardstick_bubble_f1 | yardstick_skill (max); a sweep sets its objective"),
 }
 
@@ -97,7 +98,7 @@ class TrialConfig:
             "store": self.data.store, "split": s.kind, "val": list(s.val), "test": list(s.test),
             "val_fraction": s.val_fraction, "test_fraction": s.test_fraction, "split_gap": s.gap,
             "split_seed": s.seed, "image_size": format_image_size(self.data.image_size),
-            "channels": list(self.data.channels), "target_fields": list(self.data.targets), "input_len": self.window.input_len,
+            "detector": dict(self.data.detector), "channels": list(self.data.channels), "target_fields": list(self.data.targets), "input_len": self.window.input_len,
             "output_len": self.window.output_len, "stride": self.window.stride, "model": self.model_name,
             **asdict(self.train),
         }
@@ -302,6 +303,23 @@ def _simvp(where: str, p: Mapping[str, Any], size: tuple[int, int], exact: bool,
 _MODEL_SECTIONS = {"convlstm": _convlstm, "predrnn_v2": _predrnn_v2, "simvp": _simvp}
 
 
+def _detector(where: str, value: Any) -> tuple[tuple[str, Any], ...]:
+    """The `detector` mapping: DetectorConfig field names; polarity a choice, the rest non-negative numbers."""
+    from bubbles.evaluation.bubbles import DETECTOR_FIELDS, Polarity
+
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise _fail(where, "detector", f"expected a mapping such as {{polarity: bright, max_diameter: 0.3}}, got {value!r}")
+    out = []
+    for key, v in sorted(value.items()):
+        if key not in DETECTOR_FIELDS:
+            raise _fail(where, "detector", f"unknown setting {key!r} (have: {', '.join(DETECTOR_FIELDS)})")
+        out.append((key, _choice(where, "detector.polarity", v, get_args(Polarity)) if key == "polarity"
+                    else _float(where, f"detector.{key}", v, 0.0, 1000.0)))
+    return tuple(out)
+
+
 def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfig:
     """Validate flat parameters (missing ones take PARAMETERS defaults) into a TrialConfig."""
     check_names(where, params)
@@ -351,7 +369,7 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
     )
     return TrialConfig(
         data=DataConfig(store=p["store"], image_size=size, split=split, size_multiple=size_multiple(model),
-                        channels=channels, targets=targets, feedback=feedback),
+                        channels=channels, targets=targets, feedback=feedback, detector=_detector(where, p["detector"])),
         window=WindowConfig(input_len, output_len, _int(where, "stride", p["stride"], 1)),
         model_name=model_name,
         model=model,

@@ -14,7 +14,7 @@ from pathlib import Path
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -74,6 +74,7 @@ class DataConfig:
     channels: Fields = ()
     targets: Fields = ()
     feedback: bool = False
+    detector: tuple[tuple[str, Any], ...] = ()  # bubble-detector overrides (bubbles.evaluation.bubbles.sequence_detector)
 
 
 Segment = tuple[str, int, int]  # sequence name, first frame, end frame (exclusive)
@@ -244,8 +245,9 @@ class WindowDataset(Dataset):
     [0, 1], C_in the `channels` fields and C_out the `targets` (by default the store's first field, C = 1)."""
 
     def __init__(self, cache: FrameCache, segments: tuple[Segment, ...], window: WindowConfig, split_name: str,
-                 channels: Fields = (), targets: Fields = ()) -> None:
+                 channels: Fields = (), targets: Fields = (), detector: tuple[tuple[str, Any], ...] = ()) -> None:
         self.cache = cache
+        self.detector_overrides = dict(detector)  # what the evaluation's bubble detector takes over the store's
         self.window = window
         infos = cache.store.sequences
         if not channels and segments:  # built without make_splits: the first field, as resolve_fields defaults
@@ -313,7 +315,7 @@ def make_splits(data: DataConfig, window: WindowConfig, store: FrameStore | None
     channels, targets = resolve_fields(store, data.channels, data.targets, data.feedback)
     cache = FrameCache(store, size, share=share_dir())
     splits = WindowSplits(
-        *(WindowDataset(cache, getattr(segments, k), window, k, channels, targets) for k in ("train", "val", "test")),
+        *(WindowDataset(cache, getattr(segments, k), window, k, channels, targets, data.detector) for k in ("train", "val", "test")),
         segments,
         size,
         channels,
