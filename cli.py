@@ -57,27 +57,6 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def _parse_conditions(pairs: tuple[str, ...]) -> dict[str, str | float | int | bool]:
-    out: dict[str, str | float | int | bool] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or not value:
-            raise UserError(f"--condition {pair!r}: expected key=value")
-        if key in out:
-            raise UserError(f"--condition {key!r}: given twice")
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        if isinstance(out.get(key), float) and not math.isfinite(out[key]):  # NaN/Infinity are not JSON
-            raise UserError(f"--condition {pair!r}: the value must be finite")
-        else:
-            out[key] = {"true": True, "false": False}.get(value.lower(), value)
-    return out
-
-
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path), default=DEFAULT_STORE)
 @click.option("--sequences", default=8, show_default=True, help="Number of sequences.")
@@ -140,10 +119,11 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
     """
     from tqdm import tqdm
 
+    from bubbles.data.conditions import parse_conditions
     from bubbles.data.ingest import IngestRequest, ingest as run_ingest, parse_clip, parse_crop, parse_frames
 
     request = IngestRequest(
-        source=src.resolve(), store=store.resolve(), sequence=sequence, condition=_parse_conditions(condition),
+        source=src.resolve(), store=store.resolve(), sequence=sequence, condition=parse_conditions(condition),
         fps=fps, hdf5_fields=hdf5_fields, flip_y=not no_flip_y, crop=parse_crop(crop) if crop else None,
         clip=parse_clip(clip) if clip else None, drop_duplicates=drop_duplicates,
         frames=parse_frames(frame_range) if frame_range else None, colormap=colormap, drop_broken=drop_broken,
@@ -215,8 +195,9 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
     from study.config import load_trial_config
     from study.tracking import check_tracking, tracking_uri
 
-    if not experiment.strip():
-        raise UserError("--experiment: give a non-empty MLflow experiment name")
+    from study.tracking import check_experiment_name
+
+    check_experiment_name(experiment, tracking_uri(Path.cwd()))
     cfg = load_trial_config(config, sets)
     from bubbles.outputs import check_output_dir, write_manifest
 
@@ -240,6 +221,7 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
         from bubbles.training.train import check_resume
 
         check_resume(resume.resolve(), cfg)
+    splits.check_frames()  # a damaged chunk stops here, before the output directory and the MLflow run exist
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -284,11 +266,18 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
 
     name = check_name(name or space_file.stem)
     storage = storage.resolve()
+    from bubbles.outputs import zarr_store_around
+
+    if zarr_store_around(storage) is not None:
+        raise UserError(f"--storage {storage}: lies inside the Zarr store {zarr_store_around(storage)}; sweeps live outside frame stores")
     if resume and not (storage / name).is_dir():
         raise UserError(f"--resume: no sweep named {name!r} under {storage}")
     _ensure_default_store(space_file)
     space = load_space(space_file)
     uri = tracking_uri(Path.cwd())
+    from study.tracking import check_experiment_name
+
+    check_experiment_name(space.experiment, uri, f"{space_file}: tracking.experiment")
     check_tracking(uri)
 
     def list_windows() -> None:

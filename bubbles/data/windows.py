@@ -211,6 +211,18 @@ class FrameCache:
         offset = start - (start // ct) * ct
         return block[offset : offset + stop - start]
 
+    def check(self, names: list[str]) -> None:
+        """Decode every chunk these sequences will be read from, now, so that a damaged one (checksum) stops a run
+        before anything is written. Preloaded frames stay loaded for training; streamed ones are read once more."""
+        for name in names:
+            if self.preloaded:
+                self.frames(name, 0, 1)  # loads (maps) the whole sequence, through the checked read
+                if self.preloaded:  # still: it did not fall back to streaming for lack of room
+                    continue
+            ct, total = self.store.sequences[name].chunk_frames, self.store.sequences[name].frames
+            for start in range(0, total, ct * 8):
+                self.store.read(name, self.levels[name], start, min(total, start + ct * 8))
+
     def _load(self, name: str) -> np.ndarray | None:
         """The whole sequence (mapped from the node's file, or decoded here), or None when it must be streamed."""
         level = self.levels[name]
@@ -297,6 +309,12 @@ class WindowSplits:
     frame_size: FrameSize
     channels: Fields = ()
     targets: Fields = ()
+
+    def check_frames(self) -> None:
+        """Decode (and check against their checksums) all frames the splits read: a damaged chunk is one error
+        line before training creates its output directory or MLflow run."""
+        names = sorted({name for part in (self.segments.train, self.segments.val, self.segments.test) for name, _, _ in part})
+        self.train.cache.check(names)
 
 
 def validate_window(window: WindowConfig) -> None:
