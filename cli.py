@@ -301,7 +301,7 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
 
 
 @main.command()
-@click.option("--sweep", "sweep_name", help="Export the best completed trial of this sweep.")
+@click.option("--sweep", "sweep_name", help="Export the best completed trial of this sweep by validation (and say its test score).")
 @click.option("--run-id", help="Export this MLflow trial run.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Export from a `train` output directory.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Export directory (new, or an earlier export: replaced atomically).")
@@ -339,7 +339,10 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
             click.echo(f"warning: the leaderboard says {objective} {board:.5f}, the exported weights measure "
                        f"{chosen.objective:.5f} (a trial trained before best.pt was picked by the objective?)", err=True)
     path = ex.export(chosen, out, onnx)
-    click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}) to {path}")
+    selected = f", {ex.VALIDATION}" if chosen.yardstick else ""
+    click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}{selected}) to {path}")
+    if chosen.test_line:
+        click.echo(chosen.test_line)
     if register:
         check_tracking(uri)
         version, champion = ex.register(uri, register, path, chosen)
