@@ -131,13 +131,20 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
     with tqdm(desc=f"reading {src.name}", unit="frame", disable=None) as bar:
         name = run_ingest(request, progress=bar.update, warn=lambda line: click.echo(f"warning: {line}", err=True))
     click.echo(f"added sequence {name!r} to {store}")
+    from bubbles.data.calibrate import describe
+    from bubbles.data.store import FrameStore
+
+    info = FrameStore.open(store).sequences[name]
+    if info.frames and len(info.fields) == 1:
+        click.echo(f"detector calibration: {describe(name, info.meta.extra.get('detector_calibration'))}")
 
 
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path), default=DEFAULT_STORE)
 @click.option("--verify", is_flag=True, help="Decode every chunk and check it against the checksum recorded at write time.")
 @click.option("--record", is_flag=True, help="With --verify: record checksums for sequences written before they existed.")
-def inspect(store: Path, verify: bool, record: bool) -> None:
+@click.option("--calibrate", is_flag=True, help="Measure each sequence's bubble polarity, size bounds and contrast; record them for the detector.")
+def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
     """Show a store's sequences: frames, sizes, pyramid levels, conditions, chunking, bytes on disk.
 
     Opening a store checks that every chunk file is present; --verify also checks every chunk's contents.
@@ -146,12 +153,18 @@ def inspect(store: Path, verify: bool, record: bool) -> None:
     Examples:
       python cli.py inspect data/synthetic.zarr
       python cli.py inspect data/lab.zarr --verify
+      python cli.py inspect data/lab.zarr --calibrate
     """
     from bubbles.data.summary import describe_store, verify_store
 
     if record and not verify:
         raise UserError("inspect: --record goes with --verify")
     click.echo(describe_store(store))
+    if calibrate:
+        from bubbles.data.calibrate import calibrate_store
+
+        for line in calibrate_store(store.resolve()):
+            click.echo(f"detector calibration: {line}")
     if verify:
         click.echo(verify_store(store, record_missing=record))
 

@@ -13,8 +13,9 @@ import math
 from pathlib import Path
 import random
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,6 +36,24 @@ def _store(where: str, key: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise fail(where, key, f"expected a path, got {value!r}")
     return value
+
+
+def _detector(where: str, key: str, value: Any) -> tuple[tuple[str, Any], ...]:
+    """The `detector` mapping: DetectorConfig field names; polarity a choice, the rest non-negative numbers."""
+    from bubbles.evaluation.bubbles import DETECTOR_FIELDS  # the detector's own field list; read only here
+    from bubbles.params import parse_choice, parse_float
+
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise fail(where, key, f"expected a mapping such as {{polarity: bright, max_diameter: 0.3}}, got {value!r}")
+    out = []
+    for name, v in sorted(value.items()):
+        if name not in DETECTOR_FIELDS:
+            raise fail(where, key, f"unknown setting {name!r} (have: {', '.join(DETECTOR_FIELDS)})")
+        out.append((name, parse_choice(where, f"{key}.polarity", v, ("auto", "dark", "bright")) if name == "polarity"
+                    else parse_float(where, f"{key}.{name}", v, 0.0, 1000.0)))
+    return tuple(out)
 
 
 def _image_size(where: str, key: str, value: object) -> ImageSize:
@@ -90,6 +109,10 @@ class DataConfig:
                             "Models that feed their frames back (convlstm seq2seq, predrnn_v2) predict exactly the "
                             "channels", parse=parse_fields)
     feedback: bool = False
+    detector: tuple[tuple[str, Any], ...] = param((), "detector", "bubble detector settings over the store's "
+                                                  "calibration, e.g. {polarity: bright, max_diameter: 0.3, min_contrast: "
+                                                  "0.05} (lengths in frame heights; docs/real-recordings.md)",
+                                                  parse=_detector, show=dict)
 
 
 Segment = tuple[str, int, int]  # sequence name, first frame, end frame (exclusive)
@@ -272,8 +295,9 @@ class WindowDataset(Dataset):
     [0, 1], C_in the `channels` fields and C_out the `targets` (by default the store's first field, C = 1)."""
 
     def __init__(self, cache: FrameCache, segments: tuple[Segment, ...], window: WindowConfig, split_name: str,
-                 channels: Fields = (), targets: Fields = ()) -> None:
+                 channels: Fields = (), targets: Fields = (), detector: tuple[tuple[str, Any], ...] = ()) -> None:
         self.cache = cache
+        self.detector_overrides = dict(detector)  # what the evaluation's bubble detector takes over the store's
         self.window = window
         infos = cache.store.sequences
         if not channels and segments:  # built without make_splits: the first field, as resolve_fields defaults
@@ -347,7 +371,7 @@ def make_splits(data: DataConfig, window: WindowConfig, store: FrameStore | None
     channels, targets = resolve_fields(store, data.channels, data.targets, data.feedback)
     cache = FrameCache(store, size, share=share_dir())
     splits = WindowSplits(
-        *(WindowDataset(cache, getattr(segments, k), window, k, channels, targets) for k in ("train", "val", "test")),
+        *(WindowDataset(cache, getattr(segments, k), window, k, channels, targets, data.detector) for k in ("train", "val", "test")),
         segments,
         size,
         channels,

@@ -347,7 +347,8 @@ def own_yardstick(cfg: TrialConfig, splits: WindowSplits) -> Yardstick:
     w = cfg.window
     protocol = Protocol(tuple(range(1, w.output_len + 1)), splits.frame_size, w.input_len, w.output_len,
                         windows=cfg.train.max_val_windows or 64, field=splits.targets[0] if splits.targets else "")
-    return Yardstick(protocol, splits.val.cache.store, splits.segments.val, "val", splits.segments.train)
+    return Yardstick(protocol, splits.val.cache.store, splits.segments.val, "val", splits.segments.train,
+                     detector_overrides=splits.val.detector_overrides)
 
 
 def finish(model: nn.Module, cfg: TrialConfig, splits: WindowSplits, status: Status, history: list[EpochResult], out_dir: Path,
