@@ -87,7 +87,8 @@ def _curves(rows: list[dict[str, str]], client: Any, out: Path, png: Callable[[A
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), sharex=True)
     for k, r in enumerate(top):
-        label = f"{r['trial']} ({r.get('model', '')} {r.get('window', '')} {r.get('image_size', '')}px)".replace("  ", " ")
+        shape = " ".join(str(r[k]) + ("px" if k == "image_size" else "") for k in ("model", "window", "image_size") if r.get(k))
+        label = f"{r['trial']} ({shape})" if shape else r["trial"]
         for ax, metric in zip(axes, ("ssim", "mse", "bubble_f1")):
             ax.plot(*history(r["mlflow_run"], f"yardstick_lead/{metric}"), "o-", color=f"C{k}", label=label)
     for b, style in BASELINE_STYLE.items():
