@@ -257,11 +257,19 @@ def final_yardstick_of(run_id: str) -> dict[str, float]:
 
 def _replay(uri: str, spool: Path, resume: str, echo: Callable[[str], None]) -> bool:
     """Log what the trials could not (the tracking store was down); False, with one line saying what is kept
-    where, if the store is still unavailable (the leaderboard is then written without MLflow)."""
+    where, if the store is still unavailable (the leaderboard is then written without MLflow). Spool lines that
+    cannot be read are named; the readable ones are logged all the same."""
+    if spool.exists() and not spool.is_dir():
+        echo(f"MLflow: the spool {spool} is not a directory, so nothing could be kept there while the tracking store "
+             "was unavailable (what each trial lost is listed below)")
+        return _answers(uri, echo)
     unlogged = sorted(p.stem for p in spool.glob("*.jsonl"))
     errors: list[str] = []
+    unreadable: list[str] = []
     try:
-        unlogged = replay_dir(spool, errors)
+        unlogged = replay_dir(spool, errors, unreadable)
+        for line in unreadable:
+            echo(f"MLflow spool {spool}: {line}")
         check_tracking(uri)
         if not unlogged:
             return True
@@ -271,6 +279,22 @@ def _replay(uri: str, spool: Path, resume: str, echo: Callable[[str], None]) -> 
     echo(f"MLflow: the writes of {len(unlogged)} trial run(s) could not be logged{why}; they are kept in {spool} and "
          f"logged by `{resume}` once the tracking store answers")
     return False
+
+
+def _answers(uri: str, echo: Callable[[str], None]) -> bool:
+    try:
+        check_tracking(uri)
+        return True
+    except Exception as exc:
+        echo(f"MLflow at {uri} is unavailable ({str(exc).splitlines()[0][:160]})")
+        return False
+
+
+def _lost_lines(trials: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """One line per trial whose MLflow writes could neither be logged nor kept (reported with its results)."""
+    return [f"MLflow: trial {trial_id} lost {int(m['mlflow_lost_writes'])} write(s): {m.get('mlflow_lost_why', '')}; "
+            "its run in MLflow is incomplete or missing (the leaderboard has its results)"
+            for trial_id, m in trials if m.get("mlflow_lost_writes")]
 
 
 def run_sweep(
@@ -367,6 +391,8 @@ def run_sweep(
             # The per-epoch value is on a subset of the protocol's windows: rank by best.pt on all of them.
             objective = validation[space.tune.objective.removeprefix("yardstick_")]
         rows.append(leaderboard.row(trial_id, run_id, outcome, result.config or {}, metrics, objective, space, ys.columns(validation, None)))
+    for line in _lost_lines([(t.trial_id, dict(r.metrics or {})) for t, r in zip(results._experiment_analysis.trials, results)]):
+        echo(line)
     interrupted = any(r["status"] == "unfinished" for r in rows) or (
         len(rows) < space.tune.num_samples and space.tune.time_budget_s is None
     )

@@ -82,6 +82,23 @@ def experiment_id(name: str, uri: str) -> str:
         return found.experiment_id
 
 
+MAX_EXPERIMENT_NAME = 500  # MLflow's own limit (characters)
+MAX_FILE_NAME = 255  # bytes: a local store keeps artifacts in a directory named after the experiment
+
+
+def check_experiment_name(name: str, uri: str, what: str = "--experiment") -> None:
+    """Refuse, before anything starts, a name MLflow or the local artifact directory would refuse later (a
+    traceback, or a whole run trained and then left RUNNING)."""
+    if not name.strip():
+        raise UserError(f"{what}: give a non-empty MLflow experiment name")
+    if len(name) > MAX_EXPERIMENT_NAME:
+        raise UserError(f"{what}: the name has {len(name)} characters; MLflow takes at most {MAX_EXPERIMENT_NAME}")
+    longest = max(len(part.encode()) for part in name.split("/"))
+    if uri.startswith("sqlite:///") and longest > MAX_FILE_NAME:
+        raise UserError(f"{what}: the name is {longest} bytes long; its artifact directory under "
+                        f"{Path(uri.removeprefix('sqlite:///')).parent / 'mlartifacts'} can be at most {MAX_FILE_NAME}")
+
+
 def runs_table_link(uri: str, experiment: str) -> str:
     """Where a user sees the experiment's runs table. workflowType is in the link because MLflow 3.17's UI opens
     in its GenAI mode in a fresh browser, whatever the experiment's kind."""
