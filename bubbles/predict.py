@@ -114,7 +114,8 @@ def window_metrics(
     of the model and each baseline, the strongest baseline by MSE and the skill against it and against persistence."""
     m = len(target)
     names = [b for b in baselines.BASELINES if b != "climatology" or mean_frame is not None]
-    forecasts = {"model": pred[None]} | {b: baselines.forecast(b, context[None], m, mean_frame) for b in names}
+    scale = detector.typical_diameter * context.shape[-2]  # the calibrated bubble size sets the flow's window
+    forecasts = {"model": pred[None]} | {b: baselines.forecast(b, context[None], m, mean_frame, scale) for b in names}
     scores = Scores(list(forecasts), m)
     scores.add(forecasts, target[None], [detector])
     leads = {k: f.leads() for k, f in scores.frames.items()}

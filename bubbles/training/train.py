@@ -347,7 +347,11 @@ def own_yardstick(cfg: TrialConfig, splits: WindowSplits) -> Yardstick:
     w = cfg.window
     protocol = Protocol(tuple(range(1, w.output_len + 1)), splits.frame_size, w.input_len, w.output_len,
                         windows=cfg.train.max_val_windows or 64, field=splits.targets[0] if splits.targets else "")
-    return Yardstick(protocol, splits.val.cache.store, splits.segments.val, "val", splits.segments.train,
+    store = splits.val.cache.store
+    # With tiles the validation frames are the held-out sequences' whole frames, at one size: the climatology is
+    # the mean of those sequences' training frames only (a time split), never of other shapes squashed to this one.
+    train_segments = tuple(s for s in splits.segments.train if s[0] in store.sequences)
+    return Yardstick(protocol, store, splits.segments.val, "val", train_segments,
                      detector_overrides=splits.val.detector_overrides)
 
 
