@@ -4,6 +4,7 @@ predictions with metrics, and the HTML report."""
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import subprocess
 import sys
@@ -195,6 +196,9 @@ def test_report_has_the_leaderboard(finished_sweep: tuple[str, Path], tmp_path: 
         assert f"<td>{r['trial']}</td>" in page
         assert 0.0 <= float(r["bubble_f1"]) <= 1.0  # every trial is evaluated, stopped early or not
     assert "Parameter importances" in page and "data:image/png;base64," in page and "Compute spent" in page
+    from study.yardstick import NO_TEST
+
+    assert html.escape(NO_TEST) in page and "What won, by window, size and family" in page  # no test split: said once
     client = mlflow.MlflowClient(uri)
     parent = json.loads((storage / "exp" / "mlflow_parent.json").read_text())["run_id"]
     assert "report/index.html" in {a.path for a in client.list_artifacts(parent, "report")}
