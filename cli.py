@@ -379,6 +379,7 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     """
     from bubbles.outputs import check_output_dir
     from bubbles.data.ingest import parse_crop
+    from bubbles.evaluation.metrics import COLLAPSE_THRESHOLD
     from bubbles.predict import PredictRequest, predict as run_predict
 
     if (store is None) == (raw_input is None):
@@ -399,7 +400,9 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
         line += (f"; lead 1: SSIM {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f}), skill vs the strongest "  # type: ignore[index]
                  f"baseline ({m['strongest'][0]}) {m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
                  f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score "  # type: ignore[index]
-                 + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)"))  # type: ignore[arg-type]
+                 + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)")  # type: ignore[arg-type]
+                 + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
+                    f"{COLLAPSE_THRESHOLD}); this model predicts blur" if summary.get("collapsed") else ""))
     click.echo(line)
     for field, f in summary.get("fields", {}).items():  # type: ignore[union-attr]
         if f:

@@ -26,7 +26,7 @@ from bubbles.evaluation.bubbles import DetectorConfig, sequence_detector
 from bubbles.evaluation import baselines
 from bubbles.evaluation.scoring import Scores, strongest_skill
 from bubbles.evaluation.yardstick import rollout as rollout_batch
-from bubbles.evaluation.metrics import CollapseMeter
+from bubbles.evaluation.metrics import COLLAPSE_THRESHOLD, CollapseMeter
 from bubbles.evaluation.figures import bubble_strip, prediction_strip
 from bubbles.data.ingest import IngestRequest, ingest
 from bubbles.data.store import FrameStore
@@ -191,6 +191,7 @@ def predict(request: PredictRequest) -> dict[str, object]:
                 # Variation across one frame is undefined: a one-frame prediction has no collapse score (null).
                 score = rollout_collapse(pred[: len(target), 0], target[:, 0]) if len(target) > 1 else float("nan")  # type: ignore[index, arg-type]
                 summary["collapse_score"] = _json_number(score)
+                summary["collapsed"] = bool(score < COLLAPSE_THRESHOLD)  # NaN (one frame): not collapsed, not known
         if target is not None:
             (tmp / "metrics.json").write_text(json.dumps(summary, indent=1))
         replace_dir(tmp, out, "prediction")

@@ -394,7 +394,7 @@ def run_sweep(
                 r.update({k: v for k, v in ys.columns(None, scored[r["trial"]].means()).items() if k.startswith("test_")})
                 if tracked and r["trial"] in new and r["mlflow_run"]:
                     log_test_score(r["mlflow_run"], scored[r["trial"]])
-    note = ys.leaderboard_note(has_test, space.evaluate.test_top_k)
+    note = ys.leaderboard_note(has_test, space.evaluate.test_top_k) + "\n\n" + leaderboard.COLUMNS_NOTE
     leaderboard.write(sweep_dir, ranked, note)
     echo(leaderboard.markdown(ranked[:5], space, note))
     if tracked:

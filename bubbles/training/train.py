@@ -73,11 +73,16 @@ class EpochResult:
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
 
-    def line(self, epochs: int, seconds: float, eta: float) -> str:
-        """One human line per epoch (what `train` prints)."""
+    def line(self, epochs: int, seconds: float, eta: float, objective: str = "val_mse") -> str:
+        """One human line per epoch (what `train` prints), led by the objective that picks best.pt (best_by, or the
+        sweep's objective) when it is not one of the columns already shown."""
+        value = getattr(self, objective, float("nan"))
+        shown = objective in ("val_mse",)
+        lead = "" if shown else f"{objective} {value:.4g}  "
         return (
-            f"epoch {self.epoch}/{epochs}  train loss {self.train_loss:.5g}  val mse {self.val_mse:.5g}  "
-            f"ssim {self.val_ssim:.3f}  psnr {self.val_psnr:.2f}  skill {self.val_skill_persistence:+.3f}"
+            f"epoch {self.epoch}/{epochs}  {lead}train loss {self.train_loss:.5g}  val mse {self.val_mse:.5g}  "
+            f"ssim {self.val_ssim:.3f}  psnr {self.val_psnr:.2f}  skill {self.val_skill_persistence:+.3f}  "
+            f"bubble F1 {self.val_bubble_f1:.3f}"
             f"{'  COLLAPSED' if self.collapsed else ''}  {seconds:.1f} s  ETA {_duration(eta)}"
         )
 
