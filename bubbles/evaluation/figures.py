@@ -64,14 +64,18 @@ def save_strip(path: Path, inputs: np.ndarray, target: np.ndarray, output: np.nd
 
 
 MATCHED, UNMATCHED = (40, 170, 60), (220, 40, 40)
+BUBBLE_ROW_PX = 240
+BUBBLE_TILE_MAX_W = 1200
 
 
 def bubble_strip(target: np.ndarray, output: np.ndarray, detector: DetectorConfig = DetectorConfig()) -> Image.Image:
     """target and output (M, H, W) floats in [0, 1] -> RGB rows target / output, each detected bubble outlined by
     its equivalent-diameter circle: green where it is matched across the two rows, red where it is not (a missed
     bubble on the target row, a spurious one on the output row)."""
-    size = target.shape[-1]
-    scale = max(1, 160 // size)
+    h, w = target.shape[-2:]
+    # Big enough to check by eye: frames at least BUBBLE_ROW_PX high (a 48 px high channel was drawn 48 px high,
+    # its bubbles a few pixels), a wide frame's tile at most BUBBLE_TILE_MAX_W wide.
+    scale = max(1, min(-(-BUBBLE_ROW_PX // h), BUBBLE_TILE_MAX_W // w))
     columns = min(MAX_COLUMNS, len(target))
     tiles = [_tile(frames, columns, scale) for frames in (target, output)]
     gap = 4
