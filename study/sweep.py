@@ -89,6 +89,24 @@ def check_address(address: str | None) -> None:
         raise UserError(f"--address {address}: no Ray head answers there ({exc.strerror or exc})") from None
 
 
+def frame_lines(space: SweepSpace) -> list[str]:
+    """Per search corner (study.space.corner_configs) and sequence: the pyramid level, the size and tiles the model
+    sees, and STRETCHED where an exact image_size changes a sequence's aspect: said before any trial runs."""
+    from bubbles.data.store import FrameStore
+    from bubbles.data.windows import make_splits, tile_lines
+    from study.space import corner_configs
+
+    out: list[str] = []
+    seen: set[Any] = set()
+    for label, cfg in corner_configs(space):
+        if (cfg.data, cfg.window) in seen:
+            continue
+        seen.add((cfg.data, cfg.window))
+        store = FrameStore.open(cfg.data.store)
+        out += [f"{label}: {line}" for line in tile_lines(store, cfg.data, make_splits(cfg.data, cfg.window, store))]
+    return out
+
+
 def check_resources(space: SweepSpace) -> None:
     """A trial asking for more than the whole cluster has would stay PENDING forever: refuse before fit()."""
     import ray
@@ -342,6 +360,8 @@ def run_sweep(
             {"cpu": space.tune.cpu, "gpu": space.tune.gpu},
         )
         tuner, resumed = _tuner(space, name, storage, fn, sweep_dir)
+        for line in frame_lines(space):
+            echo(f"warning: {line}" if "STRETCHED" in line else line)
         echo(f"{'continuing' if resumed else 'starting'} sweep {name!r} in {sweep_dir}")
         results = tuner.fit()
     finally:
