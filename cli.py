@@ -365,11 +365,14 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 @click.option("--sequence", help="Sequence in the store.")
 @click.option("--input", "raw_input", type=click.Path(path_type=Path), help="Instead of a store: a folder of frames, a video, a TIFF stack or a .npy array.")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="With --input: keep only this box (native pixels).")
+@click.option("--colormap", metavar="NAME", help="With --input: a rendering in this matplotlib colour map (as ingest --colormap).")
+@click.option("--frames", "frame_range", metavar="START:STOP", help="With --input: keep these source frames (as ingest --frames).")
 @click.option("--start", default=0, show_default=True, help="First context frame.")
 @click.option("--steps", type=int, help="Frames to predict (default: the trained horizon).")
 @click.option("--autoregressive", is_flag=True, help="Roll out beyond the trained horizon on its own predictions.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
-def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input: Path | None, crop: str | None, start: int, steps: int | None, autoregressive: bool, out: Path) -> None:
+def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input: Path | None, crop: str | None, colormap: str | None,
+            frame_range: str | None, start: int, steps: int | None, autoregressive: bool, out: Path) -> None:
     """Predict frames with an exported model: strip.png, rollout.gif, prediction.npy, metrics when targets exist.
 
     \b
@@ -378,7 +381,7 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
       python cli.py predict exports/smoke-best --input recordings/run07/ --steps 30 --autoregressive --out pred07/
     """
     from bubbles.outputs import check_output_dir
-    from bubbles.data.ingest import parse_crop
+    from bubbles.data.ingest import parse_crop, parse_frames
     from bubbles.evaluation.metrics import COLLAPSE_THRESHOLD
     from bubbles.predict import PredictRequest, predict as run_predict
 
@@ -389,8 +392,11 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     check_output_dir(out.resolve(), "prediction")
     if crop and raw_input is None:
         raise UserError("predict: --crop applies to --input (a store's frames were cropped at ingest)")
+    if (colormap or frame_range) and raw_input is None:
+        raise UserError("predict: --colormap and --frames apply to --input (a store's frames were converted at ingest)")
     request = PredictRequest(model_dir.resolve(), out, start, steps, autoregressive, store.resolve() if store else None, sequence,
-                             raw_input, parse_crop(crop) if crop else None)
+                             raw_input, parse_crop(crop) if crop else None, colormap,
+                             parse_frames(frame_range) if frame_range else None)
     summary = run_predict(request)
     for warning in summary.get("warnings", []):  # type: ignore[union-attr]
         click.echo(f"warning: {warning}", err=True)

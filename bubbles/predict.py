@@ -47,6 +47,8 @@ class PredictRequest:
     sequence: str | None = None
     raw_input: Path | None = None
     crop: tuple[int, int, int, int] | None = None
+    colormap: str | None = None  # --input is a colour-mapped rendering: inverted as ingest --colormap does
+    frames: tuple[int | None, int | None] | None = None  # --input's source frames to keep, as ingest --frames
 
 
 def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> np.ndarray:
@@ -83,7 +85,8 @@ def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path, notes: li
     say about it — repeated frames, a range set by outliers — goes to `notes`)."""
     if request.raw_input is not None:
         store_path = tmp / "input.zarr"
-        ingest(IngestRequest(request.raw_input.resolve(), store_path, sequence="input", crop=request.crop), warn=notes.append)
+        ingest(IngestRequest(request.raw_input.resolve(), store_path, sequence="input", crop=request.crop,
+                             colormap=request.colormap, frames=request.frames), warn=notes.append)
         return FrameCache(FrameStore.open(store_path), size), "input"
     if request.store is None or request.sequence is None:
         raise UserError("predict: give --store and --sequence, or --input with a folder of frames or a video")
