@@ -16,6 +16,7 @@ from typing import Any, get_args
 
 from bubbles.errors import UserError
 from bubbles.models.convlstm import ConvLSTMConfig, Mode, Norm, Peephole
+from bubbles.models.evolution import EvolutionConfig
 from bubbles.models.predrnn_v2 import PredRNNv2Config
 from bubbles.models.registry import MODELS, ModelConfig, size_multiple
 from bubbles.models.simvp import SimVPConfig
@@ -41,7 +42,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "input_len": (20, "context frames"),
     "output_len": (1, "predicted frames (lead times 1..M)"),
     "stride": (1, "frames between window starts"),
-    "model": ("convlstm", "model family: convlstm | predrnn_v2 | simvp"),
+    "model": ("convlstm", "model family: convlstm | predrnn_v2 | simvp | evolution"),
     "layers": (3, "ConvLSTM layers"),
     "hidden": (64, "kernels per layer: one value or a list per layer"),
     "kernel": (3, "gate convolution kernel size (odd)"),
@@ -61,6 +62,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "n_t": (8, "SimVP: gSTA translator blocks"),
     "spatio_kernel": (3, "SimVP: encoder/decoder kernel size (odd)"),
     "mlp_ratio": (8.0, "SimVP: widening of the translator's MLPs"),
+    "ev_width": (32, "evolution: channels of the U-Net's finest level (doubling per level)"),
+    "ev_depth": (2, "evolution: halvings of the frame in the U-Net"),
+    "substeps": (1, "evolution: semi-Lagrangian sub-steps per lead when tracing the motion back"),
+    "motion_scales": (1, "evolution: decoder levels that contribute motion, finest first (1..ev_depth + 1)"),
+    "smoothness": (0.01, "evolution: weight of the motion-smoothness regulariser (mean squared gradient of the motion)"),
     "teacher_forcing": (0.0, "convlstm seq2seq and predrnn_v2: start probability of feeding the true frame, decays linearly to 0"),
     "epochs": (10, "training epochs"),
     "lr": (1e-3, "Adam learning rate"),
@@ -107,9 +113,11 @@ class TrialConfig:
         elif isinstance(m, PredRNNv2Config):
             own = {"st_layers": m.layers, "st_hidden": m.hidden, "st_kernel": m.kernel, "patch": m.patch,
                    "st_layer_norm": m.layer_norm, "decouple_beta": m.decouple_beta, "reverse_sampling": m.reverse_sampling}
+        elif isinstance(m, EvolutionConfig):
+            own = {"ev_width": m.width, "ev_depth": m.depth, "substeps": m.substeps, "motion_scales": m.scales, "smoothness": m.smoothness}
         else:
             own = {"hid_s": m.hid_s, "hid_t": m.hid_t, "n_s": m.n_s, "n_t": m.n_t, "spatio_kernel": m.spatio_kernel, "mlp_ratio": m.mlp_ratio}
-        if self.model_name == "simvp":
+        if self.model_name in ("simvp", "evolution"):
             common.pop("teacher_forcing")
         return common | own
 
@@ -226,6 +234,7 @@ FAMILY_PARAMETERS: dict[str, frozenset[str]] = {
     "convlstm": frozenset({"layers", "hidden", "kernel", "peephole", "mode", "norm", "teacher_forcing"}),
     "predrnn_v2": frozenset({"st_layers", "st_hidden", "st_kernel", "patch", "st_layer_norm", "decouple_beta", "reverse_sampling", "teacher_forcing"}),
     "simvp": frozenset({"hid_s", "hid_t", "n_s", "n_t", "spatio_kernel", "mlp_ratio"}),
+    "evolution": frozenset({"ev_width", "ev_depth", "substeps", "motion_scales", "smoothness"}),
 }
 
 
@@ -299,7 +308,17 @@ def _simvp(where: str, p: Mapping[str, Any], size: tuple[int, int], exact: bool,
     )
 
 
-_MODEL_SECTIONS = {"convlstm": _convlstm, "predrnn_v2": _predrnn_v2, "simvp": _simvp}
+def _evolution(where: str, p: Mapping[str, Any], size: tuple[int, int], exact: bool, input_len: int, output_len: int) -> EvolutionConfig:
+    depth = _int(where, "ev_depth", p["ev_depth"], 0, 6)
+    return EvolutionConfig(
+        width=_int(where, "ev_width", p["ev_width"], 1), depth=depth, substeps=_int(where, "substeps", p["substeps"], 1, 32),
+        scales=_int(where, "motion_scales", p["motion_scales"], 1, depth + 1),
+        smoothness=_float(where, "smoothness", p["smoothness"], 0.0, 100.0),
+        input_len=input_len, output_len=output_len, frame_size=size,
+    )
+
+
+_MODEL_SECTIONS = {"convlstm": _convlstm, "predrnn_v2": _predrnn_v2, "simvp": _simvp, "evolution": _evolution}
 
 
 def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfig:
@@ -319,7 +338,7 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
     channels, targets = _fields(where, "channels", p["channels"]), _fields(where, "target_fields", p["target_fields"])
     # Field names are checked against the store by make_splits; the counts size the model now (default: one field).
     model = replace(model, in_channels=len(channels) or 1, out_channels=len(targets) or 1)
-    feedback = model_name == "predrnn_v2" or getattr(model, "mode", "") == "seq2seq"
+    feedback = model_name in ("predrnn_v2", "evolution") or getattr(model, "mode", "") == "seq2seq"
     if not isinstance(p["store"], str) or not p["store"]:
         raise _fail(where, "store", f"expected a path, got {p['store']!r}")
     split = SplitConfig(

@@ -1,4 +1,4 @@
-"""Models by name: the sweep and the CLI choose a family with `model: convlstm | predrnn_v2 | simvp`.
+"""Models by name: the sweep and the CLI choose a family with `model: convlstm | predrnn_v2 | simvp | evolution`.
 
 Every family takes its own frozen config (with in_channels / out_channels: the fields read and predicted) and has
 forward(x (B, T, C_in, H, W), future, target=None, teacher_forcing=0.0, generator=None) -> (B, future, C_out, H, W)
@@ -16,12 +16,13 @@ from torch import nn
 from bubbles.errors import UserError
 
 from bubbles.models.convlstm import ConvLSTM, ConvLSTMConfig
+from bubbles.models.evolution import Evolution, EvolutionConfig
 from bubbles.models.predrnn_v2 import PredRNNv2, PredRNNv2Config
 from bubbles.models.simvp import SimVP, SimVPConfig
 
-ModelConfig = Union[ConvLSTMConfig, PredRNNv2Config, SimVPConfig]
+ModelConfig = Union[ConvLSTMConfig, PredRNNv2Config, SimVPConfig, EvolutionConfig]
 
-MODELS: dict[str, Callable[[Any], nn.Module]] = {"convlstm": ConvLSTM, "predrnn_v2": PredRNNv2, "simvp": SimVP}
+MODELS: dict[str, Callable[[Any], nn.Module]] = {"convlstm": ConvLSTM, "predrnn_v2": PredRNNv2, "simvp": SimVP, "evolution": Evolution}
 
 
 def build_model(name: str, cfg: ModelConfig) -> nn.Module:

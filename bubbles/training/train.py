@@ -29,7 +29,7 @@ from bubbles.evaluation.evaluate import (
 )
 from bubbles.evaluation.cost import ModelCost, measure_cost, median_rate
 from bubbles.evaluation.figures import save_strip
-from bubbles.training.losses import gradient_difference, ssim_torch
+from bubbles.training.losses import gradient_difference, motion_smoothness, ssim_torch
 from bubbles.models import build_model, check_state_shapes, parameter_count
 from bubbles.training.config import TrainConfig, best_by_mode
 from bubbles.data.windows import WindowSplits, make_splits
@@ -153,18 +153,22 @@ def train_one_epoch(
     sampling = _generator(cfg.seed + 1, epoch)
     total, pixels, samples = 0.0, 0, 0
     beta = getattr(getattr(model, "cfg", None), "decouple_beta", 0.0)  # PredRNN-v2's; the other families have none
+    smooth = getattr(getattr(model, "cfg", None), "smoothness", 0.0)  # evolution's motion regulariser
     for x, y in loader_for_epoch:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             deltas: list[tuple[torch.Tensor, torch.Tensor]] = []
-            extra = {"deltas": deltas} if beta > 0 else {}
+            motion: list[torch.Tensor] = []
+            extra = {"deltas": deltas} if beta > 0 else {"motion": motion} if smooth > 0 else {}
             pred = model(x, future=y.shape[1], target=y, teacher_forcing=tf, generator=sampling, **extra)
             loss = loss_fn(cfg.loss, pred.float(), y, cfg.gdl_weight)
         # The reported loss stays the frame loss (comparable across families); the decoupling term only trains.
         frame_loss = loss.detach()
         if deltas:
             loss = loss + beta * decouple_loss([(c.float(), m.float()) for c, m in deltas])
+        if motion:
+            loss = loss + smooth * motion_smoothness(motion[0].float())
         scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
             scaler.unscale_(optimizer)
