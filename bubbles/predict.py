@@ -27,6 +27,7 @@ from bubbles.evaluation import baselines
 from bubbles.evaluation.evaluate import FrameMetrics, strongest_skill
 from bubbles.evaluation.metrics import CollapseMeter
 from bubbles.evaluation.figures import bubble_strip, prediction_strip
+from bubbles.models import predict_with_motion
 from bubbles.data.ingest import IngestRequest, ingest
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import FrameCache
@@ -49,18 +50,22 @@ class PredictRequest:
 
 
 @torch.no_grad()
-def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> np.ndarray:
+def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Predict `steps` frames after context (T, C_in, H, W) -> (steps, C_out, H, W): in chunks of the trained
     horizon, each chunk's predictions becoming the newest context frames of the next (autoregressive beyond the
-    horizon, which needs the predicted fields to be the input fields)."""
+    horizon, which needs the predicted fields to be the input fields). Second: the motion fields (steps, 2, H, W)
+    of a family that moves its frames, else None."""
     window = torch.from_numpy(context.astype(np.float32))[None]
     out: list[np.ndarray] = []
+    moves: list[np.ndarray] = []
     while len(out) < steps:
-        pred = model(window, future=horizon)
+        pred, motion = predict_with_motion(model, window, horizon)
         out.extend(pred[0].numpy())
+        if motion is not None:
+            moves.extend(motion[0].numpy())
         if len(out) < steps:
             window = torch.cat([window, pred], dim=1)[:, -context.shape[0] :]
-    return np.stack(out[:steps])
+    return np.stack(out[:steps]), np.stack(moves[:steps]) if moves else None
 
 
 def aspect_note(native: tuple[int, int], size: tuple[int, int]) -> str:
@@ -176,7 +181,7 @@ def predict(request: PredictRequest) -> dict[str, object]:
         target = _channels(cache.frames(name, request.start + n_in, end), outputs) if end > request.start + n_in else None
         hints = cache.store.sequences[name].meta.extra.get("detector", {})
         detector = DetectorConfig().with_store_hints(hints if isinstance(hints, dict) else {})
-    pred = rollout(model, context, horizon, steps)
+    pred, motion = rollout(model, context, horizon, steps)
     out = request.out.resolve()
     check_output_dir(out, "prediction")
     tmp = temp_sibling(out)
@@ -192,7 +197,7 @@ def predict(request: PredictRequest) -> dict[str, object]:
             where = tmp if k == 0 else tmp / "fields" / field
             where.mkdir(parents=True, exist_ok=True)
             table = _write_field(where, context[:, own[k]], pred[:, k], None if target is None else target[:, k],
-                                 climatology if k == 0 else None, detector)
+                                 climatology if k == 0 else None, detector, motion)
             if len(targets) > 1:
                 if k == 0:  # every field under fields/, the first one too, so each has the same files
                     shutil.copytree(tmp, tmp / "fields" / field, ignore=shutil.ignore_patterns("fields"))
@@ -221,12 +226,15 @@ def _json_table(table: dict[str, list]) -> dict[str, list]:
 
 
 def _write_field(out: Path, context: np.ndarray, pred: np.ndarray, target: np.ndarray | None, climatology: np.ndarray | None,
-                 detector: DetectorConfig) -> dict[str, list]:
+                 detector: DetectorConfig, motion: np.ndarray | None = None) -> dict[str, list]:
     """One field's prediction.npy, strip.png, rollout.gif and, where the recording continues, bubbles.png and
-    metrics.csv; returns the metrics table (empty without a target)."""
+    metrics.csv; returns the metrics table (empty without a target). A model that moves its frames also gets
+    motion.npy (steps, 2, H, W: x and y pixels per frame) and the motion row in strip.png."""
     np.save(out / "prediction.npy", pred)
+    if motion is not None:
+        np.save(out / "motion.npy", motion)
     shown_target = target if target is not None else pred
-    strip = prediction_strip(context, np.pad(shown_target, ((0, len(pred) - len(shown_target)), (0, 0), (0, 0)), constant_values=1.0), pred)
+    strip = prediction_strip(context, np.pad(shown_target, ((0, len(pred) - len(shown_target)), (0, 0), (0, 0)), constant_values=1.0), pred, motion)
     strip.save(out / "strip.png")
     _gif(out / "rollout.gif", context, pred, target)
     if target is None:

@@ -42,6 +42,14 @@ def size_multiple(cfg: ModelConfig) -> int:
     return 1
 
 
+def predict_with_motion(model: nn.Module, x: torch.Tensor, future: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Predictions and, for a family that moves its frames (evolution), the motion fields (B, future, 2, H, W) in
+    pixels per frame that moved them; None for the families that paint every pixel afresh."""
+    if isinstance(model, Evolution):
+        return model.rollout(x, future)
+    return model(x, future=future), None
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
