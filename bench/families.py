@@ -33,7 +33,8 @@ from bubbles.evaluation import baselines  # noqa: E402
 from bubbles.evaluation.bubbles import BubbleMeter  # noqa: E402
 from bubbles.evaluation.evaluate import Evaluation, detectors, evaluate, subset, training_mean_frame  # noqa: E402
 from bubbles.evaluation.figures import LABEL_WIDTH, _tile, motion_colours  # noqa: E402
-from bubbles.models import build_model, predict_with_motion  # noqa: E402
+from bubbles.models import build_model  # noqa: E402
+from bubbles.models.warp import predict_with_motion  # noqa: E402
 from bubbles.training.train import BEST, load_checkpoint, train  # noqa: E402
 
 # Each column's own sizes: small enough for a shared CPU, the same order of parameters (0.1-0.5 M).

@@ -23,6 +23,7 @@ from bubbles.outputs import check_output_dir, replace_dir, temp_sibling  # noqa:
 from study.pareto import COST_COLUMNS, cost_section  # noqa: E402
 from study.sweep import OPTUNA_DB, PARENT_FILE, read_parent  # noqa: E402
 from study.tracking import configure  # noqa: E402
+from study import yardstick_report  # noqa: E402
 
 WHY = {
     "stopped_early": "ASHA stopped it: its objective was below the rung's cutoff (or the time budget ended)",
@@ -115,6 +116,7 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
         cls = ' class="best"' if k == 0 else ""
         table.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>")
     sections.append(f"<h2>Leaderboard ({len(rows)} trials, by {objective})</h2>" + "".join(table) + "</table>")
+    sections += yardstick_report.sections(rows, sweep_dir, client, out, objective, _png, _img, _fmt)
 
     importances, note = _importances(sweep_dir, name)
     imp_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in importances.items())
@@ -122,7 +124,7 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
                     + (f"<table><tr><th>parameter</th><th>importance</th></tr>{imp_rows}</table>" if importances else "")
                     + (f"<p>{html.escape(note)}</p>" if note else ""))
 
-    measured = ("trial", "status", "objective", "epochs_trained", "node", "ssim_lead1", "ssim_last", "skill_persistence", "bubble_f1", *COST_COLUMNS)
+    measured = ("trial", "status", "objective", *(c for c in cols if c.endswith(("_selection", "_unbiased"))), "epochs_trained", "node", "ssim_lead1", "ssim_last", "skill_persistence", "bubble_f1", *COST_COLUMNS)
     params = [c for c in cols if c not in measured]
     if params:
         fig, axes = plt.subplots(1, len(params), figsize=(3.2 * len(params), 3), squeeze=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -21,9 +22,10 @@ from study.space import SweepSpace
 from study.mlflow_writer import SPOOL_DIR, replay_dir
 from study.tracking import (
     SweepRun, TrialRun, check_tracking, close_orphaned_runs, close_trial_run, find_trial_run, has_result,
-    mark_interrupted,
+    log_test_score, mark_interrupted,
 )
 from study.trainable import run_trial
+from study import yardstick as ys
 
 PARENT_FILE = "mlflow_parent.json"
 OPTUNA_DB = "optuna.db"
@@ -219,25 +221,45 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
     return tuner, False
 
 
-def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint: Path) -> None:
+def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint: Path, yardstick: Any = None) -> dict[str, float]:
     """A trial stopped early gets the same evaluation and artifacts as a finished one (on the same capped
-    validation windows as its epochs), so that MLflow's Compare has no empty rows."""
+    validation windows as its epochs, and on every window of the yardstick), so that MLflow's Compare has no empty
+    rows. Returns its yardstick means on the validation split (read back from its run when evaluated before)."""
     from bubbles.training.train import evaluate_checkpoint_dir
 
-    if not (checkpoint / "best.pt").is_file() or has_result(run_id):
-        return  # nothing to evaluate, or evaluated already (a resumed sweep goes over every trial again)
+    if not (checkpoint / "best.pt").is_file():
+        return {}
+    if has_result(run_id):  # evaluated already (a resumed sweep goes over every trial again)
+        return final_yardstick_of(run_id)
     with tempfile.TemporaryDirectory() as out_dir:
-        cfg, result = evaluate_checkpoint_dir(checkpoint, Path(out_dir))
+        cfg, result = evaluate_checkpoint_dir(checkpoint, Path(out_dir), yardstick=yardstick)
         TrialRun(uri, space.experiment, cfg, run_id=run_id).log_result(result)
+    return result.yardstick.means() if result.yardstick is not None else {}
+
+
+def final_yardstick_of(run_id: str) -> dict[str, float]:
+    """The trial-end yardstick means an MLflow trial run holds (final_yardstick_<metric>)."""
+    import mlflow
+
+    metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
+    return {k.removeprefix("final_yardstick_"): v for k, v in metrics.items() if k.startswith("final_yardstick_")}
 
 
 def _replay(uri: str, spool: Path, resume: str, echo: Callable[[str], None]) -> bool:
     """Log what the trials could not (the tracking store was down); False, with one line saying what is kept
-    where, if the store is still unavailable (the leaderboard is then written without MLflow)."""
+    where, if the store is still unavailable (the leaderboard is then written without MLflow). Spool lines that
+    cannot be read are named; the readable ones are logged all the same."""
+    if spool.exists() and not spool.is_dir():
+        echo(f"MLflow: the spool {spool} is not a directory, so nothing could be kept there while the tracking store "
+             "was unavailable (what each trial lost is listed below)")
+        return _answers(uri, echo)
     unlogged = sorted(p.stem for p in spool.glob("*.jsonl"))
     errors: list[str] = []
+    unreadable: list[str] = []
     try:
-        unlogged = replay_dir(spool, errors)
+        unlogged = replay_dir(spool, errors, unreadable)
+        for line in unreadable:
+            echo(f"MLflow spool {spool}: {line}")
         check_tracking(uri)
         if not unlogged:
             return True
@@ -247,6 +269,22 @@ def _replay(uri: str, spool: Path, resume: str, echo: Callable[[str], None]) -> 
     echo(f"MLflow: the writes of {len(unlogged)} trial run(s) could not be logged{why}; they are kept in {spool} and "
          f"logged by `{resume}` once the tracking store answers")
     return False
+
+
+def _answers(uri: str, echo: Callable[[str], None]) -> bool:
+    try:
+        check_tracking(uri)
+        return True
+    except Exception as exc:
+        echo(f"MLflow at {uri} is unavailable ({str(exc).splitlines()[0][:160]})")
+        return False
+
+
+def _lost_lines(trials: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """One line per trial whose MLflow writes could neither be logged nor kept (reported with its results)."""
+    return [f"MLflow: trial {trial_id} lost {int(m['mlflow_lost_writes'])} write(s): {m.get('mlflow_lost_why', '')}; "
+            "its run in MLflow is incomplete or missing (the leaderboard has its results)"
+            for trial_id, m in trials if m.get("mlflow_lost_writes")]
 
 
 def run_sweep(
@@ -287,13 +325,20 @@ def run_sweep(
         check_resources(space)
         if preamble is not None:
             preamble()
+        protocol = ys.protocol_of(space, ys.open_store(space))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        ys.check_recorded(protocol, sweep_dir)
+        val_yardstick = ys.study_yardstick(space, protocol, "val", sweep_dir)
+        echo(f"yardstick: every trial is scored on the same {len(val_yardstick.windows)} validation windows, leads "
+             f"{', '.join(map(str, protocol.leads))}, at {protocol.size[0]}x{protocol.size[1]} px "
+             f"({protocol.epoch_windows} of them after each epoch); the baselines were scored once")
         parent = SweepRun.open_or_create(uri, space, name, sweep_dir / PARENT_FILE)
         orphans = close_orphaned_runs(parent.run_id)  # no driver of this sweep runs now: RUNNING runs are orphans
         if orphans:
             echo(f"closed {orphans} trial run(s) a killed driver left RUNNING in MLflow (KILLED, unfinished)")
         fn = tune.with_resources(
-            tune.with_parameters(trainable, space=space, uri=uri, parent_run_id=parent.run_id, sweep=name, spool=str(sweep_dir / SPOOL_DIR)),
+            tune.with_parameters(trainable, space=space, uri=uri, parent_run_id=parent.run_id, sweep=name, spool=str(sweep_dir / SPOOL_DIR),
+                                 protocol=protocol, baselines=val_yardstick.baselines().to_dict()),
             {"cpu": space.tune.cpu, "gpu": space.tune.gpu},
         )
         tuner, resumed = _tuner(space, name, storage, fn, sweep_dir)
@@ -308,14 +353,18 @@ def run_sweep(
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / OPTUNA_DB}")
     finished = {t.user_attrs.get("ray_trial_id"): t.state.is_finished() for t in study.trials}
     rows = []
+    checkpoints: dict[str, Path] = {}  # best.pt of each trial that may go to the test pass
     # ResultGrid keeps the experiment's trials in the same order.
     for trial, result in zip(results._experiment_analysis.trials, results):
         metrics = dict(result.metrics or {})
         trial_id = trial.trial_id
         outcome = trial_outcome(metrics, result.error is not None, finished.get(trial_id, False))
         run_id = find_trial_run(uri, space.experiment, parent.run_id, trial_id) if trial_id and tracked else None
+        validation = {k.removeprefix("final_yardstick_"): v for k, v in metrics.items() if k.startswith("final_yardstick_")}
         if run_id and outcome == "stopped_early" and result.checkpoint is not None:
-            evaluate_stopped_trial(uri, space, run_id, Path(result.checkpoint.path))
+            validation = evaluate_stopped_trial(uri, space, run_id, Path(result.checkpoint.path), val_yardstick) or validation
+        if outcome in ("completed", "stopped_early") and result.checkpoint is not None and (Path(result.checkpoint.path) / "best.pt").is_file():
+            checkpoints[trial_id] = Path(result.checkpoint.path) / "best.pt"
         if run_id and outcome == "unfinished":
             mark_interrupted(run_id)
         elif run_id:
@@ -324,15 +373,30 @@ def run_sweep(
         objective = metrics.get("objective")
         if history is not None and "objective" in history:
             objective = history["objective"].max() if space.tune.mode == "max" else history["objective"].min()
-        rows.append(leaderboard.row(trial_id, run_id, outcome, result.config or {}, metrics, objective, space))
+        if space.tune.objective.startswith("yardstick_") and math.isfinite(validation.get(space.tune.objective.removeprefix("yardstick_"), math.nan)):
+            # The per-epoch value is on a subset of the protocol's windows: rank by best.pt on all of them.
+            objective = validation[space.tune.objective.removeprefix("yardstick_")]
+        rows.append(leaderboard.row(trial_id, run_id, outcome, result.config or {}, metrics, objective, space, ys.columns(validation, None)))
+    for line in _lost_lines([(t.trial_id, dict(r.metrics or {})) for t, r in zip(results._experiment_analysis.trials, results)]):
+        echo(line)
     interrupted = any(r["status"] == "unfinished" for r in rows) or (
         len(rows) < space.tune.num_samples and space.tune.time_budget_s is None
     )
     if not interrupted:
         fail_orphaned_trials(study)
     ranked = leaderboard.rank(rows, space.tune.mode)
-    leaderboard.write(sweep_dir, ranked)
-    echo(leaderboard.markdown(ranked[:5], space))
+    has_test = ys.has_test_split(space)
+    if has_test and not interrupted and space.evaluate.test_top_k > 0:
+        # The test split is read here, once, after every trial has finished: nothing before chose on it.
+        scored, new = ys.test_pass(space, protocol, sweep_dir, ranked, checkpoints, echo)
+        for r in ranked:
+            if r["trial"] in scored:
+                r.update({k: v for k, v in ys.columns(None, scored[r["trial"]].means()).items() if k.startswith("test_")})
+                if tracked and r["trial"] in new and r["mlflow_run"]:
+                    log_test_score(r["mlflow_run"], scored[r["trial"]])
+    note = ys.leaderboard_note(has_test, space.evaluate.test_top_k)
+    leaderboard.write(sweep_dir, ranked, note)
+    echo(leaderboard.markdown(ranked[:5], space, note))
     if tracked:
         parent.finish(sweep_dir, ranked, interrupted)
     return SweepOutcome(name, sweep_dir, parent.run_id, ranked, interrupted)

@@ -46,6 +46,10 @@ def run_logged_trial(
     except BaseException:
         run.finish("FAILED")
         raise
-    run.log_result(result)
+    try:
+        run.log_result(result)
+    except BaseException:
+        run.finish("FAILED")  # never left RUNNING
+        raise
     run.finish("FINISHED" if result.status == "completed" else "FAILED")
     return result, run.run_id

@@ -19,9 +19,8 @@ from bubbles.bundle import load_bundle
 from bubbles.config import trial_config
 from bubbles.errors import UserError
 from bubbles.evaluation.figures import motion_colours, prediction_strip
-from bubbles.models.evolution import Evolution, EvolutionConfig
+from bubbles.models.evolution import Evolution, EvolutionConfig, motion_smoothness
 from bubbles.models.warp import advect, departure
-from bubbles.training.losses import motion_smoothness
 from bubbles.training.train import CHECKPOINT, train
 from cli import main
 
@@ -120,7 +119,7 @@ def test_config_names_ranges_and_round_trip() -> None:
     assert trial_config(cfg.flat()) == cfg and "teacher_forcing" not in cfg.flat()
     assert cfg.data.feedback and cfg.model.label() == "E1x8-s2-m2"
     for params, message in [
-        ({"motion_scales": 3}, "motion_scales: must be <= 2"),
+        ({"motion_scales": 3}, r"motion_scales: must be <= ev_depth \+ 1 = 2, got 3"),
         ({"substeps": 0}, "substeps: must be >= 1"),
         ({"smoothness": -1.0}, "smoothness: must be in"),
         ({"teacher_forcing": 0.2}, "teacher_forcing: applies to model convlstm and predrnn_v2 only"),

@@ -1,5 +1,5 @@
 """Video-prediction models and their registry."""
 
-from bubbles.models.registry import MODELS, build_model, check_state_shapes, parameter_count, predict_with_motion
+from bubbles.models.registry import MODELS, build_model, check_state_shapes, parameter_count
 
-__all__ = ["MODELS", "build_model", "check_state_shapes", "parameter_count", "predict_with_motion"]
+__all__ = ["MODELS", "build_model", "check_state_shapes", "parameter_count"]

@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bubbles.models.family import ExtraLoss, Family
 from bubbles.models.warp import advect
+from bubbles.params import fail, param
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,11 @@ class EvolutionConfig:
     input_len / output_len: the window the model is built for; in_channels / out_channels: fields (equal: the
     model advects every field it reads)."""
 
-    width: int = 32
-    depth: int = 2
-    substeps: int = 1
-    scales: int = 1
-    smoothness: float = 0.01
+    width: int = param(32, "ev_width", "evolution: channels of the U-Net's finest level (doubling per level)", low=1)
+    depth: int = param(2, "ev_depth", "evolution: halvings of the frame in the U-Net (any frame size)", low=0, high=6)
+    substeps: int = param(1, "substeps", "evolution: semi-Lagrangian sub-steps per lead when tracing the motion back", low=1, high=32)
+    scales: int = param(1, "motion_scales", "evolution: decoder levels that contribute motion, finest first (1..ev_depth + 1)", low=1)
+    smoothness: float = param(0.01, "smoothness", "evolution: weight of the motion-smoothness regulariser (mean squared gradient of the motion)", high=100.0)
     input_len: int = 10
     output_len: int = 10
     in_channels: int = 1
@@ -126,7 +128,7 @@ class Evolution(nn.Module):
             out.append(frame)
         return torch.stack(out, 1), motion
 
-    def rollout(self, x: torch.Tensor, future: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def rollout_with_motion(self, x: torch.Tensor, future: int) -> tuple[torch.Tensor, torch.Tensor]:
         """`future` frames after x and the motion that made each: (B, future, C, H, W), (B, future, 2, H, W)."""
         n = self.cfg.input_len
         frames, preds, motions, made = x[:, -n:], [], [], 0
@@ -152,7 +154,38 @@ class Evolution(nn.Module):
         latest input_len are read). A list given as `motion` receives the motion fields (B, future, 2, H, W), for
         the smoothness term and for pictures. target, teacher_forcing and generator are ignored: each lead is
         advected from the previous prediction."""
-        pred, fields = self.rollout(x, future)
+        pred, fields = self.rollout_with_motion(x, future)
         if motion is not None:
             motion.append(fields)
         return pred
+
+
+def motion_smoothness(motion: torch.Tensor) -> torch.Tensor:
+    """Mean squared spatial gradient of motion fields (..., 2, H, W) in pixels per frame: a field that varies from
+    pixel to pixel tears bubbles apart when it advects them; this term prefers fields that move a bubble as a whole
+    (the first-order smoothness prior of variational optical flow, Horn & Schunck 1981)."""
+    return motion.diff(dim=-2).pow(2).mean() + motion.diff(dim=-1).pow(2).mean()
+
+
+def _smoothness(cfg: EvolutionConfig) -> ExtraLoss | None:
+    """smoothness * motion_smoothness of the motion fields forward hands to `motion`."""
+    if cfg.smoothness <= 0:
+        return None
+    motion: list[torch.Tensor] = []
+    return ExtraLoss({"motion": motion}, lambda: cfg.smoothness * motion_smoothness(motion[0].float()))
+
+
+def _check(where: str, cfg: EvolutionConfig, exact: bool) -> EvolutionConfig:
+    if cfg.scales > cfg.depth + 1:
+        raise fail(where, "motion_scales", f"must be <= ev_depth + 1 = {cfg.depth + 1}, got {cfg.scales}")
+    return cfg
+
+
+FAMILY = Family(
+    name="evolution",
+    config=EvolutionConfig,
+    model=Evolution,
+    feeds_back=lambda cfg: True,  # each lead is advected from the previous prediction, every field it reads
+    check=_check,
+    extra_loss=_smoothness,
+)

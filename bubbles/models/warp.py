@@ -8,11 +8,13 @@ Bilinear sampling is written out with gather rather than `grid_sample`: position
 field samples every pixel at exactly its own integer position with weights exactly (1, 0, 0, 0), and advection by
 a zero field returns the frame bit for bit (grid_sample's normalised coordinates round). Edges are clamped, as the
 flow baseline's `mode="nearest"`. It traces to TorchScript and exports to ONNX (Gather, Floor, Clip).
+`predict_with_motion` reads the motion of a model that moves its frames, for pictures.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def pixel_grid(height: int, width: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,3 +65,12 @@ def advect(frame: torch.Tensor, motion: torch.Tensor, substeps: int = 1) -> torc
     however many sub-steps trace them (each extra resampling of the frame would blur it)."""
     y, x = departure(motion, substeps)
     return sample(frame, y, x)
+
+
+def predict_with_motion(model: nn.Module, x: torch.Tensor, future: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Predictions and, for a model that moves its frames (one with `rollout_with_motion`, as evolution), the motion
+    fields (B, future, 2, H, W) in pixels per frame that moved them; None for models that paint every pixel afresh."""
+    moving = getattr(model, "rollout_with_motion", None)
+    if moving is not None:
+        return moving(x, future)
+    return model(x, future=future), None

@@ -1,5 +1,5 @@
 """Anti-blur loss terms: differentiable SSIM for `mse+ssim` (the metric's convention, Gaussian sigma 1.5) and the
-gradient-difference loss for `mse+gdl`; the motion-smoothness regulariser of the evolution family."""
+gradient-difference loss for `mse+gdl`."""
 
 from __future__ import annotations
 
@@ -43,10 +43,3 @@ def gradient_difference(pred: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     dy_p, dy_t = (t.diff(dim=-2).abs() for t in (pred, target))
     dx_p, dx_t = (t.diff(dim=-1).abs() for t in (pred, target))
     return (dy_t - dy_p).abs().mean() + (dx_t - dx_p).abs().mean()
-
-
-def motion_smoothness(motion: torch.Tensor) -> torch.Tensor:
-    """Mean squared spatial gradient of motion fields (..., 2, H, W) in pixels per frame: a field that varies from
-    pixel to pixel tears bubbles apart when it advects them; this term prefers fields that move a bubble as a whole
-    (the first-order smoothness prior of variational optical flow, Horn & Schunck 1981)."""
-    return motion.diff(dim=-2).pow(2).mean() + motion.diff(dim=-1).pow(2).mean()
