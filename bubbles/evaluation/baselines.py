@@ -10,7 +10,7 @@ All take context frames (N, T, H, W) floats in [0, 1] and return (N, horizon, H,
   advected semi-Lagrangianly as pySTEPS' extrapolation does: the departure point of every pixel is traced back k
   steps through the (frozen) field, d_k = d_{k-1} + u(x + d_{k-1}), and the frame at lead k is the last frame
   sampled at x + d_k (bilinear, edges clamped). ILK was chosen over TV-L1 after measuring both on 128² synthetic
-  frames (bench/baselines.py; README, Performance): about as accurate at lead 1 and faster.
+  frames (bench/baselines.py; docs/performance.md): about as accurate at lead 1 and faster.
 """
 
 from __future__ import annotations
