@@ -34,6 +34,7 @@ from bubbles.evaluation.figures import save_strip
 from bubbles.training.losses import gradient_difference, ssim_torch
 from bubbles.models import build_model, check_state_shapes, parameter_count
 from bubbles.models.family import Family, Progress
+from bubbles.models.warp import predict_with_motion
 from bubbles.training.config import TrainConfig, best_by_mode
 from bubbles.data.windows import WindowSplits, make_splits
 
@@ -236,14 +237,19 @@ def _loader(splits: WindowSplits, cfg: TrainConfig, epoch: int, device: torch.de
     )
 
 
+@torch.no_grad()
 def write_strips(model: nn.Module, splits: WindowSplits, out_dir: Path, device: torch.device) -> list[Path]:
-    """Prediction strips for a few fixed validation windows (first, middle, last)."""
+    """Prediction strips for a few fixed validation windows (first, middle, last), with the predicted motion for a
+    family that moves its frames."""
     n = len(splits.val)
     chosen = sorted({0, n // 2, n - 1})[:STRIP_WINDOWS]
     paths = []
     for idx, x, y, pred in predict_batches(model, splits.val, chosen, device, len(chosen)):
+        window = torch.stack([splits.val[i][0] for i in idx]).to(device)
+        motion = predict_with_motion(model, window, y.shape[1])[1]
         for k, i in enumerate(idx):
-            paths.append(save_strip(out_dir / f"strip_val{i:04d}.png", x[k], y[k], pred[k]))
+            shown = None if motion is None else motion[k].float().cpu().numpy()
+            paths.append(save_strip(out_dir / f"strip_val{i:04d}.png", x[k], y[k], pred[k], shown))
     return paths
 
 
