@@ -73,6 +73,21 @@ def main() -> None:
     """
 
 
+def _detector_sets(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+    """--detector KEY=VALUE pairs, checked as the `detector` parameter is."""
+    import yaml
+
+    from bubbles.data.windows import parse_detector
+
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UserError(f"--detector {pair!r}: expected KEY=VALUE, e.g. roi_bottom=0.92")
+        values[key.strip()] = yaml.safe_load(value)
+    return parse_detector("predict", "--detector", values)
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -417,12 +432,15 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="With --input: keep only this box (native pixels).")
 @click.option("--colormap", metavar="NAME", help="With --input: a rendering in this matplotlib colour map (as ingest --colormap).")
 @click.option("--frames", "frame_range", metavar="START:STOP", help="With --input: keep these source frames (as ingest --frames).")
+@click.option("--detector", "detector_sets", multiple=True, metavar="KEY=VALUE",
+              help="Bubble-detector setting over the calibration (repeatable), e.g. --detector roi_bottom=0.92.")
 @click.option("--start", default=0, show_default=True, help="First context frame.")
 @click.option("--steps", type=int, help="Frames to predict (default: the trained horizon).")
 @click.option("--autoregressive", is_flag=True, help="Roll out beyond the trained horizon on its own predictions.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
 def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input: Path | None, crop: str | None, colormap: str | None,
-            frame_range: str | None, start: int, steps: int | None, autoregressive: bool, out: Path) -> None:
+            frame_range: str | None, detector_sets: tuple[str, ...], start: int, steps: int | None, autoregressive: bool,
+            out: Path) -> None:
     """Predict frames with an exported model: strip.png, rollout.gif, prediction.npy, metrics when targets exist.
 
     \b
@@ -446,7 +464,7 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
         raise UserError("predict: --colormap and --frames apply to --input (a store's frames were converted at ingest)")
     request = PredictRequest(model_dir.resolve(), out, start, steps, autoregressive, store.resolve() if store else None, sequence,
                              raw_input, parse_crop(crop) if crop else None, colormap,
-                             parse_frames(frame_range) if frame_range else None)
+                             parse_frames(frame_range) if frame_range else None, _detector_sets(detector_sets))
     summary = run_predict(request)
     for warning in summary.get("warnings", []):  # type: ignore[union-attr]
         click.echo(f"warning: {warning}", err=True)
