@@ -200,6 +200,13 @@ def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
 
         for line in calibrate_store(store.resolve()):
             click.echo(f"detector calibration: {line}")
+    else:
+        from bubbles.data.calibrate import describe
+        from bubbles.data.store import FrameStore
+
+        for name, info in sorted(FrameStore.open(store).sequences.items()):
+            if "detector_calibration" in info.meta.extra:
+                click.echo(f"detector calibration: {describe(name, info.meta.extra['detector_calibration'])}")
     if verify:
         click.echo(verify_store(store, record_missing=record))
 
