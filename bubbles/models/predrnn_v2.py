@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bubbles.models.family import ExtraLoss, Family, Progress
+from bubbles.models.patches import from_patches, to_patches
 from bubbles.params import fail, param
 
 if TYPE_CHECKING:
@@ -87,25 +88,6 @@ class STLSTMCell(nn.Module):
         mem = torch.cat([c, m], dim=1)
         o = torch.sigmoid(o_x + o_h + self.conv_o(mem))
         return o * torch.tanh(self.conv_last(mem)), c, m, delta_c, delta_m
-
-
-def to_patches(x: torch.Tensor, p: int) -> torch.Tensor:
-    """(B, T, C, H, W) -> (B, T, C*p*p, H/p, W/p)."""
-    if p == 1:
-        return x
-    b, t, c, h, w = x.shape
-    x = x.reshape(b, t, c, h // p, p, w // p, p).permute(0, 1, 2, 4, 6, 3, 5)
-    return x.reshape(b, t, c * p * p, h // p, w // p)
-
-
-def from_patches(x: torch.Tensor, p: int) -> torch.Tensor:
-    """Inverse of to_patches."""
-    if p == 1:
-        return x
-    b, t, cpp, h, w = x.shape
-    c = cpp // (p * p)
-    x = x.reshape(b, t, c, p, p, h, w).permute(0, 1, 2, 5, 3, 6, 4)
-    return x.reshape(b, t, c, h * p, w * p)
 
 
 class PredRNNv2(nn.Module):
