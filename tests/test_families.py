@@ -170,3 +170,40 @@ def test_predrnn_reverse_scheduled_sampling_by_iteration() -> None:
     assert (default.sampling_start, default.sampling_end, default.sampling_alpha) == (25000, 50000, 5000.0)
     at = FAMILY.sampling(cfg, TrainConfig(teacher_forcing=0.0), Progress(epoch=0, epochs=1, iteration=150, iterations=1000))
     assert at == {"encoder_truth": enc, "forecast_truth": fc}
+
+
+def test_simvp_initialisation_as_openstl() -> None:
+    """Encoder/decoder convolutions trunc-normal std 0.02, gSTA convolutions normal(0, sqrt(2 / fan_out)), their
+    biases 0 (PyTorch's defaults give std 1/sqrt(3 fan_in) and non-zero biases)."""
+    torch.manual_seed(0)
+    model = build_model("simvp", SimVPConfig(hid_s=32, hid_t=64, n_s=2, n_t=2, input_len=4, output_len=4, frame_size=(16, 16)))
+    coder = [m for layer in [*model.enc, *model.dec] for m in layer.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(torch.equal(c.bias, torch.zeros_like(c.bias)) for c in coder)
+    assert all(c.weight.abs().max() <= 2.0 for c in coder)
+    assert model.enc[1].conv.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    gsta = [m for b in model.translator for m in b.block.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(gsta) == 2 * 8
+    for conv in gsta:
+        fan_out = conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels // conv.groups
+        assert conv.weight.std().item() == pytest.approx(math.sqrt(2.0 / fan_out), rel=0.1)
+        assert torch.equal(conv.bias, torch.zeros_like(conv.bias))
+
+
+def test_simvp_stochastic_depth_and_odd_n_s_as_openstl() -> None:
+    from bubbles.models.simvp import DropPath
+
+    model = build_model("simvp", trial_config({"model": "simvp", "window": "4->4", "image_size": 16, "hid_s": 8,
+                                               "hid_t": 16, "n_t": 4, "drop_path": 0.3}).model)
+    drops = [b.block.drop_path.p for b in model.translator]
+    assert drops == pytest.approx([0.01, 0.01 + (0.3 - 0.01) / 3, 0.01 + 2 * (0.3 - 0.01) / 3, 0.3])
+    x = torch.rand(8, 4, 1, 16, 16)
+    model.train()
+    torch.manual_seed(1)
+    a = model(x, future=4)
+    assert not torch.equal(a, model(x, future=4))  # a drawn depth per sample
+    model.eval()
+    assert torch.equal(model(x, future=4), model(x, future=4)) and isinstance(model.translator[-1].block.drop_path, DropPath)
+    # OpenSTL's sampling_generator: an odd N_S builds N_S - 1 blocks a side.
+    three = build_model("simvp", SimVPConfig(hid_s=8, hid_t=16, n_s=3, n_t=2, input_len=4, output_len=4, frame_size=(16, 16)))
+    two = build_model("simvp", SimVPConfig(hid_s=8, hid_t=16, n_s=2, n_t=2, input_len=4, output_len=4, frame_size=(16, 16)))
+    assert len(three.enc) == len(three.dec) == 2 and parameter_count(three) == parameter_count(two)
