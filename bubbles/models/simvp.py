@@ -163,7 +163,9 @@ class SimVP(nn.Module):
         c_in = cfg.input_len * hs
         widths = [c_in, *([cfg.hid_t] * (cfg.n_t - 1)), c_in] if cfg.n_t > 1 else [c_in, c_in]
         blocks = len(widths) - 1
-        drops = [*torch.linspace(1e-2, cfg.drop_path, blocks).tolist()[:-1], cfg.drop_path]  # OpenSTL's MidMetaNet
+        # OpenSTL's MidMetaNet: linspace(1e-2, drop_path, blocks) for all but the last, drop_path for the last (plain
+        # floats: the model may be built on the meta device).
+        drops = [1e-2 + (cfg.drop_path - 1e-2) * i / max(blocks - 1, 1) for i in range(blocks - 1)] + [cfg.drop_path]
         self.translator = nn.Sequential(*(MetaBlock(a, b, cfg.mlp_ratio, d) for a, b, d in zip(widths[:-1], widths[1:], drops)))
         c_out = cfg.output_len * hs
         self.time_out = nn.Conv2d(c_in, c_out, 1) if c_out != c_in else nn.Identity()
