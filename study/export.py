@@ -6,7 +6,7 @@ import csv
 import json
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from bubbles.data.store import FrameStore
 from bubbles.data.windows import make_splits, split_segments
 from study.sweep import PARENT_FILE, read_parent
 from study.tracking import configure, experiment_id
+from study.yardstick import NO_TEST, TEST, VALIDATION
 
 CHAMPION = "champion"
 # The epoch metric and the end-of-trial evaluation's name for the same number (same windows, same formula).
@@ -33,8 +34,11 @@ OBJECTIVE_METRIC = {
 }
 
 
-def objective_of(evaluation: Evaluation | None, objective: str) -> float:
-    """The objective as the evaluation of the exported weights measured it (NaN without an evaluation)."""
+def objective_of(evaluation: Evaluation | None, objective: str, validation: dict[str, float] | None = None) -> float:
+    """The objective as the evaluation of the exported weights measured it (NaN without an evaluation); a yardstick
+    objective from the yardstick's validation means."""
+    if objective.startswith("yardstick_"):
+        return float((validation or {}).get(objective.removeprefix("yardstick_"), math.nan))
     return evaluation.summary()[OBJECTIVE_METRIC[objective]] if evaluation is not None else math.nan
 
 
@@ -51,6 +55,29 @@ class Chosen:
     source: str
     run_id: str | None = None  # the trial's MLflow run, when the model came from one
     cost: ModelCost | None = None  # as the trial measured it
+    yardstick: dict = field(default_factory=dict)  # BundleInfo.yardstick: validation (selection) and test (unbiased)
+
+    @property
+    def test_line(self) -> str:
+        """What the export says of its test score: the number, or why there is none."""
+        test = self.yardstick.get(TEST)
+        if isinstance(test, dict):
+            metric = self.objective_name.removeprefix("yardstick_") if self.objective_name.startswith("yardstick_") else "ssim"
+            return f"{TEST}: yardstick_{metric} {test.get(metric, math.nan):.4f}"
+        return f"{TEST}: {test}" if test else ""
+
+
+def _yardstick_record(path: Path) -> tuple[str, dict[str, float]]:
+    """(protocol line, validation means) of a trial's yardstick.json; ('', {}) without one."""
+    if not path.is_file():
+        return "", {}
+    try:
+        data = json.loads(path.read_text())
+        p, means = data["protocol"], {k: float(v) for k, v in data["means"].items()}
+    except (ValueError, KeyError, TypeError):
+        return "", {}
+    return (f"protocol: leads {', '.join(map(str, p['leads']))} at {p['size'][0]}x{p['size'][1]} px on "
+            f"{len(data['windows'])} validation windows (targets after {p['context']} context frames)"), means
 
 
 def from_checkpoint_dir(directory: Path) -> Chosen:
@@ -80,9 +107,16 @@ def from_checkpoint_dir(directory: Path) -> Chosen:
             except (ValueError, KeyError, TypeError):
                 pass  # a damaged cost record: the export counts parameters and FLOPs itself
             break
+    protocol, validation = "", {}
+    for path in (best.parent / "yardstick.json", best.parent.parent / "yardstick.json"):
+        if path.is_file():
+            protocol, validation = _yardstick_record(path)
+            break
+    yardstick = {"protocol": protocol, VALIDATION: validation,
+                 TEST: "not scored (only a sweep scores its best trials on the test split, once, after the sweep)"} if validation else {}
     objective = cfg.train.best_by
-    return Chosen(cfg, state["model"], evaluation, objective, objective_of(evaluation, objective), best_by_mode(objective),
-                  f"checkpoint {best}", cost=cost)
+    return Chosen(cfg, state["model"], evaluation, objective, objective_of(evaluation, objective, validation), best_by_mode(objective),
+                  f"checkpoint {best}", cost=cost, yardstick=yardstick)
 
 
 def from_run(uri: str, run_id: str, objective: str | None = None) -> Chosen:
@@ -105,14 +139,29 @@ def from_run(uri: str, run_id: str, objective: str | None = None) -> Chosen:
             raise UserError(f"MLflow run {run_id}: no checkpoints/best.pt + evaluation.json (a finished trial has them)") from None
         chosen = from_checkpoint_dir(checkpoints)
         chosen.evaluation = Evaluation.from_dict(json.loads(evaluation.read_text()))
+        try:
+            protocol, validation = _yardstick_record(Path(client.download_artifacts(run_id, "yardstick.json", tmp)))
+        except Exception:
+            protocol, validation = "", {}  # a run logged before the yardstick
+    test = {k.removeprefix("test_yardstick_"): v for k, v in run.data.metrics.items() if k.startswith("test_yardstick_")}
+    if validation:
+        chosen.yardstick = {"protocol": protocol, VALIDATION: validation, TEST: test or _why_no_test(chosen.cfg)}
     if objective is not None:
         chosen.objective_name, chosen.mode = objective, best_by_mode(objective)
-        chosen.objective = objective_of(chosen.evaluation, objective)
+        chosen.objective = objective_of(chosen.evaluation, objective, validation)
     chosen.source = f"MLflow run {run_id} ({run.info.run_name})"
     if "gflops_per_window" in run.data.metrics and "parameters" in run.data.metrics:
         chosen.cost = ModelCost.from_dict(run.data.metrics | {"device": run.data.tags.get("cost_device", "unknown")})
     chosen.run_id = run_id
     return chosen
+
+
+def _why_no_test(cfg: TrialConfig) -> str:
+    """The line that stands where a test score would: the study has no test split, or this trial was not scored."""
+    split = cfg.data.split
+    if split.test or split.test_fraction > 0:
+        return "not scored: only the best trials by validation (evaluate.test_top_k) are scored on the test split"
+    return NO_TEST
 
 
 def best_run_of_sweep(sweep_dir: Path) -> tuple[str, str, float]:
@@ -150,7 +199,7 @@ def export(chosen: Chosen, out: Path, onnx: bool) -> Path:
     except UserError:
         pass  # the store may live elsewhere (a cluster path); the export still stands on its own
     cost = chosen.cost or static_cost(model, chosen.cfg.window.input_len, chosen.cfg.window.output_len)
-    info = BundleInfo(chosen.objective_name, chosen.objective, chosen.source, fingerprint, val, cost)
+    info = BundleInfo(chosen.objective_name, chosen.objective, chosen.source, fingerprint, val, cost, chosen.yardstick)
     return write_bundle(out, model, chosen.cfg, info, chosen.evaluation, onnx=onnx, climatology=climatology)
 
 
@@ -188,9 +237,14 @@ def register(uri: str, name: str, bundle: Path, chosen: Chosen) -> tuple[str, bo
         client.get_registered_model(name)
     except Exception:
         client.create_registered_model(name)
-    version = client.create_model_version(name, f"{run.info.artifact_uri}/bundle", run_id=chosen.run_id or run.info.run_id,
-                                          tags={"objective": chosen.objective_name, "value": f"{value:.6g}", "mode": chosen.mode,
-                                                "export_run": run.info.run_id})
+    tags = {"objective": chosen.objective_name, "value": f"{value:.6g}", "mode": chosen.mode, "export_run": run.info.run_id}
+    for score, key in ((VALIDATION, "validation_selection"), (TEST, "test_unbiased")):
+        means = chosen.yardstick.get(score)
+        if isinstance(means, dict):
+            tags |= {f"{key}_{k}": f"{v:.6g}" for k, v in means.items() if k in ("ssim", "mse", "bubble_f1", "skill")}
+        elif means:
+            tags[key] = str(means)[:250]
+    version = client.create_model_version(name, f"{run.info.artifact_uri}/bundle", run_id=chosen.run_id or run.info.run_id, tags=tags)
     better = True
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)

@@ -25,7 +25,7 @@ from bubbles.data.store import FrameStore
 from bubbles.data.windows import FrameCache, Segment, WindowDataset
 from bubbles.errors import UserError
 from bubbles.evaluation import baselines as baseline_table
-from bubbles.evaluation.bubbles import DetectorConfig
+from bubbles.evaluation.bubbles import DetectorConfig, sequence_detector
 from bubbles.evaluation.scoring import PIXEL_METRICS, Scores, strongest_skill
 
 # The yardstick's objectives: means over the protocol's leads. skill is against the strongest baseline per lead.
@@ -92,7 +92,11 @@ class YardstickScore:
 
     def means(self) -> dict[str, float]:
         """The objectives: each metric's mean over the protocol's leads."""
-        return {k: float(np.nanmean(self.per_lead[k])) for k in METRICS}
+        def mean(values: tuple[float, ...]) -> float:
+            finite = [v for v in values if np.isfinite(v)]  # bubble F1 is NaN at a lead where no frame has a bubble
+            return float(np.mean(finite)) if finite else float("nan")
+
+        return {k: mean(self.per_lead[k]) for k in METRICS}
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "protocol": self.protocol.to_dict(), "windows": [list(w) for w in self.windows],
@@ -133,7 +137,8 @@ class Yardstick:
     baselines' scores on them, and the target bubbles (detected once)."""
 
     def __init__(self, protocol: Protocol, store: FrameStore, segments: tuple[Segment, ...], split: str,
-                 train_segments: tuple[Segment, ...] = (), baselines: BaselineScores | None = None) -> None:
+                 train_segments: tuple[Segment, ...] = (), baselines: BaselineScores | None = None,
+                 detector_overrides: dict[str, Any] | None = None) -> None:
         self.protocol = protocol
         self.split = split
         self.store = store
@@ -144,7 +149,7 @@ class Yardstick:
                             f"{protocol.horizon} leads (lower evaluate.leads, or hold out longer sequences)")
         self.train_segments = train_segments
         self._target_bubbles: dict[tuple[int, int], np.ndarray] = {}
-        self._detectors = [detector(store, name) for name, _ in self.windows]
+        self._detectors = [detector(store, name, detector_overrides) for name, _ in self.windows]
         if baselines is not None and baselines.windows != self.windows:
             raise UserError(f"evaluate: the cached baseline scores of the {split} split are of other windows; delete the cache")
         self._baselines = baselines
@@ -176,7 +181,8 @@ class Yardstick:
             for rows in _batches(len(self.windows), 16):
                 context = np.stack([self.field_frames(n, t - p.context, t) for n, t in (self.windows[r] for r in rows)])
                 picks = [k - 1 for k in p.leads]
-                forecasts = {b: baseline_table.forecast(b, context, p.horizon, mean)[:, picks] for b in names}
+                scale = np.array([self._detectors[r].typical_diameter * context.shape[-2] for r in rows])  # flow's window
+                forecasts = {b: baseline_table.forecast(b, context, p.horizon, mean, scale)[:, picks] for b in names}
                 scores.add(forecasts, self.target_frames(rows), [self._detectors[r] for r in rows], self._target_bubbles, rows)
             self._baselines = BaselineScores(self.split, self.windows, scores)
         return self._baselines
@@ -257,10 +263,9 @@ def rollout(model: nn.Module, window: torch.Tensor, horizon: int, steps: int, fe
     return torch.cat(out, dim=1)[:, :steps]
 
 
-def detector(store: FrameStore, name: str) -> DetectorConfig:
-    """The bubble detector of one sequence: defaults, with what its `extra.detector` sets."""
-    hints = store.sequences[name].meta.extra.get("detector", {})
-    return DetectorConfig().with_store_hints(hints if isinstance(hints, dict) else {})
+def detector(store: FrameStore, name: str, overrides: dict | None = None) -> DetectorConfig:
+    """The bubble detector of one sequence: defaults, its `extra.detector` calibration, the user's overrides."""
+    return sequence_detector(store.sequences[name].meta.extra, overrides)
 
 
 def _batches(n: int, size: int) -> list[list[int]]:
