@@ -229,10 +229,20 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
         check_output_dir(out_dir, "train")  # training writes into it (and resumes there): only our own or a new one
     # Everything that can refuse (store, split, --resume) runs before any output or MLflow run exists.
     splits = make_splits(cfg.data, cfg.window)
+    from bubbles.data.windows import tile_lines
+
+    sizes = tile_lines(splits.train.cache.store, cfg.data, splits)
+    for line in sizes if not dry_run else ():
+        click.echo(f"{'warning: ' if 'STRETCHED' in line else ''}{line}", err="STRETCHED" in line)
     if dry_run:
         click.echo(yaml.safe_dump(cfg.flat(), sort_keys=False).rstrip())
         for key, value in describe(cfg, splits).items():
             click.echo(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
+        for line in sizes:
+            click.echo(line)
+        for line in sizes:
+            if "STRETCHED" in line:
+                click.echo(f"warning: {line} (give image_size as a short side, or tile: HxW, to keep the aspect)", err=True)
         for line in coverage_lines(splits):
             click.echo(line)
         for line in coverage_warnings(splits):
@@ -405,11 +415,14 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 @click.option("--sequence", help="Sequence in the store.")
 @click.option("--input", "raw_input", type=click.Path(path_type=Path), help="Instead of a store: a folder of frames, a video, a TIFF stack or a .npy array.")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="With --input: keep only this box (native pixels).")
+@click.option("--colormap", metavar="NAME", help="With --input: a rendering in this matplotlib colour map (as ingest --colormap).")
+@click.option("--frames", "frame_range", metavar="START:STOP", help="With --input: keep these source frames (as ingest --frames).")
 @click.option("--start", default=0, show_default=True, help="First context frame.")
 @click.option("--steps", type=int, help="Frames to predict (default: the trained horizon).")
 @click.option("--autoregressive", is_flag=True, help="Roll out beyond the trained horizon on its own predictions.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
-def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input: Path | None, crop: str | None, start: int, steps: int | None, autoregressive: bool, out: Path) -> None:
+def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input: Path | None, crop: str | None, colormap: str | None,
+            frame_range: str | None, start: int, steps: int | None, autoregressive: bool, out: Path) -> None:
     """Predict frames with an exported model: strip.png, rollout.gif, prediction.npy, metrics when targets exist.
 
     \b
@@ -418,7 +431,8 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
       bubbles-study predict exports/smoke-best --input recordings/run07/ --steps 30 --autoregressive --out pred07/
     """
     from bubbles.outputs import check_output_dir
-    from bubbles.data.ingest import parse_crop
+    from bubbles.data.ingest import parse_crop, parse_frames
+    from bubbles.evaluation.metrics import COLLAPSE_THRESHOLD
     from bubbles.predict import PredictRequest, predict as run_predict
 
     if (store is None) == (raw_input is None):
@@ -428,8 +442,11 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     check_output_dir(out.resolve(), "prediction")
     if crop and raw_input is None:
         raise UserError("predict: --crop applies to --input (a store's frames were cropped at ingest)")
+    if (colormap or frame_range) and raw_input is None:
+        raise UserError("predict: --colormap and --frames apply to --input (a store's frames were converted at ingest)")
     request = PredictRequest(model_dir.resolve(), out, start, steps, autoregressive, store.resolve() if store else None, sequence,
-                             raw_input, parse_crop(crop) if crop else None)
+                             raw_input, parse_crop(crop) if crop else None, colormap,
+                             parse_frames(frame_range) if frame_range else None)
     summary = run_predict(request)
     for warning in summary.get("warnings", []):  # type: ignore[union-attr]
         click.echo(f"warning: {warning}", err=True)
@@ -439,7 +456,9 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
         line += (f"; lead 1: SSIM {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f}), skill vs the strongest "  # type: ignore[index]
                  f"baseline ({m['strongest'][0]}) {m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
                  f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score "  # type: ignore[index]
-                 + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)"))  # type: ignore[arg-type]
+                 + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)")  # type: ignore[arg-type]
+                 + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
+                    f"{COLLAPSE_THRESHOLD}); this model predicts blur" if summary.get("collapsed") else ""))
     click.echo(line)
     for field, f in summary.get("fields", {}).items():  # type: ignore[union-attr]
         if f:

@@ -22,7 +22,7 @@ from study.space import SweepSpace
 from study.mlflow_writer import SPOOL_DIR, replay_dir
 from study.tracking import (
     SweepRun, TrialRun, check_tracking, close_orphaned_runs, close_trial_run, find_trial_run, has_result,
-    log_test_score, mark_interrupted,
+    final_yardstick_of, log_test_score, mark_interrupted,
 )
 from study.console import TrialEvents, quiet_ray_tune, short_leaderboard
 from study.trainable import run_trial
@@ -88,6 +88,24 @@ def check_address(address: str | None) -> None:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise UserError(f"--address {address}: no Ray head answers there ({exc.strerror or exc})") from None
+
+
+def frame_lines(space: SweepSpace) -> list[str]:
+    """Per search corner (study.space.corner_configs) and sequence: the pyramid level, the size and tiles the model
+    sees, and STRETCHED where an exact image_size changes a sequence's aspect: said before any trial runs."""
+    from bubbles.data.store import FrameStore
+    from bubbles.data.windows import make_splits, tile_lines
+    from study.space import corner_configs
+
+    out: list[str] = []
+    seen: set[Any] = set()
+    for label, cfg in corner_configs(space):
+        if (cfg.data, cfg.window) in seen:
+            continue
+        seen.add((cfg.data, cfg.window))
+        store = FrameStore.open(cfg.data.store)
+        out += [f"{label}: {line}" for line in tile_lines(store, cfg.data, make_splits(cfg.data, cfg.window, store))]
+    return out
 
 
 def check_resources(space: SweepSpace) -> None:
@@ -247,14 +265,6 @@ def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint:
     return result.yardstick.means() if result.yardstick is not None else {}
 
 
-def final_yardstick_of(run_id: str) -> dict[str, float]:
-    """The trial-end yardstick means an MLflow trial run holds (final_yardstick_<metric>)."""
-    import mlflow
-
-    metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
-    return {k.removeprefix("final_yardstick_"): v for k, v in metrics.items() if k.startswith("final_yardstick_")}
-
-
 def _replay(uri: str, spool: Path, resume: str, echo: Callable[[str], None]) -> bool:
     """Log what the trials could not (the tracking store was down); False, with one line saying what is kept
     where, if the store is still unavailable (the leaderboard is then written without MLflow). Spool lines that
@@ -356,6 +366,8 @@ def run_sweep(
         if not verbose:
             quiet_ray_tune()
         tuner, resumed = _tuner(space, name, storage, fn, sweep_dir, events, verbose)
+        for line in frame_lines(space):
+            echo(f"warning: {line}" if "STRETCHED" in line else line)
         echo(f"{'continuing' if resumed else 'starting'} sweep {name!r} in {sweep_dir}")
         results = tuner.fit()
     finally:
@@ -408,7 +420,7 @@ def run_sweep(
                 r.update({k: v for k, v in ys.columns(None, scored[r["trial"]].means()).items() if k.startswith("test_")})
                 if tracked and r["trial"] in new and r["mlflow_run"]:
                     log_test_score(r["mlflow_run"], scored[r["trial"]])
-    note = ys.leaderboard_note(has_test, space.evaluate.test_top_k)
+    note = ys.leaderboard_note(has_test, space.evaluate.test_top_k) + "\n\n" + leaderboard.COLUMNS_NOTE
     leaderboard.write(sweep_dir, ranked, note)
     if resumed and events.started == 0 and not interrupted:
         echo(f"sweep {name!r} is complete ({len(rows)} of {space.tune.num_samples} trials), nothing left to run. "

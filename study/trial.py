@@ -54,7 +54,7 @@ def run_logged_trial(
         first = first or result.epoch
         if echo is not None:
             per_epoch = (now - began) / (result.epoch - first + 1)  # includes validation and checkpoints
-            echo(result.line(cfg.train.epochs, now - last, per_epoch * (cfg.train.epochs - result.epoch)))
+            echo(result.line(cfg.train.epochs, now - last, per_epoch * (cfg.train.epochs - result.epoch), cfg.train.best_by))
         last = now
 
     try:
