@@ -22,7 +22,7 @@ from study.space import SweepSpace
 from study.mlflow_writer import SPOOL_DIR, replay_dir
 from study.tracking import (
     SweepRun, TrialRun, check_tracking, close_orphaned_runs, close_trial_run, find_trial_run, has_result,
-    log_test_score, mark_interrupted,
+    final_yardstick_of, log_test_score, mark_interrupted,
 )
 from study.console import TrialEvents, quiet_ray_tune, short_leaderboard
 from study.trainable import run_trial
@@ -263,14 +263,6 @@ def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint:
         cfg, result = evaluate_checkpoint_dir(checkpoint, Path(out_dir), yardstick=yardstick)
         TrialRun(uri, space.experiment, cfg, run_id=run_id).log_result(result)
     return result.yardstick.means() if result.yardstick is not None else {}
-
-
-def final_yardstick_of(run_id: str) -> dict[str, float]:
-    """The trial-end yardstick means an MLflow trial run holds (final_yardstick_<metric>)."""
-    import mlflow
-
-    metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
-    return {k.removeprefix("final_yardstick_"): v for k, v in metrics.items() if k.startswith("final_yardstick_")}
 
 
 def _replay(uri: str, spool: Path, resume: str, echo: Callable[[str], None]) -> bool:
