@@ -282,14 +282,16 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     from study.sweep import run_sweep
 
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
-    outcome = run_sweep(space, name, storage, uri, address=address or os.environ.get("RAY_ADDRESS") or None, echo=click.echo,
-                        storage_shared=shared, preamble=list_windows)
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    again = _resume_command(space_file, name, storage, address)
+    outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo, storage_shared=shared,
+                        preamble=list_windows, resume_command=again)
     click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
     link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
     if link:
         click.echo(f"MLflow runs table: {link}")
     if outcome.interrupted:
-        click.echo(f"interrupted: continue with  python cli.py sweep {space_file} --name {name} --resume", err=True)
+        click.echo(f"interrupted: continue with  {again}", err=True)
         sys.exit(130)
 
 
@@ -409,6 +411,17 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
     from study.sweep import check_name
 
     click.echo(f"wrote {write_report(uri, storage.resolve() / check_name(sweep_name), out.resolve())}")
+
+
+def _resume_command(space_file: Path, name: str, storage: Path, address: str | None) -> str:
+    """The command that continues this sweep as it was started: same storage, same Ray cluster (a command without
+    them looks under runs/sweeps, or starts a local Ray)."""
+    import shlex
+
+    words = ["python", "cli.py", "sweep", str(space_file), "--name", name, "--resume", "--storage", str(storage)]
+    if address and address != "local":
+        words += ["--address", address]
+    return shlex.join(words)
 
 
 def _ensure_default_store(space_file: Path) -> None:

@@ -22,7 +22,7 @@ from bubbles.errors import UserError  # noqa
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling  # noqa: E402
 from study.pareto import COST_COLUMNS, cost_section  # noqa: E402
 from study.sweep import OPTUNA_DB, PARENT_FILE, read_parent  # noqa: E402
-from study.tracking import configure  # noqa: E402
+from study.tracking import SweepRun, configure, download_folder, metric_history  # noqa: E402
 
 WHY = {
     "stopped_early": "ASHA stopped it: its objective was below the rung's cutoff (or the time budget ended)",
@@ -88,16 +88,12 @@ def write_report(uri: str, sweep_dir: Path, out: Path) -> Path:
         replace_dir(tmp, out, "report")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    import mlflow
-
-    mlflow.MlflowClient().log_artifacts(parent_run_id, str(out), "report")
+    SweepRun(parent_run_id).log_report(out)
     return out / "index.html"
 
 
 def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
     """The report's files into the directory out; returns the parent run id."""
-    import mlflow
-
     marker = sweep_dir / PARENT_FILE
     if not marker.is_file():
         raise UserError(f"{sweep_dir}: no sweep here (no {PARENT_FILE})")
@@ -105,7 +101,6 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
     rows = _read_leaderboard(sweep_dir)
     name = sweep_dir.name
     configure(uri)
-    client = mlflow.MlflowClient()
     objective = parent.get("objective", "val_ssim")
     sections: list[str] = []
 
@@ -151,20 +146,20 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
 
     top = [r for r in rows if r["status"] == "completed" and r.get("mlflow_run")][:3]
     # Lines over leads need trials that predict more than one frame: the best three of those (finished or stopped).
-    multi = [r for r in rows if r.get("mlflow_run") and len(client.get_metric_history(r["mlflow_run"], "lead/ssim")) > 1][:3]
+    multi = [r for r in rows if r.get("mlflow_run") and len(metric_history(r["mlflow_run"], "lead/ssim")) > 1][:3]
     if top and not multi:
         sections.append("<h2>Per-lead-time curves</h2><p>No evaluated trial predicts more than one frame: no curve over leads.</p>")
     if multi:
         fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 3.6))
         for k, r in enumerate(multi):
             for ax, metric in ((a1, "ssim"), (a2, "psnr")):
-                hist = sorted(client.get_metric_history(r["mlflow_run"], f"lead/{metric}"), key=lambda m: m.step)
-                base = sorted(client.get_metric_history(r["mlflow_run"], f"lead/persistence_{metric}"), key=lambda m: m.step)
-                ax.plot([m.step for m in hist], [m.value for m in hist], "o-", color=f"C{k}", label=f"trial {r['trial']}")
-                ax.plot([m.step for m in base], [m.value for m in base], "x--", color=f"C{k}", alpha=0.5, label=f"persistence ({r['trial']})")
+                hist = metric_history(r["mlflow_run"], f"lead/{metric}")
+                base = metric_history(r["mlflow_run"], f"lead/persistence_{metric}")
+                ax.plot([m[0] for m in hist], [m[1] for m in hist], "o-", color=f"C{k}", label=f"trial {r['trial']}")
+                ax.plot([m[0] for m in base], [m[1] for m in base], "x--", color=f"C{k}", alpha=0.5, label=f"persistence ({r['trial']})")
             for metric, style in (("bubble_f1", "o-"), ("sharpness", "s:")):
-                hist = sorted(client.get_metric_history(r["mlflow_run"], f"lead/{metric}"), key=lambda m: m.step)
-                a3.plot([m.step for m in hist], [m.value for m in hist], style, color=f"C{k}", label=f"{metric} ({r['trial']})")
+                hist = metric_history(r["mlflow_run"], f"lead/{metric}")
+                a3.plot([m[0] for m in hist], [m[1] for m in hist], style, color=f"C{k}", label=f"{metric} ({r['trial']})")
         for ax, label in ((a1, "SSIM"), (a2, "PSNR dB"), (a3, "bubble F1 (—), sharpness (···)")):
             ax.set_xlabel("lead time (frames ahead)")
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -176,11 +171,7 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
                         + _img(_png(fig, out / "lead_curves.png"), "per-lead curves"))
     if top:
         with tempfile.TemporaryDirectory() as tmp:
-            try:
-                local = Path(client.download_artifacts(top[0]["mlflow_run"], "strips", tmp))
-                strips = sorted(local.glob("*.png"))
-            except Exception:
-                strips = []
+            strips = [p for p in download_folder(top[0]["mlflow_run"], "strips", Path(tmp)) if p.suffix == ".png"]
             imgs = []
             for s in strips:
                 target = out / f"best_{s.name}"

@@ -43,9 +43,12 @@ def run_logged_trial(
 
     try:
         result = train(cfg, out_dir, report=report, resume=resume, splits=splits, batches=batches, on_cost=run.log_cost)
+    except KeyboardInterrupt:
+        run.end("unfinished")
+        raise
     except BaseException:
-        run.finish("FAILED")
+        run.end("errored")
         raise
     run.log_result(result)
-    run.finish("FINISHED" if result.status == "completed" else "FAILED")
+    run.end(result.status)
     return result, run.run_id

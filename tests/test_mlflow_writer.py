@@ -38,7 +38,7 @@ def _log_trial(args: tuple[str, int, str | None]) -> str:
         run.log_epoch(_epoch(epoch))
     leads = [Metric(f"lead/{k}", 1.0 / lead, 0, lead) for k in ("ssim", "psnr", "mse") for lead in range(1, LEADS + 1)]
     run.writer.log_batch(run.run_id, metrics=leads)
-    run.finish()
+    run.end("completed")
     return run.run_id
 
 
@@ -91,7 +91,7 @@ def test_many_writers_server_then_outage_and_replay(tmp_path: Path) -> None:
         artifact.write_text("written while the server was down")
         run.writer.log_artifact(run.run_id, artifact)
         artifact.unlink()  # the trial's temporary files may be gone by the time the server is back
-        run.finish()
+        run.end("completed")
         # A trial that starts during the outage: its run is created on replay.
         late = TrialRun(uri, "writers", trial_config(CFG), tags={"writer": "late"}, spool=spool)
         late.log_epoch(_epoch(1))
@@ -101,7 +101,7 @@ def test_many_writers_server_then_outage_and_replay(tmp_path: Path) -> None:
         mlflow.set_tracking_uri(uri)
         late.writer._next_try.clear()  # as if its 20 s back-off had passed: its next write replays, then goes on
         late.log_epoch(_epoch(2))
-        late.finish()
+        late.end("completed")
         assert not late.writer.pending(late.run_id)
         assert replay_dir(spool) == []
         assert not spool.exists()  # everything replayed, nothing left behind
