@@ -49,6 +49,7 @@ def main() -> None:
     Data:    synth, ingest, inspect
     Models:  train (one trial, no Ray), sweep (Ray Tune + Optuna + ASHA)
     Results: export, predict, report
+    Lab:     server (the tracking server on PostgreSQL)
     Honours MLFLOW_TRACKING_URI and RAY_ADDRESS.
     """
 
@@ -411,6 +412,36 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
     from study.sweep import check_name
 
     click.echo(f"wrote {write_report(uri, storage.resolve() / check_name(sweep_name), out.resolve())}")
+
+
+@main.command()
+@click.option("--backend-store-uri", "backend", required=True, metavar="URI",
+              help="postgresql://USER@HOST:PORT/DB (a lab's server), or sqlite:///FILE (one user).")
+@click.option("--artifacts", type=click.Path(path_type=Path), required=True,
+              help="Artifact destination: a directory every node and reader sees (shared storage).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=5000, show_default=True)
+@click.option("--workers", default=4, show_default=True, help="Server processes (concurrent trial writers).")
+@click.option("--allowed-hosts", help="Host headers to accept besides localhost and private IPs (e.g. head.lab:5000).")
+def server(backend: str, artifacts: Path, host: str, port: int, workers: int, allowed_hosts: str | None) -> None:
+    """Run the study's MLflow tracking server (PostgreSQL backend, shared artifacts); see docs/lab-setup.md.
+
+    \b
+    Example:
+      python cli.py server --backend-store-uri postgresql://mlflow@127.0.0.1:5432/mlflow --artifacts /shared/mlartifacts
+      then: MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python cli.py sweep ...
+    """
+    from study.server import ServerConfig, check, command, environment
+
+    cfg = ServerConfig(backend, artifacts.resolve(), host, port, workers, allowed_hosts)
+    for line in check(cfg):
+        click.echo(f"warning: {line}", err=True)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    click.echo(f"MLflow tracking server on http://{shown}:{port} (backend {cfg.scheme}, artifacts in {cfg.artifacts}); "
+               f"set MLFLOW_TRACKING_URI=http://{shown}:{port} for sweeps. Ctrl-C stops it.")
+    argv = command(cfg)
+    sys.stdout.flush()
+    os.execve(argv[0], argv, environment())  # the server replaces this process: signals reach it directly
 
 
 def _resume_command(space_file: Path, name: str, storage: Path, address: str | None) -> str:

@@ -34,3 +34,15 @@ def mlflow_http(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
     proc = start(tmp_path_factory.mktemp("mlflow-server"), port)
     yield f"http://127.0.0.1:{port}"
     stop(proc)
+
+
+@pytest.fixture(scope="session")
+def postgres():  # type: ignore[no-untyped-def]
+    """A real PostgreSQL on 127.0.0.1 for the session (skipped, in one line, where its binaries are absent)."""
+    from tests import postgres as pg
+
+    if pg.binaries() is None:
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed")
+    server = pg.start(("mlflow",))
+    yield server
+    pg.stop(server)

@@ -73,6 +73,7 @@ def test_train_logs_to_http_server(tiny_store: Path, tmp_path: Path, mlflow_serv
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     result = CliRunner().invoke(main, _train_args(tiny_store, tmp_path / "out"))
     assert result.exit_code == 0, result.output
+    assert "View experiment at" not in result.output and "View run" not in result.output  # MLflow's own links
     _check_run(mlflow_server)
 
 
