@@ -124,7 +124,10 @@ def synth(store: Path, sequences: int, frames: int, size: str, seed: int, condit
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="Keep only this box (native pixels, right/bottom exclusive).")
 @click.option("--clip", metavar="LO,HI", help="16-bit/float: scale from these percentiles (e.g. 0.1,99.9), not min..max.")
 @click.option("--drop-duplicates", is_flag=True, help="Remove frames repeating the frame before (stalled camera, padding, a codec's re-encoded repeat).")
-def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_fields: tuple[str, ...], fps: float | None, no_flip_y: bool, crop: str | None, clip: str | None, drop_duplicates: bool) -> None:
+@click.option("--frames", "frame_range", metavar="START:STOP", help="Keep source frames START..STOP-1 (either side may be empty).")
+@click.option("--drop-broken", is_flag=True, help="Remove frames that break the sequence (blank, saturated, a brightness jump).")
+@click.option("--colormap", metavar="NAME", help="The source renders a scalar field in this matplotlib colour map (e.g. jet): invert it.")
+def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_fields: tuple[str, ...], fps: float | None, no_flip_y: bool, crop: str | None, clip: str | None, drop_duplicates: bool, frame_range: str | None, drop_broken: bool, colormap: str | None) -> None:
     """Add a recording to a store (created if missing), atomically.
 
     SRC is a folder of PNG/TIFF/JPEG frames, a video (mp4/avi/gif), a BubbleML HDF5 file, or a .npy array.
@@ -134,15 +137,17 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
       python cli.py ingest recordings/run07/ data/lab.zarr --condition regime=nozzle --condition gas_flow=0.8
       python cli.py ingest sim/Twall-100.hdf5 data/bubbleml.zarr --field dfun --condition superheat=100
       python cli.py ingest sim/Twall-100.hdf5 data/fields.zarr --field dfun --field temperature --field velx
+      python cli.py ingest saturated.gif data/pool.zarr --crop 6,53,305,352 --colormap jet --drop-duplicates
     """
     from tqdm import tqdm
 
-    from bubbles.data.ingest import IngestRequest, ingest as run_ingest, parse_clip, parse_crop
+    from bubbles.data.ingest import IngestRequest, ingest as run_ingest, parse_clip, parse_crop, parse_frames
 
     request = IngestRequest(
         source=src.resolve(), store=store.resolve(), sequence=sequence, condition=_parse_conditions(condition),
         fps=fps, hdf5_fields=hdf5_fields, flip_y=not no_flip_y, crop=parse_crop(crop) if crop else None,
         clip=parse_clip(clip) if clip else None, drop_duplicates=drop_duplicates,
+        frames=parse_frames(frame_range) if frame_range else None, colormap=colormap, drop_broken=drop_broken,
     )
     with tqdm(desc=f"reading {src.name}", unit="frame", disable=None) as bar:
         name = run_ingest(request, progress=bar.update, warn=lambda line: click.echo(f"warning: {line}", err=True))

@@ -76,7 +76,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "max_val_windows": (0, "evaluate on at most this many windows; 0 = all"),
     "workers": (0, "DataLoader worker processes"),
     "collapse_stop_epoch": (0, "stop a trial found collapsed at or after this epoch; 0 = never"),
-    "best_by": ("val_mse", "epoch metric that picks best.pt: val_mse (min) | val_ssim | val_psnr | val_skill_persistence | val_bubble_f1 (max); a sweep sets its objective"),
+    "best_by": ("val_mse", "epoch metric that picks best.pt: val_mse (min) | val_ssim | val_psnr | val_skill_persistence | val_bubble_f1 (max), or the yardstick's yardstick_mse (min) | yardstick_ssim | yardstick_psnr | yardstick_bubble_f1 | yardstick_skill (max); a sweep sets its objective"),
 }
 
 

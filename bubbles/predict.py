@@ -22,9 +22,10 @@ from bubbles.bundle import load_bundle, load_climatology
 from bubbles.config import TrialConfig
 from bubbles.errors import UserError
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling
-from bubbles.evaluation.bubbles import BubbleMeter, DetectorConfig
+from bubbles.evaluation.bubbles import DetectorConfig
 from bubbles.evaluation import baselines
-from bubbles.evaluation.evaluate import FrameMetrics, strongest_skill
+from bubbles.evaluation.scoring import Scores, strongest_skill
+from bubbles.evaluation.yardstick import rollout as rollout_batch
 from bubbles.evaluation.metrics import CollapseMeter
 from bubbles.evaluation.figures import bubble_strip, prediction_strip
 from bubbles.data.ingest import IngestRequest, ingest
@@ -48,19 +49,11 @@ class PredictRequest:
     crop: tuple[int, int, int, int] | None = None
 
 
-@torch.no_grad()
 def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> np.ndarray:
     """Predict `steps` frames after context (T, C_in, H, W) -> (steps, C_out, H, W): in chunks of the trained
     horizon, each chunk's predictions becoming the newest context frames of the next (autoregressive beyond the
-    horizon, which needs the predicted fields to be the input fields)."""
-    window = torch.from_numpy(context.astype(np.float32))[None]
-    out: list[np.ndarray] = []
-    while len(out) < steps:
-        pred = model(window, future=horizon)
-        out.extend(pred[0].numpy())
-        if len(out) < steps:
-            window = torch.cat([window, pred], dim=1)[:, -context.shape[0] :]
-    return np.stack(out[:steps])
+    horizon, which needs the predicted fields to be the input fields; the yardstick rolls out the same way)."""
+    return rollout_batch(model, torch.from_numpy(context.astype(np.float32))[None], horizon, steps)[0].numpy()
 
 
 def aspect_note(native: tuple[int, int], size: tuple[int, int]) -> str:
@@ -121,15 +114,11 @@ def window_metrics(
     of the model and each baseline, the strongest baseline by MSE and the skill against it and against persistence."""
     m = len(target)
     names = [b for b in baselines.BASELINES if b != "climatology" or mean_frame is not None]
-    leads, found = {}, {}
-    for key in ("model", *names):
-        forecast = pred[None] if key == "model" else baselines.forecast(key, context[None], m, mean_frame)
-        frames = FrameMetrics()
-        frames.add(forecast, target[None])
-        leads[key] = frames.leads()
-        meter = BubbleMeter(m)
-        meter.add(forecast, target[None], detector)
-        found[key] = meter.leads(target.shape[1])
+    forecasts = {"model": pred[None]} | {b: baselines.forecast(b, context[None], m, mean_frame) for b in names}
+    scores = Scores(list(forecasts), m)
+    scores.add(forecasts, target[None], [detector])
+    leads = {k: f.leads() for k, f in scores.frames.items()}
+    found = {k: c.leads(target.shape[1]) for k, c in scores.bubbles.items()}
     table: dict[str, list] = {k: list(v) for k, v in asdict(leads["model"]).items() if len(v)}
     table |= {k: list(found["model"][k]) for k in BUBBLE_COLUMNS}
     for b in names:

@@ -10,6 +10,7 @@ This is the only module that knows how a dimension becomes an Optuna distributio
     seed_points: [{parameter: value, ...}, ...]         # evaluated first (Optuna enqueue_trial)
     tune:        {objective, num_samples, max_concurrent, time_budget_s, max_failures, sampler, seed,
                   asha: {grace_period, reduction_factor, max_epochs} | false, resources: {cpu, gpu}}
+    evaluate:    {leads, size, stride, windows, epoch_windows, test_top_k, baselines}   # study.yardstick
     tracking:    {experiment}
 """
 
@@ -28,11 +29,12 @@ from bubbles.data.windows import WindowSplits, make_splits
 from bubbles.training.config import BestBy, best_by_mode
 from study.conditions import check_conditions, check_fixed_families, check_point, walk
 from study.config import read_yaml, resolve_store
+from study.yardstick import EvaluateSettings, parse_evaluate
 
 Kind = Literal["int", "float", "log", "categorical"]
 Objective = BestBy  # any epoch metric that can pick best.pt can be the sweep's objective
 DATA_KEYS = ("store", "split", "val", "test", "val_fraction", "test_fraction", "split_gap", "split_seed")
-SECTIONS = ("data", "fixed", "search", "seed_points", "tune", "tracking")
+SECTIONS = ("data", "fixed", "search", "seed_points", "tune", "evaluate", "tracking")
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class SweepSpace:
     # Windows per sequence per split at the longest window the search can pick, and held-out conditions giving none.
     coverage: tuple[str, ...] = ()
     coverage_warnings: tuple[str, ...] = ()
+    evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)  # the yardstick's protocol, as written
 
     def sample(self, trial: Any) -> None:
         """Optuna define-by-run: suggest each dimension in file order, skipping those whose `when` fails."""
@@ -260,7 +263,9 @@ def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> 
     for key in tracking:
         if key != "experiment":
             raise UserError(f"{where}: tracking.{key}: unknown key (use experiment)")
-    space = SweepSpace(path, base, dims, tuple(points), tune, str(tracking.get("experiment", f"bubbles-{path.stem}")), path.read_text())
+    evaluate = parse_evaluate(f"{where}: evaluate", _mapping(f"{where}: evaluate", raw.get("evaluate")))
+    space = SweepSpace(path, base, dims, tuple(points), tune, str(tracking.get("experiment", f"bubbles-{path.stem}")),
+                       path.read_text(), evaluate=evaluate)
     longest = _check_corners(space, check_data)
     if longest is None:
         return space
@@ -274,20 +279,12 @@ def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> 
 SHAPE_NAMES = ("model", "window", "input_len", "output_len", "image_size", "mode", "patch", "n_s", "channels", "target_fields")
 
 
-def _check_corners(space: SweepSpace, check_data: bool) -> WindowSplits | None:
-    """Every combination of the extremes of the model, window, size and field dimensions (each family with its own
-    conditional ones) must make a valid trial and fit the store: an impossible window or a field the store lacks
-    is found now, not in the 40th trial. Returns the splits of the longest window."""
-    longest: WindowSplits | None = None
+def corner_configs(space: SweepSpace) -> list[tuple[str, TrialConfig]]:
+    """One trial config for every combination of the extremes of the model, window, size and field dimensions
+    (each family with its own conditional ones), labelled."""
     shape_dims = [d for d in space.dimensions if d.name in SHAPE_NAMES]
-    store = None
-    if check_data:
-        try:
-            store = FrameStore.open(space.base.get("store", PARAMETERS["store"][0]))
-        except UserError as exc:
-            raise UserError(f"{space.path}: data.store: {exc}") from None
     seen: set[str] = set()
-    checked: set[Any] = set()
+    out = []
     for combo in itertools.islice(itertools.product(*(d.corners() for d in shape_dims)), 4096):
         corner = {d.name: v for d, v in zip(shape_dims, combo)}
         sampled = walk(space.base, space.dimensions, lambda dim: corner.get(dim.name, dim.corners()[0]))
@@ -295,7 +292,22 @@ def _check_corners(space: SweepSpace, check_data: bool) -> WindowSplits | None:
         if label in seen:
             continue  # a conditional dimension dropped out: the same trial again
         seen.add(label)
-        cfg = space.trial_config(sampled, f"({label})")
+        out.append((label, space.trial_config(sampled, f"({label})")))
+    return out
+
+
+def _check_corners(space: SweepSpace, check_data: bool) -> WindowSplits | None:
+    """Every corner (corner_configs) must make a valid trial and fit the store: an impossible window or a field
+    the store lacks is found now, not in the 40th trial. Returns the splits of the longest window."""
+    longest: WindowSplits | None = None
+    store = None
+    if check_data:
+        try:
+            store = FrameStore.open(space.base.get("store", PARAMETERS["store"][0]))
+        except UserError as exc:
+            raise UserError(f"{space.path}: data.store: {exc}") from None
+    checked: set[Any] = set()
+    for label, cfg in corner_configs(space):
         if store is not None and (cfg.data, cfg.window) not in checked:
             checked.add((cfg.data, cfg.window))
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -20,9 +21,11 @@ from study import leaderboard
 from study.space import SweepSpace
 from study.mlflow_writer import SPOOL_DIR
 from study.tracking import (
-    SweepRun, TrialRun, check_tracking, close_orphaned_runs, find_trial_run, has_result, replay_spool, settle_trial,
+    SweepRun, TrialRun, check_tracking, close_orphaned_runs, final_yardstick_of, find_trial_run, has_result,
+    log_test_score, replay_spool, settle_trial,
 )
 from study.trainable import run_trial
+from study import yardstick as ys
 
 PARENT_FILE = "mlflow_parent.json"
 UNSETTLED_FILE = "mlflow_unsettled.json"  # runs an outage kept the driver from ending: the next driver settles them
@@ -219,16 +222,20 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
     return tuner, False
 
 
-def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint: Path) -> None:
+def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint: Path, yardstick: Any = None) -> dict[str, float]:
     """A trial stopped early gets the same evaluation and artifacts as a finished one (on the same capped
-    validation windows as its epochs), so that MLflow's Compare has no empty rows."""
+    validation windows as its epochs, and on every window of the yardstick), so that MLflow's Compare has no empty
+    rows. Returns its yardstick means on the validation split (read back from its run when evaluated before)."""
     from bubbles.training.train import evaluate_checkpoint_dir
 
-    if not (checkpoint / "best.pt").is_file() or has_result(run_id):
-        return  # nothing to evaluate, or evaluated already (a resumed sweep goes over every trial again)
+    if not (checkpoint / "best.pt").is_file():
+        return {}
+    if has_result(run_id):  # evaluated already (a resumed sweep goes over every trial again)
+        return final_yardstick_of(run_id)
     with tempfile.TemporaryDirectory() as out_dir:
-        cfg, result = evaluate_checkpoint_dir(checkpoint, Path(out_dir))
+        cfg, result = evaluate_checkpoint_dir(checkpoint, Path(out_dir), yardstick=yardstick)
         TrialRun(uri, space.experiment, cfg, run_id=run_id).log_result(result)
+    return result.yardstick.means() if result.yardstick is not None else {}
 
 
 def _replay(uri: str, spool: Path, echo: Callable[[str], None]) -> tuple[bool, list[str], str]:
@@ -326,7 +333,13 @@ def run_sweep(
         check_resources(space)
         if preamble is not None:
             preamble()
+        protocol = ys.protocol_of(space, ys.open_store(space))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        ys.check_recorded(protocol, sweep_dir)
+        val_yardstick = ys.study_yardstick(space, protocol, "val", sweep_dir)
+        echo(f"yardstick: every trial is scored on the same {len(val_yardstick.windows)} validation windows, leads "
+             f"{', '.join(map(str, protocol.leads))}, at {protocol.size[0]}x{protocol.size[1]} px "
+             f"({protocol.epoch_windows} of them after each epoch); the baselines were scored once")
         parent = SweepRun.open_or_create(uri, space, name, sweep_dir / PARENT_FILE)
         # No driver of this sweep runs now: a RUNNING run is an orphan, unless an outage kept the last driver from
         # ending it (recorded then; settled after fit() below, with its real outcome).
@@ -337,7 +350,8 @@ def run_sweep(
         if orphans:
             echo(f"closed {orphans} trial run(s) a killed driver left RUNNING in MLflow (KILLED, unfinished)")
         fn = tune.with_resources(
-            tune.with_parameters(trainable, space=space, uri=uri, parent_run_id=parent.run_id, sweep=name, spool=str(sweep_dir / SPOOL_DIR)),
+            tune.with_parameters(trainable, space=space, uri=uri, parent_run_id=parent.run_id, sweep=name, spool=str(sweep_dir / SPOOL_DIR),
+                                 protocol=protocol, baselines=val_yardstick.baselines().to_dict()),
             {"cpu": space.tune.cpu, "gpu": space.tune.gpu},
         )
         tuner, resumed = _tuner(space, name, storage, fn, sweep_dir)
@@ -354,6 +368,7 @@ def run_sweep(
     finished = {t.user_attrs.get("ray_trial_id"): t.state.is_finished() for t in study.trials}
     rows = []
     trials: list[tuple[str, str, str, dict[str, Any]]] = []
+    checkpoints: dict[str, Path] = {}  # best.pt of each trial that may go to the test pass
     # ResultGrid keeps the experiment's trials in the same order.
     for trial, result in zip(results._experiment_analysis.trials, results):
         metrics = dict(result.metrics or {})
@@ -363,24 +378,40 @@ def run_sweep(
         if tracked and trial_id and (not run_id or run_id.startswith("pending-")):
             run_id = find_trial_run(uri, space.experiment, parent.run_id, trial_id) or ""
         trials.append((trial_id, run_id, outcome, metrics))
+        validation = {k.removeprefix("final_yardstick_"): v for k, v in metrics.items() if k.startswith("final_yardstick_")}
         if tracked and run_id:
             if outcome == "stopped_early" and result.checkpoint is not None:
-                evaluate_stopped_trial(uri, space, run_id, Path(result.checkpoint.path))
+                validation = evaluate_stopped_trial(uri, space, run_id, Path(result.checkpoint.path), val_yardstick) or validation
             settle_trial(run_id, outcome)
+        if outcome in ("completed", "stopped_early") and result.checkpoint is not None and (Path(result.checkpoint.path) / "best.pt").is_file():
+            checkpoints[trial_id] = Path(result.checkpoint.path) / "best.pt"
         history = result.metrics_dataframe
         objective = metrics.get("objective")
         if history is not None and "objective" in history:
             objective = history["objective"].max() if space.tune.mode == "max" else history["objective"].min()
-        rows.append(leaderboard.row(trial_id, run_id if tracked or not run_id.startswith("pending-") else "", outcome,
-                                    result.config or {}, metrics, objective, space))
+        if space.tune.objective.startswith("yardstick_") and math.isfinite(validation.get(space.tune.objective.removeprefix("yardstick_"), math.nan)):
+            # The per-epoch value is on a subset of the protocol's windows: rank by best.pt on all of them.
+            objective = validation[space.tune.objective.removeprefix("yardstick_")]
+        shown_run = run_id if tracked or not run_id.startswith("pending-") else ""
+        rows.append(leaderboard.row(trial_id, shown_run, outcome, result.config or {}, metrics, objective, space, ys.columns(validation, None)))
     interrupted = any(r["status"] == "unfinished" for r in rows) or (
         len(rows) < space.tune.num_samples and space.tune.time_budget_s is None
     )
     if not interrupted:
         fail_orphaned_trials(study)
     ranked = leaderboard.rank(rows, space.tune.mode)
-    leaderboard.write(sweep_dir, ranked)
-    echo(leaderboard.markdown(ranked[:5], space))
+    has_test = ys.has_test_split(space)
+    if has_test and not interrupted and space.evaluate.test_top_k > 0:
+        # The test split is read here, once, after every trial has finished: nothing before chose on it.
+        scored, new = ys.test_pass(space, protocol, sweep_dir, ranked, checkpoints, echo)
+        for r in ranked:
+            if r["trial"] in scored:
+                r.update({k: v for k, v in ys.columns(None, scored[r["trial"]].means()).items() if k.startswith("test_")})
+                if tracked and r["trial"] in new and r["mlflow_run"]:
+                    log_test_score(r["mlflow_run"], scored[r["trial"]])
+    note = ys.leaderboard_note(has_test, space.evaluate.test_top_k)
+    leaderboard.write(sweep_dir, ranked, note)
+    echo(leaderboard.markdown(ranked[:5], space, note))
     if tracked:
         parent.finish(sweep_dir, ranked, interrupted)
         (sweep_dir / UNSETTLED_FILE).unlink(missing_ok=True)

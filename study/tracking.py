@@ -196,15 +196,17 @@ class TrialRun:
             config = Path(tmp) / "config.json"
             config.write_text(json.dumps(self.cfg.flat(), indent=1))
             self.writer.log_artifact(self.run_id, config)
+            if result.yardstick is not None:
+                self.writer.log_batch(self.run_id, metrics=yardstick_metrics(result.yardstick, "final_yardstick", "yardstick_lead"))
             if result.evaluation is not None:
                 self.log_evaluation(result.evaluation)
                 (Path(tmp) / "per_condition.csv").write_text(result.evaluation.condition_table())
                 (Path(tmp) / "lead_table.md").write_text(result.evaluation.lead_table() + "\n")
                 for name in ("per_condition.csv", "lead_table.md"):
                     self.writer.log_artifact(self.run_id, Path(tmp) / name)
-        evaluation_json = result.out_dir / "evaluation.json"
-        if evaluation_json.exists():
-            self.writer.log_artifact(self.run_id, evaluation_json)
+        for name in ("evaluation.json", "yardstick.json"):
+            if (result.out_dir / name).exists():
+                self.writer.log_artifact(self.run_id, result.out_dir / name)
         for strip in result.strips:
             self.writer.log_artifact(self.run_id, strip, "strips")
         if result.best_checkpoint.exists():
@@ -228,6 +230,40 @@ class TrialRun:
         """End the run as the trial ended: `outcome` is a trial status (completed, stopped_early, collapsed, nan,
         errored, failed, unfinished), mapped to MLflow's run status here and nowhere else."""
         self.writer.set_terminated(self.run_id, RUN_STATUS[outcome])
+
+
+def yardstick_metrics(score: Any, prefix: str, lead_prefix: str) -> list[Any]:
+    """A yardstick score as MLflow metrics: its means (<prefix>_ssim, …) and per-lead curves of the model and the
+    baselines on the protocol's frames (<lead_prefix>/ssim, <lead_prefix>/flow_ssim, …; step = the lead time)."""
+    from mlflow.entities import Metric
+
+    ts, leads = _now_ms(), score.protocol.leads
+    rows = [Metric(f"{prefix}_{k}", v, ts, 0) for k, v in score.means().items() if _finite(v)]
+    curves = dict(score.per_lead) | {f"{b}_{k}": v for b, m in score.baselines.items() for k, v in m.items()}
+    for name, values in curves.items():
+        rows += [Metric(f"{lead_prefix}/{name}", float(v), ts, lead) for lead, v in zip(leads, values) if _finite(v)]
+    return rows
+
+
+def log_test_score(run_id: str, score: Any) -> None:
+    """The test-split pass of one trial: test_yardstick_<metric> (unbiased), its per-lead curves, its record."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.log_batch(run_id, metrics=yardstick_metrics(score, "test_yardstick", "yardstick_test_lead"),
+                     tags=[mlflow.entities.RunTag("test_scored", "true")])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "yardstick_test.json"
+        path.write_text(json.dumps(score.to_dict(), indent=1))
+        client.log_artifact(run_id, str(path))
+
+
+def final_yardstick_of(run_id: str) -> dict[str, float]:
+    """The trial-end yardstick means an MLflow trial run holds (final_yardstick_<metric>)."""
+    import mlflow
+
+    metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
+    return {k.removeprefix("final_yardstick_"): v for k, v in metrics.items() if k.startswith("final_yardstick_")}
 
 
 def find_trial_run(uri: str, experiment: str, parent_run_id: str, trial_id: str) -> str | None:
@@ -342,6 +378,10 @@ class SweepRun:
             self.client.set_tag(self.run_id, "best_run_id", rows[0]["mlflow_run"])
             if _finite(rows[0]["objective"]):
                 self.client.log_metric(self.run_id, "best_objective", rows[0]["objective"])
+            # The winner's yardstick: validation (what it was chosen on) and test (unbiased), side by side.
+            for key, value in rows[0].items():
+                if key.endswith(("_selection", "_unbiased")) and isinstance(value, float) and _finite(value):
+                    self.client.log_metric(self.run_id, f"best_{key}", value)
         self.client.log_metric(self.run_id, "trials", len(rows))
         self.client.set_terminated(self.run_id, "KILLED" if interrupted else "FINISHED")
 

@@ -6,7 +6,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bubbles.data.windows import make_splits
 from bubbles.evaluation.cost import ModelCost, median_rate
+from bubbles.evaluation.yardstick import BaselineScores, Protocol, Yardstick
+from bubbles.training.config import best_by_mode
 from bubbles.training.train import EpochResult, TrialResult, train
 from study.space import SweepSpace
 from study.tracking import TrialRun, find_trial_run, readable
@@ -16,7 +19,7 @@ def epoch_metrics(result: EpochResult, epochs_planned: int, objective: str, stat
     """What one epoch reports to Tune (ASHA and Optuna read `objective`; NaN would poison TPE, so it is replaced)."""
     metrics: dict[str, Any] = {**result.metrics(), "epoch": result.epoch, "epochs_planned": epochs_planned, "trial_status": status}
     value = getattr(result, objective)
-    worst = 1e9 if objective == "val_mse" else -1e9
+    worst = 1e9 if best_by_mode(objective) == "min" else -1e9
     metrics["objective"] = value if math.isfinite(value) else worst
     return metrics
 
@@ -31,9 +34,12 @@ def tune_node() -> str:
     return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
 
 
-def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id: str, sweep: str, spool: str | None = None) -> None:
+def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id: str, sweep: str, spool: str | None = None,
+              protocol: Protocol | None = None, baselines: dict[str, Any] | None = None) -> None:
     """Train one sampled configuration; report every epoch (with its checkpoint directory) to Tune. MLflow writes
-    the tracking store cannot take go to the `spool` directory (study.mlflow_writer) and training goes on."""
+    the tracking store cannot take go to the `spool` directory (study.mlflow_writer) and training goes on.
+    `protocol` and `baselines`: the study's yardstick and its baselines' scores on the validation split (scored
+    once by the driver), so that every trial is scored on the same frames."""
     from ray import tune
 
     context = tune.get_context()
@@ -69,10 +75,18 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
                 metrics["final_skill_persistence"] = final.evaluation.summary()["final_skill_persistence"]
                 metrics["final_ssim_lead1"] = final.evaluation.model.ssim[0]
                 metrics["final_ssim_last"] = final.evaluation.model.ssim[-1]
+            if final.yardstick is not None:
+                metrics |= {f"final_yardstick_{k}": v for k, v in final.yardstick.means().items()}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_file.parent)))
 
     try:
-        train(cfg, Path(context.get_trial_dir()) / "work", report=report, resume=resume, on_cost=on_cost)
+        splits = make_splits(cfg.data, cfg.window)
+        yardstick = None
+        if protocol is not None:
+            cached = BaselineScores.from_dict(baselines, len(protocol.leads)) if baselines else None
+            yardstick = Yardstick(protocol, splits.val.cache.store, splits.segments.val, "val", splits.segments.train, cached)
+        train(cfg, Path(context.get_trial_dir()) / "work", report=report, resume=resume, splits=splits, on_cost=on_cost,
+              yardstick=yardstick)
     except Exception:
         run.end("errored")
         raise

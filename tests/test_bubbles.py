@@ -10,6 +10,7 @@ from bubbles.data.geometry import PLATE_TOP
 from bubbles.data.store import TRUTH_COLUMNS, FrameStore
 from bubbles.data.synth import detector_hints, generate_sequence, sample_condition
 from bubbles.evaluation.bubbles import BubbleMeter, DetectorConfig, detect, match, match_radius, truth_bubbles
+from bubbles.evaluation import metrics
 
 SIZE = 128
 
@@ -29,7 +30,7 @@ def _f1_against_truth(regime: str) -> float:
         frames, table, cfg = _regime_frames(regime, seed)
         for t, frame in enumerate(frames):
             visible, ignore = truth_bubbles(table, t, SIZE, SIZE, cfg)
-            meter.add_frame(0, detect(frame, cfg), visible, SIZE, 1.0, ignore)
+            meter.add_frame(0, detect(frame, cfg), visible, SIZE, ignore)
     return meter.leads(SIZE)["bubble_f1"][0]
 
 
@@ -56,7 +57,7 @@ def test_auto_polarity_finds_bright_bubbles() -> None:
     cfg, meter, rng = DetectorConfig(polarity="auto"), BubbleMeter(1), np.random.default_rng(0)
     for t in range(len(frames)):
         visible, ignore = truth_bubbles(table, t, SIZE, SIZE, cfg)
-        meter.add_frame(0, detect(_bright_rendering(table, t, rng), cfg), visible, SIZE, 1.0, ignore)
+        meter.add_frame(0, detect(_bright_rendering(table, t, rng), cfg), visible, SIZE, ignore)
     f1 = meter.leads(SIZE)["bubble_f1"][0]
     print(f"detector F1 on bright bubbles, polarity auto: {f1:.3f}")
     assert f1 >= 0.9
@@ -90,7 +91,8 @@ def test_meter_scores_identity_as_perfect_and_blur_as_blur() -> None:
     same.add(target, target, cfg)
     blur.add(blurred, target, cfg)
     s, b = same.leads(SIZE), blur.leads(SIZE)
-    assert s["bubble_f1"] == (1.0,) * 4 and s["sharpness"] == (1.0,) * 4 and s["bubble_count_error"] == (0.0,) * 4
-    assert max(b["sharpness"]) < 0.6
+    assert s["bubble_f1"] == (1.0,) * 4 and s["bubble_count_error"] == (0.0,) * 4
+    assert "sharpness" not in s  # a pixel metric (metrics.sharpness_frames), computed once, in the scoring module
+    assert metrics.sharpness_frames(blurred[0], target[0]).max() < 0.6
     assert np.mean(b["bubble_f1"]) < 1.0 and min(b["bubble_diameter_error_px"]) > 1.0
     assert match_radius(SIZE) == pytest.approx(0.04 * SIZE)

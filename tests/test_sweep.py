@@ -17,6 +17,7 @@ from cli import main
 from study.space import load_space
 from study.sweep import OPTUNA_DB, run_sweep
 from study.trainable import run_trial
+from study.yardstick import NO_TEST
 
 SPACE = """
 data: {{store: {store}, split: condition, val_fraction: 0.34}}
@@ -101,6 +102,10 @@ def test_smoke_sweep_end_to_end(tiny_store: Path, tmp_path: Path) -> None:
             assert t.intermediate_values
     with (outcome.directory / "leaderboard.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 6
+    # No test split: one line says so where the test score would stand; validation is there for every trial.
+    assert NO_TEST in (outcome.directory / "leaderboard.md").read_text()
+    assert all(math.isnan(r["test_ssim_unbiased"]) for r in rows)
+    assert all(math.isfinite(r["val_ssim_selection"]) for r in rows if r["status"] in ("completed", "stopped_early"))
 
 
 def flaky(config: dict, **kwargs: object) -> None:
@@ -192,7 +197,10 @@ def test_objectives_and_their_direction(tiny_store: Path, tmp_path: Path) -> Non
     from study.trainable import epoch_metrics
 
     result = EpochResult(2, 0.01, 0.002, 0.8, 27.0, 0.79, 0.75, 0.3, 0.9, False, 1.0, 10.0, val_bubble_f1=0.6)
-    cases = (("val_ssim", "max", 0.8), ("val_mse", "min", 0.002), ("val_skill_persistence", "max", 0.3), ("val_bubble_f1", "max", 0.6))
+    result = EpochResult(2, 0.01, 0.002, 0.8, 27.0, 0.79, 0.75, 0.3, 0.9, False, 1.0, 10.0, val_bubble_f1=0.6,
+                         yardstick_ssim=0.7, yardstick_mse=0.004, yardstick_skill=0.2)
+    cases = (("val_ssim", "max", 0.8), ("val_mse", "min", 0.002), ("val_skill_persistence", "max", 0.3), ("val_bubble_f1", "max", 0.6),
+             ("yardstick_ssim", "max", 0.7), ("yardstick_mse", "min", 0.004), ("yardstick_skill", "max", 0.2))
     for objective, mode, value in cases:
         text = SPACE.replace("objective: val_ssim", f"objective: {objective}")
         space = load_space(write_space(tmp_path, tiny_store, text=text))
@@ -200,3 +208,4 @@ def test_objectives_and_their_direction(tiny_store: Path, tmp_path: Path) -> Non
         assert epoch_metrics(result, 4, objective, "running")["objective"] == value
     nan = EpochResult(1, float("nan"), float("nan"), float("nan"), float("nan"), float("nan"), float("nan"), float("nan"), 0.0, True, 1.0, 1.0)
     assert epoch_metrics(nan, 4, "val_mse", "nan")["objective"] == 1e9  # a NaN never reaches TPE
+    assert epoch_metrics(nan, 4, "yardstick_mse", "nan")["objective"] == 1e9

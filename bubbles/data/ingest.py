@@ -24,6 +24,16 @@ Rules, so that every source becomes the same (T, H, W) uint8 frames:
   and liquid dark. `--field` given several times makes one multi-field sequence, (T, C, H, W): every field must
   have the same shape, and each is scaled by its own [min, max] (or `clip` percentiles), recorded per field in
   the sequence's `fields`.
+- `frames` (START:STOP, source frame numbers, STOP exclusive, either side may be empty) keeps a range of the source;
+  it is applied first and recorded in `extra.frames`; every frame number reported afterwards is a source number.
+- `colormap` NAME: the source is a colour-mapped rendering of a scalar field (a matplotlib map, e.g. `jet`): every
+  pixel becomes its position in the map (bubbles/data/colormap.py) instead of its luma, recorded in
+  `extra.colormap`. Pixels far from every colour of the map (titles, axes, colour bars left in the crop) are
+  counted and reported.
+- Frames that break the sequence (blank: nearly one grey level; saturated: most pixels at 0 or 255; a jump in
+  mean brightness far beyond the neighbours': a padding frame, a flash, a dropped exposure) are reported like
+  repeated frames, with the reason, kept and counted in `extra.broken_frames` unless `drop_broken`, which removes
+  them and records their source numbers in `extra.dropped_broken_frames`. They are found before repeated frames.
 """
 
 from __future__ import annotations
@@ -48,6 +58,13 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float64)
 # last frame was cloned 5 times decodes with 0.005-0.02 between the clones and >= 2.6 between moving frames;
 # a camera's sensor noise alone gives about 1 or more.
 DUPLICATE_TOLERANCE = 0.1
+BLANK_STD = 1.0  # grey levels: a frame flatter than this holds no picture
+SATURATED_FRACTION = 0.9  # of the pixels at 0 or 255
+# A jump of mean brightness is broken when it exceeds JUMP_K times the sequence's typical frame-to-frame change of
+# the mean (1.4826 MAD) and JUMP_MIN_LEVELS grey levels: the pool rendering's means move 0.1-1 level a frame, its
+# padding frame (or a flash) tens.
+JUMP_K = 10.0
+JUMP_MIN_LEVELS = 8.0
 SQUASHED_LEVELS = 16  # fewer grey levels than this between the 0.1 and 99.9 percentiles: say that --clip would help
 
 
@@ -65,6 +82,9 @@ class IngestRequest:
     crop: tuple[int, int, int, int] | None = None
     clip: tuple[float, float] | None = None
     drop_duplicates: bool = False
+    frames: tuple[int | None, int | None] | None = None
+    colormap: str | None = None
+    drop_broken: bool = False
 
 
 def parse_crop(text: str, where: str = "--crop") -> tuple[int, int, int, int]:
@@ -76,6 +96,53 @@ def parse_crop(text: str, where: str = "--crop") -> tuple[int, int, int, int]:
     if right <= left or bottom <= top:
         raise UserError(f"{where} {text!r}: RIGHT must exceed LEFT and BOTTOM must exceed TOP")
     return left, top, right, bottom
+
+
+def parse_frames(text: str, where: str = "--frames") -> tuple[int | None, int | None]:
+    """'START:STOP' (either may be empty; STOP exclusive) -> (start, stop) of source frame numbers."""
+    start, sep, stop = text.partition(":")
+    if not sep or not all(p.strip().isdigit() for p in (start, stop) if p.strip()):
+        raise UserError(f"{where} {text!r}: expected START:STOP frame numbers (STOP exclusive), e.g. 0:68 or 10:")
+    a, b = (int(p) if p.strip() else None for p in (start, stop))
+    if a is not None and b is not None and b <= a:
+        raise UserError(f"{where} {text!r}: STOP must exceed START")
+    return a, b
+
+
+def apply_frames(frames: np.ndarray, keep: tuple[int | None, int | None], where: str) -> np.ndarray:
+    """frames[start:stop]; a range that keeps fewer than 2 frames of this source is an error."""
+    start, stop = keep
+    if (start or 0) >= len(frames):
+        raise UserError(f"{where}: --frames starts at {start}, but the source has {len(frames)} frames (0-{len(frames) - 1})")
+    kept = frames[start:stop]
+    if len(kept) < 2:
+        raise UserError(f"{where}: --frames {start or ''}:{stop or ''} keeps {len(kept)} frame(s); a sequence needs at least 2")
+    return kept
+
+
+def broken_frames(frames: np.ndarray) -> dict[int, str]:
+    """Frames that break the sequence, by index, with the reason: blank, saturated, or a brightness jump."""
+    flat = frames.reshape(len(frames), -1)
+    sample = flat[:, :: max(1, flat.shape[1] // 200_000)].astype(np.float32)  # 200k pixels tell these apart
+    means, stds = sample.mean(axis=1), sample.std(axis=1)
+    extreme = ((sample == 0) | (sample == 255)).mean(axis=1)
+    usual = float(np.median(extreme))  # an over-exposed background is saturated in every frame: not a break
+    out: dict[int, str] = {}
+    for t in range(len(frames)):
+        if stds[t] < BLANK_STD:
+            out[t] = f"blank (one grey level, {means[t]:.0f})"
+        elif extreme[t] > SATURATED_FRACTION and extreme[t] - usual > 0.5:
+            out[t] = f"saturated ({100 * extreme[t]:.0f}% of the pixels at 0 or 255)"
+    steps = np.abs(np.diff(means))
+    typical = 1.4826 * float(np.median(np.abs(steps - np.median(steps)))) + float(np.median(steps)) if len(steps) else 0.0
+    limit = max(JUMP_K * typical, JUMP_MIN_LEVELS)
+    for t in range(len(frames)):
+        if t in out:
+            continue
+        near = [means[i] for i in range(max(0, t - 2), min(len(frames), t + 3)) if i != t and i not in out]
+        if near and abs(means[t] - float(np.median(near))) > limit:
+            out[t] = f"brightness jump (mean {means[t]:.0f} against {float(np.median(near)):.0f} around it)"
+    return out
 
 
 def apply_crop(frames: np.ndarray, crop: tuple[int, int, int, int], where: str) -> np.ndarray:
@@ -276,7 +343,10 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
         raw, fps = read_video(src, progress)
         source = f"video:{src.name}"
     elif suffix in HDF5_SUFFIXES:
-        return _ingest_fields(request, read_hdf5(src, request.hdf5_fields, request.flip_y), warn)
+        fields = read_hdf5(src, request.hdf5_fields, request.flip_y)
+        if request.frames is not None:
+            fields = [apply_frames(f, request.frames, str(src)) for f in fields]
+        return _ingest_fields(request, fields, warn)
     elif suffix in (".tif", ".tiff"):
         raw = read_tiff_stack(src)
         source = f"tiff:{src.name}"
@@ -288,7 +358,10 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
         source = f"npy:{src.name}"
     else:
         raise UserError(f"{src}: unknown input type {suffix!r} (folder of images, video, TIFF stack, .h5/.hdf5, or .npy)")
-    frames, scale = _convert(np.asarray(raw), request, extra)
+    raw = np.asarray(raw)
+    if request.frames is not None:
+        raw = apply_frames(raw, request.frames, str(src))
+    frames, scale = _convert(raw, request, extra)
     if scale:
         extra["scale"] = scale
     return _write(request, frames, source, fps, extra, warn=warn)
@@ -299,6 +372,17 @@ def _convert(raw: np.ndarray, request: IngestRequest, extra: dict[str, Any], whe
     if request.crop is not None:
         raw = apply_crop(raw, request.crop, str(request.source))
         extra["crop"] = list(request.crop)
+    if request.frames is not None:
+        extra["frames"] = [request.frames[0] or 0, request.frames[1]]
+    if request.colormap is not None:
+        if raw.ndim != 4 or raw.shape[-1] not in (3, 4):
+            raise UserError(f"{request.source}{where}: --colormap needs colour (RGB) frames, got shape {raw.shape}")
+        from bubbles.data.colormap import invert
+
+        inverted, off = invert(raw, request.colormap)
+        extra["colormap"] = request.colormap
+        extra["off_colormap_fraction"] = round(off, 6)
+        return inverted, {}
     return to_gray_uint8(raw, f"{request.source}{where}", request.clip)
 
 
@@ -317,8 +401,9 @@ def _ingest_fields(request: IngestRequest, fields: list[np.ndarray], warn: Calla
 def _write(request: IngestRequest, frames: np.ndarray, source: str, fps: float | None, extra: dict[str, Any],
            fields: tuple[dict[str, Any], ...] = (), warn: Callable[[str], None] | None = None) -> str:
     src = request.source
+    frames, broken_line = _handle_broken(request, frames, extra)
     frames, duplicates_line = _handle_duplicates(request, frames, extra)
-    notes = [line for line in (duplicates_line, _squashed(request, frames, extra)) if line]
+    notes = [line for line in (broken_line, duplicates_line, _squashed(request, frames, extra), _off_map(request, extra)) if line]
     if len(frames) < 2:
         dropped = len(extra.get("dropped_duplicate_frames", []))
         after = f" after dropping {dropped} repeated" if dropped else ""
@@ -346,16 +431,58 @@ def _squashed(request: IngestRequest, frames: np.ndarray, extra: dict[str, Any])
             "min..max (outliers set the range); `ingest --clip 0.1,99.9` scales from percentiles instead")
 
 
-def _handle_duplicates(request: IngestRequest, frames: np.ndarray, extra: dict[str, Any]) -> tuple[np.ndarray, str]:
-    """Find repeated consecutive frames; drop them when asked. Recorded in extra either way; returns the frames and
-    the line to tell the user (empty when there is nothing to say)."""
-    duplicates = duplicate_frames(frames)
-    if not duplicates:
+def _off_map(request: IngestRequest, extra: dict[str, Any]) -> str:
+    from bubbles.data.colormap import OFF_MAP_FRACTION
+
+    off = extra.get("off_colormap_fraction", 0.0)
+    if off <= OFF_MAP_FRACTION:
+        return ""
+    return (f"{request.source}: {100 * off:.1f}% of the pixels are no colour of {request.colormap} (titles, axes or colour "
+            "bars in the frame, or another map): --crop to the plot, or check the map's name")
+
+
+def _source_numbers(request: IngestRequest, indices: list[int], extra: dict[str, Any]) -> list[int]:
+    """Indices into the kept frames -> source frame numbers (after --frames and frames dropped as broken)."""
+    start = (request.frames[0] or 0) if request.frames else 0
+    dropped = sorted(extra.get("dropped_broken_frames", []))
+    out = []
+    for i in indices:
+        n = i + start
+        for d in dropped:  # dropped source numbers at or before n shift it on
+            if d <= n:
+                n += 1
+        out.append(n)
+    return out
+
+
+def _handle_broken(request: IngestRequest, frames: np.ndarray, extra: dict[str, Any]) -> tuple[np.ndarray, str]:
+    """Find frames that break the sequence; drop them when asked. Recorded in extra either way."""
+    found = broken_frames(frames)
+    if not found:
         return frames, ""
+    start = (request.frames[0] or 0) if request.frames else 0
+    numbers = sorted(i + start for i in found)
+    reasons = "; ".join(f"{i + start}: {why}" for i, why in sorted(found.items()))
+    if request.drop_broken:
+        extra["dropped_broken_frames"] = numbers
+        return (np.delete(frames, sorted(found), axis=0),
+                f"{request.source}: dropped {len(found)} frame(s) that break the sequence ({reasons})")
+    extra["broken_frames"] = {str(i + start): why for i, why in sorted(found.items())}
+    return frames, (f"{request.source}: {len(found)} frame(s) of {len(frames)} break the sequence ({reasons}); "
+                    "`ingest --drop-broken` removes them")
+
+
+def _handle_duplicates(request: IngestRequest, frames: np.ndarray, extra: dict[str, Any]) -> tuple[np.ndarray, str]:
+    """Find repeated consecutive frames; drop them when asked. Recorded in extra either way (as source frame
+    numbers); returns the frames and the line to tell the user (empty when there is nothing to say)."""
+    found = duplicate_frames(frames)
+    if not found:
+        return frames, ""
+    duplicates = _source_numbers(request, found, extra)
     where = f"frames {describe_ranges(duplicates)} of {len(frames)}"
     if request.drop_duplicates:
         extra["dropped_duplicate_frames"] = duplicates
-        return np.delete(frames, duplicates, axis=0), f"{request.source}: dropped {len(duplicates)} frame(s) repeating the frame before ({where})"
+        return np.delete(frames, found, axis=0), f"{request.source}: dropped {len(duplicates)} frame(s) repeating the frame before ({where})"
     extra["duplicate_frames"] = len(duplicates)
     return frames, (f"{request.source}: {len(duplicates)} frame(s) repeating the frame before ({where}); persistence "
                     "is (nearly) perfect on them and flatters its PSNR; `ingest --drop-duplicates` removes them")

@@ -21,7 +21,6 @@ import numpy as np
 from scipy.ndimage import map_coordinates
 from skimage.registration import optical_flow_ilk, optical_flow_tvl1
 
-BASELINES = ("persistence", "median", "climatology", "flow")
 FLOW_METHODS: dict[str, Callable[..., np.ndarray]] = {"ilk": optical_flow_ilk, "tvl1": optical_flow_tvl1}
 FLOW_RADIUS_FRACTION = 1 / 16  # ILK window radius as a fraction of the frame height (8 px at 128²)
 
@@ -73,19 +72,27 @@ def flow_extrapolation(inputs: np.ndarray, horizon: int, method: str = "ilk") ->
     return out
 
 
+def _climatology_or_error(inputs: np.ndarray, horizon: int, mean_frame: np.ndarray | None) -> np.ndarray:
+    if mean_frame is None:
+        raise ValueError("climatology needs the training frames' mean frame")
+    return climatology(inputs, horizon, mean_frame)
+
+
+# The one table of baselines, by name (as pySTEPS' get_method): (context, horizon, training mean frame) -> forecast.
+TABLE: dict[str, Callable[[np.ndarray, int, np.ndarray | None], np.ndarray]] = {
+    "persistence": lambda inputs, horizon, _: persistence(inputs, horizon),
+    "median": lambda inputs, horizon, _: context_median(inputs, horizon),
+    "climatology": _climatology_or_error,
+    "flow": lambda inputs, horizon, _: flow_extrapolation(inputs, horizon),
+}
+BASELINES = tuple(TABLE)
+
+
 def forecast(name: str, inputs: np.ndarray, horizon: int, mean_frame: np.ndarray | None = None) -> np.ndarray:
     """One named baseline's forecast (climatology needs the training mean frame)."""
-    if name == "persistence":
-        return persistence(inputs, horizon)
-    if name == "median":
-        return context_median(inputs, horizon)
-    if name == "climatology":
-        if mean_frame is None:
-            raise ValueError("climatology needs the training frames' mean frame")
-        return climatology(inputs, horizon, mean_frame)
-    if name == "flow":
-        return flow_extrapolation(inputs, horizon)
-    raise ValueError(f"unknown baseline {name!r} (have: {', '.join(BASELINES)})")
+    if name not in TABLE:
+        raise ValueError(f"unknown baseline {name!r} (have: {', '.join(BASELINES)})")
+    return TABLE[name](inputs, horizon, mean_frame)
 
 
 def mean_frame(frames: list[np.ndarray]) -> np.ndarray:

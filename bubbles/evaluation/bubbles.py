@@ -1,4 +1,4 @@
-"""Bubble-level evaluation: detect bubbles in a frame, match predicted to target bubbles, and the sharpness ratio.
+"""Bubble-level evaluation: detect bubbles in a frame and match predicted to target bubbles (counts, F1, errors).
 
 The detector (documented in the README, "Bubble metrics"), on a float frame in [0, 1]:
 1. background: a grey closing (dark bubbles) or opening (bright bubbles) with a square of side
@@ -148,20 +148,14 @@ def match(pred: np.ndarray, target: np.ndarray, radius: float) -> list[tuple[int
     return [(int(i), int(j)) for i, j in zip(rows, cols) if dist[i, j] <= radius]
 
 
-def gradient_energy(frame: np.ndarray) -> float:
-    """Mean gradient magnitude of a frame (central differences)."""
-    gy, gx = np.gradient(frame.astype(np.float64))
-    return float(np.hypot(gx, gy).mean())
-
-
 class BubbleMeter:
     """Bubble counts and errors pooled over windows, one slot per lead time."""
 
     def __init__(self, leads: int) -> None:
-        self.sums = np.zeros((leads, 8))  # tp, fp, fn, |count error|, diam err, centroid err, frames, grad ratio
+        self.sums = np.zeros((leads, 7))  # tp, fp, fn, |count error|, diam err, centroid err, frames
 
     def add_frame(
-        self, lead: int, pred: np.ndarray, target: np.ndarray, height: int, sharpness: float, ignore: np.ndarray | None = None
+        self, lead: int, pred: np.ndarray, target: np.ndarray, height: int, ignore: np.ndarray | None = None
     ) -> None:
         """pred / target: detect() rows of one predicted frame and its target frame (lead 0-based); an unmatched
         prediction that matches an `ignore` row is no false positive."""
@@ -180,51 +174,58 @@ class BubbleMeter:
             s[4] += abs(pred[i, 2] - target[j, 2])
             s[5] += float(np.hypot(*(pred[i, :2] - target[j, :2])))
         s[6] += 1
-        s[7] += sharpness
 
     def add(
         self,
         pred: np.ndarray,
         target: np.ndarray,
         cfg: DetectorConfig | list[DetectorConfig] = DetectorConfig(),
-        cache: dict[tuple[int, int], tuple[np.ndarray, float]] | None = None,
+        cache: dict[tuple[int, int], np.ndarray] | None = None,
         keys: list[int] | None = None,
     ) -> None:
         """pred, target: (N, M, H, W) batches; cfg: one detector config, or one per window. With `cache` and the
-        windows' `keys`, the targets' detections and gradient energies are computed once and reused (validation
-        sees the same target windows every epoch)."""
+        windows' `keys`, the targets' detections are computed once and reused (validation sees the same target
+        windows every epoch). The sharpness ratio is a pixel metric (bubbles.evaluation.metrics), not counted here."""
         n, m, h = pred.shape[0], pred.shape[1], pred.shape[2]
         for w in range(n):
             c = cfg[w] if isinstance(cfg, list) else cfg
             for k in range(m):
                 key = (keys[w], k) if keys is not None else None
                 if cache is not None and key in cache:
-                    found, energy = cache[key]
+                    found = cache[key]
                 else:
-                    found, energy = detect(target[w, k], c), gradient_energy(target[w, k])
+                    found = detect(target[w, k], c)
                     if cache is not None and key is not None:
-                        cache[key] = (found, energy)
-                sharp = gradient_energy(pred[w, k]) / energy if energy > 0 else 1.0
-                self.add_frame(k, detect(pred[w, k], c), found, h, sharp)
+                        cache[key] = found
+                self.add_frame(k, detect(pred[w, k], c), found, h)
+
+    def f1(self) -> float:
+        """Bubble F1 over every frame and lead the meter saw, from the summed matches: 2·TP / (2·TP + FP + FN).
+        NaN when no frame had a bubble, predicted or true (nothing to score)."""
+        tp, fp, fn = self.sums[:, :3].sum(axis=0)
+        return float(2 * tp / (2 * tp + fp + fn)) if 2 * tp + fp + fn > 0 else float("nan")
 
     def leads(self, height: int) -> dict[str, tuple[float, ...]]:
-        """Per lead: bubble_precision, bubble_recall, bubble_f1 (1 where neither frame has a bubble),
-        bubble_count_error (mean |predicted − target count| per frame), bubble_diameter_error_px and _pct (% of
-        frame height) and bubble_centroid_error_px over matched pairs (NaN where nothing matched), sharpness."""
-        tp, fp, fn, cnt, diam, cen, frames, grad = self.sums.T
+        """Per lead, over all the frames at that lead (TP, FP, FN summed first, so a frame with no target bubble
+        counts only its false alarms): bubble_precision (0 when nothing was predicted but the targets have
+        bubbles: a blurred forecast that finds nothing is not precise), bubble_recall, bubble_f1 (NaN where no
+        frame had a bubble, predicted or true), bubble_count_error (mean |predicted − target count| per frame),
+        bubble_diameter_error_px and _pct (% of frame height) and bubble_centroid_error_px over matched pairs (NaN
+        where nothing matched)."""
+        tp, fp, fn, cnt, diam, cen, frames = self.sums.T
         matched = np.where(tp > 0, tp, np.nan)
+        nan = np.full_like(tp, np.nan)
 
-        def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-            return np.where(den > 0, num / np.maximum(den, 1), 1.0)
+        def ratio(num: np.ndarray, den: np.ndarray, empty: np.ndarray) -> np.ndarray:
+            return np.where(den > 0, num / np.maximum(den, 1), empty)
 
         out = {
-            "bubble_precision": ratio(tp, tp + fp),
-            "bubble_recall": ratio(tp, tp + fn),
-            "bubble_f1": ratio(2 * tp, 2 * tp + fp + fn),
+            "bubble_precision": ratio(tp, tp + fp, np.where(tp + fn > 0, 0.0, nan)),
+            "bubble_recall": ratio(tp, tp + fn, nan),
+            "bubble_f1": ratio(2 * tp, 2 * tp + fp + fn, nan),
             "bubble_count_error": cnt / np.maximum(frames, 1),
             "bubble_diameter_error_px": diam / matched,
             "bubble_diameter_error_pct": 100 * diam / matched / height,
             "bubble_centroid_error_px": cen / matched,
-            "sharpness": grad / np.maximum(frames, 1),
         }
         return {k: tuple(float(x) for x in v) for k, v in out.items()}

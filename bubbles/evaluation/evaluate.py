@@ -17,26 +17,8 @@ from torch import nn
 from bubbles.data.windows import WindowDataset, WindowSplits
 from bubbles.evaluation import baselines, metrics, tables
 from bubbles.evaluation.bubbles import BubbleMeter, DetectorConfig
+from bubbles.evaluation.scoring import PIXEL_METRICS, FrameMetrics, LeadMetrics, skill, strongest_skill  # noqa: F401
 from bubbles.evaluation.vmaf import vmaf_frames
-
-PIXEL_METRICS = ("ssim", "psnr", "mse", "mae", "sharpness")
-
-
-@dataclass(frozen=True)
-class LeadMetrics:
-    """Mean over windows of each metric, one value per lead time 1..M (sharpness: empty in evaluations written
-    before it existed)."""
-
-    ssim: tuple[float, ...]
-    psnr: tuple[float, ...]
-    mse: tuple[float, ...]
-    mae: tuple[float, ...]
-    sharpness: tuple[float, ...] = ()
-
-    def mean(self, name: str) -> float:
-        values = getattr(self, name)
-        return float(np.mean(values)) if len(values) else float("nan")
-
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -60,6 +42,7 @@ class Evaluation:
     bubbles: dict[str, tuple[float, ...]] = field(default_factory=dict)  # BubbleMeter.leads() of the model
     baseline_bubble_f1: dict[str, tuple[float, ...]] = field(default_factory=dict)  # per baseline, per lead
     per_field: dict[str, dict[str, float]] = field(default_factory=dict)  # several target fields: means per field
+    bubble_f1: float = float("nan")  # the model's F1 from matches summed over every lead and window (BubbleMeter.f1)
 
     @property
     def persistence(self) -> LeadMetrics:
@@ -100,6 +83,14 @@ class Evaluation:
             fields["vmaf"] = {k: tuple(v) for k, v in fields["vmaf"].items()}
         return cls(**fields)
 
+    def pooled_bubble_f1(self) -> float:
+        """F1 over all leads from summed matches, as validation's val_bubble_f1 (evaluations saved before it was
+        recorded: the mean of the per-lead F1s that are defined)."""
+        if not np.isnan(self.bubble_f1) or not self.bubbles:
+            return self.bubble_f1
+        defined = [v for v in self.bubbles["bubble_f1"] if not np.isnan(v)]
+        return float(np.mean(defined)) if defined else float("nan")
+
     def summary(self) -> dict[str, float]:
         """One number each: means over lead times (what a trial is compared by at its end)."""
         return {
@@ -112,7 +103,7 @@ class Evaluation:
             "final_skill_strongest": float(np.mean(self.skill_strongest)),
             "final_collapse_score": self.collapse_score,
             "final_collapsed": float(self.collapsed),
-        } | ({"final_bubble_f1": float(np.mean(self.bubbles["bubble_f1"]))} if self.bubbles else {}) | {
+        } | ({"final_bubble_f1": self.pooled_bubble_f1()} if self.bubbles else {}) | {
             f"final_{metric}_{name}": value for name, row in self.per_field.items() for metric, value in row.items()
         }
 
@@ -144,29 +135,6 @@ def subset(n: int, limit: int) -> list[int]:
     if limit <= 0 or limit >= n:
         return list(range(n))
     return sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist()))
-
-
-class FrameMetrics:
-    """Per-frame metric values, gathered as (windows, leads) arrays."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, list[np.ndarray]] = {k: [] for k in PIXEL_METRICS}
-
-    def add(self, pred: np.ndarray, target: np.ndarray) -> None:
-        n, m = pred.shape[:2]
-        p, t = pred.reshape(n * m, *pred.shape[2:]), target.reshape(n * m, *target.shape[2:])
-        mse = metrics.mse_frames(p, t)
-        self.values["mse"].append(mse.reshape(n, m))
-        self.values["psnr"].append(metrics.psnr_from_mse(mse).reshape(n, m))
-        self.values["mae"].append(metrics.mae_frames(p, t).reshape(n, m))
-        self.values["ssim"].append(metrics.ssim_frames(p, t).reshape(n, m))
-        self.values["sharpness"].append(metrics.sharpness_frames(p, t).reshape(n, m))
-
-    def array(self, name: str) -> np.ndarray:
-        return np.concatenate(self.values[name])
-
-    def leads(self) -> LeadMetrics:
-        return LeadMetrics(**{k: tuple(float(v) for v in np.nanmean(self.array(k), axis=0)) for k in PIXEL_METRICS})
 
 
 def detectors(dataset: WindowDataset, indices: list[int]) -> list[DetectorConfig]:
@@ -206,13 +174,6 @@ def training_mean_frame(splits: WindowSplits) -> np.ndarray:
     return baselines.mean_frame([splits.train.field_frames(name, a, b) for name, a, b in splits.segments.train])
 
 
-def strongest_skill(model_mse: tuple[float, ...], baseline_mse: dict[str, tuple[float, ...]]) -> tuple[dict[str, tuple[float, ...]], tuple[str, ...], tuple[float, ...]]:
-    """Skill against each baseline, the strongest (lowest-MSE) baseline per lead, and the skill against it."""
-    skill = {b: tuple(float(v) for v in metrics.skill(np.array(model_mse), np.array(m))) for b, m in baseline_mse.items()}
-    strongest = tuple(min(baseline_mse, key=lambda b: baseline_mse[b][k]) for k in range(len(model_mse)))
-    return skill, strongest, tuple(skill[b][k] for k, b in enumerate(strongest))
-
-
 def evaluate(
     model: nn.Module,
     dataset: WindowDataset,
@@ -230,7 +191,7 @@ def evaluate(
     frames = {k: FrameMetrics() for k in ("model", *names)}
     collapse = metrics.CollapseMeter()
     bubble_meters = {k: BubbleMeter(horizon) for k in frames}
-    targets: dict[tuple[int, int], tuple[np.ndarray, float]] = {}  # each target frame's bubbles, found once
+    targets: dict[tuple[int, int], np.ndarray] = {}  # each target frame's bubbles, found once
     conditions: list[str] = []
     vmaf_rows: dict[str, list[np.ndarray]] = {k: [] for k in frames}
     vmaf_note = "" if with_vmaf else "not computed"
@@ -268,9 +229,10 @@ def evaluate(
         collapsed=bool(score < metrics.COLLAPSE_THRESHOLD),
         vmaf=vmaf,
         vmaf_note=vmaf_note,
-        bubbles={k: v for k, v in bubble_meters["model"].leads(height).items() if k != "sharpness"},  # in LeadMetrics
+        bubbles=bubble_meters["model"].leads(height),
         baseline_bubble_f1={b: bubble_meters[b].leads(height)["bubble_f1"] for b in names},
         per_field=fields.means() if fields is not None else {},
+        bubble_f1=bubble_meters["model"].f1(),
     )
 
 
@@ -292,7 +254,7 @@ class FieldMeter:
         for name, (model, persist) in self.frames.items():
             leads, base = model.leads(), persist.leads()
             out[name] = {k: leads.mean(k) for k in ("ssim", "psnr", "mse", "mae")}
-            out[name]["skill_persistence"] = float(np.mean(metrics.skill(np.array(leads.mse), np.array(base.mse))))
+            out[name]["skill_persistence"] = float(np.mean(skill(leads.mse, base.mse)))
         return out
 
 
@@ -330,11 +292,11 @@ class Validation:
     collapsed: bool
     ssim_per_lead: tuple[float, ...]
     mse_per_lead: tuple[float, ...]
-    bubble_f1: float  # mean over leads of the bubble F1 (bubbles.evaluation.bubbles)
+    bubble_f1: float  # bubble F1 from the matches summed over every lead and window (BubbleMeter.f1; NaN: no bubble)
 
 
 # The target windows' bubbles, detected at the first validation of a dataset and reused every epoch after.
-_TARGET_BUBBLES: weakref.WeakKeyDictionary[WindowDataset, dict[tuple[int, int], tuple[np.ndarray, float]]] = weakref.WeakKeyDictionary()
+_TARGET_BUBBLES: weakref.WeakKeyDictionary[WindowDataset, dict[tuple[int, int], np.ndarray]] = weakref.WeakKeyDictionary()
 
 
 def persistence_mse(dataset: WindowDataset, max_windows: int = 0) -> tuple[float, ...]:
@@ -361,5 +323,5 @@ def validate(model: nn.Module, dataset: WindowDataset, device: torch.device, bat
     return Validation(
         mse=leads.mean("mse"), ssim=leads.mean("ssim"), psnr=leads.mean("psnr"),
         collapse_score=float(score), collapsed=bool(score < metrics.COLLAPSE_THRESHOLD), ssim_per_lead=leads.ssim,
-        mse_per_lead=leads.mse, bubble_f1=float(np.mean(bubble_meter.leads(dataset.cache.size[0])["bubble_f1"])),
+        mse_per_lead=leads.mse, bubble_f1=bubble_meter.f1(),
     )

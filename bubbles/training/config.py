@@ -10,12 +10,16 @@ Device = Literal["auto", "cpu", "cuda"]
 AMP = Literal["auto", "off"]
 # The epoch metric that picks best.pt. A sweep sets it to its objective, so that the leaderboard, the evaluation
 # of best.pt, the export and the registry all speak of the same weights.
-BestBy = Literal["val_mse", "val_ssim", "val_psnr", "val_skill_persistence", "val_bubble_f1"]
+# val_*: the trial's own windows, leads and size (not comparable across windows and sizes); yardstick_*: the
+# study's protocol (bubbles.evaluation.yardstick), the same frames for every trial; yardstick_skill is against the
+# strongest baseline.
+BestBy = Literal["val_mse", "val_ssim", "val_psnr", "val_skill_persistence", "val_bubble_f1",
+                 "yardstick_ssim", "yardstick_mse", "yardstick_psnr", "yardstick_bubble_f1", "yardstick_skill"]
 
 
 def best_by_mode(metric: str) -> str:
-    """'min' for val_mse, 'max' for the others."""
-    return "min" if metric == "val_mse" else "max"
+    """'min' for the MSEs, 'max' for the others."""
+    return "min" if metric in ("val_mse", "yardstick_mse") else "max"
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ from bubbles.errors import UserError
 from bubbles.evaluation.evaluate import (
     Evaluation, Validation, evaluate, persistence_mse, predict_batches, subset, training_mean_frame, validate,
 )
+from bubbles.evaluation.scoring import skill as skill_per_lead
+from bubbles.evaluation.yardstick import Protocol, Yardstick, YardstickScore
 from bubbles.evaluation.cost import ModelCost, measure_cost, median_rate
 from bubbles.evaluation.figures import save_strip
 from bubbles.training.losses import gradient_difference, ssim_torch
@@ -39,6 +41,7 @@ CHECKPOINT = "checkpoint/checkpoint.pt"  # the directory is what a Ray trial han
 BEST = "checkpoint/best.pt"
 STRIP_WINDOWS = 3
 COST = "cost.json"
+YARDSTICK = "yardstick.json"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,13 @@ class EpochResult:
     seconds: float
     samples_per_s: float
     val_bubble_f1: float = float("nan")  # absent from histories saved before bubble metrics existed
+    # The study's yardstick on its per-epoch subset of protocol windows (bubbles.evaluation.yardstick): means over
+    # the protocol's leads, comparable across trials of any window and size. NaN in histories saved before it.
+    yardstick_ssim: float = float("nan")
+    yardstick_mse: float = float("nan")
+    yardstick_psnr: float = float("nan")
+    yardstick_bubble_f1: float = float("nan")
+    yardstick_skill: float = float("nan")
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
@@ -85,6 +95,7 @@ class TrialResult:
     out_dir: Path
     strips: list[Path] = field(default_factory=list)
     cost: ModelCost | None = None  # measured where the trial trained (None: evaluated elsewhere, after a stop)
+    yardstick: YardstickScore | None = None  # best.pt on every protocol window of the validation split
 
     @property
     def best_checkpoint(self) -> Path:
@@ -241,11 +252,13 @@ def train(
     splits: WindowSplits | None = None,
     batches: Callable[[DataLoader, int], Iterable] | None = None,
     on_cost: Callable[[ModelCost], None] | None = None,
+    yardstick: Yardstick | None = None,
 ) -> TrialResult:
     """Train and evaluate one configuration; checkpoints go to out_dir/checkpoint/. `report` is called after every
     epoch (see Reporter). `resume` is a checkpoint.pt to continue from (its best.pt beside it is carried over).
     `batches(loader, epoch)` may wrap each epoch's loader (a progress bar). `on_cost` gets the model's cost
-    (parameters, FLOPs per window, inference speed here) once, before epoch 1."""
+    (parameters, FLOPs per window, inference speed here) once, before epoch 1. `yardstick`: the study's protocol on
+    the validation split (default: one of this trial's own window, leads and size)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
@@ -279,6 +292,7 @@ def train(
         history = [EpochResult(**h) for h in json.loads(state["history"])]
     status: Status = "completed"
     baseline = persistence_mse(splits.val, tc.max_val_windows)
+    yardstick = yardstick or own_yardstick(cfg, splits)
     final: TrialResult | None = None
     for epoch in range(start, tc.epochs):
         began = time.perf_counter()
@@ -286,10 +300,12 @@ def train(
         train_loss, samples = train_one_epoch(model, batches(loader, epoch) if batches else loader, optimizer, scaler, tc, epoch, device, amp)
         elapsed = time.perf_counter() - began
         val: Validation = validate(model, splits.val, device, tc.batch_size, tc.max_val_windows)
-        skill = float(np.mean(1.0 - np.array(val.mse_per_lead) / np.maximum(baseline, 1e-12)))
+        skill = float(np.mean(skill_per_lead(val.mse_per_lead, baseline)))
+        ys = yardstick.score(model, splits.val, device, tc.batch_size, epoch=True).means()
         result = EpochResult(
             epoch + 1, train_loss, val.mse, val.ssim, val.psnr, val.ssim_per_lead[0], val.ssim_per_lead[-1], skill,
             val.collapse_score, val.collapsed, elapsed, samples / elapsed, val_bubble_f1=val.bubble_f1,
+            **{f"yardstick_{k}": v for k, v in ys.items()},
         )
         history.append(result)
         if not math.isfinite(train_loss) or not math.isfinite(val.mse):
@@ -319,33 +335,44 @@ def train(
         )
         last = status != "completed" or epoch + 1 == tc.epochs
         if last:
-            final = finish(model, cfg, splits, status, history, out_dir, device, cost)
+            final = finish(model, cfg, splits, status, history, out_dir, device, cost, yardstick)
         if report is not None:
             report(result, checkpoint, final)
         if last:
             break
-    return final or finish(model, cfg, splits, status, history, out_dir, device, cost)
+    return final or finish(model, cfg, splits, status, history, out_dir, device, cost, yardstick)
+
+
+def own_yardstick(cfg: TrialConfig, splits: WindowSplits) -> Yardstick:
+    """A trial outside a study is scored on a protocol of its own: its leads, its size, its context."""
+    w = cfg.window
+    protocol = Protocol(tuple(range(1, w.output_len + 1)), splits.frame_size, w.input_len, w.output_len,
+                        windows=cfg.train.max_val_windows or 64, field=splits.targets[0] if splits.targets else "")
+    return Yardstick(protocol, splits.val.cache.store, splits.segments.val, "val", splits.segments.train)
 
 
 def finish(model: nn.Module, cfg: TrialConfig, splits: WindowSplits, status: Status, history: list[EpochResult], out_dir: Path,
-           device: torch.device, cost: ModelCost | None = None) -> TrialResult:
-    """Evaluate the best checkpoint on the validation split (with the four baselines and VMAF) and draw the strips.
-    The cost gets the training speed of the epochs run."""
-    evaluation, strips = None, []
+           device: torch.device, cost: ModelCost | None = None, yardstick: Yardstick | None = None) -> TrialResult:
+    """Evaluate the best checkpoint on the validation split (with the four baselines and VMAF, and on every window
+    of the yardstick's protocol) and draw the strips. The cost gets the training speed of the epochs run."""
+    evaluation, strips, scored = None, [], None
     if status != "nan" and (out_dir / BEST).exists():
         model.load_state_dict(load_checkpoint(out_dir / BEST, device)["model"])
         evaluation = evaluate(model, splits.val, device, cfg.train.batch_size, cfg.train.max_val_windows, with_vmaf=True,
                               mean_frame=training_mean_frame(splits))
         strips = write_strips(model, splits, out_dir, device)
         (out_dir / "evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=1))
-    result = TrialResult(status, parameter_count(model), history, evaluation, out_dir, strips)
+        scored = (yardstick or own_yardstick(cfg, splits)).score(model, splits.val, device, cfg.train.batch_size)
+        (out_dir / YARDSTICK).write_text(json.dumps(scored.to_dict(), indent=1))
+    result = TrialResult(status, parameter_count(model), history, evaluation, out_dir, strips, yardstick=scored)
     if cost is not None:
         result.cost = replace(cost, train_samples_per_s=result.train_samples_per_s)
         (out_dir / COST).write_text(json.dumps(asdict(result.cost), indent=1))  # beside best.pt's evaluation: for export
     return result
 
 
-def evaluate_checkpoint_dir(directory: Path, out_dir: Path, device: torch.device | None = None) -> tuple[TrialConfig, TrialResult]:
+def evaluate_checkpoint_dir(directory: Path, out_dir: Path, device: torch.device | None = None,
+                            yardstick: Yardstick | None = None) -> tuple[TrialConfig, TrialResult]:
     """The end-of-trial evaluation for a trial that was stopped from outside (ASHA, a time budget): best.pt and
     the history of checkpoint.pt in `directory` -> evaluation.json, strips and best.pt under out_dir."""
     device = device or torch.device("cpu")
@@ -355,7 +382,7 @@ def evaluate_checkpoint_dir(directory: Path, out_dir: Path, device: torch.device
     (out_dir / BEST).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(directory / Path(BEST).name, out_dir / BEST)
     model = build_model(cfg.model_name, cfg.model).to(device)
-    return cfg, finish(model, cfg, make_splits(cfg.data, cfg.window), "completed", history, out_dir, device)
+    return cfg, finish(model, cfg, make_splits(cfg.data, cfg.window), "completed", history, out_dir, device, yardstick=yardstick)
 
 
 def describe(cfg: TrialConfig, splits: WindowSplits) -> dict[str, object]:

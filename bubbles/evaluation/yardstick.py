@@ -1,0 +1,268 @@
+"""The study's yardstick: every trial scored on the same target frames, at the same resolution, on the same leads.
+
+A Protocol names the lead times scored, the frame size they are scored at and the target frames. For every
+held-out segment, the first target frame of the first window lies `context` frames after the segment's start (the
+longest input any trial of the study may read), the next one `stride` frames later, at most `windows` of them,
+evenly spaced. A trial with a shorter input reads only the frames just before the same targets; one predicting
+fewer frames than the largest lead rolls out on its own predictions; one predicting more is scored on the
+protocol's leads only; a smaller trial's predictions are resized (bilinear) to the protocol's size before any
+metric, and bubbles are detected at that size. The baselines are scored once per study on the same frames
+(`baseline_scores`), and a per-epoch objective uses a fixed, evenly spaced subset of the windows (`epoch_rows`).
+All numbers come from bubbles.evaluation.scoring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bubbles.data.store import FrameStore
+from bubbles.data.windows import FrameCache, Segment, WindowDataset
+from bubbles.errors import UserError
+from bubbles.evaluation import baselines as baseline_table
+from bubbles.evaluation.bubbles import DetectorConfig
+from bubbles.evaluation.scoring import PIXEL_METRICS, Scores, strongest_skill
+
+# The yardstick's objectives: means over the protocol's leads. skill is against the strongest baseline per lead.
+METRICS = ("ssim", "mse", "psnr", "bubble_f1", "skill")
+Target = tuple[str, int]  # a protocol window: sequence, index of its first target frame
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How every trial of a study is scored (see the module docstring). field: the stored field scored (a
+    multi-field store's first target field)."""
+
+    leads: tuple[int, ...]
+    size: tuple[int, int]
+    context: int
+    stride: int
+    windows: int = 64
+    epoch_windows: int = 8
+    baselines: tuple[str, ...] = baseline_table.BASELINES
+    field: str = ""
+
+    @property
+    def horizon(self) -> int:
+        return max(self.leads)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Protocol:
+        return cls(**{**data, "leads": tuple(data["leads"]), "size": tuple(data["size"]), "baselines": tuple(data["baselines"])})
+
+
+def targets(protocol: Protocol, segments: tuple[Segment, ...]) -> list[Target]:
+    """The protocol's windows in these segments: the same for every trial, whatever its own window."""
+    found = [(name, t) for name, a, b in segments for t in range(a + protocol.context, b - protocol.horizon + 1, protocol.stride)]
+    return [found[i] for i in spread(len(found), protocol.windows)]
+
+
+def spread(n: int, limit: int) -> list[int]:
+    """At most `limit` indices spread evenly over range(n) (all of them when limit is 0)."""
+    if limit <= 0 or limit >= n:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist()))
+
+
+def epoch_rows(protocol: Protocol, n: int) -> np.ndarray:
+    """The per-epoch subset of the n protocol windows: evenly spaced, the same every epoch and every trial."""
+    return np.array(spread(n, protocol.epoch_windows), dtype=int)
+
+
+@dataclass(frozen=True)
+class YardstickScore:
+    """A model (and the baselines) on the protocol's windows of one split. per_lead: metric -> one value per
+    protocol lead (ssim, psnr, mse, mae, sharpness, bubble_f1, skill against the strongest baseline, skill_<b>
+    against each); baselines: name -> metric -> per lead; strongest: the strongest baseline per lead."""
+
+    split: str
+    protocol: Protocol
+    windows: tuple[Target, ...]
+    per_lead: dict[str, tuple[float, ...]]
+    baselines: dict[str, dict[str, tuple[float, ...]]]
+    strongest: tuple[str, ...]
+
+    def means(self) -> dict[str, float]:
+        """The objectives: each metric's mean over the protocol's leads."""
+        return {k: float(np.nanmean(self.per_lead[k])) for k in METRICS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "protocol": self.protocol.to_dict(), "windows": [list(w) for w in self.windows],
+                "per_lead": self.per_lead, "baselines": self.baselines, "strongest": self.strongest, "means": self.means()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> YardstickScore:
+        return cls(data["split"], Protocol.from_dict(data["protocol"]), tuple((str(n), int(t)) for n, t in data["windows"]),
+                   {k: tuple(v) for k, v in data["per_lead"].items()},
+                   {b: {k: tuple(v) for k, v in m.items()} for b, m in data["baselines"].items()}, tuple(data["strongest"]))
+
+
+@dataclass
+class BaselineScores:
+    """The baselines' per-window scores on a split's protocol windows (computed once per study, then cached)."""
+
+    split: str
+    windows: tuple[Target, ...]
+    scores: Scores
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.scores
+        return {"split": self.split, "windows": [list(w) for w in self.windows],
+                "pixels": {b: {k: f.array(k).tolist() for k in PIXEL_METRICS} for b, f in s.frames.items()},
+                "bubbles": {b: np.stack(c.rows).tolist() for b, c in s.bubbles.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], leads: int) -> BaselineScores:
+        scores = Scores(list(data["pixels"]), leads)
+        for b, table in data["pixels"].items():
+            scores.frames[b].values = {k: [np.asarray(v, dtype=float)] for k, v in table.items()}
+            scores.bubbles[b].rows = list(np.asarray(data["bubbles"][b], dtype=float))
+        return cls(data["split"], tuple((str(n), int(t)) for n, t in data["windows"]), scores)
+
+
+class Yardstick:
+    """The protocol on one split of one store: its target frames at the protocol's size, its windows, the
+    baselines' scores on them, and the target bubbles (detected once)."""
+
+    def __init__(self, protocol: Protocol, store: FrameStore, segments: tuple[Segment, ...], split: str,
+                 train_segments: tuple[Segment, ...] = (), baselines: BaselineScores | None = None) -> None:
+        self.protocol = protocol
+        self.split = split
+        self.store = store
+        self.cache = FrameCache(store, protocol.size)
+        self.windows = tuple(targets(protocol, segments))
+        if not self.windows:
+            raise UserError(f"evaluate: the {split} split has no window of {protocol.context} context frames and "
+                            f"{protocol.horizon} leads (lower evaluate.leads, or hold out longer sequences)")
+        self.train_segments = train_segments
+        self._target_bubbles: dict[tuple[int, int], np.ndarray] = {}
+        self._detectors = [detector(store, name) for name, _ in self.windows]
+        if baselines is not None and baselines.windows != self.windows:
+            raise UserError(f"evaluate: the cached baseline scores of the {split} split are of other windows; delete the cache")
+        self._baselines = baselines
+
+    def field_frames(self, name: str, start: int, stop: int) -> np.ndarray:
+        """(stop - start, H, W) floats in [0, 1] of the scored field at the protocol's size."""
+        frames = self.cache.frames(name, start, stop)
+        if frames.ndim == 4:
+            fields = self.store.sequences[name].fields
+            frames = frames[:, fields.index(self.protocol.field) if self.protocol.field in fields else 0]
+        return frames.astype(np.float32) / 255.0
+
+    def target_frames(self, rows: list[int]) -> np.ndarray:
+        """(N, L, H, W): the protocol's leads of the chosen windows."""
+        out = []
+        for r in rows:
+            name, t0 = self.windows[r]
+            block = self.field_frames(name, t0, t0 + self.protocol.horizon)
+            out.append(block[[k - 1 for k in self.protocol.leads]])
+        return np.stack(out)
+
+    def baselines(self) -> BaselineScores:
+        """The baselines on every window, from protocol.context frames at the protocol's size (once)."""
+        if self._baselines is None:
+            p = self.protocol
+            mean = self._training_mean() if "climatology" in p.baselines and self.train_segments else None
+            names = [b for b in p.baselines if b != "climatology" or mean is not None]
+            scores = Scores(names, len(p.leads))
+            for rows in _batches(len(self.windows), 16):
+                context = np.stack([self.field_frames(n, t - p.context, t) for n, t in (self.windows[r] for r in rows)])
+                picks = [k - 1 for k in p.leads]
+                forecasts = {b: baseline_table.forecast(b, context, p.horizon, mean)[:, picks] for b in names}
+                scores.add(forecasts, self.target_frames(rows), [self._detectors[r] for r in rows], self._target_bubbles, rows)
+            self._baselines = BaselineScores(self.split, self.windows, scores)
+        return self._baselines
+
+    def _training_mean(self) -> np.ndarray:
+        """The climatology at the protocol's size: the per-pixel mean of every training frame of the scored field."""
+        total, count = np.zeros(self.protocol.size), 0
+        for name, a, b in self.train_segments:
+            for start in range(a, b, 256):
+                block = self.field_frames(name, start, min(b, start + 256))
+                total += block.sum(axis=0, dtype=np.float64)
+                count += len(block)
+        return (total / max(count, 1)).astype(np.float32)
+
+    @torch.no_grad()
+    def score(self, model: nn.Module, dataset: WindowDataset, device: torch.device, batch_size: int = 8,
+              epoch: bool = False) -> YardstickScore:
+        """Score a trained model: all the protocol's windows, or (epoch) the per-epoch subset. `dataset` is the
+        trial's own window dataset of the same split: its frames at the trial's size, its fields and window."""
+        p = self.protocol
+        rows = epoch_rows(p, len(self.windows)).tolist() if epoch else list(range(len(self.windows)))
+        n_in = dataset.window.input_len
+        target = dataset.targets.index(p.field) if p.field in dataset.targets else 0
+        model.eval()
+        scores = Scores(["model"], len(p.leads))
+        for batch in _batches(len(rows), batch_size):
+            chosen = [rows[i] for i in batch]
+            x = torch.stack([self._context(dataset, self.windows[r], n_in) for r in chosen]).to(device)
+            pred = rollout(model, x, dataset.window.output_len, p.horizon, dataset.channels == dataset.targets)
+            pred = pred[:, [k - 1 for k in p.leads], target].float()
+            if tuple(pred.shape[-2:]) != p.size:
+                pred = F.interpolate(pred, size=p.size, mode="bilinear", align_corners=False, antialias=True)
+            scores.add({"model": pred.clamp(0, 1).cpu().numpy()}, self.target_frames(chosen),
+                       [self._detectors[r] for r in chosen], self._target_bubbles, chosen)
+        return self._summary(scores, np.array(rows))
+
+    def _context(self, dataset: WindowDataset, window: Target, n_in: int) -> torch.Tensor:
+        """The trial's own input frames (its size, its fields) just before a protocol window's first target."""
+        name, t0 = window
+        frames = dataset.cache.frames(name, t0 - n_in, t0)
+        if frames.ndim == 3:
+            frames = frames[:, None]
+        fields = self.store.sequences[name].fields
+        inputs = [fields.index(f) for f in dataset.channels] if frames.shape[1] > 1 else [0]
+        return torch.from_numpy(frames[:, inputs].astype(np.float32) / 255.0)
+
+    def _summary(self, model: Scores, rows: np.ndarray) -> YardstickScore:
+        base = self.baselines().scores
+        height = self.protocol.size[0]
+        leads = {b: f.leads(rows) for b, f in base.frames.items()}
+        mine = model.frames["model"].leads()
+        each, strongest, skill = strongest_skill(mine.mse, {b: m.mse for b, m in leads.items()})
+        per_lead = {k: getattr(mine, k) for k in PIXEL_METRICS} | {
+            "bubble_f1": model.bubbles["model"].leads(height)["bubble_f1"], "skill": skill,
+        } | {f"skill_{b}": v for b, v in each.items()}
+        table = {b: {k: getattr(m, k) for k in ("ssim", "psnr", "mse")} | {"bubble_f1": base.bubbles[b].leads(height, rows)["bubble_f1"]}
+                 for b, m in leads.items()}
+        return YardstickScore(self.split, self.protocol, tuple(self.windows[r] for r in rows), per_lead, table, strongest)
+
+
+@torch.no_grad()
+def rollout(model: nn.Module, window: torch.Tensor, horizon: int, steps: int, feedback: bool = True) -> torch.Tensor:
+    """Predict `steps` frames after the context window (B, T, C_in, H, W) -> (B, steps, C_out, H, W): in chunks of
+    the trained horizon, each chunk's predictions becoming the newest context frames of the next (which needs the
+    predicted fields to be the input fields: `feedback`)."""
+    if steps > horizon and not feedback:
+        raise UserError(f"this model predicts other fields than it reads, so it cannot roll out past its {horizon} "
+                        f"frame(s) to lead {steps}")
+    n_in = window.shape[1]
+    out: list[torch.Tensor] = []
+    done = 0
+    while done < steps:
+        pred = model(window, future=horizon)
+        out.append(pred)
+        done += pred.shape[1]
+        if done < steps:
+            window = torch.cat([window, pred.to(window.dtype)], dim=1)[:, -n_in:]
+    return torch.cat(out, dim=1)[:, :steps]
+
+
+def detector(store: FrameStore, name: str) -> DetectorConfig:
+    """The bubble detector of one sequence: defaults, with what its `extra.detector` sets."""
+    hints = store.sequences[name].meta.extra.get("detector", {})
+    return DetectorConfig().with_store_hints(hints if isinstance(hints, dict) else {})
+
+
+def _batches(n: int, size: int) -> list[list[int]]:
+    return [list(range(s, min(n, s + size))) for s in range(0, n, max(1, size))]
+

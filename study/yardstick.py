@@ -1,0 +1,205 @@
+"""A study's yardstick: the space file's `evaluate:` section, the protocol it gives (bubbles.evaluation.yardstick),
+the baselines scored once per study and cached beside the sweep, and the test-split pass after the sweep.
+
+Schema (every key optional)::
+
+    evaluate:
+      leads: 4             # lead times scored: N means 1..N, or a list [1, 2, 4]; default 1..the longest output
+      size: 32             # scored at: a short side, HxW or native; default the largest image_size the space samples
+      stride: 4            # frames between protocol windows (default: the largest lead, so targets do not overlap)
+      windows: 64          # at most this many protocol windows, evenly spaced (0: all)
+      epoch_windows: 8     # the per-epoch objective's fixed subset of them
+      test_top_k: 3        # after the sweep, the best k by validation are scored once on the test split
+      baselines: [persistence, median, climatology, flow]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bubbles.data.fields import resolve_fields
+from bubbles.data.framesize import ImageSize, frame_size, parse_image_size
+from bubbles.data.store import FrameStore
+from bubbles.data.windows import split_segments
+from bubbles.errors import UserError
+from bubbles.evaluation.baselines import BASELINES
+from bubbles.evaluation.yardstick import METRICS, BaselineScores, Protocol, Yardstick, YardstickScore
+
+if TYPE_CHECKING:
+    from study.space import SweepSpace
+
+KEYS = ("leads", "size", "stride", "windows", "epoch_windows", "test_top_k", "baselines")
+YARDSTICK_DIR = "yardstick"  # in the sweep directory: protocol.json, baselines_<split>.json, test_scores.json
+NO_TEST = "no test split: this study holds out no test sequences (set data.test or data.test_fraction), so no unbiased score"
+VALIDATION = "validation (selection)"
+TEST = "test (unbiased)"
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """The `evaluate:` section as written; None: derived from the search space (see protocol_of)."""
+
+    leads: tuple[int, ...] | None = None
+    size: ImageSize | str | None = None
+    stride: int | None = None
+    windows: int = 64
+    epoch_windows: int = 8
+    test_top_k: int = 3
+    baselines: tuple[str, ...] = BASELINES
+
+
+def parse_evaluate(where: str, raw: dict[str, Any]) -> EvaluateSettings:
+    """Validate the section; every mistake is one line naming the key."""
+    for key in raw:
+        if key not in KEYS:
+            raise UserError(f"{where}.{key}: unknown key (use {', '.join(KEYS)})")
+
+    def count(key: str, default: int, low: int) -> int:
+        v = raw.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise UserError(f"{where}.{key}: expected an integer >= {low}, got {v!r}")
+        return v
+
+    leads = raw.get("leads")
+    if leads is not None:
+        items = list(range(1, leads + 1)) if isinstance(leads, int) and not isinstance(leads, bool) else leads
+        if not isinstance(items, list) or not items or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in items):
+            raise UserError(f"{where}.leads: expected a number of leads >= 1 or a list of lead times >= 1, got {leads!r}")
+        leads = tuple(sorted(set(items)))
+    size = raw.get("size")
+    if size is not None and size != "native":
+        size = parse_image_size(size, f"{where}.size")
+    names = raw.get("baselines", list(BASELINES))
+    if not isinstance(names, list) or not names or any(b not in BASELINES for b in names):
+        raise UserError(f"{where}.baselines: expected a list of {', '.join(BASELINES)}, got {names!r}")
+    return EvaluateSettings(leads, size, count("stride", 1, 1) if "stride" in raw else None, count("windows", 64, 0),
+                            count("epoch_windows", 8, 1), count("test_top_k", 3, 0), tuple(names))
+
+
+def protocol_of(space: SweepSpace, store: FrameStore) -> Protocol:
+    """The study's protocol: what `evaluate:` says, the rest derived from every corner of the search space (the
+    longest context and output, the largest frame size, the first target field)."""
+    from study.space import corner_configs
+
+    configs = [cfg for _, cfg in corner_configs(space)]
+    ev = space.evaluate
+    context = max(c.window.input_len for c in configs)
+    leads = ev.leads or tuple(range(1, max(c.window.output_len for c in configs) + 1))
+    if ev.size == "native":
+        natives = {info.native_size for info in store.sequences.values()}
+        if len(natives) != 1:
+            raise UserError(f"{space.path}: evaluate.size native: the sequences have several native sizes; give HxW")
+        size = natives.pop()
+    elif ev.size is not None:
+        size = frame_size(store, ev.size)
+    else:
+        size = max((frame_size(store, c.data.image_size, c.data.size_multiple) for c in configs), key=lambda s: (s[0] * s[1], s))
+    first = configs[0].data
+    target = resolve_fields(store, first.channels, first.targets, first.feedback)[1]
+    return Protocol(leads, size, context, ev.stride or max(leads), ev.windows, ev.epoch_windows, ev.baselines,
+                    target[0] if target else "")
+
+
+def open_store(space: SweepSpace) -> FrameStore:
+    from study.space import corner_configs
+
+    return FrameStore.open(corner_configs(space)[0][1].data.store)
+
+
+def check_recorded(protocol: Protocol, sweep_dir: Path) -> None:
+    """A continued sweep must keep the protocol its trials were scored on."""
+    record = sweep_dir / YARDSTICK_DIR / "protocol.json"
+    if record.is_file() and Protocol.from_dict(json.loads(record.read_text())) != protocol:
+        raise UserError(f"{record}: this sweep's trials were scored on another protocol than the space file's `evaluate:` "
+                        "now gives; start a new sweep (--name) to score on the new one")
+
+
+def leaderboard_note(has_test: bool, top_k: int) -> str:
+    """The line under the leaderboard that says what its two kinds of score are."""
+    if not has_test:
+        return NO_TEST
+    return (f"val_*_selection: the yardstick on the validation split, what trials were chosen on (optimistic for the "
+            f"winner); test_*_unbiased: the same protocol on the test split, read once after the sweep, for the best "
+            f"{top_k} by validation")
+
+
+def study_yardstick(space: SweepSpace, protocol: Protocol, split: str, sweep_dir: Path) -> Yardstick:
+    """The protocol on one split of the study's store, its baselines scored once and cached in the sweep directory
+    (a resumed sweep, and the test pass, read them back)."""
+    from study.space import corner_configs
+
+    cfg = corner_configs(space)[0][1]
+    store = FrameStore.open(cfg.data.store)
+    segments = split_segments(store, cfg.data.split)
+    cache = sweep_dir / YARDSTICK_DIR / f"baselines_{split}.json"
+    cached = None
+    if cache.is_file():
+        cached = BaselineScores.from_dict(json.loads(cache.read_text()), len(protocol.leads))
+    yardstick = Yardstick(protocol, store, getattr(segments, split), split, segments.train, cached)
+    if cached is None:
+        _write(cache, yardstick.baselines().to_dict())
+        _write(sweep_dir / YARDSTICK_DIR / "protocol.json", protocol.to_dict())
+    return yardstick
+
+
+def has_test_split(space: SweepSpace) -> bool:
+    from study.space import corner_configs
+
+    cfg = corner_configs(space)[0][1]
+    return bool(split_segments(FrameStore.open(cfg.data.store), cfg.data.split).test)
+
+
+def _write(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def test_pass(space: SweepSpace, protocol: Protocol, sweep_dir: Path, rows: list[dict[str, Any]],
+              checkpoints: dict[str, Path], echo: Any = print) -> tuple[dict[str, YardstickScore], set[str]]:
+    """Score the best `test_top_k` trials by validation (rows ranked, best first) once on the test split with the
+    same protocol: (trial id -> score, the trials scored now). A trial scored before (a resumed sweep) is read
+    back, never scored again."""
+    import torch
+
+    from bubbles.config import from_json
+    from bubbles.data.windows import make_splits
+    from bubbles.models import build_model
+    from bubbles.training.train import load_checkpoint
+
+    record = sweep_dir / YARDSTICK_DIR / "test_scores.json"
+    done = {k: YardstickScore.from_dict(v) for k, v in json.loads(record.read_text()).items()} if record.is_file() else {}
+    chosen = [r for r in rows if r["trial"] in checkpoints and math.isfinite(r["objective"])][: space.evaluate.test_top_k]
+    todo = [r for r in chosen if r["trial"] not in done]
+    if not todo:
+        return {r["trial"]: done[r["trial"]] for r in chosen if r["trial"] in done}, set()
+    yardstick = study_yardstick(space, protocol, "test", sweep_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for r in todo:
+        state = load_checkpoint(checkpoints[r["trial"]], device)
+        cfg = from_json(state["config"])
+        model = build_model(cfg.model_name, cfg.model)
+        model.load_state_dict(state["model"])
+        splits = make_splits(cfg.data, cfg.window)
+        done[r["trial"]] = yardstick.score(model, splits.test, device, cfg.train.batch_size)
+        echo(f"test split: trial {r['trial']} scored on {len(yardstick.windows)} protocol windows")
+    _write(record, {k: v.to_dict() for k, v in done.items()})
+    return {r["trial"]: done[r["trial"]] for r in chosen if r["trial"] in done}, {r["trial"] for r in todo}
+
+
+SHOWN = ("ssim", "mse", "bubble_f1", "skill")  # the yardstick's columns on the leaderboard
+
+
+def columns(validation: dict[str, float] | None, test: dict[str, float] | None) -> dict[str, Any]:
+    """A leaderboard row's yardstick columns, side by side: val_<metric>_selection (what the trial was chosen on)
+    and test_<metric>_unbiased (NaN outside the top k, or with no test split)."""
+    out: dict[str, Any] = {}
+    for k in SHOWN:
+        out[f"val_{k}_selection"] = (validation or {}).get(k, math.nan)
+        out[f"test_{k}_unbiased"] = (test or {}).get(k, math.nan)
+    return out
