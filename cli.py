@@ -344,7 +344,10 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
     if register:
         check_tracking(uri)
         version, champion = ex.register(uri, register, path, chosen)
-        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else " (champion unchanged)"))
+        from study.tracking import model_version_link
+
+        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else " (champion unchanged)")
+                   + f"; load it with mlflow.pyfunc.load_model('models:/{register}/{version}'); see {model_version_link(uri, register, version)}")
 
 
 @main.command()

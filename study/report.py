@@ -22,7 +22,8 @@ from bubbles.errors import UserError  # noqa
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling  # noqa: E402
 from study.pareto import COST_COLUMNS, cost_section  # noqa: E402
 from study.sweep import OPTUNA_DB, PARENT_FILE, read_parent  # noqa: E402
-from study.tracking import SweepRun, configure, download_folder, metric_history  # noqa: E402
+from study.importance import rung_importances  # noqa: E402
+from study.tracking import SweepRun, configure, download_folder, metric_history, run_params  # noqa: E402
 
 WHY = {
     "stopped_early": "ASHA stopped it: its objective was below the rung's cutoff (or the time budget ended)",
@@ -49,32 +50,6 @@ def _png(fig: Any, path: Path) -> str:
 
 def _img(data: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-MIN_FANOVA_TRIALS = 8  # below this fANOVA's forest fits noise, and importances of 0 or 1 mean nothing
-
-
-def _importances(sweep_dir: Path, name: str) -> tuple[dict[str, float], str]:
-    """fANOVA importances over completed trials, and a note: why there are none, or which parameters never varied
-    (those are left out: fANOVA gives them 0, which reads as 'does not matter' when it was never tried)."""
-    import optuna
-
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / OPTUNA_DB}")
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if len(complete) < MIN_FANOVA_TRIALS:
-        return {}, f"Not computed: fANOVA needs at least {MIN_FANOVA_TRIALS} completed trials, this sweep has {len(complete)}."
-    seen: dict[str, set[str]] = {}
-    for t in complete:
-        for k, v in t.params.items():
-            seen.setdefault(k, set()).add(repr(v))
-    fixed = sorted(k for k, values in seen.items() if len(values) == 1)
-    varied = [k for k in seen if k not in fixed]
-    note = f"Never varied among completed trials (no importance): {', '.join(fixed)}." if fixed else ""
-    try:
-        imp = optuna.importance.get_param_importances(study, params=varied, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-    except (ValueError, RuntimeError) as exc:
-        return {}, f"Not available: {str(exc)[:120]}"
-    return dict(imp), note
 
 
 def write_report(uri: str, sweep_dir: Path, out: Path) -> Path:
@@ -105,42 +80,26 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
     sections: list[str] = []
 
     cols = [c for c in rows[0] if c != "mlflow_run"] if rows else []
-    table = ["<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"]
+    params = cols[cols.index("status") + 1 : cols.index("objective")] if "status" in cols and "objective" in cols else []
+    # The objective next to the trial id: it is what the table is ranked by, and it must show without scrolling.
+    shown_cols = ["trial", "objective", *[c for c in cols if c not in ("trial", "objective")]] if cols else []
+    table = ["<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in shown_cols) + "</tr>"]
     for k, r in enumerate(rows):
         cls = ' class="best"' if k == 0 else ""
-        table.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>")
-    sections.append(f"<h2>Leaderboard ({len(rows)} trials, by {objective})</h2>" + "".join(table) + "</table>")
+        table.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in shown_cols) + "</tr>")
+    sections.append(f"<h2>Leaderboard ({len(rows)} trials, by {objective})</h2><div class=\"wide\">" + "".join(table) + "</table></div>")
 
-    importances, note = _importances(sweep_dir, name)
-    imp_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in importances.items())
-    sections.append("<h2>Parameter importances (Optuna fANOVA, completed trials)</h2>"
-                    + (f"<table><tr><th>parameter</th><th>importance</th></tr>{imp_rows}</table>" if importances else "")
-                    + (f"<p>{html.escape(note)}</p>" if note else ""))
+    imp = rung_importances(sweep_dir / OPTUNA_DB, name, "maximize" if parent.get("mode", "max") == "max" else "minimize")
+    imp_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in imp.values.items())
+    where = (f"the {imp.trials} trials that reached epoch {imp.rung} (completed or stopped early; their {objective} at "
+             f"that epoch)") if imp.rung is not None else "trials at a common epoch"
+    sections.append(f"<h2>Parameter importances (Optuna fANOVA over {html.escape(where)})</h2>"
+                    + (f"<table><tr><th>parameter</th><th>importance</th></tr>{imp_rows}</table>" if imp.values else "")
+                    + (f"<p>{html.escape(imp.note)}</p>" if imp.note else ""))
 
-    measured = ("trial", "status", "objective", "epochs_trained", "node", "ssim_lead1", "ssim_last", "skill_persistence", "bubble_f1", *COST_COLUMNS)
-    params = [c for c in cols if c not in measured]
     if params:
-        fig, axes = plt.subplots(1, len(params), figsize=(3.2 * len(params), 3), squeeze=False)
-        for ax, p in zip(axes[0], params):
-            shown = [r for r in rows if r[p] != "" and _finite(r["objective"])]
-            xs = [_num_or_str(r[p]) for r in shown]
-            ys = [float(r["objective"]) for r in shown]
-            colors = ["C0" if r["status"] == "completed" else "C3" for r in shown]
-            if all(isinstance(x, float) for x in xs):
-                ax.scatter(xs, ys, c=colors)
-                if p in ("lr", "weight_decay") and min(xs, default=0) > 0:
-                    ax.set_xscale("log")
-                    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=4))
-                    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlapped
-                    ax.tick_params(axis="x", labelrotation=30)
-            else:
-                labels = sorted({str(x) for x in xs})
-                ax.scatter([labels.index(str(x)) for x in xs], ys, c=colors)
-                ax.set_xticks(range(len(labels)), labels, rotation=30)
-            ax.set_xlabel(p)
-        axes[0][0].set_ylabel(objective)
         sections.append("<h2>Objective against each parameter</h2><p>blue: completed, red: stopped early / failed</p>"
-                        + _img(_png(fig, out / "objective_vs_params.png"), "objective vs parameters"))
+                        + _img(_png(_param_grid(rows, params, objective), out / "objective_vs_params.png"), "objective vs parameters"))
 
     sections.append(cost_section(rows, objective, parent.get("mode", "max"), out, _png, _img, _fmt))
 
@@ -150,34 +109,20 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
     if top and not multi:
         sections.append("<h2>Per-lead-time curves</h2><p>No evaluated trial predicts more than one frame: no curve over leads.</p>")
     if multi:
-        fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 3.6))
-        for k, r in enumerate(multi):
-            for ax, metric in ((a1, "ssim"), (a2, "psnr")):
-                hist = metric_history(r["mlflow_run"], f"lead/{metric}")
-                base = metric_history(r["mlflow_run"], f"lead/persistence_{metric}")
-                ax.plot([m[0] for m in hist], [m[1] for m in hist], "o-", color=f"C{k}", label=f"trial {r['trial']}")
-                ax.plot([m[0] for m in base], [m[1] for m in base], "x--", color=f"C{k}", alpha=0.5, label=f"persistence ({r['trial']})")
-            for metric, style in (("bubble_f1", "o-"), ("sharpness", "s:")):
-                hist = metric_history(r["mlflow_run"], f"lead/{metric}")
-                a3.plot([m[0] for m in hist], [m[1] for m in hist], style, color=f"C{k}", label=f"{metric} ({r['trial']})")
-        for ax, label in ((a1, "SSIM"), (a2, "PSNR dB"), (a3, "bubble F1 (—), sharpness (···)")):
-            ax.set_xlabel("lead time (frames ahead)")
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            ax.set_ylabel(label)
-        a1.legend(fontsize=7)
-        a3.legend(fontsize=7)
-        sections.append("<h2>Per-lead-time SSIM and PSNR of the best multi-frame trials against persistence; bubble F1 and "
-                        "sharpness ratio (1 = as sharp as the target, a blur is well below)</h2>"
-                        + _img(_png(fig, out / "lead_curves.png"), "per-lead curves"))
+        sections.append("<h2>Per-lead-time SSIM and PSNR of the best multi-frame trials against persistence (one curve "
+                        "per window length); bubble F1 and sharpness ratio (1 = as sharp as the target, a blur is well "
+                        "below)</h2><p>Each trial's own picture of its curves beside every baseline is in its MLflow "
+                        "run (lead_curves.png).</p>" + _img(_png(_lead_figure(multi), out / "lead_curves.png"), "per-lead curves"))
     if top:
         with tempfile.TemporaryDirectory() as tmp:
-            strips = [p for p in download_folder(top[0]["mlflow_run"], "strips", Path(tmp)) if p.suffix == ".png"]
+            strips = [p for p in download_folder(top[0]["mlflow_run"], "strips", Path(tmp)) if p.suffix == ".png"][:3]
             imgs = []
             for s in strips:
                 target = out / f"best_{s.name}"
                 target.write_bytes(s.read_bytes())
                 imgs.append(_img(base64.b64encode(target.read_bytes()).decode(), s.name))
-        sections.append(f"<h2>Prediction strips of the best trial ({html.escape(top[0]['trial'])})</h2><p>rows: input / target / output / |error|</p>" + "".join(imgs))
+        sections.append(f"<h2>Prediction strips of the best trial ({html.escape(_label(top[0]))})</h2><p>rows: input / target / "
+                        "output / |error|; columns: the time of each frame (t = the last input frame, t+1 … the leads)</p>" + "".join(imgs))
 
     odd = [r for r in rows if r["status"] != "completed"]
     why = "".join(f"<tr><td>{html.escape(r['trial'])}</td><td>{html.escape(r['status'])}</td><td>{r['epochs_trained']}</td>"
@@ -191,12 +136,83 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
 
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Sweep {html.escape(name)}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 6px}}tr.best{{background:#e6f4ea}}img{{max-width:100%}}</style></head>
+td,th{{border:1px solid #ccc;padding:3px 6px}}tr.best{{background:#e6f4ea}}img{{max-width:100%}}
+div.wide{{overflow-x:auto}}td:first-child,th:first-child{{position:sticky;left:0;background:inherit}}</style></head>
 <body><h1>Sweep <code>{html.escape(name)}</code></h1>
 <p>Objective {html.escape(objective)} ({html.escape(parent.get('mode', 'max'))}); MLflow parent run <code>{html.escape(parent['run_id'])}</code>.</p>
 {''.join(sections)}</body></html>"""
     (out / "index.html").write_text(page)
     return str(parent["run_id"])
+
+
+PARAM_COLUMNS = 4  # plots per row: each stays about 3.6 inches wide, legible at the page's width
+
+
+def _param_grid(rows: list[dict[str, str]], params: list[str], objective: str) -> Any:
+    """The objective against each searched parameter: one small plot each, in rows of PARAM_COLUMNS."""
+    ncols = min(PARAM_COLUMNS, len(params))
+    nrows = math.ceil(len(params) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False)
+    for ax in axes.flat[len(params):]:
+        ax.set_visible(False)
+    for ax, p in zip(axes.flat, params):
+        shown = [r for r in rows if r[p] != "" and _finite(r["objective"])]
+        xs = [_num_or_str(r[p]) for r in shown]
+        ys = [float(r["objective"]) for r in shown]
+        colors = ["C0" if r["status"] == "completed" else "C3" for r in shown]
+        if xs and all(isinstance(x, float) for x in xs):
+            ax.scatter(xs, ys, c=colors)
+            if p in ("lr", "weight_decay") and min(xs, default=0) > 0:
+                ax.set_xscale("log")
+                ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=4))
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlapped
+        else:
+            labels = sorted({str(x) for x in xs})
+            ax.scatter([labels.index(str(x)) for x in xs], ys, c=colors)
+            ax.set_xticks(range(len(labels)), labels)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        ax.set_title(p, fontsize=10)
+        ax.set_ylabel(objective, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _label(row: dict[str, str]) -> str:
+    """'4eac4238 convlstm 8→3': trial id, family, window (from the trial's MLflow params)."""
+    params = run_params(row["mlflow_run"]) if row.get("mlflow_run") else {}
+    family = params.get("model", row.get("model", ""))
+    window = f"{params['input_len']}→{params['output_len']}" if "input_len" in params else row.get("window", "").replace("->", "→")
+    return " ".join(x for x in (row["trial"], family, window) if x)
+
+
+def _lead_figure(trials: list[dict[str, str]]) -> Any:
+    """SSIM and PSNR per lead of each trial, one persistence curve per window length (persistence depends only on
+    the frames, so trials of one window share it), and bubble F1 / sharpness."""
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 3.8))
+    persisted: set[str] = set()
+    for k, r in enumerate(trials):
+        label = _label(r)
+        window = label.split(" ")[-1]
+        for ax, metric in ((a1, "ssim"), (a2, "psnr")):
+            hist = metric_history(r["mlflow_run"], f"lead/{metric}")
+            ax.plot([m[0] for m in hist], [m[1] for m in hist], "o-", color=f"C{k}", label=label)
+            if window not in persisted:
+                base = metric_history(r["mlflow_run"], f"lead/persistence_{metric}")
+                ax.plot([m[0] for m in base], [m[1] for m in base], "x--", color="gray", alpha=0.4 + 0.3 * len(persisted),
+                        label=f"persistence ({window})")
+        persisted.add(window)
+        for metric, style in (("bubble_f1", "o-"), ("sharpness", "s:")):
+            hist = metric_history(r["mlflow_run"], f"lead/{metric}")
+            a3.plot([m[0] for m in hist], [m[1] for m in hist], style, color=f"C{k}", label=f"{metric} ({label})")
+    for ax, label in ((a1, "SSIM"), (a2, "PSNR dB"), (a3, "bubble F1 (—), sharpness (···)")):
+        ax.set_xlabel("lead time (frames ahead)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    a1.legend(fontsize=7)
+    a3.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def _trial_seconds(sweep_dir: Path) -> float:

@@ -23,6 +23,7 @@ from bubbles.data.framesize import format_image_size
 from bubbles.errors import UserError
 from bubbles.evaluation.cost import ModelCost
 from bubbles.evaluation.evaluate import Evaluation
+from bubbles.evaluation.lead_figure import lead_curves_png
 from bubbles.training.train import EpochResult, TrialResult
 from study.mlflow_writer import Writer, bound_http, is_refusal
 
@@ -98,6 +99,16 @@ def runs_table_link(uri: str, experiment: str) -> str:
     """Where a user sees the experiment's runs table. workflowType is in the link because MLflow 3.17's UI opens
     in its GenAI mode in a fresh browser, whatever the experiment's kind."""
     path = f"#/experiments/{experiment_id(experiment, uri)}/runs?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{path}"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1, then http://127.0.0.1:5000/{path}"
+
+
+def model_version_link(uri: str, name: str, version: str) -> str:
+    """Where a user sees a registered model version (its source run, signature, aliases)."""
+    from urllib.parse import quote
+
+    path = f"#/models/{quote(name, safe='')}/versions/{version}"
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/{path}"
     return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1, then http://127.0.0.1:5000/{path}"
@@ -204,6 +215,10 @@ class TrialRun:
                 (Path(tmp) / "lead_table.md").write_text(result.evaluation.lead_table() + "\n")
                 for name in ("per_condition.csv", "lead_table.md"):
                     self.writer.log_artifact(self.run_id, Path(tmp) / name)
+                # The model's per-lead curves beside every baseline's, in one picture (MLflow charts one metric each).
+                picture = lead_curves_png(result.evaluation, f"{run_name(self.cfg)}: model against each baseline, per lead",
+                                          Path(tmp) / "lead_curves.png")
+                self.writer.log_artifact(self.run_id, picture)
         for name in ("evaluation.json", "yardstick.json"):
             if (result.out_dir / name).exists():
                 self.writer.log_artifact(self.run_id, result.out_dir / name)
@@ -444,6 +459,13 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     import mlflow
 
     return sorted((m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run_id, key))
+
+
+def run_params(run_id: str) -> dict[str, str]:
+    """A run's logged parameters."""
+    import mlflow
+
+    return dict(mlflow.MlflowClient().get_run(run_id).data.params)
 
 
 def download_folder(run_id: str, folder: str, into: Path) -> list[Path]:

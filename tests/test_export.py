@@ -137,8 +137,9 @@ def test_registry_champion_moves_only_to_better(tracked_sweep: tuple[str, Path],
     _cli(uri, "export", "--run-id", worst["mlflow_run"], "--out", str(tmp_path / "w"), "--register", name)
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     out = _cli(uri, "export", "--sweep", "exp", "--storage", str(storage), "--out", str(tmp_path / "b"), "--register", name)
-    assert "as 'champion'" in out
+    assert "as 'champion'" in out and f"models:/{name}/2" in out
     assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    _check_link(uri, out.rsplit("see ", 1)[1].strip(), f"#/models/{name}/versions/2")
     out = _cli(uri, "export", "--run-id", worst["mlflow_run"], "--out", str(tmp_path / "w2"), "--register", name)
     assert "champion unchanged" in out
     champion = client.get_model_version_by_alias(name, "champion")
@@ -165,6 +166,30 @@ def test_registry_champion_moves_only_to_better(tracked_sweep: tuple[str, Path],
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
+
+
+def _check_link(uri: str, link: str, fragment: str) -> None:
+    """A printed link: on a server, its page answers and the fragment names what the UI opens; on sqlite, the
+    `mlflow ui` command to run and the same fragment."""
+    assert link.endswith(fragment), link
+    if uri.startswith("http"):
+        import urllib.request
+
+        assert link.startswith(uri)
+        with urllib.request.urlopen(link.split("#")[0], timeout=10) as resp:
+            assert resp.status == 200
+    else:
+        assert link.startswith(f"mlflow ui --backend-store-uri {uri}")
+
+
+@pytest.mark.slow
+def test_runs_table_link(tracked_sweep: tuple[str, Path]) -> None:
+    from study.tracking import runs_table_link
+
+    uri, _ = tracked_sweep
+    experiment = "sweep-test-http" if uri.startswith("http") else "sweep-test"
+    exp_id = mlflow.MlflowClient(uri).get_experiment_by_name(experiment).experiment_id
+    _check_link(uri, runs_table_link(uri, experiment), f"#/experiments/{exp_id}/runs?workflowType=machine_learning")
 
 
 @pytest.mark.slow
