@@ -267,6 +267,11 @@ def test_report_has_the_leaderboard(tracked_sweep: tuple[str, Path], tmp_path: P
         assert f"<td>{r['trial']}</td>" in page
         assert 0.0 <= float(r["bubble_f1"]) <= 1.0  # every trial is evaluated, stopped early or not
     assert "Parameter importances" in page and "data:image/png;base64," in page and "Compute spent" in page
+    assert "<tr><th>trial</th><th>objective</th>" in page  # the ranking column beside the id, not off-screen
+    assert "Not computed: fANOVA needs 8 trials at a common epoch; the most that reached any one epoch is 3." in page
+    best = [r for r in rows if r["status"] == "completed"][0]
+    family_window = f"{best['trial']} convlstm {best['window'].replace('->', '→')}"
+    assert f"Prediction strips of the best trial ({family_window})" in page
     client = mlflow.MlflowClient(uri)
     parent = json.loads((storage / "exp" / "mlflow_parent.json").read_text())["run_id"]
     assert "report/index.html" in {a.path for a in client.list_artifacts(parent, "report")}
