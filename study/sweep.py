@@ -19,9 +19,8 @@ from ray.tune.search.optuna import OptunaSearch
 from bubbles.errors import UserError
 from study import leaderboard
 from study.space import SweepSpace
-from study.mlflow_writer import SPOOL_DIR
 from study.tracking import (
-    SweepRun, TrialRun, check_tracking, close_orphaned_runs, final_yardstick_of, find_trial_run, has_result,
+    SPOOL_DIR, SweepRun, TrialRun, check_tracking, close_orphaned_runs, final_yardstick_of, find_trial_run, has_result,
     log_test_score, replay_spool, settle_trial,
 )
 from study.trainable import run_trial

@@ -25,7 +25,7 @@ from bubbles.evaluation.cost import ModelCost
 from bubbles.evaluation.evaluate import Evaluation
 from bubbles.evaluation.lead_figure import lead_curves_png
 from bubbles.training.train import EpochResult, TrialResult
-from study.mlflow_writer import Writer, bound_http, is_refusal
+from study.mlflow_writer import SPOOL_DIR, Writer, bound_http, is_refusal
 
 RUNS_DIR = "runs"
 # MLflow 3 opens an experiment without this tag in its GenAI view (traces, assistant); this value opens the runs table.
