@@ -63,6 +63,7 @@ def test_outage_message_names_every_unfinished_run_and_resume_settles_them(tiny_
         outcome = run_sweep(space, "outage", tmp_path / "sweeps", uri, echo=lines.append, resume_command=resume)
         assert proc.poll() is not None, "the server was never taken down"
         text = "\n".join(lines)
+        print(text)  # what the user sees (pytest -s)
         # The leaderboard still stands, and every run left unfinished is named with why.
         assert len(outcome.rows) == 3
         assert f"MLflow at {uri} is unavailable" in text and f"`{resume}` finishes them" in text, text
