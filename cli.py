@@ -58,27 +58,6 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def _parse_conditions(pairs: tuple[str, ...]) -> dict[str, str | float | int | bool]:
-    out: dict[str, str | float | int | bool] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or not value:
-            raise UserError(f"--condition {pair!r}: expected key=value")
-        if key in out:
-            raise UserError(f"--condition {key!r}: given twice")
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        if isinstance(out.get(key), float) and not math.isfinite(out[key]):  # NaN/Infinity are not JSON
-            raise UserError(f"--condition {pair!r}: the value must be finite")
-        else:
-            out[key] = {"true": True, "false": False}.get(value.lower(), value)
-    return out
-
-
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path), default=DEFAULT_STORE)
 @click.option("--sequences", default=8, show_default=True, help="Number of sequences.")
@@ -141,10 +120,11 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
     """
     from tqdm import tqdm
 
+    from bubbles.data.conditions import parse_conditions
     from bubbles.data.ingest import IngestRequest, ingest as run_ingest, parse_clip, parse_crop, parse_frames
 
     request = IngestRequest(
-        source=src.resolve(), store=store.resolve(), sequence=sequence, condition=_parse_conditions(condition),
+        source=src.resolve(), store=store.resolve(), sequence=sequence, condition=parse_conditions(condition),
         fps=fps, hdf5_fields=hdf5_fields, flip_y=not no_flip_y, crop=parse_crop(crop) if crop else None,
         clip=parse_clip(clip) if clip else None, drop_duplicates=drop_duplicates,
         frames=parse_frames(frame_range) if frame_range else None, colormap=colormap, drop_broken=drop_broken,
@@ -152,13 +132,20 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
     with tqdm(desc=f"reading {src.name}", unit="frame", disable=None) as bar:
         name = run_ingest(request, progress=bar.update, warn=lambda line: click.echo(f"warning: {line}", err=True))
     click.echo(f"added sequence {name!r} to {store}")
+    from bubbles.data.calibrate import describe
+    from bubbles.data.store import FrameStore
+
+    info = FrameStore.open(store).sequences[name]
+    if info.frames and len(info.fields) == 1:
+        click.echo(f"detector calibration: {describe(name, info.meta.extra.get('detector_calibration'))}")
 
 
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path), default=DEFAULT_STORE)
 @click.option("--verify", is_flag=True, help="Decode every chunk and check it against the checksum recorded at write time.")
 @click.option("--record", is_flag=True, help="With --verify: record checksums for sequences written before they existed.")
-def inspect(store: Path, verify: bool, record: bool) -> None:
+@click.option("--calibrate", is_flag=True, help="Measure each sequence's bubble polarity, size bounds and contrast; record them for the detector.")
+def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
     """Show a store's sequences: frames, sizes, pyramid levels, conditions, chunking, bytes on disk.
 
     Opening a store checks that every chunk file is present; --verify also checks every chunk's contents.
@@ -167,12 +154,18 @@ def inspect(store: Path, verify: bool, record: bool) -> None:
     Examples:
       python cli.py inspect data/synthetic.zarr
       python cli.py inspect data/lab.zarr --verify
+      python cli.py inspect data/lab.zarr --calibrate
     """
     from bubbles.data.summary import describe_store, verify_store
 
     if record and not verify:
         raise UserError("inspect: --record goes with --verify")
     click.echo(describe_store(store))
+    if calibrate:
+        from bubbles.data.calibrate import calibrate_store
+
+        for line in calibrate_store(store.resolve()):
+            click.echo(f"detector calibration: {line}")
     if verify:
         click.echo(verify_store(store, record_missing=record))
 
@@ -203,8 +196,9 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
     from study.config import load_trial_config
     from study.tracking import check_tracking, tracking_uri
 
-    if not experiment.strip():
-        raise UserError("--experiment: give a non-empty MLflow experiment name")
+    from study.tracking import check_experiment_name
+
+    check_experiment_name(experiment, tracking_uri(Path.cwd()))
     cfg = load_trial_config(config, sets)
     from bubbles.outputs import check_output_dir, write_manifest
 
@@ -228,6 +222,7 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
         from bubbles.training.train import check_resume
 
         check_resume(resume.resolve(), cfg)
+    splits.check_frames()  # a damaged chunk stops here, before the output directory and the MLflow run exist
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -272,11 +267,18 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
 
     name = check_name(name or space_file.stem)
     storage = storage.resolve()
+    from bubbles.outputs import zarr_store_around
+
+    if zarr_store_around(storage) is not None:
+        raise UserError(f"--storage {storage}: lies inside the Zarr store {zarr_store_around(storage)}; sweeps live outside frame stores")
     if resume and not (storage / name).is_dir():
         raise UserError(f"--resume: no sweep named {name!r} under {storage}")
     _ensure_default_store(space_file)
     space = load_space(space_file)
     uri = tracking_uri(Path.cwd())
+    from study.tracking import check_experiment_name
+
+    check_experiment_name(space.experiment, uri, f"{space_file}: tracking.experiment")
     check_tracking(uri)
 
     def list_windows() -> None:
@@ -302,7 +304,7 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
 
 
 @main.command()
-@click.option("--sweep", "sweep_name", help="Export the best completed trial of this sweep.")
+@click.option("--sweep", "sweep_name", help="Export the best completed trial of this sweep by validation (and say its test score).")
 @click.option("--run-id", help="Export this MLflow trial run.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Export from a `train` output directory.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Export directory (new, or an earlier export: replaced atomically).")
@@ -340,7 +342,10 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
             click.echo(f"warning: the leaderboard says {objective} {board:.5f}, the exported weights measure "
                        f"{chosen.objective:.5f} (a trial trained before best.pt was picked by the objective?)", err=True)
     path = ex.export(chosen, out, onnx)
-    click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}) to {path}")
+    selected = f", {ex.VALIDATION}" if chosen.yardstick else ""
+    click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}{selected}) to {path}")
+    if chosen.test_line:
+        click.echo(chosen.test_line)
     if register:
         check_tracking(uri)
         version, champion = ex.register(uri, register, path, chosen)

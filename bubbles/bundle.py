@@ -21,7 +21,7 @@ import struct
 import uuid
 import zipfile
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,9 @@ class BundleInfo:
     store_fingerprint: str
     val_conditions: tuple[str, ...]
     cost: ModelCost | None = None
+    # The study's yardstick (bubbles.evaluation.yardstick): "protocol" (a line), then per score name — validation
+    # (what the model was chosen on) and test (unbiased) — its means, or one line saying why there is none.
+    yardstick: dict[str, Any] = field(default_factory=dict)
 
 
 def load_climatology(directory: Path) -> np.ndarray | None:
@@ -106,6 +109,7 @@ def metrics_card(cfg: TrialConfig, info: BundleInfo, evaluation: Evaluation | No
         "(persistence, context median, climatology = training mean frame, flow = optical-flow extrapolation)",
         "",
     ]
+    lines += yardstick_lines(info.yardstick)
     if evaluation is None:
         return "\n".join(lines + ["(no evaluation recorded)"]) + "\n"
     lines += ["## Per lead time (validation windows)", "", evaluation.lead_table(), "", "## Per held-out condition", ""]
@@ -120,6 +124,24 @@ def metrics_card(cfg: TrialConfig, info: BundleInfo, evaluation: Evaluation | No
         )
     lines += ["", f"collapse score {evaluation.collapse_score:.3f} ({'collapsed' if evaluation.collapsed else 'not collapsed'})"]
     return "\n".join(lines) + "\n"
+
+
+def yardstick_lines(yardstick: dict[str, Any]) -> list[str]:
+    """The card's yardstick table: validation and test side by side (or the line that says why a score is absent)."""
+    if not yardstick:
+        return []
+    names = (("ssim", "SSIM", ".3f"), ("mse", "MSE", ".5f"), ("bubble_f1", "bubble F1", ".3f"), ("skill", "skill vs strongest", "+.3f"))
+    lines = ["## The study's yardstick", "", f"{yardstick.get('protocol', '')}", "",
+             "| score | " + " | ".join(n for _, n, _ in names) + " |", "|" + "---|" * (len(names) + 1)]
+    notes = []
+    for key, value in yardstick.items():
+        if key == "protocol":
+            continue
+        if isinstance(value, dict):
+            lines.append(f"| {key} | " + " | ".join(format(value.get(k, float("nan")), f) for k, _, f in names) + " |")
+        else:
+            notes.append(f"- {key}: {value}")
+    return lines + [""] + notes + ([""] if notes else [])
 
 
 _README = """# Exported bubble-flow predictor
@@ -164,7 +186,7 @@ def write_bundle(
         config = {"format": FORMAT, "params": cfg.flat(), "input_shape": list(x.shape), "output_shape": list(expected_shape(cfg)),
                   "fields": field_record(cfg), "objective": {"name": info.objective_name, "value": info.objective},
                   "source": info.source, "store_fingerprint": info.store_fingerprint, "val_conditions": list(info.val_conditions),
-                  "cost": asdict(info.cost) if info.cost else None}
+                  "cost": asdict(info.cost) if info.cost else None, "yardstick": info.yardstick or None}
         (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
         with torch.no_grad():
             expected = predictor(x)

@@ -28,8 +28,20 @@ def manifest_kind(path: Path) -> str | None:
     return data.get("kind") if isinstance(data, dict) and data.get("tool") == "bubbles-study" else None
 
 
+def zarr_store_around(path: Path) -> Path | None:
+    """The Zarr store (a directory holding zarr.json) that path is, or lies inside, once every symlink is followed
+    (a dangling one too: it is where the output would be written); None when there is none."""
+    real = Path(os.path.realpath(path))
+    return next((p for p in (real, *real.parents) if (p / "zarr.json").is_file()), None)
+
+
 def check_output_dir(out: Path, kind: str) -> None:
-    """Refuse, in one line, an output path that exists and is not this project's own earlier output of `kind`."""
+    """Refuse, in one line, an output path that exists and is not this project's own earlier output of `kind`, or
+    one inside a frame store (a directory there reads as a damaged sequence to every later command)."""
+    store = zarr_store_around(out)
+    if store is not None:
+        where = "is" if Path(os.path.realpath(out)) == store else "lies inside"
+        raise UserError(f"{out}: {where} the Zarr store {store}; choose an --out outside any frame store")
     if not out.exists() and not out.is_symlink():
         if out.parent.exists() and not out.parent.is_dir():
             raise UserError(f"{out}: its parent {out.parent} is a file, not a directory")

@@ -22,7 +22,7 @@ from bubbles.bundle import load_bundle, load_climatology
 from bubbles.config import TrialConfig
 from bubbles.errors import UserError
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling
-from bubbles.evaluation.bubbles import DetectorConfig
+from bubbles.evaluation.bubbles import DetectorConfig, sequence_detector
 from bubbles.evaluation import baselines
 from bubbles.evaluation.scoring import Scores, strongest_skill
 from bubbles.evaluation.yardstick import rollout as rollout_batch
@@ -163,8 +163,7 @@ def predict(request: PredictRequest) -> dict[str, object]:
         context = _channels(cache.frames(name, request.start, request.start + n_in), inputs)
         end = min(total, request.start + n_in + steps)
         target = _channels(cache.frames(name, request.start + n_in, end), outputs) if end > request.start + n_in else None
-        hints = cache.store.sequences[name].meta.extra.get("detector", {})
-        detector = DetectorConfig().with_store_hints(hints if isinstance(hints, dict) else {})
+        detector = sequence_detector(cache.store.sequences[name].meta.extra, dict(getattr(cfg.data, "detector", ())))
     pred = rollout(model, context, horizon, steps)
     out = request.out.resolve()
     check_output_dir(out, "prediction")

@@ -6,7 +6,7 @@ import csv
 import json
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,8 @@ from bubbles.training.train import COST
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import make_splits, split_segments
 from study.sweep import PARENT_FILE, read_parent
-from study.tracking import register_export, trial_files
+from study.tracking import download_file, register_export, trial_files
+from study.yardstick import NO_TEST, TEST, VALIDATION
 
 # The epoch metric and the end-of-trial evaluation's name for the same number (same windows, same formula).
 OBJECTIVE_METRIC = {
@@ -32,8 +33,11 @@ OBJECTIVE_METRIC = {
 }
 
 
-def objective_of(evaluation: Evaluation | None, objective: str) -> float:
-    """The objective as the evaluation of the exported weights measured it (NaN without an evaluation)."""
+def objective_of(evaluation: Evaluation | None, objective: str, validation: dict[str, float] | None = None) -> float:
+    """The objective as the evaluation of the exported weights measured it (NaN without an evaluation); a yardstick
+    objective from the yardstick's validation means."""
+    if objective.startswith("yardstick_"):
+        return float((validation or {}).get(objective.removeprefix("yardstick_"), math.nan))
     return evaluation.summary()[OBJECTIVE_METRIC[objective]] if evaluation is not None else math.nan
 
 
@@ -50,6 +54,29 @@ class Chosen:
     source: str
     run_id: str | None = None  # the trial's MLflow run, when the model came from one
     cost: ModelCost | None = None  # as the trial measured it
+    yardstick: dict = field(default_factory=dict)  # BundleInfo.yardstick: validation (selection) and test (unbiased)
+
+    @property
+    def test_line(self) -> str:
+        """What the export says of its test score: the number, or why there is none."""
+        test = self.yardstick.get(TEST)
+        if isinstance(test, dict):
+            metric = self.objective_name.removeprefix("yardstick_") if self.objective_name.startswith("yardstick_") else "ssim"
+            return f"{TEST}: yardstick_{metric} {test.get(metric, math.nan):.4f}"
+        return f"{TEST}: {test}" if test else ""
+
+
+def _yardstick_record(path: Path) -> tuple[str, dict[str, float]]:
+    """(protocol line, validation means) of a trial's yardstick.json; ('', {}) without one."""
+    if not path.is_file():
+        return "", {}
+    try:
+        data = json.loads(path.read_text())
+        p, means = data["protocol"], {k: float(v) for k, v in data["means"].items()}
+    except (ValueError, KeyError, TypeError):
+        return "", {}
+    return (f"protocol: leads {', '.join(map(str, p['leads']))} at {p['size'][0]}x{p['size'][1]} px on "
+            f"{len(data['windows'])} validation windows (targets after {p['context']} context frames)"), means
 
 
 def from_checkpoint_dir(directory: Path) -> Chosen:
@@ -79,9 +106,16 @@ def from_checkpoint_dir(directory: Path) -> Chosen:
             except (ValueError, KeyError, TypeError):
                 pass  # a damaged cost record: the export counts parameters and FLOPs itself
             break
+    protocol, validation = "", {}
+    for path in (best.parent / "yardstick.json", best.parent.parent / "yardstick.json"):
+        if path.is_file():
+            protocol, validation = _yardstick_record(path)
+            break
+    yardstick = {"protocol": protocol, VALIDATION: validation,
+                 TEST: "not scored (only a sweep scores its best trials on the test split, once, after the sweep)"} if validation else {}
     objective = cfg.train.best_by
-    return Chosen(cfg, state["model"], evaluation, objective, objective_of(evaluation, objective), best_by_mode(objective),
-                  f"checkpoint {best}", cost=cost)
+    return Chosen(cfg, state["model"], evaluation, objective, objective_of(evaluation, objective, validation), best_by_mode(objective),
+                  f"checkpoint {best}", cost=cost, yardstick=yardstick)
 
 
 def from_run(uri: str, run_id: str, objective: str | None = None) -> Chosen:
@@ -92,14 +126,27 @@ def from_run(uri: str, run_id: str, objective: str | None = None) -> Chosen:
         run_name, metrics, tags, checkpoints, evaluation = trial_files(uri, run_id, Path(tmp))
         chosen = from_checkpoint_dir(checkpoints)
         chosen.evaluation = Evaluation.from_dict(json.loads(evaluation.read_text()))
+        record = download_file(run_id, "yardstick.json", Path(tmp))
+        protocol, validation = _yardstick_record(record) if record else ("", {})  # none: a run logged before the yardstick
+    test = {k.removeprefix("test_yardstick_"): v for k, v in metrics.items() if k.startswith("test_yardstick_")}
+    if validation:
+        chosen.yardstick = {"protocol": protocol, VALIDATION: validation, TEST: test or _why_no_test(chosen.cfg)}
     if objective is not None:
         chosen.objective_name, chosen.mode = objective, best_by_mode(objective)
-        chosen.objective = objective_of(chosen.evaluation, objective)
+        chosen.objective = objective_of(chosen.evaluation, objective, validation)
     chosen.source = f"MLflow run {run_id} ({run_name})"
     if "gflops_per_window" in metrics and "parameters" in metrics:
         chosen.cost = ModelCost.from_dict(metrics | {"device": tags.get("cost_device", "unknown")})
     chosen.run_id = run_id
     return chosen
+
+
+def _why_no_test(cfg: TrialConfig) -> str:
+    """The line that stands where a test score would: the study has no test split, or this trial was not scored."""
+    split = cfg.data.split
+    if split.test or split.test_fraction > 0:
+        return "not scored: only the best trials by validation (evaluate.test_top_k) are scored on the test split"
+    return NO_TEST
 
 
 def best_run_of_sweep(sweep_dir: Path) -> tuple[str, str, float]:
@@ -137,7 +184,7 @@ def export(chosen: Chosen, out: Path, onnx: bool) -> Path:
     except UserError:
         pass  # the store may live elsewhere (a cluster path); the export still stands on its own
     cost = chosen.cost or static_cost(model, chosen.cfg.window.input_len, chosen.cfg.window.output_len)
-    info = BundleInfo(chosen.objective_name, chosen.objective, chosen.source, fingerprint, val, cost)
+    info = BundleInfo(chosen.objective_name, chosen.objective, chosen.source, fingerprint, val, cost, chosen.yardstick)
     return write_bundle(out, model, chosen.cfg, info, chosen.evaluation, onnx=onnx, climatology=climatology)
 
 
@@ -148,5 +195,12 @@ def register(uri: str, name: str, bundle: Path, chosen: Chosen) -> tuple[str, bo
 
     x = example_input(chosen.cfg).numpy()
     y = np.zeros((x.shape[0], chosen.cfg.window.output_len, chosen.cfg.model.out_channels, *x.shape[3:]), dtype=np.float32)
+    tags: dict[str, str] = {}
+    for score, key in ((VALIDATION, "validation_selection"), (TEST, "test_unbiased")):
+        means = chosen.yardstick.get(score)
+        if isinstance(means, dict):
+            tags |= {f"{key}_{k}": f"{v:.6g}" for k, v in means.items() if k in ("ssim", "mse", "bubble_f1", "skill")}
+        elif means:
+            tags[key] = str(means)[:250]
     return register_export(uri, name, bundle, chosen.source, chosen.run_id,
-                           (chosen.objective_name, chosen.objective, chosen.mode), (x, y))
+                           (chosen.objective_name, chosen.objective, chosen.mode), (x, y), tags)

@@ -4,6 +4,10 @@ A write the tracking store cannot take now (server down, sqlite busy past its re
 file per run in the spool directory (artifacts are copied beside it) and replayed, in order, by the next write of
 that run once the store answers again, or by the sweep's driver at the end. A run whose creation failed gets a
 local id ('pending-…') until it is replayed. Writes the store refuses as invalid are not spooled: they raise.
+
+Tracking trouble never ends a trial: a write that can neither be logged nor spooled (the spool is a file, read-only,
+full) is counted as lost (`Writer.lost`, reported with the trial's results so the driver can say so), and a spool
+line that cannot be read is set aside in `<run>.corrupt` and named while the readable ones are replayed.
 """
 
 from __future__ import annotations
@@ -51,6 +55,12 @@ class Writer:
         self.client = mlflow.MlflowClient()
         self.spool = spool
         self._next_try: dict[str, float] = {}
+        self.lost = 0  # writes neither logged nor spooled
+        self.lost_why = ""  # the first reason
+
+    def lost_metrics(self) -> dict[str, Any]:
+        """What a trial reports to its driver about writes it lost (empty when none were)."""
+        return {"mlflow_lost_writes": self.lost, "mlflow_lost_why": self.lost_why} if self.lost else {}
 
     # -- the writes ---------------------------------------------------------------------------------------------
     def create_run(self, experiment: str, uri: str, run_name: str, tags: dict[str, str]) -> str:
@@ -83,7 +93,7 @@ class Writer:
 
     def pending(self, run_id: str) -> bool:
         """Whether some of this run's writes are still waiting in the spool."""
-        return self.spool is not None and (self.spool / f"{run_id}.jsonl").exists()
+        return self.spool is not None and (self.spool / f"{run_id}.jsonl").is_file()
 
     # -- plumbing -----------------------------------------------------------------------------------------------
     def _write(self, run_id: str, record: dict[str, Any]) -> None:
@@ -93,6 +103,9 @@ class Writer:
                 self._append(run_id, record)
                 return
             run_id = self.resolve(run_id)  # the replay may just have created a pending run
+        if run_id.startswith("pending-"):  # its creation could not be spooled either: nothing can take its writes
+            self._lose(record, "the run could not be created or its creation kept")
+            return
         try:
             self._retry_busy(lambda: _apply(self.client, run_id, record))
         except Exception as exc:
@@ -109,21 +122,39 @@ class Writer:
     def _replay_now(self, run_id: str) -> bool:
         if time.monotonic() < self._next_try.get(run_id, 0.0):
             return False
-        done = replay_file(self.client, self.spool / f"{run_id}.jsonl")  # type: ignore[operator]
+        try:
+            done = replay_file(self.client, self.spool / f"{run_id}.jsonl")  # type: ignore[operator]
+        except OSError:  # the spool itself refuses (read-only, removed): keep appending, or count the loss
+            done = False
         self._next_try[run_id] = 0.0 if done else time.monotonic() + RETRY_EVERY_S
         return done
 
     def _append(self, run_id: str, record: dict[str, Any]) -> None:
+        """Keep a write for later; when the spool cannot take it either, count it as lost (the trial goes on)."""
         assert self.spool is not None
-        self.spool.mkdir(parents=True, exist_ok=True)
-        if record["op"] == "log_artifact":  # the file may live in a temporary directory that is about to go
-            copy = self.spool / "files" / uuid.uuid4().hex / Path(record["local"]).name
-            copy.parent.mkdir(parents=True)
-            shutil.copy2(record["local"], copy)
-            record = record | {"local": str(copy), "spooled": True}
-        with open(self.spool / f"{run_id}.jsonl", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            f.write(json.dumps(record) + "\n")
+        copy = None
+        try:
+            self.spool.mkdir(parents=True, exist_ok=True)
+            if record["op"] == "log_artifact":  # the file may live in a temporary directory that is about to go
+                copy = self.spool / "files" / uuid.uuid4().hex / Path(record["local"]).name
+                copy.parent.mkdir(parents=True)
+                shutil.copy2(record["local"], copy)
+                record = record | {"local": str(copy), "spooled": True}
+            with open(self.spool / f"{run_id}.jsonl", "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            if copy is not None:
+                shutil.rmtree(copy.parent, ignore_errors=True)
+            self._lose(record, f"the spool {self.spool} cannot take it: {exc.strerror or exc}")
+
+    def _lose(self, record: dict[str, Any], why: str) -> None:
+        import logging
+
+        if not self.lost:
+            self.lost_why = why
+            logging.getLogger(__name__).warning("MLflow: a %s write is lost (%s); training goes on", record["op"], why)
+        self.lost += 1
 
     @staticmethod
     def _retry_busy(call: Any, tries: int = 8) -> Any:
@@ -166,17 +197,48 @@ def _apply(client: Any, run_id: str, record: dict[str, Any]) -> None:
         raise ValueError(f"unknown spooled MLflow write {op!r}")
 
 
-def replay_file(client: Any, path: Path, errors: list[str] | None = None) -> bool:
+def _read_spool(path: Path, lines: list[str], unreadable: list[str] | None) -> list[dict[str, Any]]:
+    """The readable records of a spool file's lines; unreadable ones are appended to `<run>.corrupt` (kept, for a
+    person to look at) and named in `unreadable`."""
+    records, bad = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("op"), str):
+                raise ValueError("not a spooled write")
+            records.append(record)
+        except ValueError:
+            bad.append((number, line))
+    if bad:
+        with open(path.with_suffix(".corrupt"), "a") as f:
+            f.writelines(line if line.endswith("\n") else line + "\n" for _, line in bad)
+        if unreadable is not None:
+            numbers = ", ".join(str(n) for n, _ in bad[:5]) + (", ..." if len(bad) > 5 else "")
+            unreadable.append(f"{path.name}: {len(bad)} unreadable line(s) ({numbers}) skipped and kept in {path.with_suffix('.corrupt').name}")
+    return records
+
+
+def replay_file(client: Any, path: Path, errors: list[str] | None = None, unreadable: list[str] | None = None) -> bool:
     """Apply a run's spooled writes in order; True when all went through (the file is then removed). A refused
-    write (e.g. a param logged before the outage with the same value) is dropped, not retried forever. Why a
-    replay stopped is appended to `errors`."""
-    if not path.exists():
+    write (e.g. a param logged before the outage with the same value) is dropped, not retried forever; a line that
+    cannot be read is set aside (see _read_spool) and the others replayed. Why a replay stopped is appended to
+    `errors`, what was set aside to `unreadable`."""
+    if not path.is_file():
         return True
     created = path.with_suffix(".run")  # a pending run already created by an earlier, partial replay
     with open(path, "r+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        records = [json.loads(line) for line in f if line.strip()]
+        records = _read_spool(path, f.readlines(), unreadable)
         run_id = created.read_text() if created.exists() else path.stem
+        if run_id.startswith("pending-") and not any(r["op"] == "create_run" for r in records):
+            if errors is not None:
+                errors.append(f"{path.name}: the run's creation is unreadable, so its {len(records)} write(s) cannot be logged")
+            f.seek(0)
+            f.truncate()
+            f.writelines(json.dumps(r) + "\n" for r in records)
+            return False
         done = 0
         try:
             for record in records:
@@ -205,15 +267,25 @@ def replay_file(client: Any, path: Path, errors: list[str] | None = None) -> boo
     return True
 
 
-def replay_dir(spool: Path, errors: list[str] | None = None) -> list[str]:
+def replay_dir(spool: Path, errors: list[str] | None = None, unreadable: list[str] | None = None) -> list[str]:
     """Replay every run's spool (the sweep's driver, after its trials); returns the runs (ids) whose writes still
-    could not be logged (why, in `errors`). What is replayed is removed, the directory too when it is empty."""
+    could not be logged (why, in `errors`). What is replayed is removed, the directory too when it is empty. One
+    run's file that cannot be replayed does not stop the others."""
     import mlflow
 
     if not spool.is_dir():
         return []
     client = mlflow.MlflowClient()
-    left = [_resolved(p) for p in sorted(spool.glob("*.jsonl")) if not replay_file(client, p, errors)]
+    left = []
+    for path in sorted(spool.glob("*.jsonl")):
+        try:
+            done = replay_file(client, path, errors, unreadable)
+        except OSError as exc:
+            done = False
+            if errors is not None:
+                errors.append(f"{path.name}: {exc.strerror or exc}")
+        if not done:
+            left.append(_resolved(path))
     for created in spool.glob("pending-*.run"):  # the sweep's trials are done: nobody writes to a pending id now
         if not created.with_suffix(".jsonl").exists():
             created.unlink()

@@ -239,11 +239,23 @@ def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint:
 
 def _replay(uri: str, spool: Path, echo: Callable[[str], None]) -> tuple[bool, list[str], str]:
     """Log what the trials could not (the tracking store was down). Returns (whether the store answers and took
-    everything, the runs whose writes are still spooled, why not)."""
+    everything, the runs whose writes are still spooled, why not). Spool lines that cannot be read are named; the
+    readable ones are logged all the same."""
+    if spool.exists() and not spool.is_dir():
+        echo(f"MLflow: the spool {spool} is not a directory, so nothing could be kept there while the tracking store "
+             "was unavailable (what each trial lost is listed below)")
+        try:
+            check_tracking(uri)
+            return True, [], ""
+        except Exception as exc:
+            return False, [], str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
     unlogged = sorted(p.stem for p in spool.glob("*.jsonl"))
     errors: list[str] = []
+    unreadable: list[str] = []
     try:
-        unlogged = replay_spool(spool, errors)
+        unlogged = replay_spool(spool, errors, unreadable)
+        for line in unreadable:
+            echo(f"MLflow spool {spool}: {line}")
         check_tracking(uri)
     except Exception as exc:
         return False, unlogged, str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
@@ -291,6 +303,13 @@ def _write_unsettled(sweep_dir: Path, run_ids: list[str]) -> None:
     tmp = sweep_dir / (UNSETTLED_FILE + ".tmp")
     tmp.write_text(json.dumps(sorted(set(run_ids) | _read_unsettled(sweep_dir))))
     tmp.replace(sweep_dir / UNSETTLED_FILE)
+
+
+def _lost_lines(trials: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """One line per trial whose MLflow writes could neither be logged nor kept (reported with its results)."""
+    return [f"MLflow: trial {trial_id} lost {int(m['mlflow_lost_writes'])} write(s): {m.get('mlflow_lost_why', '')}; "
+            "its run in MLflow is incomplete or missing (the leaderboard has its results)"
+            for trial_id, m in trials if m.get("mlflow_lost_writes")]
 
 
 def run_sweep(
@@ -393,6 +412,8 @@ def run_sweep(
             objective = validation[space.tune.objective.removeprefix("yardstick_")]
         shown_run = run_id if tracked or not run_id.startswith("pending-") else ""
         rows.append(leaderboard.row(trial_id, shown_run, outcome, result.config or {}, metrics, objective, space, ys.columns(validation, None)))
+    for line in _lost_lines([(t.trial_id, dict(r.metrics or {})) for t, r in zip(results._experiment_analysis.trials, results)]):
+        echo(line)
     interrupted = any(r["status"] == "unfinished" for r in rows) or (
         len(rows) < space.tune.num_samples and space.tune.time_budget_s is None
     )

@@ -95,6 +95,23 @@ def experiment_id(name: str, uri: str) -> str:
         return found.experiment_id
 
 
+MAX_EXPERIMENT_NAME = 500  # MLflow's own limit (characters)
+MAX_FILE_NAME = 255  # bytes: a local store keeps artifacts in a directory named after the experiment
+
+
+def check_experiment_name(name: str, uri: str, what: str = "--experiment") -> None:
+    """Refuse, before anything starts, a name MLflow or the local artifact directory would refuse later (a
+    traceback, or a whole run trained and then left RUNNING)."""
+    if not name.strip():
+        raise UserError(f"{what}: give a non-empty MLflow experiment name")
+    if len(name) > MAX_EXPERIMENT_NAME:
+        raise UserError(f"{what}: the name has {len(name)} characters; MLflow takes at most {MAX_EXPERIMENT_NAME}")
+    longest = max(len(part.encode()) for part in name.split("/"))
+    if uri.startswith("sqlite:///") and longest > MAX_FILE_NAME:
+        raise UserError(f"{what}: the name is {longest} bytes long; its artifact directory under "
+                        f"{Path(uri.removeprefix('sqlite:///')).parent / 'mlartifacts'} can be at most {MAX_FILE_NAME}")
+
+
 def runs_table_link(uri: str, experiment: str) -> str:
     """Where a user sees the experiment's runs table. workflowType is in the link because MLflow 3.17's UI opens
     in its GenAI mode in a fresh browser, whatever the experiment's kind."""
@@ -338,11 +355,11 @@ def settle_trial(run_id: str, outcome: str) -> None:
     client.set_terminated(run_id, RUN_STATUS[outcome], end_time=end)
 
 
-def replay_spool(spool: Path, errors: list[str]) -> list[str]:
+def replay_spool(spool: Path, errors: list[str], unreadable: list[str] | None = None) -> list[str]:
     """Log what the trials could not (study.mlflow_writer); returns the runs whose writes are still waiting."""
     from study.mlflow_writer import replay_dir
 
-    return replay_dir(spool, errors)
+    return replay_dir(spool, errors, unreadable)
 
 
 class SweepRun:
@@ -468,6 +485,18 @@ def run_params(run_id: str) -> dict[str, str]:
     return dict(mlflow.MlflowClient().get_run(run_id).data.params)
 
 
+def download_file(run_id: str, path: str, into: Path) -> Path | None:
+    """One artifact file of a run, downloaded into `into`; None if the run has no such file."""
+    import mlflow
+
+    try:
+        return Path(mlflow.MlflowClient().download_artifacts(run_id, path, str(into)))
+    except Exception as exc:
+        if not _missing(exc) and "No such file" not in str(exc) and "not found" not in str(exc).lower():
+            raise
+        return None
+
+
 def download_folder(run_id: str, folder: str, into: Path) -> list[Path]:
     """The files of one artifact folder of a run (none if it has no such folder)."""
     import mlflow
@@ -487,11 +516,12 @@ CHAMPION = "champion"
 
 
 def register_export(uri: str, name: str, bundle: Path, source: str, run_id: str | None, score: tuple[str, float, str],
-                    example: tuple[Any, Any]) -> tuple[str, bool]:
+                    example: tuple[Any, Any], tags: dict[str, str] | None = None) -> tuple[str, bool]:
     """Log the export directory as an MLflow model of the trial run it came from (a python_function model:
     `mlflow.pyfunc.load_model("models:/NAME/VERSION").predict(frames)`), register it as a new version of `name`,
     and move the `champion` alias to it if it beats the current champion on the objective (or there is none).
-    score = (objective, value, mode); example = (input, output) arrays for the signature. Any failure undoes
+    score = (objective, value, mode); example = (input, output) arrays for the signature; `tags` go on the version
+    besides the score's. Any failure undoes
     what this call made (model, version, a registered model it created) and is one line. Returns (version,
     became champion)."""
     import mlflow
@@ -527,7 +557,7 @@ def register_export(uri: str, name: str, bundle: Path, source: str, run_id: str 
         rounded = round(value, 6)
         version = client.create_model_version(
             name, f"models:/{logged.model_id}", run_id=run_id, model_id=logged.model_id,
-            tags={"objective": objective, "value": f"{rounded:.6g}", "mode": mode, "source": source})
+            tags={"objective": objective, "value": f"{rounded:.6g}", "mode": mode, "source": source} | (tags or {}))
         made.append(lambda: client.delete_model_version(name, version.version))
         better = True
         try:

@@ -71,6 +71,8 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
             # Tune may stop the trial inside this last report: log and close the MLflow run first.
             run.log_result(final)
             run.end(final.status)
+        metrics |= run.writer.lost_metrics()  # writes neither logged nor spooled: the driver says so
+        if final is not None:
             if final.evaluation is not None:
                 metrics["final_skill_persistence"] = final.evaluation.summary()["final_skill_persistence"]
                 metrics["final_ssim_lead1"] = final.evaluation.model.ssim[0]

@@ -49,6 +49,10 @@ def run_logged_trial(
     except BaseException:
         run.end("errored")
         raise
-    run.log_result(result)
+    try:
+        run.log_result(result)
+    except BaseException:
+        run.end("errored")  # never left RUNNING
+        raise
     run.end(result.status)
     return result, run.run_id

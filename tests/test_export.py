@@ -320,3 +320,23 @@ def test_exported_weights_score_what_the_leaderboard_says(finished_sweep: tuple[
         history = [m.value for m in client.get_metric_history(row["mlflow_run"], "epoch/val_ssim")]
         final = client.get_run(row["mlflow_run"]).data.metrics["final_ssim"]
         assert final == pytest.approx(max(history), rel=1e-5), (row["trial"], history, final)
+
+
+def test_export_card_shows_validation_and_says_there_is_no_test_split(finished_sweep: tuple[str, Path], tmp_path: Path) -> None:
+    """Issue 21: the export says what its model was chosen on (validation) and, where the test score would stand,
+    that this study has no test split; the registry version carries both."""
+    from study.yardstick import NO_TEST, TEST, VALIDATION
+
+    uri, storage = finished_sweep
+    out = _cli(uri, "export", "--sweep", "exp", "--storage", str(storage), "--out", str(tmp_path / "m"), "--register", "ys-model")
+    assert f"{TEST}: {NO_TEST}" in out and f"{VALIDATION})" in out
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    yardstick = config["yardstick"]
+    assert set(yardstick[VALIDATION]) >= {"ssim", "mse", "bubble_f1", "skill"} and yardstick[TEST] == NO_TEST
+    assert yardstick["protocol"].startswith("protocol: leads 1, 2, 3 at 32x32 px")  # the space's longest output: 4->3
+    card = (tmp_path / "m" / "metrics_card.md").read_text()
+    assert "## The study's yardstick" in card and f"| {VALIDATION} | {yardstick[VALIDATION]['ssim']:.3f}" in card
+    assert f"- {TEST}: {NO_TEST}" in card
+    version = mlflow.MlflowClient(uri).get_model_version("ys-model", "1")
+    assert version.tags["test_unbiased"] == NO_TEST and float(version.tags["validation_selection_ssim"]) == pytest.approx(
+        yardstick[VALIDATION]["ssim"], rel=1e-5)

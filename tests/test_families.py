@@ -11,9 +11,9 @@ import torch
 from bubbles.config import trial_config
 from bubbles.errors import UserError
 from bubbles.models import build_model, parameter_count
-from bubbles.models.predrnn_v2 import PredRNNv2Config, from_patches, to_patches
+from bubbles.models.predrnn_v2 import PredRNNv2Config, decouple_loss, from_patches, to_patches
 from bubbles.models.simvp import SimVPConfig
-from bubbles.training.train import CHECKPOINT, decouple_loss, train
+from bubbles.training.train import CHECKPOINT, train
 
 # OpenSTL Moving-MNIST configurations (10->10, 64x64x1) and their published sizes in millions.
 PUBLISHED = [

@@ -232,3 +232,47 @@ def test_a_store_that_is_a_mount_point_takes_new_sequences(tmp_path: Path) -> No
         assert not [p.name for p in point.iterdir() if p.name.startswith(".")]  # the staging directory is gone
     finally:
         subprocess.run(["umount", str(point)], check=True)
+
+
+def test_outputs_inside_a_frame_store_are_refused(trained: Path, tiny_store: Path) -> None:
+    """Before: `--out STORE/newdir` (or a dangling symlink into a store) exited 0, and from then on every command
+    on that store failed ("a sequence directory without its zarr.json"). Now refused before anything is written."""
+    w = trained
+    store = w / "copy.zarr"
+    if not store.exists():
+        shutil.copytree(tiny_store, store)
+    (w / "into-store").unlink(missing_ok=True)
+    (w / "into-store").symlink_to(store / "ghost")  # dangling: exports would create store/ghost
+    runs_before = _runs(w)
+    cases = [
+        ["export", "--checkpoint", str(w / "t1"), "--out", str(store / "exported")],
+        ["export", "--checkpoint", str(w / "t1"), "--out", str(w / "into-store")],
+        ["predict", str(w / "ex"), "--store", str(store), "--sequence", "seq000", "--out", str(store / "pred")],
+        ["train", str(w / "t.yaml"), "--out", str(store / "seq000" / "t")],
+        ["report", "--sweep", "x", "--out", str(store / "r")],
+        ["sweep", str(w / "t.yaml"), "--storage", str(store / "sweeps")],
+    ]
+    for args in cases:
+        code, out = _run(w, *args)
+        _assert_one_line(code, out, "the Zarr store")
+        assert f"{store}" in out
+    assert sorted(p.name for p in store.iterdir()) == sorted(p.name for p in tiny_store.iterdir())
+    assert len(FrameStore.open(store).sequences) == 6
+    assert _runs(w) == runs_before
+
+
+def test_experiment_names_mlflow_or_the_disk_would_refuse_are_checked_first(trained: Path, tiny_store: Path) -> None:
+    """Before: 5,000 characters gave a traceback (MLflow's 500-character limit); 300 trained the whole run, then
+    failed with "File name too long" (the local artifact directory) and left the MLflow run RUNNING."""
+    w = trained
+    runs_before = _runs(w)
+    for name, expect in (("x" * 5000, "at most 500"), ("y" * 300, "can be at most 255")):
+        _assert_one_line(*_run(w, "train", str(w / "t.yaml"), "--experiment", name, "--out", str(w / "long")), expect)
+        space = w / "long.yaml"
+        space.write_text(f"data: {{store: {tiny_store}}}\nfixed: {{image_size: 16, epochs: 1}}\ntracking: {{experiment: {name}}}\n"
+                         "search:\n  lr: {type: log, low: 1.0e-3, high: 1.0e-2}\n")
+        code, out = _run(w, "sweep", str(space), "--storage", str(w / "sweeps"))
+        _assert_one_line(code, out, expect)
+        assert "tracking.experiment" in out
+    assert not (w / "long").exists() and not (w / "sweeps").exists()
+    assert _runs(w) == runs_before

@@ -116,3 +116,46 @@ def test_many_writers_server_then_outage_and_replay(tmp_path: Path) -> None:
         assert [m.step for m in client.get_metric_history(replayed.info.run_id, "epoch/val_mse")] == [1, 2]
     finally:
         stop(server)
+
+
+@pytest.mark.slow
+def test_an_unwritable_or_corrupt_spool_never_ends_a_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: with `mlflow_spool` replaced by a file and the server killed, every trial errored (FileExistsError
+    from the spool's mkdir); one corrupt line in one spool file made the replay stop at once and log none of the
+    runs. Now lost writes are counted (the trial goes on) and the readable lines are replayed, the others named."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a refused connection fails at once
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"  # the server is down until the end
+    not_a_dir = tmp_path / "mlflow_spool"
+    not_a_dir.write_text("a file where the spool should be\n")
+    blocked = TrialRun(uri, "writers", trial_config(CFG), spool=not_a_dir)
+    spool = tmp_path / "spool"
+    runs = [TrialRun(uri, "writers", trial_config(CFG), tags={"writer": str(i)}, spool=spool) for i in range(3)]
+    for epoch in range(1, 4):
+        for run in (blocked, *runs):
+            run.log_epoch(_epoch(epoch))
+    for run in (blocked, *runs):
+        run.end("completed")
+    assert blocked.run_id.startswith("pending-") and blocked.writer.lost == 6  # creation, params, 3 epochs, end
+    assert "cannot take it" in blocked.writer.lost_why and "mlflow_spool" in blocked.writer.lost_why
+    assert blocked.writer.lost_metrics() == {"mlflow_lost_writes": 6, "mlflow_lost_why": blocked.writer.lost_why}
+    assert not any(run.writer.lost for run in runs) and len(list(spool.glob("pending-*.jsonl"))) == 3
+    damaged = spool / f"{runs[1].run_id}.jsonl"
+    lines = damaged.read_text().splitlines(keepends=True)
+    damaged.write_text("".join([*lines[:2], '{"op": "log_batch", "metr\n', *lines[2:]]))  # a torn line after the params
+    server = start(tmp_path, port)
+    try:
+        mlflow.set_tracking_uri(uri)
+        errors: list[str] = []
+        unreadable: list[str] = []
+        assert replay_dir(spool, errors, unreadable) == [] and errors == []
+        assert unreadable == [f"{damaged.name}: 1 unreadable line(s) (3) skipped and kept in {runs[1].run_id}.corrupt"]
+        assert (spool / f"{runs[1].run_id}.corrupt").read_text() == '{"op": "log_batch", "metr\n'
+        client = mlflow.MlflowClient(uri)
+        exp = client.get_experiment_by_name("writers").experiment_id
+        for i in range(3):
+            (replayed,) = client.search_runs([exp], filter_string=f"tags.writer = '{i}'")
+            assert [m.step for m in client.get_metric_history(replayed.info.run_id, "epoch/val_mse")] == [1, 2, 3]
+            assert replayed.info.status == "FINISHED"
+    finally:
+        stop(server)

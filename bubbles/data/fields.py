@@ -11,8 +11,18 @@ from __future__ import annotations
 
 from bubbles.data.store import FrameStore
 from bubbles.errors import UserError
+from bubbles.params import fail, parse_strings
 
 Fields = tuple[str, ...]
+
+
+def parse_fields(where: str, key: str, value: object) -> Fields:
+    """A list of field names ('dfun,temperature' from --set too), each once."""
+    names = tuple(n.strip() for n in value.split(",") if n.strip()) if isinstance(value, str) else parse_strings(where, key, value)
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise fail(where, key, f"field {twice!r} is named twice")
+    return names
 
 
 def store_fields(store: FrameStore) -> Fields:

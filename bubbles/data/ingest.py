@@ -34,6 +34,9 @@ Rules, so that every source becomes the same (T, H, W) uint8 frames:
   mean brightness far beyond the neighbours': a padding frame, a flash, a dropped exposure) are reported like
   repeated frames, with the reason, kept and counted in `extra.broken_frames` unless `drop_broken`, which removes
   them and records their source numbers in `extra.dropped_broken_frames`. They are found before repeated frames.
+- A one-field sequence gets its bubble-detector calibration (bubbles/data/calibrate.py): polarity, bubble-size
+  bounds and contrast measured on its frames, in `extra.detector` (fractions of the height, what the detector
+  reads) and `extra.detector_calibration` (native pixels).
 """
 
 from __future__ import annotations
@@ -411,6 +414,13 @@ def _write(request: IngestRequest, frames: np.ndarray, source: str, fps: float |
     if request.fps is not None and not (math.isfinite(request.fps) and request.fps > 0):
         raise UserError(f"--fps {request.fps}: must be a positive number")
     name = request.sequence or re.sub(r"[^A-Za-z0-9_-]+", "_", src.stem).strip("_") or "sequence"
+    if frames.ndim == 3:  # one field: the bubble detector calibrated to it (bubbles/data/calibrate.py)
+        from bubbles.data.calibrate import calibrate
+
+        measured = calibrate(frames)
+        if measured is not None:
+            extra["detector"] = measured.pop("hints")
+            extra["detector_calibration"] = measured
     meta = SequenceMeta(source=source, fps=float(request.fps or fps or 1.0), condition=request.condition, extra=extra, fields=fields)
     write_sequence(request.store, name, frames, meta)
     for line in notes if warn else ():  # said once the sequence is written: a refused ingest is one error line

@@ -3,11 +3,14 @@
 A deleted chunk file would otherwise read as black frames (Zarr's fill value) and a damaged one as whatever it
 decodes to. When a sequence group is written, every array in it gets a record in the group attributes
 (`integrity`: shape, chunk shape, CRC-32 of each decoded chunk in grid order). Opening a store checks that every
-recorded chunk file exists (one stat per chunk, cheap); every read that covers whole chunks (training's and
-predict's level and block reads) checks those chunks' checksums on the way; `verify` decodes every chunk and
-compares checksums (reads the whole store). Arrays added to a group without a record (a later tool's extra
-table) are allowed and not covered. Sequences written before this record existed (format 1) open as before, presence unchecked;
-`record_existing` adds the record to them from their current contents.
+chunk file of every array's grid exists (the array's own shape says which; one stat per chunk, cheap) and that the
+record agrees with that shape; every read that covers whole chunks (training's and predict's level and block reads)
+checks those chunks' checksums on the way; `verify` decodes every chunk and compares checksums (reads the whole
+store). Arrays added to a group without a record (a later tool's extra table) are allowed and not covered.
+
+In a format-2 store every sequence has a record: one missing or unreadable is damage. Sequences of a format-1 store
+(written before records existed) open presence-checked but without checksums; `record_existing` adds the record to
+them from their current contents, and refuses a sequence with a missing or undecodable chunk.
 """
 
 from __future__ import annotations
@@ -44,37 +47,75 @@ def _chunk(arr: zarr.Array, index: tuple[int, ...]) -> np.ndarray:
     return np.asarray(arr[tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, arr.chunks))])
 
 
-def record(group: zarr.Group, group_path: Path) -> None:
+def record(group: zarr.Group, group_path: Path, where: str | None = None) -> None:
     """Record every array of a freshly written group: shape, chunk shape and a CRC-32 per chunk. Reads the chunks
-    back from disk, so the record also proves they were written."""
+    back from disk, so the record also proves they were written; a chunk file missing or undecodable is refused
+    (with `where` naming the sequence), never recorded as valid."""
+    where = where or str(group_path)
     entries: dict[str, Any] = {}
     for name, arr in sorted(group.arrays()):
         grid = list(_grid(arr.shape, arr.chunks))
-        crcs = [zlib.crc32(np.ascontiguousarray(_chunk(arr, idx)).tobytes()) for idx in grid]
-        # Chunks that Zarr left unwritten because they hold only the fill value (format-1 stores did that).
-        absent = [k for k, idx in enumerate(grid) if not _chunk_path(group_path, name, idx).is_file()]
-        entries[name] = {"shape": list(arr.shape), "chunks": list(arr.chunks), "crc32": crcs, "absent": absent}
+        for index in grid:
+            if not _chunk_path(group_path, name, index).is_file():
+                raise UserError(f"{where}: {_what(name, index, arr.chunks, arr.shape)} is missing on disk; "
+                                "not recorded (a damaged sequence is never certified)")
+        crcs = []
+        for index in grid:
+            try:
+                data = _chunk(arr, index)
+            except Exception as exc:  # a damaged compressed chunk raises from the codec
+                raise UserError(f"{where}: {_what(name, index, arr.chunks, arr.shape)} cannot be decoded "
+                                f"({type(exc).__name__}); not recorded (a damaged sequence is never certified)") from None
+            crcs.append(zlib.crc32(np.ascontiguousarray(data).tobytes()))
+        entries[name] = {"shape": list(arr.shape), "chunks": list(arr.chunks), "crc32": crcs, "absent": []}
     group.attrs[KEY] = {"version": 1, "arrays": entries}
 
 
+def _what(name: str, index: tuple[int, ...], chunks: Any, shape: Any) -> str:
+    return f"level {name} chunk {index[0]} ({_frames(index, list(chunks), list(shape))})"
+
+
 def recorded(attrs: dict[str, Any]) -> dict[str, Any] | None:
-    """The group's integrity record, or None for a sequence written before records existed."""
+    """The group's integrity record, or None when it has none; a record that is there but unreadable is None too
+    (`has_record` tells them apart)."""
     entry = attrs.get(KEY)
     return entry.get("arrays") if isinstance(entry, dict) and isinstance(entry.get("arrays"), dict) else None
 
 
-def check_present(group_path: Path, where: str, arrays: dict[str, Any]) -> None:
-    """Every recorded chunk file exists (Zarr v3 default keys: <array>/c/<i>/<j>/...); one stat per chunk."""
+def has_record(attrs: dict[str, Any]) -> bool:
+    """Whether the group carries an integrity attribute at all (readable or not)."""
+    return KEY in attrs
+
+
+def check_present(group_path: Path, where: str, arrays: dict[str, Any], group: zarr.Group | None = None) -> None:
+    """Every chunk file of every array exists (Zarr v3 default keys: <array>/c/<i>/<j>/...); one stat per chunk.
+    With `group`, the grid is the one the arrays' own metadata says (what a read would ask for) and each recorded
+    array must agree with it; the record alone lists the chunks of arrays it names. `arrays` may be empty (a
+    format-1 sequence without a record: only its levels' grids are checked)."""
+    grids: dict[str, tuple[tuple[int, ...], tuple[int, ...], set[int]]] = {}
     for name, entry in arrays.items():
         try:
-            shape, chunks = tuple(entry["shape"]), tuple(entry["chunks"])
+            grids[name] = (tuple(entry["shape"]), tuple(entry["chunks"]), set(entry.get("absent", [])))
         except (KeyError, TypeError):
-            raise UserError(f"{where}: malformed integrity record for {name!r}") from None
-        absent = set(entry.get("absent", []))
+            raise UserError(f"{where}: malformed integrity record for {name!r} (the store was damaged after it was written)") from None
+        if not isinstance(entry.get("crc32"), list) or len(entry["crc32"]) != math.prod(math.ceil(s / c) for s, c in zip(*grids[name][:2])):
+            raise UserError(f"{where}: malformed integrity record for {name!r} (the store was damaged after it was written)")
+    if group is not None:
+        for name, arr in group.arrays():
+            if name in grids:
+                shape, chunks, _ = grids[name]
+                if (tuple(arr.shape), tuple(arr.chunks)) != (shape, chunks):
+                    raise UserError(f"{where}: level {name} has shape {tuple(arr.shape)} in chunks of {tuple(arr.chunks)}, "
+                                    f"the integrity record says {shape} in {chunks} (the store was damaged after it was written)")
+            elif not arrays:
+                grids[name] = (tuple(arr.shape), tuple(arr.chunks), set())
+    for name, (shape, chunks, absent) in grids.items():
         for k, index in enumerate(_grid(shape, chunks)):
             if k not in absent and not _chunk_path(group_path, name, index).is_file():
-                raise UserError(f"{where}: level {name} chunk {index[0]} ({_frames(index, entry['chunks'], entry['shape'])}) "
-                                "is missing on disk (the store was damaged after it was written)")
+                why = ("(the store was damaged after it was written)" if arrays else
+                       "(deleted, or never written: a store before format 2 left no file for an all-black chunk, and "
+                       "the two look the same; re-ingest the sequence)")
+                raise UserError(f"{where}: {_what(name, index, chunks, shape)} is missing on disk {why}")
 
 
 def verify(group: zarr.Group, where: str, arrays: dict[str, Any]) -> int:
@@ -112,9 +153,10 @@ def check_read(entry: dict[str, Any] | None, where: str, level: int, start: int,
                             "`inspect --verify` checks the whole store)")
 
 
-def record_existing(group: zarr.Group, group_path: Path) -> bool:
-    """Give a format-1 sequence its record from its current contents (trusting them); False if it had one."""
-    if recorded(dict(group.attrs)) is not None:
+def record_existing(group: zarr.Group, group_path: Path, where: str | None = None) -> bool:
+    """Give a format-1 sequence its record from its current contents (trusting them, after checking that every
+    chunk is there and decodes); False if it had one."""
+    if has_record(dict(group.attrs)):
         return False
-    record(group, group_path)
+    record(group, group_path, where)
     return True

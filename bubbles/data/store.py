@@ -314,6 +314,17 @@ def write_store(store_path: str | Path, sequences: Iterator[tuple[str, np.ndarra
             raise UserError(f"{store_path}: created by another process meanwhile; run again to add to it") from None
 
 
+def upgrade_format(store_path: Path) -> None:
+    """Mark a format-1 store whose sequences all have integrity records as format 2 (from then on a record that
+    goes missing is damage). The root zarr.json is rewritten atomically (temp + rename)."""
+    root = store_path / "zarr.json"
+    meta = json.loads(root.read_text())
+    meta["attributes"][ROOT_KEY]["format_version"] = FORMAT_VERSION
+    tmp = root.with_name(f".zarr.json.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, root)
+
+
 class FrameStore:
     """A validated, read-only view of a frame store. Cheap to pickle: it reopens the Zarr group lazily."""
 
@@ -351,7 +362,7 @@ class FrameStore:
         for child in sorted(path.iterdir()):
             if child.is_dir() and not child.name.startswith(".") and child.name not in members:
                 raise UserError(f"{path}/{child.name}: a sequence directory without its zarr.json (the store is damaged)")
-        sequences = {name: _validate_sequence(path, root, name) for name in members}
+        sequences = {name: _validate_sequence(path, root, name, header["format_version"]) for name in members}
         store = cls(path, sequences)
         store._root = root
         return store
@@ -405,7 +416,7 @@ class FrameStore:
         return sum(f.stat().st_size for f in (self.path / name).rglob("*") if f.is_file())
 
 
-def _validate_sequence(path: Path, root: zarr.Group, name: str) -> SequenceInfo:
+def _validate_sequence(path: Path, root: zarr.Group, name: str, version: int = FORMAT_VERSION) -> SequenceInfo:
     where = f"{path}/{name}"
     try:
         group = root[name]
@@ -441,6 +452,11 @@ def _validate_sequence(path: Path, root: zarr.Group, name: str) -> SequenceInfo:
     if not sizes or sizes[0] != native:
         raise UserError(f"{where}: level 0 does not hold the native {native} frames")
     arrays = integrity.recorded(attrs)
-    if arrays is not None:
-        integrity.check_present(path / name, where, arrays)
+    if arrays is None and (version >= 2 or integrity.has_record(attrs)):
+        # A store of this format records every sequence it writes: no record, or one that cannot be read, means
+        # the sequence was changed after it was written, never that it is older (which would switch checks off).
+        state = "unreadable" if integrity.has_record(attrs) else "missing"
+        raise UserError(f"{where}: its integrity record is {state} (the store was damaged after it was written; "
+                        "a format-2 store records every sequence)")
+    integrity.check_present(path / name, where, arrays or {}, group)
     return SequenceInfo(name, int(frames or 0), native, tuple(sizes), int(chunk_t), meta, arrays)

@@ -7,7 +7,8 @@ from pathlib import Path
 import zarr
 
 from bubbles.data import integrity
-from bubbles.data.store import DEFAULT_FIELD, FrameStore
+from bubbles.data.conditions import text_numbers
+from bubbles.data.store import DEFAULT_FIELD, FORMAT_VERSION, ROOT_KEY, FrameStore, upgrade_format
 
 
 def _human(n: float) -> str:
@@ -54,12 +55,20 @@ def describe_store(path: str | Path) -> str:
         lines.append(f"{len(unrecorded)} sequences written before checksums ({', '.join(unrecorded[:3])}"
                      f"{', ...' if len(unrecorded) > 3 else ''}): missing chunks are not detected; "
                      "`inspect --verify --record` records them from their current contents")
+    texts = {n: text_numbers(info.meta.condition) for n, info in sorted(store.sequences.items())}
+    texts = {n: found for n, found in texts.items() if found}
+    if texts:
+        shown = "; ".join(f"{n}: " + ", ".join(f"{k}={v!r}" for k, v in found.items()) for n, found in list(texts.items())[:3])
+        lines.append(f"{len(texts)} sequences hold numbers stored as text by an ingest before conditions were typed "
+                     f"({shown}{'; ...' if len(texts) > 3 else ''}): their condition ids differ from the same values "
+                     "ingested now, and selections by value treat them as text")
     return "\n".join(lines)
 
 
 def verify_store(path: str | Path, record_missing: bool = False) -> str:
     """Decode every chunk and compare it with the checksums recorded at write time (reads the whole store);
-    record_missing gives sequences written before checksums a record from their current contents."""
+    record_missing gives sequences written before checksums a record from their current contents (refusing a
+    sequence with a missing or undecodable chunk) and, once every sequence has one, marks the store format 2."""
     store = FrameStore.open(path)
     checked, recorded, skipped = 0, [], []
     for name in sorted(store.sequences):
@@ -67,7 +76,8 @@ def verify_store(path: str | Path, record_missing: bool = False) -> str:
         if arrays is not None:
             checked += integrity.verify(store.root[name], f"{store.path}/{name}", arrays)
         elif record_missing:
-            integrity.record(zarr.open_group(str(store.path / name), mode="r+", zarr_format=3), store.path / name)
+            group = zarr.open_group(str(store.path / name), mode="r+", zarr_format=3)
+            integrity.record_existing(group, store.path / name, f"{store.path}/{name}")
             recorded.append(name)
         else:
             skipped.append(name)
@@ -76,4 +86,7 @@ def verify_store(path: str | Path, record_missing: bool = False) -> str:
         line += f"; recorded checksums for {len(recorded)} older sequences ({', '.join(recorded)})"
     if skipped:
         line += f"; {len(skipped)} older sequences have no checksums (add --record to record them)"
+    elif store.root.attrs[ROOT_KEY]["format_version"] < FORMAT_VERSION:
+        upgrade_format(store.path)
+        line += f"; the store is now format {FORMAT_VERSION} (every sequence recorded: a record lost later is an error)"
     return line

@@ -13,30 +13,60 @@ import math
 from pathlib import Path
 import random
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from bubbles.errors import UserError
-from bubbles.data.fields import Fields, resolve_fields
+from bubbles.params import MAX_SEED, fail, param
+from bubbles.data.fields import Fields, parse_fields, resolve_fields
 from bubbles.data.shared_frames import share_dir, shared_frames
-from bubbles.data.framesize import FrameSize, ImageSize, frame_size
+from bubbles.data.framesize import FrameSize, ImageSize, format_image_size, frame_size, parse_image_size
 from bubbles.data.store import FrameStore, SequenceInfo
 
 SplitKind = Literal["condition", "sequence", "time"]
 PRELOAD_LIMIT_BYTES = 2 * 1024**3
 
 
+def _store(where: str, key: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise fail(where, key, f"expected a path, got {value!r}")
+    return value
+
+
+def _detector(where: str, key: str, value: Any) -> tuple[tuple[str, Any], ...]:
+    """The `detector` mapping: DetectorConfig field names; polarity a choice, the rest non-negative numbers."""
+    from bubbles.evaluation.bubbles import DETECTOR_FIELDS  # the detector's own field list; read only here
+    from bubbles.params import parse_choice, parse_float
+
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise fail(where, key, f"expected a mapping such as {{polarity: bright, max_diameter: 0.3}}, got {value!r}")
+    out = []
+    for name, v in sorted(value.items()):
+        if name not in DETECTOR_FIELDS:
+            raise fail(where, key, f"unknown setting {name!r} (have: {', '.join(DETECTOR_FIELDS)})")
+        out.append((name, parse_choice(where, f"{key}.polarity", v, ("auto", "dark", "bright")) if name == "polarity"
+                    else parse_float(where, f"{key}.{name}", v, 0.0, 1000.0)))
+    return tuple(out)
+
+
+def _image_size(where: str, key: str, value: object) -> ImageSize:
+    return parse_image_size(value, f"{where}: {key}")
+
+
 @dataclass(frozen=True)
 class WindowConfig:
     """input_len frames in, output_len frames out, a new window every `stride` frames."""
 
-    input_len: int = 20
-    output_len: int = 1
-    stride: int = 1
+    input_len: int = param(20, "input_len", "context frames", low=1)
+    output_len: int = param(1, "output_len", "predicted frames (lead times 1..M)", low=1)
+    stride: int = param(1, "stride", "frames between window starts", low=1)
 
     @property
     def length(self) -> int:
@@ -52,13 +82,14 @@ class SplitConfig:
     sequence: the same with sequence names. time: each sequence is cut into train | gap | val | gap | test.
     """
 
-    kind: SplitKind = "condition"
-    val: tuple[str, ...] = ()
-    test: tuple[str, ...] = ()
-    val_fraction: float = 0.2
-    test_fraction: float = 0.0
-    gap: int = 0
-    seed: int = 0
+    kind: SplitKind = param("condition", "split", "split rule: condition | sequence | time")
+    val: tuple[str, ...] = param((), "val", "held-out validation conditions (ids or key=value) or sequence names; "
+                                 "empty: drawn by val_fraction")
+    test: tuple[str, ...] = param((), "test", "held-out test conditions or sequences; empty: drawn by test_fraction")
+    val_fraction: float = param(0.25, "val_fraction", "fraction of conditions / sequences / frames for validation", high=0.9)
+    test_fraction: float = param(0.0, "test_fraction", "fraction for test", high=0.9)
+    gap: int = param(0, "split_gap", "time split: frames dropped between parts", low=0)
+    seed: int = param(0, "split_seed", "seed of the drawn split", low=0, high=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -67,13 +98,21 @@ class DataConfig:
     model needs both frame sides divisible by. channels / targets: the fields read and predicted (empty: the
     store's first field; see bubbles.data.fields); feedback: the model feeds predictions back (targets = channels)."""
 
-    store: str
-    image_size: ImageSize = 64
+    store: str = param("data/synthetic.zarr", "store", "frame store path", parse=_store)
+    image_size: ImageSize = param(64, "image_size", "short side in pixels, the store's aspect kept (64), or exact HxW "
+                                  "('96x256', stretches when the aspect differs)", parse=_image_size, show=format_image_size)
     split: SplitConfig = field(default_factory=SplitConfig)
     size_multiple: int = 1
-    channels: Fields = ()
-    targets: Fields = ()
+    channels: Fields = param((), "channels", "input fields of a multi-field store, e.g. [dfun, temperature, velx]; "
+                             "empty: the store's first field", parse=parse_fields)
+    targets: Fields = param((), "target_fields", "predicted fields, each also an input; empty: the first of channels. "
+                            "Models that feed their frames back (convlstm seq2seq, predrnn_v2) predict exactly the "
+                            "channels", parse=parse_fields)
     feedback: bool = False
+    detector: tuple[tuple[str, Any], ...] = param((), "detector", "bubble detector settings over the store's "
+                                                  "calibration, e.g. {polarity: bright, max_diameter: 0.3, min_contrast: "
+                                                  "0.05} (lengths in frame heights; docs/real-recordings.md)",
+                                                  parse=_detector, show=dict)
 
 
 Segment = tuple[str, int, int]  # sequence name, first frame, end frame (exclusive)
@@ -210,6 +249,18 @@ class FrameCache:
         offset = start - (start // ct) * ct
         return block[offset : offset + stop - start]
 
+    def check(self, names: list[str]) -> None:
+        """Decode every chunk these sequences will be read from, now, so that a damaged one (checksum) stops a run
+        before anything is written. Preloaded frames stay loaded for training; streamed ones are read once more."""
+        for name in names:
+            if self.preloaded:
+                self.frames(name, 0, 1)  # loads (maps) the whole sequence, through the checked read
+                if self.preloaded:  # still: it did not fall back to streaming for lack of room
+                    continue
+            ct, total = self.store.sequences[name].chunk_frames, self.store.sequences[name].frames
+            for start in range(0, total, ct * 8):
+                self.store.read(name, self.levels[name], start, min(total, start + ct * 8))
+
     def _load(self, name: str) -> np.ndarray | None:
         """The whole sequence (mapped from the node's file, or decoded here), or None when it must be streamed."""
         level = self.levels[name]
@@ -244,8 +295,9 @@ class WindowDataset(Dataset):
     [0, 1], C_in the `channels` fields and C_out the `targets` (by default the store's first field, C = 1)."""
 
     def __init__(self, cache: FrameCache, segments: tuple[Segment, ...], window: WindowConfig, split_name: str,
-                 channels: Fields = (), targets: Fields = ()) -> None:
+                 channels: Fields = (), targets: Fields = (), detector: tuple[tuple[str, Any], ...] = ()) -> None:
         self.cache = cache
+        self.detector_overrides = dict(detector)  # what the evaluation's bubble detector takes over the store's
         self.window = window
         infos = cache.store.sequences
         if not channels and segments:  # built without make_splits: the first field, as resolve_fields defaults
@@ -296,6 +348,12 @@ class WindowSplits:
     channels: Fields = ()
     targets: Fields = ()
 
+    def check_frames(self) -> None:
+        """Decode (and check against their checksums) all frames the splits read: a damaged chunk is one error
+        line before training creates its output directory or MLflow run."""
+        names = sorted({name for part in (self.segments.train, self.segments.val, self.segments.test) for name, _, _ in part})
+        self.train.cache.check(names)
+
 
 def validate_window(window: WindowConfig) -> None:
     if window.input_len < 1 or window.output_len < 1 or window.stride < 1:
@@ -313,7 +371,7 @@ def make_splits(data: DataConfig, window: WindowConfig, store: FrameStore | None
     channels, targets = resolve_fields(store, data.channels, data.targets, data.feedback)
     cache = FrameCache(store, size, share=share_dir())
     splits = WindowSplits(
-        *(WindowDataset(cache, getattr(segments, k), window, k, channels, targets) for k in ("train", "val", "test")),
+        *(WindowDataset(cache, getattr(segments, k), window, k, channels, targets, data.detector) for k in ("train", "val", "test")),
         segments,
         size,
         channels,

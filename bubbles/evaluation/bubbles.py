@@ -12,7 +12,10 @@ The detector (documented in the README, "Bubble metrics"), on a float frame in [
    its round parts are kept.
 Polarity `auto` runs the detector both ways and keeps the polarity that finds more bubbles. Rows outside
 [roi_top, roi_bottom) (fractions of H) are ignored: a store can set polarity and roi per sequence in its
-`extra.detector` attribute (synthetic stores exclude the heated plate).
+`extra.detector` attribute (synthetic stores exclude the heated plate). Ingest (and `inspect --calibrate`)
+write a calibration there for recordings: polarity, min_diameter / max_diameter / typical_diameter and
+background_radius as fractions of the height (bubbles/data/calibrate.py), so the bounds follow the evaluated size.
+The user's overrides go on top (sequence_detector).
 
 Matching: Hungarian assignment (`scipy.optimize.linear_sum_assignment`) on centroid distance; pairs farther
 apart than the match radius, max(MATCH_RADIUS·H, MATCH_RADIUS_MIN_PX), are not matches.
@@ -52,11 +55,24 @@ class DetectorConfig:
     roundness: float = 0.5
     roi_top: float = 0.0
     roi_bottom: float = 1.0
+    min_diameter: float = 0.0  # frame heights; a calibrated lower bound (the px floor min_diameter_px still holds)
+    typical_diameter: float = 0.0  # frame heights; the calibrated area-weighted median (0: not calibrated)
 
     def with_store_hints(self, hints: Mapping[str, Any]) -> DetectorConfig:
         """This config with the values a store names in `extra.detector` (unknown keys are ignored)."""
         known = {f.name for f in fields(self)}
         return replace(self, **{k: v for k, v in hints.items() if k in known})
+
+
+def sequence_detector(extra: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> DetectorConfig:
+    """The detector of one sequence: defaults, then its calibration or hints (`extra.detector`), then the user's
+    overrides (config `detector:` / `--detector KEY=VALUE`, same field names: lengths in frame heights)."""
+    hints = extra.get("detector", {})
+    cfg = DetectorConfig().with_store_hints(hints if isinstance(hints, Mapping) else {})
+    return cfg.with_store_hints(overrides or {})
+
+
+DETECTOR_FIELDS = tuple(f.name for f in fields(DetectorConfig))
 
 
 def _above_threshold(frame: np.ndarray, side: int, dark: bool, cfg: DetectorConfig) -> np.ndarray:
@@ -70,9 +86,9 @@ def _above_threshold(frame: np.ndarray, side: int, dark: bool, cfg: DetectorConf
     return c > max(cfg.contrast_k * sigma, cfg.min_contrast)
 
 
-def _round(props: Any, cfg: DetectorConfig, max_px: float) -> bool:
+def _round(props: Any, cfg: DetectorConfig, max_px: float, min_px: float) -> bool:
     d = props.equivalent_diameter_area
-    if not cfg.min_diameter_px <= d <= max_px:
+    if not min_px <= d <= max_px:
         return False
     major, minor = props.axis_major_length, props.axis_minor_length
     # Fill of its moment ellipse (area / (π/4 · major · minor)): 1 for a disc, lower for a notched or bridged
@@ -99,12 +115,13 @@ def detect(frame: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> np.ndar
         return max((detect(frame, replace(cfg, polarity=p)) for p in ("dark", "bright")), key=len)
     h = frame.shape[0]
     max_px = cfg.max_diameter * h
+    min_px = max(cfg.min_diameter_px, cfg.min_diameter * h)
     labels = measure.label(foreground(frame, cfg))
     found: list[tuple[float, float, float]] = []
     for p in measure.regionprops(labels):
-        if p.equivalent_diameter_area < cfg.min_diameter_px:
+        if p.equivalent_diameter_area < min_px:
             continue
-        if _round(p, cfg, max_px):
+        if _round(p, cfg, max_px, min_px):
             found.append((*p.centroid, p.equivalent_diameter_area))
             continue
         region = labels[p.slice] == p.label
@@ -112,7 +129,7 @@ def detect(frame: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> np.ndar
         for radius in (2, 3, 4):  # cut thin bridges (surface line, nozzle, a touching neighbour)
             pad = radius + 1
             opened = ndimage.binary_opening(np.pad(region, pad), morphology.disk(radius))[pad:-pad, pad:-pad]
-            parts = [q for q in measure.regionprops(measure.label(opened)) if _round(q, cfg, max_px)]
+            parts = [q for q in measure.regionprops(measure.label(opened)) if _round(q, cfg, max_px, min_px)]
             if parts:
                 found.extend((q.centroid[0] + r0, q.centroid[1] + c0, q.equivalent_diameter_area) for q in parts)
                 break

@@ -16,7 +16,7 @@ from torch import nn
 
 from bubbles.data.windows import WindowDataset, WindowSplits
 from bubbles.evaluation import baselines, metrics, tables
-from bubbles.evaluation.bubbles import BubbleMeter, DetectorConfig
+from bubbles.evaluation.bubbles import BubbleMeter, DetectorConfig, sequence_detector
 from bubbles.evaluation.scoring import PIXEL_METRICS, FrameMetrics, LeadMetrics, skill, strongest_skill  # noqa: F401
 from bubbles.evaluation.vmaf import vmaf_frames
 
@@ -144,8 +144,8 @@ def detectors(dataset: WindowDataset, indices: list[int]) -> list[DetectorConfig
     for i in indices:
         name = dataset.starts[i][0]
         if name not in by_sequence:
-            hints = dataset.cache.store.sequences[name].meta.extra.get("detector", {})
-            by_sequence[name] = DetectorConfig().with_store_hints(hints if isinstance(hints, dict) else {})
+            extra = dataset.cache.store.sequences[name].meta.extra
+            by_sequence[name] = sequence_detector(extra, getattr(dataset, "detector_overrides", {}))
         out.append(by_sequence[name])
     return out
 

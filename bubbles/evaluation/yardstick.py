@@ -25,7 +25,7 @@ from bubbles.data.store import FrameStore
 from bubbles.data.windows import FrameCache, Segment, WindowDataset
 from bubbles.errors import UserError
 from bubbles.evaluation import baselines as baseline_table
-from bubbles.evaluation.bubbles import DetectorConfig
+from bubbles.evaluation.bubbles import DetectorConfig, sequence_detector
 from bubbles.evaluation.scoring import PIXEL_METRICS, Scores, strongest_skill
 
 # The yardstick's objectives: means over the protocol's leads. skill is against the strongest baseline per lead.
@@ -133,7 +133,8 @@ class Yardstick:
     baselines' scores on them, and the target bubbles (detected once)."""
 
     def __init__(self, protocol: Protocol, store: FrameStore, segments: tuple[Segment, ...], split: str,
-                 train_segments: tuple[Segment, ...] = (), baselines: BaselineScores | None = None) -> None:
+                 train_segments: tuple[Segment, ...] = (), baselines: BaselineScores | None = None,
+                 detector_overrides: dict[str, Any] | None = None) -> None:
         self.protocol = protocol
         self.split = split
         self.store = store
@@ -144,7 +145,7 @@ class Yardstick:
                             f"{protocol.horizon} leads (lower evaluate.leads, or hold out longer sequences)")
         self.train_segments = train_segments
         self._target_bubbles: dict[tuple[int, int], np.ndarray] = {}
-        self._detectors = [detector(store, name) for name, _ in self.windows]
+        self._detectors = [detector(store, name, detector_overrides) for name, _ in self.windows]
         if baselines is not None and baselines.windows != self.windows:
             raise UserError(f"evaluate: the cached baseline scores of the {split} split are of other windows; delete the cache")
         self._baselines = baselines
@@ -257,10 +258,9 @@ def rollout(model: nn.Module, window: torch.Tensor, horizon: int, steps: int, fe
     return torch.cat(out, dim=1)[:, :steps]
 
 
-def detector(store: FrameStore, name: str) -> DetectorConfig:
-    """The bubble detector of one sequence: defaults, with what its `extra.detector` sets."""
-    hints = store.sequences[name].meta.extra.get("detector", {})
-    return DetectorConfig().with_store_hints(hints if isinstance(hints, dict) else {})
+def detector(store: FrameStore, name: str, overrides: dict | None = None) -> DetectorConfig:
+    """The bubble detector of one sequence: defaults, its `extra.detector` calibration, the user's overrides."""
+    return sequence_detector(store.sequences[name].meta.extra, overrides)
 
 
 def _batches(n: int, size: int) -> list[list[int]]:

@@ -8,12 +8,18 @@ input projections) and the hidden part inside it. Both give the same sums as the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bubbles.models.family import Family, Progress
+from bubbles.params import fail, param, parse_int
+
+if TYPE_CHECKING:
+    from bubbles.training.config import TrainConfig
 
 Peephole = Literal["frame", "channel", "none"]
 Mode = Literal["seq2one", "seq2seq"]
@@ -21,29 +27,42 @@ Norm = Literal["batch", "group", "layer", "none"]
 State = tuple[torch.Tensor, torch.Tensor]
 
 
+def _widths(where: str, key: str, value: Any) -> tuple[int, ...]:
+    """One width or a list of widths (one per layer; the count is checked against layers in _check)."""
+    raw = value if isinstance(value, (list, tuple)) else [value]
+    return tuple(parse_int(where, key, h, 1) for h in raw)
+
+
 @dataclass(frozen=True)
 class ConvLSTMConfig:
     """Architecture. hidden: one width for every layer, or one per layer. peephole: Hadamard weights W_ci, W_cf,
     W_co of shape (hidden, H, W) ("frame", the seed, bound to the frame size), (hidden, 1, 1) ("channel",
-    size-free) or none. mode: seq2one (N -> next frame) or seq2seq (encoder-forecaster rolling out M frames).
-    norm after each layer: batch (BatchNorm3d, the seed; in seq2seq the encoder pass and the rollout steps each
-    have their own, so eval-mode running statistics never mix the two), group (GroupNorm of up to 8 groups per
-    frame), layer (GroupNorm with one group: normalised over C, H, W per frame), none. group and layer use no
-    batch statistics, so train and eval mode compute the same thing. in_channels / out_channels: fields in and out
-    (seq2seq feeds each predicted frame back as the next input, so it needs them equal)."""
+    size-free) or none. mode: seq2one (N -> next frame) or seq2seq (encoder-forecaster rolling out M frames); auto
+    is resolved by the trial config (seq2one when output_len is 1; a model built from an unresolved config is
+    seq2one). norm after each layer: batch (BatchNorm3d, the seed; in seq2seq the encoder pass and the rollout
+    steps each have their own, so eval-mode running statistics never mix the two), group (GroupNorm of up to 8
+    groups per frame), layer (GroupNorm with one group: normalised over C, H, W per frame), none. group and layer
+    use no batch statistics, so train and eval mode compute the same thing. in_channels / out_channels: fields in
+    and out (seq2seq feeds each predicted frame back as the next input, so it needs them equal)."""
 
-    layers: int = 3
-    hidden: tuple[int, ...] = (64,)
-    kernel: int = 3
-    peephole: Peephole = "frame"
-    mode: Mode = "seq2one"
-    norm: Norm = "batch"
+    layers: int = param(3, "layers", "ConvLSTM layers", low=1)
+    hidden: tuple[int, ...] = param((64,), "hidden", "kernels per layer: one value or a list per layer", parse=_widths)
+    kernel: int = param(3, "kernel", "gate convolution kernel size (odd)", odd=True)
+    peephole: Peephole = param("frame", "peephole", "peephole weights: frame (hidden x H x W, the seed) | channel | none")
+    mode: Literal["auto"] | Mode = param("auto", "mode", "seq2one | seq2seq | auto (seq2one when output_len is 1)")
+    norm: Norm = param("batch", "norm", "normalisation after each layer: batch (the seed; separate statistics for the "
+                       "seq2seq rollout) | group | layer | none")
     in_channels: int = 1
     out_channels: int = 1
     frame_size: tuple[int, int] = (128, 128)
+    output_len: int = 1
 
     def widths(self) -> tuple[int, ...]:
         return self.hidden * self.layers if len(self.hidden) == 1 else self.hidden
+
+    def rollout(self) -> bool:
+        """seq2seq (an unresolved auto builds seq2one)."""
+        return self.mode == "seq2seq"
 
     def label(self) -> str:
         """Short name for run names and cards, e.g. 'L3-h64'."""
@@ -145,14 +164,14 @@ class ConvLSTM(nn.Module):
         super().__init__()
         self.cfg = cfg
         widths = cfg.widths()
-        if cfg.mode == "seq2seq" and cfg.in_channels != cfg.out_channels:
+        if cfg.rollout() and cfg.in_channels != cfg.out_channels:
             raise ValueError(f"seq2seq feeds predictions back: in_channels {cfg.in_channels} != out_channels {cfg.out_channels}")
         ins = (cfg.in_channels, *widths[:-1])
         self.cells = nn.ModuleList(ConvLSTMCell(i, h, cfg.kernel, cfg.peephole, cfg.frame_size) for i, h in zip(ins, widths))
         self.norms = nn.ModuleList(make_norm(cfg.norm, h) for h in widths)
         # The rollout feeds one frame at a time: its batch statistics differ from the encoder pass over T frames,
         # and running statistics shared by both served neither in eval mode (lead 1 became the worst lead).
-        separate = cfg.mode == "seq2seq" and cfg.norm == "batch"
+        separate = cfg.rollout() and cfg.norm == "batch"
         self.rollout_norms = nn.ModuleList(make_norm(cfg.norm, h) for h in widths) if separate else None
         self.head = nn.Conv2d(widths[-1], cfg.out_channels, 3, padding=1)
 
@@ -180,7 +199,7 @@ class ConvLSTM(nn.Module):
             seq = apply_norm(norm, seq)
             states.append(state)
         outputs = [self._frame(seq[:, -1])]
-        if self.cfg.mode == "seq2one":
+        if not self.cfg.rollout():
             if future != 1:
                 raise ValueError("seq2one predicts exactly one frame; use mode seq2seq for longer horizons")
             return outputs[0].unsqueeze(1)
@@ -196,3 +215,30 @@ class ConvLSTM(nn.Module):
                 inp = apply_norm(norm, states[layer][0].unsqueeze(1)).squeeze(1)
             outputs.append(self._frame(inp))
         return torch.stack(outputs, dim=1)
+
+
+def _check(where: str, cfg: ConvLSTMConfig, exact: bool) -> ConvLSTMConfig:
+    """mode auto resolved by output_len; one width per layer."""
+    mode = cfg.mode if cfg.mode != "auto" else ("seq2one" if cfg.output_len == 1 else "seq2seq")
+    if mode == "seq2one" and cfg.output_len != 1:
+        raise fail(where, "mode", f"seq2one predicts one frame but output_len is {cfg.output_len} (use seq2seq)")
+    if len(cfg.hidden) not in (1, cfg.layers):
+        raise fail(where, "hidden", f"give one width or {cfg.layers} (one per layer), got {len(cfg.hidden)}")
+    return replace(cfg, mode=mode, hidden=cfg.widths())
+
+
+def _teacher_forcing(cfg: ConvLSTMConfig, train: TrainConfig, progress: Progress) -> dict[str, Any]:
+    """Scheduled sampling of the seq2seq rollout: the true frame with probability teacher_forcing, decaying
+    linearly to 0 over the epochs."""
+    return {"teacher_forcing": train.teacher_forcing * max(0.0, 1.0 - progress.epoch / progress.epochs)}
+
+
+FAMILY = Family(
+    name="convlstm",
+    config=ConvLSTMConfig,
+    model=ConvLSTM,
+    feeds_back=ConvLSTMConfig.rollout,
+    reads=("teacher_forcing",),
+    check=_check,
+    sampling=_teacher_forcing,
+)

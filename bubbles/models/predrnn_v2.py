@@ -14,10 +14,17 @@ reverse_sampling is on) instead of OpenSTL's iteration-based exponential ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bubbles.models.family import ExtraLoss, Family, Progress
+from bubbles.params import fail, param
+
+if TYPE_CHECKING:
+    from bubbles.training.config import TrainConfig
 
 FORGET_BIAS = 1.0  # OpenSTL's and the paper's
 
@@ -31,13 +38,14 @@ class PredRNNv2Config:
     in_channels / out_channels: fields in and out (it feeds its frames back as inputs, so beyond one predicted frame
     or with scheduled sampling they must be equal)."""
 
-    layers: int = 4
-    hidden: int = 128
-    kernel: int = 5
-    patch: int = 4
-    layer_norm: bool = False
-    decouple_beta: float = 0.1
-    reverse_sampling: bool = True
+    layers: int = param(4, "st_layers", "PredRNN-v2: ST-LSTM layers", low=1)
+    hidden: int = param(128, "st_hidden", "PredRNN-v2: width of every ST-LSTM layer", low=1)
+    kernel: int = param(5, "st_kernel", "PredRNN-v2: gate convolution kernel size (odd)", odd=True)
+    patch: int = param(4, "patch", "PredRNN-v2: frames cut into patch x patch tiles folded into channels (must divide H and W)", low=1)
+    layer_norm: bool = param(False, "st_layer_norm", "PredRNN-v2: LayerNorm after each gate convolution")
+    decouple_beta: float = param(0.1, "decouple_beta", "PredRNN-v2: weight of the memory-decoupling loss")
+    reverse_sampling: bool = param(True, "reverse_sampling", "PredRNN-v2: with teacher_forcing > 0, also feed its own "
+                                   "frames to the encoder (probability 1 - teacher_forcing)")
     in_channels: int = 1
     out_channels: int = 1
     frame_size: tuple[int, int] = (64, 64)
@@ -162,3 +170,42 @@ class PredRNNv2(nn.Module):
                     deltas.append((F.normalize(self.adapter(d_c).flatten(2), dim=2), F.normalize(self.adapter(d_m).flatten(2), dim=2)))
             outputs.append(torch.sigmoid(self.conv_last(h[-1])))
         return from_patches(torch.stack(outputs[t_in - 1 :], dim=1), p)
+
+
+def decouple_loss(deltas: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """The memory decoupling: mean |cosine| between the adapted increments of the temporal memory C and the
+    spatiotemporal memory M, per channel over space, every layer and step (0 when they point apart)."""
+    return torch.stack([F.cosine_similarity(d_c.float(), d_m.float(), dim=2).abs().mean() for d_c, d_m in deltas]).mean()
+
+
+def _decoupling(cfg: PredRNNv2Config) -> ExtraLoss | None:
+    """decouple_beta * decouple_loss over the increments forward appends to `deltas`."""
+    if cfg.decouple_beta <= 0:
+        return None
+    deltas: list[tuple[torch.Tensor, torch.Tensor]] = []
+    return ExtraLoss({"deltas": deltas}, lambda: cfg.decouple_beta * decouple_loss(deltas))
+
+
+def _teacher_forcing(cfg: PredRNNv2Config, train: TrainConfig, progress: Progress) -> dict[str, Any]:
+    """Scheduled sampling: the true frame with probability teacher_forcing, decaying linearly to 0 over the epochs."""
+    return {"teacher_forcing": train.teacher_forcing * max(0.0, 1.0 - progress.epoch / progress.epochs)}
+
+
+def _check(where: str, cfg: PredRNNv2Config, exact: bool) -> PredRNNv2Config:
+    h, w = cfg.frame_size
+    if exact and (h % cfg.patch or w % cfg.patch):
+        raise fail(where, "patch", f"must divide the frame size {h}x{w}, got {cfg.patch}")
+    return cfg
+
+
+FAMILY = Family(
+    name="predrnn_v2",
+    config=PredRNNv2Config,
+    model=PredRNNv2,
+    size_multiple=lambda cfg: cfg.patch,
+    feeds_back=lambda cfg: True,
+    reads=("teacher_forcing",),
+    check=_check,
+    sampling=_teacher_forcing,
+    extra_loss=_decoupling,
+)

@@ -1,44 +1,50 @@
-"""Models by name: the sweep and the CLI choose a family with `model: convlstm | predrnn_v2 | simvp`.
+"""Model families by name: the sweep and the CLI choose one with `model: convlstm | predrnn_v2 | simvp`.
 
-Every family takes its own frozen config (with in_channels / out_channels: the fields read and predicted) and has
-forward(x (B, T, C_in, H, W), future, target=None, teacher_forcing=0.0, generator=None) -> (B, future, C_out, H, W)
-in [0, 1]; each config has label() for run names and cards.
+Each family module exports one record (bubbles.models.family.Family): its config dataclass, model class, size
+multiple, feedback and training hooks. Registering a family is one line in FAMILIES; the config layer, the training
+loop and tracking walk these records. Every family's forward(x (B, T, C_in, H, W), future, target=None,
+generator=None, **sampling) returns (B, future, C_out, H, W) in [0, 1]; each config has label() for run names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
 
 from bubbles.errors import UserError
+from bubbles.models import convlstm, predrnn_v2, simvp
+from bubbles.models.family import Family
 
-from bubbles.models.convlstm import ConvLSTM, ConvLSTMConfig
-from bubbles.models.predrnn_v2 import PredRNNv2, PredRNNv2Config
-from bubbles.models.simvp import SimVP, SimVPConfig
+FAMILIES: dict[str, Family] = {f.name: f for f in (convlstm.FAMILY, predrnn_v2.FAMILY, simvp.FAMILY)}
 
-ModelConfig = Union[ConvLSTMConfig, PredRNNv2Config, SimVPConfig]
+# A family's frozen config dataclass (ConvLSTMConfig, PredRNNv2Config, ...).
+ModelConfig = Any
 
-MODELS: dict[str, Callable[[Any], nn.Module]] = {"convlstm": ConvLSTM, "predrnn_v2": PredRNNv2, "simvp": SimVP}
+MODELS: dict[str, Callable[[Any], nn.Module]] = {name: f.model for name, f in FAMILIES.items()}
+
+
+def family_of(cfg: ModelConfig) -> Family:
+    """The family whose config class `cfg` is."""
+    for family in FAMILIES.values():
+        if isinstance(cfg, family.config):
+            return family
+    raise KeyError(f"no registered family has config {type(cfg).__name__}")
 
 
 def build_model(name: str, cfg: ModelConfig) -> nn.Module:
     """Instantiate a registered model family from its typed config."""
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})")
-    return MODELS[name](cfg)
+    if name not in FAMILIES:
+        raise KeyError(f"unknown model {name!r} (known: {', '.join(sorted(FAMILIES))})")
+    return FAMILIES[name].model(cfg)
 
 
 def size_multiple(cfg: ModelConfig) -> int:
-    """Both frame sides of the model's inputs must be divisible by this: PredRNN-v2 folds patch x patch pixels into
-    channels, SimVP's encoder halves the frame every second block; ConvLSTM takes any size."""
-    if isinstance(cfg, PredRNNv2Config):
-        return cfg.patch
-    if isinstance(cfg, SimVPConfig):
-        return 2 ** (cfg.n_s // 2)
-    return 1
+    """Both frame sides of the model's inputs must be divisible by this (PredRNN-v2 folds patch x patch pixels into
+    channels, SimVP's encoder halves the frame every second block; ConvLSTM takes any size)."""
+    return family_of(cfg).size_multiple(cfg)
 
 
 def parameter_count(model: nn.Module) -> int:

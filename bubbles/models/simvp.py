@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from bubbles.models.family import Family
+from bubbles.params import fail, param
+
 
 @dataclass(frozen=True)
 class SimVPConfig:
@@ -24,12 +27,12 @@ class SimVPConfig:
     mlp_ratio: widening of the translator's MLPs. input_len / output_len: the window the model is built for.
     in_channels / out_channels: fields in and out (a rollout beyond output_len needs them equal)."""
 
-    hid_s: int = 64
-    hid_t: int = 512
-    n_s: int = 4
-    n_t: int = 8
-    spatio_kernel: int = 3
-    mlp_ratio: float = 8.0
+    hid_s: int = param(64, "hid_s", "SimVP: encoder/decoder width (even: GroupNorm of 2 groups)", low=2)
+    hid_t: int = param(512, "hid_t", "SimVP: translator width", low=1)
+    n_s: int = param(4, "n_s", "SimVP: encoder/decoder blocks (every second one halves H and W)", low=1)
+    n_t: int = param(8, "n_t", "SimVP: gSTA translator blocks", low=1)
+    spatio_kernel: int = param(3, "spatio_kernel", "SimVP: encoder/decoder kernel size (odd)", odd=True)
+    mlp_ratio: float = param(8.0, "mlp_ratio", "SimVP: widening of the translator's MLPs", low=0.25, high=64.0)
     input_len: int = 10
     output_len: int = 10
     in_channels: int = 1
@@ -169,3 +172,19 @@ class SimVP(nn.Module):
             if made < future:
                 frames = torch.cat([frames, pred], dim=1)[:, -n:]
         return torch.cat(outputs, dim=1)[:, :future]
+
+
+def _size_multiple(cfg: SimVPConfig) -> int:
+    return 2 ** (cfg.n_s // 2)
+
+
+def _check(where: str, cfg: SimVPConfig, exact: bool) -> SimVPConfig:
+    step, (h, w) = _size_multiple(cfg), cfg.frame_size
+    if exact and (h % step or w % step):
+        raise fail(where, "n_s", f"{cfg.n_s} blocks halve the frame {cfg.n_s // 2} times: {h}x{w} must divide by {step}")
+    if cfg.hid_s % 2:
+        raise fail(where, "hid_s", f"must be even (GroupNorm of 2 groups), got {cfg.hid_s}")
+    return cfg
+
+
+FAMILY = Family(name="simvp", config=SimVPConfig, model=SimVP, size_multiple=_size_multiple, check=_check)

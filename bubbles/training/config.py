@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from bubbles.params import MAX_SEED, param
+
 Loss = Literal["mse_sum", "mse_mean", "l1", "mse+ssim", "mse+gdl"]
 Device = Literal["auto", "cpu", "cuda"]
 AMP = Literal["auto", "off"]
@@ -28,19 +30,22 @@ class TrainConfig:
     mse_mean + 0.5 * (1 - SSIM); mse+gdl is mse_mean + gdl_weight * gradient-difference loss (Mathieu et al. 2016). max_*_windows subsample windows evenly (0 = all); collapse_stop_epoch stops a
     collapsed trial at or after that epoch (0 = never). best_by: the epoch metric that picks best.pt."""
 
-    epochs: int = 10
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 4
-    loss: Loss = "mse_sum"
-    gdl_weight: float = 0.1
-    grad_clip: float = 0.0
-    seed: int = 0
-    teacher_forcing: float = 0.0
-    device: Device = "auto"
-    amp: AMP = "auto"
-    max_train_windows: int = 0
-    max_val_windows: int = 0
-    workers: int = 0
-    collapse_stop_epoch: int = 0
-    best_by: BestBy = "val_mse"
+    epochs: int = param(10, "epochs", "training epochs", low=1)
+    lr: float = param(1e-3, "lr", "Adam learning rate", low=1e-12, high=10.0)
+    weight_decay: float = param(0.0, "weight_decay", "Adam weight decay")
+    batch_size: int = param(4, "batch_size", "windows per batch", low=1)
+    loss: Loss = param("mse_sum", "loss", "mse_sum (the seed) | mse_mean | l1 | mse+ssim | mse+gdl")
+    gdl_weight: float = param(0.1, "gdl_weight", "loss mse+gdl: weight of the gradient-difference term (anti-blur)", high=100.0)
+    grad_clip: float = param(0.0, "grad_clip", "max gradient norm; 0 = off")
+    seed: int = param(0, "seed", "seed of initialisation, shuffling and sampling", low=0, high=MAX_SEED)
+    teacher_forcing: float = param(0.0, "teacher_forcing", "convlstm seq2seq and predrnn_v2: start probability of "
+                                   "feeding the true frame, decays linearly to 0", high=1.0)
+    device: Device = param("auto", "device", "auto | cpu | cuda")
+    amp: AMP = param("auto", "amp", "auto (bf16, else fp16, on CUDA) | off")
+    max_train_windows: int = param(0, "max_train_windows", "train on at most this many windows per epoch (evenly spaced); 0 = all", low=0)
+    max_val_windows: int = param(0, "max_val_windows", "evaluate on at most this many windows; 0 = all", low=0)
+    workers: int = param(0, "workers", "DataLoader worker processes", low=0)
+    collapse_stop_epoch: int = param(0, "collapse_stop_epoch", "stop a trial found collapsed at or after this epoch; 0 = never", low=0)
+    best_by: BestBy = param("val_mse", "best_by", "epoch metric that picks best.pt: val_mse (min) | val_ssim | val_psnr | "
+                            "val_skill_persistence | val_bubble_f1 (max), or the yardstick's yardstick_mse (min) | yardstick_ssim | "
+                            "yardstick_psnr | yardstick_bubble_f1 | yardstick_skill (max); a sweep sets its objective")

@@ -33,6 +33,7 @@ from bubbles.evaluation.cost import ModelCost, measure_cost, median_rate
 from bubbles.evaluation.figures import save_strip
 from bubbles.training.losses import gradient_difference, ssim_torch
 from bubbles.models import build_model, check_state_shapes, parameter_count
+from bubbles.models.family import Family, Progress
 from bubbles.training.config import TrainConfig, best_by_mode
 from bubbles.data.windows import WindowSplits, make_splits
 
@@ -138,12 +139,6 @@ def loss_fn(name: str, pred: torch.Tensor, target: torch.Tensor, gdl_weight: flo
     return F.mse_loss(pred, target) + 0.5 * (1.0 - ssim_torch(pred.flatten(0, 1), target.flatten(0, 1)))
 
 
-def decouple_loss(deltas: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """PredRNN-v2's memory decoupling: mean |cosine| between the adapted increments of the temporal memory C and the
-    spatiotemporal memory M, per channel over space, every layer and step (0 when they point apart)."""
-    return torch.stack([F.cosine_similarity(d_c, d_m, dim=2).abs().mean() for d_c, d_m in deltas]).mean()
-
-
 def _generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
@@ -157,25 +152,28 @@ def train_one_epoch(
     epoch: int,
     device: torch.device,
     amp: torch.dtype | None,
+    family: Family,
+    steps_per_epoch: int,
 ) -> tuple[float, int]:
-    """One pass over the training windows; returns (mean loss per pixel, samples seen)."""
+    """One pass over the training windows; returns (mean loss per pixel, samples seen). The family's hooks give the
+    forward its sampling arguments at each step and any extra loss term."""
     model.train()
-    tf = cfg.teacher_forcing * max(0.0, 1.0 - epoch / cfg.epochs)
     sampling = _generator(cfg.seed + 1, epoch)
     total, pixels, samples = 0.0, 0, 0
-    beta = getattr(getattr(model, "cfg", None), "decouple_beta", 0.0)  # PredRNN-v2's; the other families have none
-    for x, y in loader_for_epoch:
+    model_cfg = model.cfg  # type: ignore[attr-defined]
+    for step, (x, y) in enumerate(loader_for_epoch):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
+        progress = Progress(epoch, cfg.epochs, epoch * steps_per_epoch + step, cfg.epochs * steps_per_epoch)
+        extra = family.extra_loss(model_cfg)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            deltas: list[tuple[torch.Tensor, torch.Tensor]] = []
-            extra = {"deltas": deltas} if beta > 0 else {}
-            pred = model(x, future=y.shape[1], target=y, teacher_forcing=tf, generator=sampling, **extra)
+            pred = model(x, future=y.shape[1], target=y, generator=sampling, **family.sampling(model_cfg, cfg, progress),
+                         **(extra.forward_kwargs if extra else {}))
             loss = loss_fn(cfg.loss, pred.float(), y, cfg.gdl_weight)
-        # The reported loss stays the frame loss (comparable across families); the decoupling term only trains.
+        # The reported loss stays the frame loss (comparable across families); an extra term only trains.
         frame_loss = loss.detach()
-        if deltas:
-            loss = loss + beta * decouple_loss([(c.float(), m.float()) for c, m in deltas])
+        if extra is not None:
+            loss = loss + extra.term()
         scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
             scaler.unscale_(optimizer)
@@ -297,7 +295,8 @@ def train(
     for epoch in range(start, tc.epochs):
         began = time.perf_counter()
         loader = _loader(splits, tc, epoch, device)
-        train_loss, samples = train_one_epoch(model, batches(loader, epoch) if batches else loader, optimizer, scaler, tc, epoch, device, amp)
+        train_loss, samples = train_one_epoch(model, batches(loader, epoch) if batches else loader, optimizer, scaler, tc, epoch,
+                                              device, amp, cfg.family, len(loader))
         elapsed = time.perf_counter() - began
         val: Validation = validate(model, splits.val, device, tc.batch_size, tc.max_val_windows)
         skill = float(np.mean(skill_per_lead(val.mse_per_lead, baseline)))
@@ -348,7 +347,8 @@ def own_yardstick(cfg: TrialConfig, splits: WindowSplits) -> Yardstick:
     w = cfg.window
     protocol = Protocol(tuple(range(1, w.output_len + 1)), splits.frame_size, w.input_len, w.output_len,
                         windows=cfg.train.max_val_windows or 64, field=splits.targets[0] if splits.targets else "")
-    return Yardstick(protocol, splits.val.cache.store, splits.segments.val, "val", splits.segments.train)
+    return Yardstick(protocol, splits.val.cache.store, splits.segments.val, "val", splits.segments.train,
+                     detector_overrides=splits.val.detector_overrides)
 
 
 def finish(model: nn.Module, cfg: TrialConfig, splits: WindowSplits, status: Status, history: list[EpochResult], out_dir: Path,
