@@ -521,9 +521,8 @@ def register_export(uri: str, name: str, bundle: Path, source: str, run_id: str 
     `mlflow.pyfunc.load_model("models:/NAME/VERSION").predict(frames)`), register it as a new version of `name`,
     and move the `champion` alias to it if it beats the current champion on the objective (or there is none).
     score = (objective, value, mode); example = (input, output) arrays for the signature; `tags` go on the version
-    besides the score's. Any failure undoes
-    what this call made (model, version, a registered model it created) and is one line. Returns (version,
-    became champion)."""
+    besides the score's. Any failure undoes what this call made (model, version, a registered model it created)
+    and is one line. Returns (version, became champion)."""
     import mlflow
     from mlflow.models import Model, infer_signature
     from mlflow.pyfunc import add_to_model
