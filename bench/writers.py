@@ -17,6 +17,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import sqlite3
 import statistics
 import sys
@@ -43,14 +44,21 @@ def expected_rows(epochs: int) -> int:
 def writer(uri: str, experiment: str, index: int, epochs: int, epoch_s: float, spool: str, barrier: Any, out: Any) -> None:
     """One trial's writes; puts (latencies of log_batch in s, writes spooled) on `out`."""
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    from mlflow.entities import Metric
-
     from study.mlflow_writer import Writer
     from study.tracking import configure
 
     configure(uri)
     w = Writer(Path(spool))
     barrier.wait()
+    try:
+        _trial(w, uri, experiment, index, epochs, epoch_s, spool, out)
+    except Exception as exc:  # said in the table (a writer the store refused), never a hung benchmark
+        out.put(([], 0, time.time(), time.time(), f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"))
+
+
+def _trial(w: Any, uri: str, experiment: str, index: int, epochs: int, epoch_s: float, spool: str, out: Any) -> None:
+    from mlflow.entities import Metric
+
     began = time.time()
     lat: list[float] = []
 
@@ -70,8 +78,9 @@ def writer(uri: str, experiment: str, index: int, epochs: int, epoch_s: float, s
     rows += [Metric(f"final_{k}", 0.5, ts, 0) for k in range(SUMMARY)]
     timed(lambda: w.log_batch(run, metrics=rows))
     w.set_terminated(run, "FINISHED")
-    spooled = sum(len(p.read_text().splitlines()) for p in Path(spool).glob("*.jsonl"))
-    out.put((lat, spooled, began, time.time()))
+    own = Path(spool) / f"{w.resolve(run)}.jsonl"  # this writer's own writes still waiting
+    spooled = len(own.read_text().splitlines()) if own.exists() else 0
+    out.put((lat, spooled, began, time.time(), ""))
 
 
 def count_rows(backend: str, where: Any) -> tuple[int, int]:
@@ -96,9 +105,9 @@ def run_case(backend: str, store_uri: str, count_at: Any, tmp: Path, n: int, arg
     proc = mlflow_server.start(server_dir, port, backend=store_uri, workers=args.server_workers)
     uri = f"http://127.0.0.1:{port}"
     try:
-        import mlflow
+        from study.tracking import experiment_id
 
-        mlflow.MlflowClient(uri).create_experiment("writers")  # as the sweep's driver does, before its trials
+        experiment_id("writers", uri)  # as the sweep's driver does, before its trials
         ctx = mp.get_context("fork")
         barrier, out = ctx.Barrier(n), ctx.Queue()
         spool = server_dir / "spool"
@@ -121,7 +130,7 @@ def run_case(backend: str, store_uri: str, count_at: Any, tmp: Path, n: int, arg
             "p95_ms": 1000 * lat[int(0.95 * (len(lat) - 1))], "max_ms": 1000 * lat[-1], "wall_s": wall,
             "expected_rows": n * expected_rows(args.epochs), "arrived_rows": arrived, "runs_finished": finished,
             "spooled_writes": sum(r[1] for r in results), "after_replay_rows": after, "runs_finished_after_replay": finished_after,
-            "unreplayed_runs": len(left)}
+            "unreplayed_runs": len(left), "writer_errors": [r[4] for r in results if r[4]]}
 
 
 def main() -> None:
@@ -135,6 +144,7 @@ def main() -> None:
 
     import study.tracking  # noqa: F401
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers and PostgreSQL on the way out
     tmp = Path(tempfile.mkdtemp(prefix="bench-writers-"))
     pg = postgres.start(tuple(f"w{n}" for n in args.writers)) if postgres.binaries() else None
     if pg is None:
@@ -159,6 +169,9 @@ def main() -> None:
         print(f"| {r['backend']} | {r['writers']} | {r['batches']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['max_ms']:.0f} | "
               f"{r['wall_s']:.1f} | {r['expected_rows']} | {r['arrived_rows']} | {r['spooled_writes']} | {r['after_replay_rows']} | "
               f"{r['runs_finished_after_replay']}/{r['writers']} |")
+    for r in rows:
+        for error in sorted(set(r["writer_errors"])):
+            print(f"{r['backend']} x {r['writers']}: a writer failed: {error}")
     for n in args.writers:
         pair = {r["backend"]: r for r in rows if r["writers"] == n}
         if len(pair) == 2:

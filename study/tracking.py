@@ -80,7 +80,11 @@ def experiment_id(name: str, uri: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         if found.tags.get("mlflow.experimentKind") is None:  # made by an earlier version, or by hand
-            client.set_experiment_tag(found.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+            try:
+                client.set_experiment_tag(found.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+            except Exception as exc:  # trials starting together race to tag it (PostgreSQL: a duplicate key)
+                if getattr(exc, "error_code", None) not in ("BAD_REQUEST", "RESOURCE_ALREADY_EXISTS", "INVALID_STATE") and "UNIQUE" not in str(exc).upper():
+                    raise
         return found.experiment_id
     location = None
     if uri.startswith("sqlite:///"):

@@ -3,6 +3,7 @@ trial nothing: its writes wait on disk and are replayed, in order, when the serv
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import subprocess
@@ -44,7 +45,8 @@ def _log_trial(args: tuple[str, int, str | None]) -> str:
 
 def _count(uri: str, run_id: str) -> dict[str, list[int]]:
     client = mlflow.MlflowClient(uri)
-    keys = [*(f"epoch/{k}" for k in _epoch(1).metrics()), "lead/ssim", "lead/psnr", "lead/mse"]
+    # Only finite numbers are logged (the yardstick's epoch metrics are NaN in this epoch): those are counted.
+    keys = [*(f"epoch/{k}" for k, v in _epoch(1).metrics().items() if math.isfinite(v)), "lead/ssim", "lead/psnr", "lead/mse"]
     return {k: sorted(m.step for m in client.get_metric_history(run_id, k)) for k in keys}
 
 
