@@ -431,7 +431,8 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
 @click.option("--backend-store-uri", "backend", required=True, metavar="URI",
               help="postgresql://USER@HOST:PORT/DB (a lab's server), or sqlite:///FILE (one user).")
 @click.option("--artifacts", type=click.Path(path_type=Path), required=True,
-              help="Artifact destination: a directory every node and reader sees (shared storage).")
+              help="Artifact destination, on storage that outlives the head node (the shared file system); clients "
+                   "upload and download through the server.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=5000, show_default=True)
 @click.option("--workers", default=4, show_default=True, help="Server processes (concurrent trial writers).")
