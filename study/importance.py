@@ -41,6 +41,7 @@ def rung_importances(storage: Path, name: str, direction: str, minimum: int = MI
                                            f"that reached any one epoch is {most}.")
     rung = max(rungs)
     at = [t for t in trials if rung in t.intermediate_values]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory" is not news here
     proxy = optuna.create_study(direction=direction)
     for t in at:  # the value at the rung stands in for the objective
         proxy.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.intermediate_values[rung]))
@@ -48,9 +49,15 @@ def rung_importances(storage: Path, name: str, direction: str, minimum: int = MI
     for t in at:
         for k, v in t.params.items():
             seen.setdefault(k, set()).add(repr(v))
-    fixed = sorted(k for k, values in seen.items() if len(values) == 1)
-    varied = [k for k in seen if k not in fixed]
-    note = f"Never varied among these trials (no importance): {', '.join(fixed)}." if fixed else ""
+    # fANOVA needs every trial to have every parameter: a family's own parameters (sampled only for its trials)
+    # are left out, and the family itself stands for them.
+    shared = [k for k in seen if all(k in t.params for t in at)]
+    own = sorted(k for k in seen if k not in shared)
+    fixed = sorted(k for k in shared if len(seen[k]) == 1)
+    varied = [k for k in shared if k not in fixed]
+    notes = [f"Never varied among these trials (no importance): {', '.join(fixed)}." if fixed else "",
+             f"Only some trials have (a family's own; its family stands for them): {', '.join(own)}." if own else ""]
+    note = " ".join(n for n in notes if n)
     if not varied:
         return Importances({}, rung, len(at), "Not computed: no parameter varied among the trials at that epoch.")
     try:

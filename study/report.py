@@ -160,16 +160,20 @@ def _param_grid(rows: list[dict[str, str]], params: list[str], objective: str) -
         xs = [_num_or_str(r[p]) for r in shown]
         ys = [float(r["objective"]) for r in shown]
         colors = ["C0" if r["status"] == "completed" else "C3" for r in shown]
-        if xs and all(isinstance(x, float) for x in xs):
+        numeric = bool(xs) and all(isinstance(x, float) for x in xs)
+        if numeric and not (all(float(x).is_integer() for x in xs) and len(set(xs)) <= 6):
             ax.scatter(xs, ys, c=colors)
             if p in ("lr", "weight_decay") and min(xs, default=0) > 0:
                 ax.set_xscale("log")
-                ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=4))
+                ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
                 ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlapped
-        else:
-            labels = sorted({str(x) for x in xs})
-            ax.scatter([labels.index(str(x)) for x in xs], ys, c=colors)
+        else:  # names, or a few whole numbers (layers, widths, sizes): one column per value
+            keys = sorted({x for x in xs}, key=lambda x: (isinstance(x, str), x))
+            labels = [f"{x:g}" if isinstance(x, float) else str(x) for x in keys]
+            ax.scatter([keys.index(x) for x in xs], ys, c=colors)
             ax.set_xticks(range(len(labels)), labels)
+            ax.set_xlim(-0.6, len(labels) - 0.4)
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
         ax.set_title(p, fontsize=10)
         ax.set_ylabel(objective, fontsize=8)
