@@ -22,7 +22,7 @@ def lead_curves_png(evaluation: Evaluation, title: str, path: Path) -> Path:
     import matplotlib.ticker
 
     panels = list(PANELS) + ([("bubble_f1", "bubble F1 (higher is better)")] if evaluation.bubbles.get("bubble_f1") else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
     leads = np.arange(1, len(evaluation.model.mse) + 1)
     for ax, (metric, label) in zip(axes[0], panels):
         if metric == "bubble_f1":
@@ -38,9 +38,10 @@ def lead_curves_png(evaluation: Evaluation, title: str, path: Path) -> Path:
         ax.set_title(label, fontsize=10)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)  # below, off the data
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
