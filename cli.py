@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import errno
+import gc
+import logging
 import math
 import os
+import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +26,26 @@ class Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            return self._invoke(ctx)
+        finally:
+            # The interpreter's last full garbage collection walks every object torch, mlflow and ray made: 6-11 s
+            # after the work is done (or after Ctrl-C) on 2 busy cores. Frozen objects are skipped; the OS frees them.
+            gc.freeze()
+
+    def _invoke(self, ctx: click.Context) -> Any:
+        # A log file or a pipe gets each line when it happens (trial events, heartbeats), not in 8 KiB blocks.
+        if hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(line_buffering=True)
+        # MLflow announces creating a new sqlite store's tables at INFO: not a line a user needs on the console.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+        try:
             return super().invoke(ctx)
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)  # Ctrl-C before anything was written: nothing to clean up or resume
+            sys.exit(130)
         except OSError as exc:
             # The file system refused (read-only, full, name too long, permission, a file where a folder should
             # be): the user can fix that, so one line naming the path, not a traceback.
@@ -71,9 +91,9 @@ def synth(store: Path, sequences: int, frames: int, size: str, seed: int, condit
 
     \b
     Examples:
-      python cli.py synth data/synthetic.zarr
-      python cli.py synth data/big.zarr --sequences 16 --frames 400 --size 256 --conditions 8
-      python cli.py synth data/wide.zarr --sequences 4 --frames 100 --size 96x256
+      bubbles-study synth data/synthetic.zarr
+      bubbles-study synth data/big.zarr --sequences 16 --frames 400 --size 256 --conditions 8
+      bubbles-study synth data/wide.zarr --sequences 4 --frames 100 --size 96x256
     """
     from bubbles.data.framesize import parse_image_size
     from bubbles.data.synth import SynthConfig, synth_store
@@ -113,10 +133,10 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
 
     \b
     Examples:
-      python cli.py ingest recordings/run07/ data/lab.zarr --condition regime=nozzle --condition gas_flow=0.8
-      python cli.py ingest sim/Twall-100.hdf5 data/bubbleml.zarr --field dfun --condition superheat=100
-      python cli.py ingest sim/Twall-100.hdf5 data/fields.zarr --field dfun --field temperature --field velx
-      python cli.py ingest saturated.gif data/pool.zarr --crop 6,53,305,352 --colormap jet --drop-duplicates
+      bubbles-study ingest recordings/run07/ data/lab.zarr --condition regime=nozzle --condition gas_flow=0.8
+      bubbles-study ingest sim/Twall-100.hdf5 data/bubbleml.zarr --field dfun --condition superheat=100
+      bubbles-study ingest sim/Twall-100.hdf5 data/fields.zarr --field dfun --field temperature --field velx
+      bubbles-study ingest saturated.gif data/pool.zarr --crop 6,53,305,352 --colormap jet --drop-duplicates
     """
     from tqdm import tqdm
 
@@ -152,9 +172,9 @@ def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
 
     \b
     Examples:
-      python cli.py inspect data/synthetic.zarr
-      python cli.py inspect data/lab.zarr --verify
-      python cli.py inspect data/lab.zarr --calibrate
+      bubbles-study inspect data/synthetic.zarr
+      bubbles-study inspect data/lab.zarr --verify
+      bubbles-study inspect data/lab.zarr --calibrate
     """
     from bubbles.data.summary import describe_store, verify_store
 
@@ -174,19 +194,22 @@ def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a parameter (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Build the model and the split, print them, do not train.")
-@click.option("--out", type=click.Path(path_type=Path), help="Checkpoint directory (default runs/trials/<run id>).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Checkpoint directory (default runs/trials/<config file name>-<process id>).")
 @click.option("--experiment", default="bubbles-train", show_default=True, help="MLflow experiment.")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue from this checkpoint.pt.")
 def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, experiment: str, resume: Path | None) -> None:
     """Train one configuration (no Ray) and log it as one MLflow run.
 
-    CONFIG is a YAML file of flat parameters (see README "Parameters").
+    CONFIG is a YAML file of flat parameters (all of them: docs/parameters.md). Ctrl-C stops at the next batch and
+    prints the command that continues from the last epoch's checkpoint.
 
     \b
     Examples:
-      python cli.py train search_spaces/trial_seed.yaml --dry-run
-      python cli.py train search_spaces/trial_seed.yaml --set image_size=64 --set epochs=2
-      MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python cli.py train my_trial.yaml
+      bubbles-study train search_spaces/trial_seed.yaml --dry-run
+      bubbles-study train search_spaces/trial_quick.yaml --out runs/trials/quick
+      bubbles-study train search_spaces/trial_quick.yaml --set 'window=6->2' --set epochs=5
+      MLFLOW_TRACKING_URI=http://127.0.0.1:5000 bubbles-study train my_trial.yaml
     """
     import yaml
 
@@ -207,15 +230,26 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
         check_output_dir(out_dir, "train")  # training writes into it (and resumes there): only our own or a new one
     # Everything that can refuse (store, split, --resume) runs before any output or MLflow run exists.
     splits = make_splits(cfg.data, cfg.window)
+    from bubbles.data.windows import tile_lines
+
+    sizes = tile_lines(splits.train.cache.store, cfg.data, splits)
+    for line in sizes if not dry_run else ():
+        click.echo(f"{'warning: ' if 'STRETCHED' in line else ''}{line}", err="STRETCHED" in line)
     if dry_run:
         click.echo(yaml.safe_dump(cfg.flat(), sort_keys=False).rstrip())
         for key, value in describe(cfg, splits).items():
             click.echo(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
+        for line in sizes:
+            click.echo(line)
+        for line in sizes:
+            if "STRETCHED" in line:
+                click.echo(f"warning: {line} (give image_size as a short side, or tile: HxW, to keep the aspect)", err=True)
         for line in coverage_lines(splits):
             click.echo(line)
         for line in coverage_warnings(splits):
             click.echo(f"warning: {line}", err=True)
         return
+    from bubbles.training.train import CHECKPOINT
     from study.trial import run_logged_trial
 
     if resume is not None:
@@ -229,13 +263,33 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
     write_manifest(out_dir, "train")
     from tqdm import tqdm
 
+    from study.trial import heartbeat
+
     def bar(loader, epoch: int):  # type: ignore[no-untyped-def]
-        # Shown only when an epoch runs longer than 10 s (and only on a terminal); the epoch line follows it.
-        return tqdm(loader, total=len(loader), desc=f"epoch {epoch + 1}", unit="batch", delay=10, leave=False, disable=None)
+        # A terminal gets a progress bar in epochs longer than 10 s (the epoch line follows it); a log or a pipe
+        # gets a heartbeat line every 30 s instead.
+        if sys.stderr.isatty():
+            return tqdm(loader, total=len(loader), desc=f"epoch {epoch + 1}", unit="batch", delay=10, leave=False)
+        return heartbeat(loader, epoch, cfg.train.epochs, click.echo)
 
     click.echo(f"training {cfg.train.epochs} epochs; checkpoints in {out_dir}")
-    result, run_id = run_logged_trial(cfg, out_dir, uri, experiment, resume.resolve() if resume else None, splits,
-                                      echo=click.echo, batches=bar)
+    stopping = _stop_on_ctrl_c()
+    try:
+        result, run_id = run_logged_trial(cfg, out_dir, uri, experiment, resume.resolve() if resume else None, splits,
+                                          echo=click.echo, batches=bar)
+    except KeyboardInterrupt:
+        stopping()
+        checkpoint = out_dir / CHECKPOINT
+        if checkpoint.is_file():
+            again = ["bubbles-study", "train", str(config), *[a for s in sets for a in ("--set", s)],
+                     "--out", str(out or out_dir), "--resume", str((out or out_dir) / CHECKPOINT)]
+            if experiment != "bubbles-train":
+                again[-2:-2] = ["--experiment", experiment]
+            click.echo(f"interrupted: the MLflow run is KILLED; the checkpoint of the last finished epoch is kept in "
+                       f"{checkpoint}. Continue with  {shlex.join(again)}", err=True)
+        else:
+            click.echo("interrupted before the first epoch ended: nothing to resume (the MLflow run is KILLED)", err=True)
+        sys.exit(130)
     if result.evaluation is not None:
         click.echo(result.evaluation.lead_table())
     click.echo(f"status {result.status}; MLflow run {run_id} in {uri}; checkpoints in {out_dir}")
@@ -250,15 +304,16 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
 @click.option("--address", default=None, help="Ray cluster: auto, HOST:PORT or ray://... (default RAY_ADDRESS, else local).")
 @click.option("--storage", type=click.Path(path_type=Path), default=Path("runs/sweeps"), show_default=True,
               help="Where sweeps live (a shared path on a cluster).")
-def sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path) -> None:
+@click.option("--verbose", is_flag=True, help="Also print Ray Tune's status tables and the full top-5 leaderboard.")
+def sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path, verbose: bool) -> None:
     """Search models with Ray Tune + Optuna (TPE) + ASHA; every trial is an MLflow run under one parent run.
 
     \b
     Examples:
-      python cli.py sweep search_spaces/smoke.yaml
-      python cli.py sweep search_spaces/convlstm.yaml --address auto --storage /shared/sweeps
-      python cli.py sweep search_spaces/smoke.yaml --resume
-      MLFLOW_TRACKING_URI=http://head:5000 python cli.py sweep search_spaces/convlstm.yaml
+      bubbles-study sweep search_spaces/smoke.yaml
+      bubbles-study sweep search_spaces/convlstm.yaml --address auto --storage /shared/sweeps
+      bubbles-study sweep search_spaces/smoke.yaml --resume
+      MLFLOW_TRACKING_URI=http://head:5000 bubbles-study sweep search_spaces/convlstm.yaml
     """
     from study.space import load_space
     from study.tracking import check_tracking, readable, runs_table_link, tracking_uri
@@ -289,11 +344,15 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
 
     from study.sweep import run_sweep
 
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address in (None, "local"):
+        # A fresh local Ray needs no token: without this Ray 2.60 asks for one (or prints how to set one up).
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
     address = address or os.environ.get("RAY_ADDRESS") or None
     again = _resume_command(space_file, name, storage, address)
     outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo, storage_shared=shared,
-                        preamble=list_windows, resume_command=again)
+                        preamble=list_windows, resume_command=again, verbose=verbose)
     click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
     link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
     if link:
@@ -310,15 +369,16 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Export directory (new, or an earlier export: replaced atomically).")
 @click.option("--onnx", is_flag=True, help="Also write model.onnx, checked against PyTorch with onnxruntime.")
 @click.option("--register", help="Register in the MLflow model registry under this name (alias 'champion' if best).")
-@click.option("--storage", type=click.Path(path_type=Path), default=Path("runs/sweeps"), show_default=True)
+@click.option("--storage", type=click.Path(path_type=Path), default=Path("runs/sweeps"), show_default=True,
+              help="Where the sweep named by --sweep lives (the sweep's --storage).")
 def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, out: Path, onnx: bool, register: str | None, storage: Path) -> None:
     """Write the best model as a self-contained directory (weights, config, TorchScript, metrics card).
 
     \b
     Examples:
-      python cli.py export --sweep smoke --out exports/smoke-best --onnx
-      python cli.py export --run-id 3f2a... --out exports/run --register bubbles-convlstm
-      python cli.py export --checkpoint runs/trials/trial_seed-1234 --out exports/seed
+      bubbles-study export --sweep smoke --out exports/smoke-best --onnx
+      bubbles-study export --run-id 3f2a... --out exports/run --register bubbles-convlstm
+      bubbles-study export --checkpoint runs/trials/trial_seed-1234 --out exports/seed
     """
     from bubbles.outputs import check_output_dir
     from study import export as ex
@@ -361,20 +421,24 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 @click.option("--sequence", help="Sequence in the store.")
 @click.option("--input", "raw_input", type=click.Path(path_type=Path), help="Instead of a store: a folder of frames, a video, a TIFF stack or a .npy array.")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="With --input: keep only this box (native pixels).")
+@click.option("--colormap", metavar="NAME", help="With --input: a rendering in this matplotlib colour map (as ingest --colormap).")
+@click.option("--frames", "frame_range", metavar="START:STOP", help="With --input: keep these source frames (as ingest --frames).")
 @click.option("--start", default=0, show_default=True, help="First context frame.")
 @click.option("--steps", type=int, help="Frames to predict (default: the trained horizon).")
 @click.option("--autoregressive", is_flag=True, help="Roll out beyond the trained horizon on its own predictions.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
-def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input: Path | None, crop: str | None, start: int, steps: int | None, autoregressive: bool, out: Path) -> None:
+def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input: Path | None, crop: str | None, colormap: str | None,
+            frame_range: str | None, start: int, steps: int | None, autoregressive: bool, out: Path) -> None:
     """Predict frames with an exported model: strip.png, rollout.gif, prediction.npy, metrics when targets exist.
 
     \b
     Examples:
-      python cli.py predict exports/smoke-best --store data/synthetic.zarr --sequence seq003 --start 40 --out pred/
-      python cli.py predict exports/smoke-best --input recordings/run07/ --steps 30 --autoregressive --out pred07/
+      bubbles-study predict exports/smoke-best --store data/synthetic.zarr --sequence seq003 --start 40 --out pred/
+      bubbles-study predict exports/smoke-best --input recordings/run07/ --steps 30 --autoregressive --out pred07/
     """
     from bubbles.outputs import check_output_dir
-    from bubbles.data.ingest import parse_crop
+    from bubbles.data.ingest import parse_crop, parse_frames
+    from bubbles.evaluation.metrics import COLLAPSE_THRESHOLD
     from bubbles.predict import PredictRequest, predict as run_predict
 
     if (store is None) == (raw_input is None):
@@ -384,8 +448,11 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     check_output_dir(out.resolve(), "prediction")
     if crop and raw_input is None:
         raise UserError("predict: --crop applies to --input (a store's frames were cropped at ingest)")
+    if (colormap or frame_range) and raw_input is None:
+        raise UserError("predict: --colormap and --frames apply to --input (a store's frames were converted at ingest)")
     request = PredictRequest(model_dir.resolve(), out, start, steps, autoregressive, store.resolve() if store else None, sequence,
-                             raw_input, parse_crop(crop) if crop else None)
+                             raw_input, parse_crop(crop) if crop else None, colormap,
+                             parse_frames(frame_range) if frame_range else None)
     summary = run_predict(request)
     for warning in summary.get("warnings", []):  # type: ignore[union-attr]
         click.echo(f"warning: {warning}", err=True)
@@ -395,7 +462,9 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
         line += (f"; lead 1: SSIM {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f}), skill vs the strongest "  # type: ignore[index]
                  f"baseline ({m['strongest'][0]}) {m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
                  f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score "  # type: ignore[index]
-                 + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)"))  # type: ignore[arg-type]
+                 + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)")  # type: ignore[arg-type]
+                 + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
+                    f"{COLLAPSE_THRESHOLD}); this model predicts blur" if summary.get("collapsed") else ""))
     click.echo(line)
     for field, f in summary.get("fields", {}).items():  # type: ignore[union-attr]
         if f:
@@ -406,14 +475,15 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
 @main.command()
 @click.option("--sweep", "sweep_name", required=True, help="The sweep to report on.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for index.html and its PNGs.")
-@click.option("--storage", type=click.Path(path_type=Path), default=Path("runs/sweeps"), show_default=True)
+@click.option("--storage", type=click.Path(path_type=Path), default=Path("runs/sweeps"), show_default=True,
+              help="Where the sweep lives (the sweep's --storage).")
 def report(sweep_name: str, out: Path, storage: Path) -> None:
     """Write an HTML report of a sweep (leaderboard, importances, curves, strips, failures, compute); it is also
     logged to the sweep's parent MLflow run.
 
     \b
     Example:
-      python cli.py report --sweep smoke --out reports/smoke
+      bubbles-study report --sweep smoke --out reports/smoke
     """
     from bubbles.outputs import check_output_dir
     from study.report import write_report
@@ -442,8 +512,8 @@ def server(backend: str, artifacts: Path, host: str, port: int, workers: int, al
 
     \b
     Example:
-      python cli.py server --backend-store-uri postgresql://mlflow@127.0.0.1:5432/mlflow --artifacts /shared/mlartifacts
-      then: MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python cli.py sweep ...
+      bubbles-study server --backend-store-uri postgresql://mlflow@127.0.0.1:5432/mlflow --artifacts /shared/mlartifacts
+      then: MLFLOW_TRACKING_URI=http://127.0.0.1:5000 bubbles-study sweep ...
     """
     from study.server import ServerConfig, check, command, environment
 
@@ -463,10 +533,28 @@ def _resume_command(space_file: Path, name: str, storage: Path, address: str | N
     them looks under runs/sweeps, or starts a local Ray)."""
     import shlex
 
-    words = ["python", "cli.py", "sweep", str(space_file), "--name", name, "--resume", "--storage", str(storage)]
+    words = ["bubbles-study", "sweep", str(space_file), "--name", name, "--resume", "--storage", str(storage)]
     if address and address != "local":
         words += ["--address", address]
     return shlex.join(words)
+
+
+def _stop_on_ctrl_c() -> Callable[[], None]:
+    """SIGINT stops training now (KeyboardInterrupt at the next Python line, i.e. within the current batch's
+    operation), even when the shell started us with SIGINT ignored (a job run with `&`); a second Ctrl-C while the
+    run is being closed is ignored, so the MLflow run is always marked KILLED. Returns the call that starts that."""
+    import signal
+
+    state = {"stopping": False}
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if state["stopping"]:
+            return
+        state["stopping"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return lambda: state.update(stopping=True)
 
 
 def _ensure_default_store(space_file: Path) -> None:

@@ -259,7 +259,7 @@ def load_bundle(directory: str | Path) -> tuple[nn.Module, TrialConfig, dict[str
     except (OSError, ValueError):
         hint = ""
         if (directory / "checkpoint" / "best.pt").is_file():
-            hint = f"; it is a train output: export it first with  python cli.py export --checkpoint {directory} --out EXPORT_DIR"
+            hint = f"; it is a train output: export it first with  bubbles-study export --checkpoint {directory} --out EXPORT_DIR"
         raise UserError(f"{directory}: not an exported model (no readable config.json){hint}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else type(config).__name__

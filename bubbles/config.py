@@ -176,6 +176,10 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
     assert set(context) == set(CONTEXT_FIELDS)
     model = _model_config(where, family, p, context, exact)
     data = replace(data, size_multiple=family.size_multiple(model), feedback=family.feeds_back(model))
+    if data.tile is not None and getattr(model, "peephole", None) == "frame":
+        # One peephole weight per pixel of one frame size: such a model cannot train on tiles and run on frames.
+        raise fail(where, "tile", "convlstm's frame peepholes hold one weight per pixel of a fixed frame; with tiles "
+                   "set peephole: channel (or none)")
     return TrialConfig(data=data, window=window, model_name=model_name, model=model,
                        train=TrainConfig(**parse_section(TrainConfig, where, p)))
 

@@ -66,11 +66,23 @@ def temp_sibling(out: Path) -> Path:
     return tmp
 
 
+def normal_modes(directory: Path) -> None:
+    """Give every file and folder under directory the mode a plain open() / mkdir would (0644 / 0755 under the
+    usual umask): some writers (safetensors, via a private temp file) leave 0600, and an output is one thing."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for path in directory.rglob("*"):
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def replace_dir(tmp: Path, out: Path, kind: str) -> None:
     """Move a finished temp directory into place. An existing out is checked again (it may have changed since the
     command began) and is removed only after the new one is in place."""
     check_output_dir(out, kind)
     write_manifest(tmp, kind)
+    normal_modes(tmp)
     if not out.exists():
         tmp.rename(out)
         return

@@ -26,8 +26,9 @@ from bubbles.evaluation.bubbles import DetectorConfig, sequence_detector
 from bubbles.evaluation import baselines
 from bubbles.evaluation.scoring import Scores, strongest_skill
 from bubbles.evaluation.yardstick import rollout as rollout_batch
-from bubbles.evaluation.metrics import CollapseMeter
+from bubbles.evaluation.metrics import COLLAPSE_THRESHOLD, CollapseMeter
 from bubbles.evaluation.figures import bubble_strip, prediction_strip
+from bubbles.models.warp import predict_with_motion
 from bubbles.data.ingest import IngestRequest, ingest
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import FrameCache
@@ -47,6 +48,8 @@ class PredictRequest:
     sequence: str | None = None
     raw_input: Path | None = None
     crop: tuple[int, int, int, int] | None = None
+    colormap: str | None = None  # --input is a colour-mapped rendering: inverted as ingest --colormap does
+    frames: tuple[int | None, int | None] | None = None  # --input's source frames to keep, as ingest --frames
 
 
 def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> np.ndarray:
@@ -54,6 +57,21 @@ def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> 
     horizon, each chunk's predictions becoming the newest context frames of the next (autoregressive beyond the
     horizon, which needs the predicted fields to be the input fields; the yardstick rolls out the same way)."""
     return rollout_batch(model, torch.from_numpy(context.astype(np.float32))[None], horizon, steps)[0].numpy()
+
+
+@torch.no_grad()
+def motion_rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> np.ndarray | None:
+    """The motion fields (steps, 2, H, W), pixels per frame, that moved each frame of `rollout`'s prediction, for a
+    family that moves its frames (evolution); None for the others."""
+    window = torch.from_numpy(context.astype(np.float32))[None]
+    moves: list[np.ndarray] = []
+    while len(moves) < steps:
+        pred, motion = predict_with_motion(model, window, horizon)
+        if motion is None:
+            return None
+        moves.extend(motion[0].numpy())
+        window = torch.cat([window, pred], dim=1)[:, -context.shape[0] :]
+    return np.stack(moves[:steps])
 
 
 def aspect_note(native: tuple[int, int], size: tuple[int, int]) -> str:
@@ -83,7 +101,8 @@ def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path, notes: li
     say about it — repeated frames, a range set by outliers — goes to `notes`)."""
     if request.raw_input is not None:
         store_path = tmp / "input.zarr"
-        ingest(IngestRequest(request.raw_input.resolve(), store_path, sequence="input", crop=request.crop), warn=notes.append)
+        ingest(IngestRequest(request.raw_input.resolve(), store_path, sequence="input", crop=request.crop,
+                             colormap=request.colormap, frames=request.frames), warn=notes.append)
         return FrameCache(FrameStore.open(store_path), size), "input"
     if request.store is None or request.sequence is None:
         raise UserError("predict: give --store and --sequence, or --input with a folder of frames or a video")
@@ -114,7 +133,8 @@ def window_metrics(
     of the model and each baseline, the strongest baseline by MSE and the skill against it and against persistence."""
     m = len(target)
     names = [b for b in baselines.BASELINES if b != "climatology" or mean_frame is not None]
-    forecasts = {"model": pred[None]} | {b: baselines.forecast(b, context[None], m, mean_frame) for b in names}
+    scale = detector.typical_diameter * context.shape[-2]  # the calibrated bubble size sets the flow's window
+    forecasts = {"model": pred[None]} | {b: baselines.forecast(b, context[None], m, mean_frame, scale) for b in names}
     scores = Scores(list(forecasts), m)
     scores.add(forecasts, target[None], [detector])
     leads = {k: f.leads() for k, f in scores.frames.items()}
@@ -164,7 +184,7 @@ def predict(request: PredictRequest) -> dict[str, object]:
         end = min(total, request.start + n_in + steps)
         target = _channels(cache.frames(name, request.start + n_in, end), outputs) if end > request.start + n_in else None
         detector = sequence_detector(cache.store.sequences[name].meta.extra, dict(getattr(cfg.data, "detector", ())))
-    pred = rollout(model, context, horizon, steps)
+    pred, motion = rollout(model, context, horizon, steps), motion_rollout(model, context, horizon, steps)
     out = request.out.resolve()
     check_output_dir(out, "prediction")
     tmp = temp_sibling(out)
@@ -180,7 +200,7 @@ def predict(request: PredictRequest) -> dict[str, object]:
             where = tmp if k == 0 else tmp / "fields" / field
             where.mkdir(parents=True, exist_ok=True)
             table = _write_field(where, context[:, own[k]], pred[:, k], None if target is None else target[:, k],
-                                 climatology if k == 0 else None, detector)
+                                 climatology if k == 0 else None, detector, motion)
             if len(targets) > 1:
                 if k == 0:  # every field under fields/, the first one too, so each has the same files
                     shutil.copytree(tmp, tmp / "fields" / field, ignore=shutil.ignore_patterns("fields"))
@@ -190,6 +210,7 @@ def predict(request: PredictRequest) -> dict[str, object]:
                 # Variation across one frame is undefined: a one-frame prediction has no collapse score (null).
                 score = rollout_collapse(pred[: len(target), 0], target[:, 0]) if len(target) > 1 else float("nan")  # type: ignore[index, arg-type]
                 summary["collapse_score"] = _json_number(score)
+                summary["collapsed"] = bool(score < COLLAPSE_THRESHOLD)  # NaN (one frame): not collapsed, not known
         if target is not None:
             (tmp / "metrics.json").write_text(json.dumps(summary, indent=1))
         replace_dir(tmp, out, "prediction")
@@ -209,12 +230,15 @@ def _json_table(table: dict[str, list]) -> dict[str, list]:
 
 
 def _write_field(out: Path, context: np.ndarray, pred: np.ndarray, target: np.ndarray | None, climatology: np.ndarray | None,
-                 detector: DetectorConfig) -> dict[str, list]:
+                 detector: DetectorConfig, motion: np.ndarray | None = None) -> dict[str, list]:
     """One field's prediction.npy, strip.png, rollout.gif and, where the recording continues, bubbles.png and
-    metrics.csv; returns the metrics table (empty without a target)."""
+    metrics.csv; returns the metrics table (empty without a target). A model that moves its frames also gets
+    motion.npy (steps, 2, H, W: x and y pixels per frame) and the motion row in strip.png."""
     np.save(out / "prediction.npy", pred)
+    if motion is not None:
+        np.save(out / "motion.npy", motion)
     shown_target = target if target is not None else pred
-    strip = prediction_strip(context, np.pad(shown_target, ((0, len(pred) - len(shown_target)), (0, 0), (0, 0)), constant_values=1.0), pred)
+    strip = prediction_strip(context, np.pad(shown_target, ((0, len(pred) - len(shown_target)), (0, 0), (0, 0)), constant_values=1.0), pred, motion)
     strip.save(out / "strip.png")
     _gif(out / "rollout.gif", context, pred, target)
     if target is None:

@@ -22,8 +22,8 @@ from bubbles.errors import UserError  # noqa
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling  # noqa: E402
 from study.pareto import COST_COLUMNS, cost_section  # noqa: E402
 from study.sweep import OPTUNA_DB, PARENT_FILE, read_parent  # noqa: E402
-from study.importance import rung_importances  # noqa: E402
 from study.tracking import SweepRun, configure, download_folder, metric_history, run_params  # noqa: E402
+from study import yardstick_report  # noqa: E402
 
 WHY = {
     "stopped_early": "ASHA stopped it: its objective was below the rung's cutoff (or the time budget ended)",
@@ -50,6 +50,57 @@ def _png(fig: Any, path: Path) -> str:
 
 def _img(data: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+MIN_FANOVA_TRIALS = 8  # below this fANOVA's forest fits noise, and importances of 0 or 1 mean nothing
+
+
+def _importances(sweep_dir: Path, name: str) -> tuple[dict[str, float], str]:
+    """fANOVA importances and a note saying what they are over, or why there are none and what would give them.
+
+    Over completed trials when there are MIN_FANOVA_TRIALS of them. Otherwise (ASHA stops most trials of a short
+    sweep early) over every trial's objective at the latest epoch that enough trials reached — the rung ASHA itself
+    compares them at. Only parameters every one of those trials has and that took more than one value count:
+    fANOVA gives a never-varied parameter 0, which would read as 'does not matter' when it was never tried, and
+    a family's own parameters exist only in that family's trials."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / OPTUNA_DB}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    if len(complete) >= MIN_FANOVA_TRIALS:
+        used, over = complete, f"over the {len(complete)} completed trials' objective"
+    else:
+        scored = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+        steps = sorted({s for t in scored for s in t.intermediate_values}, reverse=True)
+        step = next((s for s in steps if sum(s in t.intermediate_values for t in scored) >= MIN_FANOVA_TRIALS), None)
+        if step is None:
+            return {}, (f"Not computed: fANOVA needs the objective of at least {MIN_FANOVA_TRIALS} trials at a common "
+                        f"epoch; this sweep has {len(complete)} completed and {len(scored)} scored trials. More trials "
+                        f"would give it: a sweep with a larger tune.num_samples (under a new --name).")
+        used = [optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.intermediate_values[step])
+                for t in scored if step in t.intermediate_values]
+        over = (f"over {len(used)} trials' objective at epoch {step}, the latest epoch that {MIN_FANOVA_TRIALS} or more "
+                f"trials reached (only {len(complete)} completed: ASHA stopped the others early)")
+    shared = set.intersection(*(set(t.params) for t in used))
+    values = {k: {repr(t.params[k]) for t in used} for k in shared}
+    varied = sorted(k for k in shared if len(values[k]) > 1)
+    left_out = sorted(k for k in shared if len(values[k]) == 1)
+    notes = [f"Importances {over}."]
+    if left_out:
+        notes.append(f"Never varied among them (no importance): {', '.join(left_out)}.")
+    family = sorted(set().union(*(set(t.params) for t in used)) - shared)
+    if family:
+        notes.append(f"Parameters only some of them have (a family's own) are left out: {', '.join(family)}.")
+    if not varied:
+        return {}, " ".join(notes + ["No parameter varied: nothing to rank."])
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line in the report
+    ranked = optuna.create_study(direction=study.direction)
+    ranked.add_trials(used)
+    try:
+        imp = optuna.importance.get_param_importances(ranked, params=varied, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    except (ValueError, RuntimeError) as exc:
+        return {}, f"Not available: {str(exc)[:120]}"
+    return dict(imp), " ".join(notes)
 
 
 def write_report(uri: str, sweep_dir: Path, out: Path) -> Path:
@@ -88,14 +139,13 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
         cls = ' class="best"' if k == 0 else ""
         table.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in shown_cols) + "</tr>")
     sections.append(f"<h2>Leaderboard ({len(rows)} trials, by {objective})</h2><div class=\"wide\">" + "".join(table) + "</table></div>")
+    sections += yardstick_report.sections(rows, sweep_dir, out, objective, _png, _img, _fmt)
 
-    imp = rung_importances(sweep_dir / OPTUNA_DB, name, "maximize" if parent.get("mode", "max") == "max" else "minimize")
-    imp_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in imp.values.items())
-    where = (f"the {imp.trials} trials that reached epoch {imp.rung} (completed or stopped early; their {objective} at "
-             f"that epoch)") if imp.rung is not None else "trials at a common epoch"
-    sections.append(f"<h2>Parameter importances (Optuna fANOVA over {html.escape(where)})</h2>"
-                    + (f"<table><tr><th>parameter</th><th>importance</th></tr>{imp_rows}</table>" if imp.values else "")
-                    + (f"<p>{html.escape(imp.note)}</p>" if imp.note else ""))
+    importances, note = _importances(sweep_dir, name)
+    imp_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in importances.items())
+    sections.append("<h2>Parameter importances (Optuna fANOVA)</h2>"
+                    + (f"<table><tr><th>parameter</th><th>importance</th></tr>{imp_rows}</table>" if importances else "")
+                    + (f"<p>{html.escape(note)}</p>" if note else ""))
 
     if params:
         sections.append("<h2>Objective against each parameter</h2><p>blue: completed, red: stopped early / failed</p>"

@@ -23,6 +23,7 @@ from study.tracking import (
     SPOOL_DIR, SweepRun, TrialRun, check_tracking, close_orphaned_runs, final_yardstick_of, find_trial_run, has_result,
     log_test_score, replay_spool, settle_trial,
 )
+from study.console import TrialEvents, quiet_ray_tune, short_leaderboard
 from study.trainable import run_trial
 from study import yardstick as ys
 
@@ -87,6 +88,24 @@ def check_address(address: str | None) -> None:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise UserError(f"--address {address}: no Ray head answers there ({exc.strerror or exc})") from None
+
+
+def frame_lines(space: SweepSpace) -> list[str]:
+    """Per search corner (study.space.corner_configs) and sequence: the pyramid level, the size and tiles the model
+    sees, and STRETCHED where an exact image_size changes a sequence's aspect: said before any trial runs."""
+    from bubbles.data.store import FrameStore
+    from bubbles.data.windows import make_splits, tile_lines
+    from study.space import corner_configs
+
+    out: list[str] = []
+    seen: set[Any] = set()
+    for label, cfg in corner_configs(space):
+        if (cfg.data, cfg.window) in seen:
+            continue
+        seen.add((cfg.data, cfg.window))
+        store = FrameStore.open(cfg.data.store)
+        out += [f"{label}: {line}" for line in tile_lines(store, cfg.data, make_splits(cfg.data, cfg.window, store))]
+    return out
 
 
 def check_resources(space: SweepSpace) -> None:
@@ -163,6 +182,7 @@ class SweepOutcome:
 def _searcher(space: SweepSpace, name: str, sweep_dir: Path) -> PruningOptunaSearch:
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its "new study created" lines are not trial events
     sampler = (
         optuna.samplers.TPESampler(seed=space.tune.seed)
         if space.tune.sampler == "tpe"
@@ -179,12 +199,19 @@ def _searcher(space: SweepSpace, name: str, sweep_dir: Path) -> PruningOptunaSea
     )
 
 
-def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_dir: Path):  # type: ignore[no-untyped-def]
+def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_dir: Path, events: TrialEvents, verbose: bool):  # type: ignore[no-untyped-def]
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if tune.Tuner.can_restore(str(sweep_dir)):
-        return tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True, resume_errored=True), True
+        # The restored run config is the saved one: this run's event lines and verbosity replace its own (Tune has
+        # no public setter; a Ray-client tuner keeps the saved ones).
+        tuner = tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        internal = getattr(tuner, "_local_tuner", None)
+        if internal is not None:
+            internal._run_config.callbacks = [events]
+            internal._run_config.verbose = 1 if verbose else 0
+        return tuner, True
     t = space.tune
     scheduler = (
         ASHAScheduler(time_attr="training_iteration", max_t=space.max_epochs(), grace_period=t.grace_period, reduction_factor=t.reduction_factor)
@@ -215,7 +242,8 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
             failure_config=tune.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             progress_reporter=reporter,
-            verbose=1,
+            callbacks=[events],
+            verbose=1 if verbose else 0,  # Ray's status tables only on request: the event lines say what matters
         ),
     )
     return tuner, False
@@ -323,6 +351,7 @@ def run_sweep(
     storage_shared: bool = True,
     preamble: Callable[[], None] | None = None,
     resume_command: str | None = None,
+    verbose: bool = False,
 ) -> SweepOutcome:
     """Run (or continue) the sweep `name` under storage/name; returns the leaderboard rows. storage_shared=False
     says storage is the local default, which a cluster of several nodes cannot use (checked before any MLflow run).
@@ -372,13 +401,18 @@ def run_sweep(
                                  protocol=protocol, baselines=val_yardstick.baselines().to_dict()),
             {"cpu": space.tune.cpu, "gpu": space.tune.gpu},
         )
-        tuner, resumed = _tuner(space, name, storage, fn, sweep_dir)
+        events = TrialEvents(space, echo)
+        if not verbose:
+            quiet_ray_tune()
+        tuner, resumed = _tuner(space, name, storage, fn, sweep_dir, events, verbose)
+        for line in frame_lines(space):
+            echo(f"warning: {line}" if "STRETCHED" in line else line)
         echo(f"{'continuing' if resumed else 'starting'} sweep {name!r} in {sweep_dir}")
         results = tuner.fit()
     finally:
         if started_ray:
             ray.shutdown()
-    resume_command = resume_command or f"python cli.py sweep {space.path} --name {name} --resume --storage {storage}"
+    resume_command = resume_command or f"bubbles-study sweep {space.path} --name {name} --resume --storage {storage}"
     tracked, unlogged, why_not = _replay(uri, sweep_dir / SPOOL_DIR, echo)
     import optuna
 
@@ -429,9 +463,12 @@ def run_sweep(
                 r.update({k: v for k, v in ys.columns(None, scored[r["trial"]].means()).items() if k.startswith("test_")})
                 if tracked and r["trial"] in new and r["mlflow_run"]:
                     log_test_score(r["mlflow_run"], scored[r["trial"]])
-    note = ys.leaderboard_note(has_test, space.evaluate.test_top_k)
+    note = ys.leaderboard_note(has_test, space.evaluate.test_top_k) + "\n\n" + leaderboard.COLUMNS_NOTE
     leaderboard.write(sweep_dir, ranked, note)
-    echo(leaderboard.markdown(ranked[:5], space, note))
+    if resumed and events.started == 0 and not interrupted:
+        echo(f"sweep {name!r} is complete ({len(rows)} of {space.tune.num_samples} trials), nothing left to run. "
+             f"A new sweep of this space: bubbles-study sweep {space.path} --name {name}-2 (or edit the file and give it a new --name)")
+    echo(leaderboard.markdown(ranked[:5], space, note) if verbose else short_leaderboard(ranked, space, note))
     if tracked:
         parent.finish(sweep_dir, ranked, interrupted)
         (sweep_dir / UNSETTLED_FILE).unlink(missing_ok=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sized
 from pathlib import Path
 
 from torch.utils.data import DataLoader
@@ -12,6 +12,22 @@ from bubbles.config import TrialConfig
 from bubbles.data.windows import WindowSplits, make_splits
 from bubbles.training.train import EpochResult, TrialResult, train
 from study.tracking import TrialRun
+
+
+def heartbeat(loader: Sized, epoch: int, epochs: int, echo: Callable[[str], object], every_s: float = 30.0,
+              clock: Callable[[], float] = time.monotonic) -> Iterator:
+    """Yield the loader's batches, saying every `every_s` seconds how far the epoch is (for logs and pipes, where
+    a progress bar cannot redraw): 'epoch 1/10: batch 37/270 (14%), 31 s, about 3m10s left in this epoch'."""
+    began = last = clock()
+    total = len(loader)
+    for i, batch in enumerate(loader, 1):  # type: ignore[call-overload]
+        yield batch
+        now = clock()
+        if now - last >= every_s and i < total:
+            last = now
+            left = (now - began) / i * (total - i)
+            echo(f"epoch {epoch + 1}/{epochs}: batch {i}/{total} ({100 * i // total}%), {now - began:.0f} s, "
+                 f"about {int(left) // 60}m{int(left) % 60:02d}s left in this epoch")
 
 
 def run_logged_trial(
@@ -38,13 +54,13 @@ def run_logged_trial(
         first = first or result.epoch
         if echo is not None:
             per_epoch = (now - began) / (result.epoch - first + 1)  # includes validation and checkpoints
-            echo(result.line(cfg.train.epochs, now - last, per_epoch * (cfg.train.epochs - result.epoch)))
+            echo(result.line(cfg.train.epochs, now - last, per_epoch * (cfg.train.epochs - result.epoch), cfg.train.best_by))
         last = now
 
     try:
         result = train(cfg, out_dir, report=report, resume=resume, splits=splits, batches=batches, on_cost=run.log_cost)
     except KeyboardInterrupt:
-        run.end("unfinished")
+        run.end("unfinished")  # stopped by the user: the last epoch's checkpoint is kept for --resume
         raise
     except BaseException:
         run.end("errored")

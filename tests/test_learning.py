@@ -15,6 +15,7 @@ from bubbles.training.train import train
 FAMILIES = {
     "predrnn_v2": {"model": "predrnn_v2", "st_layers": 1, "st_hidden": 16, "st_kernel": 3, "patch": 1, "decouple_beta": 0.0, "lr": 5e-3, "epochs": 6},
     "simvp": {"model": "simvp", "hid_s": 16, "hid_t": 32, "n_s": 1, "n_t": 1, "mlp_ratio": 4.0, "lr": 3e-3, "epochs": 8},
+    "evolution": {"model": "evolution", "ev_width": 8, "ev_depth": 2, "motion_scales": 2, "lr": 3e-3, "epochs": 2},
 }
 
 

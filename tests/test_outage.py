@@ -55,7 +55,7 @@ def test_outage_message_names_every_unfinished_run_and_resume_settles_them(tiny_
     uri = f"http://127.0.0.1:{port}"
     space = load_space(write_space(tmp_path, tiny_store, samples=3, text=OUTAGE))
     lines: list[str] = []
-    resume = f"python cli.py sweep {space.path} --name outage --resume --storage {tmp_path / 'sweeps'}"
+    resume = f"bubbles-study sweep {space.path} --name outage --resume --storage {tmp_path / 'sweeps'}"
     stop = threading.Event()
     killer = threading.Thread(target=_kill_when_first_trial_ends, args=(uri, proc.pid, stop), daemon=True)
     killer.start()

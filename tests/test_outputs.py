@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,21 @@ def test_train_out_refuses_foreign_directory(tmp_path: Path, monkeypatch: pytest
     result = CliRunner(env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}).invoke(main, ["train", "t.yaml", "--out", str(folder)])
     assert result.exit_code == 1 and "is not a training output" in result.output, result.output
     assert sorted(p.name for p in folder.iterdir()) == ["thesis.tex"]
+
+
+def test_replaced_output_has_one_file_mode(tmp_path: Path) -> None:
+    """A writer that leaves 0600 (safetensors' private temp file) does not make one file of an export unreadable to
+    the group: every file gets what open() gives under the umask."""
+    out = tmp_path / "export"
+    tmp = temp_sibling(out)
+    (tmp / "weights.safetensors").write_bytes(b"w")
+    (tmp / "weights.safetensors").chmod(0o600)
+    (tmp / "sub").mkdir(mode=0o700)
+    (tmp / "sub" / "a.png").write_bytes(b"p")
+    old = os.umask(0o022)
+    try:
+        replace_dir(tmp, out, "export")
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(out).as_posix(): p.stat().st_mode & 0o777 for p in out.rglob("*")}
+    assert modes == {"weights.safetensors": 0o644, "sub": 0o755, "sub/a.png": 0o644, ".bubbles-output.json": 0o644}

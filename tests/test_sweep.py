@@ -102,6 +102,12 @@ def test_smoke_sweep_end_to_end(tiny_store: Path, tmp_path: Path) -> None:
             assert t.intermediate_values
     with (outcome.directory / "leaderboard.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 6
+    # Run again: it says the sweep is complete and how to start another, and runs nothing.
+    again: list[str] = []
+    rerun = run_sweep(space, "e2e", tmp_path / "sweeps", uri, echo=again.append)
+    said = "\n".join(again)
+    assert "sweep 'e2e' is complete (6 of 6 trials)" in said and "--name e2e-2" in said, said
+    assert " started: " not in said and len(rerun.rows) == 6
     # No test split: one line says so where the test score would stand; validation is there for every trial.
     assert NO_TEST in (outcome.directory / "leaderboard.md").read_text()
     assert all(math.isnan(r["test_ssim_unbiased"]) for r in rows)
@@ -146,7 +152,8 @@ tracking: {{experiment: sweep-test}}
 def test_a_trial_that_raises_or_nans_fails_alone(tiny_store: Path, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     space = load_space(write_space(tmp_path, tiny_store, samples=3, text=FAULTS))
-    outcome = run_sweep(space, "faults", tmp_path / "sweeps", uri, trainable=flaky)
+    lines: list[str] = []
+    outcome = run_sweep(space, "faults", tmp_path / "sweeps", uri, trainable=flaky, echo=lines.append)
     by_lr = {r["lr"]: r["status"] for r in outcome.rows}
     assert by_lr == {1e-3: "completed", 2e-3: "errored", 3e-3: "nan"}
     kids = {k.data.params["lr"]: k for k in children(uri, outcome.parent_run_id)}
@@ -155,6 +162,14 @@ def test_a_trial_that_raises_or_nans_fails_alone(tiny_store: Path, tmp_path: Pat
     assert kids["0.003"].data.tags["trial_status"] == "nan"
     study = optuna.load_study(study_name="faults", storage=f"sqlite:///{outcome.directory / OPTUNA_DB}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL", "FAIL"]
+    # The console: one line per trial event, no Ray table, a short leaderboard.
+    text = "\n".join(lines)
+    assert text.count(" started: convlstm-L1-h4-16px-4to1-") == 3
+    objective = space.tune.objective
+    assert text.count(f" finished: {objective} ") == 1 and text.count(" stopped: NaN at epoch 1") == 1
+    assert text.count(" failed; the error is in ") == 1 and "== Status ==" not in text and "+---" not in text
+    board = text.split(f"top 3 by {objective} ({space.tune.mode})")[1].splitlines()[1:5]
+    assert board[0].split()[:4] == ["#", "trial", "model", "status"] and max(len(line) for line in board) <= 120
 
 
 @pytest.mark.parametrize(

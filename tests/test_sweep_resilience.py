@@ -66,13 +66,13 @@ def test_interrupt_then_resume_without_duplicates(tiny_store: Path, tmp_path: Pa
     # The command the sweep prints works as printed (run from the repository, as a user would): it names the storage.
     printed = out.split("interrupted: continue with", 1)[1].strip().splitlines()[0]
     words = shlex.split(printed)
-    assert words[:2] == ["python", "cli.py"] and "--storage" in words and "--resume" in words
+    assert words[:2] == ["bubbles-study", "sweep"] and "--storage" in words and "--resume" in words
     done_before = _finished_children(uri)
     assert 1 <= done_before < 8
     client = mlflow.MlflowClient(uri)
     interrupted = [r for r in client.search_runs([client.get_experiment_by_name("sweep-test").experiment_id]) if r.data.tags.get("sweep") == "resumable"]
     assert all(r.info.status != "RUNNING" for r in interrupted)  # marked honestly at the interrupt, not at resume
-    resumed = subprocess.run([sys.executable, *words[1:]], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([sys.executable, str(ROOT / "cli.py"), *words[1:]], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "continuing sweep 'resumable'" in resumed.stdout
     assert "#/experiments/" in resumed.stdout and "workflowType=machine_learning" in resumed.stdout  # a link that opens the runs table

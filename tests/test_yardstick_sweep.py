@@ -121,6 +121,13 @@ def test_test_split_is_untouched_during_the_sweep_and_scored_once_at_the_end(
         assert ("test_yardstick_ssim" in run.data.metrics) == (r["trial"] in record)
         assert len(client.get_metric_history(r["mlflow_run"], "yardstick_lead/ssim")) == 2
     assert all(w == windows[0] for w in windows) and len(windows[0]) == 12
+    # The report: validation against test for the top two, per-lead curves with the baselines, what won.
+    from study.report import write_report
+
+    page = write_report(uri, outcome.directory, tmp_path / "report").read_text()
+    assert "test − validation (ssim)" in page and "differs from the validation ssim by" in page
+    assert "What won, by window, size and family" in page and "<th>window</th>" in page and "<th>image_size</th>" in page
+    assert (tmp_path / "report" / "yardstick_leads.png").is_file()
     # A resumed sweep reads the test scores back: the test split is not scored a second time.
     before = (outcome.directory / "yardstick" / "test_scores.json").stat().st_mtime_ns
     scored, new = real_pass(space, ys.Protocol.from_dict(json.loads((outcome.directory / "yardstick" / "protocol.json").read_text())),

@@ -1,6 +1,6 @@
 """Bubble-level evaluation: detect bubbles in a frame and match predicted to target bubbles (counts, F1, errors).
 
-The detector (documented in the README, "Bubble metrics"), on a float frame in [0, 1]:
+The detector (documented in docs/evaluation.md, "Bubble metrics"), on a float frame in [0, 1]:
 1. background: a grey closing (dark bubbles) or opening (bright bubbles) with a square of side
    2·round(background_radius·H)+1, which erases every object smaller than that and keeps the slow light field;
 2. local contrast = background − frame (dark) or frame − background (bright), smoothed by a Gaussian (σ 0.7 px);

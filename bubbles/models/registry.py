@@ -1,4 +1,4 @@
-"""Model families by name: the sweep and the CLI choose one with `model: convlstm | predrnn_v2 | simvp`.
+"""Model families by name: the sweep and the CLI choose one with `model: convlstm | predrnn_v2 | simvp | evolution`.
 
 Each family module exports one record (bubbles.models.family.Family): its config dataclass, model class, size
 multiple, feedback and training hooks. Registering a family is one line in FAMILIES; the config layer, the training
@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from bubbles.errors import UserError
-from bubbles.models import convlstm, predrnn_v2, simvp
+from bubbles.models import convlstm, evolution, predrnn_v2, simvp
 from bubbles.models.family import Family
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (convlstm.FAMILY, predrnn_v2.FAMILY, simvp.FAMILY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (convlstm.FAMILY, predrnn_v2.FAMILY, simvp.FAMILY, evolution.FAMILY)}
 
 # A family's frozen config dataclass (ConvLSTMConfig, PredRNNv2Config, ...).
 ModelConfig = Any
