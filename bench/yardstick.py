@@ -81,7 +81,7 @@ def main() -> None:
     score = statistics.median(score_s)
     w = cfg.window
     print(f"trial: {cfg.model_name} {cfg.model.label()} {w.input_len}->{w.output_len} at {splits.frame_size[0]}x{splits.frame_size[1]}, "
-          f"{windows} training windows a epoch in {batches_per_epoch} batches of {cfg.train.batch_size}")
+          f"{windows} training windows per epoch in {batches_per_epoch} batches of {cfg.train.batch_size}")
     print(f"protocol: leads {protocol.leads[0]}..{protocol.horizon} at {protocol.size[0]}x{protocol.size[1]}, "
           f"{len(yardstick.windows)} windows, {protocol.epoch_windows} per epoch; baselines scored once in {baseline_s:.1f} s")
     print(f"epoch (estimated from {args.batches} x {args.repeats} batches): {epoch:.1f} s; per-epoch yardstick: {score:.2f} s "

@@ -281,6 +281,14 @@ def yardstick_metrics(score: Any, prefix: str, lead_prefix: str) -> list[Any]:
     return rows
 
 
+def final_yardstick_of(run_id: str) -> dict[str, float]:
+    """The trial-end yardstick means an MLflow trial run holds (final_yardstick_<metric>)."""
+    import mlflow
+
+    metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
+    return {k.removeprefix("final_yardstick_"): v for k, v in metrics.items() if k.startswith("final_yardstick_")}
+
+
 def log_test_score(run_id: str, score: Any) -> None:
     """The test-split pass of one trial: test_yardstick_<metric> (unbiased), its per-lead curves, its record."""
     import mlflow
@@ -292,14 +300,6 @@ def log_test_score(run_id: str, score: Any) -> None:
         path = Path(tmp) / "yardstick_test.json"
         path.write_text(json.dumps(score.to_dict(), indent=1))
         client.log_artifact(run_id, str(path))
-
-
-def final_yardstick_of(run_id: str) -> dict[str, float]:
-    """The trial-end yardstick means an MLflow trial run holds (final_yardstick_<metric>)."""
-    import mlflow
-
-    metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
-    return {k.removeprefix("final_yardstick_"): v for k, v in metrics.items() if k.startswith("final_yardstick_")}
 
 
 def find_trial_run(uri: str, experiment: str, parent_run_id: str, trial_id: str) -> str | None:

@@ -92,7 +92,11 @@ class YardstickScore:
 
     def means(self) -> dict[str, float]:
         """The objectives: each metric's mean over the protocol's leads."""
-        return {k: float(np.nanmean(self.per_lead[k])) for k in METRICS}
+        def mean(values: tuple[float, ...]) -> float:
+            finite = [v for v in values if np.isfinite(v)]  # bubble F1 is NaN at a lead where no frame has a bubble
+            return float(np.mean(finite)) if finite else float("nan")
+
+        return {k: mean(self.per_lead[k]) for k in METRICS}
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "protocol": self.protocol.to_dict(), "windows": [list(w) for w in self.windows],
