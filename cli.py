@@ -69,6 +69,7 @@ def main() -> None:
     Data:    synth, ingest, inspect
     Models:  train (one trial, no Ray), sweep (Ray Tune + Optuna + ASHA)
     Results: export, predict, report
+    Lab:     server (the tracking server on PostgreSQL)
     Honours MLFLOW_TRACKING_URI and RAY_ADDRESS.
     """
 
@@ -370,14 +371,16 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
         # A fresh local Ray needs no token: without this Ray 2.60 asks for one (or prints how to set one up).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
-    outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo,
-                        storage_shared=shared, preamble=list_windows, verbose=verbose)
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    again = _resume_command(space_file, name, storage, address)
+    outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo, storage_shared=shared,
+                        preamble=list_windows, resume_command=again, verbose=verbose)
     click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
     link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
     if link:
         click.echo(f"MLflow runs table: {link}")
     if outcome.interrupted:
-        click.echo(f"interrupted: continue with  bubbles-study sweep {space_file} --name {name} --resume", err=True)
+        click.echo(f"interrupted: continue with  {again}", err=True)
         sys.exit(130)
 
 
@@ -428,7 +431,10 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
     if register:
         check_tracking(uri)
         version, champion = ex.register(uri, register, path, chosen)
-        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else " (champion unchanged)"))
+        from study.tracking import model_version_link
+
+        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else " (champion unchanged)")
+                   + f"; load it with mlflow.pyfunc.load_model('models:/{register}/{version}'); see {model_version_link(uri, register, version)}")
 
 
 @main.command()
@@ -514,6 +520,48 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
     from study.sweep import check_name
 
     click.echo(f"wrote {write_report(uri, storage.resolve() / check_name(sweep_name), out.resolve())}")
+
+
+@main.command()
+@click.option("--backend-store-uri", "backend", required=True, metavar="URI",
+              help="postgresql://USER@HOST:PORT/DB (a lab's server), or sqlite:///FILE (one user).")
+@click.option("--artifacts", type=click.Path(path_type=Path), required=True,
+              help="Artifact destination, on storage that outlives the head node (the shared file system); clients "
+                   "upload and download through the server.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=5000, show_default=True)
+@click.option("--workers", default=4, show_default=True, help="Server processes (concurrent trial writers).")
+@click.option("--allowed-hosts", help="Host headers to accept besides localhost and private IPs (e.g. head.lab:5000).")
+def server(backend: str, artifacts: Path, host: str, port: int, workers: int, allowed_hosts: str | None) -> None:
+    """Run the study's MLflow tracking server (PostgreSQL backend, shared artifacts); see docs/lab-setup.md.
+
+    \b
+    Example:
+      bubbles-study server --backend-store-uri postgresql://mlflow@127.0.0.1:5432/mlflow --artifacts /shared/mlartifacts
+      then: MLFLOW_TRACKING_URI=http://127.0.0.1:5000 bubbles-study sweep ...
+    """
+    from study.server import ServerConfig, check, command, environment
+
+    cfg = ServerConfig(backend, artifacts.resolve(), host, port, workers, allowed_hosts)
+    for line in check(cfg):
+        click.echo(f"warning: {line}", err=True)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    click.echo(f"MLflow tracking server on http://{shown}:{port} (backend {cfg.scheme}, artifacts in {cfg.artifacts}); "
+               f"set MLFLOW_TRACKING_URI=http://{shown}:{port} for sweeps. Ctrl-C stops it.")
+    argv = command(cfg)
+    sys.stdout.flush()
+    os.execve(argv[0], argv, environment())  # the server replaces this process: signals reach it directly
+
+
+def _resume_command(space_file: Path, name: str, storage: Path, address: str | None) -> str:
+    """The command that continues this sweep as it was started: same storage, same Ray cluster (a command without
+    them looks under runs/sweeps, or starts a local Ray)."""
+    import shlex
+
+    words = ["bubbles-study", "sweep", str(space_file), "--name", name, "--resume", "--storage", str(storage)]
+    if address and address != "local":
+        words += ["--address", address]
+    return shlex.join(words)
 
 
 def _stop_on_ctrl_c() -> Callable[[], None]:
