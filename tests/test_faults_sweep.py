@@ -146,3 +146,19 @@ def test_resume_refuses_state_files_the_sweep_did_not_write(tmp_path: Path, tiny
     sweep_state.record(sweep)  # what --trust-state does before the check: the user vouches for the files as they are
     sweep_state.verify(sweep)
     _one_line(*_sweep(tmp_path, str(space), "--name", "s", "--trust-state"), "--trust-state goes with --resume")
+
+
+def test_a_trial_optuna_finished_is_not_reported_again(tmp_path: Path) -> None:
+    """Found after a `kill -9` of the driver: Ray restored an experiment state older than Optuna's database and ran
+    a finished trial's last epoch again; Optuna's UpdateFinishedTrialError ended the resumed sweep in a traceback."""
+    import optuna
+
+    from study.sweep import PruningOptunaSearch
+
+    searcher = PruningOptunaSearch(space={"lr": optuna.distributions.FloatDistribution(1e-3, 1e-2)}, metric="objective",
+                                   mode="max", study_name="s", storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}"))
+    assert searcher.suggest("t1") is not None
+    searcher._ot_study.tell(searcher._ot_trials["t1"], 0.5)  # what the killed driver had recorded
+    searcher.on_trial_result("t1", {"objective": 0.4, "training_iteration": 2})
+    searcher.on_trial_complete("t1", {"objective": 0.4, "training_iteration": 2, "epoch": 2, "epochs_planned": 2})
+    assert [t.state.name for t in searcher._ot_study.get_trials()] == ["COMPLETE"]
