@@ -223,7 +223,7 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
         tuner = tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
         internal = getattr(tuner, "_local_tuner", None)
         if internal is not None:
-            internal._run_config.callbacks = [events]
+            internal._run_config.callbacks = [events, sweep_state.StateDigest(sweep_dir)]
             internal._run_config.verbose = 1 if verbose else 0
         return tuner, True
     t = space.tune
