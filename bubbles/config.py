@@ -188,6 +188,9 @@ def from_json(text: str) -> TrialConfig:
     """Inverse of TrialConfig.to_json (used by checkpoints and exports)."""
     params = json.loads(text)
     params.pop("window", None)
+    family = FAMILIES.get(params.get("model", DEFAULT_MODEL))
+    for name in _READ_BY_SOME - set(family.reads if family else ()):  # saved when predrnn_v2 read teacher_forcing
+        params.pop(name, None)
     if isinstance(params.get("image_size"), int):  # saved before HxW existed: frames were squashed to S x S
         params["image_size"] = f"{params['image_size']}x{params['image_size']}"
     return trial_config(params, "saved config")

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
+from study.tracking import metric_history  # noqa: E402
 from study.yardstick import NO_TEST, SHOWN, TEST, VALIDATION, YARDSTICK_DIR  # noqa: E402
 
 TOP_CURVES = 3
@@ -42,14 +43,14 @@ def protocol_line(sweep_dir: Path) -> str:
             f"resized up before any metric. The baselines ({', '.join(p['baselines'])}) were scored once on the same frames.")
 
 
-def sections(rows: list[dict[str, str]], sweep_dir: Path, client: Any, out: Path, objective: str,
+def sections(rows: list[dict[str, str]], sweep_dir: Path, out: Path, objective: str,
              png: Callable[[Any, Path], str], img: Callable[[str, str], str], fmt: Callable[[Any], str]) -> list[str]:
     """HTML sections (empty for a sweep without yardstick columns)."""
     if not rows or "val_ssim_selection" not in rows[0]:
         return []
     out_sections = [f"<h2>The yardstick</h2><p>{html.escape(protocol_line(sweep_dir))}</p>"]
     out_sections.append(_validation_vs_test(rows, sweep_dir, objective, fmt))
-    out_sections.append(_curves(rows, client, out, png, img))
+    out_sections.append(_curves(rows, out, png, img))
     out_sections.append(_what_won(rows, objective, fmt))
     return [s for s in out_sections if s]
 
@@ -76,14 +77,14 @@ def _validation_vs_test(rows: list[dict[str, str]], sweep_dir: Path, objective: 
     return head + text + "".join(table) + "</table>"
 
 
-def _curves(rows: list[dict[str, str]], client: Any, out: Path, png: Callable[[Any, Path], str], img: Callable[[str, str], str]) -> str:
+def _curves(rows: list[dict[str, str]], out: Path, png: Callable[[Any, Path], str], img: Callable[[str, str], str]) -> str:
     top = [r for r in rows if r.get("mlflow_run") and math.isfinite(_num(r.get("val_ssim_selection")))][:TOP_CURVES]
     if not top:
         return ""
 
     def history(run: str, name: str) -> tuple[list[int], list[float]]:
-        points = sorted(client.get_metric_history(run, name), key=lambda m: m.step)
-        return [m.step for m in points], [m.value for m in points]
+        points = metric_history(run, name)
+        return [step for step, _ in points], [value for _, value in points]
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), sharex=True)
     for k, r in enumerate(top):

@@ -38,7 +38,7 @@ def _store(where: str, key: str, value: object) -> str:
     return value
 
 
-def _detector(where: str, key: str, value: Any) -> tuple[tuple[str, Any], ...]:
+def parse_detector(where: str, key: str, value: Any) -> tuple[tuple[str, Any], ...]:
     """The `detector` mapping: DetectorConfig field names; polarity a choice, the rest non-negative numbers."""
     from bubbles.evaluation.bubbles import DETECTOR_FIELDS  # the detector's own field list; read only here
     from bubbles.params import parse_choice, parse_float
@@ -129,7 +129,7 @@ class DataConfig:
     detector: tuple[tuple[str, Any], ...] = param((), "detector", "bubble detector settings over the store's "
                                                   "calibration, e.g. {polarity: bright, max_diameter: 0.3, min_contrast: "
                                                   "0.05} (lengths in frame heights; docs/real-recordings.md)",
-                                                  parse=_detector, show=dict)
+                                                  parse=parse_detector, show=dict)
 
 
 Segment = tuple[str, int, int]  # sequence name, first frame, end frame (exclusive)
