@@ -162,3 +162,24 @@ def test_a_trial_optuna_finished_is_not_reported_again(tmp_path: Path) -> None:
     searcher.on_trial_result("t1", {"objective": 0.4, "training_iteration": 2})
     searcher.on_trial_complete("t1", {"objective": 0.4, "training_iteration": 2, "epoch": 2, "epochs_planned": 2})
     assert [t.state.name for t in searcher._ot_study.get_trials()] == ["COMPLETE"]
+
+
+def test_a_failed_trial_is_one_console_line() -> None:
+    """Before: Tune logged a failed trial with its whole traceback (~94 lines through Ray's worker) on the console.
+    The filter the sweep puts on Tune's logger keeps one line with the error; error.txt keeps the traceback."""
+    import logging
+    import sys
+
+    from study.console import OneLineTrialErrors
+
+    try:
+        raise RuntimeError("line 1 of the worker's traceback\n  ...\nRuntimeError: injected failure")
+    except RuntimeError:
+        record = logging.LogRecord("ray.tune.execution.tune_controller", logging.ERROR, __file__, 1,
+                                   "Trial task failed for trial %s", ("run_trial_1dfa84a5",), sys.exc_info())
+    assert OneLineTrialErrors().filter(record)
+    text = logging.Formatter().format(record)
+    assert text == ("Trial task failed for trial run_trial_1dfa84a5: RuntimeError: injected failure "
+                    "(traceback in the trial's error.txt)")
+    other = logging.LogRecord("ray.tune", logging.WARNING, __file__, 1, "something else", (), None)
+    assert OneLineTrialErrors().filter(other) and logging.Formatter().format(other) == "something else"
