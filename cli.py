@@ -252,7 +252,7 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
         check_output_dir(out_dir, "train")  # training writes into it (and resumes there): only our own or a new one
     # Everything that can refuse (store, split, --resume) runs before any output or MLflow run exists.
     splits = make_splits(cfg.data, cfg.window)
-    from bubbles.data.windows import tile_lines
+    from bubbles.data.tiles import tile_lines
 
     sizes = tile_lines(splits.train.cache.store, cfg.data, splits)
     for line in sizes if not dry_run else ():

@@ -94,7 +94,8 @@ def frame_lines(space: SweepSpace) -> list[str]:
     """Per search corner (study.space.corner_configs) and sequence: the pyramid level, the size and tiles the model
     sees, and STRETCHED where an exact image_size changes a sequence's aspect: said before any trial runs."""
     from bubbles.data.store import FrameStore
-    from bubbles.data.windows import make_splits, tile_lines
+    from bubbles.data.tiles import tile_lines
+    from bubbles.data.windows import make_splits
     from study.space import corner_configs
 
     out: list[str] = []
