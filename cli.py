@@ -74,6 +74,21 @@ def main() -> None:
     """
 
 
+def _detector_sets(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+    """--detector KEY=VALUE pairs, checked as the `detector` parameter is."""
+    import yaml
+
+    from bubbles.data.windows import parse_detector
+
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UserError(f"--detector {pair!r}: expected KEY=VALUE, e.g. roi_bottom=0.92")
+        values[key.strip()] = yaml.safe_load(value)
+    return parse_detector("predict", "--detector", values)
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -186,6 +201,13 @@ def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
 
         for line in calibrate_store(store.resolve()):
             click.echo(f"detector calibration: {line}")
+    else:
+        from bubbles.data.calibrate import describe
+        from bubbles.data.store import FrameStore
+
+        for name, info in sorted(FrameStore.open(store).sequences.items()):
+            if "detector_calibration" in info.meta.extra:
+                click.echo(f"detector calibration: {describe(name, info.meta.extra['detector_calibration'])}")
     if verify:
         click.echo(verify_store(store, record_missing=record))
 
@@ -230,11 +252,9 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
         check_output_dir(out_dir, "train")  # training writes into it (and resumes there): only our own or a new one
     # Everything that can refuse (store, split, --resume) runs before any output or MLflow run exists.
     splits = make_splits(cfg.data, cfg.window)
-    from bubbles.data.windows import tile_lines
+    from bubbles.data.tiles import tile_lines
 
     sizes = tile_lines(splits.train.cache.store, cfg.data, splits)
-    for line in sizes if not dry_run else ():
-        click.echo(f"{'warning: ' if 'STRETCHED' in line else ''}{line}", err="STRETCHED" in line)
     if dry_run:
         click.echo(yaml.safe_dump(cfg.flat(), sort_keys=False).rstrip())
         for key, value in describe(cfg, splits).items():
@@ -257,6 +277,9 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
 
         check_resume(resume.resolve(), cfg)
     splits.check_frames()  # a damaged chunk stops here, before the output directory and the MLflow run exist
+    for line in sizes:  # the dry run lists every sequence; training says only what is stretched
+        if "STRETCHED" in line:
+            click.echo(f"warning: {line} (give image_size as a short side, or tile: HxW, to keep the aspect)", err=True)
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -423,12 +446,15 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="With --input: keep only this box (native pixels).")
 @click.option("--colormap", metavar="NAME", help="With --input: a rendering in this matplotlib colour map (as ingest --colormap).")
 @click.option("--frames", "frame_range", metavar="START:STOP", help="With --input: keep these source frames (as ingest --frames).")
+@click.option("--detector", "detector_sets", multiple=True, metavar="KEY=VALUE",
+              help="Bubble-detector setting over the calibration (repeatable), e.g. --detector roi_bottom=0.92.")
 @click.option("--start", default=0, show_default=True, help="First context frame.")
 @click.option("--steps", type=int, help="Frames to predict (default: the trained horizon).")
 @click.option("--autoregressive", is_flag=True, help="Roll out beyond the trained horizon on its own predictions.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
 def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input: Path | None, crop: str | None, colormap: str | None,
-            frame_range: str | None, start: int, steps: int | None, autoregressive: bool, out: Path) -> None:
+            frame_range: str | None, detector_sets: tuple[str, ...], start: int, steps: int | None, autoregressive: bool,
+            out: Path) -> None:
     """Predict frames with an exported model: strip.png, rollout.gif, prediction.npy, metrics when targets exist.
 
     \b
@@ -452,7 +478,7 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
         raise UserError("predict: --colormap and --frames apply to --input (a store's frames were converted at ingest)")
     request = PredictRequest(model_dir.resolve(), out, start, steps, autoregressive, store.resolve() if store else None, sequence,
                              raw_input, parse_crop(crop) if crop else None, colormap,
-                             parse_frames(frame_range) if frame_range else None)
+                             parse_frames(frame_range) if frame_range else None, _detector_sets(detector_sets))
     summary = run_predict(request)
     for warning in summary.get("warnings", []):  # type: ignore[union-attr]
         click.echo(f"warning: {warning}", err=True)

@@ -94,7 +94,8 @@ def frame_lines(space: SweepSpace) -> list[str]:
     """Per search corner (study.space.corner_configs) and sequence: the pyramid level, the size and tiles the model
     sees, and STRETCHED where an exact image_size changes a sequence's aspect: said before any trial runs."""
     from bubbles.data.store import FrameStore
-    from bubbles.data.windows import make_splits, tile_lines
+    from bubbles.data.tiles import tile_lines
+    from bubbles.data.windows import make_splits
     from study.space import corner_configs
 
     out: list[str] = []
@@ -404,8 +405,15 @@ def run_sweep(
         if not verbose:
             quiet_ray_tune()
         tuner, resumed = _tuner(space, name, storage, fn, sweep_dir, events, verbose)
-        for line in frame_lines(space):
+        lines = frame_lines(space)
+        stretched = [line for line in lines if "STRETCHED" in line]
+        for line in lines if verbose else stretched:
             echo(f"warning: {line}" if "STRETCHED" in line else line)
+        if not verbose and lines:
+            # One line per search corner and sequence is a screenful before the first trial: the count, and the
+            # stretched ones above (the only ones a user must act on).
+            echo(f"frame sizes: {len(lines)} search-corner x sequence reads checked (pyramid level, size, tiles), "
+                 f"{len(stretched)} stretched; --verbose lists them")
         echo(f"{'continuing' if resumed else 'starting'} sweep {name!r} in {sweep_dir}")
         results = tuner.fit()
     finally:
