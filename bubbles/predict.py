@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +51,7 @@ class PredictRequest:
     crop: tuple[int, int, int, int] | None = None
     colormap: str | None = None  # --input is a colour-mapped rendering: inverted as ingest --colormap does
     frames: tuple[int | None, int | None] | None = None  # --input's source frames to keep, as ingest --frames
+    detector: tuple[tuple[str, Any], ...] = ()  # bubble-detector settings over the bundle's and the store's
 
 
 def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> np.ndarray:
@@ -183,7 +185,7 @@ def predict(request: PredictRequest) -> dict[str, object]:
         context = _channels(cache.frames(name, request.start, request.start + n_in), inputs)
         end = min(total, request.start + n_in + steps)
         target = _channels(cache.frames(name, request.start + n_in, end), outputs) if end > request.start + n_in else None
-        detector = sequence_detector(cache.store.sequences[name].meta.extra, dict(getattr(cfg.data, "detector", ())))
+        detector = sequence_detector(cache.store.sequences[name].meta.extra, dict(cfg.data.detector) | dict(request.detector))
     pred, motion = rollout(model, context, horizon, steps), motion_rollout(model, context, horizon, steps)
     out = request.out.resolve()
     check_output_dir(out, "prediction")
