@@ -41,6 +41,22 @@ def test_zero_motion_and_zero_residual_is_persistence_exactly() -> None:
     assert torch.equal(out, x[:, -1:].expand(2, 7, 1, 20, 28))
 
 
+def test_the_observed_frame_is_interpolated_once_per_lead() -> None:
+    """Half a pixel to the right per lead: at lead 4 the frame is the last one moved by exactly 2 pixels (one
+    interpolation of a composed map), not a blur of four half-pixel resamplings."""
+    model = Evolution(EvolutionConfig(width=4, depth=1, input_len=2, output_len=4, frame_size=(12, 16))).eval()
+    with torch.no_grad():
+        model.motion_heads[0].bias[0::2] = 0.5  # u of every lead; v and the residual stay zero
+    x = torch.rand(1, 2, 1, 12, 16)
+    out = model(x, future=4)
+    # Exact away from the inflow edge (there the clamped edge pixel flows in, as in the flow baseline).
+    assert torch.equal(out[0, 3, 0, :, 4:], x[0, -1, 0, :, 2:-2])
+    chained = x[:, -1]
+    for _ in range(4):
+        chained = advect(chained, torch.tensor([0.5, 0.0]).view(1, 2, 1, 1).expand(1, 2, 12, 16))
+    assert (chained[0, 0, :, 4:] - x[0, -1, 0, :, 2:-2]).abs().max() > 0.05  # what resampling each lead would do
+
+
 @pytest.mark.parametrize("substeps", [1, 4])
 def test_uniform_shift_is_reproduced_within_interpolation_error(substeps: int) -> None:
     h, w, (dx, dy) = 32, 40, (2.5, -1.5)
