@@ -69,8 +69,24 @@ def main() -> None:
     Data:    synth, ingest, inspect
     Models:  train (one trial, no Ray), sweep (Ray Tune + Optuna + ASHA)
     Results: export, predict, report
+    Lab:     server (the tracking server on PostgreSQL)
     Honours MLFLOW_TRACKING_URI and RAY_ADDRESS.
     """
+
+
+def _detector_sets(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+    """--detector KEY=VALUE pairs, checked as the `detector` parameter is."""
+    import yaml
+
+    from bubbles.data.windows import parse_detector
+
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UserError(f"--detector {pair!r}: expected KEY=VALUE, e.g. roi_bottom=0.92")
+        values[key.strip()] = yaml.safe_load(value)
+    return parse_detector("predict", "--detector", values)
 
 
 def _fmt(value: float | None) -> str:
@@ -185,6 +201,13 @@ def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
 
         for line in calibrate_store(store.resolve()):
             click.echo(f"detector calibration: {line}")
+    else:
+        from bubbles.data.calibrate import describe
+        from bubbles.data.store import FrameStore
+
+        for name, info in sorted(FrameStore.open(store).sequences.items()):
+            if "detector_calibration" in info.meta.extra:
+                click.echo(f"detector calibration: {describe(name, info.meta.extra['detector_calibration'])}")
     if verify:
         click.echo(verify_store(store, record_missing=record))
 
@@ -229,10 +252,18 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
         check_output_dir(out_dir, "train")  # training writes into it (and resumes there): only our own or a new one
     # Everything that can refuse (store, split, --resume) runs before any output or MLflow run exists.
     splits = make_splits(cfg.data, cfg.window)
+    from bubbles.data.tiles import tile_lines
+
+    sizes = tile_lines(splits.train.cache.store, cfg.data, splits)
     if dry_run:
         click.echo(yaml.safe_dump(cfg.flat(), sort_keys=False).rstrip())
         for key, value in describe(cfg, splits).items():
             click.echo(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
+        for line in sizes:
+            click.echo(line)
+        for line in sizes:
+            if "STRETCHED" in line:
+                click.echo(f"warning: {line} (give image_size as a short side, or tile: HxW, to keep the aspect)", err=True)
         for line in coverage_lines(splits):
             click.echo(line)
         for line in coverage_warnings(splits):
@@ -246,6 +277,9 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
 
         check_resume(resume.resolve(), cfg)
     splits.check_frames()  # a damaged chunk stops here, before the output directory and the MLflow run exist
+    for line in sizes:  # the dry run lists every sequence; training says only what is stretched
+        if "STRETCHED" in line:
+            click.echo(f"warning: {line} (give image_size as a short side, or tile: HxW, to keep the aspect)", err=True)
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -338,14 +372,16 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
         # A fresh local Ray needs no token: without this Ray 2.60 asks for one (or prints how to set one up).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
-    outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo,
-                        storage_shared=shared, preamble=list_windows, verbose=verbose)
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    again = _resume_command(space_file, name, storage, address)
+    outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo, storage_shared=shared,
+                        preamble=list_windows, resume_command=again, verbose=verbose)
     click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
     link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
     if link:
         click.echo(f"MLflow runs table: {link}")
     if outcome.interrupted:
-        click.echo(f"interrupted: continue with  bubbles-study sweep {space_file} --name {name} --resume", err=True)
+        click.echo(f"interrupted: continue with  {again}", err=True)
         sys.exit(130)
 
 
@@ -396,7 +432,10 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
     if register:
         check_tracking(uri)
         version, champion = ex.register(uri, register, path, chosen)
-        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else " (champion unchanged)"))
+        from study.tracking import model_version_link
+
+        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else " (champion unchanged)")
+                   + f"; load it with mlflow.pyfunc.load_model('models:/{register}/{version}'); see {model_version_link(uri, register, version)}")
 
 
 @main.command()
@@ -405,11 +444,17 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 @click.option("--sequence", help="Sequence in the store.")
 @click.option("--input", "raw_input", type=click.Path(path_type=Path), help="Instead of a store: a folder of frames, a video, a TIFF stack or a .npy array.")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="With --input: keep only this box (native pixels).")
+@click.option("--colormap", metavar="NAME", help="With --input: a rendering in this matplotlib colour map (as ingest --colormap).")
+@click.option("--frames", "frame_range", metavar="START:STOP", help="With --input: keep these source frames (as ingest --frames).")
+@click.option("--detector", "detector_sets", multiple=True, metavar="KEY=VALUE",
+              help="Bubble-detector setting over the calibration (repeatable), e.g. --detector roi_bottom=0.92.")
 @click.option("--start", default=0, show_default=True, help="First context frame.")
 @click.option("--steps", type=int, help="Frames to predict (default: the trained horizon).")
 @click.option("--autoregressive", is_flag=True, help="Roll out beyond the trained horizon on its own predictions.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
-def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input: Path | None, crop: str | None, start: int, steps: int | None, autoregressive: bool, out: Path) -> None:
+def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input: Path | None, crop: str | None, colormap: str | None,
+            frame_range: str | None, detector_sets: tuple[str, ...], start: int, steps: int | None, autoregressive: bool,
+            out: Path) -> None:
     """Predict frames with an exported model: strip.png, rollout.gif, prediction.npy, metrics when targets exist.
 
     \b
@@ -418,7 +463,8 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
       bubbles-study predict exports/smoke-best --input recordings/run07/ --steps 30 --autoregressive --out pred07/
     """
     from bubbles.outputs import check_output_dir
-    from bubbles.data.ingest import parse_crop
+    from bubbles.data.ingest import parse_crop, parse_frames
+    from bubbles.evaluation.metrics import COLLAPSE_THRESHOLD
     from bubbles.predict import PredictRequest, predict as run_predict
 
     if (store is None) == (raw_input is None):
@@ -428,8 +474,11 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     check_output_dir(out.resolve(), "prediction")
     if crop and raw_input is None:
         raise UserError("predict: --crop applies to --input (a store's frames were cropped at ingest)")
+    if (colormap or frame_range) and raw_input is None:
+        raise UserError("predict: --colormap and --frames apply to --input (a store's frames were converted at ingest)")
     request = PredictRequest(model_dir.resolve(), out, start, steps, autoregressive, store.resolve() if store else None, sequence,
-                             raw_input, parse_crop(crop) if crop else None)
+                             raw_input, parse_crop(crop) if crop else None, colormap,
+                             parse_frames(frame_range) if frame_range else None, _detector_sets(detector_sets))
     summary = run_predict(request)
     for warning in summary.get("warnings", []):  # type: ignore[union-attr]
         click.echo(f"warning: {warning}", err=True)
@@ -439,7 +488,9 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
         line += (f"; lead 1: SSIM {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f}), skill vs the strongest "  # type: ignore[index]
                  f"baseline ({m['strongest'][0]}) {m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
                  f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score "  # type: ignore[index]
-                 + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)"))  # type: ignore[arg-type]
+                 + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)")  # type: ignore[arg-type]
+                 + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
+                    f"{COLLAPSE_THRESHOLD}); this model predicts blur" if summary.get("collapsed") else ""))
     click.echo(line)
     for field, f in summary.get("fields", {}).items():  # type: ignore[union-attr]
         if f:
@@ -470,6 +521,48 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
     from study.sweep import check_name
 
     click.echo(f"wrote {write_report(uri, storage.resolve() / check_name(sweep_name), out.resolve())}")
+
+
+@main.command()
+@click.option("--backend-store-uri", "backend", required=True, metavar="URI",
+              help="postgresql://USER@HOST:PORT/DB (a lab's server), or sqlite:///FILE (one user).")
+@click.option("--artifacts", type=click.Path(path_type=Path), required=True,
+              help="Artifact destination, on storage that outlives the head node (the shared file system); clients "
+                   "upload and download through the server.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=5000, show_default=True)
+@click.option("--workers", default=4, show_default=True, help="Server processes (concurrent trial writers).")
+@click.option("--allowed-hosts", help="Host headers to accept besides localhost and private IPs (e.g. head.lab:5000).")
+def server(backend: str, artifacts: Path, host: str, port: int, workers: int, allowed_hosts: str | None) -> None:
+    """Run the study's MLflow tracking server (PostgreSQL backend, shared artifacts); see docs/lab-setup.md.
+
+    \b
+    Example:
+      bubbles-study server --backend-store-uri postgresql://mlflow@127.0.0.1:5432/mlflow --artifacts /shared/mlartifacts
+      then: MLFLOW_TRACKING_URI=http://127.0.0.1:5000 bubbles-study sweep ...
+    """
+    from study.server import ServerConfig, check, command, environment
+
+    cfg = ServerConfig(backend, artifacts.resolve(), host, port, workers, allowed_hosts)
+    for line in check(cfg):
+        click.echo(f"warning: {line}", err=True)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    click.echo(f"MLflow tracking server on http://{shown}:{port} (backend {cfg.scheme}, artifacts in {cfg.artifacts}); "
+               f"set MLFLOW_TRACKING_URI=http://{shown}:{port} for sweeps. Ctrl-C stops it.")
+    argv = command(cfg)
+    sys.stdout.flush()
+    os.execve(argv[0], argv, environment())  # the server replaces this process: signals reach it directly
+
+
+def _resume_command(space_file: Path, name: str, storage: Path, address: str | None) -> str:
+    """The command that continues this sweep as it was started: same storage, same Ray cluster (a command without
+    them looks under runs/sweeps, or starts a local Ray)."""
+    import shlex
+
+    words = ["bubbles-study", "sweep", str(space_file), "--name", name, "--resume", "--storage", str(storage)]
+    if address and address != "local":
+        words += ["--address", address]
+    return shlex.join(words)
 
 
 def _stop_on_ctrl_c() -> Callable[[], None]:

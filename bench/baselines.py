@@ -1,6 +1,6 @@
 """Baselines: which optical-flow estimator, and what the evaluation costs beside training.
 
-    python bench/baselines.py [--flow-size 128] [--flow-windows 40] [--cost-size 64]
+    python bench/baselines.py [--flow-size 128] [--flow-windows 40] [--cost-size 64] [--real STORE [--levels 1,2]]
 
 1. Flow estimators on synthetic frames (default 128²): scikit-image's iterative Lucas-Kanade (`optical_flow_ilk`)
    and TV-L1 (`optical_flow_tvl1`), each followed by the same semi-Lagrangian advection, against persistence: MSE per
@@ -10,6 +10,12 @@
    --cost-size 64): each baseline's forecast, the bubble metrics of one predicted frame, the model's forward pass
    and a training step; then, for the default store's split, one epoch's training time, the per-epoch validation
    (the model's own metrics, no baselines) as a share of it, and the final evaluation with every baseline.
+
+3. With --real STORE (a store of recordings, calibrated at ingest): on every one-field sequence, at each pyramid
+   level of --levels, MSE per lead 1..5 of persistence, the flow baseline before (ILK window H/16, the uncalibrated
+   default) and after (window from the sequence's calibrated bubble diameter, baselines.flow_radius), and the
+   variants a nowcasting practitioner would try: the mean motion of the last 2 and 3 pairs, a Gaussian-smoothed
+   field, and TV-L1; from windows of 6 context frames starting every 3 frames.
 
 Human-readable lines, then one JSON object as the very last line.
 """
@@ -73,6 +79,49 @@ def flow_choice(store: FrameStore, windows: int) -> dict[str, object]:
     }
 
 
+def _variant_field(context: np.ndarray, kind: str, radius: int) -> np.ndarray:
+    """The motion field of one practitioner's variant from a window's context frames (T, H, W)."""
+    from scipy.ndimage import gaussian_filter
+
+    if kind == "tvl1":
+        return baselines.motion_field(context[-2], context[-1], "tvl1")
+    if kind.startswith("pairs"):  # mean motion of the last k pairs
+        k = int(kind[-1])
+        return np.mean([baselines.motion_field(context[-j - 1], context[-j], "ilk", radius) for j in range(1, k + 1)], axis=0)
+    u = baselines.motion_field(context[-2], context[-1], "ilk", radius)
+    return np.stack([gaussian_filter(c, radius / 2) for c in u])  # "smoothed"
+
+
+def real_flow(store: FrameStore, levels: list[int]) -> dict[str, object]:
+    """Persistence, flow before / after the calibrated window, and variants, on a store of recordings."""
+    context_len, out = 6, {}
+    for name, info in sorted(store.sequences.items()):
+        if len(info.fields) != 1:
+            continue
+        typical = float(info.meta.extra.get("detector", {}).get("typical_diameter", 0.0))
+        for level in levels:
+            if level >= len(info.level_sizes):
+                continue
+            frames = store.read(name, level).astype(np.float32) / 255
+            h = frames.shape[1]
+            after = baselines.flow_radius(h, typical * h)
+            rows = {k: np.zeros(LEADS) for k in ("persistence", "flow before", "flow after", "pairs2", "pairs3", "smoothed", "tvl1")}
+            starts = range(0, len(frames) - context_len - LEADS + 1, 3)
+            for t in starts:
+                context, target = frames[t : t + context_len], frames[t + context_len : t + context_len + LEADS]
+                mse = lambda f: ((f - target) ** 2).mean(axis=(1, 2))  # noqa: E731
+                rows["persistence"] += mse(baselines.persistence(context[None], LEADS)[0])
+                rows["flow before"] += mse(baselines.flow_extrapolation(context[None], LEADS)[0])
+                rows["flow after"] += mse(baselines.flow_extrapolation(context[None], LEADS, scale=typical * h)[0])
+                for kind in ("pairs2", "pairs3", "smoothed", "tvl1"):
+                    rows[kind] += mse(baselines.advect(context[-1], _variant_field(context, kind, after), LEADS))
+            out[f"{name}@{h}x{frames.shape[2]}"] = {
+                "windows": len(starts), "radius_before": baselines.flow_radius(h), "radius_after": after,
+                "mse_per_lead": {k: [round(float(v), 6) for v in r / len(starts)] for k, r in rows.items()},
+            }
+    return out
+
+
 def evaluation_cost(store_path: Path, size: int) -> dict[str, object]:
     """Per-window costs at the seed configuration, and their shares of an epoch on this store's split."""
     window = WindowConfig(input_len=20, output_len=1)
@@ -123,6 +172,9 @@ def main() -> None:
     ap.add_argument("--flow-size", type=int, default=128)
     ap.add_argument("--flow-windows", type=int, default=40)
     ap.add_argument("--cost-size", type=int, default=64)
+    ap.add_argument("--real", type=Path, help="a store of recordings (calibrated at ingest) to run part 3 on")
+    ap.add_argument("--levels", default="1,2", help="pyramid levels of --real to run part 3 at")
+    ap.add_argument("--skip-cost", action="store_true", help="skip part 2")
     args = ap.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="bench-baselines-") as tmp:
@@ -133,17 +185,26 @@ def main() -> None:
         for name, row in flow["mse_per_lead"].items():  # type: ignore[union-attr]
             ms = flow["ms_per_pair"].get(name)  # type: ignore[union-attr]
             print(f"  {name:12s} " + " ".join(f"{v:.5f}" for v in row) + (f"   {ms} ms per pair" if ms else ""))
-        cost_store = Path(tmp) / "default.zarr"
-        synth_store(str(cost_store), SynthConfig(), workers=2)  # the default store, as `sweep` makes it
-        cost = evaluation_cost(cost_store, args.cost_size)
-    print(f"seed configuration at {cost['size']}², per window (ms):")
-    for name, ms in cost["ms_per_window"].items():  # type: ignore[union-attr]
-        print(f"  {name:30s} {ms:10.2f}")
-    print(f"default store: {cost['train_windows']} training / {cost['val_windows']} validation windows; "
-          f"epoch {cost['epoch_training_s']} s, validation {cost['validation_per_epoch_s']} s "
-          f"({100 * cost['validation_share_of_epoch']:.1f}% of the epoch), final evaluation with every baseline "
-          f"{cost['final_evaluation_s']} s ({cost['final_evaluation_in_epochs']} epochs)")
-    print(json.dumps({"flow": flow, "cost": cost}))
+        cost: dict[str, object] = {}
+        if not args.skip_cost:
+            cost_store = Path(tmp) / "default.zarr"
+            synth_store(str(cost_store), SynthConfig(), workers=2)  # the default store, as `sweep` makes it
+            cost = evaluation_cost(cost_store, args.cost_size)
+    if cost:
+        print(f"seed configuration at {cost['size']}², per window (ms):")
+        for name, ms in cost["ms_per_window"].items():  # type: ignore[union-attr]
+            print(f"  {name:30s} {ms:10.2f}")
+        print(f"default store: {cost['train_windows']} training / {cost['val_windows']} validation windows; "
+              f"epoch {cost['epoch_training_s']} s, validation {cost['validation_per_epoch_s']} s "
+              f"({100 * cost['validation_share_of_epoch']:.1f}% of the epoch), final evaluation with every baseline "
+              f"{cost['final_evaluation_s']} s ({cost['final_evaluation_in_epochs']} epochs)")
+    real = real_flow(FrameStore.open(args.real), [int(v) for v in args.levels.split(",")]) if args.real else {}
+    for key, entry in real.items():
+        print(f"{key}: {entry['windows']} windows, ILK radius {entry['radius_before']} px before, "
+              f"{entry['radius_after']} px after; MSE at leads 1..{LEADS}:")
+        for name, row in entry["mse_per_lead"].items():  # type: ignore[index]
+            print(f"  {name:12s} " + " ".join(f"{v:.5f}" for v in row))
+    print(json.dumps({"flow": flow, "cost": cost, "real": real}))
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def stub_trial(config: dict[str, Any], space: Any, uri: str, parent_run_id: str,
         t = time.perf_counter()
         run.log_epoch(result)
         if epoch == cfg.train.epochs:
-            run.finish()
+            run.end("completed")
         mlflow_s += time.perf_counter() - t
         metrics = {"objective": value, "epoch": epoch, "epochs_planned": cfg.train.epochs, "trial_status": "running",
                    "mlflow_s": mlflow_s, "report_s": report_s, "inside_s": time.perf_counter() - began}
@@ -113,7 +113,7 @@ def main() -> None:
     optuna_s: dict[str, list[float]] = defaultdict(list)
     timed(sweep_module.PruningOptunaSearch, ("suggest", "on_trial_result", "on_trial_complete"), optuna_s)
     driver_mlflow: dict[str, list[float]] = defaultdict(list)  # the driver's per-trial MLflow calls after fit()
-    for name in ("find_trial_run", "close_trial_run", "evaluate_stopped_trial", "mark_interrupted"):
+    for name in ("find_trial_run", "settle_trial", "evaluate_stopped_trial"):
         setattr(sweep_module, name, _timer(getattr(sweep_module, name), driver_mlflow[name]))
     try:
         store = tmp / "tiny.zarr"

@@ -125,7 +125,9 @@ def walk(dest: Path, found: list[Block], timeout_s: float) -> tuple[list[dict], 
     script = ["set -eo pipefail", f"cd {json.dumps(str(dest))}"]
     for b in found:
         script += [f"echo {b.index} > {LOG_DIR}/current", f"date +%s.%N > {LOG_DIR}/start-{b.index}",
-                   "{", b.code, f"}} > {LOG_DIR}/out-{b.index}.txt 2>&1", f"date +%s.%N > {LOG_DIR}/end-{b.index}"]
+                   f"cat /proc/loadavg > {LOG_DIR}/load-{b.index}",
+                   "{", b.code, f"}} > {LOG_DIR}/out-{b.index}.txt 2>&1", f"date +%s.%N > {LOG_DIR}/end-{b.index}",
+                   f"cat /proc/loadavg >> {LOG_DIR}/load-{b.index}", f"times > {LOG_DIR}/times-{b.index}"]
     (logs / "walk.sh").write_text("\n".join(script) + "\n")
     proc = subprocess.run(["bash", str(logs / "walk.sh")], env=walk_env(dest), timeout=timeout_s,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True)
@@ -137,11 +139,30 @@ def walk(dest: Path, found: list[Block], timeout_s: float) -> tuple[list[dict], 
             break
         text = out.read_text() if out.exists() else ""
         seconds = float(end.read_text()) - float(start.read_text()) if end.exists() else None
+        load = logs / f"load-{b.index}"
+        # The machine's 1-minute load average at the block's start and end: a shared machine's times say little
+        # without it (2 cores: a load of 2 is a full machine).
+        loads = [float(line.split()[0]) for line in load.read_text().splitlines()] if load.exists() else []
         records.append({"block": b.index, "line": b.line, "command": b.first_command, "seconds": seconds,
+                        "load": loads, "cpu_s": _children_cpu(logs, b.index),
                         "output_lines": len(text.splitlines()),
                         "longest_line": max((len(x) for x in text.splitlines()), default=0)})
     failed = None if proc.returncode == 0 else int((logs / "current").read_text())
     return records, failed
+
+
+def _children_cpu(logs: Path, index: int) -> float | None:
+    """CPU seconds (user + system) of the processes the block's commands waited for: bash's `times` after it, minus
+    after the one before. Ray's worker processes are not among them: for a sweep this is the driver's share only."""
+    def total(i: int) -> float | None:
+        path = logs / f"times-{i}"
+        if not path.exists():
+            return None if i >= 0 else 0.0
+        children = path.read_text().splitlines()[-1].split()  # "1m2.5s 0m0.3s": user and system of the children
+        return sum(int(t.split("m")[0]) * 60 + float(t.split("m")[1].rstrip("s")) for t in children)
+
+    now, before = total(index), total(index - 1)
+    return None if now is None or before is None else round(now - before, 1)
 
 
 def main() -> None:
@@ -161,7 +182,9 @@ def main() -> None:
     records, failed = walk(dest, found, args.timeout)
     for r in records:
         secs = "failed" if r["seconds"] is None else f"{r['seconds']:7.1f} s"
-        print(f"block {r['block']} (README line {r['line']}): {secs}  {r['output_lines']:4d} lines  {r['command']}")
+        cpu = "" if r["cpu_s"] is None else f"  cpu {r['cpu_s']:.0f} s"
+        load = "" if not r["load"] else f"  load {'->'.join(f'{x:.1f}' for x in r['load'])}"
+        print(f"block {r['block']} (README line {r['line']}): {secs}{cpu}{load}  {r['output_lines']:4d} lines  {r['command']}")
     if failed is not None:
         print(f"block {failed} failed; its output: {dest / LOG_DIR / f'out-{failed}.txt'}")
     print(json.dumps({"tiny": args.tiny, "total_s": round(time.perf_counter() - began, 1), "failed_block": failed,

@@ -3,6 +3,8 @@
     python bench/step.py                       # CPU: 3x64, 3x3, 32² and 64², 10->10, batch 4
     python bench/step.py --device cuda --sizes 128 256 --amp both
     python bench/step.py --model simvp --device cuda --amp both     # the other families: their own steps/s only
+    python bench/step.py --patch 4 --layers 4 --hidden 128 --kernel 5 --sizes 64   # OpenSTL's ConvLSTM benchmark
+                                               # configuration: patch 4 against patch 1, side by side
 
 For each size: the outputs of both implementations from one set of weights (max |difference|), training steps/s
 (forward + backward + Adam, interleaved A/B/A/B to share the machine's noise), the speed-up, and the achieved
@@ -130,6 +132,28 @@ def family_steps(args: argparse.Namespace, device: torch.device, amps: list, t_i
                   f"{args.batch / secs:.2f} samples/s; forward {gflops:.2f} GFLOPs per window")
 
 
+def patch_steps(args: argparse.Namespace, device: torch.device, amps: list, t_in: int, t_out: int, out: dict) -> None:
+    """ConvLSTM seq2seq with patch 1 and with --patch side by side (interleaved): training steps/s and the ratio."""
+    for size in args.sizes:
+        models = {}
+        for p in (1, args.patch):
+            cfg = ConvLSTMConfig(layers=args.layers, hidden=(args.hidden,), kernel=args.kernel, peephole="frame",
+                                 mode="seq2seq", patch=p, frame_size=(size, size))
+            torch.manual_seed(0)
+            models[f"patch{p}"] = ConvLSTM(cfg).to(device).train()
+        x = torch.rand(args.batch, t_in, 1, size, size, device=device)
+        y = torch.rand(args.batch, t_out, 1, size, size, device=device)
+        for amp in amps:
+            tag = f"{size}" + ("" if amp is None else f"_amp_{str(amp).split('.')[-1]}")
+            secs = time_steps({k: make_step(m, x, y, amp) for k, m in models.items()}, args.repeats, device)
+            one, many = secs["patch1"], secs[f"patch{args.patch}"]
+            out[f"steps_per_s_patch1_{tag}"] = round(1 / one, 3)
+            out[f"steps_per_s_patch{args.patch}_{tag}"] = round(1 / many, 3)
+            out[f"patch{args.patch}_speedup_{tag}"] = round(one / many, 2)
+            print(f"convlstm {args.layers}x{args.hidden} k{args.kernel} {size}² {args.window} batch {args.batch}, amp {amp or 'off'}: "
+                  f"patch 1 {1 / one:.3f} steps/s, patch {args.patch} {1 / many:.3f} steps/s -> {one / many:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", choices=["convlstm", "predrnn_v2", "simvp"], default="convlstm",
@@ -138,6 +162,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--kernel", type=int, default=3, help="ConvLSTM gate kernel of --patch runs")
+    ap.add_argument("--patch", type=int, default=0, help="convlstm: time patch 1 against this patch instead of the reference")
     ap.add_argument("--window", default="10->10")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
@@ -158,8 +184,8 @@ def main() -> None:
     out: dict[str, float] = {"gemm_peak_gflops": round(peak / 1e9, 1), "matmul_gflops": round(matmul / 1e9, 1)}
     amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     amps = {"off": [None], "on": [amp_dtype], "both": [None, amp_dtype]}[args.amp]
-    if args.model != "convlstm":
-        family_steps(args, device, amps, t_in, t_out, out)
+    if args.model != "convlstm" or args.patch:
+        (patch_steps if args.patch else family_steps)(args, device, amps, t_in, t_out, out)
         print(json.dumps(out))
         return
     for size in args.sizes:

@@ -17,6 +17,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -37,6 +38,8 @@ def main() -> None:
     ap.add_argument("--seed-point", type=int, default=0)
     ap.add_argument("--batches", type=int, default=6, help="training batches timed per repeat")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--windows", type=int, default=0, help="protocol windows (0: the space's); the per-epoch subset "
+                    "is the same size either way, fewer only shortens the one-off baseline scoring")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if not Path("data/synthetic.zarr").exists():
@@ -45,6 +48,8 @@ def main() -> None:
         synth_store(str(Path("data/synthetic.zarr").resolve()), SynthConfig(), workers=1)
     space = load_space(args.space)
     protocol = protocol_of(space, open_store(space))
+    if args.windows:
+        protocol = replace(protocol, windows=max(args.windows, protocol.epoch_windows))
     cfg = space.trial_config(space.seed_points[args.seed_point])
     splits = make_splits(cfg.data, cfg.window)
     cfg = cfg.at_frame_size(splits.frame_size).at_fields(splits.channels, splits.targets)
@@ -81,7 +86,7 @@ def main() -> None:
     score = statistics.median(score_s)
     w = cfg.window
     print(f"trial: {cfg.model_name} {cfg.model.label()} {w.input_len}->{w.output_len} at {splits.frame_size[0]}x{splits.frame_size[1]}, "
-          f"{windows} training windows a epoch in {batches_per_epoch} batches of {cfg.train.batch_size}")
+          f"{windows} training windows per epoch in {batches_per_epoch} batches of {cfg.train.batch_size}")
     print(f"protocol: leads {protocol.leads[0]}..{protocol.horizon} at {protocol.size[0]}x{protocol.size[1]}, "
           f"{len(yardstick.windows)} windows, {protocol.epoch_windows} per epoch; baselines scored once in {baseline_s:.1f} s")
     print(f"epoch (estimated from {args.batches} x {args.repeats} batches): {epoch:.1f} s; per-epoch yardstick: {score:.2f} s "

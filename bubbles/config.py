@@ -176,6 +176,10 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
     assert set(context) == set(CONTEXT_FIELDS)
     model = _model_config(where, family, p, context, exact)
     data = replace(data, size_multiple=family.size_multiple(model), feedback=family.feeds_back(model))
+    if data.tile is not None and getattr(model, "peephole", None) == "frame":
+        # One peephole weight per pixel of one frame size: such a model cannot train on tiles and run on frames.
+        raise fail(where, "tile", "convlstm's frame peepholes hold one weight per pixel of a fixed frame; with tiles "
+                   "set peephole: channel (or none)")
     return TrialConfig(data=data, window=window, model_name=model_name, model=model,
                        train=TrainConfig(**parse_section(TrainConfig, where, p)))
 
@@ -184,6 +188,9 @@ def from_json(text: str) -> TrialConfig:
     """Inverse of TrialConfig.to_json (used by checkpoints and exports)."""
     params = json.loads(text)
     params.pop("window", None)
+    family = FAMILIES.get(params.get("model", DEFAULT_MODEL))
+    for name in _READ_BY_SOME - set(family.reads if family else ()):  # saved when predrnn_v2 read teacher_forcing
+        params.pop(name, None)
     if isinstance(params.get("image_size"), int):  # saved before HxW existed: frames were squashed to S x S
         params["image_size"] = f"{params['image_size']}x{params['image_size']}"
     return trial_config(params, "saved config")

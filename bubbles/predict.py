@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from bubbles.evaluation.bubbles import DetectorConfig, sequence_detector
 from bubbles.evaluation import baselines
 from bubbles.evaluation.scoring import Scores, strongest_skill
 from bubbles.evaluation.yardstick import rollout as rollout_batch
-from bubbles.evaluation.metrics import CollapseMeter
+from bubbles.evaluation.metrics import COLLAPSE_THRESHOLD, CollapseMeter
 from bubbles.evaluation.figures import bubble_strip, prediction_strip
 from bubbles.models.warp import predict_with_motion
 from bubbles.data.ingest import IngestRequest, ingest
@@ -48,6 +49,9 @@ class PredictRequest:
     sequence: str | None = None
     raw_input: Path | None = None
     crop: tuple[int, int, int, int] | None = None
+    colormap: str | None = None  # --input is a colour-mapped rendering: inverted as ingest --colormap does
+    frames: tuple[int | None, int | None] | None = None  # --input's source frames to keep, as ingest --frames
+    detector: tuple[tuple[str, Any], ...] = ()  # bubble-detector settings over the bundle's and the store's
 
 
 def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> np.ndarray:
@@ -99,7 +103,8 @@ def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path, notes: li
     say about it — repeated frames, a range set by outliers — goes to `notes`)."""
     if request.raw_input is not None:
         store_path = tmp / "input.zarr"
-        ingest(IngestRequest(request.raw_input.resolve(), store_path, sequence="input", crop=request.crop), warn=notes.append)
+        ingest(IngestRequest(request.raw_input.resolve(), store_path, sequence="input", crop=request.crop,
+                             colormap=request.colormap, frames=request.frames), warn=notes.append)
         return FrameCache(FrameStore.open(store_path), size), "input"
     if request.store is None or request.sequence is None:
         raise UserError("predict: give --store and --sequence, or --input with a folder of frames or a video")
@@ -130,7 +135,8 @@ def window_metrics(
     of the model and each baseline, the strongest baseline by MSE and the skill against it and against persistence."""
     m = len(target)
     names = [b for b in baselines.BASELINES if b != "climatology" or mean_frame is not None]
-    forecasts = {"model": pred[None]} | {b: baselines.forecast(b, context[None], m, mean_frame) for b in names}
+    scale = detector.typical_diameter * context.shape[-2]  # the calibrated bubble size sets the flow's window
+    forecasts = {"model": pred[None]} | {b: baselines.forecast(b, context[None], m, mean_frame, scale) for b in names}
     scores = Scores(list(forecasts), m)
     scores.add(forecasts, target[None], [detector])
     leads = {k: f.leads() for k, f in scores.frames.items()}
@@ -179,7 +185,7 @@ def predict(request: PredictRequest) -> dict[str, object]:
         context = _channels(cache.frames(name, request.start, request.start + n_in), inputs)
         end = min(total, request.start + n_in + steps)
         target = _channels(cache.frames(name, request.start + n_in, end), outputs) if end > request.start + n_in else None
-        detector = sequence_detector(cache.store.sequences[name].meta.extra, dict(getattr(cfg.data, "detector", ())))
+        detector = sequence_detector(cache.store.sequences[name].meta.extra, dict(cfg.data.detector) | dict(request.detector))
     pred, motion = rollout(model, context, horizon, steps), motion_rollout(model, context, horizon, steps)
     out = request.out.resolve()
     check_output_dir(out, "prediction")
@@ -206,6 +212,7 @@ def predict(request: PredictRequest) -> dict[str, object]:
                 # Variation across one frame is undefined: a one-frame prediction has no collapse score (null).
                 score = rollout_collapse(pred[: len(target), 0], target[:, 0]) if len(target) > 1 else float("nan")  # type: ignore[index, arg-type]
                 summary["collapse_score"] = _json_number(score)
+                summary["collapsed"] = bool(score < COLLAPSE_THRESHOLD)  # NaN (one frame): not collapsed, not known
         if target is not None:
             (tmp / "metrics.json").write_text(json.dumps(summary, indent=1))
         replace_dir(tmp, out, "prediction")

@@ -89,9 +89,13 @@ class TrialEvents(Callback):
         elif epoch < planned:
             self._say(f"trial {tid} stopped by ASHA after epoch {epoch}/{planned}: {self._objective(result)}")
         else:
-            best = _best(trial, self.space.tune.mode)
-            self._say(f"trial {tid} finished: {self._objective(result)} after {epoch} epoch{'s' if epoch != 1 else ''}"
-                      + (f" (best epoch {best:.4f})" if best is not None and not math.isclose(best, result.get("objective", best)) else ""))
+            name = self.space.tune.objective
+            final = result.get(f"final_{name}")  # a yardstick objective: best.pt on all the protocol's windows
+            if isinstance(final, (int, float)) and math.isfinite(final):
+                self._say(f"trial {tid} finished after {epoch} epoch{'s' if epoch != 1 else ''}: {name} {final:.4f} "
+                          f"(best.pt on every protocol window; the leaderboard ranks by it)")
+            else:
+                self._say(f"trial {tid} finished after {epoch} epoch{'s' if epoch != 1 else ''}: {self._objective(result)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = getattr(trial, "error_file", None) or getattr(trial, "path", "")
@@ -99,13 +103,6 @@ class TrialEvents(Callback):
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._say(f"trial {short_id(trial.trial_id)} lost its worker; restarting from its last checkpoint")
-
-
-def _best(trial: Any, mode: str) -> float | None:
-    """The trial's best epoch objective from Tune's in-memory metric analysis, when it has one."""
-    stats = getattr(trial, "metric_analysis", {}).get("objective", {})
-    value = stats.get(mode)
-    return float(value) if isinstance(value, (int, float)) else None
 
 
 def short_leaderboard(rows: list[dict[str, Any]], space: SweepSpace, note: str = "", top: int = 5) -> str:

@@ -23,10 +23,9 @@ from bubbles.training.train import COST
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import make_splits, split_segments
 from study.sweep import PARENT_FILE, read_parent
-from study.tracking import configure, experiment_id
+from study.tracking import download_file, register_export, trial_files
 from study.yardstick import NO_TEST, TEST, VALIDATION
 
-CHAMPION = "champion"
 # The epoch metric and the end-of-trial evaluation's name for the same number (same windows, same formula).
 OBJECTIVE_METRIC = {
     "val_ssim": "final_ssim", "val_mse": "final_mse", "val_psnr": "final_psnr", "val_skill_persistence": "final_skill_persistence",
@@ -123,35 +122,21 @@ def from_run(uri: str, run_id: str, objective: str | None = None) -> Chosen:
     """An MLflow trial run: its checkpoints/best.pt and evaluation.json artifacts. The objective shown is the one
     the evaluation of these weights measured: best.pt was picked by the sweep's objective, so it is also the
     leaderboard's value."""
-    import mlflow
-
-    configure(uri)
-    client = mlflow.MlflowClient()
-    try:
-        run = client.get_run(run_id)
-    except Exception:
-        raise UserError(f"MLflow run {run_id!r} not found in {uri}") from None
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            checkpoints = Path(client.download_artifacts(run_id, "checkpoints", tmp))
-            evaluation = Path(client.download_artifacts(run_id, "evaluation.json", tmp))
-        except Exception:
-            raise UserError(f"MLflow run {run_id}: no checkpoints/best.pt + evaluation.json (a finished trial has them)") from None
+        run_name, metrics, tags, checkpoints, evaluation = trial_files(uri, run_id, Path(tmp))
         chosen = from_checkpoint_dir(checkpoints)
         chosen.evaluation = Evaluation.from_dict(json.loads(evaluation.read_text()))
-        try:
-            protocol, validation = _yardstick_record(Path(client.download_artifacts(run_id, "yardstick.json", tmp)))
-        except Exception:
-            protocol, validation = "", {}  # a run logged before the yardstick
-    test = {k.removeprefix("test_yardstick_"): v for k, v in run.data.metrics.items() if k.startswith("test_yardstick_")}
+        record = download_file(run_id, "yardstick.json", Path(tmp))
+        protocol, validation = _yardstick_record(record) if record else ("", {})  # none: a run logged before the yardstick
+    test = {k.removeprefix("test_yardstick_"): v for k, v in metrics.items() if k.startswith("test_yardstick_")}
     if validation:
         chosen.yardstick = {"protocol": protocol, VALIDATION: validation, TEST: test or _why_no_test(chosen.cfg)}
     if objective is not None:
         chosen.objective_name, chosen.mode = objective, best_by_mode(objective)
         chosen.objective = objective_of(chosen.evaluation, objective, validation)
-    chosen.source = f"MLflow run {run_id} ({run.info.run_name})"
-    if "gflops_per_window" in run.data.metrics and "parameters" in run.data.metrics:
-        chosen.cost = ModelCost.from_dict(run.data.metrics | {"device": run.data.tags.get("cost_device", "unknown")})
+    chosen.source = f"MLflow run {run_id} ({run_name})"
+    if "gflops_per_window" in metrics and "parameters" in metrics:
+        chosen.cost = ModelCost.from_dict(metrics | {"device": tags.get("cost_device", "unknown")})
     chosen.run_id = run_id
     return chosen
 
@@ -203,56 +188,19 @@ def export(chosen: Chosen, out: Path, onnx: bool) -> Path:
     return write_bundle(out, model, chosen.cfg, info, chosen.evaluation, onnx=onnx, climatology=climatology)
 
 
-def _mlmodel(directory: Path, chosen: Chosen) -> None:
-    """An MLmodel file with the bundle's tensor signature and an input example, so the registry shows a schema."""
-    from mlflow.models import Model, infer_signature
-
+def register(uri: str, name: str, bundle: Path, chosen: Chosen) -> tuple[str, bool]:
+    """Register the export directory as a version of `name` (study.tracking.register_export), linked to the trial
+    run it came from; `champion` moves to it if it is better. Returns (version, became champion)."""
     from bubbles.bundle import example_input
 
     x = example_input(chosen.cfg).numpy()
-    y = np.zeros((x.shape[0], chosen.cfg.window.output_len, *x.shape[2:]), dtype=np.float32)
-    model = Model(artifact_path="bundle", run_id=chosen.run_id, signature=infer_signature(x, y))
-    model.save(str(directory / "MLmodel"))
-    np.save(directory / "input_example.npy", x)
-
-
-def register(uri: str, name: str, bundle: Path, chosen: Chosen) -> tuple[str, bool]:
-    """Log the export as a model version of `name`, linked to the trial run it came from; move the `champion` alias
-    to it if it beats the current champion on the objective (or there is none). Returns (version, became champion)."""
-    import mlflow
-
-    configure(uri)
-    client = mlflow.MlflowClient()
-    exp = client.get_experiment_by_name("bubbles-exports")
-    exp_id = exp.experiment_id if exp else experiment_id("bubbles-exports", uri)
-    run = client.create_run(exp_id, run_name=f"export-{name}", tags={"source": chosen.source})
-    client.log_artifacts(run.info.run_id, str(bundle), "bundle")
-    with tempfile.TemporaryDirectory() as tmp:
-        _mlmodel(Path(tmp), chosen)
-        client.log_artifacts(run.info.run_id, tmp, "bundle")
-    value = round(chosen.objective, 6)
-    client.log_metric(run.info.run_id, chosen.objective_name, value)
-    client.set_terminated(run.info.run_id)
-    try:
-        client.get_registered_model(name)
-    except Exception:
-        client.create_registered_model(name)
-    tags = {"objective": chosen.objective_name, "value": f"{value:.6g}", "mode": chosen.mode, "export_run": run.info.run_id}
+    y = np.zeros((x.shape[0], chosen.cfg.window.output_len, chosen.cfg.model.out_channels, *x.shape[3:]), dtype=np.float32)
+    tags: dict[str, str] = {}
     for score, key in ((VALIDATION, "validation_selection"), (TEST, "test_unbiased")):
         means = chosen.yardstick.get(score)
         if isinstance(means, dict):
             tags |= {f"{key}_{k}": f"{v:.6g}" for k, v in means.items() if k in ("ssim", "mse", "bubble_f1", "skill")}
         elif means:
             tags[key] = str(means)[:250]
-    version = client.create_model_version(name, f"{run.info.artifact_uri}/bundle", run_id=chosen.run_id or run.info.run_id, tags=tags)
-    better = True
-    try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
-        old = float(current.tags.get("value", "nan"))
-        sign = 1.0 if chosen.mode == "max" else -1.0
-        better = not math.isfinite(old) or sign * (value - old) > 0
-    except Exception:
-        pass  # no champion yet
-    if better:
-        client.set_registered_model_alias(name, CHAMPION, version.version)
-    return str(version.version), better
+    return register_export(uri, name, bundle, chosen.source, chosen.run_id,
+                           (chosen.objective_name, chosen.objective, chosen.mode), (x, y), tags)

@@ -10,6 +10,11 @@ from typing import Any
 from study.space import SweepSpace
 
 TOP = 5
+# Why `objective` and `bubble_f1` may differ for one trial (issue 20 saw 0.0373 beside 0.0016 with no word why).
+COLUMNS_NOTE = ("objective: the sweep's objective as the trial last reported it (the yardstick's per-epoch windows, or "
+                "its own validation windows); bubble_f1: best.pt's final evaluation on every validation window of its "
+                "own leads. Both bubble F1s pool TP/FP/FN over frames and leads (a forecast without bubbles scores 0), "
+                "so with objective val_bubble_f1 they differ only by epoch and windows")
 
 
 def row(trial_id: str, run_id: str | None, outcome: str, config: dict[str, Any], metrics: dict[str, Any], objective: Any,

@@ -22,7 +22,7 @@ from bubbles.errors import UserError  # noqa
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling  # noqa: E402
 from study.pareto import COST_COLUMNS, cost_section  # noqa: E402
 from study.sweep import OPTUNA_DB, PARENT_FILE, read_parent  # noqa: E402
-from study.tracking import configure  # noqa: E402
+from study.tracking import SweepRun, configure, download_folder, metric_history, run_params  # noqa: E402
 from study import yardstick_report  # noqa: E402
 
 WHY = {
@@ -114,16 +114,12 @@ def write_report(uri: str, sweep_dir: Path, out: Path) -> Path:
         replace_dir(tmp, out, "report")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    import mlflow
-
-    mlflow.MlflowClient().log_artifacts(parent_run_id, str(out), "report")
+    SweepRun(parent_run_id).log_report(out)
     return out / "index.html"
 
 
 def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
     """The report's files into the directory out; returns the parent run id."""
-    import mlflow
-
     marker = sweep_dir / PARENT_FILE
     if not marker.is_file():
         raise UserError(f"{sweep_dir}: no sweep here (no {PARENT_FILE})")
@@ -131,17 +127,19 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
     rows = _read_leaderboard(sweep_dir)
     name = sweep_dir.name
     configure(uri)
-    client = mlflow.MlflowClient()
     objective = parent.get("objective", "val_ssim")
     sections: list[str] = []
 
     cols = [c for c in rows[0] if c != "mlflow_run"] if rows else []
-    table = ["<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"]
+    params = cols[cols.index("status") + 1 : cols.index("objective")] if "status" in cols and "objective" in cols else []
+    # The objective next to the trial id: it is what the table is ranked by, and it must show without scrolling.
+    shown_cols = ["trial", "objective", *[c for c in cols if c not in ("trial", "objective")]] if cols else []
+    table = ["<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in shown_cols) + "</tr>"]
     for k, r in enumerate(rows):
         cls = ' class="best"' if k == 0 else ""
-        table.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>")
-    sections.append(f"<h2>Leaderboard ({len(rows)} trials, by {objective})</h2>" + "".join(table) + "</table>")
-    sections += yardstick_report.sections(rows, sweep_dir, client, out, objective, _png, _img, _fmt)
+        table.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in shown_cols) + "</tr>")
+    sections.append(f"<h2>Leaderboard ({len(rows)} trials, by {objective})</h2><div class=\"wide\">" + "".join(table) + "</table></div>")
+    sections += yardstick_report.sections(rows, sweep_dir, out, objective, _png, _img, _fmt)
 
     importances, note = _importances(sweep_dir, name)
     imp_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in importances.items())
@@ -149,71 +147,32 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
                     + (f"<table><tr><th>parameter</th><th>importance</th></tr>{imp_rows}</table>" if importances else "")
                     + (f"<p>{html.escape(note)}</p>" if note else ""))
 
-    measured = ("trial", "status", "objective", *(c for c in cols if c.endswith(("_selection", "_unbiased"))), "epochs_trained", "node", "ssim_lead1", "ssim_last", "skill_persistence", "bubble_f1", *COST_COLUMNS)
-    params = [c for c in cols if c not in measured]
     if params:
-        fig, axes = plt.subplots(1, len(params), figsize=(3.2 * len(params), 3), squeeze=False)
-        for ax, p in zip(axes[0], params):
-            shown = [r for r in rows if r[p] != "" and _finite(r["objective"])]
-            xs = [_num_or_str(r[p]) for r in shown]
-            ys = [float(r["objective"]) for r in shown]
-            colors = ["C0" if r["status"] == "completed" else "C3" for r in shown]
-            if all(isinstance(x, float) for x in xs):
-                ax.scatter(xs, ys, c=colors)
-                if p in ("lr", "weight_decay") and min(xs, default=0) > 0:
-                    ax.set_xscale("log")
-                    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=4))
-                    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlapped
-                    ax.tick_params(axis="x", labelrotation=30)
-            else:
-                labels = sorted({str(x) for x in xs})
-                ax.scatter([labels.index(str(x)) for x in xs], ys, c=colors)
-                ax.set_xticks(range(len(labels)), labels, rotation=30)
-            ax.set_xlabel(p)
-        axes[0][0].set_ylabel(objective)
         sections.append("<h2>Objective against each parameter</h2><p>blue: completed, red: stopped early / failed</p>"
-                        + _img(_png(fig, out / "objective_vs_params.png"), "objective vs parameters"))
+                        + _img(_png(_param_grid(rows, params, objective), out / "objective_vs_params.png"), "objective vs parameters"))
 
     sections.append(cost_section(rows, objective, parent.get("mode", "max"), out, _png, _img, _fmt))
 
     top = [r for r in rows if r["status"] == "completed" and r.get("mlflow_run")][:3]
     # Lines over leads need trials that predict more than one frame: the best three of those (finished or stopped).
-    multi = [r for r in rows if r.get("mlflow_run") and len(client.get_metric_history(r["mlflow_run"], "lead/ssim")) > 1][:3]
+    multi = [r for r in rows if r.get("mlflow_run") and len(metric_history(r["mlflow_run"], "lead/ssim")) > 1][:3]
     if top and not multi:
         sections.append("<h2>Per-lead-time curves</h2><p>No evaluated trial predicts more than one frame: no curve over leads.</p>")
     if multi:
-        fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 3.6))
-        for k, r in enumerate(multi):
-            for ax, metric in ((a1, "ssim"), (a2, "psnr")):
-                hist = sorted(client.get_metric_history(r["mlflow_run"], f"lead/{metric}"), key=lambda m: m.step)
-                base = sorted(client.get_metric_history(r["mlflow_run"], f"lead/persistence_{metric}"), key=lambda m: m.step)
-                ax.plot([m.step for m in hist], [m.value for m in hist], "o-", color=f"C{k}", label=f"trial {r['trial']}")
-                ax.plot([m.step for m in base], [m.value for m in base], "x--", color=f"C{k}", alpha=0.5, label=f"persistence ({r['trial']})")
-            for metric, style in (("bubble_f1", "o-"), ("sharpness", "s:")):
-                hist = sorted(client.get_metric_history(r["mlflow_run"], f"lead/{metric}"), key=lambda m: m.step)
-                a3.plot([m.step for m in hist], [m.value for m in hist], style, color=f"C{k}", label=f"{metric} ({r['trial']})")
-        for ax, label in ((a1, "SSIM"), (a2, "PSNR dB"), (a3, "bubble F1 (—), sharpness (···)")):
-            ax.set_xlabel("lead time (frames ahead)")
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            ax.set_ylabel(label)
-        a1.legend(fontsize=7)
-        a3.legend(fontsize=7)
-        sections.append("<h2>Per-lead-time SSIM and PSNR of the best multi-frame trials against persistence; bubble F1 and "
-                        "sharpness ratio (1 = as sharp as the target, a blur is well below)</h2>"
-                        + _img(_png(fig, out / "lead_curves.png"), "per-lead curves"))
+        sections.append("<h2>Per-lead-time SSIM and PSNR of the best multi-frame trials against persistence (one curve "
+                        "per window length); bubble F1 and sharpness ratio (1 = as sharp as the target, a blur is well "
+                        "below)</h2><p>Each trial's own picture of its curves beside every baseline is in its MLflow "
+                        "run (lead_curves.png).</p>" + _img(_png(_lead_figure(multi), out / "lead_curves.png"), "per-lead curves"))
     if top:
         with tempfile.TemporaryDirectory() as tmp:
-            try:
-                local = Path(client.download_artifacts(top[0]["mlflow_run"], "strips", tmp))
-                strips = sorted(local.glob("*.png"))
-            except Exception:
-                strips = []
+            strips = [p for p in download_folder(top[0]["mlflow_run"], "strips", Path(tmp)) if p.suffix == ".png"][:3]
             imgs = []
             for s in strips:
                 target = out / f"best_{s.name}"
                 target.write_bytes(s.read_bytes())
                 imgs.append(_img(base64.b64encode(target.read_bytes()).decode(), s.name))
-        sections.append(f"<h2>Prediction strips of the best trial ({html.escape(top[0]['trial'])})</h2><p>rows: input / target / output / |error|</p>" + "".join(imgs))
+        sections.append(f"<h2>Prediction strips of the best trial ({html.escape(_label(top[0]))})</h2><p>rows: input / target / "
+                        "output / |error|; columns: the time of each frame (t = the last input frame, t+1 … the leads)</p>" + "".join(imgs))
 
     odd = [r for r in rows if r["status"] != "completed"]
     why = "".join(f"<tr><td>{html.escape(r['trial'])}</td><td>{html.escape(r['status'])}</td><td>{r['epochs_trained']}</td>"
@@ -227,12 +186,87 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
 
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Sweep {html.escape(name)}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 6px}}tr.best{{background:#e6f4ea}}img{{max-width:100%}}</style></head>
+td,th{{border:1px solid #ccc;padding:3px 6px}}tr.best{{background:#e6f4ea}}img{{max-width:100%}}
+div.wide{{overflow-x:auto}}td:first-child,th:first-child{{position:sticky;left:0;background:inherit}}</style></head>
 <body><h1>Sweep <code>{html.escape(name)}</code></h1>
 <p>Objective {html.escape(objective)} ({html.escape(parent.get('mode', 'max'))}); MLflow parent run <code>{html.escape(parent['run_id'])}</code>.</p>
 {''.join(sections)}</body></html>"""
     (out / "index.html").write_text(page)
     return str(parent["run_id"])
+
+
+PARAM_COLUMNS = 4  # plots per row: each stays about 3.6 inches wide, legible at the page's width
+
+
+def _param_grid(rows: list[dict[str, str]], params: list[str], objective: str) -> Any:
+    """The objective against each searched parameter: one small plot each, in rows of PARAM_COLUMNS."""
+    ncols = min(PARAM_COLUMNS, len(params))
+    nrows = math.ceil(len(params) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False)
+    for ax in axes.flat[len(params):]:
+        ax.set_visible(False)
+    for ax, p in zip(axes.flat, params):
+        shown = [r for r in rows if r[p] != "" and _finite(r["objective"])]
+        xs = [_num_or_str(r[p]) for r in shown]
+        ys = [float(r["objective"]) for r in shown]
+        colors = ["C0" if r["status"] == "completed" else "C3" for r in shown]
+        numeric = bool(xs) and all(isinstance(x, float) for x in xs)
+        if numeric and not (all(float(x).is_integer() for x in xs) and len(set(xs)) <= 6):
+            ax.scatter(xs, ys, c=colors)
+            if p in ("lr", "weight_decay") and min(xs, default=0) > 0:
+                ax.set_xscale("log")
+                ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlapped
+        else:  # names, or a few whole numbers (layers, widths, sizes): one column per value
+            keys = sorted({x for x in xs}, key=lambda x: (isinstance(x, str), x))
+            labels = [f"{x:g}" if isinstance(x, float) else str(x) for x in keys]
+            ax.scatter([keys.index(x) for x in xs], ys, c=colors)
+            ax.set_xticks(range(len(labels)), labels)
+            ax.set_xlim(-0.6, len(labels) - 0.4)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        ax.set_title(p, fontsize=10)
+        ax.set_ylabel(objective, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _label(row: dict[str, str]) -> str:
+    """'4eac4238 convlstm 8→3': trial id, family, window (from the trial's MLflow params)."""
+    params = run_params(row["mlflow_run"]) if row.get("mlflow_run") else {}
+    family = params.get("model", row.get("model", ""))
+    window = f"{params['input_len']}→{params['output_len']}" if "input_len" in params else row.get("window", "").replace("->", "→")
+    return " ".join(x for x in (row["trial"], family, window) if x)
+
+
+def _lead_figure(trials: list[dict[str, str]]) -> Any:
+    """SSIM and PSNR per lead of each trial, one persistence curve per window length (persistence depends only on
+    the frames, so trials of one window share it), and bubble F1 / sharpness."""
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 3.8))
+    persisted: set[str] = set()
+    for k, r in enumerate(trials):
+        label = _label(r)
+        window = label.split(" ")[-1]
+        for ax, metric in ((a1, "ssim"), (a2, "psnr")):
+            hist = metric_history(r["mlflow_run"], f"lead/{metric}")
+            ax.plot([m[0] for m in hist], [m[1] for m in hist], "o-", color=f"C{k}", label=label)
+            if window not in persisted:
+                base = metric_history(r["mlflow_run"], f"lead/persistence_{metric}")
+                ax.plot([m[0] for m in base], [m[1] for m in base], "x--", color="gray", alpha=0.4 + 0.3 * len(persisted),
+                        label=f"persistence ({window})")
+        persisted.add(window)
+        for metric, style in (("bubble_f1", "o-"), ("sharpness", "s:")):
+            hist = metric_history(r["mlflow_run"], f"lead/{metric}")
+            a3.plot([m[0] for m in hist], [m[1] for m in hist], style, color=f"C{k}", label=f"{metric} ({label})")
+    for ax, label in ((a1, "SSIM"), (a2, "PSNR dB"), (a3, "bubble F1 (—), sharpness (···)")):
+        ax.set_xlabel("lead time (frames ahead)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    a1.legend(fontsize=7)
+    a3.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def _trial_seconds(sweep_dir: Path) -> float:

@@ -276,7 +276,8 @@ def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> 
 
 # The dimensions whose values interact with the frame size, the window or the store: every combination of their
 # extremes is checked; the rest only need one valid value each.
-SHAPE_NAMES = ("model", "window", "input_len", "output_len", "image_size", "mode", "patch", "n_s", "channels", "target_fields")
+SHAPE_NAMES = ("model", "window", "input_len", "output_len", "image_size", "tile", "mode", "patch", "n_s", "channels",
+               "target_fields")
 
 
 def corner_configs(space: SweepSpace) -> list[tuple[str, TrialConfig]]:

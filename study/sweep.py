@@ -19,16 +19,16 @@ from ray.tune.search.optuna import OptunaSearch
 from bubbles.errors import UserError
 from study import leaderboard
 from study.space import SweepSpace
-from study.mlflow_writer import SPOOL_DIR, replay_dir
 from study.tracking import (
-    SweepRun, TrialRun, check_tracking, close_orphaned_runs, close_trial_run, find_trial_run, has_result,
-    log_test_score, mark_interrupted,
+    SPOOL_DIR, SweepRun, TrialRun, check_tracking, close_orphaned_runs, final_yardstick_of, find_trial_run, has_result,
+    log_test_score, replay_spool, settle_trial,
 )
 from study.console import TrialEvents, quiet_ray_tune, short_leaderboard
 from study.trainable import run_trial
 from study import yardstick as ys
 
 PARENT_FILE = "mlflow_parent.json"
+UNSETTLED_FILE = "mlflow_unsettled.json"  # runs an outage kept the driver from ending: the next driver settles them
 OPTUNA_DB = "optuna.db"
 CONNECT_TIMEOUT_S = 5.0
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -88,6 +88,25 @@ def check_address(address: str | None) -> None:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise UserError(f"--address {address}: no Ray head answers there ({exc.strerror or exc})") from None
+
+
+def frame_lines(space: SweepSpace) -> list[str]:
+    """Per search corner (study.space.corner_configs) and sequence: the pyramid level, the size and tiles the model
+    sees, and STRETCHED where an exact image_size changes a sequence's aspect: said before any trial runs."""
+    from bubbles.data.store import FrameStore
+    from bubbles.data.tiles import tile_lines
+    from bubbles.data.windows import make_splits
+    from study.space import corner_configs
+
+    out: list[str] = []
+    seen: set[Any] = set()
+    for label, cfg in corner_configs(space):
+        if (cfg.data, cfg.window) in seen:
+            continue
+        seen.add((cfg.data, cfg.window))
+        store = FrameStore.open(cfg.data.store)
+        out += [f"{label}: {line}" for line in tile_lines(store, cfg.data, make_splits(cfg.data, cfg.window, store))]
+    return out
 
 
 def check_resources(space: SweepSpace) -> None:
@@ -247,47 +266,71 @@ def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint:
     return result.yardstick.means() if result.yardstick is not None else {}
 
 
-def final_yardstick_of(run_id: str) -> dict[str, float]:
-    """The trial-end yardstick means an MLflow trial run holds (final_yardstick_<metric>)."""
-    import mlflow
-
-    metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
-    return {k.removeprefix("final_yardstick_"): v for k, v in metrics.items() if k.startswith("final_yardstick_")}
-
-
-def _replay(uri: str, spool: Path, resume: str, echo: Callable[[str], None]) -> bool:
-    """Log what the trials could not (the tracking store was down); False, with one line saying what is kept
-    where, if the store is still unavailable (the leaderboard is then written without MLflow). Spool lines that
-    cannot be read are named; the readable ones are logged all the same."""
+def _replay(uri: str, spool: Path, echo: Callable[[str], None]) -> tuple[bool, list[str], str]:
+    """Log what the trials could not (the tracking store was down). Returns (whether the store answers and took
+    everything, the runs whose writes are still spooled, why not). Spool lines that cannot be read are named; the
+    readable ones are logged all the same."""
     if spool.exists() and not spool.is_dir():
         echo(f"MLflow: the spool {spool} is not a directory, so nothing could be kept there while the tracking store "
              "was unavailable (what each trial lost is listed below)")
-        return _answers(uri, echo)
+        try:
+            check_tracking(uri)
+            return True, [], ""
+        except Exception as exc:
+            return False, [], str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
     unlogged = sorted(p.stem for p in spool.glob("*.jsonl"))
     errors: list[str] = []
     unreadable: list[str] = []
     try:
-        unlogged = replay_dir(spool, errors, unreadable)
+        unlogged = replay_spool(spool, errors, unreadable)
         for line in unreadable:
             echo(f"MLflow spool {spool}: {line}")
         check_tracking(uri)
-        if not unlogged:
-            return True
     except Exception as exc:
-        echo(f"MLflow at {uri} is unavailable ({str(exc).splitlines()[0][:160]})")
-    why = f" (the first failure: {errors[0]})" if errors else ""
-    echo(f"MLflow: the writes of {len(unlogged)} trial run(s) could not be logged{why}; they are kept in {spool} and "
-         f"logged by `{resume}` once the tracking store answers")
-    return False
+        return False, unlogged, str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    return not unlogged, unlogged, errors[0] if errors else ""
 
 
-def _answers(uri: str, echo: Callable[[str], None]) -> bool:
+def _unsettled_lines(parent_run_id: str, name: str, trials: list[tuple[str, str, str, dict[str, Any]]],
+                     unlogged: list[str], spool: Path) -> tuple[list[str], list[str]]:
+    """What an outage left unfinished in MLflow, one line per run with why; and the runs' ids. trials: (trial id,
+    run id or '', outcome, last metrics)."""
+    lines = [f"  parent run {parent_run_id} (sweep {name!r}): still RUNNING; its leaderboard, best trial and trial "
+             "count are not logged"]
+    ids = [parent_run_id]
+    for trial_id, run_id, outcome, metrics in trials:
+        spooled = run_id in unlogged
+        if outcome == "completed" and not spooled:
+            continue  # the trial logged its result and ended its run itself
+        epochs = f" at epoch {metrics.get('epoch', 0)}/{metrics.get('epochs_planned', '?')}"
+        state = {"stopped_early": f"stopped early{epochs}", "unfinished": f"interrupted{epochs}"}.get(outcome, f"{outcome}{epochs}")
+        if not run_id:
+            where = "its run was never created (no MLflow id known)"
+        elif run_id.startswith("pending-"):
+            where = f"not created in MLflow yet, all its writes wait in {spool}"
+        elif spooled:
+            where = f"still RUNNING, its last writes (result, artifacts, end) wait in {spool}"
+        else:
+            where = "still RUNNING, its end status and trial_status tag are not logged"
+        todo = "; not evaluated, no artifacts" if outcome == "stopped_early" else ""
+        why = f"{state}; {where}{todo}"
+        lines.append(f"  trial {trial_id} (run {run_id or '-'}): {why}")
+        if run_id:
+            ids.append(run_id)
+    return lines, ids
+
+
+def _read_unsettled(sweep_dir: Path) -> set[str]:
     try:
-        check_tracking(uri)
-        return True
-    except Exception as exc:
-        echo(f"MLflow at {uri} is unavailable ({str(exc).splitlines()[0][:160]})")
-        return False
+        return set(json.loads((sweep_dir / UNSETTLED_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return set()
+
+
+def _write_unsettled(sweep_dir: Path, run_ids: list[str]) -> None:
+    tmp = sweep_dir / (UNSETTLED_FILE + ".tmp")
+    tmp.write_text(json.dumps(sorted(set(run_ids) | _read_unsettled(sweep_dir))))
+    tmp.replace(sweep_dir / UNSETTLED_FILE)
 
 
 def _lost_lines(trials: list[tuple[str, dict[str, Any]]]) -> list[str]:
@@ -307,12 +350,13 @@ def run_sweep(
     echo: Callable[[str], None] = print,
     storage_shared: bool = True,
     preamble: Callable[[], None] | None = None,
+    resume_command: str | None = None,
     verbose: bool = False,
 ) -> SweepOutcome:
     """Run (or continue) the sweep `name` under storage/name; returns the leaderboard rows. storage_shared=False
     says storage is the local default, which a cluster of several nodes cannot use (checked before any MLflow run).
     `preamble` (what the sweep will read) is called once nothing can refuse any more, before the first MLflow run,
-    so that a refusal stays one line."""
+    so that a refusal stays one line. `resume_command` is what the messages tell the user to run to continue."""
     import ray
     from ray import tune
 
@@ -344,7 +388,12 @@ def run_sweep(
              f"{', '.join(map(str, protocol.leads))}, at {protocol.size[0]}x{protocol.size[1]} px "
              f"({protocol.epoch_windows} of them after each epoch); the baselines were scored once")
         parent = SweepRun.open_or_create(uri, space, name, sweep_dir / PARENT_FILE)
-        orphans = close_orphaned_runs(parent.run_id)  # no driver of this sweep runs now: RUNNING runs are orphans
+        # No driver of this sweep runs now: a RUNNING run is an orphan, unless an outage kept the last driver from
+        # ending it (recorded then; settled after fit() below, with its real outcome).
+        unsettled = _read_unsettled(sweep_dir)
+        if unsettled:
+            echo(f"settling {len(unsettled)} MLflow run(s) the tracking outage of the last run left unfinished")
+        orphans = close_orphaned_runs(parent.run_id, unsettled)
         if orphans:
             echo(f"closed {orphans} trial run(s) a killed driver left RUNNING in MLflow (KILLED, unfinished)")
         fn = tune.with_resources(
@@ -356,33 +405,45 @@ def run_sweep(
         if not verbose:
             quiet_ray_tune()
         tuner, resumed = _tuner(space, name, storage, fn, sweep_dir, events, verbose)
+        lines = frame_lines(space)
+        stretched = [line for line in lines if "STRETCHED" in line]
+        for line in lines if verbose else stretched:
+            echo(f"warning: {line}" if "STRETCHED" in line else line)
+        if not verbose and lines:
+            # One line per search corner and sequence is a screenful before the first trial: the count, and the
+            # stretched ones above (the only ones a user must act on).
+            echo(f"frame sizes: {len(lines)} search-corner x sequence reads checked (pyramid level, size, tiles), "
+                 f"{len(stretched)} stretched; --verbose lists them")
         echo(f"{'continuing' if resumed else 'starting'} sweep {name!r} in {sweep_dir}")
         results = tuner.fit()
     finally:
         if started_ray:
             ray.shutdown()
-    tracked = _replay(uri, sweep_dir / SPOOL_DIR, f"bubbles-study sweep {space.path} --name {name} --resume", echo)
+    resume_command = resume_command or f"bubbles-study sweep {space.path} --name {name} --resume --storage {storage}"
+    tracked, unlogged, why_not = _replay(uri, sweep_dir / SPOOL_DIR, echo)
     import optuna
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / OPTUNA_DB}")
     finished = {t.user_attrs.get("ray_trial_id"): t.state.is_finished() for t in study.trials}
     rows = []
+    trials: list[tuple[str, str, str, dict[str, Any]]] = []
     checkpoints: dict[str, Path] = {}  # best.pt of each trial that may go to the test pass
     # ResultGrid keeps the experiment's trials in the same order.
     for trial, result in zip(results._experiment_analysis.trials, results):
         metrics = dict(result.metrics or {})
         trial_id = trial.trial_id
         outcome = trial_outcome(metrics, result.error is not None, finished.get(trial_id, False))
-        run_id = find_trial_run(uri, space.experiment, parent.run_id, trial_id) if trial_id and tracked else None
+        run_id = str(metrics.get("mlflow_run") or "")
+        if tracked and trial_id and (not run_id or run_id.startswith("pending-")):
+            run_id = find_trial_run(uri, space.experiment, parent.run_id, trial_id) or ""
+        trials.append((trial_id, run_id, outcome, metrics))
         validation = {k.removeprefix("final_yardstick_"): v for k, v in metrics.items() if k.startswith("final_yardstick_")}
-        if run_id and outcome == "stopped_early" and result.checkpoint is not None:
-            validation = evaluate_stopped_trial(uri, space, run_id, Path(result.checkpoint.path), val_yardstick) or validation
+        if tracked and run_id:
+            if outcome == "stopped_early" and result.checkpoint is not None:
+                validation = evaluate_stopped_trial(uri, space, run_id, Path(result.checkpoint.path), val_yardstick) or validation
+            settle_trial(run_id, outcome)
         if outcome in ("completed", "stopped_early") and result.checkpoint is not None and (Path(result.checkpoint.path) / "best.pt").is_file():
             checkpoints[trial_id] = Path(result.checkpoint.path) / "best.pt"
-        if run_id and outcome == "unfinished":
-            mark_interrupted(run_id)
-        elif run_id:
-            close_trial_run(run_id, outcome)
         history = result.metrics_dataframe
         objective = metrics.get("objective")
         if history is not None and "objective" in history:
@@ -390,7 +451,8 @@ def run_sweep(
         if space.tune.objective.startswith("yardstick_") and math.isfinite(validation.get(space.tune.objective.removeprefix("yardstick_"), math.nan)):
             # The per-epoch value is on a subset of the protocol's windows: rank by best.pt on all of them.
             objective = validation[space.tune.objective.removeprefix("yardstick_")]
-        rows.append(leaderboard.row(trial_id, run_id, outcome, result.config or {}, metrics, objective, space, ys.columns(validation, None)))
+        shown_run = run_id if tracked or not run_id.startswith("pending-") else ""
+        rows.append(leaderboard.row(trial_id, shown_run, outcome, result.config or {}, metrics, objective, space, ys.columns(validation, None)))
     for line in _lost_lines([(t.trial_id, dict(r.metrics or {})) for t, r in zip(results._experiment_analysis.trials, results)]):
         echo(line)
     interrupted = any(r["status"] == "unfinished" for r in rows) or (
@@ -408,7 +470,7 @@ def run_sweep(
                 r.update({k: v for k, v in ys.columns(None, scored[r["trial"]].means()).items() if k.startswith("test_")})
                 if tracked and r["trial"] in new and r["mlflow_run"]:
                     log_test_score(r["mlflow_run"], scored[r["trial"]])
-    note = ys.leaderboard_note(has_test, space.evaluate.test_top_k)
+    note = ys.leaderboard_note(has_test, space.evaluate.test_top_k) + "\n\n" + leaderboard.COLUMNS_NOTE
     leaderboard.write(sweep_dir, ranked, note)
     if resumed and events.started == 0 and not interrupted:
         echo(f"sweep {name!r} is complete ({len(rows)} of {space.tune.num_samples} trials), nothing left to run. "
@@ -416,4 +478,12 @@ def run_sweep(
     echo(leaderboard.markdown(ranked[:5], space, note) if verbose else short_leaderboard(ranked, space, note))
     if tracked:
         parent.finish(sweep_dir, ranked, interrupted)
+        (sweep_dir / UNSETTLED_FILE).unlink(missing_ok=True)
+    else:
+        lines, ids = _unsettled_lines(parent.run_id, name, trials, unlogged, sweep_dir / SPOOL_DIR)
+        _write_unsettled(sweep_dir, ids)
+        echo(f"MLflow at {uri} is unavailable ({why_not}): {len(lines)} run(s) left unfinished there; "
+             f"`{resume_command}` finishes them once it answers (the leaderboard above is complete):")
+        for line in lines:
+            echo(line)
     return SweepOutcome(name, sweep_dir, parent.run_id, ranked, interrupted)

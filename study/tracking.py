@@ -1,10 +1,16 @@
-"""Every MLflow call: where runs go, experiments, one run per trial with params, curves and artifacts."""
+"""Every MLflow call and every run-state change: where runs go, experiments, one run per trial with params, curves
+and artifacts, the sweep's parent run, how a trial's outcome ends its run, the registry, and what the report reads.
+
+Nothing else in the project imports mlflow; study.mlflow_writer is this module's transport (batched writes, spool).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import shutil
 import tempfile
 import time
 import urllib.error
@@ -17,12 +23,16 @@ from bubbles.data.framesize import format_image_size
 from bubbles.errors import UserError
 from bubbles.evaluation.cost import ModelCost
 from bubbles.evaluation.evaluate import Evaluation
+from bubbles.evaluation.lead_figure import lead_curves_png
 from bubbles.training.train import EpochResult, TrialResult
-from study.mlflow_writer import Writer, bound_http, is_refusal
+from study.mlflow_writer import SPOOL_DIR, Writer, bound_http, is_refusal
 
 RUNS_DIR = "runs"
 # MLflow 3 opens an experiment without this tag in its GenAI view (traces, assistant); this value opens the runs table.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# How a trial's outcome (study.sweep.trial_outcome, or a train's status) ends its MLflow run: the only such table.
+RUN_STATUS = {"completed": "FINISHED", "stopped_early": "FINISHED", "collapsed": "FAILED", "nan": "FAILED",
+              "errored": "FAILED", "failed": "FAILED", "unfinished": "KILLED"}
 
 
 def default_uri(root: Path) -> str:
@@ -55,6 +65,9 @@ def configure(uri: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     bound_http()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow prints "View run … / View experiment at …" for every run it ends on a server, and that experiment link
+    # opens its GenAI view: the sweep prints the one link that opens the runs table (runs_table_link) instead.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     mlflow.set_tracking_uri(uri)
 
 
@@ -67,7 +80,11 @@ def experiment_id(name: str, uri: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         if found.tags.get("mlflow.experimentKind") is None:  # made by an earlier version, or by hand
-            client.set_experiment_tag(found.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+            try:
+                client.set_experiment_tag(found.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+            except Exception as exc:  # trials starting together race to tag it (PostgreSQL: a duplicate key)
+                if getattr(exc, "error_code", None) not in ("BAD_REQUEST", "RESOURCE_ALREADY_EXISTS", "INVALID_STATE") and "UNIQUE" not in str(exc).upper():
+                    raise
         return found.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
@@ -103,6 +120,16 @@ def runs_table_link(uri: str, experiment: str) -> str:
     """Where a user sees the experiment's runs table. workflowType is in the link because MLflow 3.17's UI opens
     in its GenAI mode in a fresh browser, whatever the experiment's kind."""
     path = f"#/experiments/{experiment_id(experiment, uri)}/runs?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{path}"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1, then http://127.0.0.1:5000/{path}"
+
+
+def model_version_link(uri: str, name: str, version: str) -> str:
+    """Where a user sees a registered model version (its source run, signature, aliases)."""
+    from urllib.parse import quote
+
+    path = f"#/models/{quote(name, safe='')}/versions/{version}"
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/{path}"
     return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1, then http://127.0.0.1:5000/{path}"
@@ -209,6 +236,10 @@ class TrialRun:
                 (Path(tmp) / "lead_table.md").write_text(result.evaluation.lead_table() + "\n")
                 for name in ("per_condition.csv", "lead_table.md"):
                     self.writer.log_artifact(self.run_id, Path(tmp) / name)
+                # The model's per-lead curves beside every baseline's, in one picture (MLflow charts one metric each).
+                picture = lead_curves_png(result.evaluation, f"{run_name(self.cfg)}: model against each baseline, per lead",
+                                          Path(tmp) / "lead_curves.png")
+                self.writer.log_artifact(self.run_id, picture)
         for name in ("evaluation.json", "yardstick.json"):
             if (result.out_dir / name).exists():
                 self.writer.log_artifact(self.run_id, result.out_dir / name)
@@ -220,8 +251,21 @@ class TrialRun:
     def set_tag(self, key: str, value: str) -> None:
         self.writer.set_tag(self.run_id, key, value)
 
-    def finish(self, status: str = "FINISHED") -> None:
-        self.writer.set_terminated(self.run_id, status)
+    def record_node(self, node: str) -> str:
+        """Add the node this attempt runs on to the run's `ray_nodes` tag (a trial restarted after a node loss
+        keeps every node it ran on, in order); returns the list as logged, comma-separated."""
+        seen = readable(lambda: self.client.get_run(self.run_id).data.tags.get("ray_nodes", ""), "") if self.resumed else ""
+        nodes = [n for n in seen.split(",") if n]
+        if node not in nodes:
+            nodes.append(node)
+        joined = ",".join(nodes)
+        self.writer.set_tag(self.run_id, "ray_nodes", joined)
+        return joined
+
+    def end(self, outcome: str) -> None:
+        """End the run as the trial ended: `outcome` is a trial status (completed, stopped_early, collapsed, nan,
+        errored, failed, unfinished), mapped to MLflow's run status here and nowhere else."""
+        self.writer.set_terminated(self.run_id, RUN_STATUS[outcome])
 
 
 def yardstick_metrics(score: Any, prefix: str, lead_prefix: str) -> list[Any]:
@@ -235,6 +279,14 @@ def yardstick_metrics(score: Any, prefix: str, lead_prefix: str) -> list[Any]:
     for name, values in curves.items():
         rows += [Metric(f"{lead_prefix}/{name}", float(v), ts, lead) for lead, v in zip(leads, values) if _finite(v)]
     return rows
+
+
+def final_yardstick_of(run_id: str) -> dict[str, float]:
+    """The trial-end yardstick means an MLflow trial run holds (final_yardstick_<metric>)."""
+    import mlflow
+
+    metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
+    return {k.removeprefix("final_yardstick_"): v for k, v in metrics.items() if k.startswith("final_yardstick_")}
 
 
 def log_test_score(run_id: str, score: Any) -> None:
@@ -273,43 +325,45 @@ def has_result(run_id: str) -> bool:
     return "parameters" in mlflow.MlflowClient().get_run(run_id).data.metrics
 
 
-def mark_interrupted(run_id: str) -> None:
-    """A trial the sweep's interrupt left unfinished: KILLED now, RUNNING again when `--resume` continues it."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    client.set_tag(run_id, "trial_status", "unfinished")
-    if client.get_run(run_id).info.status == "RUNNING":
-        client.set_terminated(run_id, "KILLED")
-
-
-def close_orphaned_runs(parent_run_id: str) -> int:
+def close_orphaned_runs(parent_run_id: str, expected: set[str] = frozenset()) -> int:  # type: ignore[assignment]
     """Trials left RUNNING by a driver that died without its interrupt handler (SIGKILL, power loss): KILLED and
-    tagged unfinished, as an interrupt would have left them; a trial that --resume continues is RUNNING again."""
+    tagged unfinished, as an interrupt would have left them; a trial that --resume continues is RUNNING again.
+    Runs in `expected` are the ones an outage kept the last driver from settling: left for settle_trial."""
     import mlflow
 
     client = mlflow.MlflowClient()
     parent = client.get_run(parent_run_id)
-    orphans = client.search_runs(
+    orphans = [r for r in client.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
-    )
+    ) if r.info.run_id not in expected]
     for run in orphans:
-        mark_interrupted(run.info.run_id)
+        settle_trial(run.info.run_id, "unfinished")
     return len(orphans)
 
 
-def close_trial_run(run_id: str, outcome: str) -> None:
-    """Record how Tune ended a trial (the trainable cannot when ASHA stops it inside a report). A run still open
-    ends when its last epoch was logged, not when the sweep closes it."""
+def settle_trial(run_id: str, outcome: str) -> None:
+    """Record how Tune ended a trial (the trainable cannot when ASHA stops it inside a report) and end its run if it
+    is still open: at its last logged epoch, not when the sweep closes it. An unfinished trial (interrupted) is
+    KILLED now and RUNNING again when `--resume` continues it."""
     import mlflow
 
     client = mlflow.MlflowClient()
     client.set_tag(run_id, "trial_status", outcome)
-    if client.get_run(run_id).info.status == "RUNNING":
+    if client.get_run(run_id).info.status not in ("RUNNING", "KILLED"):  # KILLED: marked unfinished before
+        return
+    end = None
+    if outcome != "unfinished":
         history = client.get_metric_history(run_id, "epoch/val_mse")
         end = max((m.timestamp for m in history), default=None)
-        client.set_terminated(run_id, "FINISHED" if outcome in ("completed", "stopped_early") else "FAILED", end_time=end)
+    client.set_terminated(run_id, RUN_STATUS[outcome], end_time=end)
+
+
+def replay_spool(spool: Path, errors: list[str], unreadable: list[str] | None = None) -> list[str]:
+    """Log what the trials could not (study.mlflow_writer); returns the runs whose writes are still waiting."""
+    from study.mlflow_writer import replay_dir
+
+    return replay_dir(spool, errors, unreadable)
 
 
 class SweepRun:
@@ -320,6 +374,10 @@ class SweepRun:
 
         self.run_id = run_id
         self.client = mlflow.MlflowClient()
+
+    def log_report(self, directory: Path) -> None:
+        """The HTML report and its pictures, under report/ in the parent run."""
+        self.client.log_artifacts(self.run_id, str(directory), "report")
 
     @classmethod
     def open_or_create(cls, uri: str, space: Any, name: str, marker: Path) -> SweepRun:
@@ -347,6 +405,7 @@ class SweepRun:
         return run
 
     def finish(self, sweep_dir: Path, rows: list[dict[str, Any]], interrupted: bool) -> None:
+        """The leaderboard, the best trial and the trial count; KILLED if the sweep was interrupted."""
         for name in ("leaderboard.csv", "leaderboard.md"):
             if (sweep_dir / name).exists():
                 self.client.log_artifact(self.run_id, str(sweep_dir / name))
@@ -392,3 +451,148 @@ def _finite(v: float) -> bool:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+# -- what export and the report read --------------------------------------------------------------------------------
+def trial_files(uri: str, run_id: str, into: Path) -> tuple[str, dict[str, float], dict[str, str], Path, Path]:
+    """A finished trial run's name, metrics, tags and, downloaded into `into`, its checkpoints/ folder and
+    evaluation.json; one line if the run or its files are missing."""
+    import mlflow
+
+    configure(uri)
+    client = mlflow.MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except Exception as exc:
+        if not _missing(exc):
+            raise UserError(f"MLflow at {uri}: cannot read run {run_id} ({_first_line(exc)})") from None
+        raise UserError(f"MLflow run {run_id!r} not found in {uri}") from None
+    try:
+        checkpoints = Path(client.download_artifacts(run_id, "checkpoints", str(into)))
+        evaluation = Path(client.download_artifacts(run_id, "evaluation.json", str(into)))
+    except Exception:
+        raise UserError(f"MLflow run {run_id}: no checkpoints/best.pt + evaluation.json (a finished trial has them)") from None
+    return run.info.run_name, dict(run.data.metrics), dict(run.data.tags), checkpoints, evaluation
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of one metric of a run, by step."""
+    import mlflow
+
+    return sorted((m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run_id, key))
+
+
+def run_params(run_id: str) -> dict[str, str]:
+    """A run's logged parameters."""
+    import mlflow
+
+    return dict(mlflow.MlflowClient().get_run(run_id).data.params)
+
+
+def download_file(run_id: str, path: str, into: Path) -> Path | None:
+    """One artifact file of a run, downloaded into `into`; None if the run has no such file."""
+    import mlflow
+
+    try:
+        return Path(mlflow.MlflowClient().download_artifacts(run_id, path, str(into)))
+    except Exception as exc:
+        if not _missing(exc) and "No such file" not in str(exc) and "not found" not in str(exc).lower():
+            raise
+        return None
+
+
+def download_folder(run_id: str, folder: str, into: Path) -> list[Path]:
+    """The files of one artifact folder of a run (none if it has no such folder)."""
+    import mlflow
+
+    try:
+        local = Path(mlflow.MlflowClient().download_artifacts(run_id, folder, str(into)))
+    except Exception as exc:
+        if not _missing(exc) and "No such file" not in str(exc):
+            raise
+        return []
+    return sorted(p for p in local.iterdir() if p.is_file())
+
+
+# -- the model registry -----------------------------------------------------------------------------------------------
+EXPORTS_EXPERIMENT = "bubbles-exports"  # where an export of a `train` checkpoint (no trial run) is logged
+CHAMPION = "champion"
+
+
+def register_export(uri: str, name: str, bundle: Path, source: str, run_id: str | None, score: tuple[str, float, str],
+                    example: tuple[Any, Any], tags: dict[str, str] | None = None) -> tuple[str, bool]:
+    """Log the export directory as an MLflow model of the trial run it came from (a python_function model:
+    `mlflow.pyfunc.load_model("models:/NAME/VERSION").predict(frames)`), register it as a new version of `name`,
+    and move the `champion` alias to it if it beats the current champion on the objective (or there is none).
+    score = (objective, value, mode); example = (input, output) arrays for the signature; `tags` go on the version
+    besides the score's. Any failure undoes what this call made (model, version, a registered model it created)
+    and is one line. Returns (version, became champion)."""
+    import mlflow
+    from mlflow.models import Model, infer_signature
+    from mlflow.pyfunc import add_to_model
+
+    configure(uri)
+    client = mlflow.MlflowClient()
+    objective, value, mode = score
+    made: list[Any] = []  # undo steps, last first
+    try:
+        exp_id = client.get_run(run_id).info.experiment_id if run_id else experiment_id(EXPORTS_EXPERIMENT, uri)
+        # A logged model of the trial run: the version's source then belongs to the run it names (a server checks).
+        logged = client.create_logged_model(exp_id, name="bundle", source_run_id=run_id, tags={"source": source, "registered_as": name})
+        made.append(lambda: client.delete_logged_model(logged.model_id))
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = Path(tmp) / "model"
+            shutil.copytree(bundle, model_dir)
+            (model_dir / "code").mkdir()
+            shutil.copy(Path(__file__).with_name("pyfunc_model.py"), model_dir / "code" / "bubbles_pyfunc.py")
+            model = Model(run_id=run_id, model_id=logged.model_id, signature=infer_signature(*example))
+            add_to_model(model, loader_module="bubbles_pyfunc", data="model.ts", code="code")
+            model.save(str(model_dir / "MLmodel"))
+            client.log_model_artifacts(logged.model_id, str(model_dir))
+        client.finalize_logged_model(logged.model_id, "READY")
+        try:
+            client.get_registered_model(name)
+        except Exception as exc:
+            if not _missing(exc):
+                raise
+            client.create_registered_model(name)
+            made.append(lambda: client.delete_registered_model(name))
+        rounded = round(value, 6)
+        version = client.create_model_version(
+            name, f"models:/{logged.model_id}", run_id=run_id, model_id=logged.model_id,
+            tags={"objective": objective, "value": f"{rounded:.6g}", "mode": mode, "source": source} | (tags or {}))
+        made.append(lambda: client.delete_model_version(name, version.version))
+        better = True
+        try:
+            old = float(client.get_model_version_by_alias(name, CHAMPION).tags.get("value", "nan"))
+            sign = 1.0 if mode == "max" else -1.0
+            better = not math.isfinite(old) or sign * (rounded - old) > 0
+        except Exception as exc:
+            if not _no_alias(exc):
+                raise  # a server error must not make any new version the champion
+        if better:
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+    except Exception as exc:
+        stuck = 0
+        for undo in reversed(made):
+            try:
+                undo()
+            except Exception:
+                stuck += 1  # the store stopped answering: said below
+        left = f"; {stuck} part(s) could not be removed, look for them under `{name}`" if stuck else "; nothing was kept"
+        raise UserError(f"--register {name}: MLflow at {uri} refused the registration ({_first_line(exc)}){left}") from None
+    return str(version.version), better
+
+
+def _missing(exc: BaseException) -> bool:
+    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _no_alias(exc: BaseException) -> bool:
+    """'No champion yet': over HTTP an unknown alias is INVALID_PARAMETER_VALUE '… alias X not found'."""
+    text = str(exc)
+    return _missing(exc) or (getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE" and "alias" in text and "not found" in text)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]

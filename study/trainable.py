@@ -40,8 +40,12 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
     the tracking store cannot take go to the `spool` directory (study.mlflow_writer) and training goes on.
     `protocol` and `baselines`: the study's yardstick and its baselines' scores on the validation split (scored
     once by the driver), so that every trial is scored on the same frames."""
+    import torch
     from ray import tune
 
+    # The threads this trial was given (resources.cpu), not every core: two trials of 2 threads each on 2 busy cores
+    # took 7-10 s a step where 1 thread each took 1.1 s (issue 20). Intra-op threads only; fractional cpu -> 1.
+    torch.set_num_threads(max(1, int(space.tune.cpu)))
     context = tune.get_context()
     trial_id = context.get_trial_id()
     cfg = space.trial_config(config, f"trial {trial_id}")
@@ -51,7 +55,7 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
     node = tune_node()
     tags = {"mlflow.parentRunId": parent_run_id, "tune_trial_id": trial_id, "sweep": sweep}
     run = TrialRun(uri, space.experiment, cfg, tags=tags, run_id=run_id, spool=Path(spool) if spool else None)
-    run.set_tag("ray_node", node)  # a restarted trial may land on another node: the latest wins
+    nodes = run.record_node(node)  # a trial restarted after a node loss keeps every node it ran on
 
     cost: dict[str, float] = {}
     rates: list[float] = []
@@ -65,12 +69,12 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
         status = "running" if final is None else final.status
         rates.append(result.samples_per_s)
         # The cost goes with every report: a trial ASHA stops has no final one, and the leaderboard reads the last.
-        metrics = epoch_metrics(result, cfg.train.epochs, space.tune.objective, status) | cost | {"node": node}
+        metrics = epoch_metrics(result, cfg.train.epochs, space.tune.objective, status) | cost | {"node": nodes, "mlflow_run": run.run_id}
         metrics["train_samples_per_s"] = median_rate(rates)
         if final is not None:
             # Tune may stop the trial inside this last report: log and close the MLflow run first.
             run.log_result(final)
-            run.finish("FINISHED" if final.status == "completed" else "FAILED")
+            run.end(final.status)
         metrics |= run.writer.lost_metrics()  # writes neither logged nor spooled: the driver says so
         if final is not None:
             if final.evaluation is not None:
@@ -86,9 +90,12 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
         yardstick = None
         if protocol is not None:
             cached = BaselineScores.from_dict(baselines, len(protocol.leads)) if baselines else None
-            yardstick = Yardstick(protocol, splits.val.cache.store, splits.segments.val, "val", splits.segments.train, cached)
+            store = splits.val.cache.store  # with tiles: the held-out sequences only (bubbles.data.tiles)
+            train_segments = tuple(s for s in splits.segments.train if s[0] in store.sequences)
+            yardstick = Yardstick(protocol, store, splits.segments.val, "val", train_segments, cached,
+                                  detector_overrides=splits.val.detector_overrides)
         train(cfg, Path(context.get_trial_dir()) / "work", report=report, resume=resume, splits=splits, on_cost=on_cost,
               yardstick=yardstick)
     except Exception:
-        run.finish("FAILED")
+        run.end("errored")
         raise

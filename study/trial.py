@@ -54,21 +54,21 @@ def run_logged_trial(
         first = first or result.epoch
         if echo is not None:
             per_epoch = (now - began) / (result.epoch - first + 1)  # includes validation and checkpoints
-            echo(result.line(cfg.train.epochs, now - last, per_epoch * (cfg.train.epochs - result.epoch)))
+            echo(result.line(cfg.train.epochs, now - last, per_epoch * (cfg.train.epochs - result.epoch), cfg.train.best_by))
         last = now
 
     try:
         result = train(cfg, out_dir, report=report, resume=resume, splits=splits, batches=batches, on_cost=run.log_cost)
     except KeyboardInterrupt:
-        run.finish("KILLED")  # stopped by the user: the last epoch's checkpoint is kept for --resume
+        run.end("unfinished")  # stopped by the user: the last epoch's checkpoint is kept for --resume
         raise
     except BaseException:
-        run.finish("FAILED")
+        run.end("errored")
         raise
     try:
         run.log_result(result)
     except BaseException:
-        run.finish("FAILED")  # never left RUNNING
+        run.end("errored")  # never left RUNNING
         raise
-    run.finish("FINISHED" if result.status == "completed" else "FAILED")
+    run.end(result.status)
     return result, run.run_id

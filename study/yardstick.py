@@ -98,6 +98,12 @@ def protocol_of(space: SweepSpace, store: FrameStore) -> Protocol:
         size = frame_size(store, ev.size)
     else:
         size = max((frame_size(store, c.data.image_size, c.data.size_multiple) for c in configs), key=lambda s: (s[0] * s[1], s))
+    for c in configs:
+        channels, targets = resolve_fields(store, c.data.channels, c.data.targets, c.data.feedback)
+        if c.window.output_len < max(leads) and channels != targets:
+            raise UserError(f"{space.path}: evaluate.leads: a trial predicting [{', '.join(targets)}] from "
+                            f"[{', '.join(channels)}] in {c.window.output_len} frame(s) cannot roll out to lead "
+                            f"{max(leads)}; lower evaluate.leads or predict the fields read")
     first = configs[0].data
     target = resolve_fields(store, first.channels, first.targets, first.feedback)[1]
     return Protocol(leads, size, context, ev.stride or max(leads), ev.windows, ev.epoch_windows, ev.baselines,
@@ -139,7 +145,8 @@ def study_yardstick(space: SweepSpace, protocol: Protocol, split: str, sweep_dir
     cached = None
     if cache.is_file():
         cached = BaselineScores.from_dict(json.loads(cache.read_text()), len(protocol.leads))
-    yardstick = Yardstick(protocol, store, getattr(segments, split), split, segments.train, cached)
+    yardstick = Yardstick(protocol, store, getattr(segments, split), split, segments.train, cached,
+                          detector_overrides=dict(cfg.data.detector))  # the space's `detector:` settings, if any
     if cached is None:
         _write(cache, yardstick.baselines().to_dict())
         _write(sweep_dir / YARDSTICK_DIR / "protocol.json", protocol.to_dict())

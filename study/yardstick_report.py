@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
+from study.tracking import metric_history  # noqa: E402
 from study.yardstick import NO_TEST, SHOWN, TEST, VALIDATION, YARDSTICK_DIR  # noqa: E402
 
 TOP_CURVES = 3
@@ -42,21 +43,21 @@ def protocol_line(sweep_dir: Path) -> str:
             f"resized up before any metric. The baselines ({', '.join(p['baselines'])}) were scored once on the same frames.")
 
 
-def sections(rows: list[dict[str, str]], sweep_dir: Path, client: Any, out: Path, objective: str,
+def sections(rows: list[dict[str, str]], sweep_dir: Path, out: Path, objective: str,
              png: Callable[[Any, Path], str], img: Callable[[str, str], str], fmt: Callable[[Any], str]) -> list[str]:
     """HTML sections (empty for a sweep without yardstick columns)."""
     if not rows or "val_ssim_selection" not in rows[0]:
         return []
     out_sections = [f"<h2>The yardstick</h2><p>{html.escape(protocol_line(sweep_dir))}</p>"]
     out_sections.append(_validation_vs_test(rows, sweep_dir, objective, fmt))
-    out_sections.append(_curves(rows, client, out, png, img))
+    out_sections.append(_curves(rows, out, png, img))
     out_sections.append(_what_won(rows, objective, fmt))
     return [s for s in out_sections if s]
 
 
 def _validation_vs_test(rows: list[dict[str, str]], sweep_dir: Path, objective: str, fmt: Callable[[Any], str]) -> str:
     tested = [r for r in rows if math.isfinite(_num(r.get("test_ssim_unbiased")))]
-    head = f"<h2>Validation ({html.escape(VALIDATION)}) and test ({html.escape(TEST)})</h2>"
+    head = f"<h2>{html.escape(VALIDATION.capitalize())} and {html.escape(TEST)}</h2>"
     if not tested:
         why = NO_TEST if not (sweep_dir / YARDSTICK_DIR / "test_scores.json").is_file() else "no trial was scored on the test split"
         return head + f"<p>{html.escape(why)}</p>"
@@ -71,19 +72,20 @@ def _validation_vs_test(rows: list[dict[str, str]], sweep_dir: Path, objective: 
                      + f"<td>{gap:+.4f}</td></tr>")
     mean = sum(gaps) / len(gaps)
     text = (f"<p>For the top {len(tested)} trials by validation, the test {metric} differs from the validation {metric} "
-            f"by {mean:+.4f} on average (from {min(gaps):+.4f} to {max(gaps):+.4f}). The validation score chose them and is "
-            f"optimistic for the winner; the test score was read once, after the sweep.</p>")
+            f"by {mean:+.4f} on average (from {min(gaps):+.4f} to {max(gaps):+.4f}). The validation score chose them, so it "
+            f"tends to flatter the winner; the test score was read once, after the sweep, and also differs as its held-out "
+            f"sequences differ from the validation ones.</p>")
     return head + text + "".join(table) + "</table>"
 
 
-def _curves(rows: list[dict[str, str]], client: Any, out: Path, png: Callable[[Any, Path], str], img: Callable[[str, str], str]) -> str:
+def _curves(rows: list[dict[str, str]], out: Path, png: Callable[[Any, Path], str], img: Callable[[str, str], str]) -> str:
     top = [r for r in rows if r.get("mlflow_run") and math.isfinite(_num(r.get("val_ssim_selection")))][:TOP_CURVES]
     if not top:
         return ""
 
     def history(run: str, name: str) -> tuple[list[int], list[float]]:
-        points = sorted(client.get_metric_history(run, name), key=lambda m: m.step)
-        return [m.step for m in points], [m.value for m in points]
+        points = metric_history(run, name)
+        return [step for step, _ in points], [value for _, value in points]
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), sharex=True)
     for k, r in enumerate(top):

@@ -23,3 +23,26 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("stores") / "tiny.zarr"
     synth_store(str(path), TINY, workers=1)
     return path
+
+
+@pytest.fixture(scope="session")
+def mlflow_http(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One real `mlflow server` on 127.0.0.1 for the session (sqlite behind it): its URI."""
+    from tests.mlflow_server import free_port, start, stop
+
+    port = free_port()
+    proc = start(tmp_path_factory.mktemp("mlflow-server"), port)
+    yield f"http://127.0.0.1:{port}"
+    stop(proc)
+
+
+@pytest.fixture(scope="session")
+def postgres():  # type: ignore[no-untyped-def]
+    """A real PostgreSQL on 127.0.0.1 for the session (skipped, in one line, where its binaries are absent)."""
+    from tests import postgres as pg
+
+    if pg.binaries() is None:
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed")
+    server = pg.start(("mlflow",))
+    yield server
+    pg.stop(server)

@@ -18,13 +18,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(directory: Path, port: int) -> subprocess.Popen:
-    """Start a server on `port` backed by directory/server.db (a restart on the same directory keeps its runs)."""
+def start(directory: Path, port: int, backend: str | None = None, workers: int = 1) -> subprocess.Popen:
+    """Start a server on `port` backed by directory/server.db (a restart on the same directory keeps its runs), or
+    by the `backend` store URI."""
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{directory / 'server.db'}",
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend or f"sqlite:///{directory / 'server.db'}",
          "--artifacts-destination", str(directory / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
+         "--workers", str(workers)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
     )
     deadline = time.time() + 90

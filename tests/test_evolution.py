@@ -138,7 +138,7 @@ def test_config_names_ranges_and_round_trip() -> None:
         ({"motion_scales": 3}, r"motion_scales: must be <= ev_depth \+ 1 = 2, got 3"),
         ({"substeps": 0}, "substeps: must be >= 1"),
         ({"smoothness": -1.0}, "smoothness: must be in"),
-        ({"teacher_forcing": 0.2}, "teacher_forcing: applies to model convlstm and predrnn_v2 only"),
+        ({"teacher_forcing": 0.2}, "teacher_forcing: applies to model convlstm only"),
     ]:
         with pytest.raises(UserError, match=message):
             trial_config(SMALL | params, "t.yaml")

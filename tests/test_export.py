@@ -48,6 +48,21 @@ def finished_sweep(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -
     return uri, tmp / "sweeps"
 
 
+@pytest.fixture(scope="module")
+def finished_sweep_http(tiny_store: Path, mlflow_http: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """The same sweep, tracked by a real `mlflow server` over HTTP."""
+    tmp = tmp_path_factory.mktemp("sweep-http")
+    space = load_space(write_space(tmp, tiny_store, samples=3, text=SPACE.replace("sweep-test", "sweep-test-http")))
+    run_sweep(space, "exp", tmp / "sweeps", mlflow_http)
+    return mlflow_http, tmp / "sweeps"
+
+
+@pytest.fixture(params=["sqlite", "http"])
+def tracked_sweep(request: pytest.FixtureRequest) -> tuple[str, Path]:
+    """Each MLflow path of export, the registry and the report, on sqlite and on a real server."""
+    return request.getfixturevalue("finished_sweep" if request.param == "sqlite" else "finished_sweep_http")
+
+
 def _cli(uri: str, *args: str) -> str:
     result = CliRunner(env={"MLFLOW_TRACKING_URI": uri, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}).invoke(main, list(args))
     assert result.exit_code == 0, result.output
@@ -109,31 +124,89 @@ def test_reexport_is_deterministic(finished_sweep: tuple[str, Path], tmp_path: P
 
 
 @pytest.mark.slow
-def test_registry_champion_moves_only_to_better(finished_sweep: tuple[str, Path], tmp_path: Path) -> None:
-    uri, storage = finished_sweep
+def test_registry_champion_moves_only_to_better(tracked_sweep: tuple[str, Path], tmp_path: Path) -> None:
+    uri, storage = tracked_sweep
     board = (storage / "exp" / "leaderboard.csv").read_text().splitlines()
     import csv
 
     rows = [r for r in csv.DictReader(board) if r["status"] == "completed"]
     best, worst = rows[0], rows[-1]
     assert float(best["objective"]) > float(worst["objective"])
-    _cli(uri, "export", "--run-id", worst["mlflow_run"], "--out", str(tmp_path / "w"), "--register", "bubbles-test")
+    name = f"bubbles-test-{tmp_path.name}"  # one registered model per case: the http server outlives a module
     client = mlflow.MlflowClient(uri)
-    assert str(client.get_model_version_by_alias("bubbles-test", "champion").version) == "1"
-    out = _cli(uri, "export", "--sweep", "exp", "--storage", str(storage), "--out", str(tmp_path / "b"), "--register", "bubbles-test")
-    assert "as 'champion'" in out
-    assert str(client.get_model_version_by_alias("bubbles-test", "champion").version) == "2"
-    out = _cli(uri, "export", "--run-id", worst["mlflow_run"], "--out", str(tmp_path / "w2"), "--register", "bubbles-test")
+    runs_before = {r.info.run_id for e in client.search_experiments() for r in client.search_runs([e.experiment_id])}
+    _cli(uri, "export", "--run-id", worst["mlflow_run"], "--out", str(tmp_path / "w"), "--register", name)
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    out = _cli(uri, "export", "--sweep", "exp", "--storage", str(storage), "--out", str(tmp_path / "b"), "--register", name)
+    assert "as 'champion'" in out and f"models:/{name}/2" in out
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    _check_link(uri, out.rsplit("see ", 1)[1].strip(), f"#/models/{name}/versions/2")
+    out = _cli(uri, "export", "--run-id", worst["mlflow_run"], "--out", str(tmp_path / "w2"), "--register", name)
     assert "champion unchanged" in out
-    champion = client.get_model_version_by_alias("bubbles-test", "champion")
+    champion = client.get_model_version_by_alias(name, "champion")
     assert str(champion.version) == "2"
-    # The version points at the trial that trained it, carries a rounded score and a tensor signature.
+    # The version points at the trial that trained it, carries a rounded score and a tensor signature; registering
+    # made no run (no orphan export runs).
     assert champion.run_id == best["mlflow_run"]
     assert len(champion.tags["value"]) <= 8 and float(champion.tags["value"]) == pytest.approx(float(best["objective"]), rel=1e-5)
-    from mlflow.models import Model
+    assert {r.info.run_id for e in client.search_experiments() for r in client.search_runs([e.experiment_id])} == runs_before
+    # The round trip: a fresh process loads the registered version by name and predicts; it matches the export.
+    model, cfg, _ = load_bundle(tmp_path / "b")
+    x = example_input(cfg)
+    with torch.no_grad():
+        expected = model(x, future=cfg.window.output_len).numpy()
+    np.save(tmp_path / "x.npy", x.numpy())
+    script = (
+        "import sys, mlflow, numpy as np\n"
+        f"mlflow.set_tracking_uri({uri!r})\n"
+        f"m = mlflow.pyfunc.load_model('models:/{name}/2')\n"
+        "sig = m.metadata.signature.inputs.to_dict()[0]\n"
+        "assert sig['type'] == 'tensor', sig\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, m.predict(np.load({str(tmp_path / 'x.npy')!r})))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
 
-    signature = Model.load(champion.source.removeprefix("file://")).signature
-    assert signature is not None and signature.inputs.to_dict()[0]["type"] == "tensor"
+
+def _check_link(uri: str, link: str, fragment: str) -> None:
+    """A printed link: on a server, its page answers and the fragment names what the UI opens; on sqlite, the
+    `mlflow ui` command to run and the same fragment."""
+    assert link.endswith(fragment), link
+    if uri.startswith("http"):
+        import urllib.request
+
+        assert link.startswith(uri)
+        with urllib.request.urlopen(link.split("#")[0], timeout=10) as resp:
+            assert resp.status == 200
+    else:
+        assert link.startswith(f"mlflow ui --backend-store-uri {uri}")
+
+
+@pytest.mark.slow
+def test_runs_table_link(tracked_sweep: tuple[str, Path]) -> None:
+    from study.tracking import runs_table_link
+
+    uri, _ = tracked_sweep
+    experiment = "sweep-test-http" if uri.startswith("http") else "sweep-test"
+    exp_id = mlflow.MlflowClient(uri).get_experiment_by_name(experiment).experiment_id
+    _check_link(uri, runs_table_link(uri, experiment), f"#/experiments/{exp_id}/runs?workflowType=machine_learning")
+
+
+@pytest.mark.slow
+def test_failed_registration_leaves_nothing(tracked_sweep: tuple[str, Path], tmp_path: Path) -> None:
+    uri, storage = tracked_sweep
+    client = mlflow.MlflowClient(uri)
+    models_before = {m.model_id for m in client.search_logged_models([e.experiment_id for e in client.search_experiments()])}
+    result = CliRunner(env={"MLFLOW_TRACKING_URI": uri}).invoke(
+        main, ["export", "--sweep", "exp", "--storage", str(storage), "--out", str(tmp_path / "x"), "--register", "bad:name"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()  # the export's own lines, then one error line
+    assert lines[-1].startswith("error: --register bad:name: MLflow at") and sum(x.startswith("error:") for x in lines) == 1
+    assert "nothing was kept" in result.output and "Traceback" not in result.output
+    assert not client.search_registered_models(filter_string="name = 'bad:name'")
+    after = {m.model_id for m in client.search_logged_models([e.experiment_id for e in client.search_experiments()])}
+    assert after == models_before
 
 
 @pytest.mark.slow
@@ -185,8 +258,8 @@ def test_predict_from_a_raw_frame_folder(finished_sweep: tuple[str, Path], tmp_p
 
 
 @pytest.mark.slow
-def test_report_has_the_leaderboard(finished_sweep: tuple[str, Path], tmp_path: Path) -> None:
-    uri, storage = finished_sweep
+def test_report_has_the_leaderboard(tracked_sweep: tuple[str, Path], tmp_path: Path) -> None:
+    uri, storage = tracked_sweep
     _cli(uri, "report", "--sweep", "exp", "--storage", str(storage), "--out", str(tmp_path / "r"))
     page = (tmp_path / "r" / "index.html").read_text()
     import csv
@@ -196,6 +269,10 @@ def test_report_has_the_leaderboard(finished_sweep: tuple[str, Path], tmp_path: 
         assert f"<td>{r['trial']}</td>" in page
         assert 0.0 <= float(r["bubble_f1"]) <= 1.0  # every trial is evaluated, stopped early or not
     assert "Parameter importances" in page and "data:image/png;base64," in page and "Compute spent" in page
+    assert "<tr><th>trial</th><th>objective</th>" in page  # the ranking column beside the id, not off-screen
+    best = [r for r in rows if r["status"] == "completed"][0]
+    family_window = f"{best['trial']} convlstm {best['window'].replace('->', '→')}"
+    assert f"Prediction strips of the best trial ({family_window})" in page
     from study.yardstick import NO_TEST
 
     assert html.escape(NO_TEST) in page and "What won, by window, size and family" in page  # no test split: said once

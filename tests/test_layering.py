@@ -20,3 +20,25 @@ def test_bubbles_imports_no_study_machinery() -> None:
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
     assert offenders == []
+
+
+def _imports(path: Path) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def test_one_module_owns_mlflow() -> None:
+    """Every MLflow call and run-state change goes through study/tracking.py (its writer transport beside it)."""
+    root = Path(__file__).resolve().parents[1]
+    owners = {"study/tracking.py", "study/mlflow_writer.py"}
+    users = {str(p.relative_to(root)) for p in [*(root / "study").rglob("*.py"), root / "cli.py"]
+             if any(n.split(".")[0] == "mlflow" for n in _imports(p))}
+    assert users <= owners, users - owners
+    writer_users = {str(p.relative_to(root)) for p in [*(root / "study").rglob("*.py"), root / "cli.py"]
+                    if "study.mlflow_writer" in _imports(p)}
+    assert writer_users <= {"study/tracking.py"}, writer_users

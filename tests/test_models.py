@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -95,3 +97,25 @@ def test_seq2seq_encoder_batchnorm_statistics_are_the_encoder_pass_alone() -> No
         train_lead1 = model.train()(x, future=3)[:, 0]
         eval_lead1 = model.eval()(x, future=3)[:, 0]
     assert torch.allclose(train_lead1, eval_lead1, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["seq2one", "seq2seq"])
+def test_patches_run_the_cells_on_folded_frames(mode: str) -> None:
+    """patch p at H x W is a patch-1 ConvLSTM on the (C*p², H/p, W/p) folded frames, unfolded: same weights, same
+    outputs; and the trial config takes `patch` for convlstm (it was predrnn_v2's only)."""
+    from bubbles.config import trial_config
+    from bubbles.models.patches import from_patches, to_patches
+
+    torch.manual_seed(0)
+    cfg = ConvLSTMConfig(layers=2, hidden=(6,), peephole="frame", mode=mode, patch=2, frame_size=(8, 12))  # type: ignore[arg-type]
+    folded = ConvLSTMConfig(layers=2, hidden=(6,), peephole="frame", mode=mode, in_channels=4, out_channels=4, frame_size=(4, 6))  # type: ignore[arg-type]
+    model, plain = build_model("convlstm", cfg).eval(), build_model("convlstm", folded).eval()
+    plain.load_state_dict(model.state_dict())
+    x, future = torch.rand(2, 3, 1, 8, 12), 3 if mode == "seq2seq" else 1
+    with torch.no_grad():
+        out = model(x, future=future)
+        assert out.shape == (2, future, 1, 8, 12)
+        assert torch.allclose(out, from_patches(plain(to_patches(x, 2), future=future), 2), atol=1e-6)
+    t = trial_config({"patch": 4, "window": "4->2", "image_size": "32x48"})
+    assert (t.model.patch, t.data.size_multiple, t.model.label()) == (4, 4, "L3-h64-p4")
+    assert parameter_count(build_model("convlstm", t.model)) < parameter_count(build_model("convlstm", replace(t.model, patch=1)))

@@ -166,7 +166,7 @@ def test_a_trial_that_raises_or_nans_fails_alone(tiny_store: Path, tmp_path: Pat
     text = "\n".join(lines)
     assert text.count(" started: convlstm-L1-h4-16px-4to1-") == 3
     objective = space.tune.objective
-    assert text.count(f" finished: {objective} ") == 1 and text.count(" stopped: NaN at epoch 1") == 1
+    assert text.count(" finished after 2 epochs: ") == 1 and text.count(" stopped: NaN at epoch 1") == 1
     assert text.count(" failed; the error is in ") == 1 and "== Status ==" not in text and "+---" not in text
     board = text.split(f"top 3 by {objective} ({space.tune.mode})")[1].splitlines()[1:5]
     assert board[0].split()[:4] == ["#", "trial", "model", "status"] and max(len(line) for line in board) <= 120

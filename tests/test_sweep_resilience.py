@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -62,13 +63,16 @@ def test_interrupt_then_resume_without_duplicates(tiny_store: Path, tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out
-    assert "--resume" in out
+    # The command the sweep prints works as printed (run from the repository, as a user would): it names the storage.
+    printed = out.split("interrupted: continue with", 1)[1].strip().splitlines()[0]
+    words = shlex.split(printed)
+    assert words[:2] == ["bubbles-study", "sweep"] and "--storage" in words and "--resume" in words
     done_before = _finished_children(uri)
     assert 1 <= done_before < 8
     client = mlflow.MlflowClient(uri)
     interrupted = [r for r in client.search_runs([client.get_experiment_by_name("sweep-test").experiment_id]) if r.data.tags.get("sweep") == "resumable"]
     assert all(r.info.status != "RUNNING" for r in interrupted)  # marked honestly at the interrupt, not at resume
-    resumed = subprocess.run(cmd + ["--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([sys.executable, str(ROOT / "cli.py"), *words[1:]], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "continuing sweep 'resumable'" in resumed.stdout
     assert "#/experiments/" in resumed.stdout and "workflowType=machine_learning" in resumed.stdout  # a link that opens the runs table
@@ -143,6 +147,8 @@ def test_trial_resumes_from_checkpoint_after_node_loss(tiny_store: Path, tmp_pat
     errors = list((tmp_path / "sweeps" / "nodeloss").glob("*/error.txt"))
     assert errors and "Failure # 1" in errors[0].read_text()  # the trial really lost its node and was restarted
     assert runs[0].info.status == "FINISHED" and runs[0].data.tags["trial_status"] == "completed"
+    nodes = runs[0].data.tags["ray_nodes"].split(",")  # both nodes it ran on, the lost one first
+    assert len(nodes) == 2 and nodes[0] != nodes[1] and result.rows[0]["node"] == ",".join(nodes)  # type: ignore[attr-defined]
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ def _check_run(uri: str) -> None:
     assert [m.step for m in vmaf] == [1, 2, 3] and all(0 <= m.value <= 100 for m in vmaf)
     assert {"final_ssim", "final_psnr", "final_skill_persistence", "final_collapsed"} <= set(run.data.metrics)
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.json", "evaluation.json", "per_condition.csv", "lead_table.md", "strips", "checkpoints"} <= top
+    assert {"config.json", "evaluation.json", "per_condition.csv", "lead_table.md", "lead_curves.png", "strips", "checkpoints"} <= top
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.pt"]
     assert len(client.list_artifacts(run.info.run_id, "strips")) >= 2
 
@@ -73,6 +73,7 @@ def test_train_logs_to_http_server(tiny_store: Path, tmp_path: Path, mlflow_serv
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     result = CliRunner().invoke(main, _train_args(tiny_store, tmp_path / "out"))
     assert result.exit_code == 0, result.output
+    assert "View experiment at" not in result.output and "View run" not in result.output  # MLflow's own links
     _check_run(mlflow_server)
 
 
@@ -80,5 +81,7 @@ def test_unreachable_server_is_one_line(tiny_store: Path, tmp_path: Path, monkey
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     result = CliRunner().invoke(main, _train_args(tiny_store, tmp_path / "out"))
     assert result.exit_code == 1
-    assert result.output.count("\n") == 1 and "is unreachable" in result.output
+    lines = result.output.strip().splitlines()  # the frame-size lines train prints first, then one error line
+    assert lines[-1].startswith("error: MLflow tracking server") and "is unreachable" in lines[-1]
+    assert sum(x.startswith("error:") for x in lines) == 1 and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written

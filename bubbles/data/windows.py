@@ -38,7 +38,7 @@ def _store(where: str, key: str, value: object) -> str:
     return value
 
 
-def _detector(where: str, key: str, value: Any) -> tuple[tuple[str, Any], ...]:
+def parse_detector(where: str, key: str, value: Any) -> tuple[tuple[str, Any], ...]:
     """The `detector` mapping: DetectorConfig field names; polarity a choice, the rest non-negative numbers."""
     from bubbles.evaluation.bubbles import DETECTOR_FIELDS  # the detector's own field list; read only here
     from bubbles.params import parse_choice, parse_float
@@ -54,6 +54,18 @@ def _detector(where: str, key: str, value: Any) -> tuple[tuple[str, Any], ...]:
         out.append((name, parse_choice(where, f"{key}.polarity", v, ("auto", "dark", "bright")) if name == "polarity"
                     else parse_float(where, f"{key}.{name}", v, 0.0, 1000.0)))
     return tuple(out)
+
+
+def _tile(where: str, key: str, value: Any) -> FrameSize | None:
+    """'48x48', 48 (square) or [48, 96]; empty / None: no tiling."""
+    if value in (None, "", 0):
+        return None
+    size = parse_image_size(value, f"{where}: {key}")
+    return size if isinstance(size, tuple) else (size, size)
+
+
+def _show_tile(value: FrameSize | None) -> str | None:
+    return None if value is None else f"{value[0]}x{value[1]}"
 
 
 def _image_size(where: str, key: str, value: object) -> ImageSize:
@@ -109,10 +121,15 @@ class DataConfig:
                             "Models that feed their frames back (convlstm seq2seq, predrnn_v2) predict exactly the "
                             "channels", parse=parse_fields)
     feedback: bool = False
+    tile: FrameSize | None = param(None, "tile", "train on random HxW tiles (one place per window) cut from each "
+                                   "sequence at the scale image_size sets (short side, aspect kept, never stretched), "
+                                   "so sequences of any size and aspect train together; validation, evaluation and "
+                                   "predict run on whole frames. Empty: whole frames at image_size",
+                                   parse=_tile, show=_show_tile)
     detector: tuple[tuple[str, Any], ...] = param((), "detector", "bubble detector settings over the store's "
                                                   "calibration, e.g. {polarity: bright, max_diameter: 0.3, min_contrast: "
                                                   "0.05} (lengths in frame heights; docs/real-recordings.md)",
-                                                  parse=_detector, show=dict)
+                                                  parse=parse_detector, show=dict)
 
 
 Segment = tuple[str, int, int]  # sequence name, first frame, end frame (exclusive)
@@ -322,12 +339,16 @@ class WindowDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         name, s = self.starts[i]
         n = self.window.input_len
-        frames = self.cache.frames(name, s, s + self.window.length)
+        frames = self._place(self.cache.frames(name, s, s + self.window.length))
         if frames.ndim == 3:
             frames = frames[:, None]
         inputs, targets = self._index[name]
         x = torch.from_numpy(frames[:n, inputs].astype(np.float32) / 255.0)
         return x, torch.from_numpy(frames[n:, targets].astype(np.float32) / 255.0)
+
+    def _place(self, frames: np.ndarray) -> np.ndarray:
+        """The part of a window's frames the model sees: all of them (TileDataset cuts a tile)."""
+        return frames
 
     def field_frames(self, name: str, start: int, stop: int, target: int = 0) -> np.ndarray:
         """(stop - start, H, W) uint8 frames of one target field of one sequence."""
@@ -353,6 +374,8 @@ class WindowSplits:
         line before training creates its output directory or MLflow run."""
         names = sorted({name for part in (self.segments.train, self.segments.val, self.segments.test) for name, _, _ in part})
         self.train.cache.check(names)
+        if self.val.cache is not self.train.cache:  # tiles: the held-out sequences are read by their own cache
+            self.val.cache.check(sorted({name for part in (self.segments.val, self.segments.test) for name, _, _ in part}))
 
 
 def validate_window(window: WindowConfig) -> None:
@@ -367,18 +390,24 @@ def make_splits(data: DataConfig, window: WindowConfig, store: FrameStore | None
     validate_window(window)
     store = store or FrameStore.open(data.store)
     segments = split_segments(store, data.split)
-    size = frame_size(store, data.image_size, data.size_multiple)
+    size = frame_size(store, data.image_size, data.size_multiple) if data.tile is None else (0, 0)
     channels, targets = resolve_fields(store, data.channels, data.targets, data.feedback)
-    cache = FrameCache(store, size, share=share_dir())
-    splits = WindowSplits(
-        *(WindowDataset(cache, getattr(segments, k), window, k, channels, targets, data.detector) for k in ("train", "val", "test")),
-        segments,
-        size,
-        channels,
-        targets,
-    )
+    if data.tile is not None:
+        from bubbles.data.tiles import tiled_splits  # tiles builds on this module's datasets
+
+        splits = tiled_splits(store, data, window, segments, channels, targets)
+    else:
+        cache = FrameCache(store, size, share=share_dir())
+        splits = WindowSplits(
+            *(WindowDataset(cache, getattr(segments, k), window, k, channels, targets, data.detector) for k in ("train", "val", "test")),
+            segments,
+            size,
+            channels,
+            targets,
+        )
     if len(splits.train) == 0:
         raise UserError("split: the training split has no windows")
     if len(splits.val) == 0:
         raise UserError("split: the validation split has no windows (set val / val_fraction)")
     return splits
+

@@ -11,6 +11,14 @@ All take context frames (N, T, H, W) floats in [0, 1] and return (N, horizon, H,
   steps through the (frozen) field, d_k = d_{k-1} + u(x + d_{k-1}), and the frame at lead k is the last frame
   sampled at x + d_k (bilinear, edges clamped). ILK was chosen over TV-L1 after measuring both on 128² synthetic
   frames (bench/baselines.py; docs/performance.md): about as accurate at lead 1 and faster.
+  ILK's window must be larger than the bubbles: inside a bubble's flat interior (and on a flat background) a small
+  window sees no gradient, the estimate there is ~0, and the advection tears the bubble apart. On the pool-boiling
+  rendering (bubbles 12% of the height, flat interiors) the window of H/16 lost to persistence at every lead; a
+  radius of H/4 beat it at leads 1-4 (docs/real-recordings.md). The radius is therefore set by the bubble scale
+  when the caller knows it (`scale`: the sequence's calibrated typical diameter in px, bubbles/data/calibrate.py):
+  FLOW_RADIUS_PER_DIAMETER diameters, within [H/16, H/4]; H/16 otherwise (the synthetic stores, 8 px at 128²).
+  Motion from several past pairs (their mean) and Gaussian smoothing of the field were measured too and did not
+  help on either store (bench/baselines.py --real reports them).
 """
 
 from __future__ import annotations
@@ -21,8 +29,11 @@ import numpy as np
 from scipy.ndimage import map_coordinates
 from skimage.registration import optical_flow_ilk, optical_flow_tvl1
 
+Scale = float | np.ndarray | None  # bubble diameter (px) at the frames' size: one, or one per window
 FLOW_METHODS: dict[str, Callable[..., np.ndarray]] = {"ilk": optical_flow_ilk, "tvl1": optical_flow_tvl1}
-FLOW_RADIUS_FRACTION = 1 / 16  # ILK window radius as a fraction of the frame height (8 px at 128²)
+FLOW_RADIUS_FRACTION = 1 / 16  # ILK window radius as a fraction of the frame height (8 px at 128²), uncalibrated
+FLOW_RADIUS_MAX_FRACTION = 1 / 4
+FLOW_RADIUS_PER_DIAMETER = 2.0  # the window (2r + 1) then spans about four bubble diameters
 
 
 def persistence(inputs: np.ndarray, horizon: int) -> np.ndarray:
@@ -40,11 +51,18 @@ def climatology(inputs: np.ndarray, horizon: int, mean_frame: np.ndarray) -> np.
     return np.broadcast_to(mean_frame.astype(inputs.dtype), (len(inputs), horizon, *inputs.shape[2:])).copy()
 
 
-def motion_field(previous: np.ndarray, last: np.ndarray, method: str = "ilk") -> np.ndarray:
+def flow_radius(height: int, scale: float | None = None) -> int:
+    """ILK window radius (px) for frames `height` px high whose bubbles are `scale` px across (None/0: unknown)."""
+    if not scale:
+        return max(2, round(height * FLOW_RADIUS_FRACTION))
+    low, high = height * FLOW_RADIUS_FRACTION, height * FLOW_RADIUS_MAX_FRACTION
+    return max(2, round(min(max(FLOW_RADIUS_PER_DIAMETER * scale, low), high)))
+
+
+def motion_field(previous: np.ndarray, last: np.ndarray, method: str = "ilk", radius: int | None = None) -> np.ndarray:
     """u (2, H, W): for every pixel x of `last`, the offset to where it was in `previous` (last(x) ~ previous(x+u))."""
     if method == "ilk":
-        radius = max(2, round(last.shape[0] * FLOW_RADIUS_FRACTION))
-        return optical_flow_ilk(last, previous, radius=radius)
+        return optical_flow_ilk(last, previous, radius=radius or flow_radius(last.shape[0]))
     return FLOW_METHODS[method](last, previous)
 
 
@@ -61,13 +79,16 @@ def advect(frame: np.ndarray, u: np.ndarray, horizon: int) -> np.ndarray:
     return out
 
 
-def flow_extrapolation(inputs: np.ndarray, horizon: int, method: str = "ilk") -> np.ndarray:
-    """Advect each window's last frame along the motion of its last two frames."""
+def flow_extrapolation(inputs: np.ndarray, horizon: int, method: str = "ilk", scale: Scale = None) -> np.ndarray:
+    """Advect each window's last frame along the motion of its last two frames; `scale`: the bubble diameter (px)
+    of every window (one number, or one per window; None: unknown), which sets ILK's window."""
     if inputs.shape[1] < 2:
         return persistence(inputs, horizon)  # one context frame: no motion to estimate
+    scales = np.broadcast_to(np.asarray(0.0 if scale is None else scale, np.float64), (len(inputs),))
     out = np.empty((len(inputs), horizon, *inputs.shape[2:]), inputs.dtype)
     for n, window in enumerate(inputs):
-        u = motion_field(window[-2].astype(np.float32), window[-1].astype(np.float32), method)
+        radius = flow_radius(window.shape[-2], float(scales[n]))
+        u = motion_field(window[-2].astype(np.float32), window[-1].astype(np.float32), method, radius)
         out[n] = advect(window[-1], u, horizon)
     return out
 
@@ -78,21 +99,24 @@ def _climatology_or_error(inputs: np.ndarray, horizon: int, mean_frame: np.ndarr
     return climatology(inputs, horizon, mean_frame)
 
 
-# The one table of baselines, by name (as pySTEPS' get_method): (context, horizon, training mean frame) -> forecast.
-TABLE: dict[str, Callable[[np.ndarray, int, np.ndarray | None], np.ndarray]] = {
-    "persistence": lambda inputs, horizon, _: persistence(inputs, horizon),
-    "median": lambda inputs, horizon, _: context_median(inputs, horizon),
-    "climatology": _climatology_or_error,
-    "flow": lambda inputs, horizon, _: flow_extrapolation(inputs, horizon),
+# The one table of baselines, by name (as pySTEPS' get_method):
+# (context, horizon, training mean frame, bubble scale per window) -> forecast.
+TABLE: dict[str, Callable[[np.ndarray, int, np.ndarray | None, Scale], np.ndarray]] = {
+    "persistence": lambda inputs, horizon, _, __: persistence(inputs, horizon),
+    "median": lambda inputs, horizon, _, __: context_median(inputs, horizon),
+    "climatology": lambda inputs, horizon, mean, _: _climatology_or_error(inputs, horizon, mean),
+    "flow": lambda inputs, horizon, _, scale: flow_extrapolation(inputs, horizon, scale=scale),
 }
 BASELINES = tuple(TABLE)
 
 
-def forecast(name: str, inputs: np.ndarray, horizon: int, mean_frame: np.ndarray | None = None) -> np.ndarray:
-    """One named baseline's forecast (climatology needs the training mean frame)."""
+def forecast(name: str, inputs: np.ndarray, horizon: int, mean_frame: np.ndarray | None = None,
+             scale: Scale = None) -> np.ndarray:
+    """One named baseline's forecast (climatology needs the training mean frame; flow uses the bubble scale, px at
+    the inputs' size, one or one per window, when known)."""
     if name not in TABLE:
         raise ValueError(f"unknown baseline {name!r} (have: {', '.join(BASELINES)})")
-    return TABLE[name](inputs, horizon, mean_frame)
+    return TABLE[name](inputs, horizon, mean_frame, scale)
 
 
 def mean_frame(frames: list[np.ndarray]) -> np.ndarray:

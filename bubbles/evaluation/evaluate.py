@@ -169,9 +169,13 @@ def predict_batches(model: nn.Module, dataset: WindowDataset, indices: list[int]
             yield idx, x[:, :, dataset.target_inputs[target]], y[:, :, target], pred[:, :, target]
 
 
-def training_mean_frame(splits: WindowSplits) -> np.ndarray:
+def training_mean_frame(splits: WindowSplits) -> np.ndarray | None:
     """The climatology: per-pixel mean of every training frame (of the first target field) at the splits' size."""
-    return baselines.mean_frame([splits.train.field_frames(name, a, b) for name, a, b in splits.segments.train])
+    blocks = [splits.train.field_frames(name, a, b) for name, a, b in splits.segments.train]
+    # Tiles: training sequences keep their own sizes; the climatology is of those of the evaluated size only (None:
+    # no climatology, as evaluate() does without a mean frame).
+    same = [b for b in blocks if b.shape[-2:] == tuple(splits.frame_size)]
+    return baselines.mean_frame(same) if same else None
 
 
 def evaluate(
@@ -200,7 +204,9 @@ def evaluate(
         if fields is not None:
             fields.add(xs, ys, preds)
         x, y, pred = xs[:, :, dataset.target_inputs[0]], ys[:, :, 0], preds[:, :, 0]
-        forecasts = {"model": pred} | {b: baselines.forecast(b, x, horizon, mean_frame) for b in names}
+        found = detectors(dataset, idx)
+        scale = np.array([c.typical_diameter * x.shape[-2] for c in found])  # bubble px: the flow's window
+        forecasts = {"model": pred} | {b: baselines.forecast(b, x, horizon, mean_frame, scale) for b in names}
         for key, forecast in forecasts.items():
             frames[key].add(forecast, y)
             if with_vmaf and not vmaf_note:
@@ -208,7 +214,6 @@ def evaluate(
                 if scores is not None:
                     vmaf_rows[key].append(scores.reshape(y.shape[:2]))
         collapse.update(pred, y)
-        found = detectors(dataset, idx)
         for key, forecast in forecasts.items():
             bubble_meters[key].add(forecast, y, found, targets, idx)
         conditions.extend(dataset.condition_of(i) for i in idx)

@@ -69,39 +69,58 @@ def _arrows(draw: ImageDraw.ImageDraw, motion: np.ndarray, x0: int, y0: int, sca
             draw.ellipse((bx - 1.5, by - 1.5, bx + 1.5, by + 1.5), fill=(0, 0, 0))  # the head: where it goes
 
 
-def prediction_strip(inputs: np.ndarray, target: np.ndarray, output: np.ndarray, motion: np.ndarray | None = None) -> Image.Image:
-    """inputs (T, H, W), target and output (M, H, W), floats in [0, 1] -> a labelled grayscale image; with the
-    predicted motion (M, 2, H, W, pixels per frame) an RGB image with a fifth row: each lead's motion on the colour
-    wheel (key at the left, saturated at the largest speed shown) with sparse arrows towards where pixels move.
+HEADER = 14  # a band of column labels above a row: the frame's time (t = the last input frame)
 
-    The input row shows the last frames of the context; the others show lead times 1.. (at most 10 columns).
-    |error| is scaled so that 0.5 is black (errors are rarely larger).
+
+
+def _stack(rows: list[tuple[str, np.ndarray]], headers: dict[int, list[str]], frame_w: int, scale: int) -> Image.Image:
+    """Rows of tiles with their row labels at the left and, above the rows named in `headers`, a label per column."""
+    gap = 4
+    height = sum(t.shape[0] for _, t in rows) + gap * (len(rows) - 1) + HEADER * len(headers)
+    canvas = np.ones((height, LABEL_WIDTH + rows[0][1].shape[1]), np.float32)
+    places, y = [], 0
+    for k, (_, tile) in enumerate(rows):
+        y += HEADER if k in headers else 0
+        canvas[y : y + tile.shape[0], LABEL_WIDTH:] = tile
+        places.append(y)
+        y += tile.shape[0] + gap
+    image = Image.fromarray(np.clip(np.rint(canvas * 255), 0, 255).astype(np.uint8)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for k, ((label, tile), top) in enumerate(zip(rows, places)):
+        draw.text((4, top + tile.shape[0] // 2 - 6), label, fill=(0, 0, 0))
+        for c, text in enumerate(headers.get(k, [])):
+            draw.text((LABEL_WIDTH + c * (frame_w * scale + 2) + 2, top - HEADER + 1), text, fill=(90, 90, 90))
+    return image
+
+
+def _leads(n: int) -> list[str]:
+    return [f"t+{k}" for k in range(1, n + 1)]
+
+
+def prediction_strip(inputs: np.ndarray, target: np.ndarray, output: np.ndarray, motion: np.ndarray | None = None) -> Image.Image:
+    """inputs (T, H, W), target and output (M, H, W), floats in [0, 1] -> a labelled RGB image (gray content); with
+    the predicted motion (M, 2, H, W, pixels per frame) a fifth row: each lead's motion on the colour wheel (key at
+    the left, saturated at the largest speed shown) with sparse arrows towards where pixels move.
+
+    The input row shows the last frames of the context (t-k … t), the others lead times t+1 … (at most 10 columns),
+    each column labelled with its time. |error| is scaled so that 0.5 is black (errors are rarely larger).
     """
     scale = max(1, 96 // min(inputs.shape[-2:]))
     columns = min(MAX_COLUMNS, max(len(target), min(len(inputs), MAX_COLUMNS)))
+    shown = inputs[-columns:]
     rows = [
-        ("input", inputs[-columns:]),
-        ("target", target),
-        ("output", output),
-        ("|error|", 1.0 - np.clip(np.abs(output - target) * 2, 0, 1)),
+        ("input", _tile(shown, columns, scale)),
+        ("target", _tile(target, columns, scale)),
+        ("output", _tile(output, columns, scale)),
+        ("|error|", _tile(1.0 - np.clip(np.abs(output - target) * 2, 0, 1), columns, scale)),
     ]
-    tiles = [_tile(frames, columns, scale) for _, frames in rows]
-    gap = 4
-    height = sum(t.shape[0] for t in tiles) + gap * (len(tiles) - 1)
-    canvas = np.ones((height, LABEL_WIDTH + tiles[0].shape[1]), np.float32)
-    y = 0
-    for tile in tiles:
-        canvas[y : y + tile.shape[0], LABEL_WIDTH:] = tile
-        y += tile.shape[0] + gap
-    image = Image.fromarray(np.clip(np.rint(canvas * 255), 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    y = 0
-    for (label, _), tile in zip(rows, tiles):
-        draw.text((4, y + tile.shape[0] // 2 - 6), label, fill=0)
-        y += tile.shape[0] + gap
+    past = [f"t-{len(shown) - 1 - k}" if k < len(shown) - 1 else "t" for k in range(len(shown))]
+    image = _stack(rows, {0: past, 1: _leads(min(columns, len(target)))}, inputs.shape[-1], scale)
     if motion is None:
         return image
-    return _with_motion(image, motion[:columns], columns, scale, gap)
+    return _with_motion(image, motion[:columns], columns, scale, 4)
+
+
 
 
 def _with_motion(image: Image.Image, motion: np.ndarray, columns: int, scale: int, gap: int) -> Image.Image:
@@ -135,32 +154,30 @@ def save_strip(path: Path, inputs: np.ndarray, target: np.ndarray, output: np.nd
 
 
 MATCHED, UNMATCHED = (40, 170, 60), (220, 40, 40)
+BUBBLE_ROW_PX = 240
+BUBBLE_TILE_MAX_W = 1200
 
 
 def bubble_strip(target: np.ndarray, output: np.ndarray, detector: DetectorConfig = DetectorConfig()) -> Image.Image:
     """target and output (M, H, W) floats in [0, 1] -> RGB rows target / output, each detected bubble outlined by
     its equivalent-diameter circle: green where it is matched across the two rows, red where it is not (a missed
     bubble on the target row, a spurious one on the output row)."""
-    size = target.shape[-1]
-    scale = max(1, 160 // size)
+    h, w = target.shape[-2:]
+    # Big enough to check by eye: frames at least BUBBLE_ROW_PX high (a 48 px high channel was drawn 48 px high,
+    # its bubbles a few pixels), a wide frame's tile at most BUBBLE_TILE_MAX_W wide.
+    scale = max(1, min(-(-BUBBLE_ROW_PX // h), BUBBLE_TILE_MAX_W // w))
     columns = min(MAX_COLUMNS, len(target))
-    tiles = [_tile(frames, columns, scale) for frames in (target, output)]
-    gap = 4
-    canvas = np.ones((2 * tiles[0].shape[0] + gap, LABEL_WIDTH + tiles[0].shape[1]), np.float32)
-    canvas[: tiles[0].shape[0], LABEL_WIDTH:] = tiles[0]
-    canvas[tiles[0].shape[0] + gap :, LABEL_WIDTH:] = tiles[1]
-    image = Image.fromarray(np.clip(np.rint(canvas * 255), 0, 255).astype(np.uint8)).convert("RGB")
+    rows = [("target", _tile(target, columns, scale)), ("output", _tile(output, columns, scale))]
+    image = _stack(rows, {0: _leads(columns)}, target.shape[2], scale)
     draw = ImageDraw.Draw(image)
-    row_height = tiles[0].shape[0] + gap
+    row_height = rows[0][1].shape[0] + 4
     for k in range(columns):
         found = [detect(target[k], detector), detect(output[k], detector)]
         pairs = match(found[1], found[0], match_radius(target.shape[1]))
         matched = [{j for _, j in pairs}, {i for i, _ in pairs}]
         for row in (0, 1):
-            x0, y0 = LABEL_WIDTH + k * (target.shape[2] * scale + 2), row * row_height
+            x0, y0 = LABEL_WIDTH + k * (target.shape[2] * scale + 2), HEADER + row * row_height
             for b, (r, c, d) in enumerate(found[row]):
                 cx, cy, rad = x0 + (c + 0.5) * scale, y0 + (r + 0.5) * scale, d / 2 * scale
                 draw.ellipse((cx - rad, cy - rad, cx + rad, cy + rad), outline=MATCHED if b in matched[row] else UNMATCHED, width=2)
-    for row, label in enumerate(("target", "output")):
-        draw.text((4, row * row_height + tiles[0].shape[0] // 2 - 6), label, fill=(0, 0, 0))
     return image

@@ -92,7 +92,11 @@ class YardstickScore:
 
     def means(self) -> dict[str, float]:
         """The objectives: each metric's mean over the protocol's leads."""
-        return {k: float(np.nanmean(self.per_lead[k])) for k in METRICS}
+        def mean(values: tuple[float, ...]) -> float:
+            finite = [v for v in values if np.isfinite(v)]  # bubble F1 is NaN at a lead where no frame has a bubble
+            return float(np.mean(finite)) if finite else float("nan")
+
+        return {k: mean(self.per_lead[k]) for k in METRICS}
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "protocol": self.protocol.to_dict(), "windows": [list(w) for w in self.windows],
@@ -177,7 +181,8 @@ class Yardstick:
             for rows in _batches(len(self.windows), 16):
                 context = np.stack([self.field_frames(n, t - p.context, t) for n, t in (self.windows[r] for r in rows)])
                 picks = [k - 1 for k in p.leads]
-                forecasts = {b: baseline_table.forecast(b, context, p.horizon, mean)[:, picks] for b in names}
+                scale = np.array([self._detectors[r].typical_diameter * context.shape[-2] for r in rows])  # flow's window
+                forecasts = {b: baseline_table.forecast(b, context, p.horizon, mean, scale)[:, picks] for b in names}
                 scores.add(forecasts, self.target_frames(rows), [self._detectors[r] for r in rows], self._target_bubbles, rows)
             self._baselines = BaselineScores(self.split, self.windows, scores)
         return self._baselines

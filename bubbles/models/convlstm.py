@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bubbles.models.family import Family, Progress
+from bubbles.models.patches import from_patches, to_patches
 from bubbles.params import fail, param, parse_int
 
 if TYPE_CHECKING:
@@ -42,8 +43,10 @@ class ConvLSTMConfig:
     seq2one). norm after each layer: batch (BatchNorm3d, the seed; in seq2seq the encoder pass and the rollout
     steps each have their own, so eval-mode running statistics never mix the two), group (GroupNorm of up to 8
     groups per frame), layer (GroupNorm with one group: normalised over C, H, W per frame), none. group and layer
-    use no batch statistics, so train and eval mode compute the same thing. in_channels / out_channels: fields in
-    and out (seq2seq feeds each predicted frame back as the next input, so it needs them equal)."""
+    use no batch statistics, so train and eval mode compute the same thing. patch: the cells run on frames cut into
+    patch x patch tiles folded into channels (OpenSTL's ConvLSTM, patch 4 in its benchmarks: 1/patch² the pixels per
+    step; the peepholes and the head work at that resolution). in_channels / out_channels: fields in and out
+    (seq2seq feeds each predicted frame back as the next input, so it needs them equal)."""
 
     layers: int = param(3, "layers", "ConvLSTM layers", low=1)
     hidden: tuple[int, ...] = param((64,), "hidden", "kernels per layer: one value or a list per layer", parse=_widths)
@@ -52,6 +55,8 @@ class ConvLSTMConfig:
     mode: Literal["auto"] | Mode = param("auto", "mode", "seq2one | seq2seq | auto (seq2one when output_len is 1)")
     norm: Norm = param("batch", "norm", "normalisation after each layer: batch (the seed; separate statistics for the "
                        "seq2seq rollout) | group | layer | none")
+    patch: int = param(1, "patch", "frames cut into patch x patch tiles folded into channels (must divide H and W); "
+                       "convlstm: 1 (the seed), predrnn_v2: 4", low=1)
     in_channels: int = 1
     out_channels: int = 1
     frame_size: tuple[int, int] = (128, 128)
@@ -67,7 +72,8 @@ class ConvLSTMConfig:
     def label(self) -> str:
         """Short name for run names and cards, e.g. 'L3-h64'."""
         widths = self.widths()
-        return f"L{self.layers}-h{'-'.join(map(str, widths)) if len(set(widths)) > 1 else widths[0]}"
+        patch = f"-p{self.patch}" if self.patch > 1 else ""
+        return f"L{self.layers}-h{'-'.join(map(str, widths)) if len(set(widths)) > 1 else widths[0]}{patch}"
 
 
 def lstm_pointwise(
@@ -166,14 +172,16 @@ class ConvLSTM(nn.Module):
         widths = cfg.widths()
         if cfg.rollout() and cfg.in_channels != cfg.out_channels:
             raise ValueError(f"seq2seq feeds predictions back: in_channels {cfg.in_channels} != out_channels {cfg.out_channels}")
-        ins = (cfg.in_channels, *widths[:-1])
-        self.cells = nn.ModuleList(ConvLSTMCell(i, h, cfg.kernel, cfg.peephole, cfg.frame_size) for i, h in zip(ins, widths))
+        p = cfg.patch
+        size = (cfg.frame_size[0] // p, cfg.frame_size[1] // p)
+        ins = (cfg.in_channels * p * p, *widths[:-1])
+        self.cells = nn.ModuleList(ConvLSTMCell(i, h, cfg.kernel, cfg.peephole, size) for i, h in zip(ins, widths))
         self.norms = nn.ModuleList(make_norm(cfg.norm, h) for h in widths)
         # The rollout feeds one frame at a time: its batch statistics differ from the encoder pass over T frames,
         # and running statistics shared by both served neither in eval mode (lead 1 became the worst lead).
         separate = cfg.rollout() and cfg.norm == "batch"
         self.rollout_norms = nn.ModuleList(make_norm(cfg.norm, h) for h in widths) if separate else None
-        self.head = nn.Conv2d(widths[-1], cfg.out_channels, 3, padding=1)
+        self.head = nn.Conv2d(widths[-1], cfg.out_channels * p * p, 3, padding=1)
 
     def _frame(self, top: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.head(top))
@@ -192,7 +200,8 @@ class ConvLSTM(nn.Module):
         states after encoding and rolls out: each predicted frame is the next input, or, with probability
         `teacher_forcing` per step (scheduled sampling, training only), the true frame from `target`.
         """
-        seq = x
+        p = self.cfg.patch
+        seq = to_patches(x, p)
         states: list[State] = []
         for cell, norm in zip(self.cells, self.norms):
             seq, state = cell(seq)
@@ -202,10 +211,10 @@ class ConvLSTM(nn.Module):
         if not self.cfg.rollout():
             if future != 1:
                 raise ValueError("seq2one predicts exactly one frame; use mode seq2seq for longer horizons")
-            return outputs[0].unsqueeze(1)
+            return from_patches(outputs[0].unsqueeze(1), p)
         hidden_weights = [cell.hidden_weight() for cell in self.cells]
         rollout_norms = self.rollout_norms if self.rollout_norms is not None else self.norms
-        truth = target.unbind(1) if target is not None and teacher_forcing > 0 else None
+        truth = to_patches(target, p).unbind(1) if target is not None and teacher_forcing > 0 else None
         for k in range(1, future):
             inp = outputs[-1]
             if truth is not None and torch.rand((), generator=generator).item() < teacher_forcing:
@@ -214,7 +223,7 @@ class ConvLSTM(nn.Module):
                 states[layer] = cell.step(cell.project_inputs(inp), states[layer], hidden_weights[layer])
                 inp = apply_norm(norm, states[layer][0].unsqueeze(1)).squeeze(1)
             outputs.append(self._frame(inp))
-        return torch.stack(outputs, dim=1)
+        return from_patches(torch.stack(outputs, dim=1), p)
 
 
 def _check(where: str, cfg: ConvLSTMConfig, exact: bool) -> ConvLSTMConfig:
@@ -222,6 +231,9 @@ def _check(where: str, cfg: ConvLSTMConfig, exact: bool) -> ConvLSTMConfig:
     mode = cfg.mode if cfg.mode != "auto" else ("seq2one" if cfg.output_len == 1 else "seq2seq")
     if mode == "seq2one" and cfg.output_len != 1:
         raise fail(where, "mode", f"seq2one predicts one frame but output_len is {cfg.output_len} (use seq2seq)")
+    h, w = cfg.frame_size
+    if exact and (h % cfg.patch or w % cfg.patch):
+        raise fail(where, "patch", f"must divide the frame size {h}x{w}, got {cfg.patch}")
     if len(cfg.hidden) not in (1, cfg.layers):
         raise fail(where, "hidden", f"give one width or {cfg.layers} (one per layer), got {len(cfg.hidden)}")
     return replace(cfg, mode=mode, hidden=cfg.widths())
@@ -237,6 +249,7 @@ FAMILY = Family(
     name="convlstm",
     config=ConvLSTMConfig,
     model=ConvLSTM,
+    size_multiple=lambda cfg: cfg.patch,
     feeds_back=ConvLSTMConfig.rollout,
     reads=("teacher_forcing",),
     check=_check,

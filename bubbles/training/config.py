@@ -38,8 +38,8 @@ class TrainConfig:
     gdl_weight: float = param(0.1, "gdl_weight", "loss mse+gdl: weight of the gradient-difference term (anti-blur)", high=100.0)
     grad_clip: float = param(0.0, "grad_clip", "max gradient norm; 0 = off")
     seed: int = param(0, "seed", "seed of initialisation, shuffling and sampling", low=0, high=MAX_SEED)
-    teacher_forcing: float = param(0.0, "teacher_forcing", "convlstm seq2seq and predrnn_v2: start probability of "
-                                   "feeding the true frame, decays linearly to 0", high=1.0)
+    teacher_forcing: float = param(0.0, "teacher_forcing", "convlstm seq2seq: start probability of feeding the "
+                                   "true frame to the rollout, decays linearly to 0 (predrnn_v2 has its own schedule)", high=1.0)
     device: Device = param("auto", "device", "auto | cpu | cuda")
     amp: AMP = param("auto", "amp", "auto (bf16, else fp16, on CUDA) | off")
     max_train_windows: int = param(0, "max_train_windows", "train on at most this many windows per epoch (evenly spaced); 0 = all", low=0)

@@ -74,11 +74,16 @@ class EpochResult:
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
 
-    def line(self, epochs: int, seconds: float, eta: float) -> str:
-        """One human line per epoch (what `train` prints)."""
+    def line(self, epochs: int, seconds: float, eta: float, objective: str = "val_mse") -> str:
+        """One human line per epoch (what `train` prints), led by the objective that picks best.pt (best_by, or the
+        sweep's objective) when it is not one of the columns already shown."""
+        value = getattr(self, objective, float("nan"))
+        shown = objective in ("val_mse",)
+        lead = "" if shown else f"{objective} {value:.4g}  "
         return (
-            f"epoch {self.epoch}/{epochs}  train loss {self.train_loss:.5g}  val mse {self.val_mse:.5g}  "
-            f"ssim {self.val_ssim:.3f}  psnr {self.val_psnr:.2f}  skill {self.val_skill_persistence:+.3f}"
+            f"epoch {self.epoch}/{epochs}  {lead}train loss {self.train_loss:.5g}  val mse {self.val_mse:.5g}  "
+            f"ssim {self.val_ssim:.3f}  psnr {self.val_psnr:.2f}  skill {self.val_skill_persistence:+.3f}  "
+            f"bubble F1 {self.val_bubble_f1:.3f}"
             f"{'  COLLAPSED' if self.collapsed else ''}  {seconds:.1f} s  ETA {_duration(eta)}"
         )
 
@@ -353,7 +358,11 @@ def own_yardstick(cfg: TrialConfig, splits: WindowSplits) -> Yardstick:
     w = cfg.window
     protocol = Protocol(tuple(range(1, w.output_len + 1)), splits.frame_size, w.input_len, w.output_len,
                         windows=cfg.train.max_val_windows or 64, field=splits.targets[0] if splits.targets else "")
-    return Yardstick(protocol, splits.val.cache.store, splits.segments.val, "val", splits.segments.train,
+    store = splits.val.cache.store
+    # With tiles the validation frames are the held-out sequences' whole frames, at one size: the climatology is
+    # the mean of those sequences' training frames only (a time split), never of other shapes squashed to this one.
+    train_segments = tuple(s for s in splits.segments.train if s[0] in store.sequences)
+    return Yardstick(protocol, store, splits.segments.val, "val", train_segments,
                      detector_overrides=splits.val.detector_overrides)
 
 
