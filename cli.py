@@ -252,11 +252,9 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
         check_output_dir(out_dir, "train")  # training writes into it (and resumes there): only our own or a new one
     # Everything that can refuse (store, split, --resume) runs before any output or MLflow run exists.
     splits = make_splits(cfg.data, cfg.window)
-    from bubbles.data.windows import tile_lines
+    from bubbles.data.tiles import tile_lines
 
     sizes = tile_lines(splits.train.cache.store, cfg.data, splits)
-    for line in sizes if not dry_run else ():
-        click.echo(f"{'warning: ' if 'STRETCHED' in line else ''}{line}", err="STRETCHED" in line)
     if dry_run:
         click.echo(yaml.safe_dump(cfg.flat(), sort_keys=False).rstrip())
         for key, value in describe(cfg, splits).items():
@@ -279,6 +277,9 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
 
         check_resume(resume.resolve(), cfg)
     splits.check_frames()  # a damaged chunk stops here, before the output directory and the MLflow run exist
+    for line in sizes:  # the dry run lists every sequence; training says only what is stretched
+        if "STRETCHED" in line:
+            click.echo(f"warning: {line} (give image_size as a short side, or tile: HxW, to keep the aspect)", err=True)
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -152,7 +152,8 @@ def walk(dest: Path, found: list[Block], timeout_s: float) -> tuple[list[dict], 
 
 
 def _children_cpu(logs: Path, index: int) -> float | None:
-    """CPU seconds (user + system) the block's commands used: bash's `times` after it, minus after the one before."""
+    """CPU seconds (user + system) of the processes the block's commands waited for: bash's `times` after it, minus
+    after the one before. Ray's worker processes are not among them: for a sweep this is the driver's share only."""
     def total(i: int) -> float | None:
         path = logs / f"times-{i}"
         if not path.exists():

@@ -95,7 +95,8 @@ def frame_lines(space: SweepSpace) -> list[str]:
     """Per search corner (study.space.corner_configs) and sequence: the pyramid level, the size and tiles the model
     sees, and STRETCHED where an exact image_size changes a sequence's aspect: said before any trial runs."""
     from bubbles.data.store import FrameStore
-    from bubbles.data.windows import make_splits, tile_lines
+    from bubbles.data.tiles import tile_lines
+    from bubbles.data.windows import make_splits
     from study.space import corner_configs
 
     out: list[str] = []
@@ -316,18 +317,17 @@ def _unsettled_lines(parent_run_id: str, name: str, trials: list[tuple[str, str,
         if outcome == "completed" and not spooled:
             continue  # the trial logged its result and ended its run itself
         epochs = f" at epoch {metrics.get('epoch', 0)}/{metrics.get('epochs_planned', '?')}"
+        state = {"stopped_early": f"stopped early{epochs}", "unfinished": f"interrupted{epochs}"}.get(outcome, f"{outcome}{epochs}")
         if not run_id:
-            why = "its run was never created (no MLflow id known)"
+            where = "its run was never created (no MLflow id known)"
         elif run_id.startswith("pending-"):
-            why = f"not created in MLflow yet; all its writes wait in {spool}"
-        elif outcome == "stopped_early":
-            why = f"stopped early{epochs}; still RUNNING: not evaluated, no artifacts" + (f", writes waiting in {spool}" if spooled else "")
-        elif outcome == "unfinished":
-            why = f"interrupted{epochs}; still RUNNING" + (f", writes waiting in {spool}" if spooled else "")
+            where = f"not created in MLflow yet, all its writes wait in {spool}"
         elif spooled:
-            why = f"{outcome}{epochs}; its last writes (result, artifacts, end) wait in {spool}"
+            where = f"still RUNNING, its last writes (result, artifacts, end) wait in {spool}"
         else:
-            why = f"{outcome}{epochs}; its end status and trial_status tag are not logged"
+            where = "still RUNNING, its end status and trial_status tag are not logged"
+        todo = "; not evaluated, no artifacts" if outcome == "stopped_early" else ""
+        why = f"{state}; {where}{todo}"
         lines.append(f"  trial {trial_id} (run {run_id or '-'}): {why}")
         if run_id:
             ids.append(run_id)

@@ -90,7 +90,10 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
         yardstick = None
         if protocol is not None:
             cached = BaselineScores.from_dict(baselines, len(protocol.leads)) if baselines else None
-            yardstick = Yardstick(protocol, splits.val.cache.store, splits.segments.val, "val", splits.segments.train, cached)
+            store = splits.val.cache.store  # with tiles: the held-out sequences only (bubbles.data.tiles)
+            train_segments = tuple(s for s in splits.segments.train if s[0] in store.sequences)
+            yardstick = Yardstick(protocol, store, splits.segments.val, "val", train_segments, cached,
+                                  detector_overrides=splits.val.detector_overrides)
         train(cfg, Path(context.get_trial_dir()) / "work", report=report, resume=resume, splits=splits, on_cost=on_cost,
               yardstick=yardstick)
     except Exception:

@@ -145,7 +145,8 @@ def study_yardstick(space: SweepSpace, protocol: Protocol, split: str, sweep_dir
     cached = None
     if cache.is_file():
         cached = BaselineScores.from_dict(json.loads(cache.read_text()), len(protocol.leads))
-    yardstick = Yardstick(protocol, store, getattr(segments, split), split, segments.train, cached)
+    yardstick = Yardstick(protocol, store, getattr(segments, split), split, segments.train, cached,
+                          detector_overrides=dict(cfg.data.detector))  # the space's `detector:` settings, if any
     if cached is None:
         _write(cache, yardstick.baselines().to_dict())
         _write(sweep_dir / YARDSTICK_DIR / "protocol.json", protocol.to_dict())

@@ -57,7 +57,7 @@ def sections(rows: list[dict[str, str]], sweep_dir: Path, out: Path, objective: 
 
 def _validation_vs_test(rows: list[dict[str, str]], sweep_dir: Path, objective: str, fmt: Callable[[Any], str]) -> str:
     tested = [r for r in rows if math.isfinite(_num(r.get("test_ssim_unbiased")))]
-    head = f"<h2>Validation ({html.escape(VALIDATION)}) and test ({html.escape(TEST)})</h2>"
+    head = f"<h2>{html.escape(VALIDATION.capitalize())} and {html.escape(TEST)}</h2>"
     if not tested:
         why = NO_TEST if not (sweep_dir / YARDSTICK_DIR / "test_scores.json").is_file() else "no trial was scored on the test split"
         return head + f"<p>{html.escape(why)}</p>"
@@ -72,8 +72,9 @@ def _validation_vs_test(rows: list[dict[str, str]], sweep_dir: Path, objective: 
                      + f"<td>{gap:+.4f}</td></tr>")
     mean = sum(gaps) / len(gaps)
     text = (f"<p>For the top {len(tested)} trials by validation, the test {metric} differs from the validation {metric} "
-            f"by {mean:+.4f} on average (from {min(gaps):+.4f} to {max(gaps):+.4f}). The validation score chose them and is "
-            f"optimistic for the winner; the test score was read once, after the sweep.</p>")
+            f"by {mean:+.4f} on average (from {min(gaps):+.4f} to {max(gaps):+.4f}). The validation score chose them, so it "
+            f"tends to flatter the winner; the test score was read once, after the sweep, and also differs as its held-out "
+            f"sequences differ from the validation ones.</p>")
     return head + text + "".join(table) + "</table>"
 
 

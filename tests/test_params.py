@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 
 import pytest
@@ -56,3 +57,12 @@ def test_errors_name_the_file_and_key(params: dict, message: str) -> None:
     with pytest.raises(UserError) as err:
         trial_config(params, "cfg")
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_config_saved_when_predrnn_read_teacher_forcing_still_loads() -> None:
+    from bubbles.config import from_json
+
+    saved = json.loads(trial_config({"model": "predrnn_v2", "image_size": "32x32"}).to_json()) | {"teacher_forcing": 0.3}
+    assert from_json(json.dumps(saved)).model_name == "predrnn_v2"
+    with pytest.raises(UserError, match="teacher_forcing: applies to model convlstm only"):
+        trial_config(saved)

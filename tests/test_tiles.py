@@ -10,7 +10,8 @@ import torch
 
 from bubbles.config import trial_config
 from bubbles.data.store import SequenceMeta, write_sequence
-from bubbles.data.windows import TileDataset, make_splits, tile_lines
+from bubbles.data.tiles import TileDataset, tile_lines
+from bubbles.data.windows import make_splits
 from bubbles.errors import UserError
 from bubbles.training.train import train
 

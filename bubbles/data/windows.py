@@ -385,35 +385,6 @@ def validate_window(window: WindowConfig) -> None:
         )
 
 
-def _tiled_splits(store: FrameStore, data: DataConfig, window: WindowConfig, segments: SplitSegments,
-                  channels: Fields, targets: Fields) -> WindowSplits:
-    """Training on random tiles of every sequence at its own scale; validation and test on whole frames, which must
-    then share one size (the model is built for it: every family is convolutional)."""
-    tile, m = data.tile, data.size_multiple
-    assert tile is not None
-    if not isinstance(data.image_size, int):
-        raise UserError(f"tile {tile[0]}x{tile[1]}: give image_size as a short side (the scale tiles are cut at), not "
-                        f"{format_image_size(data.image_size)}: an exact HxW would stretch sequences of another aspect")
-    if tile[0] % m or tile[1] % m:
-        raise UserError(f"tile {tile[0]}x{tile[1]}: the model needs both sides divisible by {m}")
-    train_names = sorted({n for n, _, _ in segments.train})
-    sizes = {n: scaled_size(store.sequences[n].native_size, data.image_size) for n in train_names}
-    small = [f"{n} {s[0]}x{s[1]}" for n, s in sizes.items() if s[0] < tile[0] or s[1] < tile[1]]
-    if small:
-        raise UserError(f"tile {tile[0]}x{tile[1]}: larger than the frames of {', '.join(small[:3])} at image_size "
-                        f"{data.image_size}; choose a smaller tile or a larger image_size")
-    held = sorted({n for part in (segments.val, segments.test) for n, _, _ in part})
-    try:
-        whole = frame_size(store_view(store, held), data.image_size, m)
-    except UserError as exc:
-        raise UserError(f"tile: validation runs on whole frames, one size for all held-out sequences: {exc}") from None
-    share = share_dir()
-    train = TileDataset(ScaledCaches(store, sizes, share), segments.train, window, "train", tile, channels, targets, data.detector)
-    held_cache = FrameCache(store_view(store, held), whole, share=share)
-    val, test = (WindowDataset(held_cache, getattr(segments, k), window, k, channels, targets, data.detector) for k in ("val", "test"))
-    return WindowSplits(train, val, test, segments, whole, channels, targets)
-
-
 def make_splits(data: DataConfig, window: WindowConfig, store: FrameStore | None = None) -> WindowSplits:
     """Open the store, split it and build the three window datasets; every impossible request is a UserError here."""
     validate_window(window)
@@ -422,7 +393,9 @@ def make_splits(data: DataConfig, window: WindowConfig, store: FrameStore | None
     size = frame_size(store, data.image_size, data.size_multiple) if data.tile is None else (0, 0)
     channels, targets = resolve_fields(store, data.channels, data.targets, data.feedback)
     if data.tile is not None:
-        splits = _tiled_splits(store, data, window, segments, channels, targets)
+        from bubbles.data.tiles import tiled_splits  # tiles builds on this module's datasets
+
+        splits = tiled_splits(store, data, window, segments, channels, targets)
     else:
         cache = FrameCache(store, size, share=share_dir())
         splits = WindowSplits(
@@ -438,77 +411,3 @@ def make_splits(data: DataConfig, window: WindowConfig, store: FrameStore | None
         raise UserError("split: the validation split has no windows (set val / val_fraction)")
     return splits
 
-
-def scaled_size(native: FrameSize, short_side: int) -> FrameSize:
-    """A sequence's frame size when its short side is `short_side`, aspect kept (never above native)."""
-    h, w = native
-    scale = min(1.0, short_side / min(h, w))
-    return max(1, round(h * scale)), max(1, round(w * scale))
-
-
-def store_view(store: FrameStore, names: list[str]) -> FrameStore:
-    """The same store, showing only some sequences (a FrameCache then sizes only those)."""
-    return FrameStore(store.path, {n: store.sequences[n] for n in names})
-
-
-class ScaledCaches:
-    """Each sequence's frames at its own scale (see scaled_size): one FrameCache per sequence, one interface."""
-
-    def __init__(self, store: FrameStore, sizes: dict[str, FrameSize], share: Path | None = None) -> None:
-        self.store = store
-        self.sizes = sizes
-        self._caches = {n: FrameCache(store_view(store, [n]), s, share=share) for n, s in sizes.items()}
-        self.levels = {n: c.levels[n] for n, c in self._caches.items()}
-
-    def frames(self, name: str, start: int, stop: int) -> np.ndarray:
-        return self._caches[name].frames(name, start, stop)
-
-    def check(self, names: list[str]) -> None:
-        for name in names:
-            if name in self._caches:
-                self._caches[name].check([name])
-
-
-class TileDataset(WindowDataset):
-    """Training windows as random tiles: each window's frames at its sequence's own scale, cut to `tile` at one
-    random place (the same in every frame of the window), drawn anew each time the window is read (torch's RNG,
-    so a trial's seed fixes them)."""
-
-    def __init__(self, cache: ScaledCaches, segments: tuple[Segment, ...], window: WindowConfig, split_name: str,
-                 tile: FrameSize, channels: Fields = (), targets: Fields = (), detector: tuple[tuple[str, Any], ...] = ()) -> None:
-        super().__init__(cache, segments, window, split_name, channels, targets, detector)  # type: ignore[arg-type]
-        self.tile = tile
-
-    def _place(self, frames: np.ndarray) -> np.ndarray:
-        h, w = frames.shape[-2:]
-        th, tw = self.tile
-        y = int(torch.randint(0, h - th + 1, (1,)))
-        x = int(torch.randint(0, w - tw + 1, (1,)))
-        return frames[..., y : y + th, x : x + tw]
-
-
-def tile_lines(store: FrameStore, data: DataConfig, splits: WindowSplits) -> list[str]:
-    """One line per sequence: native size, the pyramid level read, the scale, and what the model sees (tiles of
-    it, or the whole frame); what dry run and sweep print before anything trains."""
-    lines = []
-    train_names = {n for n, _, _ in splits.segments.train}
-    cache = splits.train.cache
-    for name, info in sorted(store.sequences.items()):
-        native = info.native_size
-        if data.tile is not None and name in train_names and isinstance(cache, ScaledCaches):
-            size, level = cache.sizes[name], cache.levels[name]
-            held = any(n == name for part in (splits.segments.val, splits.segments.test) for n, _, _ in part)
-            whole = f"; validation on whole {splits.frame_size[0]}x{splits.frame_size[1]} frames" if held else ""
-            seen = f"random {data.tile[0]}x{data.tile[1]} tiles (training){whole}"
-        else:
-            size = splits.frame_size
-            level = store.level_for(name, size)
-            seen = "whole frames"
-        lh, lw = info.level_sizes[level]
-        aspect = (size[1] / size[0]) / (native[1] / native[0])
-        shape = "" if abs(aspect - 1) <= ASPECT_TOLERANCE else f"; STRETCHED {aspect:.2f}x sideways (aspect {native[1] / native[0]:.2f} -> {size[1] / size[0]:.2f})"
-        lines.append(f"{name}: native {native[0]}x{native[1]}, level {level} ({lh}x{lw}) -> {size[0]}x{size[1]}, {seen}{shape}")
-    return lines
-
-
-ASPECT_TOLERANCE = 0.02  # rounding both sides to the model's multiple moves the aspect by about this much

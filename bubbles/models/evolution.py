@@ -5,7 +5,7 @@ A U-Net reads the input_len context frames (all fields stacked on channels) and 
 output_len leads, a motion field (u, v) in pixels per frame, shared by every field, and an intensity residual per
 field. The frame at lead k is the frame at lead k-1 (the last context frame for k = 1) advected along lead k's
 motion (bubbles.models.warp: differentiable semi-Lagrangian advection, `substeps` sub-steps, bilinear) plus lead
-k's residual, clipped to [0, 1]. Training goes through the advection. Beyond output_len the rollout continues from
+k's residual, clipped to [0, 1]; the observed frame is interpolated once per lead, not once per step (see window). Training goes through the advection. Beyond output_len the rollout continues from
 its own output: the latest input_len frames, predictions included, go through the U-Net again.
 
 Motion comes from `scales` decoder levels (the finest first), each upsampled to the frame and scaled to its
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bubbles.models.family import ExtraLoss, Family
-from bubbles.models.warp import advect
+from bubbles.models.warp import departure, pixel_grid, sample
 from bubbles.params import fail, param
 
 
@@ -120,12 +120,25 @@ class Evolution(nn.Module):
         return motion.reshape(b, m, 2, h, w), residual.reshape(b, m, c, h, w)
 
     def window(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One window: (B, input_len, C, H, W) -> frames (B, output_len, C, H, W) and their motion fields."""
+        """One window: (B, input_len, C, H, W) -> frames (B, output_len, C, H, W) and their motion fields.
+
+        Lead k is lead k-1 advected along motion k plus residual k. Advecting a prediction that was itself
+        resampled would interpolate the observed frame k times (a blur growing with the lead), so the advection is
+        carried as a map instead: where each pixel of lead k came from in the last context frame (lead k-1's map
+        sampled at lead k's departure points: coordinates are smooth, interpolating them blurs nothing), and the
+        frame is that context frame sampled once at the map, plus the residuals carried along the same way."""
         motion, residual = self.fields(x)
-        frame, out = x[:, -1], []
+        last = x[:, -1]
+        b, _, h, w = last.shape
+        ys, xs = pixel_grid(h, w, last)
+        origin = torch.stack([ys, xs], 1).expand(b, 2, h, w)  # (y, x) in the last context frame of every pixel
+        carried = torch.zeros_like(last)
+        out = []
         for k in range(self.cfg.output_len):
-            frame = (advect(frame, motion[:, k], self.cfg.substeps) + residual[:, k]).clamp(0, 1)
-            out.append(frame)
+            dy, dx = departure(motion[:, k], self.cfg.substeps)
+            origin = sample(origin, dy, dx)
+            carried = sample(carried, dy, dx) + residual[:, k]
+            out.append((sample(last, origin[:, 0], origin[:, 1]) + carried).clamp(0, 1))
         return torch.stack(out, 1), motion
 
     def rollout_with_motion(self, x: torch.Tensor, future: int) -> tuple[torch.Tensor, torch.Tensor]:
