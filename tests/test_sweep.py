@@ -149,14 +149,11 @@ tracking: {{experiment: sweep-test}}
 
 
 @pytest.mark.slow
-def test_a_trial_that_raises_or_nans_fails_alone(tiny_store: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_trial_that_raises_or_nans_fails_alone(tiny_store: Path, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     space = load_space(write_space(tmp_path, tiny_store, samples=3, text=FAULTS))
     lines: list[str] = []
     outcome = run_sweep(space, "faults", tmp_path / "sweeps", uri, trainable=flaky, echo=lines.append)
-    # The errored trial is one console line (before: Ray's ~90-line traceback); its traceback stays in error.txt.
-    failed = [r for r in caplog.records if r.getMessage().startswith("Trial task failed")]
-    assert len(failed) == 1 and failed[0].exc_info is None and "RuntimeError: injected failure" in failed[0].getMessage()
     by_lr = {r["lr"]: r["status"] for r in outcome.rows}
     assert by_lr == {1e-3: "completed", 2e-3: "errored", 3e-3: "nan"}
     kids = {k.data.params["lr"]: k for k in children(uri, outcome.parent_run_id)}
