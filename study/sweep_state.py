@@ -21,7 +21,8 @@ from ray import tune
 from bubbles.errors import UserError
 
 DIGEST_FILE = "state_digest.json"
-_OURS = {DIGEST_FILE, "mlflow_parent.json"}  # written by the driver itself, read as JSON (never unpickled)
+# Written by the driver itself and read back as JSON only (never unpickled); study.sweep names the last two.
+_OURS = {DIGEST_FILE, "mlflow_parent.json", "mlflow_unsettled.json"}
 
 
 def state_files(sweep_dir: Path) -> list[Path]:
