@@ -25,6 +25,7 @@ from typing import Any
 SPOOL_DIR = "mlflow_spool"
 RETRY_EVERY_S = 20.0  # while a run has a spool, try the store again at most this often (a failed try can take ~10 s)
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 900, 100, 100  # under MLflow's per-log_batch limits (1000 / 100 / 100)
+RUN_KEY = "bubbles.creation_key"  # a tag set at creation: one key, one run, however often the creation is retried
 # A refusal that replaying would only repeat (these are client errors, not outages).
 _REFUSALS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST", "INVALID_STATE"}
 
@@ -65,6 +66,9 @@ class Writer:
     # -- the writes ---------------------------------------------------------------------------------------------
     def create_run(self, experiment: str, uri: str, run_name: str, tags: dict[str, str]) -> str:
         """A new run's id; a 'pending-…' id (resolved on replay) when the store cannot create it now."""
+        # A creation whose answer is lost (the server dies after its commit) leaves a run nobody knows of: the key lets
+        # the replay adopt that run instead of making a second one, and lets the next driver leave it to the replay.
+        tags = {**tags, RUN_KEY: uuid.uuid4().hex}
         try:
             return self._retry_busy(lambda: _create(self.client, experiment, uri, run_name, tags))
         except Exception as exc:
@@ -169,10 +173,35 @@ class Writer:
         return None
 
 
-def _create(client: Any, experiment: str, uri: str, run_name: str, tags: dict[str, str]) -> str:
+def _create(client: Any, experiment: str, uri: str, run_name: str, tags: dict[str, str], adopt: bool = False) -> str:
     from study.tracking import experiment_id
 
-    return client.create_run(experiment_id(experiment, uri), run_name=run_name, tags=tags).info.run_id
+    exp = experiment_id(experiment, uri)
+    if adopt and RUN_KEY in tags:
+        made = client.search_runs([exp], filter_string=f"tags.`{RUN_KEY}` = '{tags[RUN_KEY]}'", max_results=1)
+        if made:
+            return made[0].info.run_id
+    return client.create_run(exp, run_name=run_name, tags=tags).info.run_id
+
+
+def pending_run_keys(spool: Path) -> set[str]:
+    """The creation keys of the runs still waiting in the spool (a run the server made before its answer was lost
+    carries one of them: the replay adopts it)."""
+    keys: set[str] = set()
+    for path in spool.glob("pending-*.jsonl") if spool.is_dir() else ():
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("op") == "create_run":
+                keys.add(str(record.get("tags", {}).get(RUN_KEY, "")))
+    keys.discard("")
+    return keys
 
 
 def _apply(client: Any, run_id: str, record: dict[str, Any]) -> None:
@@ -244,7 +273,7 @@ def replay_file(client: Any, path: Path, errors: list[str] | None = None, unread
             for record in records:
                 if record["op"] == "create_run":
                     if not created.exists():
-                        run_id = _create(client, record["experiment"], record["uri"], record["run_name"], record["tags"])
+                        run_id = _create(client, record["experiment"], record["uri"], record["run_name"], record["tags"], adopt=True)
                         created.write_text(run_id)
                 else:
                     try:

@@ -22,7 +22,7 @@ from study import leaderboard, sweep_state
 from study.space import SweepSpace
 from study.tracking import (
     SPOOL_DIR, SweepRun, TrialRun, check_tracking, close_orphaned_runs, final_yardstick_of, find_trial_run, has_result,
-    log_test_score, replay_spool, settle_trial,
+    log_test_score, pending_creations, replay_spool, settle_trial,
 )
 from study.console import OneLineTrialErrors, TrialEvents, quiet_ray_tune, short_leaderboard
 from study.trainable import run_trial
@@ -414,7 +414,7 @@ def run_sweep(
         unsettled = _read_unsettled(sweep_dir)
         if unsettled:
             echo(f"settling {len(unsettled)} MLflow run(s) the tracking outage of the last run left unfinished")
-        orphans = close_orphaned_runs(parent.run_id, unsettled)
+        orphans = close_orphaned_runs(parent.run_id, unsettled | pending_creations(sweep_dir / SPOOL_DIR))
         if orphans:
             echo(f"closed {orphans} trial run(s) a killed driver left RUNNING in MLflow (KILLED, unfinished)")
         fn = tune.with_resources(

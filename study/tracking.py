@@ -25,7 +25,7 @@ from bubbles.evaluation.cost import ModelCost
 from bubbles.evaluation.evaluate import Evaluation
 from bubbles.evaluation.lead_figure import lead_curves_png
 from bubbles.training.train import EpochResult, TrialResult
-from study.mlflow_writer import SPOOL_DIR, Writer, bound_http, is_refusal
+from study.mlflow_writer import RUN_KEY, SPOOL_DIR, Writer, bound_http, is_refusal, pending_run_keys
 
 RUNS_DIR = "runs"
 # MLflow 3 opens an experiment without this tag in its GenAI view (traces, assistant); this value opens the runs table.
@@ -328,7 +328,8 @@ def has_result(run_id: str) -> bool:
 def close_orphaned_runs(parent_run_id: str, expected: set[str] = frozenset()) -> int:  # type: ignore[assignment]
     """Trials left RUNNING by a driver that died without its interrupt handler (SIGKILL, power loss): KILLED and
     tagged unfinished, as an interrupt would have left them; a trial that --resume continues is RUNNING again.
-    Runs in `expected` are the ones an outage kept the last driver from settling: left for settle_trial."""
+    Runs in `expected` (by id, or by the creation key of a run still waiting in the spool) are the ones an outage
+    kept the last driver from settling: left for the replay and settle_trial."""
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -336,7 +337,7 @@ def close_orphaned_runs(parent_run_id: str, expected: set[str] = frozenset()) ->
     orphans = [r for r in client.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
-    ) if r.info.run_id not in expected]
+    ) if r.info.run_id not in expected and r.data.tags.get(RUN_KEY) not in expected]
     for run in orphans:
         settle_trial(run.info.run_id, "unfinished")
     return len(orphans)
@@ -357,6 +358,11 @@ def settle_trial(run_id: str, outcome: str) -> None:
         history = client.get_metric_history(run_id, "epoch/val_mse")
         end = max((m.timestamp for m in history), default=None)
     client.set_terminated(run_id, RUN_STATUS[outcome], end_time=end)
+
+
+def pending_creations(spool: Path) -> set[str]:
+    """Creation keys of the runs waiting in the spool (see close_orphaned_runs)."""
+    return pending_run_keys(spool)
 
 
 def replay_spool(spool: Path, errors: list[str], unreadable: list[str] | None = None) -> list[str]:
