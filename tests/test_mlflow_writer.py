@@ -161,3 +161,28 @@ def test_an_unwritable_or_corrupt_spool_never_ends_a_trial(tmp_path: Path, monke
             assert replayed.info.status == "FINISHED"
     finally:
         stop(server)
+
+
+def test_a_creation_whose_answer_was_lost_is_adopted_not_made_twice(tmp_path: Path) -> None:
+    """The server committed a run but died before answering: the spool's replay finds it by its creation key, and
+    the next driver does not close it as an orphan before the replay."""
+    import json
+
+    from study.mlflow_writer import RUN_KEY, pending_run_keys, replay_file
+    from study.tracking import experiment_id
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    tags = {RUN_KEY: "k1", "sweep": "lost"}
+    ghost = client.create_run(experiment_id("lost-answer", uri), run_name="r", tags=tags).info.run_id
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    path = spool / "pending-abc.jsonl"
+    records = [{"op": "create_run", "experiment": "lost-answer", "uri": uri, "run_name": "r", "tags": tags},
+               {"op": "set_terminated", "status": "FINISHED", "end_time": None}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert pending_run_keys(spool) == {"k1"}
+    assert replay_file(client, path)
+    assert (spool / "pending-abc.run").read_text() == ghost
+    runs = client.search_runs([experiment_id("lost-answer", uri)])
+    assert [r.info.run_id for r in runs] == [ghost] and runs[0].info.status == "FINISHED"
