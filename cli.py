@@ -427,7 +427,7 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         if board is not None and not math.isclose(board, chosen.objective, rel_tol=1e-4, abs_tol=1e-6):
             click.echo(f"warning: the leaderboard says {objective} {board:.5f}, the exported weights measure "
                        f"{chosen.objective:.5f} (a trial trained before best.pt was picked by the objective?)", err=True)
-    path = ex.export(chosen, out, onnx)
+    path = ex.export(chosen, out, onnx, note=lambda line: click.echo(line, err=True))
     selected = f", {ex.VALIDATION}" if chosen.yardstick else ""
     click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}{selected}) to {path}")
     if chosen.test_line:
@@ -489,7 +489,8 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     if "metrics" in summary:
         m = summary["metrics"]
         line += (f"; lead 1: SSIM {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f}), skill vs the strongest "  # type: ignore[index]
-                 f"baseline ({m['strongest'][0]}) {m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
+                 f"baseline ({m['strongest'][0]}{'' if 'climatology_mse' in m else '; not climatology: the export has no climatology.npy'}) "
+                 f"{m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
                  f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score "  # type: ignore[index]
                  + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)")  # type: ignore[arg-type]
                  + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
