@@ -171,7 +171,17 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
     from bubbles.data.store import FrameStore
 
     info = FrameStore.open(store).sequences[name]
-    if info.frames and len(info.fields) == 1:
+    if "netcdf" in info.meta.extra:
+        nc = info.meta.extra["netcdf"]
+        rate = f"{info.meta.fps:g} fps from its time coordinate" if nc.get("fps_from") else f"{info.meta.fps:g} fps (no time coordinate; --fps sets it)"
+        unpacked = f", unpacked from bits along {nc['unpacked']}" if nc.get("unpacked") else ""
+        click.echo(f"netCDF variable {nc['variable']!r} ({' x '.join(nc['dims'])}{unpacked}): {info.frames} frames of "
+                   f"{info.native_size[0]}x{info.native_size[1]}, {rate}")
+    if "mask" in info.meta.extra:
+        click.echo(f"binary recording: stored as a mask (vapour {info.meta.extra['mask']['source_values'][1]} -> 255, liquid "
+                   f"{info.meta.extra['mask']['source_values'][0]} -> 0); bubbles are its connected components, mask "
+                   "losses (bce, dice, bce+dice) and mask metrics (IoU, vapour fraction, bubble F1) apply")
+    elif info.frames and len(info.fields) == 1:
         click.echo(f"detector calibration: {describe(name, info.meta.extra.get('detector_calibration'))}")
 
 
