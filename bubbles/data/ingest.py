@@ -68,6 +68,8 @@ SATURATED_FRACTION = 0.9  # of the pixels at 0 or 255
 # padding frame (or a flash) tens.
 JUMP_K = 10.0
 JUMP_MIN_LEVELS = 8.0
+# A mask's detector: bubbles are the vapour (bright) components, of any shape and size (bubbles/evaluation/bubbles.py).
+MASK_DETECTOR = {"mask": True, "polarity": "bright", "max_diameter": 1.0, "roundness": 0.0}
 SQUASHED_LEVELS = 16  # fewer grey levels than this between the 0.1 and 99.9 percentiles: say that --clip would help
 
 
@@ -359,9 +361,21 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
     suffix = src.suffix.lower()
     fps: float | None = None
     extra: dict[str, Any] = {}
-    if request.hdf5_fields and suffix not in HDF5_SUFFIXES:
-        raise UserError(f"{src}: --field applies to HDF5 simulations only")
-    if src.is_dir():
+    from bubbles.data.netcdf import NETCDF_SUFFIXES, is_netcdf, read_netcdf
+
+    netcdf = src.is_file() and (suffix in NETCDF_SUFFIXES or (suffix in HDF5_SUFFIXES and is_netcdf(src)))
+    if request.hdf5_fields and suffix not in HDF5_SUFFIXES | NETCDF_SUFFIXES:
+        raise UserError(f"{src}: --field applies to HDF5 simulations and netCDF files only")
+    if netcdf:
+        if len(request.hdf5_fields) > 1:
+            raise UserError(f"{src}: a netCDF video is one variable; give one --field")
+        video = read_netcdf(src, request.hdf5_fields[0] if request.hdf5_fields else None)
+        raw, fps = video.frames, video.fps
+        source = f"netcdf:{src.name}:{video.variable}"
+        extra["netcdf"] = {"variable": video.variable, "dims": list(video.dims),
+                           **({"unpacked": video.unpacked_dim} if video.unpacked_dim else {}),
+                           **({"fps_from": "time coordinate"} if fps else {})}
+    elif src.is_dir():
         raw, source = read_image_folder(src, progress)
     elif suffix in VIDEO_SUFFIXES:
         raw, fps = read_video(src, progress)
@@ -381,7 +395,7 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
             raise UserError(f"{src}: not a readable .npy array ({exc})") from None
         source = f"npy:{src.name}"
     else:
-        raise UserError(f"{src}: unknown input type {suffix!r} (folder of images, video, TIFF stack, .h5/.hdf5, or .npy)")
+        raise UserError(f"{src}: unknown input type {suffix!r} (folder of images, video, TIFF stack, .h5/.hdf5, .nc, or .npy)")
     raw = np.asarray(raw)
     if request.frames is not None:
         raw = apply_frames(raw, request.frames, str(src))
@@ -398,6 +412,10 @@ def _convert(raw: np.ndarray, request: IngestRequest, extra: dict[str, Any], whe
         extra["crop"] = list(request.crop)
     if request.frames is not None:
         extra["frames"] = [request.frames[0] or 0, request.frames[1]]
+    binary = binary_values(raw) if request.colormap is None else None
+    if binary is not None:
+        extra["mask"] = {"vapour": 255, "liquid": 0, "source_values": binary}
+        return np.where(raw == binary[1], 255, 0).astype(np.uint8), {}
     if request.colormap is not None:
         if raw.ndim != 4 or raw.shape[-1] not in (3, 4):
             raise UserError(f"{request.source}{where}: --colormap needs colour (RGB) frames, got shape {raw.shape}")
@@ -408,6 +426,20 @@ def _convert(raw: np.ndarray, request: IngestRequest, extra: dict[str, Any], whe
         extra["off_colormap_fraction"] = round(off, 6)
         return inverted, {}
     return to_gray_uint8(raw, f"{request.source}{where}", request.clip)
+
+
+def binary_values(raw: np.ndarray) -> list[int | float | bool] | None:
+    """[low, high] when a one-channel recording holds exactly two values (a segmented video: vapour high, liquid
+    low), else None. Booleans, 0/1 and 0/255 masks alike; a sample tells, the whole recording confirms."""
+    if raw.ndim != 3 or raw.size == 0 or not (raw.dtype == np.bool_ or np.issubdtype(raw.dtype, np.integer)):
+        return None
+    sample = np.unique(raw.reshape(-1)[:: max(1, raw.size // 100_000)])
+    if len(sample) != 2:
+        return None
+    low, high = (int(v) for v in sample.tolist())
+    if not np.isin(raw, sample).all():
+        return None
+    return [low, high]
 
 
 def _ingest_fields(request: IngestRequest, fields: list[np.ndarray], warn: Callable[[str], None] | None) -> str:
@@ -435,7 +467,9 @@ def _write(request: IngestRequest, frames: np.ndarray, source: str, fps: float |
     if request.fps is not None and not (math.isfinite(request.fps) and request.fps > 0):
         raise UserError(f"--fps {request.fps}: must be a positive number")
     name = request.sequence or re.sub(r"[^A-Za-z0-9_-]+", "_", src.stem).strip("_") or "sequence"
-    if frames.ndim == 3:  # one field: the bubble detector calibrated to it (bubbles/data/calibrate.py)
+    if "mask" in extra:  # a segmented recording: bubbles are its connected components, nothing to calibrate
+        extra["detector"] = dict(MASK_DETECTOR)
+    elif frames.ndim == 3:  # one field: the bubble detector calibrated to it (bubbles/data/calibrate.py)
         from bubbles.data.calibrate import calibrate
 
         measured = calibrate(frames)
