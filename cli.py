@@ -545,7 +545,8 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=5000, show_default=True)
 @click.option("--workers", default=4, show_default=True, help="Server processes (concurrent trial writers).")
-@click.option("--allowed-hosts", help="Host headers to accept besides localhost and private IPs (e.g. head.lab:5000).")
+@click.option("--allowed-hosts", help="Host headers clients send, comma-separated NAME:PORT (e.g. head.lab:5000); "
+                                      "required with a --host other than loopback; 127.0.0.1:PORT is always accepted.")
 def server(backend: str, artifacts: Path, host: str, port: int, workers: int, allowed_hosts: str | None) -> None:
     """Run the study's MLflow tracking server (PostgreSQL backend, shared artifacts); see docs/lab-setup.md.
 
@@ -554,17 +555,15 @@ def server(backend: str, artifacts: Path, host: str, port: int, workers: int, al
       bubbles-study server --backend-store-uri postgresql://mlflow@127.0.0.1:5432/mlflow --artifacts /shared/mlartifacts
       then: MLFLOW_TRACKING_URI=http://127.0.0.1:5000 bubbles-study sweep ...
     """
-    from study.server import ServerConfig, check, command, environment
+    from study.server import ServerConfig, check
+    from study.server_process import serve
 
     cfg = ServerConfig(backend, artifacts.resolve(), host, port, workers, allowed_hosts)
     for line in check(cfg):
         click.echo(f"warning: {line}", err=True)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    click.echo(f"MLflow tracking server on http://{shown}:{port} (backend {cfg.scheme}, artifacts in {cfg.artifacts}); "
-               f"set MLFLOW_TRACKING_URI=http://{shown}:{port} for sweeps. Ctrl-C stops it.")
-    argv = command(cfg)
-    sys.stdout.flush()
-    os.execve(argv[0], argv, environment())  # the server replaces this process: signals reach it directly
+    click.echo(f"starting the MLflow tracking server on {cfg.host}:{port} (backend {cfg.scheme}, artifacts in "
+               f"{cfg.artifacts}) ...")
+    serve(cfg, click.echo)
 
 
 def _resume_command(space_file: Path, name: str, storage: Path, address: str | None) -> str:
