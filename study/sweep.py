@@ -20,6 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 from bubbles.errors import UserError
 from study import leaderboard, sweep_state
 from study.space import SweepSpace
+from study.sweep_files import OPTUNA_DB, PARENT_FILE, UNSETTLED_FILE, check_sweep_files
 from study.tracking import (
     SPOOL_DIR, SweepRun, TrialRun, check_tracking, close_orphaned_runs, final_yardstick_of, find_trial_run, has_result,
     log_test_score, pending_creations, replay_spool, settle_trial,
@@ -28,9 +29,6 @@ from study.console import OneLineTrialErrors, TrialEvents, quiet_ray_tune, short
 from study.trainable import run_trial
 from study import yardstick as ys
 
-PARENT_FILE = "mlflow_parent.json"
-UNSETTLED_FILE = "mlflow_unsettled.json"  # runs an outage kept the driver from ending: the next driver settles them
-OPTUNA_DB = "optuna.db"
 CONNECT_TIMEOUT_S = 5.0
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -386,8 +384,7 @@ def run_sweep(
             if trust_state:
                 sweep_state.record(sweep_dir)
             sweep_state.verify(sweep_dir)
-    if (sweep_dir / PARENT_FILE).exists():
-        read_parent(sweep_dir)
+    check_sweep_files(sweep_dir, name, uri)  # each file the driver reads back: one line if damaged, missing or foreign
     started_ray = not ray.is_initialized()
     if started_ray:
         check_address(address)
