@@ -173,12 +173,20 @@ class Writer:
         return None
 
 
+class DuplicateRun(Exception):
+    """Several runs carry one creation key: the replay refuses to choose (its writes stay in the spool)."""
+
+
 def _create(client: Any, experiment: str, uri: str, run_name: str, tags: dict[str, str], adopt: bool = False) -> str:
     from study.tracking import experiment_id
 
     exp = experiment_id(experiment, uri)
     if adopt and RUN_KEY in tags:
-        made = client.search_runs([exp], filter_string=f"tags.`{RUN_KEY}` = '{tags[RUN_KEY]}'", max_results=1)
+        made = client.search_runs([exp], filter_string=f"tags.`{RUN_KEY}` = '{tags[RUN_KEY]}'", max_results=10)
+        if len(made) > 1:  # a copy (a user's script copies tags too): adopting either would merge two histories
+            raise DuplicateRun(f"runs {', '.join(r.info.run_id for r in made)} all carry creation key {tags[RUN_KEY]} "
+                               f"({RUN_KEY}), which one run only was made with: delete the copies in MLflow, then "
+                               "resume to replay the trial's writes into the one left")
         if made:
             return made[0].info.run_id
     return client.create_run(exp, run_name=run_name, tags=tags).info.run_id
@@ -284,7 +292,8 @@ def replay_file(client: Any, path: Path, errors: list[str] | None = None, unread
                 done += 1
         except Exception as exc:
             if errors is not None:
-                errors.append(f"{record['op']}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+                limit = 600 if isinstance(exc, DuplicateRun) else 200  # its run ids are what a person acts on
+                errors.append(f"{record['op']}: {str(exc).splitlines()[0][:limit] if str(exc) else type(exc).__name__}")
             f.seek(0)
             f.truncate()
             f.writelines(json.dumps(r) + "\n" for r in records[done:])
