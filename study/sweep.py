@@ -284,7 +284,7 @@ def _replay(uri: str, spool: Path, echo: Callable[[str], None]) -> tuple[bool, l
     readable ones are logged all the same."""
     if spool.exists() and not spool.is_dir():
         echo(f"MLflow: the spool {spool} is not a directory, so nothing could be kept there while the tracking store "
-             "was unavailable (what each trial lost is listed below)")
+             "was unavailable (each trial that lost writes is named below)")
         try:
             check_tracking(uri)
             return True, [], ""
@@ -406,7 +406,7 @@ def run_sweep(
              f"{', '.join(map(str, protocol.leads))}"
              + (f" (frames {protocol.frame_step} stored frames apart)" if protocol.frame_step > 1 else "")
              + f", at {protocol.size[0]}x{protocol.size[1]} px "
-             f"({protocol.epoch_windows} of them after each epoch); the baselines were scored once")
+             f"({min(protocol.epoch_windows, len(val_yardstick.windows))} of them after each epoch); the baselines were scored once")
         parent = SweepRun.open_or_create(uri, space, name, sweep_dir / PARENT_FILE)
         # No driver of this sweep runs now: a RUNNING run is an orphan, unless an outage kept the last driver from
         # ending it (recorded then; settled after fit() below, with its real outcome).
@@ -479,9 +479,15 @@ def run_sweep(
             # The per-epoch value is on a subset of the protocol's windows: rank by best.pt on all of them.
             objective = validation[space.tune.objective.removeprefix("yardstick_")]
         shown_run = run_id if tracked or not run_id.startswith("pending-") else ""
-        rows.append(leaderboard.row(trial_id, shown_run, outcome, result.config or {}, metrics, objective, space, ys.columns(validation, None)))
+        rows.append(leaderboard.row(trial_id, shown_run, outcome, result.config or trial.config or {}, metrics, objective, space, ys.columns(validation, None)))
     for line in _lost_lines([(t.trial_id, dict(r.metrics or {})) for t, r in zip(results._experiment_analysis.trials, results)]):
         echo(line)
+    spool = sweep_dir / SPOOL_DIR
+    if spool.exists() and not spool.is_dir():  # nothing could be kept: name the trials MLflow has no run of
+        for trial_id, run_id, outcome, metrics in trials:
+            if (not run_id or run_id.startswith("pending-")) and not metrics.get("mlflow_lost_writes"):
+                echo(f"MLflow: trial {trial_id} ({outcome}) has no run in MLflow: its writes could neither be logged "
+                     f"nor kept ({spool} is a file, not a directory); the leaderboard has its results")
     interrupted = any(r["status"] == "unfinished" for r in rows) or (
         len(rows) < space.tune.num_samples and space.tune.time_budget_s is None
     )
@@ -509,7 +515,7 @@ def run_sweep(
     else:
         lines, ids = _unsettled_lines(parent.run_id, name, trials, unlogged, sweep_dir / SPOOL_DIR)
         _write_unsettled(sweep_dir, ids)
-        echo(f"MLflow at {uri} is unavailable ({why_not}): {len(lines)} run(s) left unfinished there; "
+        echo(f"MLflow at {uri} did not take every write ({why_not}): {len(lines)} run(s) left unfinished there; "
              f"`{resume_command}` finishes them once it answers (the leaderboard above is complete):")
         for line in lines:
             echo(line)

@@ -94,9 +94,9 @@ def test_outage_then_sigterm_then_resume_leaves_one_run_per_trial(tiny_store: Pa
         per_trial: dict[str, list[str]] = {}
         for r in trials:
             per_trial.setdefault(r.data.tags.get("tune_trial_id", "?"), []).append(f"{r.info.run_id} {r.info.status}")
-        assert len(per_trial) == 2 and all(len(v) == 1 for v in per_trial.values()), per_trial
+        assert len(per_trial) == 2 and all(len(v) == 1 for v in per_trial.values()), (per_trial, out[-3000:])
         for r in trials:
-            assert r.info.status == "FINISHED", per_trial
+            assert r.info.status == "FINISHED", (per_trial, out[-3000:])
             steps = [m.step for m in client.get_metric_history(r.info.run_id, "epoch/val_mse")]
             assert sorted(steps) == list(range(1, EPOCHS + 1)), (r.info.run_id, steps)
             assert_steps_increase(client, r.info.run_id)  # each metric step once
