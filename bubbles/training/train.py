@@ -33,8 +33,10 @@ from bubbles.evaluation.cost import ModelCost, measure_cost, median_rate
 from bubbles.evaluation.figures import save_strip
 from bubbles.training.losses import gradient_difference, ssim_torch
 from bubbles.models import build_model, check_state_shapes, parameter_count
+from bubbles.models.baseline_start import BaselineStart
 from bubbles.models.family import Family, Progress
 from bubbles.models.warp import predict_with_motion
+from bubbles.training.baseline_fit import fit_baseline_start
 from bubbles.training.config import TrainConfig, best_by_mode
 from bubbles.data.windows import WindowSplits, make_splits
 
@@ -280,6 +282,8 @@ def train(
     cfg = cfg.at_frame_size(splits.frame_size).at_fields(splits.channels, splits.targets)
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model_name, cfg.model).to(device)
+    if resume is None and isinstance(model, BaselineStart):
+        start_baselines(model, cfg, splits, out_dir)
     cost = measure_cost(model, cfg.window.input_len, cfg.window.output_len, tc.batch_size, device, amp)
     if on_cost is not None:
         on_cost(cost)
@@ -351,6 +355,14 @@ def train(
         if last:
             break
     return final or finish(model, cfg, splits, status, history, out_dir, device, cost, yardstick)
+
+
+def start_baselines(model: BaselineStart, cfg: TrialConfig, splits: WindowSplits, out_dir: Path) -> None:
+    """Fit the baseline start on training windows (bubbles.training.baseline_fit); say what it found, and keep it
+    beside the checkpoints (baseline_start.json)."""
+    fit = fit_baseline_start(model, splits, tiles=cfg.data.tile is not None)
+    print(fit.line(), flush=True)
+    (out_dir / "baseline_start.json").write_text(json.dumps(asdict(fit), indent=1))
 
 
 def own_yardstick(cfg: TrialConfig, splits: WindowSplits) -> Yardstick:
