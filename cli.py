@@ -342,7 +342,7 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     from study.space import load_space
     from study.tracking import check_tracking, readable, runs_table_link, tracking_uri
 
-    from study.sweep import check_name
+    from study.sweep_dir import check_name
 
     name = check_name(name or space_file.stem)
     storage = storage.resolve()
@@ -420,7 +420,7 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         check_tracking(uri)
         objective, board = None, None
         if sweep_name is not None:
-            from study.sweep import check_name
+            from study.sweep_dir import check_name
 
             run_id, objective, board = ex.best_run_of_sweep(storage.resolve() / check_name(sweep_name))
         chosen = ex.from_run(uri, str(run_id), objective)
@@ -521,7 +521,7 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
     check_output_dir(out.resolve(), "report")
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
-    from study.sweep import check_name
+    from study.sweep_dir import check_name
 
     click.echo(f"wrote {write_report(uri, storage.resolve() / check_name(sweep_name), out.resolve())}")
 

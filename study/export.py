@@ -22,8 +22,8 @@ from bubbles.training.config import best_by_mode
 from bubbles.training.train import COST
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import make_splits, split_segments
-from study.sweep import PARENT_FILE, read_parent
-from study.tracking import download_file, register_export, trial_files
+
+from study.tracking import PARENT_FILE, download_file, read_parent, register_export, trial_files
 from study.yardstick import NO_TEST, TEST, VALIDATION
 
 # The epoch metric and the end-of-trial evaluation's name for the same number (same windows, same formula).
