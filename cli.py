@@ -171,7 +171,17 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
     from bubbles.data.store import FrameStore
 
     info = FrameStore.open(store).sequences[name]
-    if info.frames and len(info.fields) == 1:
+    if "netcdf" in info.meta.extra:
+        nc = info.meta.extra["netcdf"]
+        rate = f"{info.meta.fps:g} fps from its time coordinate" if nc.get("fps_from") else f"{info.meta.fps:g} fps (no time coordinate; --fps sets it)"
+        unpacked = f", unpacked from bits along {nc['unpacked']}" if nc.get("unpacked") else ""
+        click.echo(f"netCDF variable {nc['variable']!r} ({' x '.join(nc['dims'])}{unpacked}): {info.frames} frames of "
+                   f"{info.native_size[0]}x{info.native_size[1]}, {rate}")
+    if "mask" in info.meta.extra:
+        click.echo(f"binary recording: stored as a mask (vapour {info.meta.extra['mask']['source_values'][1]} -> 255, liquid "
+                   f"{info.meta.extra['mask']['source_values'][0]} -> 0); bubbles are its connected components, mask "
+                   "losses (bce, dice, bce+dice) and mask metrics (IoU, vapour fraction, bubble F1) apply")
+    elif info.frames and len(info.fields) == 1:
         click.echo(f"detector calibration: {describe(name, info.meta.extra.get('detector_calibration'))}")
 
 
@@ -427,7 +437,7 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         if board is not None and not math.isclose(board, chosen.objective, rel_tol=1e-4, abs_tol=1e-6):
             click.echo(f"warning: the leaderboard says {objective} {board:.5f}, the exported weights measure "
                        f"{chosen.objective:.5f} (a trial trained before best.pt was picked by the objective?)", err=True)
-    path = ex.export(chosen, out, onnx)
+    path = ex.export(chosen, out, onnx, note=lambda line: click.echo(line, err=True))
     selected = f", {ex.VALIDATION}" if chosen.yardstick else ""
     click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}{selected}) to {path}")
     if chosen.test_line:
@@ -489,7 +499,8 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     if "metrics" in summary:
         m = summary["metrics"]
         line += (f"; lead 1: SSIM {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f}), skill vs the strongest "  # type: ignore[index]
-                 f"baseline ({m['strongest'][0]}) {m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
+                 f"baseline ({m['strongest'][0]}{'' if 'climatology_mse' in m else '; not climatology: the export has no climatology.npy'}) "
+                 f"{m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
                  f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score "  # type: ignore[index]
                  + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)")  # type: ignore[arg-type]
                  + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
@@ -535,7 +546,8 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=5000, show_default=True)
 @click.option("--workers", default=4, show_default=True, help="Server processes (concurrent trial writers).")
-@click.option("--allowed-hosts", help="Host headers to accept besides localhost and private IPs (e.g. head.lab:5000).")
+@click.option("--allowed-hosts", help="Host headers clients send, comma-separated NAME:PORT (e.g. head.lab:5000); "
+                                      "required with a --host other than loopback; 127.0.0.1:PORT is always accepted.")
 def server(backend: str, artifacts: Path, host: str, port: int, workers: int, allowed_hosts: str | None) -> None:
     """Run the study's MLflow tracking server (PostgreSQL backend, shared artifacts); see docs/lab-setup.md.
 
@@ -544,17 +556,15 @@ def server(backend: str, artifacts: Path, host: str, port: int, workers: int, al
       bubbles-study server --backend-store-uri postgresql://mlflow@127.0.0.1:5432/mlflow --artifacts /shared/mlartifacts
       then: MLFLOW_TRACKING_URI=http://127.0.0.1:5000 bubbles-study sweep ...
     """
-    from study.server import ServerConfig, check, command, environment
+    from study.server import ServerConfig, check
+    from study.server_process import serve
 
     cfg = ServerConfig(backend, artifacts.resolve(), host, port, workers, allowed_hosts)
     for line in check(cfg):
         click.echo(f"warning: {line}", err=True)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    click.echo(f"MLflow tracking server on http://{shown}:{port} (backend {cfg.scheme}, artifacts in {cfg.artifacts}); "
-               f"set MLFLOW_TRACKING_URI=http://{shown}:{port} for sweeps. Ctrl-C stops it.")
-    argv = command(cfg)
-    sys.stdout.flush()
-    os.execve(argv[0], argv, environment())  # the server replaces this process: signals reach it directly
+    click.echo(f"starting the MLflow tracking server on {cfg.host}:{port} (backend {cfg.scheme}, artifacts in "
+               f"{cfg.artifacts}) ...")
+    serve(cfg, click.echo)
 
 
 def _resume_command(space_file: Path, name: str, storage: Path, address: str | None) -> str:

@@ -183,7 +183,7 @@ def write_bundle(
         predictor = _Predictor(model, cfg.window.output_len).eval()
         x = example_input(cfg)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "weights.safetensors"), metadata={"format": FORMAT})
-        config = {"format": FORMAT, "params": cfg.flat(), "input_shape": list(x.shape), "output_shape": list(expected_shape(cfg)),
+        config = {"format": FORMAT, "params": cfg.saved(), "input_shape": list(x.shape), "output_shape": list(expected_shape(cfg)),
                   "fields": field_record(cfg), "objective": {"name": info.objective_name, "value": info.objective},
                   "source": info.source, "store_fingerprint": info.store_fingerprint, "val_conditions": list(info.val_conditions),
                   "cost": asdict(info.cost) if info.cost else None, "yardstick": info.yardstick or None}

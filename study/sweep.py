@@ -354,7 +354,9 @@ def run_sweep(
         ys.check_recorded(protocol, sweep_dir)
         val_yardstick = ys.study_yardstick(space, protocol, "val", sweep_dir)
         echo(f"yardstick: every trial is scored on the same {len(val_yardstick.windows)} validation windows, leads "
-             f"{', '.join(map(str, protocol.leads))}, at {protocol.size[0]}x{protocol.size[1]} px "
+             f"{', '.join(map(str, protocol.leads))}"
+             + (f" (frames {protocol.frame_step} stored frames apart)" if protocol.frame_step > 1 else "")
+             + f", at {protocol.size[0]}x{protocol.size[1]} px "
              f"({protocol.epoch_windows} of them after each epoch); the baselines were scored once")
         parent = SweepRun.open_or_create(uri, space, name, sweep_dir / PARENT_FILE)
         # No driver of this sweep runs now: a RUNNING run is an orphan, unless an outage kept the last driver from

@@ -357,8 +357,9 @@ def train(
 def own_yardstick(cfg: TrialConfig, splits: WindowSplits) -> Yardstick:
     """A trial outside a study is scored on a protocol of its own: its leads, its size, its context."""
     w = cfg.window
-    protocol = Protocol(tuple(range(1, w.output_len + 1)), splits.frame_size, w.input_len, w.output_len,
-                        windows=cfg.train.max_val_windows or 64, field=splits.targets[0] if splits.targets else "")
+    protocol = Protocol(tuple(range(1, w.output_len + 1)), splits.frame_size, w.input_len, w.output_len * w.frame_step,
+                        windows=cfg.train.max_val_windows or 64, field=splits.targets[0] if splits.targets else "",
+                        frame_step=w.frame_step)
     store = splits.val.cache.store
     # With tiles the validation frames are the held-out sequences' whole frames, at one size: the climatology is
     # the mean of those sequences' training frames only (a time split), never of other shapes squashed to this one.

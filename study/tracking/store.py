@@ -6,8 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +27,19 @@ def tracking_uri(root: Path) -> str:
 
 
 def check_tracking(uri: str) -> None:
-    """Fail fast, in one line, if a tracking server is unreachable (before any training or Ray start)."""
+    """Fail fast, in one line, if a tracking server is unreachable or refuses this client's Host header (before
+    any training or Ray start): one real API request, since `/health` answers even when every write is refused."""
     if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as resp:
-                if resp.status != 200:
-                    raise UserError(f"MLflow tracking server {uri} answered {resp.status} on /health")
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise UserError(f"MLflow tracking server {uri} is unreachable ({reason}); start it or set MLFLOW_TRACKING_URI") from None
+        from study.api_probe import probe
+
+        found = probe(uri)
+        if found.host_refused:
+            raise UserError(f"MLflow tracking server {uri} refuses this client's Host header {found.host!r} (MLflow's "
+                            f"DNS-rebinding guard, 403): start it with --allowed-hosts {found.host}")
+        if found.unreachable:
+            raise UserError(f"MLflow tracking server {uri} is unreachable ({found.reason}); start it or set MLFLOW_TRACKING_URI")
+        if not found.ok:
+            raise UserError(f"MLflow tracking server {uri} answered {found.reason}")
     elif uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
