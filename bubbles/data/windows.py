@@ -117,7 +117,8 @@ class SplitConfig:
 class DataConfig:
     """Which store, at which image size (short side or exact HxW, see frame_size), split how. size_multiple: what the
     model needs both frame sides divisible by. channels / targets: the fields read and predicted (empty: the
-    store's first field; see bubbles.data.fields); feedback: the model feeds predictions back (targets = channels)."""
+    store's first field; see bubbles.data.fields); feedback: the model feeds predictions back (targets = channels).
+    frame: with tiles, the whole frame size once resolved (image_size stays the short side the tiles are cut at)."""
 
     store: str = param("data/synthetic.zarr", "store", "frame store path", parse=_store)
     image_size: ImageSize = param(64, "image_size", "short side in pixels, the store's aspect kept (64), or exact HxW "
@@ -139,6 +140,7 @@ class DataConfig:
                                                   "calibration, e.g. {polarity: bright, max_diameter: 0.3, min_contrast: "
                                                   "0.05} (lengths in frame heights; docs/real-recordings.md)",
                                                   parse=parse_detector, show=dict)
+    frame: FrameSize | None = None  # with tiles: the whole frame size resolved against a store (TrialConfig.at_frame_size)
 
 
 Segment = tuple[str, int, int]  # sequence name, first frame, end frame (exclusive)
