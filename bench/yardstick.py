@@ -75,7 +75,7 @@ def main() -> None:
         for _ in range(args.batches):
             x, y = next(it)
             optimizer.zero_grad()
-            loss = loss_fn(cfg.train.loss, model(x, future=y.shape[1], target=y), y, cfg.train.gdl_weight)
+            loss = loss_fn(cfg.train.loss, model(x, future=y.shape[1], target=y), y, cfg.train)
             loss.backward()
             optimizer.step()
         batch_s.append((time.perf_counter() - began) / args.batches)

@@ -50,7 +50,7 @@ class PredictRequest:
     raw_input: Path | None = None
     crop: tuple[int, int, int, int] | None = None
     colormap: str | None = None  # --input is a colour-mapped rendering: inverted as ingest --colormap does
-    frames: tuple[int | None, int | None] | None = None  # --input's source frames to keep, as ingest --frames
+    frames: tuple[int | None, int | None, int] | None = None  # --input's source frames to keep, as ingest --frames
     detector: tuple[tuple[str, Any], ...] = ()  # bubble-detector settings over the bundle's and the store's
 
 
@@ -184,15 +184,19 @@ def predict(request: PredictRequest) -> dict[str, object]:
         cache, name = _frames(request, size, Path(tmp_name), notes)
         total = cache.store.sequences[name].frames
         stretch = aspect_note(cache.store.sequences[name].native_size, size)
-        if request.start < 0 or request.start + n_in > total:
-            last = f"the last valid start is {total - n_in}" if total >= n_in else "it is too short for this model"
-            raise UserError(f"--start {request.start}: the model needs {n_in} context frames and {name!r} has {total}; {last}")
+        step = cfg.window.frame_step  # the model's frames are `step` stored frames apart: read them so
+        need = (n_in - 1) * step + 1
+        if request.start < 0 or request.start + need > total:
+            last = f"the last valid start is {total - need}" if total >= need else "it is too short for this model"
+            spacing = f" ({n_in} frames {step} apart: {need} stored frames)" if step > 1 else ""
+            raise UserError(f"--start {request.start}: the model needs {n_in} context frames{spacing} and {name!r} has {total}; {last}")
         # --input is read through a temporary store: an error names the user's file, not that store.
         where = str(request.raw_input) if request.raw_input is not None else f"{cache.store.path}/{name}"
         inputs, outputs = field_indices(cfg, cache.store.sequences[name].fields, where)
-        context = _channels(cache.frames(name, request.start, request.start + n_in), inputs)
-        end = min(total, request.start + n_in + steps)
-        target = _channels(cache.frames(name, request.start + n_in, end), outputs) if end > request.start + n_in else None
+        context = _channels(cache.frames(name, request.start, request.start + need)[::step], inputs)
+        first = request.start + need - 1 + step  # the first predicted frame
+        end = min(total, first + (steps - 1) * step + 1)
+        target = _channels(cache.frames(name, first, end)[::step], outputs) if end > first else None
         detector = sequence_detector(cache.store.sequences[name].meta.extra, dict(cfg.data.detector) | dict(request.detector))
     pred, motion = rollout(model, context, horizon, steps), motion_rollout(model, context, horizon, steps)
     out = request.out.resolve()

@@ -106,8 +106,23 @@ def protocol_of(space: SweepSpace, store: FrameStore) -> Protocol:
                             f"{max(leads)}; lower evaluate.leads or predict the fields read")
     first = configs[0].data
     target = resolve_fields(store, first.channels, first.targets, first.feedback)[1]
-    return Protocol(leads, size, context, ev.stride or max(leads), ev.windows, ev.epoch_windows, ev.baselines,
-                    target[0] if target else "")
+    step = study_frame_step(space, configs)
+    return Protocol(leads, size, context, ev.stride or max(leads) * step, ev.windows, ev.epoch_windows, ev.baselines,
+                    target[0] if target else "", step)
+
+
+def study_frame_step(space: SweepSpace, configs: list[Any]) -> int:
+    """The yardstick's spacing: the least common multiple of every frame_step the space can pick, so that each
+    trial's forecasts (its own frame_step apart) land on the scored frames."""
+    steps = {c.window.frame_step for c in configs}
+    for dim in space.dimensions:
+        if dim.name == "frame_step":
+            steps |= set(dim.choices) if dim.kind == "categorical" else set(range(int(dim.low), int(dim.high) + 1, int(dim.step or 1)))
+    step = math.lcm(*(int(s) for s in steps))
+    if step > 1000:
+        raise UserError(f"{space.path}: frame_step values {sorted(steps)} have no common multiple up to 1000 frames; "
+                        "search values that divide one another (e.g. [1, 2, 4, 8])")
+    return step
 
 
 def open_store(space: SweepSpace) -> FrameStore:

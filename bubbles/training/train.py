@@ -31,7 +31,8 @@ from bubbles.evaluation.scoring import skill as skill_per_lead
 from bubbles.evaluation.yardstick import Protocol, Yardstick, YardstickScore
 from bubbles.evaluation.cost import ModelCost, measure_cost, median_rate
 from bubbles.evaluation.figures import save_strip
-from bubbles.training.losses import gradient_difference, ssim_torch
+from bubbles.training.losses import loss_named
+from bubbles.training.optim import make_optimizer, make_schedule
 from bubbles.models import build_model, check_state_shapes, parameter_count
 from bubbles.models.baseline_start import BaselineStart
 from bubbles.models.family import Family, Progress
@@ -134,17 +135,9 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def loss_fn(name: str, pred: torch.Tensor, target: torch.Tensor, gdl_weight: float = 0.0) -> torch.Tensor:
-    """The training loss `name` (see TrainConfig) of predictions against targets (B, M, C, H, W)."""
-    if name == "mse_sum":
-        return F.mse_loss(pred, target, reduction="sum")
-    if name == "mse_mean":
-        return F.mse_loss(pred, target)
-    if name == "l1":
-        return F.l1_loss(pred, target)
-    if name == "mse+gdl":
-        return F.mse_loss(pred, target) + gdl_weight * gradient_difference(pred, target)
-    return F.mse_loss(pred, target) + 0.5 * (1.0 - ssim_torch(pred.flatten(0, 1), target.flatten(0, 1)))
+def loss_fn(name: str, pred: torch.Tensor, target: torch.Tensor, train: TrainConfig) -> torch.Tensor:
+    """The training loss `name` (a LOSSES entry) of predictions against targets (B, M, C, H, W)."""
+    return loss_named(name).fn(pred, target, train)
 
 
 def _generator(seed: int, epoch: int) -> torch.Generator:
@@ -162,9 +155,10 @@ def train_one_epoch(
     amp: torch.dtype | None,
     family: Family,
     steps_per_epoch: int,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> tuple[float, int]:
     """One pass over the training windows; returns (mean loss per pixel, samples seen). The family's hooks give the
-    forward its sampling arguments at each step and any extra loss term."""
+    forward its sampling arguments at each step and any extra loss term; `schedule` steps after every step."""
     model.train()
     sampling = _generator(cfg.seed + 1, epoch)
     total, pixels, samples = 0.0, 0, 0
@@ -177,7 +171,7 @@ def train_one_epoch(
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             pred = model(x, future=y.shape[1], target=y, generator=sampling, **family.sampling(model_cfg, cfg, progress),
                          **(extra.forward_kwargs if extra else {}))
-            loss = loss_fn(cfg.loss, pred.float(), y, cfg.gdl_weight)
+            loss = loss_fn(cfg.loss, pred.float(), y, cfg)
         # The reported loss stays the frame loss (comparable across families); an extra term only trains.
         frame_loss = loss.detach()
         if extra is not None:
@@ -188,8 +182,10 @@ def train_one_epoch(
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         scaler.step(optimizer)
         scaler.update()
+        if schedule is not None:
+            schedule.step()
         value = frame_loss.item()
-        total += value if cfg.loss == "mse_sum" else value * y.numel()
+        total += value if loss_named(cfg.loss).summed else value * y.numel()
         pixels += y.numel()
         samples += len(x)
     return total / max(pixels, 1), samples
@@ -287,7 +283,9 @@ def train(
     cost = measure_cost(model, cfg.window.input_len, cfg.window.output_len, tc.batch_size, device, amp)
     if on_cost is not None:
         on_cost(cost)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = make_optimizer(model.parameters(), tc)
+    steps_per_epoch = math.ceil(len(subset(len(splits.train), tc.max_train_windows)) / tc.batch_size)
+    schedule = make_schedule(optimizer, tc, tc.epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     sign = 1.0 if best_by_mode(tc.best_by) == "min" else -1.0  # compare sign * value: smaller is better
     start, history, best = 0, [], math.inf
@@ -300,6 +298,8 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
+        if schedule is not None and "schedule" in state:
+            schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["torch_rng"].cpu())
         start, best = int(state["epoch"]), float(state.get("best_score", state.get("best_val_mse", math.inf)))
         history = [EpochResult(**h) for h in json.loads(state["history"])]
@@ -311,7 +311,7 @@ def train(
         began = time.perf_counter()
         loader = _loader(splits, tc, epoch, device)
         train_loss, samples = train_one_epoch(model, batches(loader, epoch) if batches else loader, optimizer, scaler, tc, epoch,
-                                              device, amp, cfg.family, len(loader))
+                                              device, amp, cfg.family, len(loader), schedule)
         elapsed = time.perf_counter() - began
         val: Validation = validate(model, splits.val, device, tc.batch_size, tc.max_val_windows)
         skill = float(np.mean(skill_per_lead(val.mse_per_lead, baseline)))
@@ -340,6 +340,7 @@ def train(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(),
+                **({"schedule": schedule.state_dict()} if schedule is not None else {}),
                 "epoch": epoch + 1,
                 "torch_rng": torch.get_rng_state(),
                 "best_score": best,
@@ -368,8 +369,9 @@ def start_baselines(model: BaselineStart, cfg: TrialConfig, splits: WindowSplits
 def own_yardstick(cfg: TrialConfig, splits: WindowSplits) -> Yardstick:
     """A trial outside a study is scored on a protocol of its own: its leads, its size, its context."""
     w = cfg.window
-    protocol = Protocol(tuple(range(1, w.output_len + 1)), splits.frame_size, w.input_len, w.output_len,
-                        windows=cfg.train.max_val_windows or 64, field=splits.targets[0] if splits.targets else "")
+    protocol = Protocol(tuple(range(1, w.output_len + 1)), splits.frame_size, w.input_len, w.output_len * w.frame_step,
+                        windows=cfg.train.max_val_windows or 64, field=splits.targets[0] if splits.targets else "",
+                        frame_step=w.frame_step)
     store = splits.val.cache.store
     # With tiles the validation frames are the held-out sequences' whole frames, at one size: the climatology is
     # the mean of those sequences' training frames only (a time split), never of other shapes squashed to this one.
