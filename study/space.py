@@ -74,7 +74,9 @@ class Dimension:
 
 @dataclass(frozen=True)
 class TuneSettings:
-    objective: Objective = "val_ssim"
+    # The objective the user means: skill against the strongest baseline on the yardstick, per lead, averaged over
+    # leads (1 - MSE_model / MSE_strongest); > 0 beats every baseline on average (issue 27).
+    objective: Objective = "yardstick_skill"
     num_samples: int = 8
     max_concurrent: int = 2
     time_budget_s: float | None = None

@@ -4,11 +4,14 @@ test frames: the climatology is the training frames' mean, and the fit uses trai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from bubbles.config import TrialConfig
 from bubbles.data.windows import WindowSplits
 from bubbles.evaluation.evaluate import subset, training_mean_frame
 from bubbles.models.baseline_start import SOURCES, BaselineStart
@@ -92,3 +95,12 @@ def fit_baseline_start(model: BaselineStart, splits: WindowSplits, tiles: bool, 
     return StartFit(tuple(used), tuple(tuple(float(weights[lead, SOURCES.index(s)]) for s in used) for lead in range(leads)),
                     tuple((total / max(pixels, 1)).tolist()), {s: tuple((sq[s] / max(pixels, 1)).tolist()) for s in used},
                     len(indices))
+
+
+def start_baselines(model: BaselineStart, cfg: TrialConfig, splits: WindowSplits, out_dir: Path) -> StartFit:
+    """Fit the baseline start before training (not on resume: the weights come from the checkpoint); say what it
+    found, and keep it beside the checkpoints (baseline_start.json)."""
+    fit = fit_baseline_start(model, splits, tiles=cfg.data.tile is not None)
+    print(fit.line(), flush=True)
+    (out_dir / "baseline_start.json").write_text(json.dumps(asdict(fit), indent=1))
+    return fit

@@ -37,7 +37,7 @@ from bubbles.models import build_model, check_state_shapes, parameter_count
 from bubbles.models.baseline_start import BaselineStart
 from bubbles.models.family import Family, Progress
 from bubbles.models.warp import predict_with_motion
-from bubbles.training.baseline_fit import fit_baseline_start
+from bubbles.training.baseline_fit import start_baselines
 from bubbles.training.config import TrainConfig, best_by_mode
 from bubbles.data.windows import WindowSplits, make_splits
 
@@ -356,14 +356,6 @@ def train(
         if last:
             break
     return final or finish(model, cfg, splits, status, history, out_dir, device, cost, yardstick)
-
-
-def start_baselines(model: BaselineStart, cfg: TrialConfig, splits: WindowSplits, out_dir: Path) -> None:
-    """Fit the baseline start on training windows (bubbles.training.baseline_fit); say what it found, and keep it
-    beside the checkpoints (baseline_start.json)."""
-    fit = fit_baseline_start(model, splits, tiles=cfg.data.tile is not None)
-    print(fit.line(), flush=True)
-    (out_dir / "baseline_start.json").write_text(json.dumps(asdict(fit), indent=1))
 
 
 def own_yardstick(cfg: TrialConfig, splits: WindowSplits) -> Yardstick:
