@@ -9,7 +9,8 @@ This is the only module that knows how a dimension becomes an Optuna distributio
                  # `model` may be searched (categorical); each family's own parameters then need when: {model: [...]}
     seed_points: [{parameter: value, ...}, ...]         # evaluated first (Optuna enqueue_trial)
     tune:        {objective, num_samples, max_concurrent, time_budget_s, max_failures, sampler, seed,
-                  asha: {grace_period, reduction_factor, max_epochs} | false, resources: {cpu, gpu}}
+                  asha: {grace_period, reduction_factor, max_epochs} | false, resources: {cpu, gpu},
+                  champion: {rank_by, min_skill_every_lead}}   # study.champion
     evaluate:    {leads, size, stride, windows, epoch_windows, test_top_k, baselines}   # study.yardstick
     tracking:    {experiment}
 """
@@ -28,6 +29,7 @@ from bubbles.data.store import FrameStore
 from bubbles.data.coverage import coverage_lines, coverage_warnings
 from bubbles.data.windows import WindowSplits, make_splits
 from bubbles.training.config import BestBy, best_by_mode
+from study.champion import ChampionRule, parse_champion
 from study.conditions import check_conditions, check_fixed_families, check_point, walk
 from study.config import read_yaml, resolve_store
 from study.yardstick import EvaluateSettings, parse_evaluate
@@ -89,6 +91,7 @@ class TuneSettings:
     max_epochs: int | None = None
     cpu: float = 1.0
     gpu: float = 0.0
+    champion: ChampionRule | None = None  # tune.champion (study.champion); None: the best by the objective
 
     @property
     def mode(self) -> str:
@@ -174,7 +177,7 @@ def _dimension(where: str, name: str, spec: Any) -> Dimension:
 
 
 def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
-    allowed = {"objective", "num_samples", "max_concurrent", "time_budget_s", "max_failures", "sampler", "seed", "asha", "resources"}
+    allowed = {"objective", "num_samples", "max_concurrent", "time_budget_s", "max_failures", "sampler", "seed", "asha", "resources", "champion"}
     for key in raw:
         if key not in allowed:
             raise UserError(f"{where}.{key}: unknown key (use {', '.join(sorted(allowed))})")
@@ -217,6 +220,7 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
         max_epochs=None if asha.get("max_epochs") is None else num("asha.max_epochs", asha["max_epochs"], 1),
         cpu=num("resources.cpu", res.get("cpu", d.cpu), 0, integer=False),
         gpu=num("resources.gpu", res.get("gpu", d.gpu), 0, integer=False),
+        champion=parse_champion(f"{where}.champion", raw.get("champion")),
     )
 
 

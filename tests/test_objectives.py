@@ -17,3 +17,46 @@ def test_a_space_without_objective_and_both_shipped_spaces_rank_by_skill_vs_the_
     assert space.tune.objective == "yardstick_skill" and space.tune.mode == "max"
     for shipped in ("smoke.yaml", "convlstm.yaml"):
         assert load_space(ROOT / "search_spaces" / shipped, check_data=False).tune.objective == "yardstick_skill"
+
+
+def _row(trial: str, status: str, objective: float, f1: float, skill_min: float) -> dict:
+    return {"trial": trial, "status": status, "objective": objective, "val_bubble_f1_selection": f1,
+            "val_skill_min_selection": skill_min}
+
+
+def test_champion_rule_picks_the_best_bubble_f1_among_trials_never_worse_than_a_baseline(tmp_path: Path) -> None:
+    from study.champion import apply, parse_champion
+
+    space_file = tmp_path / "rule.yaml"
+    space_file.write_text("search:\n  lr: {type: log, low: 1.0e-3, high: 1.0e-2}\n"
+                          "tune: {champion: {rank_by: bubble_f1, min_skill_every_lead: 0}}\n")
+    rule = load_space(space_file, check_data=False).tune.champion
+    assert rule is not None and rule.rank_by == "bubble_f1" and rule.min_skill_every_lead == 0
+    by_objective = [_row("a", "completed", 0.30, 0.90, -0.20),   # best objective, loses to a baseline at some lead
+                    _row("b", "completed", 0.20, 0.60, 0.05),
+                    _row("c", "stopped_early", 0.15, 0.95, 0.10),  # not exportable: never the champion
+                    _row("d", "completed", 0.10, 0.70, 0.00)]
+    ranked, note = apply(rule, by_objective)
+    assert [r["trial"] for r in ranked] == ["d", "b", "a", "c"] and "2 of 4 trials qualify" in note
+    strict = parse_champion("t", {"rank_by": "bubble_f1", "min_skill_every_lead": 0.5})
+    ranked, note = apply(strict, by_objective)
+    assert [r["trial"] for r in ranked] == ["a", "b", "c", "d"] and "no trial qualifies" in note
+    assert apply(None, by_objective) == (by_objective, "")
+    import pytest
+
+    from bubbles.errors import UserError
+    with pytest.raises(UserError, match="rank_by"):
+        parse_champion("tune.champion", {"rank_by": "val_loss"})
+
+
+def test_verdict_says_which_baselines_it_beats_per_lead() -> None:
+    from bubbles.evaluation.verdict import Verdict
+
+    v = Verdict((1, 2, 3, 4), (0.001, 0.002, 0.003, 0.004),
+                {"persistence": (0.002, 0.003, 0.004, 0.005), "climatology": (0.01,) * 4, "flow": (0.002, 0.0025, 0.0028, 0.0035)})
+    assert v.columns() == {"beats_all_baselines": "no", "loses_from_lead": 3}
+    assert v.sentence() == ("loses to flow at leads 3–4 (by up to 0.0005 MSE); "
+                            "beats persistence and climatology at every lead (1–4)")
+    win = Verdict((1, 2), (0.001, 0.001), {"persistence": (0.002, 0.002), "flow": (0.003, 0.003)})
+    assert win.columns() == {"beats_all_baselines": "yes", "loses_from_lead": ""}
+    assert win.sentence() == "beats persistence and flow at every lead (1–2)"

@@ -102,7 +102,12 @@ class YardstickScore:
             finite = [v for v in values if np.isfinite(v)]  # bubble F1 is NaN at a lead where no frame has a bubble
             return float(np.mean(finite)) if finite else float("nan")
 
-        return {k: mean(self.per_lead[k]) for k in METRICS}
+        out = {k: mean(self.per_lead[k]) for k in METRICS}
+        # The worst lead's skill against the strongest baseline: >= 0 means never worse than a free forecast at any
+        # lead (a champion rule's condition, issue 27).
+        skills = [v for v in self.per_lead.get("skill", ()) if np.isfinite(v)]
+        out["skill_min"] = float(min(skills)) if skills else float("nan")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "protocol": self.protocol.to_dict(), "windows": [list(w) for w in self.windows],

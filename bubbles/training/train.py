@@ -73,6 +73,7 @@ class EpochResult:
     yardstick_psnr: float = float("nan")
     yardstick_bubble_f1: float = float("nan")
     yardstick_skill: float = float("nan")
+    yardstick_skill_min: float = float("nan")  # the worst lead's skill against the strongest baseline
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
