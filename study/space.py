@@ -9,7 +9,7 @@ This is the only module that knows how a dimension becomes an Optuna distributio
                  # `model` may be searched (categorical); each family's own parameters then need when: {model: [...]}
     seed_points: [{parameter: value, ...}, ...]         # evaluated first (Optuna enqueue_trial)
     tune:        {objective, num_samples, max_concurrent, time_budget_s, max_failures, sampler, seed,
-                  asha: {grace_period, reduction_factor, max_epochs} | false, resources: {cpu, gpu},
+                  asha: {grace_period, reduction_factor, max_epochs, time_attr, max_t} | false, resources: {cpu, gpu},
                   champion: {rank_by, min_skill_every_lead}}   # study.champion
     evaluate:    {leads, size, stride, windows, epoch_windows, test_top_k, baselines}   # study.yardstick
     tracking:    {experiment}
@@ -86,9 +86,14 @@ class TuneSettings:
     sampler: Literal["tpe", "random"] = "tpe"
     seed: int = 0
     asha: bool = True
-    grace_period: int = 1
+    grace_period: float = 1
     reduction_factor: int = 3
     max_epochs: int | None = None
+    # ASHA's clock: epochs (Tune's training_iteration), or the trial's training seconds, or the GFLOPs it has
+    # processed (forward + backward, 3x the forward count), so that families of unequal cost per epoch are compared
+    # at equal cost (docs/sweeps.md); grace_period and max_t are in that unit (max_t needed for seconds/gflops).
+    time_attr: Literal["epochs", "seconds", "gflops"] = "epochs"
+    max_t: float | None = None
     cpu: float = 1.0
     gpu: float = 0.0
     champion: ChampionRule | None = None  # tune.champion (study.champion); None: the best by the objective
@@ -185,8 +190,13 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
     asha_on = asha is not False
     asha = _mapping(f"{where}.asha", asha if asha_on else {})
     for key in asha:
-        if key not in ("grace_period", "reduction_factor", "max_epochs"):
-            raise UserError(f"{where}.asha.{key}: unknown key (use grace_period, reduction_factor, max_epochs)")
+        if key not in ("grace_period", "reduction_factor", "max_epochs", "time_attr", "max_t"):
+            raise UserError(f"{where}.asha.{key}: unknown key (use grace_period, reduction_factor, max_epochs, time_attr, max_t)")
+    time_attr = asha.get("time_attr", "epochs")
+    if time_attr not in ("epochs", "seconds", "gflops"):
+        raise UserError(f"{where}.asha.time_attr: expected epochs, seconds or gflops, got {time_attr!r}")
+    if time_attr != "epochs" and asha.get("max_t") is None:
+        raise UserError(f"{where}.asha.max_t: needed with time_attr {time_attr} (the most {time_attr} a trial may use)")
     res = _mapping(f"{where}.resources", raw.get("resources"))
     for key in res:
         if key not in ("cpu", "gpu"):
@@ -215,7 +225,10 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
         sampler=sampler,
         seed=num("seed", raw.get("seed", d.seed), 0),
         asha=asha_on,
-        grace_period=num("asha.grace_period", asha.get("grace_period", d.grace_period), 1),
+        grace_period=num("asha.grace_period", asha.get("grace_period", d.grace_period), 1 if time_attr == "epochs" else 0,
+                         integer=time_attr == "epochs"),
+        time_attr=time_attr,
+        max_t=None if asha.get("max_t") is None else num("asha.max_t", asha["max_t"], 0, integer=False),
         reduction_factor=num("asha.reduction_factor", asha.get("reduction_factor", d.reduction_factor), 2),
         max_epochs=None if asha.get("max_epochs") is None else num("asha.max_epochs", asha["max_epochs"], 1),
         cpu=num("resources.cpu", res.get("cpu", d.cpu), 0, integer=False),

@@ -176,6 +176,10 @@ def _searcher(space: SweepSpace, name: str, sweep_dir: Path) -> PruningOptunaSea
     )
 
 
+# ASHA's clock per asha.time_attr: what every epoch's report carries (study.trainable), cumulative over the trial.
+ASHA_CLOCK = {"epochs": "training_iteration", "seconds": "train_seconds_total", "gflops": "train_gflops_total"}
+
+
 def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_dir: Path, events: TrialEvents, verbose: bool):  # type: ignore[no-untyped-def]
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -191,7 +195,8 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
         return tuner, True
     t = space.tune
     scheduler = (
-        ASHAScheduler(time_attr="training_iteration", max_t=space.max_epochs(), grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+        ASHAScheduler(time_attr=ASHA_CLOCK[t.time_attr], max_t=space.max_epochs() if t.time_attr == "epochs" else t.max_t,
+                      grace_period=t.grace_period, reduction_factor=t.reduction_factor)
         if t.asha
         else FIFOScheduler()
     )

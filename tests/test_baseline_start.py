@@ -88,3 +88,20 @@ def test_baseline_start_weights_travel_with_the_checkpoint_and_other_layouts_are
     with pytest.raises(UserError, match="baseline_start"):
         trial_config({"store": str(ar_store), "model": "convlstm", "baseline_start": True, "channels": ["a", "b"],
                       "target_fields": ["a"]})
+
+
+def test_the_models_torch_flow_is_the_yardsticks_flow_baseline() -> None:
+    """The baseline start's flow runs in torch (on the model's device, traced into exports); it must forecast what
+    the yardstick's numpy/scikit-image flow baseline forecasts."""
+    from bubbles.models.baseline_start import flow_forecast
+
+    yy, xx = np.mgrid[0:24, 0:20].astype(np.float32)
+    def blobs(dy: float, dx: float) -> np.ndarray:
+        return (0.2 + 0.6 * np.exp(-((yy - 9 - dy) ** 2 + (xx - 8 - dx) ** 2) / 12)
+                + 0.3 * np.exp(-((yy - 16 - dy) ** 2 + (xx - 13 - dx) ** 2) / 6)).astype(np.float32)
+    context = np.stack([np.stack([blobs(0, 0), blobs(1.0, 0.5), blobs(2.0, 1.0)]),
+                        np.stack([blobs(0, 0), blobs(-0.5, 1.0), blobs(-1.0, 2.0)])])  # (2, 3, H, W)
+    expected = baselines.flow_extrapolation(context, 3)
+    got = flow_forecast(torch.from_numpy(context)[:, :, None], 3, 1)[:, :, 0].numpy()
+    assert np.abs(expected - context[:, -1:]).max() > 0.05  # it moved: not persistence
+    np.testing.assert_allclose(got, expected, atol=2e-3)

@@ -60,3 +60,26 @@ def test_verdict_says_which_baselines_it_beats_per_lead() -> None:
     win = Verdict((1, 2), (0.001, 0.001), {"persistence": (0.002, 0.002), "flow": (0.003, 0.003)})
     assert win.columns() == {"beats_all_baselines": "yes", "loses_from_lead": ""}
     assert win.sentence() == "beats persistence and flow at every lead (1–2)"
+
+
+def test_asha_can_count_gflops_or_seconds_instead_of_epochs(tmp_path: Path) -> None:
+    import pytest
+
+    from bubbles.errors import UserError
+    from study.sweep import ASHA_CLOCK
+
+    def space(asha: str):  # type: ignore[no-untyped-def]
+        path = tmp_path / "asha.yaml"
+        path.write_text(f"search:\n  lr: {{type: log, low: 1.0e-3, high: 1.0e-2}}\ntune: {{asha: {asha}}}\n")
+        return load_space(path, check_data=False)
+
+    t = space("{time_attr: gflops, grace_period: 300, max_t: 1200}").tune
+    assert (t.time_attr, t.grace_period, t.max_t) == ("gflops", 300.0, 1200.0)
+    assert ASHA_CLOCK[t.time_attr] == "train_gflops_total"
+    assert space("{grace_period: 2}").tune.time_attr == "epochs"
+    with pytest.raises(UserError, match="max_t"):
+        space("{time_attr: seconds, grace_period: 10}")
+    with pytest.raises(UserError, match="time_attr"):
+        space("{time_attr: hours, max_t: 3}")
+    shipped = load_space(ROOT / "search_spaces" / "smoke.yaml", check_data=False).tune
+    assert shipped.time_attr == "gflops" and shipped.champion is not None

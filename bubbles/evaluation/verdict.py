@@ -8,6 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# The key of an export's yardstick record (config.json, metrics card) that holds the test split's sentence.
+TEST_VERDICT = "against the baselines (test split, per lead)"
+
 
 def _span(leads: Sequence[int]) -> str:
     """1, 2, 3, 5 -> '1–3, 5'."""
