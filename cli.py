@@ -190,7 +190,9 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
 @click.option("--verify", is_flag=True, help="Decode every chunk and check it against the checksum recorded at write time.")
 @click.option("--record", is_flag=True, help="With --verify: record checksums for sequences written before they existed.")
 @click.option("--calibrate", is_flag=True, help="Measure each sequence's bubble polarity, size bounds and contrast; record them for the detector.")
-def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
+@click.option("--frame-step", default=1, show_default=True, type=click.IntRange(1, 1000),
+              help="Forecastability figures for windows whose frames are this many stored frames apart.")
+def inspect(store: Path, verify: bool, record: bool, calibrate: bool, frame_step: int) -> None:
     """Show a store's sequences: frames, sizes, pyramid levels, conditions, chunking, bytes on disk.
 
     Opening a store checks that every chunk file is present; --verify also checks every chunk's contents.
@@ -200,6 +202,7 @@ def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
       bubbles-study inspect data/synthetic.zarr
       bubbles-study inspect data/lab.zarr --verify
       bubbles-study inspect data/lab.zarr --calibrate
+      bubbles-study inspect data/exp.zarr --frame-step 8
     """
     from bubbles.data.summary import describe_store, verify_store
 
@@ -218,6 +221,12 @@ def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
         for name, info in sorted(FrameStore.open(store).sequences.items()):
             if "detector_calibration" in info.meta.extra:
                 click.echo(f"detector calibration: {describe(name, info.meta.extra['detector_calibration'])}")
+    from bubbles.data.forecastability import store_forecastability
+    from bubbles.data.store import FrameStore as _Store
+
+    for figures in store_forecastability(_Store.open(store), frame_step):
+        for line in figures.lines():
+            click.echo(line)
     if verify:
         click.echo(verify_store(store, record_missing=record))
 

@@ -358,6 +358,10 @@ def run_sweep(
              + (f" (frames {protocol.frame_step} stored frames apart)" if protocol.frame_step > 1 else "")
              + f", at {protocol.size[0]}x{protocol.size[1]} px "
              f"({protocol.epoch_windows} of them after each epoch); the baselines were scored once")
+        from bubbles.data.forecastability import summary_lines
+
+        for line in summary_lines(val_yardstick.store, protocol.frame_step, val_yardstick.train_segments, verbose):
+            echo(line)
         parent = SweepRun.open_or_create(uri, space, name, sweep_dir / PARENT_FILE)
         # No driver of this sweep runs now: a RUNNING run is an orphan, unless an outage kept the last driver from
         # ending it (recorded then; settled after fit() below, with its real outcome).
