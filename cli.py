@@ -190,7 +190,9 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
 @click.option("--verify", is_flag=True, help="Decode every chunk and check it against the checksum recorded at write time.")
 @click.option("--record", is_flag=True, help="With --verify: record checksums for sequences written before they existed.")
 @click.option("--calibrate", is_flag=True, help="Measure each sequence's bubble polarity, size bounds and contrast; record them for the detector.")
-def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
+@click.option("--frame-step", default=1, show_default=True, type=click.IntRange(1, 1000),
+              help="Forecastability figures for windows whose frames are this many stored frames apart.")
+def inspect(store: Path, verify: bool, record: bool, calibrate: bool, frame_step: int) -> None:
     """Show a store's sequences: frames, sizes, pyramid levels, conditions, chunking, bytes on disk.
 
     Opening a store checks that every chunk file is present; --verify also checks every chunk's contents.
@@ -200,6 +202,7 @@ def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
       bubbles-study inspect data/synthetic.zarr
       bubbles-study inspect data/lab.zarr --verify
       bubbles-study inspect data/lab.zarr --calibrate
+      bubbles-study inspect data/exp.zarr --frame-step 8
     """
     from bubbles.data.summary import describe_store, verify_store
 
@@ -218,6 +221,12 @@ def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
         for name, info in sorted(FrameStore.open(store).sequences.items()):
             if "detector_calibration" in info.meta.extra:
                 click.echo(f"detector calibration: {describe(name, info.meta.extra['detector_calibration'])}")
+    from bubbles.data.forecastability import store_forecastability
+    from bubbles.data.store import FrameStore as _Store
+
+    for figures in store_forecastability(_Store.open(store), frame_step):
+        for line in figures.lines():
+            click.echo(line)
     if verify:
         click.echo(verify_store(store, record_missing=record))
 
@@ -355,7 +364,7 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     from study.space import load_space
     from study.tracking import check_tracking, readable, runs_table_link, tracking_uri
 
-    from study.sweep import check_name
+    from study.sweep_dir import check_name
 
     name = check_name(name or space_file.stem)
     storage = storage.resolve()
@@ -435,14 +444,14 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         check_tracking(uri)
         objective, board = None, None
         if sweep_name is not None:
-            from study.sweep import check_name
+            from study.sweep_dir import check_name
 
             run_id, objective, board = ex.best_run_of_sweep(storage.resolve() / check_name(sweep_name))
         chosen = ex.from_run(uri, str(run_id), objective)
         if board is not None and not math.isclose(board, chosen.objective, rel_tol=1e-4, abs_tol=1e-6):
             click.echo(f"warning: the leaderboard says {objective} {board:.5f}, the exported weights measure "
                        f"{chosen.objective:.5f} (a trial trained before best.pt was picked by the objective?)", err=True)
-    path = ex.export(chosen, out, onnx)
+    path = ex.export(chosen, out, onnx, note=lambda line: click.echo(line, err=True))
     selected = f", {ex.VALIDATION}" if chosen.yardstick else ""
     click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}{selected}) to {path}")
     if chosen.test_line:
@@ -504,7 +513,8 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     if "metrics" in summary:
         m = summary["metrics"]
         line += (f"; lead 1: SSIM {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f}), skill vs the strongest "  # type: ignore[index]
-                 f"baseline ({m['strongest'][0]}) {m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
+                 f"baseline ({m['strongest'][0]}{'' if 'climatology_mse' in m else '; not climatology: the export has no climatology.npy'}) "
+                 f"{m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
                  f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score "  # type: ignore[index]
                  + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)")  # type: ignore[arg-type]
                  + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
@@ -536,7 +546,7 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
     check_output_dir(out.resolve(), "report")
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
-    from study.sweep import check_name
+    from study.sweep_dir import check_name
 
     click.echo(f"wrote {write_report(uri, storage.resolve() / check_name(sweep_name), out.resolve())}")
 

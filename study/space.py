@@ -283,7 +283,7 @@ def load_space(path: Path, cwd: Path | None = None, check_data: bool = True, sto
 
 # The dimensions whose values interact with the frame size, the window or the store: every combination of their
 # extremes is checked; the rest only need one valid value each.
-SHAPE_NAMES = ("model", "window", "input_len", "output_len", "image_size", "tile", "mode", "patch", "n_s", "channels",
+SHAPE_NAMES = ("model", "window", "input_len", "output_len", "frame_step", "image_size", "tile", "mode", "patch", "n_s", "channels",
                "target_fields")
 
 
@@ -322,5 +322,5 @@ def _check_corners(space: SweepSpace, check_data: bool) -> WindowSplits | None:
                 splits = make_splits(cfg.data, cfg.window, store)
             except UserError as exc:
                 raise UserError(f"{space.path}: {label}: {exc}") from None
-            longest = max(longest or splits, splits, key=lambda s: s.val.window.length)
+            longest = max(longest or splits, splits, key=lambda s: s.val.window.span)
     return longest

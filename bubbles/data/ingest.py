@@ -24,8 +24,10 @@ Rules, so that every source becomes the same (T, H, W) uint8 frames:
   and liquid dark. `--field` given several times makes one multi-field sequence, (T, C, H, W): every field must
   have the same shape, and each is scaled by its own [min, max] (or `clip` percentiles), recorded per field in
   the sequence's `fields`.
-- `frames` (START:STOP, source frame numbers, STOP exclusive, either side may be empty) keeps a range of the source;
-  it is applied first and recorded in `extra.frames`; every frame number reported afterwards is a source number.
+- `frames` (START:STOP[:STEP], source frame numbers, STOP exclusive, either side may be empty, STEP default 1) keeps
+  every STEP-th frame of a range of the source; it is applied first and recorded in `extra.frames` as the
+  [start, stop, step] actually used (STOP clamped to the source's end); every frame number reported afterwards is a
+  source number.
 - `colormap` NAME: the source is a colour-mapped rendering of a scalar field (a matplotlib map, e.g. `jet`): every
   pixel becomes its position in the map (bubbles/data/colormap.py) instead of its luma, recorded in
   `extra.colormap`. Pixels far from every colour of the map (titles, axes, colour bars left in the crop) are
@@ -87,7 +89,7 @@ class IngestRequest:
     crop: tuple[int, int, int, int] | None = None
     clip: tuple[float, float] | None = None
     drop_duplicates: bool = False
-    frames: tuple[int | None, int | None] | None = None
+    frames: tuple[int | None, int | None, int] | None = None
     colormap: str | None = None
     drop_broken: bool = False
 
@@ -103,25 +105,38 @@ def parse_crop(text: str, where: str = "--crop") -> tuple[int, int, int, int]:
     return left, top, right, bottom
 
 
-def parse_frames(text: str, where: str = "--frames") -> tuple[int | None, int | None]:
-    """'START:STOP' (either may be empty; STOP exclusive) -> (start, stop) of source frame numbers."""
-    start, sep, stop = text.partition(":")
-    if not sep or not all(p.strip().isdigit() for p in (start, stop) if p.strip()):
-        raise UserError(f"{where} {text!r}: expected START:STOP frame numbers (STOP exclusive), e.g. 0:68 or 10:")
-    a, b = (int(p) if p.strip() else None for p in (start, stop))
+def parse_frames(text: str, where: str = "--frames") -> tuple[int | None, int | None, int]:
+    """'START:STOP[:STEP]' (START, STOP may be empty; STOP exclusive; STEP >= 1, default 1) -> (start, stop, step) of
+    source frame numbers: every STEP-th frame from START (a high-speed camera films faster than bubbles move)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(p.strip().isdigit() for p in parts if p.strip()) or (len(parts) == 3 and not parts[2].strip()):
+        raise UserError(f"{where} {text!r}: expected START:STOP or START:STOP:STEP frame numbers (STOP exclusive), "
+                        "e.g. 0:68, 10: or ::4")
+    a, b = (int(p) if p.strip() else None for p in parts[:2])
+    step = int(parts[2]) if len(parts) == 3 else 1
     if a is not None and b is not None and b <= a:
         raise UserError(f"{where} {text!r}: STOP must exceed START")
-    return a, b
+    if step < 1:
+        raise UserError(f"{where} {text!r}: STEP must be >= 1")
+    return a, b, step
 
 
-def apply_frames(frames: np.ndarray, keep: tuple[int | None, int | None], where: str) -> np.ndarray:
-    """frames[start:stop]; a range that keeps fewer than 2 frames of this source is an error."""
-    start, stop = keep
-    if (start or 0) >= len(frames):
-        raise UserError(f"{where}: --frames starts at {start}, but the source has {len(frames)} frames (0-{len(frames) - 1})")
-    kept = frames[start:stop]
+def resolve_frames(keep: tuple[int | None, int | None, int], total: int, where: str) -> tuple[int, int, int]:
+    """(start, stop, step) as used on a source of `total` frames: empty sides filled, STOP clamped to the source's
+    end (what is recorded, so the store says which frames it holds)."""
+    start, stop, step = keep[0] or 0, keep[1], keep[2] if len(keep) > 2 else 1
+    if start >= total:
+        raise UserError(f"{where}: --frames starts at {start}, but the source has {total} frames (0-{total - 1})")
+    return start, min(total, stop if stop is not None else total), step
+
+
+def apply_frames(frames: np.ndarray, keep: tuple[int | None, int | None, int], where: str) -> np.ndarray:
+    """frames[start:stop:step]; a range that keeps fewer than 2 frames of this source is an error."""
+    start, stop, step = resolve_frames(keep, len(frames), where)
+    kept = frames[start:stop:step]
     if len(kept) < 2:
-        raise UserError(f"{where}: --frames {start or ''}:{stop or ''} keeps {len(kept)} frame(s); a sequence needs at least 2")
+        shown = f"{keep[0] if keep[0] is not None else ''}:{keep[1] if keep[1] is not None else ''}" + (f":{step}" if step > 1 else "")
+        raise UserError(f"{where}: --frames {shown} keeps {len(kept)} frame(s); a sequence needs at least 2")
     return kept
 
 
@@ -383,7 +398,9 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
     elif suffix in HDF5_SUFFIXES:
         fields = read_hdf5(src, request.hdf5_fields, request.flip_y)
         if request.frames is not None:
+            extra_frames = list(resolve_frames(request.frames, len(fields[0]), str(src)))
             fields = [apply_frames(f, request.frames, str(src)) for f in fields]
+            return _ingest_fields(request, fields, warn, extra_frames)
         return _ingest_fields(request, fields, warn)
     elif suffix in (".tif", ".tiff"):
         raw = read_tiff_stack(src)
@@ -398,6 +415,7 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
         raise UserError(f"{src}: unknown input type {suffix!r} (folder of images, video, TIFF stack, .h5/.hdf5, .nc, or .npy)")
     raw = np.asarray(raw)
     if request.frames is not None:
+        extra["frames"] = list(resolve_frames(request.frames, len(raw), str(src)))
         raw = apply_frames(raw, request.frames, str(src))
     frames, scale = _convert(raw, request, extra)
     if scale:
@@ -410,8 +428,6 @@ def _convert(raw: np.ndarray, request: IngestRequest, extra: dict[str, Any], whe
     if request.crop is not None:
         raw = apply_crop(raw, request.crop, str(request.source))
         extra["crop"] = list(request.crop)
-    if request.frames is not None:
-        extra["frames"] = [request.frames[0] or 0, request.frames[1]]
     binary = binary_values(raw) if request.colormap is None else None
     if binary is not None:
         extra["mask"] = {"vapour": 255, "liquid": 0, "source_values": binary}
@@ -442,9 +458,10 @@ def binary_values(raw: np.ndarray) -> list[int | float | bool] | None:
     return [low, high]
 
 
-def _ingest_fields(request: IngestRequest, fields: list[np.ndarray], warn: Callable[[str], None] | None) -> str:
+def _ingest_fields(request: IngestRequest, fields: list[np.ndarray], warn: Callable[[str], None] | None,
+                   frames_used: list[int] | None = None) -> str:
     """One sequence from simulation fields: each scaled by its own range, stacked as channels (T, C, H, W)."""
-    extra: dict[str, Any] = {"flip_y": request.flip_y}
+    extra: dict[str, Any] = {"flip_y": request.flip_y} | ({"frames": frames_used} if frames_used else {})
     converted = [_convert(f, request, extra, f":{n}") for n, f in zip(request.hdf5_fields, fields)]
     records = tuple({"name": n, **({"scale": s} if s else {})} for n, (_, s) in zip(request.hdf5_fields, converted))
     if len(converted) == 1 and converted[0][1]:
@@ -510,15 +527,15 @@ def _off_map(request: IngestRequest, extra: dict[str, Any]) -> str:
 
 def _source_numbers(request: IngestRequest, indices: list[int], extra: dict[str, Any]) -> list[int]:
     """Indices into the kept frames -> source frame numbers (after --frames and frames dropped as broken)."""
-    start = (request.frames[0] or 0) if request.frames else 0
+    start, _, step = extra.get("frames", (0, 0, 1))
     dropped = sorted(extra.get("dropped_broken_frames", []))
     out = []
     for i in indices:
-        n = i + start
-        for d in dropped:  # dropped source numbers at or before n shift it on
-            if d <= n:
+        n = i
+        for d in dropped:  # dropped kept indices at or before n shift it on
+            if (d - start) // step <= n:
                 n += 1
-        out.append(n)
+        out.append(start + n * step)
     return out
 
 
@@ -527,14 +544,14 @@ def _handle_broken(request: IngestRequest, frames: np.ndarray, extra: dict[str, 
     found = broken_frames(frames)
     if not found:
         return frames, ""
-    start = (request.frames[0] or 0) if request.frames else 0
-    numbers = sorted(i + start for i in found)
-    reasons = "; ".join(f"{i + start}: {why}" for i, why in sorted(found.items()))
+    start, _, step = extra.get("frames", (0, 0, 1))
+    numbers = sorted(start + i * step for i in found)
+    reasons = "; ".join(f"{start + i * step}: {why}" for i, why in sorted(found.items()))
     if request.drop_broken:
         extra["dropped_broken_frames"] = numbers
         return (np.delete(frames, sorted(found), axis=0),
                 f"{request.source}: dropped {len(found)} frame(s) that break the sequence ({reasons})")
-    extra["broken_frames"] = {str(i + start): why for i, why in sorted(found.items())}
+    extra["broken_frames"] = {str(start + i * step): why for i, why in sorted(found.items())}
     return frames, (f"{request.source}: {len(found)} frame(s) of {len(frames)} break the sequence ({reasons}); "
                     "`ingest --drop-broken` removes them")
 
