@@ -218,9 +218,10 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
     )
 
 
-def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> SweepSpace:
+def load_space(path: Path, cwd: Path | None = None, check_data: bool = True, store: Path | None = None) -> SweepSpace:
     """Read and validate a search-space file: names, types, ranges, seed points, and (check_data) that every
-    window and image size the search can pick fits the store. Everything fails here, before Ray starts."""
+    window and image size the search can pick fits the store. Everything fails here, before Ray starts. `store`
+    replaces the file's data.store (sweep --store)."""
     raw = read_yaml(path)
     where = str(path)
     raw = _mapping(where, raw)
@@ -231,6 +232,8 @@ def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> 
     for key in data:
         if key not in DATA_KEYS:
             raise UserError(f"{where}: data.{key}: unknown key (use {', '.join(DATA_KEYS)})")
+    if store is not None:
+        data = {**data, "store": str(store)}
     fixed = _mapping(f"{where}: fixed", raw.get("fixed"))
     check_names(f"{where}: fixed", fixed)
     base = resolve_store({**data, **fixed}, cwd or Path.cwd())

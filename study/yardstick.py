@@ -183,10 +183,10 @@ def _write(path: Path, data: Any) -> None:
 
 
 def test_pass(space: SweepSpace, protocol: Protocol, sweep_dir: Path, rows: list[dict[str, Any]],
-              checkpoints: dict[str, Path], echo: Any = print) -> tuple[dict[str, YardstickScore], set[str]]:
+              checkpoints: dict[str, Path], echo: Any = print, device: Any = None) -> tuple[dict[str, YardstickScore], set[str]]:
     """Score the best `test_top_k` trials by validation (rows ranked, best first) once on the test split with the
     same protocol: (trial id -> score, the trials scored now). A trial scored before (a resumed sweep) is read
-    back, never scored again."""
+    back, never scored again. The models run on `device` (default: CUDA when present, else the CPU)."""
     import torch
 
     from bubbles.config import from_json
@@ -201,14 +201,14 @@ def test_pass(space: SweepSpace, protocol: Protocol, sweep_dir: Path, rows: list
     if not todo:
         return {r["trial"]: done[r["trial"]] for r in chosen if r["trial"] in done}, set()
     yardstick = study_yardstick(space, protocol, "test", sweep_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for r in todo:
         state = load_checkpoint(checkpoints[r["trial"]], device)
         cfg = from_json(state["config"])
-        model = build_model(cfg.model_name, cfg.model)
+        model = build_model(cfg.model_name, cfg.model).to(device)  # the yardstick runs where the model is
         model.load_state_dict(state["model"])
         splits = make_splits(cfg.data, cfg.window)
-        done[r["trial"]] = yardstick.score(model, splits.test, device, cfg.train.batch_size)
+        done[r["trial"]] = yardstick.score(model, splits.test, cfg.train.batch_size)
         echo(f"test split: trial {r['trial']} scored on {len(yardstick.windows)} protocol windows")
     _write(record, {k: v.to_dict() for k, v in done.items()})
     return {r["trial"]: done[r["trial"]] for r in chosen if r["trial"] in done}, {r["trial"] for r in todo}

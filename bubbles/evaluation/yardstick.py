@@ -30,6 +30,7 @@ from bubbles.errors import UserError
 from bubbles.evaluation import baselines as baseline_table
 from bubbles.evaluation.bubbles import DetectorConfig, sequence_detector
 from bubbles.evaluation.scoring import MASK_METRICS, PIXEL_METRICS, Scores, strongest_skill
+from bubbles.models.device import model_device
 
 # The yardstick's objectives: means over the protocol's leads. skill is against the strongest baseline per lead.
 METRICS = ("ssim", "mse", "psnr", "bubble_f1", "skill")
@@ -207,11 +208,12 @@ class Yardstick:
         return (total / max(count, 1)).astype(np.float32)
 
     @torch.no_grad()
-    def score(self, model: nn.Module, dataset: WindowDataset, device: torch.device, batch_size: int = 8,
-              epoch: bool = False) -> YardstickScore:
+    def score(self, model: nn.Module, dataset: WindowDataset, batch_size: int = 8, epoch: bool = False) -> YardstickScore:
         """Score a trained model: all the protocol's windows, or (epoch) the per-epoch subset. `dataset` is the
-        trial's own window dataset of the same split: its frames at the trial's size, its fields and window."""
+        trial's own window dataset of the same split: its frames at the trial's size, its fields and window. Runs
+        where the model is (bubbles.models.device)."""
         p = self.protocol
+        device = model_device(model)
         rows = epoch_rows(p, len(self.windows)).tolist() if epoch else list(range(len(self.windows)))
         n_in = dataset.window.input_len
         own = dataset.window.frame_step
