@@ -29,7 +29,7 @@ from bubbles.data.windows import FrameCache, Segment, WindowDataset
 from bubbles.errors import UserError
 from bubbles.evaluation import baselines as baseline_table
 from bubbles.evaluation.bubbles import DetectorConfig, sequence_detector
-from bubbles.evaluation.scoring import PIXEL_METRICS, Scores, strongest_skill
+from bubbles.evaluation.scoring import MASK_METRICS, PIXEL_METRICS, Scores, strongest_skill
 from bubbles.models.device import model_device
 
 # The yardstick's objectives: means over the protocol's leads. skill is against the strongest baseline per lead.
@@ -270,7 +270,7 @@ class Yardstick:
         per_lead = {k: getattr(mine, k) for k in PIXEL_METRICS} | {
             "bubble_f1": model.bubbles["model"].leads(height)["bubble_f1"], "skill": skill,
         } | {f"skill_{b}": v for b, v in each.items()}
-        table = {b: {k: getattr(m, k) for k in ("ssim", "psnr", "mse")} | {"bubble_f1": base.bubbles[b].leads(height, rows)["bubble_f1"]}
+        table = {b: {k: getattr(m, k) for k in ("ssim", "psnr", "mse", *MASK_METRICS)} | {"bubble_f1": base.bubbles[b].leads(height, rows)["bubble_f1"]}
                  for b, m in leads.items()}
         return YardstickScore(self.split, self.protocol, tuple(self.windows[r] for r in rows), per_lead, table, strongest)
 
