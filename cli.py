@@ -346,9 +346,12 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
 @click.option("--address", default=None, help="Ray cluster: auto, HOST:PORT or ray://... (default RAY_ADDRESS, else local).")
 @click.option("--storage", type=click.Path(path_type=Path), default=Path("runs/sweeps"), show_default=True,
               help="Where sweeps live (a shared path on a cluster).")
+@click.option("--store", type=click.Path(path_type=Path), default=None,
+              help="The frame store, instead of the search space's data.store (on a cluster: a path every node sees).")
 @click.option("--verbose", is_flag=True, help="Also print Ray Tune's status tables and the full top-5 leaderboard.")
 @click.option("--trust-state", is_flag=True, help="With --resume: accept Ray's state files although they differ from the digest the sweep recorded (only if you know why: a driver killed while saving).")
-def sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path, verbose: bool, trust_state: bool) -> None:
+def sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path, store: Path | None,
+          verbose: bool, trust_state: bool) -> None:
     """Search models with Ray Tune + Optuna (TPE) + ASHA; every trial is an MLflow run under one parent run.
 
     \b
@@ -373,8 +376,9 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
         raise UserError(f"--resume: no sweep named {name!r} under {storage}")
     if trust_state and not resume:
         raise UserError("--trust-state goes with --resume")
-    _ensure_default_store(space_file)
-    space = load_space(space_file)
+    if store is None:
+        _ensure_default_store(space_file)
+    space = load_space(space_file, store=store)
     uri = tracking_uri(Path.cwd())
     from study.tracking import check_experiment_name
 
@@ -395,8 +399,9 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
     address = address or os.environ.get("RAY_ADDRESS") or None
-    again = _resume_command(space_file, name, storage, address)
+    again = _resume_command(space_file, name, storage, address, store)
     outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo, storage_shared=shared,
+                        store_shared=store is not None or _store_is_absolute(space_file),
                         preamble=list_windows, resume_command=again, verbose=verbose, trust_state=trust_state)
     click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
     link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
@@ -455,10 +460,10 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         click.echo(line, err=True)
     if register:
         check_tracking(uri)
-        version, champion = ex.register(uri, register, path, chosen)
+        version, champion, why = ex.register(uri, register, path, chosen)
         from study.tracking import model_version_link
 
-        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else " (champion unchanged)")
+        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else f" (champion unchanged: {why})")
                    + f"; load it with mlflow.pyfunc.load_model('models:/{register}/{version}'); see {model_version_link(uri, register, version)}")
 
 
@@ -582,15 +587,27 @@ def server(backend: str, artifacts: Path, host: str, port: int, workers: int, al
     serve(cfg, click.echo)
 
 
-def _resume_command(space_file: Path, name: str, storage: Path, address: str | None) -> str:
+def _resume_command(space_file: Path, name: str, storage: Path, address: str | None, store: Path | None = None) -> str:
     """The command that continues this sweep as it was started: same storage, same Ray cluster (a command without
     them looks under runs/sweeps, or starts a local Ray)."""
     import shlex
 
     words = ["bubbles-study", "sweep", str(space_file), "--name", name, "--resume", "--storage", str(storage)]
+    if store is not None:
+        words += ["--store", str(store.resolve())]
     if address and address != "local":
         words += ["--address", address]
     return shlex.join(words)
+
+
+def _store_is_absolute(space_file: Path) -> bool:
+    """Whether the search space names its frame store by an absolute path or a URL (a relative one is this
+    machine's copy, which the other nodes of a cluster do not have)."""
+    from study.config import read_yaml
+
+    raw = read_yaml(space_file)
+    store = raw.get("data", {}).get("store") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
+    return isinstance(store, str) and (store.startswith("/") or "://" in store)
 
 
 def _stop_on_ctrl_c() -> Callable[[], None]:

@@ -67,7 +67,7 @@ def main() -> None:
                                          generator=torch.Generator().manual_seed(0))
     batch_s: list[float] = []
     score_s: list[float] = []
-    yardstick.score(model, splits.val, device, cfg.train.batch_size, epoch=True)  # warm-up: target bubbles, caches
+    yardstick.score(model, splits.val, cfg.train.batch_size, epoch=True)  # warm-up: target bubbles, caches
     it = iter(loader)
     for _ in range(args.repeats):
         model.train()
@@ -80,7 +80,7 @@ def main() -> None:
             optimizer.step()
         batch_s.append((time.perf_counter() - began) / args.batches)
         began = time.perf_counter()
-        yardstick.score(model, splits.val, device, cfg.train.batch_size, epoch=True)
+        yardstick.score(model, splits.val, cfg.train.batch_size, epoch=True)
         score_s.append(time.perf_counter() - began)
     epoch = statistics.median(batch_s) * batches_per_epoch
     score = statistics.median(score_s)

@@ -30,6 +30,7 @@ from bubbles.evaluation.scoring import Scores, strongest_skill
 from bubbles.evaluation.yardstick import rollout as rollout_batch
 from bubbles.evaluation.metrics import COLLAPSE_THRESHOLD, CollapseMeter
 from bubbles.evaluation.figures import bubble_strip, prediction_strip
+from bubbles.models.device import model_device
 from bubbles.models.warp import predict_with_motion
 from bubbles.data.ingest import IngestRequest, ingest
 from bubbles.data.store import FrameStore
@@ -59,20 +60,21 @@ def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> 
     """Predict `steps` frames after context (T, C_in, H, W) -> (steps, C_out, H, W): in chunks of the trained
     horizon, each chunk's predictions becoming the newest context frames of the next (autoregressive beyond the
     horizon, which needs the predicted fields to be the input fields; the yardstick rolls out the same way)."""
-    return rollout_batch(model, torch.from_numpy(context.astype(np.float32))[None], horizon, steps)[0].numpy()
+    window = torch.from_numpy(context.astype(np.float32))[None].to(model_device(model))
+    return rollout_batch(model, window, horizon, steps)[0].float().cpu().numpy()
 
 
 @torch.no_grad()
 def motion_rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> np.ndarray | None:
     """The motion fields (steps, 2, H, W), pixels per frame, that moved each frame of `rollout`'s prediction, for a
     family that moves its frames (evolution); None for the others."""
-    window = torch.from_numpy(context.astype(np.float32))[None]
+    window = torch.from_numpy(context.astype(np.float32))[None].to(model_device(model))
     moves: list[np.ndarray] = []
     while len(moves) < steps:
         pred, motion = predict_with_motion(model, window, horizon)
         if motion is None:
             return None
-        moves.extend(motion[0].numpy())
+        moves.extend(motion[0].float().cpu().numpy())
         window = torch.cat([window, pred], dim=1)[:, -context.shape[0] :]
     return np.stack(moves[:steps])
 
@@ -151,7 +153,7 @@ def window_metrics(
     table: dict[str, list] = {k: list(v) for k, v in asdict(leads["model"]).items() if len(v)}
     table |= {k: list(found["model"][k]) for k in BUBBLE_COLUMNS}
     for b in names:
-        table |= {f"{b}_{k}": list(getattr(leads[b], k)) for k in ("mse", "ssim", "sharpness")}
+        table |= {f"{b}_{k}": list(getattr(leads[b], k)) for k in ("mse", "ssim", "sharpness", "iou", "vapour_fraction_error")}
         table |= {f"{b}_bubble_f1": list(found[b]["bubble_f1"])}
     skill, strongest, skill_strongest = strongest_skill(leads["model"].mse, {b: leads[b].mse for b in names})
     table |= {"strongest": list(strongest), "skill_strongest": list(skill_strongest), "skill_persistence": list(skill["persistence"])}

@@ -237,9 +237,10 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
     )
 
 
-def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> SweepSpace:
+def load_space(path: Path, cwd: Path | None = None, check_data: bool = True, store: Path | None = None) -> SweepSpace:
     """Read and validate a search-space file: names, types, ranges, seed points, and (check_data) that every
-    window and image size the search can pick fits the store. Everything fails here, before Ray starts."""
+    window and image size the search can pick fits the store. Everything fails here, before Ray starts. `store`
+    replaces the file's data.store (sweep --store)."""
     raw = read_yaml(path)
     where = str(path)
     raw = _mapping(where, raw)
@@ -250,6 +251,8 @@ def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> 
     for key in data:
         if key not in DATA_KEYS:
             raise UserError(f"{where}: data.{key}: unknown key (use {', '.join(DATA_KEYS)})")
+    if store is not None:
+        data = {**data, "store": str(store)}
     fixed = _mapping(f"{where}: fixed", raw.get("fixed"))
     check_names(f"{where}: fixed", fixed)
     base = resolve_store({**data, **fixed}, cwd or Path.cwd())
@@ -331,6 +334,7 @@ def _check_corners(space: SweepSpace, check_data: bool) -> WindowSplits | None:
         except UserError as exc:
             raise UserError(f"{space.path}: data.store: {exc}") from None
     checked: set[Any] = set()
+    predicted: dict[tuple[str, ...], str] = {}  # the fields trials predict -> the first corner predicting them
     for label, cfg in corner_configs(space):
         if store is not None and (cfg.data, cfg.window) not in checked:
             checked.add((cfg.data, cfg.window))
@@ -339,4 +343,12 @@ def _check_corners(space: SweepSpace, check_data: bool) -> WindowSplits | None:
             except UserError as exc:
                 raise UserError(f"{space.path}: {label}: {exc}") from None
             longest = max(longest or splits, splits, key=lambda s: s.val.window.span)
+            predicted.setdefault(splits.targets, label)
+    if len(predicted) > 1:
+        # The yardstick scores one field, the same for every trial: trials predicting other fields would be ranked
+        # by a field they do not predict.
+        (a, at_a), (b, at_b) = list(predicted.items())[:2]
+        raise UserError(f"{space.path}: trials of this space predict different fields ([{', '.join(a)}] at {at_a}; "
+                        f"[{', '.join(b)}] at {at_b}); the yardstick scores one field for every trial: fix "
+                        "target_fields (or search channels that share their first field)")
     return longest

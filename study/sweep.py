@@ -317,13 +317,15 @@ def run_sweep(
     trainable: Callable[..., None] = run_trial,
     echo: Callable[[str], None] = print,
     storage_shared: bool = True,
+    store_shared: bool = True,
     preamble: Callable[[], None] | None = None,
     resume_command: str | None = None,
     verbose: bool = False,
     trust_state: bool = False,
 ) -> SweepOutcome:
     """Run (or continue) the sweep `name` under storage/name; returns the leaderboard rows. storage_shared=False
-    says storage is the local default, which a cluster of several nodes cannot use (checked before any MLflow run).
+    says storage is the local default, which a cluster of several nodes cannot use (checked before any MLflow run);
+    store_shared=False, the same of a frame store named by a relative path.
     `preamble` (what the sweep will read) is called once nothing can refuse any more, before the first MLflow run,
     so that a refusal stays one line. `resume_command` is what the messages tell the user to run to continue.
     Continuing a sweep first checks that the Ray state it unpickles is the one it recorded (study.sweep_state);
@@ -351,6 +353,10 @@ def run_sweep(
         if nodes > 1 and not storage_shared:
             raise UserError(f"the Ray cluster has {nodes} nodes but the sweep storage {storage} is this machine's "
                             "default: give --storage a path every node sees (a shared file system)")
+        if nodes > 1 and not store_shared:
+            raise UserError(f"the Ray cluster has {nodes} nodes but the frame store {space.base.get('store')} was "
+                            "named by a relative path (this machine's copy): give --store (or data.store) a path every "
+                            "node sees")
         # Everything that can refuse runs before the parent MLflow run exists, so a refusal leaves no run behind.
         check_resources(space)
         if preamble is not None:

@@ -99,14 +99,18 @@ def protocol_of(space: SweepSpace, store: FrameStore) -> Protocol:
         size = frame_size(store, ev.size)
     else:
         size = max((frame_size(store, c.data.image_size, c.data.size_multiple) for c in configs), key=lambda s: (s[0] * s[1], s))
+    predicted = set()
     for c in configs:
         channels, targets = resolve_fields(store, c.data.channels, c.data.targets, c.data.feedback)
+        predicted.add(targets)
         if c.window.output_len < max(leads) and channels != targets:
             raise UserError(f"{space.path}: evaluate.leads: a trial predicting [{', '.join(targets)}] from "
                             f"[{', '.join(channels)}] in {c.window.output_len} frame(s) cannot roll out to lead "
                             f"{max(leads)}; lower evaluate.leads or predict the fields read")
-    first = configs[0].data
-    target = resolve_fields(store, first.channels, first.targets, first.feedback)[1]
+    if len(predicted) > 1:  # load_space refuses such a space first; a protocol must never pick one of them
+        raise UserError(f"{space.path}: trials of this space predict different fields "
+                        f"({'; '.join('[' + ', '.join(t) + ']' for t in sorted(predicted))}); the yardstick scores one")
+    target = predicted.pop()
     step = study_frame_step(space, configs)
     return Protocol(leads, size, context, ev.stride or max(leads) * step, ev.windows, ev.epoch_windows, ev.baselines,
                     target[0] if target else "", step)
@@ -184,10 +188,10 @@ def _write(path: Path, data: Any) -> None:
 
 
 def test_pass(space: SweepSpace, protocol: Protocol, sweep_dir: Path, rows: list[dict[str, Any]],
-              checkpoints: dict[str, Path], echo: Any = print) -> tuple[dict[str, YardstickScore], set[str]]:
+              checkpoints: dict[str, Path], echo: Any = print, device: Any = None) -> tuple[dict[str, YardstickScore], set[str]]:
     """Score the best `test_top_k` trials by validation (rows ranked, best first) once on the test split with the
     same protocol: (trial id -> score, the trials scored now). A trial scored before (a resumed sweep) is read
-    back, never scored again."""
+    back, never scored again. The models run on `device` (default: CUDA when present, else the CPU)."""
     import torch
 
     from bubbles.config import from_json
@@ -202,14 +206,14 @@ def test_pass(space: SweepSpace, protocol: Protocol, sweep_dir: Path, rows: list
     if not todo:
         return {r["trial"]: done[r["trial"]] for r in chosen if r["trial"] in done}, set()
     yardstick = study_yardstick(space, protocol, "test", sweep_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for r in todo:
         state = load_checkpoint(checkpoints[r["trial"]], device)
         cfg = from_json(state["config"])
-        model = build_model(cfg.model_name, cfg.model)
+        model = build_model(cfg.model_name, cfg.model).to(device)  # the yardstick runs where the model is
         model.load_state_dict(state["model"])
         splits = make_splits(cfg.data, cfg.window)
-        done[r["trial"]] = yardstick.score(model, splits.test, device, cfg.train.batch_size)
+        done[r["trial"]] = yardstick.score(model, splits.test, cfg.train.batch_size)
         echo(f"test split: trial {r['trial']} scored on {len(yardstick.windows)} protocol windows")
     _write(record, {k: v.to_dict() for k, v in done.items()})
     return {r["trial"]: done[r["trial"]] for r in chosen if r["trial"] in done}, {r["trial"] for r in todo}

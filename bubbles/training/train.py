@@ -35,6 +35,7 @@ from bubbles.training.losses import loss_named
 from bubbles.training.optim import make_optimizer, make_schedule
 from bubbles.models import build_model, check_state_shapes, parameter_count
 from bubbles.models.baseline_start import BaselineStart
+from bubbles.models.device import model_device
 from bubbles.models.family import Family, Progress
 from bubbles.models.warp import predict_with_motion
 from bubbles.training.baseline_fit import start_baselines
@@ -152,7 +153,6 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler,
     cfg: TrainConfig,
     epoch: int,
-    device: torch.device,
     amp: torch.dtype | None,
     family: Family,
     steps_per_epoch: int,
@@ -161,6 +161,7 @@ def train_one_epoch(
     """One pass over the training windows; returns (mean loss per pixel, samples seen). The family's hooks give the
     forward its sampling arguments at each step and any extra loss term; `schedule` steps after every step."""
     model.train()
+    device = model_device(model)
     sampling = _generator(cfg.seed + 1, epoch)
     total, pixels, samples = 0.0, 0, 0
     model_cfg = model.cfg  # type: ignore[attr-defined]
@@ -237,14 +238,14 @@ def _loader(splits: WindowSplits, cfg: TrainConfig, epoch: int, device: torch.de
 
 
 @torch.no_grad()
-def write_strips(model: nn.Module, splits: WindowSplits, out_dir: Path, device: torch.device) -> list[Path]:
+def write_strips(model: nn.Module, splits: WindowSplits, out_dir: Path) -> list[Path]:
     """Prediction strips for a few fixed validation windows (first, middle, last), with the predicted motion for a
     family that moves its frames."""
     n = len(splits.val)
     chosen = sorted({0, n // 2, n - 1})[:STRIP_WINDOWS]
     paths = []
-    for idx, x, y, pred in predict_batches(model, splits.val, chosen, device, len(chosen)):
-        window = torch.stack([splits.val[i][0] for i in idx]).to(device)
+    for idx, x, y, pred in predict_batches(model, splits.val, chosen, len(chosen)):
+        window = torch.stack([splits.val[i][0] for i in idx]).to(model_device(model))
         motion = predict_with_motion(model, window, y.shape[1])[1]
         for k, i in enumerate(idx):
             shown = None if motion is None else motion[k].float().cpu().numpy()
@@ -281,7 +282,7 @@ def train(
     model = build_model(cfg.model_name, cfg.model).to(device)
     if resume is None and isinstance(model, BaselineStart):
         start_baselines(model, cfg, splits, out_dir)
-    cost = measure_cost(model, cfg.window.input_len, cfg.window.output_len, tc.batch_size, device, amp)
+    cost = measure_cost(model, cfg.window.input_len, cfg.window.output_len, tc.batch_size, amp)
     if on_cost is not None:
         on_cost(cost)
     optimizer = make_optimizer(model.parameters(), tc)
@@ -312,11 +313,11 @@ def train(
         began = time.perf_counter()
         loader = _loader(splits, tc, epoch, device)
         train_loss, samples = train_one_epoch(model, batches(loader, epoch) if batches else loader, optimizer, scaler, tc, epoch,
-                                              device, amp, cfg.family, len(loader), schedule)
+                                              amp, cfg.family, len(loader), schedule)
         elapsed = time.perf_counter() - began
-        val: Validation = validate(model, splits.val, device, tc.batch_size, tc.max_val_windows)
+        val: Validation = validate(model, splits.val, tc.batch_size, tc.max_val_windows)
         skill = float(np.mean(skill_per_lead(val.mse_per_lead, baseline)))
-        ys = yardstick.score(model, splits.val, device, tc.batch_size, epoch=True).means()
+        ys = yardstick.score(model, splits.val, tc.batch_size, epoch=True).means()
         result = EpochResult(
             epoch + 1, train_loss, val.mse, val.ssim, val.psnr, val.ssim_per_lead[0], val.ssim_per_lead[-1], skill,
             val.collapse_score, val.collapsed, elapsed, samples / elapsed, val_bubble_f1=val.bubble_f1,
@@ -351,12 +352,12 @@ def train(
         )
         last = status != "completed" or epoch + 1 == tc.epochs
         if last:
-            final = finish(model, cfg, splits, status, history, out_dir, device, cost, yardstick)
+            final = finish(model, cfg, splits, status, history, out_dir, cost, yardstick)
         if report is not None:
             report(result, checkpoint, final)
         if last:
             break
-    return final or finish(model, cfg, splits, status, history, out_dir, device, cost, yardstick)
+    return final or finish(model, cfg, splits, status, history, out_dir, cost, yardstick)
 
 
 def own_yardstick(cfg: TrialConfig, splits: WindowSplits) -> Yardstick:
@@ -374,17 +375,17 @@ def own_yardstick(cfg: TrialConfig, splits: WindowSplits) -> Yardstick:
 
 
 def finish(model: nn.Module, cfg: TrialConfig, splits: WindowSplits, status: Status, history: list[EpochResult], out_dir: Path,
-           device: torch.device, cost: ModelCost | None = None, yardstick: Yardstick | None = None) -> TrialResult:
+           cost: ModelCost | None = None, yardstick: Yardstick | None = None) -> TrialResult:
     """Evaluate the best checkpoint on the validation split (with the four baselines and VMAF, and on every window
     of the yardstick's protocol) and draw the strips. The cost gets the training speed of the epochs run."""
     evaluation, strips, scored = None, [], None
     if status != "nan" and (out_dir / BEST).exists():
-        model.load_state_dict(load_checkpoint(out_dir / BEST, device)["model"])
-        evaluation = evaluate(model, splits.val, device, cfg.train.batch_size, cfg.train.max_val_windows, with_vmaf=True,
+        model.load_state_dict(load_checkpoint(out_dir / BEST, model_device(model))["model"])
+        evaluation = evaluate(model, splits.val, cfg.train.batch_size, cfg.train.max_val_windows, with_vmaf=True,
                               mean_frame=training_mean_frame(splits))
-        strips = write_strips(model, splits, out_dir, device)
+        strips = write_strips(model, splits, out_dir)
         (out_dir / "evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=1))
-        scored = (yardstick or own_yardstick(cfg, splits)).score(model, splits.val, device, cfg.train.batch_size)
+        scored = (yardstick or own_yardstick(cfg, splits)).score(model, splits.val, cfg.train.batch_size)
         (out_dir / YARDSTICK).write_text(json.dumps(scored.to_dict(), indent=1))
     result = TrialResult(status, parameter_count(model), history, evaluation, out_dir, strips, yardstick=scored)
     if cost is not None:
@@ -404,7 +405,7 @@ def evaluate_checkpoint_dir(directory: Path, out_dir: Path, device: torch.device
     (out_dir / BEST).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(directory / Path(BEST).name, out_dir / BEST)
     model = build_model(cfg.model_name, cfg.model).to(device)
-    return cfg, finish(model, cfg, make_splits(cfg.data, cfg.window), "completed", history, out_dir, device, yardstick=yardstick)
+    return cfg, finish(model, cfg, make_splits(cfg.data, cfg.window), "completed", history, out_dir, yardstick=yardstick)
 
 
 def describe(cfg: TrialConfig, splits: WindowSplits) -> dict[str, object]:
