@@ -190,7 +190,9 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
 @click.option("--verify", is_flag=True, help="Decode every chunk and check it against the checksum recorded at write time.")
 @click.option("--record", is_flag=True, help="With --verify: record checksums for sequences written before they existed.")
 @click.option("--calibrate", is_flag=True, help="Measure each sequence's bubble polarity, size bounds and contrast; record them for the detector.")
-def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
+@click.option("--frame-step", default=1, show_default=True, type=click.IntRange(1, 1000),
+              help="Forecastability figures for windows whose frames are this many stored frames apart.")
+def inspect(store: Path, verify: bool, record: bool, calibrate: bool, frame_step: int) -> None:
     """Show a store's sequences: frames, sizes, pyramid levels, conditions, chunking, bytes on disk.
 
     Opening a store checks that every chunk file is present; --verify also checks every chunk's contents.
@@ -200,6 +202,7 @@ def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
       bubbles-study inspect data/synthetic.zarr
       bubbles-study inspect data/lab.zarr --verify
       bubbles-study inspect data/lab.zarr --calibrate
+      bubbles-study inspect data/exp.zarr --frame-step 8
     """
     from bubbles.data.summary import describe_store, verify_store
 
@@ -218,6 +221,12 @@ def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
         for name, info in sorted(FrameStore.open(store).sequences.items()):
             if "detector_calibration" in info.meta.extra:
                 click.echo(f"detector calibration: {describe(name, info.meta.extra['detector_calibration'])}")
+    from bubbles.data.forecastability import store_forecastability
+    from bubbles.data.store import FrameStore as _Store
+
+    for figures in store_forecastability(_Store.open(store), frame_step):
+        for line in figures.lines():
+            click.echo(line)
     if verify:
         click.echo(verify_store(store, record_missing=record))
 
@@ -337,9 +346,12 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
 @click.option("--address", default=None, help="Ray cluster: auto, HOST:PORT or ray://... (default RAY_ADDRESS, else local).")
 @click.option("--storage", type=click.Path(path_type=Path), default=Path("runs/sweeps"), show_default=True,
               help="Where sweeps live (a shared path on a cluster).")
+@click.option("--store", type=click.Path(path_type=Path), default=None,
+              help="The frame store, instead of the search space's data.store (on a cluster: a path every node sees).")
 @click.option("--verbose", is_flag=True, help="Also print Ray Tune's status tables and the full top-5 leaderboard.")
 @click.option("--trust-state", is_flag=True, help="With --resume: accept Ray's state files although they differ from the digest the sweep recorded (only if you know why: a driver killed while saving).")
-def sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path, verbose: bool, trust_state: bool) -> None:
+def sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path, store: Path | None,
+          verbose: bool, trust_state: bool) -> None:
     """Search models with Ray Tune + Optuna (TPE) + ASHA; every trial is an MLflow run under one parent run.
 
     \b
@@ -352,7 +364,7 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     from study.space import load_space
     from study.tracking import check_tracking, readable, runs_table_link, tracking_uri
 
-    from study.sweep import check_name
+    from study.sweep_dir import check_name
 
     name = check_name(name or space_file.stem)
     storage = storage.resolve()
@@ -364,8 +376,9 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
         raise UserError(f"--resume: no sweep named {name!r} under {storage}")
     if trust_state and not resume:
         raise UserError("--trust-state goes with --resume")
-    _ensure_default_store(space_file)
-    space = load_space(space_file)
+    if store is None:
+        _ensure_default_store(space_file)
+    space = load_space(space_file, store=store)
     uri = tracking_uri(Path.cwd())
     from study.tracking import check_experiment_name
 
@@ -386,8 +399,9 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
     address = address or os.environ.get("RAY_ADDRESS") or None
-    again = _resume_command(space_file, name, storage, address)
+    again = _resume_command(space_file, name, storage, address, store)
     outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo, storage_shared=shared,
+                        store_shared=store is not None or _store_is_absolute(space_file),
                         preamble=list_windows, resume_command=again, verbose=verbose, trust_state=trust_state)
     click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
     link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
@@ -432,7 +446,7 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         check_tracking(uri)
         objective, board = None, None
         if sweep_name is not None:
-            from study.sweep import check_name
+            from study.sweep_dir import check_name
 
             run_id, objective, board = ex.best_run_of_sweep(storage.resolve() / check_name(sweep_name))
         chosen = ex.from_run(uri, str(run_id), objective)
@@ -444,16 +458,18 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
     click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}{selected}) to {path}")
     if chosen.test_line:
         click.echo(chosen.test_line)
+    for line in chosen.warnings():
+        click.echo(line, err=True)
     if register is not None:
         check_tracking(uri)
         try:
-            version, champion = ex.register(uri, register, path, chosen)
+            version, champion, why = ex.register(uri, register, path, chosen)
         except UserError as exc:  # the registry kept nothing; the export directory itself is complete
             raise UserError(f"{exc} in the registry; the export in {path} is complete and kept (export again with "
                             "--register to retry)") from None
         from study.tracking import model_version_link
 
-        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else " (champion unchanged)")
+        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else f" (champion unchanged: {why})")
                    + f"; load it with mlflow.pyfunc.load_model('models:/{register}/{version}'); see {model_version_link(uri, register, version)}")
 
 
@@ -512,6 +528,10 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
                  + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
                     f"{COLLAPSE_THRESHOLD}); this model predicts blur" if summary.get("collapsed") else ""))
     click.echo(line)
+    if "against_baselines" in summary:
+        click.echo(f"on this window, by MSE per lead: the model {summary['against_baselines']}")
+    if "test_against_baselines" in summary:
+        click.echo(f"on the study's test split: the model {summary['test_against_baselines']}")
     for field, f in summary.get("fields", {}).items():  # type: ignore[union-attr]
         if f:
             click.echo(f"  {field}: lead 1 SSIM {f['ssim'][0]:.3f} (persistence {f['persistence_ssim'][0]:.3f}), MSE {f['mse'][0]:.5f}, "
@@ -538,7 +558,7 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
     check_output_dir(out.resolve(), "report")
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
-    from study.sweep import check_name
+    from study.sweep_dir import check_name
 
     click.echo(f"wrote {write_report(uri, storage.resolve() / check_name(sweep_name), out.resolve())}")
 
@@ -573,15 +593,27 @@ def server(backend: str, artifacts: Path, host: str, port: int, workers: int, al
     serve(cfg, click.echo)
 
 
-def _resume_command(space_file: Path, name: str, storage: Path, address: str | None) -> str:
+def _resume_command(space_file: Path, name: str, storage: Path, address: str | None, store: Path | None = None) -> str:
     """The command that continues this sweep as it was started: same storage, same Ray cluster (a command without
     them looks under runs/sweeps, or starts a local Ray)."""
     import shlex
 
     words = ["bubbles-study", "sweep", str(space_file), "--name", name, "--resume", "--storage", str(storage)]
+    if store is not None:
+        words += ["--store", str(store.resolve())]
     if address and address != "local":
         words += ["--address", address]
     return shlex.join(words)
+
+
+def _store_is_absolute(space_file: Path) -> bool:
+    """Whether the search space names its frame store by an absolute path or a URL (a relative one is this
+    machine's copy, which the other nodes of a cluster do not have)."""
+    from study.config import read_yaml
+
+    raw = read_yaml(space_file)
+    store = raw.get("data", {}).get("store") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
+    return isinstance(store, str) and (store.startswith("/") or "://" in store)
 
 
 def _stop_on_ctrl_c() -> Callable[[], None]:

@@ -25,10 +25,12 @@ from bubbles.errors import UserError
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling
 from bubbles.evaluation.bubbles import DetectorConfig, sequence_detector
 from bubbles.evaluation import baselines
+from bubbles.evaluation.verdict import TEST_VERDICT, Verdict
 from bubbles.evaluation.scoring import Scores, strongest_skill
 from bubbles.evaluation.yardstick import rollout as rollout_batch
 from bubbles.evaluation.metrics import COLLAPSE_THRESHOLD, CollapseMeter
 from bubbles.evaluation.figures import bubble_strip, prediction_strip
+from bubbles.models.device import model_device
 from bubbles.models.warp import predict_with_motion
 from bubbles.data.ingest import IngestRequest, ingest
 from bubbles.data.store import FrameStore
@@ -58,20 +60,21 @@ def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> 
     """Predict `steps` frames after context (T, C_in, H, W) -> (steps, C_out, H, W): in chunks of the trained
     horizon, each chunk's predictions becoming the newest context frames of the next (autoregressive beyond the
     horizon, which needs the predicted fields to be the input fields; the yardstick rolls out the same way)."""
-    return rollout_batch(model, torch.from_numpy(context.astype(np.float32))[None], horizon, steps)[0].numpy()
+    window = torch.from_numpy(context.astype(np.float32))[None].to(model_device(model))
+    return rollout_batch(model, window, horizon, steps)[0].float().cpu().numpy()
 
 
 @torch.no_grad()
 def motion_rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> np.ndarray | None:
     """The motion fields (steps, 2, H, W), pixels per frame, that moved each frame of `rollout`'s prediction, for a
     family that moves its frames (evolution); None for the others."""
-    window = torch.from_numpy(context.astype(np.float32))[None]
+    window = torch.from_numpy(context.astype(np.float32))[None].to(model_device(model))
     moves: list[np.ndarray] = []
     while len(moves) < steps:
         pred, motion = predict_with_motion(model, window, horizon)
         if motion is None:
             return None
-        moves.extend(motion[0].numpy())
+        moves.extend(motion[0].float().cpu().numpy())
         window = torch.cat([window, pred], dim=1)[:, -context.shape[0] :]
     return np.stack(moves[:steps])
 
@@ -150,7 +153,7 @@ def window_metrics(
     table: dict[str, list] = {k: list(v) for k, v in asdict(leads["model"]).items() if len(v)}
     table |= {k: list(found["model"][k]) for k in BUBBLE_COLUMNS}
     for b in names:
-        table |= {f"{b}_{k}": list(getattr(leads[b], k)) for k in ("mse", "ssim", "sharpness")}
+        table |= {f"{b}_{k}": list(getattr(leads[b], k)) for k in ("mse", "ssim", "sharpness", "iou", "vapour_fraction_error")}
         table |= {f"{b}_bubble_f1": list(found[b]["bubble_f1"])}
     skill, strongest, skill_strongest = strongest_skill(leads["model"].mse, {b: leads[b].mse for b in names})
     table |= {"strongest": list(strongest), "skill_strongest": list(skill_strongest), "skill_persistence": list(skill["persistence"])}
@@ -171,7 +174,7 @@ def rollout_collapse(pred: np.ndarray, target: np.ndarray) -> float:
 
 def predict(request: PredictRequest) -> dict[str, object]:
     """Write strip.png, rollout.gif, prediction.npy and (when the recording continues) metrics.csv / .json."""
-    model, cfg, _ = load_bundle(request.model_dir)
+    model, cfg, saved = load_bundle(request.model_dir)
     n_in, horizon, size = cfg.window.input_len, cfg.window.output_len, cfg.frame_size
     steps = request.steps or horizon
     if steps > horizon and not request.autoregressive:
@@ -203,6 +206,9 @@ def predict(request: PredictRequest) -> dict[str, object]:
     check_output_dir(out, "prediction")
     tmp = temp_sibling(out)
     summary: dict[str, object] = {"sequence": name, "start": request.start, "steps": steps, "horizon": horizon}
+    tested = (saved.get("yardstick") or {}).get(TEST_VERDICT)
+    if tested:  # what the study measured on its test split, beside what this one window shows
+        summary["test_against_baselines"] = tested
     if stretch or notes:
         summary["warnings"] = ([stretch] if stretch else []) + notes
     targets = cfg.data.targets or ("",)
@@ -221,6 +227,8 @@ def predict(request: PredictRequest) -> dict[str, object]:
                 summary.setdefault("fields", {})[field] = _json_table(table) if table else {}  # type: ignore[union-attr]
             if k == 0 and table:
                 summary["metrics"] = _json_table(table)
+                mse = {b.removesuffix("_mse"): tuple(v) for b, v in table.items() if b.endswith("_mse") and b.removesuffix("_mse") in baselines.BASELINES}
+                summary["against_baselines"] = Verdict(tuple(range(1, len(table["mse"]) + 1)), tuple(table["mse"]), mse).sentence()
                 # Variation across one frame is undefined: a one-frame prediction has no collapse score (null).
                 score = rollout_collapse(pred[: len(target), 0], target[:, 0]) if len(target) > 1 else float("nan")  # type: ignore[index, arg-type]
                 summary["collapse_score"] = _json_number(score)

@@ -188,9 +188,9 @@ class DuplicateRun(Exception):
 
 
 def _create(client: Any, experiment: str, uri: str, run_name: str, tags: dict[str, str]) -> str:
-    from study.tracking import experiment_id
+    from study.tracking.experiments import ensure_experiment
 
-    return client.create_run(experiment_id(experiment, uri), run_name=run_name, tags=tags).info.run_id
+    return client.create_run(ensure_experiment(client, experiment, uri), run_name=run_name, tags=tags).info.run_id
 
 
 def _adopt(client: Any, experiment: str, uri: str, tags: dict[str, str]) -> tuple[str | None, bool]:
@@ -198,9 +198,9 @@ def _adopt(client: Any, experiment: str, uri: str, tags: dict[str, str]) -> tupl
     same trial, so that the replayed metrics may repeat its steps), or (None, False). By creation key first (the
     server made it but its answer was lost), then by trial identity (TRIAL_IDENTITY). Several candidates (a run
     copied by someone, tags and all) are refused by name: adopting either would merge two histories."""
-    from study.tracking import experiment_id
+    from study.tracking.experiments import ensure_experiment
 
-    exp = experiment_id(experiment, uri)
+    exp = ensure_experiment(client, experiment, uri)
     for keys, other_attempt in (((RUN_KEY,), False), (TRIAL_IDENTITY, True)):
         if not all(tags.get(k) for k in keys):
             continue

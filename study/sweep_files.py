@@ -16,12 +16,11 @@ from pathlib import Path
 from bubbles.errors import UserError
 from bubbles.evaluation.yardstick import Protocol
 from study.mlflow_writer import SPOOL_DIR
+from study.sweep_dir import OPTUNA_DB, UNSETTLED_FILE
 from study.sweep_state import DIGEST_FILE
+from study.tracking.parent import PARENT_FILE
 from study.yardstick import YARDSTICK_DIR
 
-PARENT_FILE = "mlflow_parent.json"
-UNSETTLED_FILE = "mlflow_unsettled.json"  # runs an outage kept the driver from ending: the next driver settles them
-OPTUNA_DB = "optuna.db"
 RAY_STATE = "tuner.pkl"
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 NEW = "start a new sweep (another --name)"

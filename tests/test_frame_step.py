@@ -63,7 +63,7 @@ def test_yardstick_scores_every_trial_at_the_protocols_spacing(ramp_store: Path)
     for step in (1, 2, 4):
         splits = _splits(ramp_store, WindowConfig(input_len=3, output_len=1, frame_step=step))
         ys = Yardstick(protocol, FrameStore.open(ramp_store), splits.segments.val, "val", splits.segments.train)
-        scores.append(ys.score(Extrapolate(), splits.val, torch.device("cpu"), 4))
+        scores.append(ys.score(Extrapolate(), splits.val, 4))
     assert all(s.windows == scores[0].windows for s in scores)
     assert all(t >= 3 * 4 for _, t in scores[0].windows)  # the context: 3 frames 4 apart before the first target
     for s in scores:
@@ -73,4 +73,4 @@ def test_yardstick_scores_every_trial_at_the_protocols_spacing(ramp_store: Path)
     splits = _splits(ramp_store, WindowConfig(input_len=3, output_len=1, frame_step=3))
     ys = Yardstick(protocol, FrameStore.open(ramp_store), splits.segments.val, "val", splits.segments.train)
     with pytest.raises(UserError, match="frame_step 3 does not divide the protocol's 4"):
-        ys.score(Extrapolate(), splits.val, torch.device("cpu"), 4)
+        ys.score(Extrapolate(), splits.val, 4)

@@ -94,12 +94,22 @@ def test_outage_then_sigterm_then_resume_leaves_one_run_per_trial(tiny_store: Pa
         per_trial: dict[str, list[str]] = {}
         for r in trials:
             per_trial.setdefault(r.data.tags.get("tune_trial_id", "?"), []).append(f"{r.info.run_id} {r.info.status}")
-        assert len(per_trial) == 2 and all(len(v) == 1 for v in per_trial.values()), (per_trial, out[-3000:])
+        assert all(len(v) == 1 for v in per_trial.values()), (per_trial, out[-3000:])  # one run per trial
+        import csv
+
+        with (tmp_path / "sweeps" / "sigterm" / "leaderboard.csv").open() as f:
+            board = {row["trial"]: row for row in csv.DictReader(f)}
+        assert len(board) == 2 and all(row["status"] == "completed" for row in board.values()), board
         for r in trials:
-            assert r.info.status == "FINISHED", (per_trial, out[-3000:])
-            steps = [m.step for m in client.get_metric_history(r.info.run_id, "epoch/val_mse")]
-            assert sorted(steps) == list(range(1, EPOCHS + 1)), (r.info.run_id, steps)
+            trial = r.data.tags["tune_trial_id"]
+            # A trial on the leaderboard ended FINISHED; one Ray's restored state no longer knew (it ran another in
+            # its place) is closed KILLED, never left RUNNING.
+            assert r.info.status == ("FINISHED" if trial in board else "KILLED"), (per_trial, out[-3000:])
             assert_steps_increase(client, r.info.run_id)  # each metric step once
+            if trial in board:
+                steps = [m.step for m in client.get_metric_history(r.info.run_id, "epoch/val_mse")]
+                assert sorted(steps) == list(range(1, EPOCHS + 1)), (r.info.run_id, steps)
+        assert set(board) <= set(per_trial)
         parents = [r for r in runs if r.data.tags.get("bubbles.role") == "sweep"]
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         assert not spool.exists()  # everything replayed

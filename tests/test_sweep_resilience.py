@@ -97,7 +97,7 @@ fixed: {{loss: mse_mean, batch_size: 4, stride: 1, layers: 2, hidden: 16, image_
          max_train_windows: 96, max_val_windows: 4}}
 search:
   lr: {{type: categorical, choices: [3.0e-3]}}
-tune: {{num_samples: {samples}, max_concurrent: 1, max_failures: 2, asha: false}}
+tune: {{objective: val_ssim, num_samples: {samples}, max_concurrent: 1, max_failures: 2, asha: false}}
 tracking: {{experiment: sweep-test}}
 """
 
@@ -164,6 +164,9 @@ def test_multi_node_cluster_needs_shared_storage(tiny_store: Path, tmp_path: Pat
     try:
         with pytest.raises(UserError, match="2 nodes .* every node sees"):
             run_sweep(space, "local", tmp_path / "sweeps", uri, storage_shared=False)
+        # The same of a frame store named by a relative path (issue 31: the RayJob's store was /app-relative).
+        with pytest.raises(UserError, match="2 nodes but the frame store .* relative path .* every node sees"):
+            run_sweep(space, "local", tmp_path / "sweeps", uri, store_shared=False)
     finally:
         ray.shutdown()
         cluster.shutdown()

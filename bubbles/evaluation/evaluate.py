@@ -17,8 +17,9 @@ from torch import nn
 from bubbles.data.windows import WindowDataset, WindowSplits
 from bubbles.evaluation import baselines, metrics, tables
 from bubbles.evaluation.bubbles import BubbleMeter, DetectorConfig, sequence_detector
-from bubbles.evaluation.scoring import PIXEL_METRICS, FrameMetrics, LeadMetrics, skill, strongest_skill  # noqa: F401
+from bubbles.evaluation.scoring import MASK_METRICS, PIXEL_METRICS, FrameMetrics, LeadMetrics, skill, strongest_skill  # noqa: F401
 from bubbles.evaluation.vmaf import vmaf_frames
+from bubbles.models.device import model_device
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -43,6 +44,7 @@ class Evaluation:
     baseline_bubble_f1: dict[str, tuple[float, ...]] = field(default_factory=dict)  # per baseline, per lead
     per_field: dict[str, dict[str, float]] = field(default_factory=dict)  # several target fields: means per field
     bubble_f1: float = float("nan")  # the model's F1 from matches summed over every lead and window (BubbleMeter.f1)
+    mask: bool = False  # the frames are masks (segmented recordings): IoU and vapour-fraction error are shown
 
     @property
     def persistence(self) -> LeadMetrics:
@@ -103,7 +105,8 @@ class Evaluation:
             "final_skill_strongest": float(np.mean(self.skill_strongest)),
             "final_collapse_score": self.collapse_score,
             "final_collapsed": float(self.collapsed),
-        } | ({"final_bubble_f1": self.pooled_bubble_f1()} if self.bubbles else {}) | {
+        } | ({"final_bubble_f1": self.pooled_bubble_f1()} if self.bubbles else {}) | (
+            {f"final_{k}": self.model.mean(k) for k in MASK_METRICS} if self.mask else {}) | {
             f"final_{metric}_{name}": value for name, row in self.per_field.items() for metric, value in row.items()
         }
 
@@ -111,9 +114,10 @@ class Evaluation:
         """Every per-lead series by a flat name: the model's metrics (ssim, …), each baseline's (persistence_ssim,
         …), skill against each baseline (skill_flow, …) and against the strongest, VMAF (vmaf, flow_vmaf, …), bubble
         metrics (bubble_f1, …, persistence_bubble_f1, …)."""
-        curves: dict[str, tuple[float, ...]] = {k: v for k, v in asdict(self.model).items() if len(v)}
+        shown = lambda k, v: len(v) and (self.mask or k not in MASK_METRICS)  # noqa: E731
+        curves: dict[str, tuple[float, ...]] = {k: v for k, v in asdict(self.model).items() if shown(k, v)}
         for b, m in self.baselines.items():
-            curves |= {f"{b}_{k}": v for k, v in asdict(m).items() if len(v)}
+            curves |= {f"{b}_{k}": v for k, v in asdict(m).items() if shown(k, v)}
         curves |= {f"skill_{b}": v for b, v in self.skill.items()} | {"skill_strongest": self.skill_strongest}
         for key, values in (self.vmaf or {}).items():
             curves["vmaf" if key == "model" else f"{key}_vmaf"] = values
@@ -151,11 +155,12 @@ def detectors(dataset: WindowDataset, indices: list[int]) -> list[DetectorConfig
 
 
 @torch.no_grad()
-def predict_batches(model: nn.Module, dataset: WindowDataset, indices: list[int], device: torch.device, batch_size: int,  # type: ignore[no-untyped-def]
+def predict_batches(model: nn.Module, dataset: WindowDataset, indices: list[int], batch_size: int,  # type: ignore[no-untyped-def]
                     target: int | None = 0):
     """Yield (index list, inputs, targets, predictions) as numpy arrays: of one target field, (N, T, H, W), the
-    inputs being that field's own past; with target None every field, (N, T, C, H, W)."""
+    inputs being that field's own past; with target None every field, (N, T, C, H, W). Runs where the model is."""
     model.eval()
+    device = model_device(model)
     horizon = dataset.window.output_len
     for start in range(0, len(indices), batch_size):
         idx = indices[start : start + batch_size]
@@ -181,7 +186,6 @@ def training_mean_frame(splits: WindowSplits) -> np.ndarray | None:
 def evaluate(
     model: nn.Module,
     dataset: WindowDataset,
-    device: torch.device,
     batch_size: int = 8,
     max_windows: int = 0,
     with_vmaf: bool = False,
@@ -200,7 +204,7 @@ def evaluate(
     vmaf_rows: dict[str, list[np.ndarray]] = {k: [] for k in frames}
     vmaf_note = "" if with_vmaf else "not computed"
     fields = FieldMeter(dataset) if len(dataset.targets) > 1 else None
-    for idx, xs, ys, preds in predict_batches(model, dataset, indices, device, batch_size, target=None):
+    for idx, xs, ys, preds in predict_batches(model, dataset, indices, batch_size, target=None):
         if fields is not None:
             fields.add(xs, ys, preds)
         x, y, pred = xs[:, :, dataset.target_inputs[0]], ys[:, :, 0], preds[:, :, 0]
@@ -238,7 +242,14 @@ def evaluate(
         baseline_bubble_f1={b: bubble_meters[b].leads(height)["bubble_f1"] for b in names},
         per_field=fields.means() if fields is not None else {},
         bubble_f1=bubble_meters["model"].f1(),
+        mask=is_mask(dataset),
     )
+
+
+def is_mask(dataset: WindowDataset) -> bool:
+    """Every sequence the dataset reads is a mask (ingest recorded `extra.mask`)."""
+    names = {name for name, _ in dataset.starts}
+    return bool(names) and all("mask" in dataset.cache.store.sequences[n].meta.extra for n in names)
 
 
 class FieldMeter:
@@ -313,13 +324,13 @@ def persistence_mse(dataset: WindowDataset, max_windows: int = 0) -> tuple[float
     return tuple(float(v) for v in np.mean(rows, axis=0))
 
 
-def validate(model: nn.Module, dataset: WindowDataset, device: torch.device, batch_size: int, max_windows: int = 0) -> Validation:
+def validate(model: nn.Module, dataset: WindowDataset, batch_size: int, max_windows: int = 0) -> Validation:
     """The model's own metrics only (no baselines): what is computed after every epoch."""
     frames = FrameMetrics()
     collapse = metrics.CollapseMeter()
     bubble_meter = BubbleMeter(dataset.window.output_len)
     targets = _TARGET_BUBBLES.setdefault(dataset, {})
-    for idx, _, y, pred in predict_batches(model, dataset, subset(len(dataset), max_windows), device, batch_size):
+    for idx, _, y, pred in predict_batches(model, dataset, subset(len(dataset), max_windows), batch_size):
         frames.add(pred, y)
         collapse.update(pred, y)
         bubble_meter.add(pred, y, detectors(dataset, idx), targets, idx)
