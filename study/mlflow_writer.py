@@ -352,9 +352,9 @@ def replay_file(client: Any, path: Path, errors: list[str] | None = None, unread
         except Exception as exc:
             if errors is not None:
                 limit = 600 if isinstance(exc, DuplicateRun) else 200  # its run ids are what a person acts on
+                errors.append(f"{record['op']}: {str(exc).splitlines()[0][:limit] if str(exc) else type(exc).__name__}")
             if stuck is not None and isinstance(exc, DuplicateRun):
                 stuck.add(path.name)  # a person must act first
-                errors.append(f"{record['op']}: {str(exc).splitlines()[0][:limit] if str(exc) else type(exc).__name__}")
             f.seek(0)
             f.truncate()
             f.writelines(json.dumps(r) + "\n" for r in records[done:])
