@@ -132,20 +132,24 @@ def synth(store: Path, sequences: int, frames: int, size: str, seed: int, condit
 @click.option("--sequence", help="Sequence name (default: from the source's file name).")
 @click.option("--condition", multiple=True, metavar="KEY=VALUE", help="Initial condition value (repeatable).")
 @click.option("--field", "hdf5_fields", multiple=True,
-              help="HDF5 field to read (e.g. dfun); repeat for a multi-field sequence (--field dfun --field temperature).")
+              help="HDF5 field to read (e.g. dfun); repeat for a multi-field sequence (--field dfun --field temperature). "
+                   "netCDF: the video variable (default: the file's only one of 3+ dimensions).")
 @click.option("--fps", type=float, help="Frame rate (default: from the video, else 1).")
 @click.option("--no-flip-y", is_flag=True, help="HDF5: keep row 0 at y=0 (default flips so y points up).")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="Keep only this box (native pixels, right/bottom exclusive).")
 @click.option("--clip", metavar="LO,HI", help="16-bit/float: scale from these percentiles (e.g. 0.1,99.9), not min..max.")
 @click.option("--drop-duplicates", is_flag=True, help="Remove frames repeating the frame before (stalled camera, padding, a codec's re-encoded repeat).")
-@click.option("--frames", "frame_range", metavar="START:STOP", help="Keep source frames START..STOP-1 (either side may be empty).")
+@click.option("--frames", "frame_range", metavar="START:STOP[:STEP]",
+              help="Keep source frames START..STOP-1 (either side may be empty), every STEP-th (a high-speed camera: ::4).")
 @click.option("--drop-broken", is_flag=True, help="Remove frames that break the sequence (blank, saturated, a brightness jump).")
 @click.option("--colormap", metavar="NAME", help="The source renders a scalar field in this matplotlib colour map (e.g. jet): invert it.")
 @click.option("--colorbar", metavar="L,T,R,B", help="Invert with the figure's own colour bar in this box (source pixels; orientation found).")
 def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_fields: tuple[str, ...], fps: float | None, no_flip_y: bool, crop: str | None, clip: str | None, drop_duplicates: bool, frame_range: str | None, drop_broken: bool, colormap: str | None, colorbar: str | None) -> None:
     """Add a recording to a store (created if missing), atomically.
 
-    SRC is a folder of PNG/TIFF/JPEG frames, a video (mp4/avi/gif), a BubbleML HDF5 file, or a .npy array.
+    SRC is a folder of PNG/TIFF/JPEG frames, a video (mp4/avi/gif), a BubbleML HDF5 file, a netCDF-4 file (.nc,
+    as xarray writes; fps from its time coordinate, bit-packed masks unpacked), or a .npy array. A recording of two
+    values (a segmentation) is stored as a mask.
 
     \b
     Examples:
@@ -153,6 +157,7 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
       bubbles-study ingest sim/Twall-100.hdf5 data/bubbleml.zarr --field dfun --condition superheat=100
       bubbles-study ingest sim/Twall-100.hdf5 data/fields.zarr --field dfun --field temperature --field velx
       bubbles-study ingest saturated.gif data/pool.zarr --crop 6,53,305,352 --colormap jet --drop-duplicates
+      bubbles-study ingest pool-boiling-experiment-masks.nc data/exp.zarr --frames ::2
     """
     from tqdm import tqdm
 
@@ -481,7 +486,7 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 @click.option("--input", "raw_input", type=click.Path(path_type=Path), help="Instead of a store: a folder of frames, a video, a TIFF stack or a .npy array.")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="With --input: keep only this box (native pixels).")
 @click.option("--colormap", metavar="NAME", help="With --input: a rendering in this matplotlib colour map (as ingest --colormap).")
-@click.option("--frames", "frame_range", metavar="START:STOP", help="With --input: keep these source frames (as ingest --frames).")
+@click.option("--frames", "frame_range", metavar="START:STOP[:STEP]", help="With --input: keep these source frames (as ingest --frames).")
 @click.option("--detector", "detector_sets", multiple=True, metavar="KEY=VALUE",
               help="Bubble-detector setting over the calibration (repeatable), e.g. --detector roi_bottom=0.92.")
 @click.option("--start", default=0, show_default=True, help="First context frame.")
