@@ -9,7 +9,8 @@ The detector (documented in docs/evaluation.md, "Bubble metrics"), on a float fr
 4. labelling and regionprops: a region is a bubble when its equivalent diameter is in [min_diameter_px,
    max_diameter·H] and it is round (minor/major axis ≥ roundness, area ≥ 0.8 × its moment ellipse's). A region that is not (a bubble
    touching the free surface, the nozzle or another bubble) is opened again with disks of radius 2 and 3 px and
-   its round parts are kept.
+   its round parts are kept — unless a distance-transform watershed (bubbles.data.shapes.split_touching) cuts it
+   into parts that are each round: touching bubbles, separated before any opening shrinks them.
 Masks (segmented recordings, `mask`: true in the detector settings that ingest writes for a binary recording):
 no background or contrast; the foreground is the frame > 0.5 (vapour), holes filled, and each connected component
 is a bubble of any shape (no roundness test), after touching bubbles are separated by a distance-transform
@@ -157,6 +158,11 @@ def detect(frame: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> np.ndar
             continue
         region = labels[p.slice] == p.label
         r0, c0 = p.slice[0].start, p.slice[1].start
+        # Touching bubbles first: a watershed between distinct cores, kept when every part is a bubble.
+        split = [q for q in measure.regionprops(split_touching(region)) if q.area >= 4]
+        if len(split) > 1 and all(_round(q, cfg, max_px, min_px) for q in split):
+            found.extend((q.centroid[0] + r0, q.centroid[1] + c0, q.equivalent_diameter_area) for q in split)
+            continue
         for radius in (2, 3, 4):  # cut thin bridges (surface line, nozzle, a touching neighbour)
             pad = radius + 1
             opened = ndimage.binary_opening(np.pad(region, pad), morphology.disk(radius))[pad:-pad, pad:-pad]
