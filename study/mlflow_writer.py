@@ -188,9 +188,22 @@ class DuplicateRun(Exception):
 
 
 def _create(client: Any, experiment: str, uri: str, run_name: str, tags: dict[str, str]) -> str:
+    """One creation request, never re-sent by the HTTP layer: a request that timed out may still be committed by a
+    busy server, and re-sending it made a second and third run with the same creation key (bench/writers.py at 64
+    and 128 writers: 66 and 139 runs). A creation whose answer is lost goes to the spool instead, whose replay
+    adopts the run the server made by its key."""
     from study.tracking.experiments import ensure_experiment
 
-    return client.create_run(ensure_experiment(client, experiment, uri), run_name=run_name, tags=tags).info.run_id
+    exp = ensure_experiment(client, experiment, uri)
+    before = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # read per request by MLflow's REST client
+    try:
+        return client.create_run(exp, run_name=run_name, tags=tags).info.run_id
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = before
 
 
 def _adopt(client: Any, experiment: str, uri: str, tags: dict[str, str]) -> tuple[str | None, bool]:
