@@ -297,21 +297,31 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
 
     click.echo(f"training {cfg.train.epochs} epochs; checkpoints in {out_dir}")
     stopping = _stop_on_ctrl_c()
+    runs: list[str] = []  # the MLflow run, once it exists
+
+    def opened(run_id: str, continued: bool) -> None:
+        runs.append(run_id)
+        if continued:
+            click.echo(f"continuing MLflow run {run_id} (the one this checkpoint's training logged to)")
+
     try:
         result, run_id = run_logged_trial(cfg, out_dir, uri, experiment, resume.resolve() if resume else None, splits,
-                                          echo=click.echo, batches=bar)
+                                          echo=click.echo, batches=bar, on_run=opened)
     except KeyboardInterrupt:
         stopping()
         checkpoint = out_dir / CHECKPOINT
-        if checkpoint.is_file():
+        if not runs:
+            click.echo("interrupted before training began: no MLflow run was created; run the same command again", err=True)
+        elif checkpoint.is_file():
             again = ["bubbles-study", "train", str(config), *[a for s in sets for a in ("--set", s)],
                      "--out", str(out or out_dir), "--resume", str((out or out_dir) / CHECKPOINT)]
             if experiment != "bubbles-train":
                 again[-2:-2] = ["--experiment", experiment]
-            click.echo(f"interrupted: the MLflow run is KILLED; the checkpoint of the last finished epoch is kept in "
-                       f"{checkpoint}. Continue with  {shlex.join(again)}", err=True)
+            click.echo(f"interrupted: the MLflow run {runs[0]} is KILLED; the checkpoint of the last finished epoch is kept "
+                       f"in {checkpoint}. Continue with  {shlex.join(again)} (it continues the same run)", err=True)
         else:
-            click.echo("interrupted before the first epoch ended: nothing to resume (the MLflow run is KILLED)", err=True)
+            click.echo(f"interrupted before the first epoch ended: nothing to resume (the MLflow run {runs[0]} is KILLED); "
+                       "run the same command again", err=True)
         sys.exit(130)
     if result.evaluation is not None:
         click.echo(result.evaluation.lead_table())
@@ -339,6 +349,20 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
       bubbles-study sweep search_spaces/smoke.yaml --resume
       MLFLOW_TRACKING_URI=http://head:5000 bubbles-study sweep search_spaces/convlstm.yaml
     """
+    # First of all, as `train` does: Ctrl-C (and a SIGINT to a sweep a script started with `&`, SIGINT ignored)
+    # stops it at any phase, Ray's start and the baselines included; Ray Tune takes it over during fit().
+    stopping = _stop_on_ctrl_c()
+    try:
+        _sweep(space_file, name, resume, address, storage, verbose, trust_state, stopping)
+    except KeyboardInterrupt:
+        stopping()
+        click.echo("interrupted before the sweep started: nothing to resume; run the same command again", err=True)
+        sys.exit(130)
+
+
+def _sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path, verbose: bool,
+           trust_state: bool, stopping: Callable[[], None]) -> None:
+    from study.interrupt import discard_unstarted, has_tune_state
     from study.space import load_space
     from study.tracking import check_tracking, readable, runs_table_link, tracking_uri
 
@@ -352,6 +376,9 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
         raise UserError(f"--storage {storage}: lies inside the Zarr store {zarr_store_around(storage)}; sweeps live outside frame stores")
     if resume and not (storage / name).is_dir():
         raise UserError(f"--resume: no sweep named {name!r} under {storage}")
+    if resume and not (storage / name / "tuner.pkl").exists() and not has_tune_state(storage / name):
+        raise UserError(f"--resume: the sweep {name!r} under {storage} never saved a trial (its start was interrupted); "
+                        f"start it again without --resume")
     if trust_state and not resume:
         raise UserError("--trust-state goes with --resume")
     _ensure_default_store(space_file)
@@ -377,12 +404,24 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
     address = address or os.environ.get("RAY_ADDRESS") or None
     again = _resume_command(space_file, name, storage, address)
-    outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo, storage_shared=shared,
-                        preamble=list_windows, resume_command=again, verbose=verbose, trust_state=trust_state)
-    click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
-    link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
-    if link:
-        click.echo(f"MLflow runs table: {link}")
+    created = not (storage / name).exists()  # only a directory this run creates may be removed after a Ctrl-C
+    try:
+        outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo, storage_shared=shared,
+                            preamble=list_windows, resume_command=again, verbose=verbose, trust_state=trust_state)
+        click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
+        link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
+        if link:
+            click.echo(f"MLflow runs table: {link}")
+    except KeyboardInterrupt:
+        stopping()  # a second Ctrl-C while the driver tidies up is ignored
+        if has_tune_state(storage / name):
+            click.echo(f"interrupted: continue with  {again}", err=True)
+        else:
+            done = discard_unstarted(storage / name, uri, created)
+            start = _resume_command(space_file, name, storage, address, resume=False)
+            click.echo(f"interrupted during start-up, before any trial ({done}): nothing to resume; start it again "
+                       f"with  {start}", err=True)
+        sys.exit(130)
     if outcome.interrupted:
         click.echo(f"interrupted: continue with  {again}", err=True)
         sys.exit(130)
@@ -427,6 +466,8 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         if board is not None and not math.isclose(board, chosen.objective, rel_tol=1e-4, abs_tol=1e-6):
             click.echo(f"warning: the leaderboard says {objective} {board:.5f}, the exported weights measure "
                        f"{chosen.objective:.5f} (a trial trained before best.pt was picked by the objective?)", err=True)
+    click.echo(f"building the export: weights, TorchScript{', ONNX (checked with onnxruntime)' if onnx else ''}, the "
+               "climatology frame from the training windows, the metrics card ...")
     path = ex.export(chosen, out, onnx)
     selected = f", {ex.VALIDATION}" if chosen.yardstick else ""
     click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}{selected}) to {path}")
@@ -444,7 +485,7 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 @main.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--store", type=click.Path(path_type=Path), help="Frame store to read from.")
-@click.option("--sequence", help="Sequence in the store.")
+@click.option("--sequence", help="Sequence in the store (default: one the model's split held out of training, named on the first line).")
 @click.option("--input", "raw_input", type=click.Path(path_type=Path), help="Instead of a store: a folder of frames, a video, a TIFF stack or a .npy array.")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="With --input: keep only this box (native pixels).")
 @click.option("--colormap", metavar="NAME", help="With --input: a rendering in this matplotlib colour map (as ingest --colormap).")
@@ -483,13 +524,15 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
                              raw_input, parse_crop(crop) if crop else None, colormap,
                              parse_frames(frame_range) if frame_range else None, _detector_sets(detector_sets))
     summary = run_predict(request)
+    if summary.get("chosen"):
+        click.echo(str(summary["chosen"]))
     for warning in summary.get("warnings", []):  # type: ignore[union-attr]
         click.echo(f"warning: {warning}", err=True)
     line = f"predicted {summary['steps']} frames of {summary['sequence']!r} from frame {start} into {out}"
     if "metrics" in summary:
         m = summary["metrics"]
         line += (f"; lead 1: SSIM {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f}), skill vs the strongest "  # type: ignore[index]
-                 f"baseline ({m['strongest'][0]}) {m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
+                 f"baseline ({m['strongest'][0]}) {m['skill_vs_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
                  f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score "  # type: ignore[index]
                  + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)")  # type: ignore[arg-type]
                  + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
@@ -498,7 +541,7 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     for field, f in summary.get("fields", {}).items():  # type: ignore[union-attr]
         if f:
             click.echo(f"  {field}: lead 1 SSIM {f['ssim'][0]:.3f} (persistence {f['persistence_ssim'][0]:.3f}), MSE {f['mse'][0]:.5f}, "
-                       f"skill vs persistence {f['skill_persistence'][0]:+.3f}; files in {out / 'fields' / field}")
+                       f"skill vs persistence {f['skill_vs_persistence'][0]:+.3f}; files in {out / 'fields' / field}")
 
 
 @main.command()
@@ -557,12 +600,12 @@ def server(backend: str, artifacts: Path, host: str, port: int, workers: int, al
     os.execve(argv[0], argv, environment())  # the server replaces this process: signals reach it directly
 
 
-def _resume_command(space_file: Path, name: str, storage: Path, address: str | None) -> str:
+def _resume_command(space_file: Path, name: str, storage: Path, address: str | None, resume: bool = True) -> str:
     """The command that continues this sweep as it was started: same storage, same Ray cluster (a command without
-    them looks under runs/sweeps, or starts a local Ray)."""
+    them looks under runs/sweeps, or starts a local Ray); resume=False: the command that starts it again."""
     import shlex
 
-    words = ["bubbles-study", "sweep", str(space_file), "--name", name, "--resume", "--storage", str(storage)]
+    words = ["bubbles-study", "sweep", str(space_file), "--name", name, *(["--resume"] if resume else []), "--storage", str(storage)]
     if address and address != "local":
         words += ["--address", address]
     return shlex.join(words)

@@ -27,7 +27,7 @@ from bubbles.errors import UserError
 from bubbles.data.store import FrameStore
 from bubbles.data.coverage import coverage_lines, coverage_warnings
 from bubbles.data.windows import WindowSplits, make_splits
-from bubbles.training.config import BestBy, best_by_mode
+from bubbles.training.config import RENAMED_METRICS, BestBy, best_by_mode
 from study.conditions import check_conditions, check_fixed_families, check_point, walk
 from study.config import read_yaml, resolve_store
 from study.yardstick import EvaluateSettings, parse_evaluate
@@ -196,6 +196,8 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
     objective = raw.get("objective", d.objective)
     if objective not in get_args(BestBy):
         choices = ", ".join(f"{o} ({best_by_mode(o)})" for o in get_args(BestBy))
+        if objective in RENAMED_METRICS:
+            raise UserError(f"{where}.objective: {objective!r} is now called {RENAMED_METRICS[objective]!r}")
         raise UserError(f"{where}.objective: expected one of {choices}, got {objective!r}")
     sampler = raw.get("sampler", d.sampler)
     if sampler not in ("tpe", "random"):

@@ -290,11 +290,12 @@ def final_yardstick_of(run_id: str) -> dict[str, float]:
 
 
 def log_test_score(run_id: str, score: Any) -> None:
-    """The test-split pass of one trial: test_yardstick_<metric> (unbiased), its per-lead curves, its record."""
+    """The test-split pass of one trial: test_<metric> (unbiased; the leaderboard's names), its per-lead curves, its
+    record."""
     import mlflow
 
     client = mlflow.MlflowClient()
-    client.log_batch(run_id, metrics=yardstick_metrics(score, "test_yardstick", "yardstick_test_lead"),
+    client.log_batch(run_id, metrics=yardstick_metrics(score, "test", "yardstick_test_lead"),
                      tags=[mlflow.entities.RunTag("test_scored", "true")])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "yardstick_test.json"
@@ -420,9 +421,10 @@ class SweepRun:
             self.client.set_tag(self.run_id, "best_run_id", rows[0]["mlflow_run"])
             if _finite(rows[0]["objective"]):
                 self.client.log_metric(self.run_id, "best_objective", rows[0]["objective"])
-            # The winner's yardstick: validation (what it was chosen on) and test (unbiased), side by side.
+            # The winner's yardstick: validation (what it was chosen on) and test (unbiased), side by side, by the
+            # leaderboard's names (best_yardstick_ssim, best_test_skill_vs_strongest, ...).
             for key, value in rows[0].items():
-                if key.endswith(("_selection", "_unbiased")) and isinstance(value, float) and _finite(value):
+                if key.startswith(("yardstick_", "test_")) and isinstance(value, float) and _finite(value):
                     self.client.log_metric(self.run_id, f"best_{key}", value)
         self.client.log_metric(self.run_id, "trials", len(rows))
         self.client.set_terminated(self.run_id, "KILLED" if interrupted else "FINISHED")

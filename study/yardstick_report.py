@@ -46,7 +46,7 @@ def protocol_line(sweep_dir: Path) -> str:
 def sections(rows: list[dict[str, str]], sweep_dir: Path, out: Path, objective: str,
              png: Callable[[Any, Path], str], img: Callable[[str, str], str], fmt: Callable[[Any], str]) -> list[str]:
     """HTML sections (empty for a sweep without yardstick columns)."""
-    if not rows or "val_ssim_selection" not in rows[0]:
+    if not rows or "yardstick_ssim" not in rows[0]:
         return []
     out_sections = [f"<h2>The yardstick</h2><p>{html.escape(protocol_line(sweep_dir))}</p>"]
     out_sections.append(_validation_vs_test(rows, sweep_dir, objective, fmt))
@@ -56,17 +56,17 @@ def sections(rows: list[dict[str, str]], sweep_dir: Path, out: Path, objective: 
 
 
 def _validation_vs_test(rows: list[dict[str, str]], sweep_dir: Path, objective: str, fmt: Callable[[Any], str]) -> str:
-    tested = [r for r in rows if math.isfinite(_num(r.get("test_ssim_unbiased")))]
+    tested = [r for r in rows if math.isfinite(_num(r.get("test_ssim")))]
     head = f"<h2>{html.escape(VALIDATION.capitalize())} and {html.escape(TEST)}</h2>"
     if not tested:
         why = NO_TEST if not (sweep_dir / YARDSTICK_DIR / "test_scores.json").is_file() else "no trial was scored on the test split"
         return head + f"<p>{html.escape(why)}</p>"
     metric = objective.removeprefix("yardstick_") if objective.startswith("yardstick_") else "ssim"
-    cols = [c for k in SHOWN for c in (f"val_{k}_selection", f"test_{k}_unbiased")]
+    cols = [c for k in SHOWN for c in (f"yardstick_{k}", f"test_{k}")]
     table = ["<table><tr><th>trial</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + f"<th>test − validation ({metric})</th></tr>"]
     gaps = []
     for r in tested:
-        gap = _num(r[f"test_{metric}_unbiased"]) - _num(r[f"val_{metric}_selection"])
+        gap = _num(r[f"test_{metric}"]) - _num(r[f"yardstick_{metric}"])
         gaps.append(gap)
         table.append(f"<tr><td>{html.escape(r['trial'])}</td>" + "".join(f"<td>{fmt(_num(r[c]))}</td>" for c in cols)
                      + f"<td>{gap:+.4f}</td></tr>")
@@ -79,7 +79,7 @@ def _validation_vs_test(rows: list[dict[str, str]], sweep_dir: Path, objective: 
 
 
 def _curves(rows: list[dict[str, str]], out: Path, png: Callable[[Any, Path], str], img: Callable[[str, str], str]) -> str:
-    top = [r for r in rows if r.get("mlflow_run") and math.isfinite(_num(r.get("val_ssim_selection")))][:TOP_CURVES]
+    top = [r for r in rows if r.get("mlflow_run") and math.isfinite(_num(r.get("yardstick_ssim")))][:TOP_CURVES]
     if not top:
         return ""
 

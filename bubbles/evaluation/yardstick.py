@@ -29,7 +29,7 @@ from bubbles.evaluation.bubbles import DetectorConfig, sequence_detector
 from bubbles.evaluation.scoring import PIXEL_METRICS, Scores, strongest_skill
 
 # The yardstick's objectives: means over the protocol's leads. skill is against the strongest baseline per lead.
-METRICS = ("ssim", "mse", "psnr", "bubble_f1", "skill")
+METRICS = ("ssim", "mse", "psnr", "bubble_f1", "skill_vs_strongest")
 Target = tuple[str, int]  # a protocol window: sequence, index of its first target frame
 
 
@@ -80,8 +80,8 @@ def epoch_rows(protocol: Protocol, n: int) -> np.ndarray:
 @dataclass(frozen=True)
 class YardstickScore:
     """A model (and the baselines) on the protocol's windows of one split. per_lead: metric -> one value per
-    protocol lead (ssim, psnr, mse, mae, sharpness, bubble_f1, skill against the strongest baseline, skill_<b>
-    against each); baselines: name -> metric -> per lead; strongest: the strongest baseline per lead."""
+    protocol lead (ssim, psnr, mse, mae, sharpness, bubble_f1, skill_vs_strongest against the strongest baseline,
+    skill_vs_<b> against each); baselines: name -> metric -> per lead; strongest: the strongest baseline per lead."""
 
     split: str
     protocol: Protocol
@@ -105,8 +105,15 @@ class YardstickScore:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> YardstickScore:
         return cls(data["split"], Protocol.from_dict(data["protocol"]), tuple((str(n), int(t)) for n, t in data["windows"]),
-                   {k: tuple(v) for k, v in data["per_lead"].items()},
+                   {_renamed(k): tuple(v) for k, v in data["per_lead"].items()},
                    {b: {k: tuple(v) for k, v in m.items()} for b, m in data["baselines"].items()}, tuple(data["strongest"]))
+
+
+def _renamed(key: str) -> str:
+    """A per-lead key as written before the skill keys said what they compare against (skill, skill_flow)."""
+    if key == "skill":
+        return "skill_vs_strongest"
+    return f"skill_vs_{key.removeprefix('skill_')}" if key.startswith("skill_") and not key.startswith("skill_vs_") else key
 
 
 @dataclass
@@ -170,6 +177,12 @@ class Yardstick:
             block = self.field_frames(name, t0, t0 + self.protocol.horizon)
             out.append(block[[k - 1 for k in self.protocol.leads]])
         return np.stack(out)
+
+    def strongest(self) -> tuple[str, ...]:
+        """The strongest baseline (lowest MSE over every protocol window) at each protocol lead."""
+        frames = self.baselines().scores.frames
+        mse = {b: f.leads().mse for b, f in frames.items()}
+        return tuple(min(mse, key=lambda b: mse[b][k]) for k in range(len(self.protocol.leads)))
 
     def baselines(self) -> BaselineScores:
         """The baselines on every window, from protocol.context frames at the protocol's size (once)."""
@@ -236,8 +249,8 @@ class Yardstick:
         mine = model.frames["model"].leads()
         each, strongest, skill = strongest_skill(mine.mse, {b: m.mse for b, m in leads.items()})
         per_lead = {k: getattr(mine, k) for k in PIXEL_METRICS} | {
-            "bubble_f1": model.bubbles["model"].leads(height)["bubble_f1"], "skill": skill,
-        } | {f"skill_{b}": v for b, v in each.items()}
+            "bubble_f1": model.bubbles["model"].leads(height)["bubble_f1"], "skill_vs_strongest": skill,
+        } | {f"skill_vs_{b}": v for b, v in each.items()}
         table = {b: {k: getattr(m, k) for k in ("ssim", "psnr", "mse")} | {"bubble_f1": base.bubbles[b].leads(height, rows)["bubble_f1"]}
                  for b, m in leads.items()}
         return YardstickScore(self.split, self.protocol, tuple(self.windows[r] for r in rows), per_lead, table, strongest)
