@@ -318,7 +318,7 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
             if experiment != "bubbles-train":
                 again[-2:-2] = ["--experiment", experiment]
             click.echo(f"interrupted: the MLflow run {runs[0]} is KILLED; the checkpoint of the last finished epoch is kept "
-                       f"in {checkpoint}. Continue with  {shlex.join(again)} (it continues the same run)", err=True)
+                       f"in {checkpoint}; the same run goes on with  {shlex.join(again)}", err=True)
         else:
             click.echo(f"interrupted before the first epoch ended: nothing to resume (the MLflow run {runs[0]} is KILLED); "
                        "run the same command again", err=True)

@@ -71,7 +71,7 @@ def test_ctrl_c_stops_train_marks_the_run_killed_and_resumes(tiny_store: Path, t
     runs = client.search_runs([exp.experiment_id])
     assert [r.info.status for r in runs] == ["KILLED"] and runs[0].info.run_id in said[0]
     # The printed command continues from the checkpoint (here with 6 epochs instead of 500).
-    resume = shlex.split(said[0].split("Continue with", 1)[1])
+    resume = shlex.split(said[0].split("goes on with", 1)[1])
     assert resume[:2] == ["bubbles-study", "train"] and "--resume" in resume and "epochs=500" in resume
     resume = ["epochs=6" if arg == "epochs=500" else arg for arg in resume]
     again = subprocess.run([sys.executable, str(ROOT / "cli.py"), *resume[1:]], cwd=tmp_path, env=env,
