@@ -171,7 +171,17 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
     from bubbles.data.store import FrameStore
 
     info = FrameStore.open(store).sequences[name]
-    if info.frames and len(info.fields) == 1:
+    if "netcdf" in info.meta.extra:
+        nc = info.meta.extra["netcdf"]
+        rate = f"{info.meta.fps:g} fps from its time coordinate" if nc.get("fps_from") else f"{info.meta.fps:g} fps (no time coordinate; --fps sets it)"
+        unpacked = f", unpacked from bits along {nc['unpacked']}" if nc.get("unpacked") else ""
+        click.echo(f"netCDF variable {nc['variable']!r} ({' x '.join(nc['dims'])}{unpacked}): {info.frames} frames of "
+                   f"{info.native_size[0]}x{info.native_size[1]}, {rate}")
+    if "mask" in info.meta.extra:
+        click.echo(f"binary recording: stored as a mask (vapour {info.meta.extra['mask']['source_values'][1]} -> 255, liquid "
+                   f"{info.meta.extra['mask']['source_values'][0]} -> 0); bubbles are its connected components, mask "
+                   "losses (bce, dice, bce+dice) and mask metrics (IoU, vapour fraction, bubble F1) apply")
+    elif info.frames and len(info.fields) == 1:
         click.echo(f"detector calibration: {describe(name, info.meta.extra.get('detector_calibration'))}")
 
 
@@ -180,7 +190,9 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
 @click.option("--verify", is_flag=True, help="Decode every chunk and check it against the checksum recorded at write time.")
 @click.option("--record", is_flag=True, help="With --verify: record checksums for sequences written before they existed.")
 @click.option("--calibrate", is_flag=True, help="Measure each sequence's bubble polarity, size bounds and contrast; record them for the detector.")
-def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
+@click.option("--frame-step", default=1, show_default=True, type=click.IntRange(1, 1000),
+              help="Forecastability figures for windows whose frames are this many stored frames apart.")
+def inspect(store: Path, verify: bool, record: bool, calibrate: bool, frame_step: int) -> None:
     """Show a store's sequences: frames, sizes, pyramid levels, conditions, chunking, bytes on disk.
 
     Opening a store checks that every chunk file is present; --verify also checks every chunk's contents.
@@ -190,6 +202,7 @@ def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
       bubbles-study inspect data/synthetic.zarr
       bubbles-study inspect data/lab.zarr --verify
       bubbles-study inspect data/lab.zarr --calibrate
+      bubbles-study inspect data/exp.zarr --frame-step 8
     """
     from bubbles.data.summary import describe_store, verify_store
 
@@ -208,6 +221,12 @@ def inspect(store: Path, verify: bool, record: bool, calibrate: bool) -> None:
         for name, info in sorted(FrameStore.open(store).sequences.items()):
             if "detector_calibration" in info.meta.extra:
                 click.echo(f"detector calibration: {describe(name, info.meta.extra['detector_calibration'])}")
+    from bubbles.data.forecastability import store_forecastability
+    from bubbles.data.store import FrameStore as _Store
+
+    for figures in store_forecastability(_Store.open(store), frame_step):
+        for line in figures.lines():
+            click.echo(line)
     if verify:
         click.echo(verify_store(store, record_missing=record))
 
@@ -337,9 +356,12 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
 @click.option("--address", default=None, help="Ray cluster: auto, HOST:PORT or ray://... (default RAY_ADDRESS, else local).")
 @click.option("--storage", type=click.Path(path_type=Path), default=Path("runs/sweeps"), show_default=True,
               help="Where sweeps live (a shared path on a cluster).")
+@click.option("--store", type=click.Path(path_type=Path), default=None,
+              help="The frame store, instead of the search space's data.store (on a cluster: a path every node sees).")
 @click.option("--verbose", is_flag=True, help="Also print Ray Tune's status tables and the full top-5 leaderboard.")
 @click.option("--trust-state", is_flag=True, help="With --resume: accept Ray's state files although they differ from the digest the sweep recorded (only if you know why: a driver killed while saving).")
-def sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path, verbose: bool, trust_state: bool) -> None:
+def sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path, store: Path | None,
+          verbose: bool, trust_state: bool) -> None:
     """Search models with Ray Tune + Optuna (TPE) + ASHA; every trial is an MLflow run under one parent run.
 
     \b
@@ -353,20 +375,20 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     # stops it at any phase, Ray's start and the baselines included; Ray Tune takes it over during fit().
     stopping = _stop_on_ctrl_c()
     try:
-        _sweep(space_file, name, resume, address, storage, verbose, trust_state, stopping)
+        _sweep(space_file, name, resume, address, storage, store, verbose, trust_state, stopping)
     except KeyboardInterrupt:
         stopping()
         click.echo("interrupted before the sweep started: nothing to resume; run the same command again", err=True)
         sys.exit(130)
 
 
-def _sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path, verbose: bool,
-           trust_state: bool, stopping: Callable[[], None]) -> None:
+def _sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path, store: Path | None,
+           verbose: bool, trust_state: bool, stopping: Callable[[], None]) -> None:
     from study.interrupt import discard_unstarted, has_tune_state
     from study.space import load_space
     from study.tracking import check_tracking, readable, runs_table_link, tracking_uri
 
-    from study.sweep import check_name
+    from study.sweep_dir import check_name
 
     name = check_name(name or space_file.stem)
     storage = storage.resolve()
@@ -381,8 +403,9 @@ def _sweep(space_file: Path, name: str | None, resume: bool, address: str | None
                         f"start it again without --resume")
     if trust_state and not resume:
         raise UserError("--trust-state goes with --resume")
-    _ensure_default_store(space_file)
-    space = load_space(space_file)
+    if store is None:
+        _ensure_default_store(space_file)
+    space = load_space(space_file, store=store)
     uri = tracking_uri(Path.cwd())
     from study.tracking import check_experiment_name
 
@@ -403,10 +426,11 @@ def _sweep(space_file: Path, name: str | None, resume: bool, address: str | None
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
     address = address or os.environ.get("RAY_ADDRESS") or None
-    again = _resume_command(space_file, name, storage, address)
+    again = _resume_command(space_file, name, storage, address, store)
     created = not (storage / name).exists()  # only a directory this run creates may be removed after a Ctrl-C
     try:
         outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo, storage_shared=shared,
+                            store_shared=store is not None or _store_is_absolute(space_file),
                             preamble=list_windows, resume_command=again, verbose=verbose, trust_state=trust_state)
         click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
         link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
@@ -418,7 +442,7 @@ def _sweep(space_file: Path, name: str | None, resume: bool, address: str | None
             click.echo(f"interrupted: continue with  {again}", err=True)
         else:
             done = discard_unstarted(storage / name, uri, created)
-            start = _resume_command(space_file, name, storage, address, resume=False)
+            start = _resume_command(space_file, name, storage, address, store, resume=False)
             click.echo(f"interrupted during start-up, before any trial ({done}): nothing to resume; start it again "
                        f"with  {start}", err=True)
         sys.exit(130)
@@ -459,7 +483,7 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         check_tracking(uri)
         objective, board = None, None
         if sweep_name is not None:
-            from study.sweep import check_name
+            from study.sweep_dir import check_name
 
             run_id, objective, board = ex.best_run_of_sweep(storage.resolve() / check_name(sweep_name))
         chosen = ex.from_run(uri, str(run_id), objective)
@@ -468,7 +492,7 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
                        f"{chosen.objective:.5f} (a trial trained before best.pt was picked by the objective?)", err=True)
     click.echo(f"building the export: weights, TorchScript{', ONNX (checked with onnxruntime)' if onnx else ''}, the "
                "climatology frame from the training windows, the metrics card ...")
-    path = ex.export(chosen, out, onnx)
+    path = ex.export(chosen, out, onnx, note=lambda line: click.echo(line, err=True))
     selected = f", {ex.VALIDATION}" if chosen.yardstick else ""
     click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}{selected}) to {path}")
     if chosen.test_line:
@@ -532,7 +556,8 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     if "metrics" in summary:
         m = summary["metrics"]
         line += (f"; lead 1: SSIM {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f}), skill vs the strongest "  # type: ignore[index]
-                 f"baseline ({m['strongest'][0]}) {m['skill_vs_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
+                 f"baseline ({m['strongest'][0]}{'' if 'climatology_mse' in m else '; not climatology: the export has no climatology.npy'}) "
+                 f"{m['skill_vs_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
                  f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score "  # type: ignore[index]
                  + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)")  # type: ignore[arg-type]
                  + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
@@ -564,7 +589,7 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
     check_output_dir(out.resolve(), "report")
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
-    from study.sweep import check_name
+    from study.sweep_dir import check_name
 
     click.echo(f"wrote {write_report(uri, storage.resolve() / check_name(sweep_name), out.resolve())}")
 
@@ -578,7 +603,8 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=5000, show_default=True)
 @click.option("--workers", default=4, show_default=True, help="Server processes (concurrent trial writers).")
-@click.option("--allowed-hosts", help="Host headers to accept besides localhost and private IPs (e.g. head.lab:5000).")
+@click.option("--allowed-hosts", help="Host headers clients send, comma-separated NAME:PORT (e.g. head.lab:5000); "
+                                      "required with a --host other than loopback; 127.0.0.1:PORT is always accepted.")
 def server(backend: str, artifacts: Path, host: str, port: int, workers: int, allowed_hosts: str | None) -> None:
     """Run the study's MLflow tracking server (PostgreSQL backend, shared artifacts); see docs/lab-setup.md.
 
@@ -587,28 +613,39 @@ def server(backend: str, artifacts: Path, host: str, port: int, workers: int, al
       bubbles-study server --backend-store-uri postgresql://mlflow@127.0.0.1:5432/mlflow --artifacts /shared/mlartifacts
       then: MLFLOW_TRACKING_URI=http://127.0.0.1:5000 bubbles-study sweep ...
     """
-    from study.server import ServerConfig, check, command, environment
+    from study.server import ServerConfig, check
+    from study.server_process import serve
 
     cfg = ServerConfig(backend, artifacts.resolve(), host, port, workers, allowed_hosts)
     for line in check(cfg):
         click.echo(f"warning: {line}", err=True)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    click.echo(f"MLflow tracking server on http://{shown}:{port} (backend {cfg.scheme}, artifacts in {cfg.artifacts}); "
-               f"set MLFLOW_TRACKING_URI=http://{shown}:{port} for sweeps. Ctrl-C stops it.")
-    argv = command(cfg)
-    sys.stdout.flush()
-    os.execve(argv[0], argv, environment())  # the server replaces this process: signals reach it directly
+    click.echo(f"starting the MLflow tracking server on {cfg.host}:{port} (backend {cfg.scheme}, artifacts in "
+               f"{cfg.artifacts}) ...")
+    serve(cfg, click.echo)
 
 
-def _resume_command(space_file: Path, name: str, storage: Path, address: str | None, resume: bool = True) -> str:
+def _resume_command(space_file: Path, name: str, storage: Path, address: str | None, store: Path | None = None,
+                    resume: bool = True) -> str:
     """The command that continues this sweep as it was started: same storage, same Ray cluster (a command without
     them looks under runs/sweeps, or starts a local Ray); resume=False: the command that starts it again."""
     import shlex
 
     words = ["bubbles-study", "sweep", str(space_file), "--name", name, *(["--resume"] if resume else []), "--storage", str(storage)]
+    if store is not None:
+        words += ["--store", str(store.resolve())]
     if address and address != "local":
         words += ["--address", address]
     return shlex.join(words)
+
+
+def _store_is_absolute(space_file: Path) -> bool:
+    """Whether the search space names its frame store by an absolute path or a URL (a relative one is this
+    machine's copy, which the other nodes of a cluster do not have)."""
+    from study.config import read_yaml
+
+    raw = read_yaml(space_file)
+    store = raw.get("data", {}).get("store") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
+    return isinstance(store, str) and (store.startswith("/") or "://" in store)
 
 
 def _stop_on_ctrl_c() -> Callable[[], None]:

@@ -99,7 +99,7 @@ def evaluations(args: argparse.Namespace) -> dict[str, Evaluation]:
     cfg = trial_config(common(args) | COLUMNS["evolution"], "bench")
     splits = make_splits(cfg.data, cfg.window)
     mean_frame = training_mean_frame(splits)
-    return {c: evaluate(load(out, c), splits.val, torch.device("cpu"), 8, args.val_windows, mean_frame=mean_frame)
+    return {c: evaluate(load(out, c), splits.val, 8, args.val_windows, mean_frame=mean_frame)
             for c in COLUMNS if (out / c / BEST).exists()}
 
 

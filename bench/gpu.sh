@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# GPU readiness in one run (<= 8 minutes on one GPU): training-step speed of every model family at 128² and 256²
-# with AMP off and on, then 1 / 2 / 4 trials packed on the one GPU (what a fractional `resources: {gpu: 0.25}`
-# sweep does: N processes sharing the device), as aggregate steps/s.
+# GPU readiness in one run (<= 12 minutes on one GPU): a smoke sweep on the device to its leaderboard (4 trials, AMP,
+# the test-split pass included: a sweep that trains on CUDA must end with leaderboard.csv and test scores), then
+# training-step speed of every model family at 128² and 256² with AMP off and on, then 1 / 2 / 4 trials packed on
+# the one GPU (what a fractional `resources: {gpu: 0.25}` sweep does: N processes sharing the device), as
+# aggregate steps/s.
 #
 #   bash bench/gpu.sh                      # on a GPU node: writes bench-gpu.json (and prints it as the last line)
 #   DEVICE=cpu SIZES=16 PACK_SIZE=16 STEP_ARGS="--layers 1 --hidden 8" bash bench/gpu.sh   # the same path on CPU, tiny
+#   SWEEP_LIMIT=seconds for the smoke sweep (default 240; it makes data/synthetic.zarr first if that is missing)
 #
 # Each measurement runs under its own time limit; one that fails or times out is recorded as an error, the rest
 # still run. Families: those bench/step.py accepts with --model (all of bubbles' registry), else its one model.
@@ -40,6 +43,36 @@ measure() {
   fi
   tail -n 2 "$work/$key.log" | head -n 1 >&2
 }
+
+# The smoke sweep on the device: search_spaces/smoke.yaml cut to 4 trials, each on the device (a quarter GPU each).
+SWEEP_LIMIT="${SWEEP_LIMIT:-240}"
+"$PY" - "$work" "$DEVICE" <<'EOF'
+import sys
+from pathlib import Path
+import yaml
+work, device = Path(sys.argv[1]), sys.argv[2]
+space = yaml.safe_load(Path("search_spaces/smoke.yaml").read_text())
+space["fixed"] |= {"device": device, "amp": "auto"}
+space["tune"] |= {"num_samples": 4, "max_concurrent": 2, "resources": {"cpu": 1, "gpu": 0.25 if device == "cuda" else 0}}
+space["tracking"] = {"experiment": "bench-gpu"}
+(work / "smoke-gpu.yaml").write_text(yaml.safe_dump(space))
+EOF
+echo "== smoke_sweep: 4 trials on $DEVICE" >&2
+MLFLOW_TRACKING_URI="sqlite:///$work/mlflow.db" RAY_AUTH_MODE=disabled timeout "$SWEEP_LIMIT" \
+  "$PY" cli.py sweep "$work/smoke-gpu.yaml" --name gpu-smoke --storage "$work/sweeps" >"$work/smoke_sweep.log" 2>&1
+rc=$?
+"$PY" - "$work" "$rc" >"$work/smoke_sweep.json" <<'EOF'
+import csv, json, sys
+from pathlib import Path
+work, rc = Path(sys.argv[1]), int(sys.argv[2])
+board = work / "sweeps" / "gpu-smoke" / "leaderboard.csv"
+rows = list(csv.DictReader(board.open())) if board.exists() else []
+tested = [r for r in rows if any(k.startswith("test_") and r[k] not in ("", "nan") for k in r)]
+tail = (work / "smoke_sweep.log").read_text()[-400:]
+print(json.dumps({"exit": rc, "leaderboard": board.exists(), "trials": len(rows), "test_scored": len(tested),
+                  **({} if board.exists() and rc == 0 else {"tail": tail})}))
+EOF
+cat "$work/smoke_sweep.json" >&2
 
 for family in $FAMILIES; do
   model=(); [ "$family" != default ] && model=(--model "$family")

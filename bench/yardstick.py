@@ -67,7 +67,7 @@ def main() -> None:
                                          generator=torch.Generator().manual_seed(0))
     batch_s: list[float] = []
     score_s: list[float] = []
-    yardstick.score(model, splits.val, device, cfg.train.batch_size, epoch=True)  # warm-up: target bubbles, caches
+    yardstick.score(model, splits.val, cfg.train.batch_size, epoch=True)  # warm-up: target bubbles, caches
     it = iter(loader)
     for _ in range(args.repeats):
         model.train()
@@ -75,12 +75,12 @@ def main() -> None:
         for _ in range(args.batches):
             x, y = next(it)
             optimizer.zero_grad()
-            loss = loss_fn(cfg.train.loss, model(x, future=y.shape[1], target=y), y, cfg.train.gdl_weight)
+            loss = loss_fn(cfg.train.loss, model(x, future=y.shape[1], target=y), y, cfg.train)
             loss.backward()
             optimizer.step()
         batch_s.append((time.perf_counter() - began) / args.batches)
         began = time.perf_counter()
-        yardstick.score(model, splits.val, device, cfg.train.batch_size, epoch=True)
+        yardstick.score(model, splits.val, cfg.train.batch_size, epoch=True)
         score_s.append(time.perf_counter() - began)
     epoch = statistics.median(batch_s) * batches_per_epoch
     score = statistics.median(score_s)

@@ -102,7 +102,7 @@ def metrics_card(cfg: TrialConfig, info: BundleInfo, evaluation: Evaluation | No
         f"- source: {info.source}",
         f"- data: store `{cfg.data.store}` (fingerprint `{info.store_fingerprint}`), split `{cfg.data.split.kind}`, "
         f"validation conditions {', '.join(info.val_conditions) or '-'}",
-        f"- training: {cfg.train.epochs} epochs, Adam lr {cfg.train.lr:g}, loss {cfg.train.loss}, batch {cfg.train.batch_size}, seed {cfg.train.seed}",
+        f"- training: {cfg.train.epochs} epochs, {cfg.train.optimizer} lr {cfg.train.lr:g} ({cfg.train.lr_schedule}), loss {cfg.train.loss}, batch {cfg.train.batch_size}, seed {cfg.train.seed}",
         f"- cost: {info.cost.line() if info.cost else 'not recorded'}",
         "- metrics: SSIM (scikit-image, data_range 1, Gaussian σ 1.5), PSNR (data_range 1), MSE per pixel; "
         "skill = 1 − MSE_model / MSE_baseline; the strongest baseline at a lead is the one of lowest MSE there "
@@ -183,7 +183,7 @@ def write_bundle(
         predictor = _Predictor(model, cfg.window.output_len).eval()
         x = example_input(cfg)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "weights.safetensors"), metadata={"format": FORMAT})
-        config = {"format": FORMAT, "params": cfg.flat(), "input_shape": list(x.shape), "output_shape": list(expected_shape(cfg)),
+        config = {"format": FORMAT, "params": cfg.saved(), "input_shape": list(x.shape), "output_shape": list(expected_shape(cfg)),
                   "fields": field_record(cfg), "objective": {"name": info.objective_name, "value": info.objective},
                   "source": info.source, "store_fingerprint": info.store_fingerprint, "val_conditions": list(info.val_conditions),
                   "cost": asdict(info.cost) if info.cost else None, "yardstick": info.yardstick or None}

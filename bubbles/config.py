@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from bubbles.data.framesize import FrameSize
+from bubbles.data.framesize import FrameSize, format_image_size, parse_image_size
 from bubbles.data.windows import DataConfig, SplitConfig, WindowConfig
 from bubbles.models.family import CONTEXT_FIELDS, Family
 from bubbles.models.registry import FAMILIES, ModelConfig
@@ -77,20 +77,33 @@ class TrialConfig:
         unread = _READ_BY_SOME - set(self.family.reads)  # teacher_forcing is no SimVP parameter
         return {k: v for k, v in common.items() if k not in unread} | flat_values(self.model)
 
+    def saved(self) -> dict[str, Any]:
+        """What checkpoints and exports record: the flat parameters and, for a tile-trained model (whose image_size
+        stays the short side its tiles were cut at), the whole frame size it was validated on as `frame_size`."""
+        whole = {"frame_size": format_image_size(self.data.frame)} if self.data.frame is not None else {}
+        return self.flat() | whole
+
     def to_json(self) -> str:
-        return json.dumps(self.flat(), sort_keys=True)
+        return json.dumps(self.saved(), sort_keys=True)
 
     @property
     def frame_size(self) -> FrameSize:
         """(H, W) of the model's frames; only known once the image size is resolved against a store."""
+        if self.data.frame is not None:
+            return self.data.frame
         if isinstance(self.data.image_size, int):
             raise ValueError(f"image_size {self.data.image_size} is a short side: resolve it with at_frame_size first")
         return self.data.image_size
 
     def at_frame_size(self, size: FrameSize) -> TrialConfig:
         """This config with its image size resolved against a store (make_splits' frame_size): exact HxW from here
-        on, so checkpoints, exports and predict use the shape the model was built for."""
-        return replace(self, data=replace(self.data, image_size=size), model=replace(self.model, frame_size=size))
+        on, so checkpoints, exports and predict use the shape the model was built for. With tiles the image size
+        stays the short side (the scale the tiles are cut at, which every consumer needs to rebuild the splits) and
+        the whole frame size is kept beside it."""
+        model = replace(self.model, frame_size=size)
+        if self.data.tile is not None and isinstance(self.data.image_size, int):
+            return replace(self, data=replace(self.data, frame=size), model=model)
+        return replace(self, data=replace(self.data, image_size=size), model=model)
 
     def at_fields(self, channels: tuple[str, ...], targets: tuple[str, ...]) -> TrialConfig:
         """This config with its fields resolved against a store (make_splits' channels and targets), so checkpoints
@@ -188,9 +201,20 @@ def from_json(text: str) -> TrialConfig:
     """Inverse of TrialConfig.to_json (used by checkpoints and exports)."""
     params = json.loads(text)
     params.pop("window", None)
+    whole = params.pop("frame_size", None)  # a tile-trained model's whole frame size (TrialConfig.saved)
     family = FAMILIES.get(params.get("model", DEFAULT_MODEL))
     for name in _READ_BY_SOME - set(family.reads if family else ()):  # saved when predrnn_v2 read teacher_forcing
         params.pop(name, None)
-    if isinstance(params.get("image_size"), int):  # saved before HxW existed: frames were squashed to S x S
+    tiled = params.get("tile") not in (None, "", 0)
+    if isinstance(params.get("image_size"), int) and not tiled:  # saved before HxW existed: frames were squashed to S x S
         params["image_size"] = f"{params['image_size']}x{params['image_size']}"
-    return trial_config(params, "saved config")
+    cfg = trial_config(params, "saved config")
+    if tiled and isinstance(cfg.data.image_size, tuple):
+        # Saved before tile checkpoints kept their scale: the exact whole frame was recorded, whose short side is the
+        # scale the tiles were cut at (rounded to the model's multiple, as the whole frame was).
+        whole = whole or format_image_size(cfg.data.image_size)
+        cfg = replace(cfg, data=replace(cfg.data, image_size=min(cfg.data.image_size)))
+    if whole is not None:
+        size = parse_image_size(whole, "saved config: frame_size")
+        cfg = cfg.at_frame_size(size if isinstance(size, tuple) else (size, size))
+    return cfg

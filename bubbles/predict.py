@@ -29,6 +29,7 @@ from bubbles.evaluation.scoring import Scores, strongest_skill
 from bubbles.evaluation.yardstick import rollout as rollout_batch
 from bubbles.evaluation.metrics import COLLAPSE_THRESHOLD, CollapseMeter
 from bubbles.evaluation.figures import bubble_strip, prediction_strip
+from bubbles.models.device import model_device
 from bubbles.models.warp import predict_with_motion
 from bubbles.data.ingest import IngestRequest, ingest
 from bubbles.data.store import FrameStore
@@ -50,7 +51,7 @@ class PredictRequest:
     raw_input: Path | None = None
     crop: tuple[int, int, int, int] | None = None
     colormap: str | None = None  # --input is a colour-mapped rendering: inverted as ingest --colormap does
-    frames: tuple[int | None, int | None] | None = None  # --input's source frames to keep, as ingest --frames
+    frames: tuple[int | None, int | None, int] | None = None  # --input's source frames to keep, as ingest --frames
     detector: tuple[tuple[str, Any], ...] = ()  # bubble-detector settings over the bundle's and the store's
 
 
@@ -58,20 +59,21 @@ def rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> 
     """Predict `steps` frames after context (T, C_in, H, W) -> (steps, C_out, H, W): in chunks of the trained
     horizon, each chunk's predictions becoming the newest context frames of the next (autoregressive beyond the
     horizon, which needs the predicted fields to be the input fields; the yardstick rolls out the same way)."""
-    return rollout_batch(model, torch.from_numpy(context.astype(np.float32))[None], horizon, steps)[0].numpy()
+    window = torch.from_numpy(context.astype(np.float32))[None].to(model_device(model))
+    return rollout_batch(model, window, horizon, steps)[0].float().cpu().numpy()
 
 
 @torch.no_grad()
 def motion_rollout(model: nn.Module, context: np.ndarray, horizon: int, steps: int) -> np.ndarray | None:
     """The motion fields (steps, 2, H, W), pixels per frame, that moved each frame of `rollout`'s prediction, for a
     family that moves its frames (evolution); None for the others."""
-    window = torch.from_numpy(context.astype(np.float32))[None]
+    window = torch.from_numpy(context.astype(np.float32))[None].to(model_device(model))
     moves: list[np.ndarray] = []
     while len(moves) < steps:
         pred, motion = predict_with_motion(model, window, horizon)
         if motion is None:
             return None
-        moves.extend(motion[0].numpy())
+        moves.extend(motion[0].float().cpu().numpy())
         window = torch.cat([window, pred], dim=1)[:, -context.shape[0] :]
     return np.stack(moves[:steps])
 
@@ -217,15 +219,19 @@ def predict(request: PredictRequest) -> dict[str, object]:
         cache, name = _frames(request, size, Path(tmp_name), notes)
         total = cache.store.sequences[name].frames
         stretch = aspect_note(cache.store.sequences[name].native_size, size)
-        if request.start < 0 or request.start + n_in > total:
-            last = f"the last valid start is {total - n_in}" if total >= n_in else "it is too short for this model"
-            raise UserError(f"--start {request.start}: the model needs {n_in} context frames and {name!r} has {total}; {last}")
+        step = cfg.window.frame_step  # the model's frames are `step` stored frames apart: read them so
+        need = (n_in - 1) * step + 1
+        if request.start < 0 or request.start + need > total:
+            last = f"the last valid start is {total - need}" if total >= need else "it is too short for this model"
+            spacing = f" ({n_in} frames {step} apart: {need} stored frames)" if step > 1 else ""
+            raise UserError(f"--start {request.start}: the model needs {n_in} context frames{spacing} and {name!r} has {total}; {last}")
         # --input is read through a temporary store: an error names the user's file, not that store.
         where = str(request.raw_input) if request.raw_input is not None else f"{cache.store.path}/{name}"
         inputs, outputs = field_indices(cfg, cache.store.sequences[name].fields, where)
-        context = _channels(cache.frames(name, request.start, request.start + n_in), inputs)
-        end = min(total, request.start + n_in + steps)
-        target = _channels(cache.frames(name, request.start + n_in, end), outputs) if end > request.start + n_in else None
+        context = _channels(cache.frames(name, request.start, request.start + need)[::step], inputs)
+        first = request.start + need - 1 + step  # the first predicted frame
+        end = min(total, first + (steps - 1) * step + 1)
+        target = _channels(cache.frames(name, first, end)[::step], outputs) if end > first else None
         detector = sequence_detector(cache.store.sequences[name].meta.extra, dict(cfg.data.detector) | dict(request.detector))
     pred, motion = rollout(model, context, horizon, steps), motion_rollout(model, context, horizon, steps)
     out = request.out.resolve()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +24,8 @@ from bubbles.training.config import best_by_mode
 from bubbles.training.train import COST
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import make_splits, split_segments
-from study.sweep import PARENT_FILE, read_parent
-from study.tracking import download_file, register_export, trial_files
+
+from study.tracking import PARENT_FILE, download_file, read_parent, register_export, trial_files
 from study.yardstick import NO_TEST, SHOWN, TEST, VALIDATION
 
 # The epoch metric and the end-of-trial evaluation's name for the same number (same windows, same formula).
@@ -181,18 +183,31 @@ def best_run_of_sweep(sweep_dir: Path) -> tuple[str, str, float]:
     return rows[0]["mlflow_run"], objective, value
 
 
-def export(chosen: Chosen, out: Path, onnx: bool) -> Path:
-    """Write the export directory for a chosen model."""
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def export(chosen: Chosen, out: Path, onnx: bool, note: Callable[[str], None] = _stderr) -> Path:
+    """Write the export directory for a chosen model; `note` gets one line for each part it could not include."""
     model = build_model(chosen.cfg.model_name, chosen.cfg.model)
     model.load_state_dict(chosen.state)
     fingerprint, val, climatology = "unavailable", (), None
     try:
         store = FrameStore.open(chosen.cfg.data.store)
+    except UserError as exc:
+        # The store may live elsewhere (a cluster path): the export still stands on its own, without the baseline.
+        note(f"export: no {CLIMATOLOGY} (predict will lack the climatology baseline): {exc}")
+    else:
         fingerprint = store.fingerprint()
         val = tuple(sorted({store.sequences[n].condition_id for n, _, _ in split_segments(store, chosen.cfg.data.split).val}))
-        climatology = training_mean_frame(make_splits(chosen.cfg.data, chosen.cfg.window, store))
-    except UserError:
-        pass  # the store may live elsewhere (a cluster path); the export still stands on its own
+        try:
+            splits = make_splits(chosen.cfg.data, chosen.cfg.window, store)
+        except UserError as exc:  # the store is there but the trained splits cannot be rebuilt: never half an export
+            raise UserError(f"export: cannot rebuild the splits the model was trained on from {store.path}: {exc}") from None
+        climatology = training_mean_frame(splits)
+        if climatology is None:
+            note(f"export: no {CLIMATOLOGY}: no training frames at the evaluated {splits.frame_size[0]}x{splits.frame_size[1]} "
+                 "(tiles of other sizes only); predict will lack the climatology baseline")
     cost = chosen.cost or static_cost(model, chosen.cfg.window.input_len, chosen.cfg.window.output_len)
     info = BundleInfo(chosen.objective_name, chosen.objective, chosen.source, fingerprint, val, cost, chosen.yardstick)
     return write_bundle(out, model, chosen.cfg, info, chosen.evaluation, onnx=onnx, climatology=climatology)

@@ -27,16 +27,18 @@ def discard_unstarted(sweep_dir: Path, uri: str, created: bool) -> str:
     if not created or not sweep_dir.is_dir() or has_tune_state(sweep_dir):
         return "nothing to remove"
     said = f"removed {sweep_dir}"
-    marker = sweep_dir / "mlflow_parent.json"  # study.sweep.PARENT_FILE (not imported: that module imports Ray)
+    from study.tracking import PARENT_FILE
+
+    marker = sweep_dir / PARENT_FILE
     try:
         run_id = json.loads(marker.read_text()).get("run_id") if marker.is_file() else None
     except (OSError, ValueError, AttributeError):
         run_id = None
     if isinstance(run_id, str):
         try:
-            import mlflow
+            from study.tracking import delete_run
 
-            mlflow.MlflowClient(uri).delete_run(run_id)
+            delete_run(uri, run_id)
             said += f" and its empty MLflow parent run {run_id}"
         except Exception as exc:  # the store is down: the run stays, named, and harms nothing
             said += f"; its empty MLflow parent run {run_id} could not be deleted ({type(exc).__name__})"

@@ -174,9 +174,9 @@ class Writer:
 
 
 def _create(client: Any, experiment: str, uri: str, run_name: str, tags: dict[str, str], adopt: bool = False) -> str:
-    from study.tracking import experiment_id
+    from study.tracking.experiments import ensure_experiment
 
-    exp = experiment_id(experiment, uri)
+    exp = ensure_experiment(client, experiment, uri)
     if adopt and RUN_KEY in tags:
         made = client.search_runs([exp], filter_string=f"tags.`{RUN_KEY}` = '{tags[RUN_KEY]}'", max_results=1)
         if made:

@@ -21,8 +21,8 @@ import matplotlib.ticker  # noqa: E402
 from bubbles.errors import UserError  # noqa
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling  # noqa: E402
 from study.pareto import COST_COLUMNS, cost_section  # noqa: E402
-from study.sweep import OPTUNA_DB, PARENT_FILE, read_parent  # noqa: E402
-from study.tracking import SweepRun, configure, download_folder, metric_history, run_params  # noqa: E402
+from study.sweep_dir import OPTUNA_DB  # noqa: E402
+from study.tracking import PARENT_FILE, SweepRun, configure, download_folder, metric_history, read_parent, run_params  # noqa: E402
 from study import yardstick_report  # noqa: E402
 
 WHY = {

@@ -52,12 +52,54 @@ def check(cfg: ServerConfig) -> list[str]:
         raise UserError(f"--workers {cfg.workers}: expected at least 1")
     _check_artifacts(cfg.artifacts)
     if not _loopback(cfg.host):
+        if not cfg.allowed_hosts:
+            raise UserError(f"--host {cfg.host}: name the Host headers clients will send with --allowed-hosts (e.g. "
+                            f"head.lab:{cfg.port},10.0.0.10:{cfg.port}); MLflow answers /health but refuses every API "
+                            "call (403) from any other name")
         warnings.append(f"listening on {cfg.host}: anyone who reaches this port can read and change every run "
                         "(MLflow has no authentication here); use a trusted network or an SSH tunnel")
-        if not cfg.allowed_hosts:
-            warnings.append(f"MLflow answers only Host headers of localhost and private IPs by default: clients "
-                            f"using a host name need --allowed-hosts NAME:{cfg.port}")
+    for entry in client_hosts(cfg):
+        if ":" not in entry.rsplit("]", 1)[-1] and cfg.port != 80:
+            warnings.append(f"--allowed-hosts {entry}: a client of http://{entry}:{cfg.port} sends the Host header "
+                            f"{entry}:{cfg.port}, which this entry does not match; write {entry}:{cfg.port}")
+    check_port_free(cfg.host, cfg.port)
     return warnings
+
+
+def client_hosts(cfg: ServerConfig) -> list[str]:
+    """The Host headers named by --allowed-hosts (as clients send them: NAME:PORT)."""
+    return [h.strip() for h in (cfg.allowed_hosts or "").split(",") if h.strip()]
+
+
+def served_hosts(cfg: ServerConfig) -> str | None:
+    """--allowed-hosts for `mlflow server`: the user's names plus 127.0.0.1:PORT, since MLflow's list replaces its
+    defaults and the head node's own commands (export, report) use the printed http://127.0.0.1:PORT."""
+    if not cfg.allowed_hosts:
+        return None
+    return ",".join(dict.fromkeys([*client_hosts(cfg), f"127.0.0.1:{cfg.port}"]))
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind the address once, as the server will (SO_REUSEADDR, like uvicorn), so a taken port is one line now and
+    not a success banner followed by the server's own error."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(f"--port {port}: {host}:{port} is already in use (another server? `ss -ltnp "
+                                f"'sport = :{port}'` names the process); choose another --port") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise UserError(f"--host {host}: not an address of this machine") from None
+            raise UserError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror})") from None
 
 
 def command(cfg: ServerConfig) -> list[str]:
@@ -65,8 +107,8 @@ def command(cfg: ServerConfig) -> list[str]:
     argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri(cfg.backend),
             "--artifacts-destination", str(cfg.artifacts.resolve()), "--host", cfg.host, "--port", str(cfg.port),
             "--workers", str(cfg.workers)]
-    if cfg.allowed_hosts:
-        argv += ["--allowed-hosts", cfg.allowed_hosts]
+    if served_hosts(cfg):
+        argv += ["--allowed-hosts", served_hosts(cfg)]  # type: ignore[list-item]
     return argv
 
 

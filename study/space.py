@@ -220,9 +220,10 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
     )
 
 
-def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> SweepSpace:
+def load_space(path: Path, cwd: Path | None = None, check_data: bool = True, store: Path | None = None) -> SweepSpace:
     """Read and validate a search-space file: names, types, ranges, seed points, and (check_data) that every
-    window and image size the search can pick fits the store. Everything fails here, before Ray starts."""
+    window and image size the search can pick fits the store. Everything fails here, before Ray starts. `store`
+    replaces the file's data.store (sweep --store)."""
     raw = read_yaml(path)
     where = str(path)
     raw = _mapping(where, raw)
@@ -233,6 +234,8 @@ def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> 
     for key in data:
         if key not in DATA_KEYS:
             raise UserError(f"{where}: data.{key}: unknown key (use {', '.join(DATA_KEYS)})")
+    if store is not None:
+        data = {**data, "store": str(store)}
     fixed = _mapping(f"{where}: fixed", raw.get("fixed"))
     check_names(f"{where}: fixed", fixed)
     base = resolve_store({**data, **fixed}, cwd or Path.cwd())
@@ -282,7 +285,7 @@ def load_space(path: Path, cwd: Path | None = None, check_data: bool = True) -> 
 
 # The dimensions whose values interact with the frame size, the window or the store: every combination of their
 # extremes is checked; the rest only need one valid value each.
-SHAPE_NAMES = ("model", "window", "input_len", "output_len", "image_size", "tile", "mode", "patch", "n_s", "channels",
+SHAPE_NAMES = ("model", "window", "input_len", "output_len", "frame_step", "image_size", "tile", "mode", "patch", "n_s", "channels",
                "target_fields")
 
 
@@ -321,5 +324,5 @@ def _check_corners(space: SweepSpace, check_data: bool) -> WindowSplits | None:
                 splits = make_splits(cfg.data, cfg.window, store)
             except UserError as exc:
                 raise UserError(f"{space.path}: {label}: {exc}") from None
-            longest = max(longest or splits, splits, key=lambda s: s.val.window.length)
+            longest = max(longest or splits, splits, key=lambda s: s.val.window.span)
     return longest

@@ -6,10 +6,8 @@ import json
 import logging
 import math
 import os
-import re
 import signal
 import socket
-import stat
 import tempfile
 import threading
 from collections.abc import Callable
@@ -23,53 +21,16 @@ from bubbles.errors import UserError
 from bubbles.evaluation.scoring import strongest_named
 from study import leaderboard, sweep_state
 from study.space import SweepSpace
+from study.sweep_dir import OPTUNA_DB, UNSETTLED_FILE, check_name, check_trusted, read_unsettled, write_unsettled
 from study.tracking import (
-    SPOOL_DIR, SweepRun, TrialRun, check_tracking, close_orphaned_runs, final_yardstick_of, find_trial_run, has_result,
+    PARENT_FILE, SPOOL_DIR, SweepRun, read_parent, TrialRun, check_tracking, close_orphaned_runs, final_yardstick_of, find_trial_run, has_result,
     log_test_score, pending_creations, replay_spool, settle_trial,
 )
 from study.console import OneLineTrialErrors, TrialEvents, quiet_ray_tune, short_id, short_leaderboard
 from study.trainable import run_trial
 from study import yardstick as ys
 
-PARENT_FILE = "mlflow_parent.json"
-UNSETTLED_FILE = "mlflow_unsettled.json"  # runs an outage kept the driver from ending: the next driver settles them
-OPTUNA_DB = "optuna.db"
 CONNECT_TIMEOUT_S = 5.0
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
-def check_name(name: str) -> str:
-    """A sweep name is one plain directory name under --storage (so `../x` cannot write elsewhere)."""
-    if not _NAME.fullmatch(name):
-        raise UserError(f"sweep name {name!r}: use 1-100 letters, digits, '.', '-', '_', starting with a letter or digit")
-    return name
-
-
-def read_parent(sweep_dir: Path) -> dict[str, Any]:
-    """The sweep's mlflow_parent.json; a missing or damaged one is one line."""
-    marker = sweep_dir / PARENT_FILE
-    try:
-        data = json.loads(marker.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{marker}: cannot read the sweep's parent-run record ({type(exc).__name__})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("run_id"), str):
-        raise UserError(f"{marker}: not a parent-run record (expected an object with a run_id)")
-    return data
-
-
-def check_trusted(sweep_dir: Path) -> None:
-    """Refuse to continue a sweep whose directory someone else could have written: resuming unpickles Ray's
-    tuner.pkl (and the experiment state holds pickled trials), so whoever can write it can run code as this user.
-    The directory and everything at its top level must belong to this user and be writable by no one else."""
-    uid = os.getuid()
-    for path in (sweep_dir, *sorted(sweep_dir.iterdir())):
-        st = path.lstat()
-        if st.st_uid != uid:
-            raise UserError(f"{path}: owned by uid {st.st_uid}, not you (uid {uid}); refusing to resume a sweep "
-                            "someone else could have changed (resuming unpickles it)")
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise UserError(f"{path}: writable by group or others (mode {stat.filemode(st.st_mode)}); refusing to "
-                            f"resume (resuming unpickles it): chmod go-w {path}")
 
 
 def fail_orphaned_trials(study: Any) -> None:
@@ -340,19 +301,6 @@ def _unsettled_lines(parent_run_id: str, name: str, trials: list[tuple[str, str,
     return lines, ids
 
 
-def _read_unsettled(sweep_dir: Path) -> set[str]:
-    try:
-        return set(json.loads((sweep_dir / UNSETTLED_FILE).read_text()))
-    except (OSError, ValueError, TypeError):
-        return set()
-
-
-def _write_unsettled(sweep_dir: Path, run_ids: list[str]) -> None:
-    tmp = sweep_dir / (UNSETTLED_FILE + ".tmp")
-    tmp.write_text(json.dumps(sorted(set(run_ids) | _read_unsettled(sweep_dir))))
-    tmp.replace(sweep_dir / UNSETTLED_FILE)
-
-
 def _lost_lines(trials: list[tuple[str, dict[str, Any]]]) -> list[str]:
     """One line per trial whose MLflow writes could neither be logged nor kept (reported with its results)."""
     return [f"MLflow: trial {trial_id} lost {int(m['mlflow_lost_writes'])} write(s): {m.get('mlflow_lost_why', '')}; "
@@ -369,13 +317,15 @@ def run_sweep(
     trainable: Callable[..., None] = run_trial,
     echo: Callable[[str], None] = print,
     storage_shared: bool = True,
+    store_shared: bool = True,
     preamble: Callable[[], None] | None = None,
     resume_command: str | None = None,
     verbose: bool = False,
     trust_state: bool = False,
 ) -> SweepOutcome:
     """Run (or continue) the sweep `name` under storage/name; returns the leaderboard rows. storage_shared=False
-    says storage is the local default, which a cluster of several nodes cannot use (checked before any MLflow run).
+    says storage is the local default, which a cluster of several nodes cannot use (checked before any MLflow run);
+    store_shared=False, the same of a frame store named by a relative path.
     `preamble` (what the sweep will read) is called once nothing can refuse any more, before the first MLflow run,
     so that a refusal stays one line. `resume_command` is what the messages tell the user to run to continue.
     Continuing a sweep first checks that the Ray state it unpickles is the one it recorded (study.sweep_state);
@@ -406,6 +356,10 @@ def run_sweep(
         if nodes > 1 and not storage_shared:
             raise UserError(f"the Ray cluster has {nodes} nodes but the sweep storage {storage} is this machine's "
                             "default: give --storage a path every node sees (a shared file system)")
+        if nodes > 1 and not store_shared:
+            raise UserError(f"the Ray cluster has {nodes} nodes but the frame store {space.base.get('store')} was "
+                            "named by a relative path (this machine's copy): give --store (or data.store) a path every "
+                            "node sees")
         # Everything that can refuse runs before the parent MLflow run exists, so a refusal leaves no run behind.
         check_resources(space)
         if preamble is not None:
@@ -415,12 +369,18 @@ def run_sweep(
         ys.check_recorded(protocol, sweep_dir)
         val_yardstick = ys.study_yardstick(space, protocol, "val", sweep_dir, echo)
         echo(f"yardstick: every trial is scored on the same {len(val_yardstick.windows)} validation windows, leads "
-             f"{', '.join(map(str, protocol.leads))}, at {protocol.size[0]}x{protocol.size[1]} px "
+             f"{', '.join(map(str, protocol.leads))}"
+             + (f" (frames {protocol.frame_step} stored frames apart)" if protocol.frame_step > 1 else "")
+             + f", at {protocol.size[0]}x{protocol.size[1]} px "
              f"({protocol.epoch_windows} of them after each epoch); the baselines were scored once")
+        from bubbles.data.forecastability import summary_lines
+
+        for line in summary_lines(val_yardstick.store, protocol.frame_step, val_yardstick.train_segments, verbose):
+            echo(line)
         parent = SweepRun.open_or_create(uri, space, name, sweep_dir / PARENT_FILE)
         # No driver of this sweep runs now: a RUNNING run is an orphan, unless an outage kept the last driver from
         # ending it (recorded then; settled after fit() below, with its real outcome).
-        unsettled = _read_unsettled(sweep_dir)
+        unsettled = read_unsettled(sweep_dir)
         if unsettled:
             echo(f"settling {len(unsettled)} MLflow run(s) the tracking outage of the last run left unfinished")
         orphans = close_orphaned_runs(parent.run_id, unsettled | pending_creations(sweep_dir / SPOOL_DIR))
@@ -530,7 +490,7 @@ def run_sweep(
         (sweep_dir / UNSETTLED_FILE).unlink(missing_ok=True)
     else:
         lines, ids = _unsettled_lines(parent.run_id, name, trials, unlogged, sweep_dir / SPOOL_DIR)
-        _write_unsettled(sweep_dir, ids)
+        write_unsettled(sweep_dir, ids)
         echo(f"MLflow at {uri} is unavailable ({why_not}): {len(lines)} run(s) left unfinished there; "
              f"`{resume_command}` finishes them once it answers (the leaderboard above is complete):")
         for line in lines:

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from bubbles.config import TrialConfig
 from bubbles.data.windows import WindowSplits, make_splits
 from bubbles.training.train import EpochResult, TrialResult, train
-from study.tracking import TrialRun
+from study.tracking import TrialRun, live_run
 
 
 def heartbeat(loader: Sized, epoch: int, epochs: int, echo: Callable[[str], object], every_s: float = 30.0,
@@ -45,18 +45,7 @@ def recorded_run(out_dir: Path, uri: str, experiment: str) -> str | None:
     if not isinstance(record, dict) or record.get("tracking_uri") != uri or record.get("experiment") != experiment:
         return None
     run_id = record.get("run_id")
-    if not isinstance(run_id, str):
-        return None
-    import mlflow
-
-    from study.tracking import configure
-
-    configure(uri)
-    try:
-        run = mlflow.MlflowClient().get_run(run_id)
-    except Exception:  # gone (deleted for good), or the store cannot say: a new run
-        return None
-    return run_id if run.info.lifecycle_stage == "active" else None
+    return run_id if isinstance(run_id, str) and live_run(uri, run_id) else None
 
 
 def checkpoint_history(path: Path) -> list[EpochResult]:

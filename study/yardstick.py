@@ -106,8 +106,23 @@ def protocol_of(space: SweepSpace, store: FrameStore) -> Protocol:
                             f"{max(leads)}; lower evaluate.leads or predict the fields read")
     first = configs[0].data
     target = resolve_fields(store, first.channels, first.targets, first.feedback)[1]
-    return Protocol(leads, size, context, ev.stride or max(leads), ev.windows, ev.epoch_windows, ev.baselines,
-                    target[0] if target else "")
+    step = study_frame_step(space, configs)
+    return Protocol(leads, size, context, ev.stride or max(leads) * step, ev.windows, ev.epoch_windows, ev.baselines,
+                    target[0] if target else "", step)
+
+
+def study_frame_step(space: SweepSpace, configs: list[Any]) -> int:
+    """The yardstick's spacing: the least common multiple of every frame_step the space can pick, so that each
+    trial's forecasts (its own frame_step apart) land on the scored frames."""
+    steps = {c.window.frame_step for c in configs}
+    for dim in space.dimensions:
+        if dim.name == "frame_step":
+            steps |= set(dim.choices) if dim.kind == "categorical" else set(range(int(dim.low), int(dim.high) + 1, int(dim.step or 1)))
+    step = math.lcm(*(int(s) for s in steps))
+    if step > 1000:
+        raise UserError(f"{space.path}: frame_step values {sorted(steps)} have no common multiple up to 1000 frames; "
+                        "search values that divide one another (e.g. [1, 2, 4, 8])")
+    return step
 
 
 def open_store(space: SweepSpace) -> FrameStore:
@@ -206,10 +221,10 @@ def _write(path: Path, data: Any) -> None:
 
 
 def test_pass(space: SweepSpace, protocol: Protocol, sweep_dir: Path, rows: list[dict[str, Any]],
-              checkpoints: dict[str, Path], echo: Any = print) -> tuple[dict[str, YardstickScore], set[str]]:
+              checkpoints: dict[str, Path], echo: Any = print, device: Any = None) -> tuple[dict[str, YardstickScore], set[str]]:
     """Score the best `test_top_k` trials by validation (rows ranked, best first) once on the test split with the
     same protocol: (trial id -> score, the trials scored now). A trial scored before (a resumed sweep) is read
-    back, never scored again."""
+    back, never scored again. The models run on `device` (default: CUDA when present, else the CPU)."""
     import torch
 
     from bubbles.config import from_json
@@ -225,14 +240,14 @@ def test_pass(space: SweepSpace, protocol: Protocol, sweep_dir: Path, rows: list
         return {r["trial"]: done[r["trial"]] for r in chosen if r["trial"] in done}, set()
     echo(f"test split: scoring the best {len(todo)} trial(s) by validation once on the held-out test sequences ...")
     yardstick = study_yardstick(space, protocol, "test", sweep_dir, echo)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for r in todo:
         state = load_checkpoint(checkpoints[r["trial"]], device)
         cfg = from_json(state["config"])
-        model = build_model(cfg.model_name, cfg.model)
+        model = build_model(cfg.model_name, cfg.model).to(device)  # the yardstick runs where the model is
         model.load_state_dict(state["model"])
         splits = make_splits(cfg.data, cfg.window)
-        done[r["trial"]] = yardstick.score(model, splits.test, device, cfg.train.batch_size)
+        done[r["trial"]] = yardstick.score(model, splits.test, cfg.train.batch_size)
         echo(f"test split: trial {r['trial']} scored on {len(yardstick.windows)} protocol windows")
     _write(record, {k: v.to_dict() for k, v in done.items()})
     return {r["trial"]: done[r["trial"]] for r in chosen if r["trial"] in done}, {r["trial"] for r in todo}

@@ -40,7 +40,7 @@ def test_measuring_leaves_rng_and_mode_alone_and_scales_with_the_window() -> Non
     model = build_model(cfg.model_name, cfg.model).train()
     torch.manual_seed(5)
     before = torch.get_rng_state()
-    cost = measure_cost(model, 4, 2, batch=3, device=torch.device("cpu"))
+    cost = measure_cost(model, 4, 2, batch=3)
     assert torch.equal(torch.get_rng_state(), before) and model.training
     assert cost.parameters == sum(p.numel() for p in model.parameters())
     assert cost.gflops_per_window > 0 and cost.inference_frames_per_s > 0 and math.isnan(cost.train_samples_per_s)

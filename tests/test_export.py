@@ -316,7 +316,7 @@ def test_exported_weights_score_what_the_leaderboard_says(finished_sweep: tuple[
     _cli(uri, "export", "--sweep", "exp", "--storage", str(storage), "--out", str(tmp_path / "m"))
     model, cfg, config = load_bundle(tmp_path / "m")
     assert cfg.train.best_by == "val_ssim" and config["objective"]["name"] == "val_ssim"
-    fresh = evaluate(model, make_splits(cfg.data, cfg.window).val, torch.device("cpu"), cfg.train.batch_size, cfg.train.max_val_windows)
+    fresh = evaluate(model, make_splits(cfg.data, cfg.window).val, cfg.train.batch_size, cfg.train.max_val_windows)
     assert fresh.model.mean("ssim") == pytest.approx(float(rows[0]["objective"]), rel=1e-5)
     assert config["objective"]["value"] == pytest.approx(float(rows[0]["objective"]), rel=1e-5)
     client = mlflow.MlflowClient(uri)

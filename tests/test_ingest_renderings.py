@@ -78,7 +78,7 @@ def test_frames_keeps_a_range_and_reports_source_numbers(tmp_path: Path) -> None
     assert "frames 9 of 8" in result.output
     info = FrameStore.open(tmp_path / "s.zarr").sequences["m"]
     np.testing.assert_array_equal(FrameStore.open(tmp_path / "s.zarr").read("m"), frames[3:11])
-    assert info.meta.extra["frames"] == [3, 11]
+    assert info.meta.extra["frames"] == [3, 11, 1]
     for text, message in [("5", "START:STOP"), ("4:2", "STOP must exceed"), ("a:3", "START:STOP")]:
         with pytest.raises(UserError, match=message):
             parse_frames(text)
@@ -86,7 +86,22 @@ def test_frames_keeps_a_range_and_reports_source_numbers(tmp_path: Path) -> None
         ingest(IngestRequest(tmp_path / "m.npy", tmp_path / "s.zarr", sequence="x", frames=(20, None)))
     with pytest.raises(UserError, match="keeps 1 frame"):
         ingest(IngestRequest(tmp_path / "m.npy", tmp_path / "s.zarr", sequence="x", frames=(11, None)))
-    assert parse_frames(":7") == (None, 7) and parse_frames("2:") == (2, None)
+    assert parse_frames(":7") == (None, 7, 1) and parse_frames("2:") == (2, None, 1) and parse_frames("::4") == (None, None, 4)
+    for text, message in [("1:5:0", "STEP must be"), ("1:5:", "START:STOP:STEP")]:
+        with pytest.raises(UserError, match=message):
+            parse_frames(text)
+
+
+def test_frames_step_keeps_every_kth_frame_and_records_the_clamped_range(tmp_path: Path) -> None:
+    frames = _moving(t=12)
+    frames[7] = frames[4]  # source 7 repeats source 4: consecutive once every 3rd frame is kept
+    np.save(tmp_path / "m.npy", frames)
+    result = CliRunner().invoke(main, ["ingest", str(tmp_path / "m.npy"), str(tmp_path / "s.zarr"), "--frames", "1:100:3"])
+    assert result.exit_code == 0, result.output
+    assert "frames 7 of 4" in result.output  # reported by source number
+    store = FrameStore.open(tmp_path / "s.zarr")
+    np.testing.assert_array_equal(store.read("m"), frames[1:12:3])
+    assert store.sequences["m"].meta.extra["frames"] == [1, 12, 3]  # STOP clamped to the source's 12 frames
 
 
 def test_blank_saturated_and_jumping_frames_are_reported_and_dropped(tmp_path: Path) -> None:

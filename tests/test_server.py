@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -68,7 +69,8 @@ def test_server_on_postgres_takes_a_trial(postgres, tiny_store: Path, tmp_path: 
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     assert alive, (tmp_path / "server.log").read_text()[-3000:]
-    assert "MLflow tracking server on http://127.0.0.1:" in (tmp_path / "server.log").read_text()
+    log_text = (tmp_path / "server.log").read_text()
+    assert "ready: the tracking API answered at http://127.0.0.1:" in log_text and "MLflow tracking server stopped." in log_text
 
 
 @pytest.mark.parametrize("args, message", [
@@ -88,3 +90,73 @@ def test_server_refuses_in_one_line(args: list[str], message: str, tmp_path: Pat
     lines = [line for line in result.output.splitlines() if not line.startswith("warning:")]
     assert len(lines) == 1 and message.format(**fill) in lines[0], result.output
     assert "secret" not in result.output  # a password never reaches the terminal
+
+
+def test_a_busy_port_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["server", "--backend-store-uri", f"sqlite:///{tmp_path}/m.db", "--artifacts",
+                                           str(tmp_path / "art"), "--port", str(port)])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if not line.startswith("warning:")]
+    assert lines == [f"error: --port {port}: 127.0.0.1:{port} is already in use (another server? `ss -ltnp 'sport = "
+                     f":{port}'` names the process); choose another --port"], result.output
+    assert not (tmp_path / "m.db").exists()  # nothing was started
+
+
+def test_a_host_other_than_loopback_needs_allowed_hosts(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["server", "--backend-store-uri", f"sqlite:///{tmp_path}/m.db", "--artifacts",
+                                       str(tmp_path / "art"), "--host", "0.0.0.0", "--port", str(free_port())])
+    assert result.exit_code == 1 and "--host 0.0.0.0: name the Host headers clients will send with --allowed-hosts" in result.output
+
+
+def test_a_server_that_dies_before_answering_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watcher's own behaviour, with a child that fails as `mlflow server` does on a bad setting."""
+    import study.server_process as server_process
+
+    child = [sys.executable, "-c", "import sys; print('INFO starting', file=sys.stderr); "
+             "print('ERROR: [Errno 98] Address already in use', file=sys.stderr); sys.exit(3)"]
+    monkeypatch.setattr(server_process, "command", lambda cfg: child)
+    result = CliRunner().invoke(main, ["server", "--backend-store-uri", f"sqlite:///{tmp_path}/m.db", "--artifacts",
+                                       str(tmp_path / "art"), "--port", str(free_port())])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1] == ("error: mlflow server exited with status 3 before it answered: ERROR: "
+                                              "[Errno 98] Address already in use"), result.output
+    assert "ready:" not in result.output
+
+
+@pytest.mark.slow
+def test_ready_means_every_host_answered_and_a_refused_client_is_told_in_one_line(tmp_path: Path) -> None:
+    """`server --allowed-hosts`: "ready" only after the API answered with each Host header clients will send; a client
+    whose Host header is not allowed is refused by the project's check in one line (MLflow's /health would have
+    said 200); Ctrl-C stops the whole server, exit 0."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "server", "--backend-store-uri",
+                             f"sqlite:///{tmp_path}/m.db", "--artifacts", str(tmp_path / "art"), "--port", str(port),
+                             "--workers", "1", "--allowed-hosts", f"mlflow.test:{port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        ready = ""
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if line.startswith("ready:"):
+                ready = line
+                break
+        assert f"(Host 127.0.0.1:{port}, mlflow.test:{port})" in ready and f"MLFLOW_TRACKING_URI=http://mlflow.test:{port}" in ready
+        with urllib.request.urlopen(f"http://localhost:{port}/health", timeout=5) as resp:
+            assert resp.status == 200  # what a /health check alone would have believed
+        result = CliRunner(env={"MLFLOW_TRACKING_URI": f"http://localhost:{port}"}).invoke(
+            main, ["report", "--sweep", "s", "--out", str(tmp_path / "rep"), "--storage", str(tmp_path / "sweeps")])
+        assert result.exit_code == 1
+        assert result.output == (f"error: MLflow tracking server http://localhost:{port} refuses this client's Host header "
+                                 f"'localhost:{port}' (MLflow's DNS-rebinding guard, 403): start it with --allowed-hosts "
+                                 f"localhost:{port}\n"), result.output
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0 and rest.strip().endswith("MLflow tracking server stopped."), rest
+    assert _listening(port) == set()  # uvicorn and its worker are gone too

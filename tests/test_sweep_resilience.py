@@ -164,6 +164,9 @@ def test_multi_node_cluster_needs_shared_storage(tiny_store: Path, tmp_path: Pat
     try:
         with pytest.raises(UserError, match="2 nodes .* every node sees"):
             run_sweep(space, "local", tmp_path / "sweeps", uri, storage_shared=False)
+        # The same of a frame store named by a relative path (issue 31: the RayJob's store was /app-relative).
+        with pytest.raises(UserError, match="2 nodes but the frame store .* relative path .* every node sees"):
+            run_sweep(space, "local", tmp_path / "sweeps", uri, store_shared=False)
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -74,3 +74,93 @@ def test_tiles_refuse_what_would_stretch_or_not_fit(mixed: Path) -> None:
 def test_a_model_trains_on_tiles_and_validates_on_whole_frames(mixed: Path, tmp_path: Path) -> None:
     result = train(_cfg(mixed, epochs=2), tmp_path)
     assert len(result.history) == 2 and np.isfinite(result.history[-1].val_mse)
+
+
+@pytest.fixture()
+def wide(tmp_path: Path) -> Path:
+    """One wide recording (as the real 114x950 ones): tiles train on it, whole frames validate and test on it."""
+    path = tmp_path / "wide.zarr"
+    write_sequence(path, "wide", _ramp(40, 32, 96), SequenceMeta(source="test"))
+    return path
+
+
+def test_a_tiled_checkpoint_records_its_scale_and_exports_and_predicts_with_every_baseline(wide: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bubbles.config import from_json
+    from bubbles.training.train import BEST, load_checkpoint
+    from cli import main
+
+    cfg = _cfg(wide, split="time", val_fraction=0.3, val=[], image_size=16, tile="16x16")
+    train(cfg, tmp_path / "t")
+    saved = from_json(load_checkpoint(tmp_path / "t" / BEST, torch.device("cpu"))["config"])
+    assert saved.data.image_size == 16 and saved.frame_size == (16, 48)  # the scale tiles were cut at, and the whole frame
+    assert make_splits(saved.data, saved.window).frame_size == (16, 48)  # what every consumer rebuilds
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", "--checkpoint", str(tmp_path / "t"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m" / "climatology.npy").is_file()
+    result = runner.invoke(main, ["predict", str(tmp_path / "m"), "--store", str(wide), "--sequence", "wide", "--start", "30",
+                                  "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    import json
+
+    metrics = json.loads((tmp_path / "p" / "metrics.json").read_text())["metrics"]
+    assert {"persistence_mse", "median_mse", "climatology_mse", "flow_mse"} <= set(metrics)
+
+
+def test_a_checkpoint_saved_with_the_exact_frame_reads_back_as_its_scale(wide: Path) -> None:
+    """Tiled checkpoints written before the scale was kept recorded the whole frame as image_size (the cause of
+    'give image_size as a short side, not 16x48' at a sweep's test pass, export and predict)."""
+    import json
+
+    from bubbles.config import from_json
+
+    old = _cfg(wide, split="time", val_fraction=0.3, val=[], image_size=16).flat() | {"image_size": "16x48"}
+    cfg = from_json(json.dumps(old))
+    assert cfg.data.image_size == 16 and cfg.frame_size == (16, 48)
+    assert make_splits(cfg.data, cfg.window).frame_size == (16, 48)
+
+
+def test_export_says_when_the_trained_splits_cannot_be_rebuilt(wide: Path, tmp_path: Path) -> None:
+    """export never swallows a rebuild error: an export without its climatology would let predict name a weaker
+    baseline the strongest."""
+    from click.testing import CliRunner
+
+    from cli import main
+
+    cfg = _cfg(wide, split="time", val_fraction=0.3, val=[], image_size=16)
+    train(cfg, tmp_path / "t")
+    write_sequence(wide, "tiny", _ramp(40, 16, 16), SequenceMeta(source="test"))  # held-out frames of two sizes now
+    result = CliRunner().invoke(main, ["export", "--checkpoint", str(tmp_path / "t"), "--out", str(tmp_path / "m")])
+    assert result.exit_code != 0 and "cannot rebuild the splits" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
+
+
+TILED_SPACE = """
+data: {{store: {store}, split: time, val_fraction: 0.25, test_fraction: 0.25}}
+fixed: {{image_size: 16, tile: 16x16, loss: mse_mean, batch_size: 4, max_train_windows: 8, max_val_windows: 4, layers: 1, hidden: 4, peephole: channel,
+         epochs: 1, window: "3->1"}}
+search:
+  lr: {{type: log, low: 1.0e-3, high: 1.0e-2}}
+tune: {{num_samples: 2, max_concurrent: 1, max_failures: 0, asha: false, seed: 1}}
+evaluate: {{leads: 1, windows: 4, epoch_windows: 2, test_top_k: 2}}
+tracking: {{experiment: tiles-test}}
+"""
+
+
+@pytest.mark.slow
+def test_a_tiled_sweep_with_a_test_split_reaches_its_leaderboard(wide: Path, tmp_path: Path) -> None:
+    """Both trials train on tiles; the test-split pass rebuilds their whole frames from the recorded scale."""
+    import csv
+
+    from study.space import load_space
+    from study.sweep import run_sweep
+
+    (tmp_path / "space.yaml").write_text(TILED_SPACE.format(store=wide))
+    outcome = run_sweep(load_space(tmp_path / "space.yaml"), "tiled", tmp_path / "sweeps", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with (outcome.directory / "leaderboard.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(r["status"] == "completed" for r in rows)
+    tested = [r for r in rows if np.isfinite(float(r.get("test_ssim") or r.get("test_ssim_unbiased") or "nan"))]
+    assert len(tested) == 2, rows

@@ -66,8 +66,8 @@ class _Persistence(nn.Module):
 def test_collapse_flag_on_constant_predictor(tiny_store: Path) -> None:
     cfg = _cfg(tiny_store)
     splits = make_splits(cfg.data, cfg.window)
-    collapsed = evaluate(_Constant(), splits.val, torch.device("cpu"))
-    healthy = evaluate(_Persistence(), splits.val, torch.device("cpu"))
+    collapsed = evaluate(_Constant(), splits.val)
+    healthy = evaluate(_Persistence(), splits.val)
     assert collapsed.collapsed and collapsed.collapse_score < 0.01
     assert not healthy.collapsed and healthy.collapse_score > 0.8
     assert healthy.skill_vs_persistence[0] == 0.0

@@ -52,13 +52,13 @@ def test_equal_scored_frames_across_windows_and_sizes(tiny_store: Path) -> None:
         cfg, splits = _splits(tiny_store, size, window)
         torch.manual_seed(0)
         model = build_model(cfg.at_frame_size(splits.frame_size).model_name, cfg.at_frame_size(splits.frame_size).model)
-        scores.append(_yardstick(tiny_store, splits).score(model, splits.val, torch.device("cpu"), 4))
+        scores.append(_yardstick(tiny_store, splits).score(model, splits.val, 4))
     a, b = scores
     assert a.windows == b.windows and len(a.windows) == 10
     assert all(t >= PROTOCOL.context for _, t in a.windows)  # targets start after the longest context
     assert len(a.per_lead["ssim"]) == len(b.per_lead["ssim"]) == 4
     assert a.baselines == b.baselines  # the same targets: the baselines score the same
-    epoch = _yardstick(tiny_store, splits).score(model, splits.val, torch.device("cpu"), 4, epoch=True)
+    epoch = _yardstick(tiny_store, splits).score(model, splits.val, 4, epoch=True)
     assert len(epoch.windows) == 4 and set(epoch.windows) <= set(b.windows)
 
 
@@ -66,7 +66,7 @@ def test_short_output_rolls_out_to_every_lead(tiny_store: Path) -> None:
     """A 4->1 model is rolled out on its own predictions: persistence rolled out is persistence at every lead."""
     _, splits = _splits(tiny_store, 32, "4->1")
     model = Persist()
-    scored = _yardstick(tiny_store, splits).score(model, splits.val, torch.device("cpu"), 16)
+    scored = _yardstick(tiny_store, splits).score(model, splits.val, 16)
     assert model.calls == 4  # one forward per lead (10 windows, one batch)
     assert scored.per_lead["mse"] == pytest.approx(scored.baselines["persistence"]["mse"], rel=1e-9)
     assert scored.per_lead["skill_vs_persistence"] == pytest.approx((0.0,) * 4, abs=1e-9)
@@ -79,7 +79,7 @@ def test_smaller_trials_are_resized_to_the_protocol(tiny_store: Path) -> None:
     """A 16 px trial's predictions are upsampled (bilinear) to 32 px and scored against 32 px targets."""
     _, small = _splits(tiny_store, 16, "4->1")
     ys = _yardstick(tiny_store, small)
-    scored = ys.score(Persist(), small.val, torch.device("cpu"), 16)
+    scored = ys.score(Persist(), small.val, 16)
     # By hand: the 16 px last context frame, upsampled, against the 32 px targets, for the first window.
     name, t0 = scored.windows[0]
     last = torch.from_numpy(small.val.cache.frames(name, t0 - 1, t0).astype(np.float32) / 255.0)[None]
@@ -88,7 +88,7 @@ def test_smaller_trials_are_resized_to_the_protocol(tiny_store: Path) -> None:
     by_hand = float(((up - target[0]) ** 2).mean())
     first = Yardstick(Protocol(**{**PROTOCOL.to_dict(), "windows": 1}), ys.store, small.segments.val, "val")
     assert first.windows[0] == (name, t0)
-    assert first.score(Persist(), small.val, torch.device("cpu"), 1).per_lead["mse"][0] == pytest.approx(by_hand, rel=1e-6)
+    assert first.score(Persist(), small.val, 1).per_lead["mse"][0] == pytest.approx(by_hand, rel=1e-6)
     # Smoothed by the down- and up-sampling: worse than persistence at full size, never scored at 16 px.
     assert scored.per_lead["mse"][0] > scored.baselines["persistence"]["mse"][0]
 
@@ -98,8 +98,8 @@ def test_baselines_round_trip_and_are_not_recomputed(tiny_store: Path) -> None:
     ys = _yardstick(tiny_store, splits)
     again = BaselineScores.from_dict(ys.baselines().to_dict(), len(PROTOCOL.leads))
     cached = Yardstick(PROTOCOL, ys.store, splits.segments.val, "val", baselines=again)
-    a = ys.score(Persist(), splits.val, torch.device("cpu"), 8)
-    b = cached.score(Persist(), splits.val, torch.device("cpu"), 8)
+    a = ys.score(Persist(), splits.val, 8)
+    b = cached.score(Persist(), splits.val, 8)
     assert a.baselines == b.baselines and a.per_lead == b.per_lead
 
 

@@ -46,6 +46,6 @@ def coverage_warnings(splits: WindowSplits) -> list[str]:
                 frames = ", ".join(f"{n}: {lengths[n]} frames" for n in names)
                 out.append(
                     f"{split} condition {cid} gives no windows ({frames}; window "
-                    f"{data.window.input_len}->{data.window.output_len} needs {data.window.length})"
+                    f"{data.window.input_len}->{data.window.output_len} needs {data.window.span})"
                 )
     return out

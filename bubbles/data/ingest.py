@@ -24,8 +24,10 @@ Rules, so that every source becomes the same (T, H, W) uint8 frames:
   and liquid dark. `--field` given several times makes one multi-field sequence, (T, C, H, W): every field must
   have the same shape, and each is scaled by its own [min, max] (or `clip` percentiles), recorded per field in
   the sequence's `fields`.
-- `frames` (START:STOP, source frame numbers, STOP exclusive, either side may be empty) keeps a range of the source;
-  it is applied first and recorded in `extra.frames`; every frame number reported afterwards is a source number.
+- `frames` (START:STOP[:STEP], source frame numbers, STOP exclusive, either side may be empty, STEP default 1) keeps
+  every STEP-th frame of a range of the source; it is applied first and recorded in `extra.frames` as the
+  [start, stop, step] actually used (STOP clamped to the source's end); every frame number reported afterwards is a
+  source number.
 - `colormap` NAME: the source is a colour-mapped rendering of a scalar field (a matplotlib map, e.g. `jet`): every
   pixel becomes its position in the map (bubbles/data/colormap.py) instead of its luma, recorded in
   `extra.colormap`. Pixels far from every colour of the map (titles, axes, colour bars left in the crop) are
@@ -68,6 +70,8 @@ SATURATED_FRACTION = 0.9  # of the pixels at 0 or 255
 # padding frame (or a flash) tens.
 JUMP_K = 10.0
 JUMP_MIN_LEVELS = 8.0
+# A mask's detector: bubbles are the vapour (bright) components, of any shape and size (bubbles/evaluation/bubbles.py).
+MASK_DETECTOR = {"mask": True, "polarity": "bright", "max_diameter": 1.0, "roundness": 0.0}
 SQUASHED_LEVELS = 16  # fewer grey levels than this between the 0.1 and 99.9 percentiles: say that --clip would help
 
 
@@ -85,7 +89,7 @@ class IngestRequest:
     crop: tuple[int, int, int, int] | None = None
     clip: tuple[float, float] | None = None
     drop_duplicates: bool = False
-    frames: tuple[int | None, int | None] | None = None
+    frames: tuple[int | None, int | None, int] | None = None
     colormap: str | None = None
     drop_broken: bool = False
 
@@ -101,25 +105,38 @@ def parse_crop(text: str, where: str = "--crop") -> tuple[int, int, int, int]:
     return left, top, right, bottom
 
 
-def parse_frames(text: str, where: str = "--frames") -> tuple[int | None, int | None]:
-    """'START:STOP' (either may be empty; STOP exclusive) -> (start, stop) of source frame numbers."""
-    start, sep, stop = text.partition(":")
-    if not sep or not all(p.strip().isdigit() for p in (start, stop) if p.strip()):
-        raise UserError(f"{where} {text!r}: expected START:STOP frame numbers (STOP exclusive), e.g. 0:68 or 10:")
-    a, b = (int(p) if p.strip() else None for p in (start, stop))
+def parse_frames(text: str, where: str = "--frames") -> tuple[int | None, int | None, int]:
+    """'START:STOP[:STEP]' (START, STOP may be empty; STOP exclusive; STEP >= 1, default 1) -> (start, stop, step) of
+    source frame numbers: every STEP-th frame from START (a high-speed camera films faster than bubbles move)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(p.strip().isdigit() for p in parts if p.strip()) or (len(parts) == 3 and not parts[2].strip()):
+        raise UserError(f"{where} {text!r}: expected START:STOP or START:STOP:STEP frame numbers (STOP exclusive), "
+                        "e.g. 0:68, 10: or ::4")
+    a, b = (int(p) if p.strip() else None for p in parts[:2])
+    step = int(parts[2]) if len(parts) == 3 else 1
     if a is not None and b is not None and b <= a:
         raise UserError(f"{where} {text!r}: STOP must exceed START")
-    return a, b
+    if step < 1:
+        raise UserError(f"{where} {text!r}: STEP must be >= 1")
+    return a, b, step
 
 
-def apply_frames(frames: np.ndarray, keep: tuple[int | None, int | None], where: str) -> np.ndarray:
-    """frames[start:stop]; a range that keeps fewer than 2 frames of this source is an error."""
-    start, stop = keep
-    if (start or 0) >= len(frames):
-        raise UserError(f"{where}: --frames starts at {start}, but the source has {len(frames)} frames (0-{len(frames) - 1})")
-    kept = frames[start:stop]
+def resolve_frames(keep: tuple[int | None, int | None, int], total: int, where: str) -> tuple[int, int, int]:
+    """(start, stop, step) as used on a source of `total` frames: empty sides filled, STOP clamped to the source's
+    end (what is recorded, so the store says which frames it holds)."""
+    start, stop, step = keep[0] or 0, keep[1], keep[2] if len(keep) > 2 else 1
+    if start >= total:
+        raise UserError(f"{where}: --frames starts at {start}, but the source has {total} frames (0-{total - 1})")
+    return start, min(total, stop if stop is not None else total), step
+
+
+def apply_frames(frames: np.ndarray, keep: tuple[int | None, int | None, int], where: str) -> np.ndarray:
+    """frames[start:stop:step]; a range that keeps fewer than 2 frames of this source is an error."""
+    start, stop, step = resolve_frames(keep, len(frames), where)
+    kept = frames[start:stop:step]
     if len(kept) < 2:
-        raise UserError(f"{where}: --frames {start or ''}:{stop or ''} keeps {len(kept)} frame(s); a sequence needs at least 2")
+        shown = f"{keep[0] if keep[0] is not None else ''}:{keep[1] if keep[1] is not None else ''}" + (f":{step}" if step > 1 else "")
+        raise UserError(f"{where}: --frames {shown} keeps {len(kept)} frame(s); a sequence needs at least 2")
     return kept
 
 
@@ -359,9 +376,21 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
     suffix = src.suffix.lower()
     fps: float | None = None
     extra: dict[str, Any] = {}
-    if request.hdf5_fields and suffix not in HDF5_SUFFIXES:
-        raise UserError(f"{src}: --field applies to HDF5 simulations only")
-    if src.is_dir():
+    from bubbles.data.netcdf import NETCDF_SUFFIXES, is_netcdf, read_netcdf
+
+    netcdf = src.is_file() and (suffix in NETCDF_SUFFIXES or (suffix in HDF5_SUFFIXES and is_netcdf(src)))
+    if request.hdf5_fields and suffix not in HDF5_SUFFIXES | NETCDF_SUFFIXES:
+        raise UserError(f"{src}: --field applies to HDF5 simulations and netCDF files only")
+    if netcdf:
+        if len(request.hdf5_fields) > 1:
+            raise UserError(f"{src}: a netCDF video is one variable; give one --field")
+        video = read_netcdf(src, request.hdf5_fields[0] if request.hdf5_fields else None)
+        raw, fps = video.frames, video.fps
+        source = f"netcdf:{src.name}:{video.variable}"
+        extra["netcdf"] = {"variable": video.variable, "dims": list(video.dims),
+                           **({"unpacked": video.unpacked_dim} if video.unpacked_dim else {}),
+                           **({"fps_from": "time coordinate"} if fps else {})}
+    elif src.is_dir():
         raw, source = read_image_folder(src, progress)
     elif suffix in VIDEO_SUFFIXES:
         raw, fps = read_video(src, progress)
@@ -369,7 +398,9 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
     elif suffix in HDF5_SUFFIXES:
         fields = read_hdf5(src, request.hdf5_fields, request.flip_y)
         if request.frames is not None:
+            extra_frames = list(resolve_frames(request.frames, len(fields[0]), str(src)))
             fields = [apply_frames(f, request.frames, str(src)) for f in fields]
+            return _ingest_fields(request, fields, warn, extra_frames)
         return _ingest_fields(request, fields, warn)
     elif suffix in (".tif", ".tiff"):
         raw = read_tiff_stack(src)
@@ -381,9 +412,10 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
             raise UserError(f"{src}: not a readable .npy array ({exc})") from None
         source = f"npy:{src.name}"
     else:
-        raise UserError(f"{src}: unknown input type {suffix!r} (folder of images, video, TIFF stack, .h5/.hdf5, or .npy)")
+        raise UserError(f"{src}: unknown input type {suffix!r} (folder of images, video, TIFF stack, .h5/.hdf5, .nc, or .npy)")
     raw = np.asarray(raw)
     if request.frames is not None:
+        extra["frames"] = list(resolve_frames(request.frames, len(raw), str(src)))
         raw = apply_frames(raw, request.frames, str(src))
     frames, scale = _convert(raw, request, extra)
     if scale:
@@ -396,8 +428,10 @@ def _convert(raw: np.ndarray, request: IngestRequest, extra: dict[str, Any], whe
     if request.crop is not None:
         raw = apply_crop(raw, request.crop, str(request.source))
         extra["crop"] = list(request.crop)
-    if request.frames is not None:
-        extra["frames"] = [request.frames[0] or 0, request.frames[1]]
+    binary = binary_values(raw) if request.colormap is None else None
+    if binary is not None:
+        extra["mask"] = {"vapour": 255, "liquid": 0, "source_values": binary}
+        return np.where(raw == binary[1], 255, 0).astype(np.uint8), {}
     if request.colormap is not None:
         if raw.ndim != 4 or raw.shape[-1] not in (3, 4):
             raise UserError(f"{request.source}{where}: --colormap needs colour (RGB) frames, got shape {raw.shape}")
@@ -410,9 +444,24 @@ def _convert(raw: np.ndarray, request: IngestRequest, extra: dict[str, Any], whe
     return to_gray_uint8(raw, f"{request.source}{where}", request.clip)
 
 
-def _ingest_fields(request: IngestRequest, fields: list[np.ndarray], warn: Callable[[str], None] | None) -> str:
+def binary_values(raw: np.ndarray) -> list[int | float | bool] | None:
+    """[low, high] when a one-channel recording holds exactly two values (a segmented video: vapour high, liquid
+    low), else None. Booleans, 0/1 and 0/255 masks alike; a sample tells, the whole recording confirms."""
+    if raw.ndim != 3 or raw.size == 0 or not (raw.dtype == np.bool_ or np.issubdtype(raw.dtype, np.integer)):
+        return None
+    sample = np.unique(raw.reshape(-1)[:: max(1, raw.size // 100_000)])
+    if len(sample) != 2:
+        return None
+    low, high = (int(v) for v in sample.tolist())
+    if not np.isin(raw, sample).all():
+        return None
+    return [low, high]
+
+
+def _ingest_fields(request: IngestRequest, fields: list[np.ndarray], warn: Callable[[str], None] | None,
+                   frames_used: list[int] | None = None) -> str:
     """One sequence from simulation fields: each scaled by its own range, stacked as channels (T, C, H, W)."""
-    extra: dict[str, Any] = {"flip_y": request.flip_y}
+    extra: dict[str, Any] = {"flip_y": request.flip_y} | ({"frames": frames_used} if frames_used else {})
     converted = [_convert(f, request, extra, f":{n}") for n, f in zip(request.hdf5_fields, fields)]
     records = tuple({"name": n, **({"scale": s} if s else {})} for n, (_, s) in zip(request.hdf5_fields, converted))
     if len(converted) == 1 and converted[0][1]:
@@ -435,7 +484,9 @@ def _write(request: IngestRequest, frames: np.ndarray, source: str, fps: float |
     if request.fps is not None and not (math.isfinite(request.fps) and request.fps > 0):
         raise UserError(f"--fps {request.fps}: must be a positive number")
     name = request.sequence or re.sub(r"[^A-Za-z0-9_-]+", "_", src.stem).strip("_") or "sequence"
-    if frames.ndim == 3:  # one field: the bubble detector calibrated to it (bubbles/data/calibrate.py)
+    if "mask" in extra:  # a segmented recording: bubbles are its connected components, nothing to calibrate
+        extra["detector"] = dict(MASK_DETECTOR)
+    elif frames.ndim == 3:  # one field: the bubble detector calibrated to it (bubbles/data/calibrate.py)
         from bubbles.data.calibrate import calibrate
 
         measured = calibrate(frames)
@@ -476,15 +527,15 @@ def _off_map(request: IngestRequest, extra: dict[str, Any]) -> str:
 
 def _source_numbers(request: IngestRequest, indices: list[int], extra: dict[str, Any]) -> list[int]:
     """Indices into the kept frames -> source frame numbers (after --frames and frames dropped as broken)."""
-    start = (request.frames[0] or 0) if request.frames else 0
+    start, _, step = extra.get("frames", (0, 0, 1))
     dropped = sorted(extra.get("dropped_broken_frames", []))
     out = []
     for i in indices:
-        n = i + start
-        for d in dropped:  # dropped source numbers at or before n shift it on
-            if d <= n:
+        n = i
+        for d in dropped:  # dropped kept indices at or before n shift it on
+            if (d - start) // step <= n:
                 n += 1
-        out.append(n)
+        out.append(start + n * step)
     return out
 
 
@@ -493,14 +544,14 @@ def _handle_broken(request: IngestRequest, frames: np.ndarray, extra: dict[str, 
     found = broken_frames(frames)
     if not found:
         return frames, ""
-    start = (request.frames[0] or 0) if request.frames else 0
-    numbers = sorted(i + start for i in found)
-    reasons = "; ".join(f"{i + start}: {why}" for i, why in sorted(found.items()))
+    start, _, step = extra.get("frames", (0, 0, 1))
+    numbers = sorted(start + i * step for i in found)
+    reasons = "; ".join(f"{start + i * step}: {why}" for i, why in sorted(found.items()))
     if request.drop_broken:
         extra["dropped_broken_frames"] = numbers
         return (np.delete(frames, sorted(found), axis=0),
                 f"{request.source}: dropped {len(found)} frame(s) that break the sequence ({reasons})")
-    extra["broken_frames"] = {str(i + start): why for i, why in sorted(found.items())}
+    extra["broken_frames"] = {str(start + i * step): why for i, why in sorted(found.items())}
     return frames, (f"{request.source}: {len(found)} frame(s) of {len(frames)} break the sequence ({reasons}); "
                     "`ingest --drop-broken` removes them")
 

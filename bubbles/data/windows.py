@@ -74,15 +74,24 @@ def _image_size(where: str, key: str, value: object) -> ImageSize:
 
 @dataclass(frozen=True)
 class WindowConfig:
-    """input_len frames in, output_len frames out, a new window every `stride` frames."""
+    """input_len frames in, output_len frames out, the frames of a window `frame_step` stored frames apart (a
+    high-speed camera films faster than bubbles move: every k-th frame), a new window every `stride` frames."""
 
     input_len: int = param(20, "input_len", "context frames", low=1)
-    output_len: int = param(1, "output_len", "predicted frames (lead times 1..M)", low=1)
-    stride: int = param(1, "stride", "frames between window starts", low=1)
+    output_len: int = param(1, "output_len", "predicted frames (lead times 1..M, each frame_step frames apart)", low=1)
+    stride: int = param(1, "stride", "stored frames between window starts", low=1)
+    frame_step: int = param(1, "frame_step", "stored frames between the frames of a window (k: every k-th frame; "
+                            "the yardstick and every baseline use the same spacing)", low=1, high=1000)
 
     @property
     def length(self) -> int:
+        """Frames in a window (input and output)."""
         return self.input_len + self.output_len
+
+    @property
+    def span(self) -> int:
+        """Stored frames a window covers, first to last: (length - 1) · frame_step + 1."""
+        return (self.length - 1) * self.frame_step + 1
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,8 @@ class SplitConfig:
 class DataConfig:
     """Which store, at which image size (short side or exact HxW, see frame_size), split how. size_multiple: what the
     model needs both frame sides divisible by. channels / targets: the fields read and predicted (empty: the
-    store's first field; see bubbles.data.fields); feedback: the model feeds predictions back (targets = channels)."""
+    store's first field; see bubbles.data.fields); feedback: the model feeds predictions back (targets = channels).
+    frame: with tiles, the whole frame size once resolved (image_size stays the short side the tiles are cut at)."""
 
     store: str = param("data/synthetic.zarr", "store", "frame store path", parse=_store)
     image_size: ImageSize = param(64, "image_size", "short side in pixels, the store's aspect kept (64), or exact HxW "
@@ -130,6 +140,7 @@ class DataConfig:
                                                   "calibration, e.g. {polarity: bright, max_diameter: 0.3, min_contrast: "
                                                   "0.05} (lengths in frame heights; docs/real-recordings.md)",
                                                   parse=parse_detector, show=dict)
+    frame: FrameSize | None = None  # with tiles: the whole frame size resolved against a store (TrialConfig.at_frame_size)
 
 
 Segment = tuple[str, int, int]  # sequence name, first frame, end frame (exclusive)
@@ -324,13 +335,14 @@ class WindowDataset(Dataset):
         self._index = {name: (tuple(infos[name].fields.index(f) for f in self.channels),
                               tuple(infos[name].fields.index(f) for f in self.targets)) for name, _, _ in segments}
         self.target_inputs = tuple(self.channels.index(f) for f in self.targets)  # each target's place among inputs
-        self.starts = [(name, s) for name, a, b in segments for s in range(a, b - window.length + 1, window.stride)]
+        self.starts = [(name, s) for name, a, b in segments for s in range(a, b - window.span + 1, window.stride)]
         self.conditions = {name: cache.store.sequences[name].condition_id for name, _, _ in segments}
         if segments and not self.starts:
             longest = max(b - a for _, a, b in segments)
             raise UserError(
-                f"window {window.input_len}->{window.output_len} needs {window.length} frames, but the longest "
-                f"{split_name} segment has {longest}"
+                f"window {window.input_len}->{window.output_len} needs {window.span} frames"
+                + (f" ({window.length} frames {window.frame_step} apart)" if window.frame_step > 1 else "")
+                + f", but the longest {split_name} segment has {longest}"
             )
 
     def __len__(self) -> int:
@@ -339,7 +351,7 @@ class WindowDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         name, s = self.starts[i]
         n = self.window.input_len
-        frames = self._place(self.cache.frames(name, s, s + self.window.length))
+        frames = self._place(self.cache.frames(name, s, s + self.window.span)[:: self.window.frame_step])
         if frames.ndim == 3:
             frames = frames[:, None]
         inputs, targets = self._index[name]
@@ -379,9 +391,10 @@ class WindowSplits:
 
 
 def validate_window(window: WindowConfig) -> None:
-    if window.input_len < 1 or window.output_len < 1 or window.stride < 1:
+    if window.input_len < 1 or window.output_len < 1 or window.stride < 1 or window.frame_step < 1:
         raise UserError(
-            f"window {window.input_len}->{window.output_len} stride {window.stride}: lengths and stride must be >= 1"
+            f"window {window.input_len}->{window.output_len} stride {window.stride} frame_step {window.frame_step}: "
+            "lengths, stride and frame_step must be >= 1"
         )
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from bubbles.models import parameter_count
+from bubbles.models.device import model_device
 
 INFERENCE_REPEATS = 3
 
@@ -76,10 +77,11 @@ def median_rate(rates: Sequence[float]) -> float:
     return statistics.median(finite) if finite else math.nan
 
 
-def measure_cost(model: nn.Module, input_len: int, output_len: int, batch: int, device: torch.device,
-                 amp: torch.dtype | None = None) -> ModelCost:
-    """Count the FLOPs of one window and time inference on a batch. The inputs come from a private generator and
-    the model is left in the mode it was in, so a training run that measures first stays bit-exact."""
+def measure_cost(model: nn.Module, input_len: int, output_len: int, batch: int, amp: torch.dtype | None = None) -> ModelCost:
+    """Count the FLOPs of one window and time inference on a batch, where the model is. The inputs come from a
+    private generator and the model is left in the mode it was in, so a training run that measures first stays
+    bit-exact."""
+    device = model_device(model)
     x = _window(model, batch, input_len).to(device)
     was_training = model.training
     model.eval()

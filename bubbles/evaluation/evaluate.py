@@ -19,6 +19,7 @@ from bubbles.evaluation import baselines, metrics, tables
 from bubbles.evaluation.bubbles import BubbleMeter, DetectorConfig, sequence_detector
 from bubbles.evaluation.scoring import PIXEL_METRICS, FrameMetrics, LeadMetrics, skill, strongest_skill  # noqa: F401
 from bubbles.evaluation.vmaf import vmaf_frames
+from bubbles.models.device import model_device
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -157,11 +158,12 @@ def detectors(dataset: WindowDataset, indices: list[int]) -> list[DetectorConfig
 
 
 @torch.no_grad()
-def predict_batches(model: nn.Module, dataset: WindowDataset, indices: list[int], device: torch.device, batch_size: int,  # type: ignore[no-untyped-def]
+def predict_batches(model: nn.Module, dataset: WindowDataset, indices: list[int], batch_size: int,  # type: ignore[no-untyped-def]
                     target: int | None = 0):
     """Yield (index list, inputs, targets, predictions) as numpy arrays: of one target field, (N, T, H, W), the
-    inputs being that field's own past; with target None every field, (N, T, C, H, W)."""
+    inputs being that field's own past; with target None every field, (N, T, C, H, W). Runs where the model is."""
     model.eval()
+    device = model_device(model)
     horizon = dataset.window.output_len
     for start in range(0, len(indices), batch_size):
         idx = indices[start : start + batch_size]
@@ -187,7 +189,6 @@ def training_mean_frame(splits: WindowSplits) -> np.ndarray | None:
 def evaluate(
     model: nn.Module,
     dataset: WindowDataset,
-    device: torch.device,
     batch_size: int = 8,
     max_windows: int = 0,
     with_vmaf: bool = False,
@@ -206,7 +207,7 @@ def evaluate(
     vmaf_rows: dict[str, list[np.ndarray]] = {k: [] for k in frames}
     vmaf_note = "" if with_vmaf else "not computed"
     fields = FieldMeter(dataset) if len(dataset.targets) > 1 else None
-    for idx, xs, ys, preds in predict_batches(model, dataset, indices, device, batch_size, target=None):
+    for idx, xs, ys, preds in predict_batches(model, dataset, indices, batch_size, target=None):
         if fields is not None:
             fields.add(xs, ys, preds)
         x, y, pred = xs[:, :, dataset.target_inputs[0]], ys[:, :, 0], preds[:, :, 0]
@@ -319,13 +320,13 @@ def persistence_mse(dataset: WindowDataset, max_windows: int = 0) -> tuple[float
     return tuple(float(v) for v in np.mean(rows, axis=0))
 
 
-def validate(model: nn.Module, dataset: WindowDataset, device: torch.device, batch_size: int, max_windows: int = 0) -> Validation:
+def validate(model: nn.Module, dataset: WindowDataset, batch_size: int, max_windows: int = 0) -> Validation:
     """The model's own metrics only (no baselines): what is computed after every epoch."""
     frames = FrameMetrics()
     collapse = metrics.CollapseMeter()
     bubble_meter = BubbleMeter(dataset.window.output_len)
     targets = _TARGET_BUBBLES.setdefault(dataset, {})
-    for idx, _, y, pred in predict_batches(model, dataset, subset(len(dataset), max_windows), device, batch_size):
+    for idx, _, y, pred in predict_batches(model, dataset, subset(len(dataset), max_windows), batch_size):
         frames.add(pred, y)
         collapse.update(pred, y)
         bubble_meter.add(pred, y, detectors(dataset, idx), targets, idx)

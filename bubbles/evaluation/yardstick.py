@@ -1,9 +1,12 @@
 """The study's yardstick: every trial scored on the same target frames, at the same resolution, on the same leads.
 
-A Protocol names the lead times scored, the frame size they are scored at and the target frames. For every
-held-out segment, the first target frame of the first window lies `context` frames after the segment's start (the
-longest input any trial of the study may read), the next one `stride` frames later, at most `windows` of them,
-evenly spaced. A trial with a shorter input reads only the frames just before the same targets; one predicting
+A Protocol names the lead times scored, the frame size they are scored at, the target frames and the spacing
+`frame_step` (P) of the frames: lead k is k·P stored frames after the last context frame, and the context frames are
+P apart. For every held-out segment, the first target frame of the first window lies `context`·P frames after the
+segment's start (the longest input any trial of the study may read), the next one `stride` frames later, at most
+`windows` of them, evenly spaced. A trial whose own frame_step s divides P reads its context s frames apart ending
+at the same last frame and rolls out to lead k·P/s of its own (a study's P is the least common multiple of the
+frame_step values its space can pick, so every trial is scored on the same frames at the same spacing). A trial with a shorter input reads only the frames just before the same targets; one predicting
 fewer frames than the largest lead rolls out on its own predictions; one predicting more is scored on the
 protocol's leads only; a smaller trial's predictions are resized (bilinear) to the protocol's size before any
 metric, and bubbles are detected at that size. The baselines are scored once per study on the same frames
@@ -27,6 +30,7 @@ from bubbles.errors import UserError
 from bubbles.evaluation import baselines as baseline_table
 from bubbles.evaluation.bubbles import DetectorConfig, sequence_detector
 from bubbles.evaluation.scoring import PIXEL_METRICS, Scores, strongest_skill
+from bubbles.models.device import model_device
 
 # The yardstick's objectives: means over the protocol's leads. skill is against the strongest baseline per lead.
 METRICS = ("ssim", "mse", "psnr", "bubble_f1", "skill_vs_strongest")
@@ -46,6 +50,7 @@ class Protocol:
     epoch_windows: int = 8
     baselines: tuple[str, ...] = baseline_table.BASELINES
     field: str = ""
+    frame_step: int = 1
 
     @property
     def horizon(self) -> int:
@@ -61,7 +66,9 @@ class Protocol:
 
 def targets(protocol: Protocol, segments: tuple[Segment, ...]) -> list[Target]:
     """The protocol's windows in these segments: the same for every trial, whatever its own window."""
-    found = [(name, t) for name, a, b in segments for t in range(a + protocol.context, b - protocol.horizon + 1, protocol.stride)]
+    p = protocol.frame_step
+    found = [(name, t) for name, a, b in segments
+             for t in range(a + protocol.context * p, b - (protocol.horizon - 1) * p, protocol.stride)]
     return [found[i] for i in spread(len(found), protocol.windows)]
 
 
@@ -161,9 +168,10 @@ class Yardstick:
             raise UserError(f"evaluate: the cached baseline scores of the {split} split are of other windows; delete the cache")
         self._baselines = baselines
 
-    def field_frames(self, name: str, start: int, stop: int) -> np.ndarray:
-        """(stop - start, H, W) floats in [0, 1] of the scored field at the protocol's size."""
-        frames = self.cache.frames(name, start, stop)
+    def field_frames(self, name: str, start: int, stop: int, step: int = 1) -> np.ndarray:
+        """Frames start, start + step, ... < stop as (N, H, W) floats in [0, 1] of the scored field at the
+        protocol's size."""
+        frames = self.cache.frames(name, start, stop)[::step]
         if frames.ndim == 4:
             fields = self.store.sequences[name].fields
             frames = frames[:, fields.index(self.protocol.field) if self.protocol.field in fields else 0]
@@ -174,7 +182,8 @@ class Yardstick:
         out = []
         for r in rows:
             name, t0 = self.windows[r]
-            block = self.field_frames(name, t0, t0 + self.protocol.horizon)
+            p = self.protocol.frame_step
+            block = self.field_frames(name, t0, t0 + (self.protocol.horizon - 1) * p + 1, p)
             out.append(block[[k - 1 for k in self.protocol.leads]])
         return np.stack(out)
 
@@ -192,7 +201,8 @@ class Yardstick:
             names = [b for b in p.baselines if b != "climatology" or mean is not None]
             scores = Scores(names, len(p.leads))
             for rows in _batches(len(self.windows), 16):
-                context = np.stack([self.field_frames(n, t - p.context, t) for n, t in (self.windows[r] for r in rows)])
+                context = np.stack([self.field_frames(n, t - p.context * p.frame_step, t, p.frame_step)
+                                    for n, t in (self.windows[r] for r in rows)])
                 picks = [k - 1 for k in p.leads]
                 scale = np.array([self._detectors[r].typical_diameter * context.shape[-2] for r in rows])  # flow's window
                 forecasts = {b: baseline_table.forecast(b, context, p.horizon, mean, scale)[:, picks] for b in names}
@@ -211,21 +221,27 @@ class Yardstick:
         return (total / max(count, 1)).astype(np.float32)
 
     @torch.no_grad()
-    def score(self, model: nn.Module, dataset: WindowDataset, device: torch.device, batch_size: int = 8,
-              epoch: bool = False) -> YardstickScore:
+    def score(self, model: nn.Module, dataset: WindowDataset, batch_size: int = 8, epoch: bool = False) -> YardstickScore:
         """Score a trained model: all the protocol's windows, or (epoch) the per-epoch subset. `dataset` is the
-        trial's own window dataset of the same split: its frames at the trial's size, its fields and window."""
+        trial's own window dataset of the same split: its frames at the trial's size, its fields and window. Runs
+        where the model is (bubbles.models.device)."""
         p = self.protocol
+        device = model_device(model)
         rows = epoch_rows(p, len(self.windows)).tolist() if epoch else list(range(len(self.windows)))
         n_in = dataset.window.input_len
+        own = dataset.window.frame_step
+        if p.frame_step % own:
+            raise UserError(f"evaluate: this trial's frame_step {own} does not divide the protocol's {p.frame_step}; "
+                            "its forecasts never land on the scored frames")
+        ratio = p.frame_step // own  # own leads per protocol lead
         target = dataset.targets.index(p.field) if p.field in dataset.targets else 0
         model.eval()
         scores = Scores(["model"], len(p.leads))
         for batch in _batches(len(rows), batch_size):
             chosen = [rows[i] for i in batch]
             x = torch.stack([self._context(dataset, self.windows[r], n_in) for r in chosen]).to(device)
-            pred = rollout(model, x, dataset.window.output_len, p.horizon, dataset.channels == dataset.targets)
-            pred = pred[:, [k - 1 for k in p.leads], target].float()
+            pred = rollout(model, x, dataset.window.output_len, p.horizon * ratio, dataset.channels == dataset.targets)
+            pred = pred[:, [k * ratio - 1 for k in p.leads], target].float()
             if tuple(pred.shape[-2:]) != p.size:
                 pred = F.interpolate(pred, size=p.size, mode="bilinear", align_corners=False, antialias=True)
             scores.add({"model": pred.clamp(0, 1).cpu().numpy()}, self.target_frames(chosen),
@@ -233,9 +249,11 @@ class Yardstick:
         return self._summary(scores, np.array(rows))
 
     def _context(self, dataset: WindowDataset, window: Target, n_in: int) -> torch.Tensor:
-        """The trial's own input frames (its size, its fields) just before a protocol window's first target."""
+        """The trial's own input frames (its size, its fields, its frame_step apart), the last one the protocol's
+        last context frame (one protocol step before the first target)."""
         name, t0 = window
-        frames = dataset.cache.frames(name, t0 - n_in, t0)
+        own, last = dataset.window.frame_step, t0 - self.protocol.frame_step
+        frames = dataset.cache.frames(name, last - (n_in - 1) * own, last + 1)[::own]
         if frames.ndim == 3:
             frames = frames[:, None]
         fields = self.store.sequences[name].fields

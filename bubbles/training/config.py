@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bubbles.params import MAX_SEED, param
+from bubbles.training.losses import LOSSES
+from bubbles.training.optim import OPTIMIZERS, SCHEDULES, table_help
 
-Loss = Literal["mse_sum", "mse_mean", "l1", "mse+ssim", "mse+gdl"]
 Device = Literal["auto", "cpu", "cuda"]
 AMP = Literal["auto", "off"]
 # The epoch metric that picks best.pt. A sweep sets it to its objective, so that the leaderboard, the evaluation
@@ -28,15 +29,21 @@ def best_by_mode(metric: str) -> str:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and run settings. loss mse_sum is the seed's (sum over batch and pixels); mse+ssim is
-    mse_mean + 0.5 * (1 - SSIM); mse+gdl is mse_mean + gdl_weight * gradient-difference loss (Mathieu et al. 2016). max_*_windows subsample windows evenly (0 = all); collapse_stop_epoch stops a
-    collapsed trial at or after that epoch (0 = never). best_by: the epoch metric that picks best.pt."""
+    """Optimisation and run settings. The loss, the optimiser and the learning-rate schedule are names from the
+    tables in bubbles.training.losses (LOSSES) and bubbles.training.optim (OPTIMIZERS, SCHEDULES); the defaults
+    (mse_sum, adam, constant) are the seed's. max_*_windows subsample windows evenly (0 = all); collapse_stop_epoch
+    stops a collapsed trial at or after that epoch (0 = never). best_by: the epoch metric that picks best.pt."""
 
     epochs: int = param(10, "epochs", "training epochs", low=1)
-    lr: float = param(1e-3, "lr", "Adam learning rate", low=1e-12, high=10.0)
-    weight_decay: float = param(0.0, "weight_decay", "Adam weight decay")
+    lr: float = param(1e-3, "lr", "learning rate (the peak of a schedule)", low=1e-12, high=10.0)
+    weight_decay: float = param(0.0, "weight_decay", "weight decay of the optimiser")
+    optimizer: str = param("adam", "optimizer", table_help(OPTIMIZERS), choices=tuple(OPTIMIZERS))
+    momentum: float = param(0.9, "momentum", "optimizer sgd: momentum", high=0.999)
+    lr_schedule: str = param("constant", "lr_schedule", table_help(SCHEDULES), choices=tuple(SCHEDULES))
+    warmup: float = param(0.1, "warmup", "lr_schedule cosine | onecycle: fraction of the optimiser steps that warm the "
+                          "learning rate up", high=0.9)
     batch_size: int = param(4, "batch_size", "windows per batch", low=1)
-    loss: Loss = param("mse_sum", "loss", "mse_sum (the seed) | mse_mean | l1 | mse+ssim | mse+gdl")
+    loss: str = param("mse_sum", "loss", table_help(LOSSES), choices=tuple(LOSSES))
     gdl_weight: float = param(0.1, "gdl_weight", "loss mse+gdl: weight of the gradient-difference term (anti-blur)", high=100.0)
     grad_clip: float = param(0.0, "grad_clip", "max gradient norm; 0 = off")
     seed: int = param(0, "seed", "seed of initialisation, shuffling and sampling", low=0, high=MAX_SEED)

@@ -1,10 +1,19 @@
-"""Anti-blur loss terms: differentiable SSIM for `mse+ssim` (the metric's convention, Gaussian sigma 1.5) and the
-gradient-difference loss for `mse+gdl`."""
+"""The training losses, chosen by name from one table (LOSSES), and their anti-blur terms: differentiable SSIM for
+`mse+ssim` (the metric's convention, Gaussian sigma 1.5) and the gradient-difference loss for `mse+gdl`.
+
+A new loss is one entry in LOSSES: the config's `loss` choices, its help and the training loop all read the table.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+
+from bubbles.errors import UserError
 
 _C1, _C2 = 0.01**2, 0.03**2  # K1, K2 of Wang et al. with data_range 1
 
@@ -43,3 +52,36 @@ def gradient_difference(pred: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     dy_p, dy_t = (t.diff(dim=-2).abs() for t in (pred, target))
     dx_p, dx_t = (t.diff(dim=-1).abs() for t in (pred, target))
     return (dy_t - dy_p).abs().mean() + (dx_t - dx_p).abs().mean()
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One training loss. fn(pred, target, train) -> a scalar, for predictions and targets (B, M, C, H, W) and the
+    trial's training config (its weights, e.g. gdl_weight). summed: the loss sums over batch and pixels rather than
+    averaging (the seed's mse_sum), so the reported per-pixel loss divides it by the pixels instead."""
+
+    fn: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
+    help: str
+    summed: bool = False
+
+
+def _mse_ssim(pred: torch.Tensor, target: torch.Tensor, train: Any) -> torch.Tensor:
+    return F.mse_loss(pred, target) + 0.5 * (1.0 - ssim_torch(pred.flatten(0, 1), target.flatten(0, 1)))
+
+
+LOSSES: dict[str, Loss] = {
+    "mse_sum": Loss(lambda p, t, c: F.mse_loss(p, t, reduction="sum"), "the seed's: squared error summed over batch and pixels", summed=True),
+    "mse_mean": Loss(lambda p, t, c: F.mse_loss(p, t), "mean squared error per pixel"),
+    "l1": Loss(lambda p, t, c: F.l1_loss(p, t), "mean absolute error per pixel"),
+    "mse+ssim": Loss(_mse_ssim, "mse_mean + 0.5 * (1 - SSIM)"),
+    "mse+gdl": Loss(lambda p, t, c: F.mse_loss(p, t) + c.gdl_weight * gradient_difference(p, t),
+                    "mse_mean + gdl_weight * gradient-difference loss (Mathieu et al. 2016, anti-blur)"),
+}
+
+
+def loss_named(name: str) -> Loss:
+    """The table's loss `name`; any other name is one line listing the known ones."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise UserError(f"loss {name!r}: unknown; the losses are {', '.join(LOSSES)}") from None

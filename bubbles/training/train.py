@@ -31,8 +31,10 @@ from bubbles.evaluation.scoring import skill as skill_per_lead
 from bubbles.evaluation.yardstick import Protocol, Yardstick, YardstickScore
 from bubbles.evaluation.cost import ModelCost, measure_cost, median_rate
 from bubbles.evaluation.figures import save_strip
-from bubbles.training.losses import gradient_difference, ssim_torch
+from bubbles.training.losses import loss_named
+from bubbles.training.optim import make_optimizer, make_schedule
 from bubbles.models import build_model, check_state_shapes, parameter_count
+from bubbles.models.device import model_device
 from bubbles.models.family import Family, Progress
 from bubbles.models.warp import predict_with_motion
 from bubbles.training.config import TrainConfig, best_by_mode
@@ -132,17 +134,9 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def loss_fn(name: str, pred: torch.Tensor, target: torch.Tensor, gdl_weight: float = 0.0) -> torch.Tensor:
-    """The training loss `name` (see TrainConfig) of predictions against targets (B, M, C, H, W)."""
-    if name == "mse_sum":
-        return F.mse_loss(pred, target, reduction="sum")
-    if name == "mse_mean":
-        return F.mse_loss(pred, target)
-    if name == "l1":
-        return F.l1_loss(pred, target)
-    if name == "mse+gdl":
-        return F.mse_loss(pred, target) + gdl_weight * gradient_difference(pred, target)
-    return F.mse_loss(pred, target) + 0.5 * (1.0 - ssim_torch(pred.flatten(0, 1), target.flatten(0, 1)))
+def loss_fn(name: str, pred: torch.Tensor, target: torch.Tensor, train: TrainConfig) -> torch.Tensor:
+    """The training loss `name` (a LOSSES entry) of predictions against targets (B, M, C, H, W)."""
+    return loss_named(name).fn(pred, target, train)
 
 
 def _generator(seed: int, epoch: int) -> torch.Generator:
@@ -156,14 +150,15 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler,
     cfg: TrainConfig,
     epoch: int,
-    device: torch.device,
     amp: torch.dtype | None,
     family: Family,
     steps_per_epoch: int,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> tuple[float, int]:
     """One pass over the training windows; returns (mean loss per pixel, samples seen). The family's hooks give the
-    forward its sampling arguments at each step and any extra loss term."""
+    forward its sampling arguments at each step and any extra loss term; `schedule` steps after every step."""
     model.train()
+    device = model_device(model)
     sampling = _generator(cfg.seed + 1, epoch)
     total, pixels, samples = 0.0, 0, 0
     model_cfg = model.cfg  # type: ignore[attr-defined]
@@ -175,7 +170,7 @@ def train_one_epoch(
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             pred = model(x, future=y.shape[1], target=y, generator=sampling, **family.sampling(model_cfg, cfg, progress),
                          **(extra.forward_kwargs if extra else {}))
-            loss = loss_fn(cfg.loss, pred.float(), y, cfg.gdl_weight)
+            loss = loss_fn(cfg.loss, pred.float(), y, cfg)
         # The reported loss stays the frame loss (comparable across families); an extra term only trains.
         frame_loss = loss.detach()
         if extra is not None:
@@ -186,8 +181,10 @@ def train_one_epoch(
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         scaler.step(optimizer)
         scaler.update()
+        if schedule is not None:
+            schedule.step()
         value = frame_loss.item()
-        total += value if cfg.loss == "mse_sum" else value * y.numel()
+        total += value if loss_named(cfg.loss).summed else value * y.numel()
         pixels += y.numel()
         samples += len(x)
     return total / max(pixels, 1), samples
@@ -238,14 +235,14 @@ def _loader(splits: WindowSplits, cfg: TrainConfig, epoch: int, device: torch.de
 
 
 @torch.no_grad()
-def write_strips(model: nn.Module, splits: WindowSplits, out_dir: Path, device: torch.device) -> list[Path]:
+def write_strips(model: nn.Module, splits: WindowSplits, out_dir: Path) -> list[Path]:
     """Prediction strips for a few fixed validation windows (first, middle, last), with the predicted motion for a
     family that moves its frames."""
     n = len(splits.val)
     chosen = sorted({0, n // 2, n - 1})[:STRIP_WINDOWS]
     paths = []
-    for idx, x, y, pred in predict_batches(model, splits.val, chosen, device, len(chosen)):
-        window = torch.stack([splits.val[i][0] for i in idx]).to(device)
+    for idx, x, y, pred in predict_batches(model, splits.val, chosen, len(chosen)):
+        window = torch.stack([splits.val[i][0] for i in idx]).to(model_device(model))
         motion = predict_with_motion(model, window, y.shape[1])[1]
         for k, i in enumerate(idx):
             shown = None if motion is None else motion[k].float().cpu().numpy()
@@ -280,10 +277,12 @@ def train(
     cfg = cfg.at_frame_size(splits.frame_size).at_fields(splits.channels, splits.targets)
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model_name, cfg.model).to(device)
-    cost = measure_cost(model, cfg.window.input_len, cfg.window.output_len, tc.batch_size, device, amp)
+    cost = measure_cost(model, cfg.window.input_len, cfg.window.output_len, tc.batch_size, amp)
     if on_cost is not None:
         on_cost(cost)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = make_optimizer(model.parameters(), tc)
+    steps_per_epoch = math.ceil(len(subset(len(splits.train), tc.max_train_windows)) / tc.batch_size)
+    schedule = make_schedule(optimizer, tc, tc.epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     sign = 1.0 if best_by_mode(tc.best_by) == "min" else -1.0  # compare sign * value: smaller is better
     start, history, best = 0, [], math.inf
@@ -296,6 +295,8 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
+        if schedule is not None and "schedule" in state:
+            schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["torch_rng"].cpu())
         start, best = int(state["epoch"]), float(state.get("best_score", state.get("best_val_mse", math.inf)))
         history = [EpochResult(**h) for h in json.loads(state["history"])]
@@ -307,11 +308,11 @@ def train(
         began = time.perf_counter()
         loader = _loader(splits, tc, epoch, device)
         train_loss, samples = train_one_epoch(model, batches(loader, epoch) if batches else loader, optimizer, scaler, tc, epoch,
-                                              device, amp, cfg.family, len(loader))
+                                              amp, cfg.family, len(loader), schedule)
         elapsed = time.perf_counter() - began
-        val: Validation = validate(model, splits.val, device, tc.batch_size, tc.max_val_windows)
+        val: Validation = validate(model, splits.val, tc.batch_size, tc.max_val_windows)
         skill = float(np.mean(skill_per_lead(val.mse_per_lead, baseline)))
-        ys = yardstick.score(model, splits.val, device, tc.batch_size, epoch=True).means()
+        ys = yardstick.score(model, splits.val, tc.batch_size, epoch=True).means()
         result = EpochResult(
             epoch + 1, train_loss, val.mse, val.ssim, val.psnr, val.ssim_per_lead[0], val.ssim_per_lead[-1], skill,
             val.collapse_score, val.collapsed, elapsed, samples / elapsed, val_bubble_f1=val.bubble_f1,
@@ -336,6 +337,7 @@ def train(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(),
+                **({"schedule": schedule.state_dict()} if schedule is not None else {}),
                 "epoch": epoch + 1,
                 "torch_rng": torch.get_rng_state(),
                 "best_score": best,
@@ -345,19 +347,20 @@ def train(
         )
         last = status != "completed" or epoch + 1 == tc.epochs
         if last:
-            final = finish(model, cfg, splits, status, history, out_dir, device, cost, yardstick)
+            final = finish(model, cfg, splits, status, history, out_dir, cost, yardstick)
         if report is not None:
             report(result, checkpoint, final)
         if last:
             break
-    return final or finish(model, cfg, splits, status, history, out_dir, device, cost, yardstick)
+    return final or finish(model, cfg, splits, status, history, out_dir, cost, yardstick)
 
 
 def own_yardstick(cfg: TrialConfig, splits: WindowSplits) -> Yardstick:
     """A trial outside a study is scored on a protocol of its own: its leads, its size, its context."""
     w = cfg.window
-    protocol = Protocol(tuple(range(1, w.output_len + 1)), splits.frame_size, w.input_len, w.output_len,
-                        windows=cfg.train.max_val_windows or 64, field=splits.targets[0] if splits.targets else "")
+    protocol = Protocol(tuple(range(1, w.output_len + 1)), splits.frame_size, w.input_len, w.output_len * w.frame_step,
+                        windows=cfg.train.max_val_windows or 64, field=splits.targets[0] if splits.targets else "",
+                        frame_step=w.frame_step)
     store = splits.val.cache.store
     # With tiles the validation frames are the held-out sequences' whole frames, at one size: the climatology is
     # the mean of those sequences' training frames only (a time split), never of other shapes squashed to this one.
@@ -367,17 +370,17 @@ def own_yardstick(cfg: TrialConfig, splits: WindowSplits) -> Yardstick:
 
 
 def finish(model: nn.Module, cfg: TrialConfig, splits: WindowSplits, status: Status, history: list[EpochResult], out_dir: Path,
-           device: torch.device, cost: ModelCost | None = None, yardstick: Yardstick | None = None) -> TrialResult:
+           cost: ModelCost | None = None, yardstick: Yardstick | None = None) -> TrialResult:
     """Evaluate the best checkpoint on the validation split (with the four baselines and VMAF, and on every window
     of the yardstick's protocol) and draw the strips. The cost gets the training speed of the epochs run."""
     evaluation, strips, scored = None, [], None
     if status != "nan" and (out_dir / BEST).exists():
-        model.load_state_dict(load_checkpoint(out_dir / BEST, device)["model"])
-        evaluation = evaluate(model, splits.val, device, cfg.train.batch_size, cfg.train.max_val_windows, with_vmaf=True,
+        model.load_state_dict(load_checkpoint(out_dir / BEST, model_device(model))["model"])
+        evaluation = evaluate(model, splits.val, cfg.train.batch_size, cfg.train.max_val_windows, with_vmaf=True,
                               mean_frame=training_mean_frame(splits))
-        strips = write_strips(model, splits, out_dir, device)
+        strips = write_strips(model, splits, out_dir)
         (out_dir / "evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=1))
-        scored = (yardstick or own_yardstick(cfg, splits)).score(model, splits.val, device, cfg.train.batch_size)
+        scored = (yardstick or own_yardstick(cfg, splits)).score(model, splits.val, cfg.train.batch_size)
         (out_dir / YARDSTICK).write_text(json.dumps(scored.to_dict(), indent=1))
     result = TrialResult(status, parameter_count(model), history, evaluation, out_dir, strips, yardstick=scored)
     if cost is not None:
@@ -397,7 +400,7 @@ def evaluate_checkpoint_dir(directory: Path, out_dir: Path, device: torch.device
     (out_dir / BEST).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(directory / Path(BEST).name, out_dir / BEST)
     model = build_model(cfg.model_name, cfg.model).to(device)
-    return cfg, finish(model, cfg, make_splits(cfg.data, cfg.window), "completed", history, out_dir, device, yardstick=yardstick)
+    return cfg, finish(model, cfg, make_splits(cfg.data, cfg.window), "completed", history, out_dir, yardstick=yardstick)
 
 
 def describe(cfg: TrialConfig, splits: WindowSplits) -> dict[str, object]:

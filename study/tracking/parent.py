@@ -1,0 +1,95 @@
+"""The sweep's parent MLflow run, and the record in the sweep directory (mlflow_parent.json) that names it, so a
+resumed sweep, export and the report find it without importing the sweep (or Ray)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bubbles.errors import UserError
+from study.tracking.store import _finite, experiment_id
+
+PARENT_FILE = "mlflow_parent.json"
+
+
+def read_parent(sweep_dir: Path) -> dict[str, Any]:
+    """The sweep's mlflow_parent.json; a missing or damaged one is one line."""
+    marker = sweep_dir / PARENT_FILE
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{marker}: cannot read the sweep's parent-run record ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("run_id"), str):
+        raise UserError(f"{marker}: not a parent-run record (expected an object with a run_id)")
+    return data
+
+
+class SweepRun:
+    """The parent MLflow run of a sweep; its id is kept in the sweep directory so a resumed sweep reuses it."""
+
+    def __init__(self, run_id: str) -> None:
+        import mlflow
+
+        self.run_id = run_id
+        self.client = mlflow.MlflowClient()
+
+    def log_report(self, directory: Path) -> None:
+        """The HTML report and its pictures, under report/ in the parent run."""
+        self.client.log_artifacts(self.run_id, str(directory), "report")
+
+    @classmethod
+    def open_or_create(cls, uri: str, space: Any, name: str, marker: Path) -> SweepRun:
+        import mlflow
+
+        exp_id = experiment_id(space.experiment, uri)
+        client = mlflow.MlflowClient()
+        if marker.exists():
+            run = cls(json.loads(marker.read_text())["run_id"])
+            client.update_run(run.run_id, status="RUNNING")
+            return run
+        created = client.create_run(exp_id, run_name=name, tags={"sweep": name, "bubbles.role": "sweep"})
+        run = cls(created.info.run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            resolved = Path(tmp) / "resolved_space.json"
+            resolved.write_text(json.dumps(_space_summary(space), indent=1, default=str))
+            client.log_artifact(run.run_id, str(resolved))
+            copy = Path(tmp) / Path(space.path).name
+            copy.write_text(space.text)
+            client.log_artifact(run.run_id, str(copy))
+        tmp_marker = marker.with_suffix(".tmp")
+        tmp_marker.write_text(json.dumps({"run_id": run.run_id, "uri": uri, "experiment": space.experiment,
+                                          "objective": space.tune.objective, "mode": space.tune.mode}))
+        tmp_marker.replace(marker)
+        return run
+
+    def finish(self, sweep_dir: Path, rows: list[dict[str, Any]], interrupted: bool) -> None:
+        """The leaderboard, the best trial and the trial count; KILLED if the sweep was interrupted."""
+        for name in ("leaderboard.csv", "leaderboard.md"):
+            if (sweep_dir / name).exists():
+                self.client.log_artifact(self.run_id, str(sweep_dir / name))
+        if rows:
+            self.client.set_tag(self.run_id, "best_trial_id", rows[0]["trial"])
+            self.client.set_tag(self.run_id, "best_run_id", rows[0]["mlflow_run"])
+            if _finite(rows[0]["objective"]):
+                self.client.log_metric(self.run_id, "best_objective", rows[0]["objective"])
+            # The winner's yardstick: validation (what it was chosen on) and test (unbiased), side by side, by the
+            # leaderboard's names (best_yardstick_ssim, best_test_skill_vs_strongest, ...).
+            for key, value in rows[0].items():
+                if key.startswith(("yardstick_", "test_")) and isinstance(value, float) and _finite(value):
+                    self.client.log_metric(self.run_id, f"best_{key}", value)
+        self.client.log_metric(self.run_id, "trials", len(rows))
+        self.client.set_terminated(self.run_id, "KILLED" if interrupted else "FINISHED")
+
+
+def _space_summary(space: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {
+        "base": space.base,
+        "dimensions": [asdict(d) for d in space.dimensions],
+        "seed_points": list(space.seed_points),
+        "tune": asdict(space.tune),
+        "experiment": space.experiment,
+    }

@@ -1,0 +1,81 @@
+"""The model registry: an export registered as a version of a model, and the `champion` alias moved to it when it
+beats the current champion on the same objective."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bubbles.errors import UserError
+from study.tracking.store import _first_line, _missing, _no_alias, configure, experiment_id
+
+EXPORTS_EXPERIMENT = "bubbles-exports"  # where an export of a `train` checkpoint (no trial run) is logged
+CHAMPION = "champion"
+
+
+def register_export(uri: str, name: str, bundle: Path, source: str, run_id: str | None, score: tuple[str, float, str],
+                    example: tuple[Any, Any], tags: dict[str, str] | None = None) -> tuple[str, bool]:
+    """Log the export directory as an MLflow model of the trial run it came from (a python_function model:
+    `mlflow.pyfunc.load_model("models:/NAME/VERSION").predict(frames)`), register it as a new version of `name`,
+    and move the `champion` alias to it if it beats the current champion on the objective (or there is none).
+    score = (objective, value, mode); example = (input, output) arrays for the signature; `tags` go on the version
+    besides the score's. Any failure undoes what this call made (model, version, a registered model it created)
+    and is one line. Returns (version, became champion)."""
+    import mlflow
+    from mlflow.models import Model, infer_signature
+    from mlflow.pyfunc import add_to_model
+
+    configure(uri)
+    client = mlflow.MlflowClient()
+    objective, value, mode = score
+    made: list[Any] = []  # undo steps, last first
+    try:
+        exp_id = client.get_run(run_id).info.experiment_id if run_id else experiment_id(EXPORTS_EXPERIMENT, uri)
+        # A logged model of the trial run: the version's source then belongs to the run it names (a server checks).
+        logged = client.create_logged_model(exp_id, name="bundle", source_run_id=run_id, tags={"source": source, "registered_as": name})
+        made.append(lambda: client.delete_logged_model(logged.model_id))
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = Path(tmp) / "model"
+            shutil.copytree(bundle, model_dir)
+            (model_dir / "code").mkdir()
+            shutil.copy(Path(__file__).parent.parent / "pyfunc_model.py", model_dir / "code" / "bubbles_pyfunc.py")
+            model = Model(run_id=run_id, model_id=logged.model_id, signature=infer_signature(*example))
+            add_to_model(model, loader_module="bubbles_pyfunc", data="model.ts", code="code")
+            model.save(str(model_dir / "MLmodel"))
+            client.log_model_artifacts(logged.model_id, str(model_dir))
+        client.finalize_logged_model(logged.model_id, "READY")
+        try:
+            client.get_registered_model(name)
+        except Exception as exc:
+            if not _missing(exc):
+                raise
+            client.create_registered_model(name)
+            made.append(lambda: client.delete_registered_model(name))
+        rounded = round(value, 6)
+        version = client.create_model_version(
+            name, f"models:/{logged.model_id}", run_id=run_id, model_id=logged.model_id,
+            tags={"objective": objective, "value": f"{rounded:.6g}", "mode": mode, "source": source} | (tags or {}))
+        made.append(lambda: client.delete_model_version(name, version.version))
+        better = True
+        try:
+            old = float(client.get_model_version_by_alias(name, CHAMPION).tags.get("value", "nan"))
+            sign = 1.0 if mode == "max" else -1.0
+            better = not math.isfinite(old) or sign * (rounded - old) > 0
+        except Exception as exc:
+            if not _no_alias(exc):
+                raise  # a server error must not make any new version the champion
+        if better:
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+    except Exception as exc:
+        stuck = 0
+        for undo in reversed(made):
+            try:
+                undo()
+            except Exception:
+                stuck += 1  # the store stopped answering: said below
+        left = f"; {stuck} part(s) could not be removed, look for them under `{name}`" if stuck else "; nothing was kept"
+        raise UserError(f"--register {name}: MLflow at {uri} refused the registration ({_first_line(exc)}){left}") from None
+    return str(version.version), better
