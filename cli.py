@@ -515,7 +515,10 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 @click.option("--colormap", metavar="NAME", help="With --input: a rendering in this matplotlib colour map (as ingest --colormap).")
 @click.option("--frames", "frame_range", metavar="START:STOP", help="With --input: keep these source frames (as ingest --frames).")
 @click.option("--detector", "detector_sets", multiple=True, metavar="KEY=VALUE",
-              help="Bubble-detector setting over the calibration (repeatable), e.g. --detector roi_bottom=0.92.")
+              help="Bubble-detector setting over the calibration (repeatable), e.g. --detector roi_bottom=0.92. Keys: "
+                   "polarity (auto|dark|bright), background_radius, contrast_k, min_contrast, min_diameter_px, "
+                   "max_diameter, roundness, roi_top, roi_bottom, min_diameter, typical_diameter (lengths in frame "
+                   "heights, min_diameter_px in pixels).")
 @click.option("--start", default=0, show_default=True, help="First context frame.")
 @click.option("--steps", type=int, help="Frames to predict (default: the trained horizon).")
 @click.option("--autoregressive", is_flag=True, help="Roll out beyond the trained horizon on its own predictions.")
@@ -601,7 +604,7 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
               help="Artifact destination, on storage that outlives the head node (the shared file system); clients "
                    "upload and download through the server.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", default=5000, show_default=True)
+@click.option("--port", default=5000, show_default=True, help="Port to listen on (a busy one is one line).")
 @click.option("--workers", default=4, show_default=True, help="Server processes (concurrent trial writers).")
 @click.option("--allowed-hosts", help="Host headers clients send, comma-separated NAME:PORT (e.g. head.lab:5000); "
                                       "required with a --host other than loopback; 127.0.0.1:PORT is always accepted.")

@@ -14,7 +14,7 @@ COMPARED = (
     ("mse", "MSE", ".5f"),
     ("ssim", "SSIM", ".3f"),
     ("psnr", "PSNR dB", ".2f"),
-    ("sharpness", "sharpness (1 = as sharp as the target)", ".2f"),
+    ("sharpness", "sharpness (1 = as sharp as the target)", ".3f"),
 )
 VMAF_FLOOR = 1.0  # below this every column reads as zero
 VMAF_TIE = 1.0  # spread between the best and the worst column that counts as a tie
