@@ -206,6 +206,27 @@ def study_yardstick(space: SweepSpace, protocol: Protocol, split: str, sweep_dir
     return yardstick
 
 
+def strongest_recorded(sweep_dir: Path) -> str:
+    """The strongest baseline at each lead, in words, on each split whose baselines the sweep scored (from its
+    cached scores): 'on validation: flow; on test: flow at leads 1-2, persistence at lead 4' ('' before any)."""
+    from bubbles.evaluation.scoring import strongest_named
+
+    record = sweep_dir / YARDSTICK_DIR / "protocol.json"
+    if not record.is_file():
+        return ""
+    protocol = Protocol.from_dict(json.loads(record.read_text()))
+    said = []
+    for split, label in (("val", "validation"), ("test", "test")):
+        cache = sweep_dir / YARDSTICK_DIR / f"baselines_{split}.json"
+        if not cache.is_file():
+            continue
+        frames = BaselineScores.from_dict(json.loads(cache.read_text()), len(protocol.leads)).scores.frames
+        mse = {b: f.leads().mse for b, f in frames.items()}
+        per_lead = tuple(min(mse, key=lambda b: mse[b][k]) for k in range(len(protocol.leads)))
+        said.append(f"on {label}: {strongest_named(per_lead, protocol.leads)}")
+    return "; ".join(said)
+
+
 def has_test_split(space: SweepSpace) -> bool:
     from study.space import corner_configs
 

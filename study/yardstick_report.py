@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 from study.tracking import metric_history  # noqa: E402
-from study.yardstick import NO_TEST, SHOWN, TEST, VALIDATION, YARDSTICK_DIR  # noqa: E402
+from study.yardstick import NO_TEST, SHOWN, TEST, VALIDATION, YARDSTICK_DIR, strongest_recorded  # noqa: E402
 
 TOP_CURVES = 3
 GROUPS = ("window", "image_size", "model")
@@ -37,10 +37,12 @@ def protocol_line(sweep_dir: Path) -> str:
     if not path.is_file():
         return ""
     p = json.loads(path.read_text())
+    strongest = strongest_recorded(sweep_dir)
     return (f"Every trial is scored on the same validation windows (first target after {p['context']} context frames, one "
             f"every {p['stride']} frames, at most {p['windows'] or 'all'}), at leads {', '.join(map(str, p['leads']))}, at "
             f"{p['size'][0]}x{p['size'][1]} px: shorter outputs are rolled out on their own predictions, smaller frames "
-            f"resized up before any metric. The baselines ({', '.join(p['baselines'])}) were scored once on the same frames.")
+            f"resized up before any metric. The baselines ({', '.join(p['baselines'])}) were scored once on the same frames."
+            + (f" skill_vs_strongest is 1 - MSE / MSE of the strongest baseline at each lead ({strongest})." if strongest else ""))
 
 
 def sections(rows: list[dict[str, str]], sweep_dir: Path, out: Path, objective: str,

@@ -126,6 +126,11 @@ def test_test_split_is_untouched_during_the_sweep_and_scored_once_at_the_end(
 
     page = write_report(uri, outcome.directory, tmp_path / "report").read_text()
     assert "test − validation (ssim)" in page and "differs from the validation ssim by" in page
+    # Every skill column says what it is measured against, and the report and the leaderboard name that baseline.
+    assert "skill_vs_strongest is 1 - MSE / MSE of the strongest baseline at each lead (on validation: " in page
+    assert "; on test: " in page
+    note = (outcome.directory / "leaderboard.md").read_text()
+    assert "skill_vs_strongest: 1 - MSE / MSE of the strongest baseline at each lead" in note and "on test: " in note
     assert "What won, by window, size and family" in page and "<th>window</th>" in page and "<th>image_size</th>" in page
     assert (tmp_path / "report" / "yardstick_leads.png").is_file()
     # A resumed sweep reads the test scores back: the test split is not scored a second time.
