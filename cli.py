@@ -497,12 +497,14 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
     click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}{selected}) to {path}")
     if chosen.test_line:
         click.echo(chosen.test_line)
+    for line in chosen.warnings():
+        click.echo(line, err=True)
     if register:
         check_tracking(uri)
-        version, champion = ex.register(uri, register, path, chosen)
+        version, champion, why = ex.register(uri, register, path, chosen)
         from study.tracking import model_version_link
 
-        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else " (champion unchanged)")
+        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else f" (champion unchanged: {why})")
                    + f"; load it with mlflow.pyfunc.load_model('models:/{register}/{version}'); see {model_version_link(uri, register, version)}")
 
 
@@ -566,6 +568,10 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
                  + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
                     f"{COLLAPSE_THRESHOLD}); this model predicts blur" if summary.get("collapsed") else ""))
     click.echo(line)
+    if "against_baselines" in summary:
+        click.echo(f"on this window, by MSE per lead: the model {summary['against_baselines']}")
+    if "test_against_baselines" in summary:
+        click.echo(f"on the study's test split: the model {summary['test_against_baselines']}")
     for field, f in summary.get("fields", {}).items():  # type: ignore[union-attr]
         if f:
             click.echo(f"  {field}: lead 1 SSIM {f['ssim'][0]:.3f} (persistence {f['persistence_ssim'][0]:.3f}), MSE {f['mse'][0]:.5f}, "

@@ -19,7 +19,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from bubbles.errors import UserError
 from bubbles.evaluation.scoring import strongest_named
-from study import leaderboard, sweep_state
+from bubbles.evaluation.verdict import Verdict
+from study import champion, leaderboard, sweep_state
 from study.space import SweepSpace
 from study.sweep_dir import OPTUNA_DB, UNSETTLED_FILE, check_name, check_trusted, read_unsettled, write_unsettled
 from study.tracking import (
@@ -178,6 +179,10 @@ def _searcher(space: SweepSpace, name: str, sweep_dir: Path) -> PruningOptunaSea
     )
 
 
+# ASHA's clock per asha.time_attr: what every epoch's report carries (study.trainable), cumulative over the trial.
+ASHA_CLOCK = {"epochs": "training_iteration", "seconds": "train_seconds_total", "gflops": "train_gflops_total"}
+
+
 def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_dir: Path, events: TrialEvents, verbose: bool):  # type: ignore[no-untyped-def]
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -193,7 +198,8 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
         return tuner, True
     t = space.tune
     scheduler = (
-        ASHAScheduler(time_attr="training_iteration", max_t=space.max_epochs(), grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+        ASHAScheduler(time_attr=ASHA_CLOCK[t.time_attr], max_t=space.max_epochs() if t.time_attr == "epochs" else t.max_t,
+                      grace_period=t.grace_period, reduction_factor=t.reduction_factor)
         if t.asha
         else FIFOScheduler()
     )
@@ -464,7 +470,9 @@ def run_sweep(
     )
     if not interrupted:
         fail_orphaned_trials(study)
-    ranked = leaderboard.rank(rows, space.tune.mode)
+    ranked, champion_note = champion.apply(space.tune.champion, leaderboard.rank(rows, space.tune.mode))
+    for r in ranked:  # filled for the trials scored on the test split below
+        r |= {"beats_all_baselines": "", "loses_from_lead": ""}
     has_test = ys.has_test_split(space)
     strongest_test = ""  # the strongest baseline on the test windows, named under the table once they are scored
     if has_test and not interrupted and space.evaluate.test_top_k > 0:
@@ -475,16 +483,23 @@ def run_sweep(
         for r in ranked:
             if r["trial"] in scored:
                 r.update({k: v for k, v in ys.columns(None, scored[r["trial"]].means()).items() if k.startswith("test_")})
+                r.update(Verdict.of(scored[r["trial"]]).columns())
                 if tracked and r["trial"] in new and r["mlflow_run"]:
                     log_test_score(r["mlflow_run"], scored[r["trial"]])
     notes = ys.column_notes(has_test, space.evaluate.test_top_k, strongest_named(val_yardstick.strongest(), protocol.leads),
                             strongest_test, interrupted)
+    if champion_note:
+        notes.insert(0, ("", champion_note))
     note = ys.notes_for(list(ranked[0]) if ranked else [], notes)
+    if champion_note:
+        champion.record(sweep_dir, space.tune.champion, champion_note, ranked)
     leaderboard.write(sweep_dir, ranked, note)
     if resumed and events.started == 0 and not interrupted:
         echo(f"sweep {name!r} is complete ({len(rows)} of {space.tune.num_samples} trials), nothing left to run. "
              f"A new sweep of this space: bubbles-study sweep {space.path} --name {name}-2 (or edit the file and give it a new --name)")
     echo(leaderboard.markdown(ranked[:5], space, note) if verbose else short_leaderboard(ranked, space, notes))
+    if ranked and has_test and not interrupted and space.evaluate.test_top_k > 0:
+        echo(ys.champion_line(ranked[0], sweep_dir))
     if tracked:
         parent.finish(sweep_dir, ranked, interrupted)
         (sweep_dir / UNSETTLED_FILE).unlink(missing_ok=True)

@@ -27,6 +27,7 @@ from bubbles.data.store import FrameStore
 from bubbles.data.windows import split_segments
 from bubbles.errors import UserError
 from bubbles.evaluation.baselines import BASELINES
+from bubbles.evaluation.verdict import Verdict
 from bubbles.evaluation.yardstick import METRICS, BaselineScores, Protocol, Yardstick, YardstickScore
 
 if TYPE_CHECKING:
@@ -98,14 +99,18 @@ def protocol_of(space: SweepSpace, store: FrameStore) -> Protocol:
         size = frame_size(store, ev.size)
     else:
         size = max((frame_size(store, c.data.image_size, c.data.size_multiple) for c in configs), key=lambda s: (s[0] * s[1], s))
+    predicted = set()
     for c in configs:
         channels, targets = resolve_fields(store, c.data.channels, c.data.targets, c.data.feedback)
+        predicted.add(targets)
         if c.window.output_len < max(leads) and channels != targets:
             raise UserError(f"{space.path}: evaluate.leads: a trial predicting [{', '.join(targets)}] from "
                             f"[{', '.join(channels)}] in {c.window.output_len} frame(s) cannot roll out to lead "
                             f"{max(leads)}; lower evaluate.leads or predict the fields read")
-    first = configs[0].data
-    target = resolve_fields(store, first.channels, first.targets, first.feedback)[1]
+    if len(predicted) > 1:  # load_space refuses such a space first; a protocol must never pick one of them
+        raise UserError(f"{space.path}: trials of this space predict different fields "
+                        f"({'; '.join('[' + ', '.join(t) + ']' for t in sorted(predicted))}); the yardstick scores one")
+    target = predicted.pop()
     step = study_frame_step(space, configs)
     return Protocol(leads, size, context, ev.stride or max(leads) * step, ev.windows, ev.epoch_windows, ev.baselines,
                     target[0] if target else "", step)
@@ -157,6 +162,10 @@ def column_notes(has_test: bool, top_k: int, strongest_val: str = "", strongest_
                                 f"leads{f' ({named})' if named else ''}; below 0 loses to a forecast that costs nothing"),
         ("skill_vs_persistence", "skill_vs_persistence: 1 - MSE / MSE of persistence, on the trial's own validation "
                                  "windows and leads (not comparable across trials of other windows or sizes)"),
+        ("beats_all_baselines", "beats_all_baselines: on the test split, lower MSE than every baseline at every lead "
+                                "(yes / no)"),
+        ("loses_from_lead", "loses_from_lead: on the test split, the first lead where a baseline has the lower MSE "
+                            "(empty: none)"),
         ("bubble_f1", "bubble_f1: best.pt's final evaluation on every validation window of its own leads (TP/FP/FN "
                       "pooled over frames and leads; a forecast without bubbles scores 0)"),
     ]
@@ -274,7 +283,7 @@ def test_pass(space: SweepSpace, protocol: Protocol, sweep_dir: Path, rows: list
     return {r["trial"]: done[r["trial"]] for r in chosen if r["trial"] in done}, {r["trial"] for r in todo}
 
 
-SHOWN = ("ssim", "mse", "bubble_f1", "skill_vs_strongest")  # the yardstick's columns on the leaderboard
+SHOWN = ("ssim", "mse", "bubble_f1", "skill_vs_strongest", "skill_vs_strongest_min")  # the yardstick's columns on the leaderboard
 
 
 def columns(validation: dict[str, float] | None, test: dict[str, float] | None) -> dict[str, Any]:
@@ -285,3 +294,19 @@ def columns(validation: dict[str, float] | None, test: dict[str, float] | None) 
         out[f"yardstick_{k}"] = (validation or {}).get(k, math.nan)
         out[f"test_{k}"] = (test or {}).get(k, math.nan)
     return out
+
+
+def test_verdict(sweep_dir: Path, trial: str) -> Verdict | None:
+    """Which baselines a trial beats per lead on the test split, from the sweep's test record (None: not scored)."""
+    record = sweep_dir / YARDSTICK_DIR / "test_scores.json"
+    scores = json.loads(record.read_text()) if record.is_file() else {}
+    return Verdict.of(scores[trial]) if trial in scores else None
+
+
+def champion_line(champion: dict[str, Any], sweep_dir: Path) -> str:
+    """The sweep's closing word on its champion: which baselines it beats on the test split, lead by lead."""
+    verdict = test_verdict(sweep_dir, str(champion["trial"]))
+    who = f"champion {str(champion['trial'])[:8]}{' (' + str(champion['model']) + ')' if champion.get('model') else ''}"
+    if verdict is None:
+        return f"{who} was not scored on the test split (no checkpoint or no finite objective)"
+    return f"{who} on the test split: {verdict.sentence()}"

@@ -34,9 +34,11 @@ from bubbles.evaluation.figures import save_strip
 from bubbles.training.losses import loss_named
 from bubbles.training.optim import make_optimizer, make_schedule
 from bubbles.models import build_model, check_state_shapes, parameter_count
+from bubbles.models.baseline_start import BaselineStart
 from bubbles.models.device import model_device
 from bubbles.models.family import Family, Progress
 from bubbles.models.warp import predict_with_motion
+from bubbles.training.baseline_fit import start_baselines
 from bubbles.training.config import TrainConfig, best_by_mode
 from bubbles.data.windows import WindowSplits, make_splits
 
@@ -72,6 +74,7 @@ class EpochResult:
     yardstick_psnr: float = float("nan")
     yardstick_bubble_f1: float = float("nan")
     yardstick_skill_vs_strongest: float = float("nan")
+    yardstick_skill_vs_strongest_min: float = float("nan")  # the worst lead's skill against the strongest baseline
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
@@ -277,6 +280,8 @@ def train(
     cfg = cfg.at_frame_size(splits.frame_size).at_fields(splits.channels, splits.targets)
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model_name, cfg.model).to(device)
+    if resume is None and isinstance(model, BaselineStart):
+        start_baselines(model, cfg, splits, out_dir)
     cost = measure_cost(model, cfg.window.input_len, cfg.window.output_len, tc.batch_size, amp)
     if on_cost is not None:
         on_cost(cost)
