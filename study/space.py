@@ -10,6 +10,7 @@ This is the only module that knows how a dimension becomes an Optuna distributio
     seed_points: [{parameter: value, ...}, ...]         # evaluated first (Optuna enqueue_trial)
     tune:        {objective, num_samples, max_concurrent, time_budget_s, max_failures, sampler, seed,
                   asha: {grace_period, reduction_factor, max_epochs, time_attr, max_t} | false, resources: {cpu, gpu},
+                  objectives: [further objectives: multi-objective search],
                   champion: {rank_by, min_skill_every_lead}}   # study.champion
     evaluate:    {leads, size, stride, windows, epoch_windows, test_top_k, baselines}   # study.yardstick
     tracking:    {experiment}
@@ -97,6 +98,15 @@ class TuneSettings:
     cpu: float = 1.0
     gpu: float = 0.0
     champion: ChampionRule | None = None  # tune.champion (study.champion); None: the best by the objective
+    # More objectives for a multi-objective search (Optuna's multi-objective TPE or random sampler through Ray Tune;
+    # ASHA and the leaderboard's order use the first, `objective`): epoch metrics, or gflops_per_window (cost, min).
+    objectives: tuple[str, ...] = ()
+
+    def all_objectives(self) -> tuple[str, ...]:
+        return (self.objective, *self.objectives)
+
+    def mode_of(self, name: str) -> str:
+        return "min" if name == "gflops_per_window" else best_by_mode(name)
 
     @property
     def mode(self) -> str:
@@ -182,7 +192,7 @@ def _dimension(where: str, name: str, spec: Any) -> Dimension:
 
 
 def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
-    allowed = {"objective", "num_samples", "max_concurrent", "time_budget_s", "max_failures", "sampler", "seed", "asha", "resources", "champion"}
+    allowed = {"objective", "num_samples", "max_concurrent", "time_budget_s", "max_failures", "sampler", "seed", "asha", "resources", "champion", "objectives"}
     for key in raw:
         if key not in allowed:
             raise UserError(f"{where}.{key}: unknown key (use {', '.join(sorted(allowed))})")
@@ -214,6 +224,11 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
         if objective in RENAMED_METRICS:
             raise UserError(f"{where}.objective: {objective!r} is now called {RENAMED_METRICS[objective]!r}")
         raise UserError(f"{where}.objective: expected one of {choices}, got {objective!r}")
+    more = raw.get("objectives", [])
+    if not isinstance(more, list) or any(o not in (*get_args(BestBy), "gflops_per_window") or o == objective for o in more) \
+            or len(set(more)) != len(more):
+        raise UserError(f"{where}.objectives: expected a list of further objectives (epoch metrics such as "
+                        f"yardstick_bubble_f1, or gflops_per_window), each once and not the objective itself, got {more!r}")
     sampler = raw.get("sampler", d.sampler)
     if sampler not in ("tpe", "random"):
         raise UserError(f"{where}.sampler: expected tpe or random, got {sampler!r}")
@@ -236,6 +251,7 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
         cpu=num("resources.cpu", res.get("cpu", d.cpu), 0, integer=False),
         gpu=num("resources.gpu", res.get("gpu", d.gpu), 0, integer=False),
         champion=parse_champion(f"{where}.champion", raw.get("champion")),
+        objectives=tuple(more),
     )
 
 

@@ -128,7 +128,8 @@ class PruningOptunaSearch(OptunaSearch):
             return super().on_trial_complete(trial_id, result, error)
         trial = self._ot_trials[trial_id]
         step = result.get("training_iteration")
-        if state == optuna.trial.TrialState.PRUNED and step is not None and result.get(self.metric) is not None:
+        if state == optuna.trial.TrialState.PRUNED and step is not None and isinstance(self.metric, str) \
+                and result.get(self.metric) is not None:  # Optuna has no intermediate values for several objectives
             # Ray skips on_trial_result for the result on which the scheduler stops a trial: record it here.
             trial.report(result[self.metric], step)
         self._ot_study.tell(trial, None, state=state)
@@ -168,10 +169,12 @@ def _searcher(space: SweepSpace, name: str, sweep_dir: Path) -> PruningOptunaSea
         if space.tune.sampler == "tpe"
         else optuna.samplers.RandomSampler(seed=space.tune.seed)
     )
+    t = space.tune
+    metrics = ["objective", *(f"objective_{k}" for k in range(2, len(t.objectives) + 2))]
     return PruningOptunaSearch(
         space=space.sample,
-        metric="objective",
-        mode=space.tune.mode,
+        metric=metrics if t.objectives else "objective",
+        mode=[t.mode_of(o) for o in t.all_objectives()] if t.objectives else t.mode,
         points_to_evaluate=[dict(p) for p in space.seed_points] or None,
         sampler=sampler,
         study_name=name,

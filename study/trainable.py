@@ -77,6 +77,9 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
         spent["train_seconds_total"] += result.seconds
         spent["train_gflops_total"] += 3.0 * cost.get("gflops_per_window", 0.0) * result.samples_per_s * result.seconds
         metrics |= spent
+        for k, name in enumerate(space.tune.objectives, start=2):  # a multi-objective search's further objectives
+            value = float(metrics.get(name, math.nan))
+            metrics[f"objective_{k}"] = value if math.isfinite(value) else (1e9 if space.tune.mode_of(name) == "min" else -1e9)
         if final is not None:
             # Tune may stop the trial inside this last report: log and close the MLflow run first.
             run.log_result(final)
