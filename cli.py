@@ -487,6 +487,8 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 
     if sum(v is not None for v in (sweep_name, run_id, checkpoint)) != 1:
         raise UserError("export: give exactly one of --sweep, --run-id, --checkpoint")
+    if register is not None and not register.strip():
+        raise UserError("export: --register needs a model name (e.g. --register bubbles-convlstm)")
     check_output_dir(out.resolve(), "export")  # before any download or evaluation
     uri = tracking_uri(Path.cwd())
     if checkpoint is not None:
@@ -511,9 +513,13 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         click.echo(chosen.test_line)
     for line in chosen.warnings():
         click.echo(line, err=True)
-    if register:
+    if register is not None:
         check_tracking(uri)
-        version, champion, why = ex.register(uri, register, path, chosen)
+        try:
+            version, champion, why = ex.register(uri, register, path, chosen)
+        except UserError as exc:  # the registry kept nothing; the export directory itself is complete
+            raise UserError(f"{exc} in the registry; the export in {path} is complete and kept (export again with "
+                            "--register to retry)") from None
         from study.tracking import model_version_link
 
         click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else f" (champion unchanged: {why})")

@@ -145,6 +145,9 @@ def short_leaderboard(rows: list[dict[str, Any]], space: SweepSpace, notes: list
 
 
 def _fixed_model(space: SweepSpace) -> str:
+    """The model of a row without one: the space's fixed model; '?' when the model is searched (never a guess)."""
+    if any(d.name == "model" for d in space.dimensions):
+        return "?"
     return str(space.base.get("model", "convlstm"))
 
 

@@ -7,6 +7,7 @@ import json
 import math
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +99,9 @@ def from_checkpoint_dir(directory: Path) -> Chosen:
     if best is None:
         raise UserError(f"{directory}: no best.pt here or in checkpoint/")
     try:
-        state = torch.load(best, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a refused pickle is the one line below, not torch's warning with its path
+            warnings.simplefilter("ignore")
+            state = torch.load(best, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(f"{best}: not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or not isinstance(state.get("config"), str) or "model" not in state:

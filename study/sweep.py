@@ -23,6 +23,7 @@ from bubbles.evaluation.verdict import Verdict
 from study import champion, leaderboard, sweep_state
 from study.space import SweepSpace
 from study.sweep_dir import OPTUNA_DB, UNSETTLED_FILE, check_name, check_trusted, read_unsettled, write_unsettled
+from study.sweep_files import check_sweep_files
 from study.tracking import (
     PARENT_FILE, SPOOL_DIR, SweepRun, read_parent, TrialRun, check_tracking, close_orphaned_runs, final_yardstick_of, find_trial_run, has_result,
     log_test_score, pending_creations, replay_spool, settle_trial,
@@ -262,7 +263,7 @@ def _replay(uri: str, spool: Path, echo: Callable[[str], None]) -> tuple[bool, l
     readable ones are logged all the same."""
     if spool.exists() and not spool.is_dir():
         echo(f"MLflow: the spool {spool} is not a directory, so nothing could be kept there while the tracking store "
-             "was unavailable (what each trial lost is listed below)")
+             "was unavailable (each trial that lost writes is named below)")
         try:
             check_tracking(uri)
             return True, [], ""
@@ -351,8 +352,7 @@ def run_sweep(
             if trust_state:
                 sweep_state.record(sweep_dir)
             sweep_state.verify(sweep_dir)
-    if (sweep_dir / PARENT_FILE).exists():
-        read_parent(sweep_dir)
+    check_sweep_files(sweep_dir, name, uri)  # each file the driver reads back: one line if damaged, missing or foreign
     started_ray = not ray.is_initialized()
     if started_ray:
         check_address(address)
@@ -381,7 +381,7 @@ def run_sweep(
              f"{', '.join(map(str, protocol.leads))}"
              + (f" (frames {protocol.frame_step} stored frames apart)" if protocol.frame_step > 1 else "")
              + f", at {protocol.size[0]}x{protocol.size[1]} px "
-             f"({protocol.epoch_windows} of them after each epoch); the baselines were scored once")
+             f"({min(protocol.epoch_windows, len(val_yardstick.windows))} of them after each epoch); the baselines were scored once")
         from bubbles.data.forecastability import summary_lines
 
         for line in summary_lines(val_yardstick.store, protocol.frame_step, val_yardstick.train_segments, verbose):
@@ -465,9 +465,22 @@ def run_sweep(
             # The per-epoch value is on a subset of the protocol's windows: rank by best.pt on all of them.
             objective = validation[space.tune.objective.removeprefix("yardstick_")]
         shown_run = run_id if tracked or not run_id.startswith("pending-") else ""
-        rows.append(leaderboard.row(trial_id, shown_run, outcome, result.config or {}, metrics, objective, space, ys.columns(validation, None)))
+        rows.append(leaderboard.row(trial_id, shown_run, outcome, result.config or trial.config or {}, metrics, objective, space, ys.columns(validation, None)))
+    if tracked:
+        # A trial Ray forgot (the driver stopped before its experiment state recorded the trial) leaves a run that no
+        # trial here settles, once the replay has made it: closed as a killed driver's are (KILLED, unfinished).
+        forgotten = close_orphaned_runs(parent.run_id, {run_id for _, run_id, _, _ in trials if run_id})
+        if forgotten:
+            echo(f"closed {forgotten} MLflow run(s) of trials the stopped driver's Ray state did not keep (KILLED, "
+                 "unfinished; Ray ran others in their place)")
     for line in _lost_lines([(t.trial_id, dict(r.metrics or {})) for t, r in zip(results._experiment_analysis.trials, results)]):
         echo(line)
+    spool = sweep_dir / SPOOL_DIR
+    if spool.exists() and not spool.is_dir():  # nothing could be kept: name the trials MLflow has no run of
+        for trial_id, run_id, outcome, metrics in trials:
+            if (not run_id or run_id.startswith("pending-")) and not metrics.get("mlflow_lost_writes"):
+                echo(f"MLflow: trial {trial_id} ({outcome}) has no run in MLflow: its writes could neither be logged "
+                     f"nor kept ({spool} is a file, not a directory); the leaderboard has its results")
     interrupted = any(r["status"] == "unfinished" for r in rows) or (
         len(rows) < space.tune.num_samples and space.tune.time_budget_s is None
     )
@@ -509,7 +522,7 @@ def run_sweep(
     else:
         lines, ids = _unsettled_lines(parent.run_id, name, trials, unlogged, sweep_dir / SPOOL_DIR)
         write_unsettled(sweep_dir, ids)
-        echo(f"MLflow at {uri} is unavailable ({why_not}): {len(lines)} run(s) left unfinished there; "
+        echo(f"MLflow at {uri} did not take every write ({why_not}): {len(lines)} run(s) left unfinished there; "
              f"`{resume_command}` finishes them once it answers (the leaderboard above is complete):")
         for line in lines:
             echo(line)

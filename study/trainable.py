@@ -11,6 +11,7 @@ from bubbles.evaluation.cost import ModelCost, median_rate
 from bubbles.evaluation.yardstick import BaselineScores, Protocol, Yardstick
 from bubbles.training.config import best_by_mode
 from bubbles.training.train import EpochResult, TrialResult, train
+from study.mlflow_writer import spooled_run
 from study.space import SweepSpace
 from study.tracking import TrialRun, find_trial_run, readable
 
@@ -51,9 +52,12 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
     cfg = space.trial_config(config, f"trial {trial_id}")
     checkpoint = tune.get_checkpoint()
     resume = Path(checkpoint.to_directory()) / "checkpoint.pt" if checkpoint else None
-    run_id = readable(lambda: find_trial_run(uri, space.experiment, parent_run_id, trial_id), None)
+    identity = {"mlflow.parentRunId": parent_run_id, "tune_trial_id": trial_id}
+    # The run an earlier attempt made (in MLflow, or still waiting in the spool if the store was down): one per trial.
+    run_id = readable(lambda: find_trial_run(uri, space.experiment, parent_run_id, trial_id), None) or (
+        spooled_run(Path(spool), identity) if spool else None)
     node = tune_node()
-    tags = {"mlflow.parentRunId": parent_run_id, "tune_trial_id": trial_id, "sweep": sweep}
+    tags = identity | {"sweep": sweep}
     run = TrialRun(uri, space.experiment, cfg, tags=tags, run_id=run_id, spool=Path(spool) if spool else None)
     nodes = run.record_node(node)  # a trial restarted after a node loss keeps every node it ran on
 
