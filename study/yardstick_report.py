@@ -102,7 +102,8 @@ def _curves(rows: list[dict[str, str]], out: Path, png: Callable[[Any, Path], st
         ax.set_xlabel("lead time (frames ahead)")
         ax.set_ylabel(name)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    axes[0].legend(fontsize=7)
+    handles, names = axes[0].get_legend_handles_labels()  # below the panels, never over a curve
+    axes[0].legend(handles, names, fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=2, frameon=False)
     return ("<h2>Per-lead curves on the protocol's frames: the top trials and the baselines (validation)</h2>"
             + img(png(fig, out / "yardstick_leads.png"), "yardstick per-lead curves"))
 

@@ -49,7 +49,9 @@ class SweepRun:
             run = cls(json.loads(marker.read_text())["run_id"])
             client.update_run(run.run_id, status="RUNNING")
             return run
-        created = client.create_run(exp_id, run_name=name, tags={"sweep": name, "bubbles.role": "sweep"})
+        # sweep_dir: where `export --sweep` and `report --sweep` must look (they say so when given another --storage).
+        created = client.create_run(exp_id, run_name=name, tags={"sweep": name, "bubbles.role": "sweep",
+                                                                 "sweep_dir": str(marker.parent.resolve())})
         run = cls(created.info.run_id)
         with tempfile.TemporaryDirectory() as tmp:
             resolved = Path(tmp) / "resolved_space.json"
