@@ -462,10 +462,10 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         click.echo(chosen.test_line)
     if register:
         check_tracking(uri)
-        version, champion = ex.register(uri, register, path, chosen)
+        version, champion, why = ex.register(uri, register, path, chosen)
         from study.tracking import model_version_link
 
-        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else " (champion unchanged)")
+        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else f" (champion unchanged: {why})")
                    + f"; load it with mlflow.pyfunc.load_model('models:/{register}/{version}'); see {model_version_link(uri, register, version)}")
 
 

@@ -152,7 +152,7 @@ def window_metrics(
     table: dict[str, list] = {k: list(v) for k, v in asdict(leads["model"]).items() if len(v)}
     table |= {k: list(found["model"][k]) for k in BUBBLE_COLUMNS}
     for b in names:
-        table |= {f"{b}_{k}": list(getattr(leads[b], k)) for k in ("mse", "ssim", "sharpness")}
+        table |= {f"{b}_{k}": list(getattr(leads[b], k)) for k in ("mse", "ssim", "sharpness", "iou", "vapour_fraction_error")}
         table |= {f"{b}_bubble_f1": list(found[b]["bubble_f1"])}
     skill, strongest, skill_strongest = strongest_skill(leads["model"].mse, {b: leads[b].mse for b in names})
     table |= {"strongest": list(strongest), "skill_strongest": list(skill_strongest), "skill_persistence": list(skill["persistence"])}

@@ -203,9 +203,10 @@ def export(chosen: Chosen, out: Path, onnx: bool, note: Callable[[str], None] = 
     return write_bundle(out, model, chosen.cfg, info, chosen.evaluation, onnx=onnx, climatology=climatology)
 
 
-def register(uri: str, name: str, bundle: Path, chosen: Chosen) -> tuple[str, bool]:
+def register(uri: str, name: str, bundle: Path, chosen: Chosen) -> tuple[str, bool, str]:
     """Register the export directory as a version of `name` (study.tracking.register_export), linked to the trial
-    run it came from; `champion` moves to it if it is better. Returns (version, became champion)."""
+    run it came from; `champion` moves to it if it is better on the same objective. Returns (version, became
+    champion, why not)."""
     from bubbles.bundle import example_input
 
     x = example_input(chosen.cfg).numpy()

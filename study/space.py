@@ -315,6 +315,7 @@ def _check_corners(space: SweepSpace, check_data: bool) -> WindowSplits | None:
         except UserError as exc:
             raise UserError(f"{space.path}: data.store: {exc}") from None
     checked: set[Any] = set()
+    predicted: dict[tuple[str, ...], str] = {}  # the fields trials predict -> the first corner predicting them
     for label, cfg in corner_configs(space):
         if store is not None and (cfg.data, cfg.window) not in checked:
             checked.add((cfg.data, cfg.window))
@@ -323,4 +324,12 @@ def _check_corners(space: SweepSpace, check_data: bool) -> WindowSplits | None:
             except UserError as exc:
                 raise UserError(f"{space.path}: {label}: {exc}") from None
             longest = max(longest or splits, splits, key=lambda s: s.val.window.span)
+            predicted.setdefault(splits.targets, label)
+    if len(predicted) > 1:
+        # The yardstick scores one field, the same for every trial: trials predicting other fields would be ranked
+        # by a field they do not predict.
+        (a, at_a), (b, at_b) = list(predicted.items())[:2]
+        raise UserError(f"{space.path}: trials of this space predict different fields ([{', '.join(a)}] at {at_a}; "
+                        f"[{', '.join(b)}] at {at_b}); the yardstick scores one field for every trial: fix "
+                        "target_fields (or search channels that share their first field)")
     return longest

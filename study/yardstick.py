@@ -98,14 +98,18 @@ def protocol_of(space: SweepSpace, store: FrameStore) -> Protocol:
         size = frame_size(store, ev.size)
     else:
         size = max((frame_size(store, c.data.image_size, c.data.size_multiple) for c in configs), key=lambda s: (s[0] * s[1], s))
+    predicted = set()
     for c in configs:
         channels, targets = resolve_fields(store, c.data.channels, c.data.targets, c.data.feedback)
+        predicted.add(targets)
         if c.window.output_len < max(leads) and channels != targets:
             raise UserError(f"{space.path}: evaluate.leads: a trial predicting [{', '.join(targets)}] from "
                             f"[{', '.join(channels)}] in {c.window.output_len} frame(s) cannot roll out to lead "
                             f"{max(leads)}; lower evaluate.leads or predict the fields read")
-    first = configs[0].data
-    target = resolve_fields(store, first.channels, first.targets, first.feedback)[1]
+    if len(predicted) > 1:  # load_space refuses such a space first; a protocol must never pick one of them
+        raise UserError(f"{space.path}: trials of this space predict different fields "
+                        f"({'; '.join('[' + ', '.join(t) + ']' for t in sorted(predicted))}); the yardstick scores one")
+    target = predicted.pop()
     step = study_frame_step(space, configs)
     return Protocol(leads, size, context, ev.stride or max(leads) * step, ev.windows, ev.epoch_windows, ev.baselines,
                     target[0] if target else "", step)

@@ -214,3 +214,34 @@ def test_three_fields_train_export_predict(fields_store: tuple[Path, dict], tmp_
     assert code == 1 and out.startswith(f"error: {tmp_path / 'rgb.npy'}: no field 'dfun'") and "input.zarr" not in out, out
     code, out = _run("predict", tmp_path / "m", "--input", path.parent / "Twall-90.hdf5", "--out", tmp_path / "r", env=env)
     assert code == 1 and "predict --input reads one-field recordings" in out and "choose a field" not in out, out
+
+
+def test_the_yardstick_scores_its_field_and_a_space_predicting_several_is_refused(fields_store: tuple[Path, dict], tmp_path: Path) -> None:
+    """A trial is scored on the protocol's field or not at all (it fell back to the trial's first predicted field,
+    so a trial predicting temperature was ranked by dfun's score); a space whose trials predict different fields is
+    one line before Ray starts."""
+    from bubbles.evaluation.yardstick import Protocol, Yardstick
+    from study.space import load_space
+
+    path, _ = fields_store
+    space = tmp_path / "s.yaml"
+    space.write_text(f"data: {{store: {path}, split: sequence, val: [Twall-100]}}\n"
+                     "fixed: {layers: 1, hidden: 4, image_size: 32, window: '4->1', channels: 'dfun,temperature'}\n"
+                     "search: {target_fields: {type: categorical, choices: ['dfun', 'temperature']}}\n")
+    with pytest.raises(UserError) as err:
+        load_space(space)
+    assert "predict different fields ([dfun] at" in str(err.value) and "[temperature] at" in str(err.value)
+    assert "\n" not in str(err.value)
+
+    from bubbles.config import trial_config
+
+    cfg = trial_config({"store": str(path), "image_size": 32, "window": "4->1", "layers": 1, "hidden": 4, "split": "sequence",
+                        "val": ["Twall-100"], "channels": "dfun,temperature", "target_fields": "temperature"})
+    splits = make_splits(cfg.data, cfg.window)
+    cfg = cfg.at_frame_size(splits.frame_size).at_fields(splits.channels, splits.targets)
+    protocol = Protocol(leads=(1,), size=(32, 32), context=4, stride=2, windows=4, epoch_windows=2,
+                        baselines=("persistence",), field="dfun")
+    yardstick = Yardstick(protocol, FrameStore.open(path), splits.segments.val, "val", splits.segments.train)
+    model = build_model(cfg.model_name, cfg.model)
+    with pytest.raises(UserError, match="scores field 'dfun', this trial predicts \\[temperature\\]"):
+        yardstick.score(model, splits.val, 2)

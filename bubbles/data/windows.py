@@ -51,6 +51,11 @@ def parse_detector(where: str, key: str, value: Any) -> tuple[tuple[str, Any], .
     for name, v in sorted(value.items()):
         if name not in DETECTOR_FIELDS:
             raise fail(where, key, f"unknown setting {name!r} (have: {', '.join(DETECTOR_FIELDS)})")
+        if name == "mask":
+            if not isinstance(v, bool):
+                raise fail(where, f"{key}.mask", f"expected true or false, got {v!r}")
+            out.append((name, v))
+            continue
         out.append((name, parse_choice(where, f"{key}.polarity", v, ("auto", "dark", "bright")) if name == "polarity"
                     else parse_float(where, f"{key}.{name}", v, 0.0, 1000.0)))
     return tuple(out)

@@ -17,7 +17,7 @@ from torch import nn
 from bubbles.data.windows import WindowDataset, WindowSplits
 from bubbles.evaluation import baselines, metrics, tables
 from bubbles.evaluation.bubbles import BubbleMeter, DetectorConfig, sequence_detector
-from bubbles.evaluation.scoring import PIXEL_METRICS, FrameMetrics, LeadMetrics, skill, strongest_skill  # noqa: F401
+from bubbles.evaluation.scoring import MASK_METRICS, PIXEL_METRICS, FrameMetrics, LeadMetrics, skill, strongest_skill  # noqa: F401
 from bubbles.evaluation.vmaf import vmaf_frames
 from bubbles.models.device import model_device
 
@@ -44,6 +44,7 @@ class Evaluation:
     baseline_bubble_f1: dict[str, tuple[float, ...]] = field(default_factory=dict)  # per baseline, per lead
     per_field: dict[str, dict[str, float]] = field(default_factory=dict)  # several target fields: means per field
     bubble_f1: float = float("nan")  # the model's F1 from matches summed over every lead and window (BubbleMeter.f1)
+    mask: bool = False  # the frames are masks (segmented recordings): IoU and vapour-fraction error are shown
 
     @property
     def persistence(self) -> LeadMetrics:
@@ -104,7 +105,8 @@ class Evaluation:
             "final_skill_strongest": float(np.mean(self.skill_strongest)),
             "final_collapse_score": self.collapse_score,
             "final_collapsed": float(self.collapsed),
-        } | ({"final_bubble_f1": self.pooled_bubble_f1()} if self.bubbles else {}) | {
+        } | ({"final_bubble_f1": self.pooled_bubble_f1()} if self.bubbles else {}) | (
+            {f"final_{k}": self.model.mean(k) for k in MASK_METRICS} if self.mask else {}) | {
             f"final_{metric}_{name}": value for name, row in self.per_field.items() for metric, value in row.items()
         }
 
@@ -112,9 +114,10 @@ class Evaluation:
         """Every per-lead series by a flat name: the model's metrics (ssim, …), each baseline's (persistence_ssim,
         …), skill against each baseline (skill_flow, …) and against the strongest, VMAF (vmaf, flow_vmaf, …), bubble
         metrics (bubble_f1, …, persistence_bubble_f1, …)."""
-        curves: dict[str, tuple[float, ...]] = {k: v for k, v in asdict(self.model).items() if len(v)}
+        shown = lambda k, v: len(v) and (self.mask or k not in MASK_METRICS)  # noqa: E731
+        curves: dict[str, tuple[float, ...]] = {k: v for k, v in asdict(self.model).items() if shown(k, v)}
         for b, m in self.baselines.items():
-            curves |= {f"{b}_{k}": v for k, v in asdict(m).items() if len(v)}
+            curves |= {f"{b}_{k}": v for k, v in asdict(m).items() if shown(k, v)}
         curves |= {f"skill_{b}": v for b, v in self.skill.items()} | {"skill_strongest": self.skill_strongest}
         for key, values in (self.vmaf or {}).items():
             curves["vmaf" if key == "model" else f"{key}_vmaf"] = values
@@ -239,7 +242,14 @@ def evaluate(
         baseline_bubble_f1={b: bubble_meters[b].leads(height)["bubble_f1"] for b in names},
         per_field=fields.means() if fields is not None else {},
         bubble_f1=bubble_meters["model"].f1(),
+        mask=is_mask(dataset),
     )
+
+
+def is_mask(dataset: WindowDataset) -> bool:
+    """Every sequence the dataset reads is a mask (ingest recorded `extra.mask`)."""
+    names = {name for name, _ in dataset.starts}
+    return bool(names) and all("mask" in dataset.cache.store.sequences[n].meta.extra for n in names)
 
 
 class FieldMeter:

@@ -4,7 +4,9 @@ Conventions (stated once, used everywhere): frames are float in [0, 1]; SSIM is 
 `structural_similarity` with data_range=1 and the Wang et al. (2004) setting — Gaussian weights, sigma 1.5,
 population covariance; PSNR uses data_range=1 with MSE floored at 1e-10 (so identical frames score 100 dB, not inf),
 computed per frame from that frame's MSE and then averaged over frames (a mean of dB values, not the PSNR of the mean
-MSE); MSE and MAE are per pixel.
+MSE); MSE and MAE are per pixel. Mask metrics (segmented recordings: vapour 1, liquid 0) threshold prediction and target
+at MASK_THRESHOLD (a target resized below its native scale is soft at bubble edges): IoU of vapour (1 where neither
+has vapour: they agree), and the vapour-fraction error |vapour share of the prediction − of the target| per frame.
 """
 
 from __future__ import annotations
@@ -14,6 +16,22 @@ from skimage.metrics import structural_similarity
 
 PSNR_MSE_FLOOR = 1e-10
 COLLAPSE_THRESHOLD = 0.3
+MASK_THRESHOLD = 0.5
+
+
+def iou_frames(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """IoU of the vapour (> MASK_THRESHOLD) of each frame pair: (N, H, W) x 2 -> (N,); 1 where both have none."""
+    p, t = pred > MASK_THRESHOLD, target > MASK_THRESHOLD
+    inter = (p & t).reshape(len(p), -1).sum(axis=1)
+    union = (p | t).reshape(len(p), -1).sum(axis=1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def vapour_fraction_error(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """|share of vapour pixels in the prediction − in the target| per frame (> MASK_THRESHOLD): (N,)."""
+    p = (pred > MASK_THRESHOLD).reshape(len(pred), -1).mean(axis=1)
+    t = (target > MASK_THRESHOLD).reshape(len(target), -1).mean(axis=1)
+    return np.abs(p - t)
 
 
 def ssim_frames(pred: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -16,7 +16,8 @@ import numpy as np
 from bubbles.evaluation import metrics
 from bubbles.evaluation.bubbles import BubbleMeter, DetectorConfig
 
-PIXEL_METRICS = ("ssim", "psnr", "mse", "mae", "sharpness")
+PIXEL_METRICS = ("ssim", "psnr", "mse", "mae", "sharpness", "iou", "vapour_fraction_error")
+MASK_METRICS = ("iou", "vapour_fraction_error")  # meaningful on masks (segmented recordings); computed for all
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class LeadMetrics:
     mse: tuple[float, ...]
     mae: tuple[float, ...]
     sharpness: tuple[float, ...] = ()
+    iou: tuple[float, ...] = ()  # mask metrics (bubbles.evaluation.metrics); empty in evaluations written before
+    vapour_fraction_error: tuple[float, ...] = ()
 
     def mean(self, name: str) -> float:
         values = getattr(self, name)
@@ -51,14 +54,22 @@ class FrameMetrics:
         self.values["mae"].append(metrics.mae_frames(p, t).reshape(n, m))
         self.values["ssim"].append(metrics.ssim_frames(p, t).reshape(n, m))
         self.values["sharpness"].append(metrics.sharpness_frames(p, t).reshape(n, m))
+        self.values["iou"].append(metrics.iou_frames(p, t).reshape(n, m))
+        self.values["vapour_fraction_error"].append(metrics.vapour_fraction_error(p, t).reshape(n, m))
 
     def array(self, name: str) -> np.ndarray:
+        """(windows, leads) values of one metric (NaN for a metric a cached score was written without)."""
+        if not self.values.get(name):
+            shape = next((np.concatenate(v).shape for v in self.values.values() if v), (0, 0))
+            return np.full(shape, np.nan)
         return np.concatenate(self.values[name])
 
     def leads(self, rows: np.ndarray | None = None) -> LeadMetrics:
         """Means over windows (all, or those `rows` picks), per lead."""
         def mean(k: str) -> tuple[float, ...]:
             a = self.array(k) if rows is None else self.array(k)[rows]
+            if a.size == 0 or np.isnan(a).all(axis=0).any():  # a column without a value: NaN, without numpy's warning
+                return tuple(float(np.nanmean(c)) if np.isfinite(c).any() else float("nan") for c in a.T)
             return tuple(float(v) for v in np.nanmean(a, axis=0))
 
         return LeadMetrics(**{k: mean(k) for k in PIXEL_METRICS})

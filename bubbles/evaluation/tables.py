@@ -16,6 +16,10 @@ COMPARED = (
     ("psnr", "PSNR dB", ".2f"),
     ("sharpness", "sharpness (1 = as sharp as the target)", ".2f"),
 )
+MASK_COMPARED = (  # masks (segmented recordings) only
+    ("iou", "IoU of vapour (prediction and target > 0.5)", ".3f"),
+    ("vapour_fraction_error", "vapour-fraction error (|predicted − true share of vapour pixels|)", ".4f"),
+)
 VMAF_FLOOR = 1.0  # below this every column reads as zero
 VMAF_TIE = 1.0  # spread between the best and the worst column that counts as a tie
 
@@ -59,7 +63,7 @@ def lead_tables(ev: Evaluation) -> str:
             f"{ev.baselines[best].mse[k]:.5f} | {ev.skill_strongest[k]:+.3f} | {ev.skill_persistence[k]:+.3f} |"
         )
     lines.append("")
-    for name, title, fmt in COMPARED:
+    for name, title, fmt in COMPARED + (MASK_COMPARED if getattr(ev, "mask", False) else ()):
         if len(getattr(ev.model, name)):
             lines += _compare(ev, name, title, fmt)
     lines += bubble_lines(ev)

@@ -29,7 +29,7 @@ from bubbles.data.windows import FrameCache, Segment, WindowDataset
 from bubbles.errors import UserError
 from bubbles.evaluation import baselines as baseline_table
 from bubbles.evaluation.bubbles import DetectorConfig, sequence_detector
-from bubbles.evaluation.scoring import PIXEL_METRICS, Scores, strongest_skill
+from bubbles.evaluation.scoring import MASK_METRICS, PIXEL_METRICS, Scores, strongest_skill
 from bubbles.models.device import model_device
 
 # The yardstick's objectives: means over the protocol's leads. skill is against the strongest baseline per lead.
@@ -167,7 +167,10 @@ class Yardstick:
         frames = self.cache.frames(name, start, stop)[::step]
         if frames.ndim == 4:
             fields = self.store.sequences[name].fields
-            frames = frames[:, fields.index(self.protocol.field) if self.protocol.field in fields else 0]
+            if self.protocol.field not in fields:
+                raise UserError(f"evaluate: sequence {name} has no field {self.protocol.field!r} (it has "
+                                f"{', '.join(fields)}): the yardstick scores that field")
+            frames = frames[:, fields.index(self.protocol.field)]
         return frames.astype(np.float32) / 255.0
 
     def target_frames(self, rows: list[int]) -> np.ndarray:
@@ -221,7 +224,7 @@ class Yardstick:
             raise UserError(f"evaluate: this trial's frame_step {own} does not divide the protocol's {p.frame_step}; "
                             "its forecasts never land on the scored frames")
         ratio = p.frame_step // own  # own leads per protocol lead
-        target = dataset.targets.index(p.field) if p.field in dataset.targets else 0
+        target = self.scored_target(dataset)
         model.eval()
         scores = Scores(["model"], len(p.leads))
         for batch in _batches(len(rows), batch_size):
@@ -234,6 +237,17 @@ class Yardstick:
             scores.add({"model": pred.clamp(0, 1).cpu().numpy()}, self.target_frames(chosen),
                        [self._detectors[r] for r in chosen], self._target_bubbles, chosen)
         return self._summary(scores, np.array(rows))
+
+    def scored_target(self, dataset: WindowDataset) -> int:
+        """The index of the protocol's field among the trial's predicted fields; a trial that does not predict it
+        cannot be scored on it (one line), never silently on its first field instead."""
+        field = self.protocol.field
+        if not field and len(dataset.targets) <= 1:
+            return 0  # a protocol of a one-field store made before fields were named
+        if field not in dataset.targets:
+            raise UserError(f"evaluate: the yardstick scores field {field!r}, this trial predicts "
+                            f"[{', '.join(dataset.targets)}]")
+        return dataset.targets.index(field)
 
     def _context(self, dataset: WindowDataset, window: Target, n_in: int) -> torch.Tensor:
         """The trial's own input frames (its size, its fields, its frame_step apart), the last one the protocol's
@@ -256,7 +270,7 @@ class Yardstick:
         per_lead = {k: getattr(mine, k) for k in PIXEL_METRICS} | {
             "bubble_f1": model.bubbles["model"].leads(height)["bubble_f1"], "skill": skill,
         } | {f"skill_{b}": v for b, v in each.items()}
-        table = {b: {k: getattr(m, k) for k in ("ssim", "psnr", "mse")} | {"bubble_f1": base.bubbles[b].leads(height, rows)["bubble_f1"]}
+        table = {b: {k: getattr(m, k) for k in ("ssim", "psnr", "mse", *MASK_METRICS)} | {"bubble_f1": base.bubbles[b].leads(height, rows)["bubble_f1"]}
                  for b, m in leads.items()}
         return YardstickScore(self.split, self.protocol, tuple(self.windows[r] for r in rows), per_lead, table, strongest)
 

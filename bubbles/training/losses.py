@@ -69,6 +69,31 @@ def _mse_ssim(pred: torch.Tensor, target: torch.Tensor, train: Any) -> torch.Ten
     return F.mse_loss(pred, target) + 0.5 * (1.0 - ssim_torch(pred.flatten(0, 1), target.flatten(0, 1)))
 
 
+_EPS = 1e-3  # probabilities are clamped to [eps, 1 - eps] for BCE: a confident wrong pixel costs at most ~7
+
+
+def _probabilities(pred: torch.Tensor) -> torch.Tensor:
+    """pred as probabilities for the mask losses: clamped into (0, 1) in value, the gradient passed straight through
+    (models whose head is not a sigmoid can leave [0, 1]; a plain clamp would stop their gradient there)."""
+    return pred + (pred.clamp(_EPS, 1 - _EPS) - pred).detach()
+
+
+def bce(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy per pixel of vapour probabilities against a mask (soft where resized)."""
+    # Written out: torch's binary_cross_entropy refuses to run under CUDA autocast (amp).
+    p, t = _probabilities(pred.float()), target.float()
+    return -(t * torch.log(p) + (1 - t) * torch.log(1 - p)).mean()
+
+
+def dice(pred: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft Dice loss of the vapour, 1 − (2 Σ p·t + s) / (Σ p + Σ t + s), per predicted frame (over its pixels),
+    averaged over frames: the share of vapour is small (a few %) and Dice weighs it against itself rather than
+    against the liquid, which BCE and MSE are dominated by."""
+    p, t = _probabilities(pred.float()).flatten(-2), target.float().flatten(-2)
+    inter = (p * t).sum(-1)
+    return (1 - (2 * inter + smooth) / (p.sum(-1) + t.sum(-1) + smooth)).mean()
+
+
 LOSSES: dict[str, Loss] = {
     "mse_sum": Loss(lambda p, t, c: F.mse_loss(p, t, reduction="sum"), "the seed's: squared error summed over batch and pixels", summed=True),
     "mse_mean": Loss(lambda p, t, c: F.mse_loss(p, t), "mean squared error per pixel"),
@@ -76,6 +101,9 @@ LOSSES: dict[str, Loss] = {
     "mse+ssim": Loss(_mse_ssim, "mse_mean + 0.5 * (1 - SSIM)"),
     "mse+gdl": Loss(lambda p, t, c: F.mse_loss(p, t) + c.gdl_weight * gradient_difference(p, t),
                     "mse_mean + gdl_weight * gradient-difference loss (Mathieu et al. 2016, anti-blur)"),
+    "bce": Loss(lambda p, t, c: bce(p, t), "masks: binary cross-entropy per pixel (vapour 1, liquid 0)"),
+    "dice": Loss(lambda p, t, c: dice(p, t), "masks: soft Dice loss of the vapour per frame"),
+    "bce+dice": Loss(lambda p, t, c: bce(p, t) + dice(p, t), "masks: bce + dice"),
 }
 
 

@@ -17,13 +17,13 @@ CHAMPION = "champion"
 
 
 def register_export(uri: str, name: str, bundle: Path, source: str, run_id: str | None, score: tuple[str, float, str],
-                    example: tuple[Any, Any], tags: dict[str, str] | None = None) -> tuple[str, bool]:
+                    example: tuple[Any, Any], tags: dict[str, str] | None = None) -> tuple[str, bool, str]:
     """Log the export directory as an MLflow model of the trial run it came from (a python_function model:
     `mlflow.pyfunc.load_model("models:/NAME/VERSION").predict(frames)`), register it as a new version of `name`,
     and move the `champion` alias to it if it beats the current champion on the objective (or there is none).
     score = (objective, value, mode); example = (input, output) arrays for the signature; `tags` go on the version
     besides the score's. Any failure undoes what this call made (model, version, a registered model it created)
-    and is one line. Returns (version, became champion)."""
+    and is one line. Returns (version, became champion, why not: '' when it did)."""
     import mlflow
     from mlflow.models import Model, infer_signature
     from mlflow.pyfunc import add_to_model
@@ -54,19 +54,19 @@ def register_export(uri: str, name: str, bundle: Path, source: str, run_id: str 
                 raise
             client.create_registered_model(name)
             made.append(lambda: client.delete_registered_model(name))
-        rounded = round(value, 6)
+        # `value` is for reading (6 digits); `value_exact` is what the champion rule compares (no rounding ties).
         version = client.create_model_version(
             name, f"models:/{logged.model_id}", run_id=run_id, model_id=logged.model_id,
-            tags={"objective": objective, "value": f"{rounded:.6g}", "mode": mode, "source": source} | (tags or {}))
+            tags={"objective": objective, "value": f"{value:.6g}", "value_exact": repr(float(value)), "mode": mode,
+                  "source": source} | (tags or {}))
         made.append(lambda: client.delete_model_version(name, version.version))
-        better = True
+        current: dict[str, str] | None = None
         try:
-            old = float(client.get_model_version_by_alias(name, CHAMPION).tags.get("value", "nan"))
-            sign = 1.0 if mode == "max" else -1.0
-            better = not math.isfinite(old) or sign * (rounded - old) > 0
+            current = dict(client.get_model_version_by_alias(name, CHAMPION).tags)
         except Exception as exc:
             if not _no_alias(exc):
                 raise  # a server error must not make any new version the champion
+        better, why = beats_champion(score, current)
         if better:
             client.set_registered_model_alias(name, CHAMPION, version.version)
     except Exception as exc:
@@ -78,4 +78,27 @@ def register_export(uri: str, name: str, bundle: Path, source: str, run_id: str 
                 stuck += 1  # the store stopped answering: said below
         left = f"; {stuck} part(s) could not be removed, look for them under `{name}`" if stuck else "; nothing was kept"
         raise UserError(f"--register {name}: MLflow at {uri} refused the registration ({_first_line(exc)}){left}") from None
-    return str(version.version), better
+    return str(version.version), better, why
+
+
+def beats_champion(score: tuple[str, float, str], champion: dict[str, str] | None) -> tuple[bool, str]:
+    """Whether a version scored `score` = (objective, value, mode) takes the `champion` alias from the version whose
+    tags are `champion` (None: there is none), and if not, why. Like with like: a champion scored on another
+    objective or mode is never compared by value (a val_mse cannot unseat a val_ssim); values compare exactly."""
+    objective, value, mode = score
+    if champion is None:
+        return True, ""
+    if (champion.get("objective"), champion.get("mode")) != (objective, mode):
+        return False, (f"the champion is scored on {champion.get('objective')} ({champion.get('mode')}), this version on "
+                       f"{objective} ({mode}): not comparable; register it under another name, or move the alias by hand")
+    try:
+        old = float(champion.get("value_exact", champion.get("value", "nan")))
+    except ValueError:
+        old = math.nan
+    if not math.isfinite(old):
+        return True, ""
+    if not math.isfinite(value):
+        return False, f"this version's {objective} is {value}"
+    if value > old if mode == "max" else value < old:
+        return True, ""
+    return False, f"{objective} {value:.6g} does not beat the champion's {old:.6g} ({mode})"
