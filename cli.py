@@ -362,7 +362,7 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
       MLFLOW_TRACKING_URI=http://head:5000 bubbles-study sweep search_spaces/convlstm.yaml
     """
     from study.space import load_space
-    from study.tracking import check_tracking, readable, runs_table_link, tracking_uri
+    from study.tracking import check_tracking, readable, tracking_uri
 
     from study.sweep_dir import check_name
 
@@ -404,7 +404,11 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
                         store_shared=store is not None or _store_is_absolute(space_file),
                         preamble=list_windows, resume_command=again, verbose=verbose, trust_state=trust_state)
     click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
-    link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
+    from study.tracking.views import sweep_view_link
+
+    # None: the store is down (said above). The link opens this sweep's trials ranked by the objective.
+    link = readable(lambda: sweep_view_link(uri, space.experiment, outcome.parent_run_id, name, space.tune.objective,
+                                            space.tune.mode), None)
     if link:
         click.echo(f"MLflow runs table: {link}")
     if any(r.get("status") == "completed" for r in outcome.rows) and not outcome.interrupted:
