@@ -132,19 +132,24 @@ def synth(store: Path, sequences: int, frames: int, size: str, seed: int, condit
 @click.option("--sequence", help="Sequence name (default: from the source's file name).")
 @click.option("--condition", multiple=True, metavar="KEY=VALUE", help="Initial condition value (repeatable).")
 @click.option("--field", "hdf5_fields", multiple=True,
-              help="HDF5 field to read (e.g. dfun); repeat for a multi-field sequence (--field dfun --field temperature).")
+              help="HDF5 field to read (e.g. dfun); repeat for a multi-field sequence (--field dfun --field temperature). "
+                   "netCDF: the video variable (default: the file's only one of 3+ dimensions).")
 @click.option("--fps", type=float, help="Frame rate (default: from the video, else 1).")
 @click.option("--no-flip-y", is_flag=True, help="HDF5: keep row 0 at y=0 (default flips so y points up).")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="Keep only this box (native pixels, right/bottom exclusive).")
 @click.option("--clip", metavar="LO,HI", help="16-bit/float: scale from these percentiles (e.g. 0.1,99.9), not min..max.")
 @click.option("--drop-duplicates", is_flag=True, help="Remove frames repeating the frame before (stalled camera, padding, a codec's re-encoded repeat).")
-@click.option("--frames", "frame_range", metavar="START:STOP", help="Keep source frames START..STOP-1 (either side may be empty).")
+@click.option("--frames", "frame_range", metavar="START:STOP[:STEP]",
+              help="Keep source frames START..STOP-1 (either side may be empty), every STEP-th (a high-speed camera: ::4).")
 @click.option("--drop-broken", is_flag=True, help="Remove frames that break the sequence (blank, saturated, a brightness jump).")
 @click.option("--colormap", metavar="NAME", help="The source renders a scalar field in this matplotlib colour map (e.g. jet): invert it.")
-def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_fields: tuple[str, ...], fps: float | None, no_flip_y: bool, crop: str | None, clip: str | None, drop_duplicates: bool, frame_range: str | None, drop_broken: bool, colormap: str | None) -> None:
+@click.option("--colorbar", metavar="L,T,R,B", help="Invert with the figure's own colour bar in this box (source pixels; orientation found).")
+def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_fields: tuple[str, ...], fps: float | None, no_flip_y: bool, crop: str | None, clip: str | None, drop_duplicates: bool, frame_range: str | None, drop_broken: bool, colormap: str | None, colorbar: str | None) -> None:
     """Add a recording to a store (created if missing), atomically.
 
-    SRC is a folder of PNG/TIFF/JPEG frames, a video (mp4/avi/gif), a BubbleML HDF5 file, or a .npy array.
+    SRC is a folder of PNG/TIFF/JPEG frames, a video (mp4/avi/gif), a BubbleML HDF5 file, a netCDF-4 file (.nc,
+    as xarray writes; fps from its time coordinate, bit-packed masks unpacked), or a .npy array. A recording of two
+    values (a segmentation) is stored as a mask.
 
     \b
     Examples:
@@ -152,6 +157,7 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
       bubbles-study ingest sim/Twall-100.hdf5 data/bubbleml.zarr --field dfun --condition superheat=100
       bubbles-study ingest sim/Twall-100.hdf5 data/fields.zarr --field dfun --field temperature --field velx
       bubbles-study ingest saturated.gif data/pool.zarr --crop 6,53,305,352 --colormap jet --drop-duplicates
+      bubbles-study ingest pool-boiling-experiment-masks.nc data/exp.zarr --frames ::2
     """
     from tqdm import tqdm
 
@@ -163,6 +169,7 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
         fps=fps, hdf5_fields=hdf5_fields, flip_y=not no_flip_y, crop=parse_crop(crop) if crop else None,
         clip=parse_clip(clip) if clip else None, drop_duplicates=drop_duplicates,
         frames=parse_frames(frame_range) if frame_range else None, colormap=colormap, drop_broken=drop_broken,
+        colorbar=parse_crop(colorbar, "--colorbar") if colorbar else None,
     )
     with tqdm(desc=f"reading {src.name}", unit="frame", disable=None) as bar:
         name = run_ingest(request, progress=bar.update, warn=lambda line: click.echo(f"warning: {line}", err=True))
@@ -177,6 +184,11 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
         unpacked = f", unpacked from bits along {nc['unpacked']}" if nc.get("unpacked") else ""
         click.echo(f"netCDF variable {nc['variable']!r} ({' x '.join(nc['dims'])}{unpacked}): {info.frames} frames of "
                    f"{info.native_size[0]}x{info.native_size[1]}, {rate}")
+    if "colorbar" in info.meta.extra:
+        bar = info.meta.extra["colorbar"]
+        named = (f" (with {bar['named_map']}: {100 * bar['named_map_off_fraction']:.1f}%)" if "named_map" in bar else "")
+        click.echo(f"colour bar: {bar['orientation']}, read from the figure; "
+                   f"{100 * info.meta.extra['off_colormap_fraction']:.1f}% of the pixels are no colour of it{named}")
     if "mask" in info.meta.extra:
         click.echo(f"binary recording: stored as a mask (vapour {info.meta.extra['mask']['source_values'][1]} -> 255, liquid "
                    f"{info.meta.extra['mask']['source_values'][0]} -> 0); bubbles are its connected components, mask "
@@ -464,6 +476,8 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
     click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}{selected}) to {path}")
     if chosen.test_line:
         click.echo(chosen.test_line)
+    for line in chosen.warnings():
+        click.echo(line, err=True)
     if register:
         check_tracking(uri)
         version, champion, why = ex.register(uri, register, path, chosen)
@@ -480,7 +494,7 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 @click.option("--input", "raw_input", type=click.Path(path_type=Path), help="Instead of a store: a folder of frames, a video, a TIFF stack or a .npy array.")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="With --input: keep only this box (native pixels).")
 @click.option("--colormap", metavar="NAME", help="With --input: a rendering in this matplotlib colour map (as ingest --colormap).")
-@click.option("--frames", "frame_range", metavar="START:STOP", help="With --input: keep these source frames (as ingest --frames).")
+@click.option("--frames", "frame_range", metavar="START:STOP[:STEP]", help="With --input: keep these source frames (as ingest --frames).")
 @click.option("--detector", "detector_sets", multiple=True, metavar="KEY=VALUE",
               help="Bubble-detector setting over the calibration (repeatable), e.g. --detector roi_bottom=0.92.")
 @click.option("--start", default=0, show_default=True, help="First context frame.")
@@ -528,6 +542,10 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
                  + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
                     f"{COLLAPSE_THRESHOLD}); this model predicts blur" if summary.get("collapsed") else ""))
     click.echo(line)
+    if "against_baselines" in summary:
+        click.echo(f"on this window, by MSE per lead: the model {summary['against_baselines']}")
+    if "test_against_baselines" in summary:
+        click.echo(f"on the study's test split: the model {summary['test_against_baselines']}")
     for field, f in summary.get("fields", {}).items():  # type: ignore[union-attr]
         if f:
             click.echo(f"  {field}: lead 1 SSIM {f['ssim'][0]:.3f} (persistence {f['persistence_ssim'][0]:.3f}), MSE {f['mse'][0]:.5f}, "

@@ -23,7 +23,7 @@ from bubbles.outputs import check_output_dir, replace_dir, temp_sibling  # noqa:
 from study.pareto import COST_COLUMNS, cost_section  # noqa: E402
 from study.sweep_dir import OPTUNA_DB  # noqa: E402
 from study.tracking import PARENT_FILE, SweepRun, configure, download_folder, metric_history, read_parent, run_params  # noqa: E402
-from study import yardstick_report  # noqa: E402
+from study import champion_report, yardstick_report  # noqa: E402
 
 WHY = {
     "stopped_early": "ASHA stopped it: its objective was below the rung's cutoff (or the time budget ended)",
@@ -66,9 +66,11 @@ def _importances(sweep_dir: Path, name: str) -> tuple[dict[str, float], str]:
     import optuna
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / OPTUNA_DB}")
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    # A multi-objective study (tune.objectives): importances for the first objective, the one the leaderboard ranks by.
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]
     if len(complete) >= MIN_FANOVA_TRIALS:
-        used, over = complete, f"over the {len(complete)} completed trials' objective"
+        used = [optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.values[0]) for t in complete]
+        over = f"over the {len(complete)} completed trials' objective"
     else:
         scored = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
         steps = sorted({s for t in scored for s in t.intermediate_values}, reverse=True)
@@ -94,7 +96,7 @@ def _importances(sweep_dir: Path, name: str) -> tuple[dict[str, float], str]:
     if not varied:
         return {}, " ".join(notes + ["No parameter varied: nothing to rank."])
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line in the report
-    ranked = optuna.create_study(direction=study.direction)
+    ranked = optuna.create_study(direction=study.directions[0])
     ranked.add_trials(used)
     try:
         imp = optuna.importance.get_param_importances(ranked, params=varied, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
@@ -138,6 +140,7 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
     for k, r in enumerate(rows):
         cls = ' class="best"' if k == 0 else ""
         table.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in shown_cols) + "</tr>")
+    sections.append(champion_report.section(rows, sweep_dir, out, _png, _img))
     sections.append(f"<h2>Leaderboard ({len(rows)} trials, by {objective})</h2><div class=\"wide\">" + "".join(table)
                     + "</table></div>" + _undefined_note(rows, shown_cols))
     sections += yardstick_report.sections(rows, sweep_dir, out, objective, _png, _img, _fmt)

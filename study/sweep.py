@@ -16,7 +16,8 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from bubbles.errors import UserError
-from study import leaderboard, sweep_state
+from bubbles.evaluation.verdict import Verdict
+from study import champion, leaderboard, sweep_state
 from study.space import SweepSpace
 from study.sweep_dir import OPTUNA_DB, UNSETTLED_FILE, check_name, check_trusted, read_unsettled, write_unsettled
 from study.tracking import (
@@ -124,7 +125,8 @@ class PruningOptunaSearch(OptunaSearch):
             return super().on_trial_complete(trial_id, result, error)
         trial = self._ot_trials[trial_id]
         step = result.get("training_iteration")
-        if state == optuna.trial.TrialState.PRUNED and step is not None and result.get(self.metric) is not None:
+        if state == optuna.trial.TrialState.PRUNED and step is not None and isinstance(self.metric, str) \
+                and result.get(self.metric) is not None:  # Optuna has no intermediate values for several objectives
             # Ray skips on_trial_result for the result on which the scheduler stops a trial: record it here.
             trial.report(result[self.metric], step)
         self._ot_study.tell(trial, None, state=state)
@@ -164,15 +166,21 @@ def _searcher(space: SweepSpace, name: str, sweep_dir: Path) -> PruningOptunaSea
         if space.tune.sampler == "tpe"
         else optuna.samplers.RandomSampler(seed=space.tune.seed)
     )
+    t = space.tune
+    metrics = ["objective", *(f"objective_{k}" for k in range(2, len(t.objectives) + 2))]
     return PruningOptunaSearch(
         space=space.sample,
-        metric="objective",
-        mode=space.tune.mode,
+        metric=metrics if t.objectives else "objective",
+        mode=[t.mode_of(o) for o in t.all_objectives()] if t.objectives else t.mode,
         points_to_evaluate=[dict(p) for p in space.seed_points] or None,
         sampler=sampler,
         study_name=name,
         storage=optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / OPTUNA_DB}"),
     )
+
+
+# ASHA's clock per asha.time_attr: what every epoch's report carries (study.trainable), cumulative over the trial.
+ASHA_CLOCK = {"epochs": "training_iteration", "seconds": "train_seconds_total", "gflops": "train_gflops_total"}
 
 
 def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_dir: Path, events: TrialEvents, verbose: bool):  # type: ignore[no-untyped-def]
@@ -190,7 +198,8 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
         return tuner, True
     t = space.tune
     scheduler = (
-        ASHAScheduler(time_attr="training_iteration", max_t=space.max_epochs(), grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+        ASHAScheduler(time_attr=ASHA_CLOCK[t.time_attr], max_t=space.max_epochs() if t.time_attr == "epochs" else t.max_t,
+                      grace_period=t.grace_period, reduction_factor=t.reduction_factor)
         if t.asha
         else FIFOScheduler()
     )
@@ -448,7 +457,9 @@ def run_sweep(
     )
     if not interrupted:
         fail_orphaned_trials(study)
-    ranked = leaderboard.rank(rows, space.tune.mode)
+    ranked, champion_note = champion.apply(space.tune.champion, leaderboard.rank(rows, space.tune.mode))
+    for r in ranked:  # filled for the trials scored on the test split below
+        r |= {"beats_all_baselines": "", "loses_from_lead": ""}
     has_test = ys.has_test_split(space)
     if has_test and not interrupted and space.evaluate.test_top_k > 0:
         # The test split is read here, once, after every trial has finished: nothing before chose on it.
@@ -456,14 +467,20 @@ def run_sweep(
         for r in ranked:
             if r["trial"] in scored:
                 r.update({k: v for k, v in ys.columns(None, scored[r["trial"]].means()).items() if k.startswith("test_")})
+                r.update(Verdict.of(scored[r["trial"]]).columns())
                 if tracked and r["trial"] in new and r["mlflow_run"]:
                     log_test_score(r["mlflow_run"], scored[r["trial"]])
     note = ys.leaderboard_note(has_test, space.evaluate.test_top_k) + "\n\n" + leaderboard.COLUMNS_NOTE
+    if champion_note:
+        note = champion_note + "\n\n" + note
+        champion.record(sweep_dir, space.tune.champion, champion_note, ranked)
     leaderboard.write(sweep_dir, ranked, note)
     if resumed and events.started == 0 and not interrupted:
         echo(f"sweep {name!r} is complete ({len(rows)} of {space.tune.num_samples} trials), nothing left to run. "
              f"A new sweep of this space: bubbles-study sweep {space.path} --name {name}-2 (or edit the file and give it a new --name)")
     echo(leaderboard.markdown(ranked[:5], space, note) if verbose else short_leaderboard(ranked, space, note))
+    if ranked and has_test and not interrupted and space.evaluate.test_top_k > 0:
+        echo(ys.champion_line(ranked[0], sweep_dir))
     if tracked:
         parent.finish(sweep_dir, ranked, interrupted)
         (sweep_dir / UNSETTLED_FILE).unlink(missing_ok=True)

@@ -9,7 +9,8 @@ The detector (documented in docs/evaluation.md, "Bubble metrics"), on a float fr
 4. labelling and regionprops: a region is a bubble when its equivalent diameter is in [min_diameter_px,
    max_diameter·H] and it is round (minor/major axis ≥ roundness, area ≥ 0.8 × its moment ellipse's). A region that is not (a bubble
    touching the free surface, the nozzle or another bubble) is opened again with disks of radius 2 and 3 px and
-   its round parts are kept.
+   its round parts are kept — unless a distance-transform watershed (bubbles.data.shapes.split_touching) cuts it
+   into parts that are each round: touching bubbles, separated before any opening shrinks them.
 Masks (segmented recordings, `mask`: true in the detector settings that ingest writes for a binary recording):
 no background or contrast; the foreground is the frame > 0.5 (vapour), holes filled, and each connected component
 is a bubble of any shape (no roundness test), after touching bubbles are separated by a distance-transform
@@ -39,6 +40,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from skimage import measure, morphology
 
+from bubbles.data.shapes import split_touching
 from bubbles.data.store import TRUTH_COLUMNS
 
 Polarity = Literal["auto", "dark", "bright"]
@@ -117,25 +119,6 @@ def foreground(frame: np.ndarray, cfg: DetectorConfig) -> np.ndarray:
     return ndimage.binary_opening(mask, morphology.disk(1))
 
 
-SPLIT_H = 0.3  # a distance maximum is a bubble's own core when it stands this share of the largest distance out
-
-
-def split_touching(region: np.ndarray) -> np.ndarray:
-    """Labels (0 outside) of the bubbles of one boolean component: a distance-transform watershed between the cores
-    that stand out by more than SPLIT_H of its largest distance to the outside (one label when there is one core)."""
-    from skimage.segmentation import watershed
-
-    # Smoothed (sigma 1 px): on a pixel staircase (a tilted ellipse) the raw distance ridge has spurious maxima.
-    dist = ndimage.gaussian_filter(ndimage.distance_transform_edt(np.pad(region, 2)), 1.0)[2:-2, 2:-2]
-    top = float(dist.max())
-    if top < 2:  # a sliver: nothing to split
-        return region.astype(np.int32)
-    cores = measure.label(morphology.h_maxima(dist, max(1.0, SPLIT_H * top)) & region)
-    if cores.max() <= 1:
-        return region.astype(np.int32)
-    return watershed(-dist, cores, mask=region).astype(np.int32)
-
-
 def detect_mask(frame: np.ndarray, cfg: DetectorConfig) -> np.ndarray:
     """Bubbles of a mask frame: the vapour's connected components, touching ones split (split_touching)."""
     h = frame.shape[0]
@@ -175,6 +158,11 @@ def detect(frame: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> np.ndar
             continue
         region = labels[p.slice] == p.label
         r0, c0 = p.slice[0].start, p.slice[1].start
+        # Touching bubbles first: a watershed between distinct cores, kept when every part is a bubble.
+        split = [q for q in measure.regionprops(split_touching(region)) if q.area >= 4]
+        if len(split) > 1 and all(_round(q, cfg, max_px, min_px) for q in split):
+            found.extend((q.centroid[0] + r0, q.centroid[1] + c0, q.equivalent_diameter_area) for q in split)
+            continue
         for radius in (2, 3, 4):  # cut thin bridges (surface line, nozzle, a touching neighbour)
             pad = radius + 1
             opened = ndimage.binary_opening(np.pad(region, pad), morphology.disk(radius))[pad:-pad, pad:-pad]

@@ -33,7 +33,8 @@ def _param_value(value: Any) -> str:
 def run_name(cfg: TrialConfig, trial_id: str | None = None) -> str:
     """A short readable run name: the model family and its key parameters, e.g. 'convlstm-L3-h64-128px-20to1-lr1e-03';
     a sweep's trials end with their trial id ('…-4eac4238') so that names are unique."""
-    name = f"{cfg.model_name}-{cfg.model.label()}-{format_image_size(cfg.data.image_size)}px-{cfg.window.input_len}to{cfg.window.output_len}-lr{cfg.train.lr:.0e}"
+    start = "-bs" if getattr(cfg.model, "baseline_start", False) else ""  # started from the baselines' blend
+    name = f"{cfg.model_name}-{cfg.model.label()}{start}-{format_image_size(cfg.data.image_size)}px-{cfg.window.input_len}to{cfg.window.output_len}-lr{cfg.train.lr:.0e}"
     return f"{name}-{trial_id.rsplit('_', 1)[-1]}" if trial_id else name
 
 
