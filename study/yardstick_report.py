@@ -66,9 +66,9 @@ def _validation_vs_test(rows: list[dict[str, str]], sweep_dir: Path, objective: 
     table = ["<table><tr><th>trial</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + f"<th>test − validation ({metric})</th></tr>"]
     gaps = []
     for r in tested:
-        gap = _num(r[f"test_{metric}_unbiased"]) - _num(r[f"val_{metric}_selection"])
+        gap = _num(r.get(f"test_{metric}_unbiased")) - _num(r.get(f"val_{metric}_selection"))
         gaps.append(gap)
-        table.append(f"<tr><td>{html.escape(r['trial'])}</td>" + "".join(f"<td>{fmt(_num(r[c]))}</td>" for c in cols)
+        table.append(f"<tr><td>{html.escape(r['trial'])}</td>" + "".join(f"<td>{fmt(_num(r.get(c)))}</td>" for c in cols)
                      + f"<td>{gap:+.4f}</td></tr>")
     mean = sum(gaps) / len(gaps)
     text = (f"<p>For the top {len(tested)} trials by validation, the test {metric} differs from the validation {metric} "
