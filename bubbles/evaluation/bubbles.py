@@ -42,6 +42,7 @@ from skimage import measure, morphology
 
 from bubbles.data.shapes import split_touching
 from bubbles.data.store import TRUTH_COLUMNS
+from bubbles.errors import UserError
 
 Polarity = Literal["auto", "dark", "bright"]
 MATCH_RADIUS = 0.04  # frame heights
@@ -79,7 +80,19 @@ def sequence_detector(extra: Mapping[str, Any], overrides: Mapping[str, Any] | N
     overrides (config `detector:` / `--detector KEY=VALUE`, same field names: lengths in frame heights)."""
     hints = extra.get("detector", {})
     cfg = DetectorConfig().with_store_hints(hints if isinstance(hints, Mapping) else {})
-    return cfg.with_store_hints(overrides or {})
+    return check_detector(cfg.with_store_hints(overrides or {}), "detector (the store's calibration, then your settings)")
+
+
+def check_detector(cfg: DetectorConfig, where: str = "detector") -> DetectorConfig:
+    """Refuse settings that contradict each other (a detector that can find nothing, so that bubble F1 would
+    silently read n/a): a size range or a region of interest that is empty."""
+    if cfg.min_diameter > cfg.max_diameter:
+        raise UserError(f"{where}: min_diameter {cfg.min_diameter:g} is larger than max_diameter {cfg.max_diameter:g} "
+                        "(frame heights): no bubble could be found")
+    if cfg.roi_top >= cfg.roi_bottom:
+        raise UserError(f"{where}: roi_top {cfg.roi_top:g} is not above roi_bottom {cfg.roi_bottom:g} (fractions of the "
+                        "frame height, from the top): the region of interest is empty")
+    return cfg
 
 
 DETECTOR_FIELDS = tuple(f.name for f in fields(DetectorConfig))

@@ -19,8 +19,9 @@ TOP = 5
 # The leaderboard's columns the description shows when present (first match of each group), besides the objective.
 DESCRIPTION_COLUMNS = (("model",), ("window",), ("image_size",),
                        ("test_skill_vs_strongest", "test_skill_unbiased", "test_ssim", "test_ssim_unbiased"),
-                       ("skill_vs_strongest", "val_skill_selection", "skill_vs_persistence", "skill_persistence"),
-                       ("bubble_f1", "val_bubble_f1_selection"), ("beats_all_baselines",), ("loses_from_lead",))
+                       ("yardstick_skill_vs_strongest", "skill_vs_strongest", "val_skill_selection", "skill_vs_persistence"),
+                       ("yardstick_bubble_f1", "bubble_f1", "val_bubble_f1_selection"), ("beats_all_baselines",),
+                       ("loses_from_lead",))
 
 
 def _key(type_: str, name: str) -> str:
@@ -33,9 +34,9 @@ def view_columns(metric_keys: set[str], objective: str) -> tuple[str, list[str]]
     objective's trial-end value, its test-split value, skill and bubble F1 (validation, then test)."""
     metric = objective.removeprefix("yardstick_")
     sort = next((k for k in (f"final_{objective}", objective, f"epoch/{objective}") if k in metric_keys), f"final_{objective}")
-    wanted = [sort, f"test_{objective}", f"test_yardstick_{metric}"]
+    wanted = [sort, f"test_{metric}", f"test_{objective}", f"test_yardstick_{metric}"]
     for part in ("skill", "bubble_f1"):
-        wanted += sorted(k for k in metric_keys if k.startswith(("final_yardstick_", "test_yardstick_")) and part in k)
+        wanted += sorted(k for k in metric_keys if k.startswith(("final_yardstick_", "test_")) and part in k)
     return sort, [k for k in dict.fromkeys(wanted) if k in metric_keys]
 
 
