@@ -6,8 +6,10 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +18,17 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from bubbles.errors import UserError
+from bubbles.evaluation.scoring import strongest_named
 from bubbles.evaluation.verdict import Verdict
 from study import champion, leaderboard, sweep_state
 from study.space import SweepSpace
 from study.sweep_dir import OPTUNA_DB, UNSETTLED_FILE, check_name, check_trusted, read_unsettled, write_unsettled
+from study.sweep_files import check_sweep_files
 from study.tracking import (
     PARENT_FILE, SPOOL_DIR, SweepRun, read_parent, TrialRun, check_tracking, close_orphaned_runs, final_yardstick_of, find_trial_run, has_result,
     log_test_score, pending_creations, replay_spool, settle_trial,
 )
-from study.console import OneLineTrialErrors, TrialEvents, quiet_ray_tune, short_leaderboard
+from study.console import OneLineTrialErrors, TrialEvents, quiet_ray_tune, short_id, short_leaderboard
 from study.trainable import run_trial
 from study import yardstick as ys
 
@@ -234,7 +238,8 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
     return tuner, False
 
 
-def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint: Path, yardstick: Any = None) -> dict[str, float]:
+def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint: Path, yardstick: Any = None,
+                           announce: Callable[[], None] | None = None) -> dict[str, float]:
     """A trial stopped early gets the same evaluation and artifacts as a finished one (on the same capped
     validation windows as its epochs, and on every window of the yardstick), so that MLflow's Compare has no empty
     rows. Returns its yardstick means on the validation split (read back from its run when evaluated before)."""
@@ -244,6 +249,8 @@ def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint:
         return {}
     if has_result(run_id):  # evaluated already (a resumed sweep goes over every trial again)
         return final_yardstick_of(run_id)
+    if announce is not None:
+        announce()  # a few seconds per trial: said, so that the minutes after the last trial are not silent
     with tempfile.TemporaryDirectory() as out_dir:
         cfg, result = evaluate_checkpoint_dir(checkpoint, Path(out_dir), yardstick=yardstick)
         TrialRun(uri, space.experiment, cfg, run_id=run_id).log_result(result)
@@ -256,7 +263,7 @@ def _replay(uri: str, spool: Path, echo: Callable[[str], None]) -> tuple[bool, l
     readable ones are logged all the same."""
     if spool.exists() and not spool.is_dir():
         echo(f"MLflow: the spool {spool} is not a directory, so nothing could be kept there while the tracking store "
-             "was unavailable (what each trial lost is listed below)")
+             "was unavailable (each trial that lost writes is named below)")
         try:
             check_tracking(uri)
             return True, [], ""
@@ -345,11 +352,13 @@ def run_sweep(
             if trust_state:
                 sweep_state.record(sweep_dir)
             sweep_state.verify(sweep_dir)
-    if (sweep_dir / PARENT_FILE).exists():
-        read_parent(sweep_dir)
+    check_sweep_files(sweep_dir, name, uri)  # each file the driver reads back: one line if damaged, missing or foreign
     started_ray = not ray.is_initialized()
     if started_ray:
         check_address(address)
+        # The longest silent wait of a start: 10-60 s for a local Ray on two busy cores.
+        echo(f"connecting to the Ray cluster at {address} ..." if address and address != "local" else
+             "starting Ray on this machine (10-60 s on a busy machine) ...")
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
@@ -367,12 +376,12 @@ def run_sweep(
         protocol = ys.protocol_of(space, ys.open_store(space))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         ys.check_recorded(protocol, sweep_dir)
-        val_yardstick = ys.study_yardstick(space, protocol, "val", sweep_dir)
+        val_yardstick = ys.study_yardstick(space, protocol, "val", sweep_dir, echo)
         echo(f"yardstick: every trial is scored on the same {len(val_yardstick.windows)} validation windows, leads "
              f"{', '.join(map(str, protocol.leads))}"
              + (f" (frames {protocol.frame_step} stored frames apart)" if protocol.frame_step > 1 else "")
              + f", at {protocol.size[0]}x{protocol.size[1]} px "
-             f"({protocol.epoch_windows} of them after each epoch); the baselines were scored once")
+             f"({min(protocol.epoch_windows, len(val_yardstick.windows))} of them after each epoch); the baselines were scored once")
         from bubbles.data.forecastability import summary_lines
 
         for line in summary_lines(val_yardstick.store, protocol.frame_step, val_yardstick.train_segments, verbose):
@@ -408,10 +417,15 @@ def run_sweep(
         errors = logging.getLogger("ray.tune.execution.tune_controller")
         one_line = OneLineTrialErrors()
         errors.addFilter(one_line)
+        handler = signal.getsignal(signal.SIGINT)
         try:
             results = tuner.fit()
         finally:
             errors.removeFilter(one_line)
+            if threading.current_thread() is threading.main_thread() and handler is not None:
+                # Tune leaves its own SIGINT handler behind (one that only flags its finished loop): the caller's
+                # again, so that a Ctrl-C during the test pass and the leaderboard still stops the sweep.
+                signal.signal(signal.SIGINT, handler)
         sweep_state.record(sweep_dir)  # Ray's last save is complete once fit() returns
     finally:
         if started_ray:
@@ -437,7 +451,9 @@ def run_sweep(
         validation = {k.removeprefix("final_yardstick_"): v for k, v in metrics.items() if k.startswith("final_yardstick_")}
         if tracked and run_id:
             if outcome == "stopped_early" and result.checkpoint is not None:
-                validation = evaluate_stopped_trial(uri, space, run_id, Path(result.checkpoint.path), val_yardstick) or validation
+                validation = evaluate_stopped_trial(uri, space, run_id, Path(result.checkpoint.path), val_yardstick,
+                                                    lambda: echo(f"trial {short_id(trial_id)}: stopped early; evaluating "
+                                                                 "its best.pt on every validation window ...")) or validation
             settle_trial(run_id, outcome)
         if outcome in ("completed", "stopped_early") and result.checkpoint is not None and (Path(result.checkpoint.path) / "best.pt").is_file():
             checkpoints[trial_id] = Path(result.checkpoint.path) / "best.pt"
@@ -449,9 +465,22 @@ def run_sweep(
             # The per-epoch value is on a subset of the protocol's windows: rank by best.pt on all of them.
             objective = validation[space.tune.objective.removeprefix("yardstick_")]
         shown_run = run_id if tracked or not run_id.startswith("pending-") else ""
-        rows.append(leaderboard.row(trial_id, shown_run, outcome, result.config or {}, metrics, objective, space, ys.columns(validation, None)))
+        rows.append(leaderboard.row(trial_id, shown_run, outcome, result.config or trial.config or {}, metrics, objective, space, ys.columns(validation, None)))
+    if tracked:
+        # A trial Ray forgot (the driver stopped before its experiment state recorded the trial) leaves a run that no
+        # trial here settles, once the replay has made it: closed as a killed driver's are (KILLED, unfinished).
+        forgotten = close_orphaned_runs(parent.run_id, {run_id for _, run_id, _, _ in trials if run_id})
+        if forgotten:
+            echo(f"closed {forgotten} MLflow run(s) of trials the stopped driver's Ray state did not keep (KILLED, "
+                 "unfinished; Ray ran others in their place)")
     for line in _lost_lines([(t.trial_id, dict(r.metrics or {})) for t, r in zip(results._experiment_analysis.trials, results)]):
         echo(line)
+    spool = sweep_dir / SPOOL_DIR
+    if spool.exists() and not spool.is_dir():  # nothing could be kept: name the trials MLflow has no run of
+        for trial_id, run_id, outcome, metrics in trials:
+            if (not run_id or run_id.startswith("pending-")) and not metrics.get("mlflow_lost_writes"):
+                echo(f"MLflow: trial {trial_id} ({outcome}) has no run in MLflow: its writes could neither be logged "
+                     f"nor kept ({spool} is a file, not a directory); the leaderboard has its results")
     interrupted = any(r["status"] == "unfinished" for r in rows) or (
         len(rows) < space.tune.num_samples and space.tune.time_budget_s is None
     )
@@ -461,24 +490,30 @@ def run_sweep(
     for r in ranked:  # filled for the trials scored on the test split below
         r |= {"beats_all_baselines": "", "loses_from_lead": ""}
     has_test = ys.has_test_split(space)
+    strongest_test = ""  # the strongest baseline on the test windows, named under the table once they are scored
     if has_test and not interrupted and space.evaluate.test_top_k > 0:
         # The test split is read here, once, after every trial has finished: nothing before chose on it.
         scored, new = ys.test_pass(space, protocol, sweep_dir, ranked, checkpoints, echo)
+        if scored:
+            strongest_test = strongest_named(next(iter(scored.values())).strongest, protocol.leads)
         for r in ranked:
             if r["trial"] in scored:
                 r.update({k: v for k, v in ys.columns(None, scored[r["trial"]].means()).items() if k.startswith("test_")})
                 r.update(Verdict.of(scored[r["trial"]]).columns())
                 if tracked and r["trial"] in new and r["mlflow_run"]:
                     log_test_score(r["mlflow_run"], scored[r["trial"]])
-    note = ys.leaderboard_note(has_test, space.evaluate.test_top_k) + "\n\n" + leaderboard.COLUMNS_NOTE
+    notes = ys.column_notes(has_test, space.evaluate.test_top_k, strongest_named(val_yardstick.strongest(), protocol.leads),
+                            strongest_test, interrupted)
     if champion_note:
-        note = champion_note + "\n\n" + note
+        notes.insert(0, ("", champion_note))
+    note = ys.notes_for(list(ranked[0]) if ranked else [], notes)
+    if champion_note:
         champion.record(sweep_dir, space.tune.champion, champion_note, ranked)
     leaderboard.write(sweep_dir, ranked, note)
     if resumed and events.started == 0 and not interrupted:
         echo(f"sweep {name!r} is complete ({len(rows)} of {space.tune.num_samples} trials), nothing left to run. "
              f"A new sweep of this space: bubbles-study sweep {space.path} --name {name}-2 (or edit the file and give it a new --name)")
-    echo(leaderboard.markdown(ranked[:5], space, note) if verbose else short_leaderboard(ranked, space, note))
+    echo(leaderboard.markdown(ranked[:5], space, note) if verbose else short_leaderboard(ranked, space, notes))
     if ranked and has_test and not interrupted and space.evaluate.test_top_k > 0:
         echo(ys.champion_line(ranked[0], sweep_dir))
     if tracked:
@@ -487,7 +522,7 @@ def run_sweep(
     else:
         lines, ids = _unsettled_lines(parent.run_id, name, trials, unlogged, sweep_dir / SPOOL_DIR)
         write_unsettled(sweep_dir, ids)
-        echo(f"MLflow at {uri} is unavailable ({why_not}): {len(lines)} run(s) left unfinished there; "
+        echo(f"MLflow at {uri} did not take every write ({why_not}): {len(lines)} run(s) left unfinished there; "
              f"`{resume_command}` finishes them once it answers (the leaderboard above is complete):")
         for line in lines:
             echo(line)
