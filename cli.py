@@ -328,21 +328,31 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
 
     click.echo(f"training {cfg.train.epochs} epochs; checkpoints in {out_dir}")
     stopping = _stop_on_ctrl_c()
+    runs: list[str] = []  # the MLflow run, once it exists
+
+    def opened(run_id: str, continued: bool) -> None:
+        runs.append(run_id)
+        if continued:
+            click.echo(f"continuing MLflow run {run_id} (the one this checkpoint's training logged to)")
+
     try:
         result, run_id = run_logged_trial(cfg, out_dir, uri, experiment, resume.resolve() if resume else None, splits,
-                                          echo=click.echo, batches=bar)
+                                          echo=click.echo, batches=bar, on_run=opened)
     except KeyboardInterrupt:
         stopping()
         checkpoint = out_dir / CHECKPOINT
-        if checkpoint.is_file():
+        if not runs:
+            click.echo("interrupted before training began: no MLflow run was created; run the same command again", err=True)
+        elif checkpoint.is_file():
             again = ["bubbles-study", "train", str(config), *[a for s in sets for a in ("--set", s)],
                      "--out", str(out or out_dir), "--resume", str((out or out_dir) / CHECKPOINT)]
             if experiment != "bubbles-train":
                 again[-2:-2] = ["--experiment", experiment]
-            click.echo(f"interrupted: the MLflow run is KILLED; the checkpoint of the last finished epoch is kept in "
-                       f"{checkpoint}. Continue with  {shlex.join(again)}", err=True)
+            click.echo(f"interrupted: the MLflow run {runs[0]} is KILLED; the checkpoint of the last finished epoch is kept "
+                       f"in {checkpoint}; the same run goes on with  {shlex.join(again)}", err=True)
         else:
-            click.echo("interrupted before the first epoch ended: nothing to resume (the MLflow run is KILLED)", err=True)
+            click.echo(f"interrupted before the first epoch ended: nothing to resume (the MLflow run {runs[0]} is KILLED); "
+                       "run the same command again", err=True)
         sys.exit(130)
     if result.evaluation is not None:
         click.echo(result.evaluation.lead_table())
@@ -373,8 +383,22 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
       bubbles-study sweep search_spaces/smoke.yaml --resume
       MLFLOW_TRACKING_URI=http://head:5000 bubbles-study sweep search_spaces/convlstm.yaml
     """
+    # First of all, as `train` does: Ctrl-C (and a SIGINT to a sweep a script started with `&`, SIGINT ignored)
+    # stops it at any phase, Ray's start and the baselines included; Ray Tune takes it over during fit().
+    stopping = _stop_on_ctrl_c()
+    try:
+        _sweep(space_file, name, resume, address, storage, store, verbose, trust_state, stopping)
+    except KeyboardInterrupt:
+        stopping()
+        click.echo("interrupted before the sweep started: nothing to resume; run the same command again", err=True)
+        sys.exit(130)
+
+
+def _sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path, store: Path | None,
+           verbose: bool, trust_state: bool, stopping: Callable[[], None]) -> None:
+    from study.interrupt import discard_unstarted, has_tune_state
     from study.space import load_space
-    from study.tracking import check_tracking, readable, runs_table_link, tracking_uri
+    from study.tracking import check_tracking, readable, tracking_uri
 
     from study.sweep_dir import check_name
 
@@ -386,6 +410,9 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
         raise UserError(f"--storage {storage}: lies inside the Zarr store {zarr_store_around(storage)}; sweeps live outside frame stores")
     if resume and not (storage / name).is_dir():
         raise UserError(f"--resume: no sweep named {name!r} under {storage}")
+    if resume and not (storage / name / "tuner.pkl").exists() and not has_tune_state(storage / name):
+        raise UserError(f"--resume: the sweep {name!r} under {storage} never saved a trial (its start was interrupted); "
+                        f"start it again without --resume")
     if trust_state and not resume:
         raise UserError("--trust-state goes with --resume")
     if store is None:
@@ -412,13 +439,31 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
     address = address or os.environ.get("RAY_ADDRESS") or None
     again = _resume_command(space_file, name, storage, address, store)
-    outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo, storage_shared=shared,
-                        store_shared=store is not None or _store_is_absolute(space_file),
-                        preamble=list_windows, resume_command=again, verbose=verbose, trust_state=trust_state)
-    click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
-    link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
-    if link:
-        click.echo(f"MLflow runs table: {link}")
+    created = not (storage / name).exists()  # only a directory this run creates may be removed after a Ctrl-C
+    try:
+        outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo, storage_shared=shared,
+                            store_shared=store is not None or _store_is_absolute(space_file),
+                            preamble=list_windows, resume_command=again, verbose=verbose, trust_state=trust_state)
+        click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
+        from study.tracking.views import sweep_view_link
+
+        # None: the store is down (said above). The link opens this sweep's trials ranked by the objective.
+        link = readable(lambda: sweep_view_link(uri, space.experiment, outcome.parent_run_id, name,
+                                                space.tune.objective, space.tune.mode), None)
+        if link:
+            click.echo(f"MLflow runs table: {link}")
+        if any(r.get("status") == "completed" for r in outcome.rows) and not outcome.interrupted:
+            click.echo(f"export the winner:  {_export_command(name, storage, uri)}")
+    except KeyboardInterrupt:
+        stopping()  # a second Ctrl-C while the driver tidies up is ignored
+        if has_tune_state(storage / name):
+            click.echo(f"interrupted: continue with  {again}", err=True)
+        else:
+            done = discard_unstarted(storage / name, uri, created)
+            start = _resume_command(space_file, name, storage, address, store, resume=False)
+            click.echo(f"interrupted during start-up, before any trial ({done}): nothing to resume; start it again "
+                       f"with  {start}", err=True)
+        sys.exit(130)
     if outcome.interrupted:
         click.echo(f"interrupted: continue with  {again}", err=True)
         sys.exit(130)
@@ -458,13 +503,17 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         check_tracking(uri)
         objective, board = None, None
         if sweep_name is not None:
-            from study.sweep_dir import check_name
+            from study.sweep_dir import finished_sweep_dir
+            from study.tracking import sweep_dirs_named
 
-            run_id, objective, board = ex.best_run_of_sweep(storage.resolve() / check_name(sweep_name))
+            sweep_dir = finished_sweep_dir(storage.resolve(), sweep_name, sweep_dirs_named(uri, sweep_name))
+            run_id, objective, board = ex.best_run_of_sweep(sweep_dir)
         chosen = ex.from_run(uri, str(run_id), objective)
         if board is not None and not math.isclose(board, chosen.objective, rel_tol=1e-4, abs_tol=1e-6):
             click.echo(f"warning: the leaderboard says {objective} {board:.5f}, the exported weights measure "
                        f"{chosen.objective:.5f} (a trial trained before best.pt was picked by the objective?)", err=True)
+    click.echo(f"building the export: weights, TorchScript{', ONNX (checked with onnxruntime)' if onnx else ''}, the "
+               "climatology frame from the training windows, the metrics card ...")
     path = ex.export(chosen, out, onnx, note=lambda line: click.echo(line, err=True))
     selected = f", {ex.VALIDATION}" if chosen.yardstick else ""
     click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}{selected}) to {path}")
@@ -488,13 +537,16 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 @main.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--store", type=click.Path(path_type=Path), help="Frame store to read from.")
-@click.option("--sequence", help="Sequence in the store.")
+@click.option("--sequence", help="Sequence in the store (default: one the model's split held out of training, named on the first line).")
 @click.option("--input", "raw_input", type=click.Path(path_type=Path), help="Instead of a store: a folder of frames, a video, a TIFF stack or a .npy array.")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="With --input: keep only this box (native pixels).")
 @click.option("--colormap", metavar="NAME", help="With --input: a rendering in this matplotlib colour map (as ingest --colormap).")
 @click.option("--frames", "frame_range", metavar="START:STOP[:STEP]", help="With --input: keep these source frames (as ingest --frames).")
 @click.option("--detector", "detector_sets", multiple=True, metavar="KEY=VALUE",
-              help="Bubble-detector setting over the calibration (repeatable), e.g. --detector roi_bottom=0.92.")
+              help="Bubble-detector setting over the calibration (repeatable), e.g. --detector roi_bottom=0.92. Keys: "
+                   "polarity (auto|dark|bright), background_radius, contrast_k, min_contrast, min_diameter_px, "
+                   "max_diameter, roundness, roi_top, roi_bottom, min_diameter, typical_diameter (lengths in frame "
+                   "heights, min_diameter_px in pixels).")
 @click.option("--start", default=0, show_default=True, help="First context frame.")
 @click.option("--steps", type=int, help="Frames to predict (default: the trained horizon).")
 @click.option("--autoregressive", is_flag=True, help="Roll out beyond the trained horizon on its own predictions.")
@@ -527,6 +579,8 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
                              raw_input, parse_crop(crop) if crop else None, colormap,
                              parse_frames(frame_range) if frame_range else None, _detector_sets(detector_sets))
     summary = run_predict(request)
+    if summary.get("chosen"):
+        click.echo(str(summary["chosen"]))
     for warning in summary.get("warnings", []):  # type: ignore[union-attr]
         click.echo(f"warning: {warning}", err=True)
     line = f"predicted {summary['steps']} frames of {summary['sequence']!r} from frame {start} into {out}"
@@ -534,7 +588,7 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
         m = summary["metrics"]
         line += (f"; lead 1: SSIM {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f}), skill vs the strongest "  # type: ignore[index]
                  f"baseline ({m['strongest'][0]}{'' if 'climatology_mse' in m else '; not climatology: the export has no climatology.npy'}) "
-                 f"{m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
+                 f"{m['skill_vs_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
                  f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score "  # type: ignore[index]
                  + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)")  # type: ignore[arg-type]
                  + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
@@ -547,7 +601,7 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     for field, f in summary.get("fields", {}).items():  # type: ignore[union-attr]
         if f:
             click.echo(f"  {field}: lead 1 SSIM {f['ssim'][0]:.3f} (persistence {f['persistence_ssim'][0]:.3f}), MSE {f['mse'][0]:.5f}, "
-                       f"skill vs persistence {f['skill_persistence'][0]:+.3f}; files in {out / 'fields' / field}")
+                       f"skill vs persistence {f['skill_vs_persistence'][0]:+.3f}; files in {out / 'fields' / field}")
 
 
 @main.command()
@@ -570,9 +624,11 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
     check_output_dir(out.resolve(), "report")
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
-    from study.sweep_dir import check_name
+    from study.sweep_dir import finished_sweep_dir
+    from study.tracking import sweep_dirs_named
 
-    click.echo(f"wrote {write_report(uri, storage.resolve() / check_name(sweep_name), out.resolve())}")
+    sweep_dir = finished_sweep_dir(storage.resolve(), sweep_name, sweep_dirs_named(uri, sweep_name))
+    click.echo(f"wrote {write_report(uri, sweep_dir, out.resolve())}")
 
 
 @main.command()
@@ -582,7 +638,7 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
               help="Artifact destination, on storage that outlives the head node (the shared file system); clients "
                    "upload and download through the server.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", default=5000, show_default=True)
+@click.option("--port", default=5000, show_default=True, help="Port to listen on (a busy one is one line).")
 @click.option("--workers", default=4, show_default=True, help="Server processes (concurrent trial writers).")
 @click.option("--allowed-hosts", help="Host headers clients send, comma-separated NAME:PORT (e.g. head.lab:5000); "
                                       "required with a --host other than loopback; 127.0.0.1:PORT is always accepted.")
@@ -605,17 +661,30 @@ def server(backend: str, artifacts: Path, host: str, port: int, workers: int, al
     serve(cfg, click.echo)
 
 
-def _resume_command(space_file: Path, name: str, storage: Path, address: str | None, store: Path | None = None) -> str:
+def _resume_command(space_file: Path, name: str, storage: Path, address: str | None, store: Path | None = None,
+                    resume: bool = True) -> str:
     """The command that continues this sweep as it was started: same storage, same Ray cluster (a command without
-    them looks under runs/sweeps, or starts a local Ray)."""
+    them looks under runs/sweeps, or starts a local Ray); resume=False: the command that starts it again."""
     import shlex
 
-    words = ["bubbles-study", "sweep", str(space_file), "--name", name, "--resume", "--storage", str(storage)]
+    words = ["bubbles-study", "sweep", str(space_file), "--name", name, *(["--resume"] if resume else []), "--storage", str(storage)]
     if store is not None:
         words += ["--store", str(store.resolve())]
     if address and address != "local":
         words += ["--address", address]
     return shlex.join(words)
+
+
+def _export_command(name: str, storage: Path, uri: str) -> str:
+    """The command that exports this sweep's winner, exactly: its --storage, and the tracking URI when it is not
+    the default one this directory would use."""
+    import shlex
+
+    from study.tracking import default_uri
+
+    words = ["bubbles-study", "export", "--sweep", name, "--out", f"exports/{name}", "--storage", str(storage)]
+    prefix = f"MLFLOW_TRACKING_URI={shlex.quote(uri)} " if uri != default_uri(Path.cwd()) else ""
+    return prefix + shlex.join(words)
 
 
 def _store_is_absolute(space_file: Path) -> bool:

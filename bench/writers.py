@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests import mlflow_server, postgres  # noqa: E402
 
-EPOCH_KEYS = ("train_loss", "val_mse", "val_ssim", "val_psnr", "val_ssim_lead1", "val_ssim_last", "val_skill_persistence", "seconds")
+EPOCH_KEYS = ("train_loss", "val_mse", "val_ssim", "val_psnr", "val_ssim_lead1", "val_ssim_last", "val_skill_vs_persistence", "seconds")
 LEAD_KEYS = ("ssim", "psnr", "mse", "bubble_f1", "sharpness", "persistence_ssim", "persistence_psnr", "persistence_mse",
              "climatology_ssim", "vmaf")
 LEADS = 10

@@ -24,15 +24,16 @@ from bubbles.evaluation.verdict import TEST_VERDICT, Verdict
 from bubbles.models import build_model, check_state_shapes
 from bubbles.training.config import best_by_mode
 from bubbles.training.train import COST
+from bubbles.data.framesize import format_image_size
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import make_splits, split_segments
 
-from study.tracking import PARENT_FILE, download_file, read_parent, register_export, trial_files
-from study.yardstick import NO_TEST, TEST, VALIDATION
+from study.tracking import PARENT_FILE, download_file, read_parent, register_export, run_name, trial_files
+from study.yardstick import NO_TEST, SHOWN, TEST, VALIDATION
 
 # The epoch metric and the end-of-trial evaluation's name for the same number (same windows, same formula).
 OBJECTIVE_METRIC = {
-    "val_ssim": "final_ssim", "val_mse": "final_mse", "val_psnr": "final_psnr", "val_skill_persistence": "final_skill_persistence",
+    "val_ssim": "final_ssim", "val_mse": "final_mse", "val_psnr": "final_psnr", "val_skill_vs_persistence": "final_skill_vs_persistence",
     "val_bubble_f1": "final_bubble_f1",
 }
 
@@ -85,7 +86,7 @@ def _yardstick_record(path: Path) -> tuple[str, dict[str, float]]:
         return "", {}
     try:
         data = json.loads(path.read_text())
-        p, means = data["protocol"], {k: float(v) for k, v in data["means"].items()}
+        p, means = data["protocol"], {("skill_vs_strongest" if k == "skill" else k): float(v) for k, v in data["means"].items()}
     except (ValueError, KeyError, TypeError):
         return "", {}
     return (f"protocol: leads {', '.join(map(str, p['leads']))} at {p['size'][0]}x{p['size'][1]} px on "
@@ -146,7 +147,7 @@ def from_run(uri: str, run_id: str, objective: str | None = None) -> Chosen:
         scored = download_file(run_id, "yardstick_test.json", Path(tmp))  # the test pass's per-lead record
         if scored is not None:
             chosen.verdict = Verdict.of(json.loads(scored.read_text()))
-    test = {k.removeprefix("test_yardstick_"): v for k, v in metrics.items() if k.startswith("test_yardstick_")}
+    test = _test_scores(metrics)
     if validation:
         chosen.yardstick = {"protocol": protocol, VALIDATION: validation, TEST: test or _why_no_test(chosen.cfg)}
         if chosen.verdict is not None:
@@ -159,6 +160,16 @@ def from_run(uri: str, run_id: str, objective: str | None = None) -> Chosen:
         chosen.cost = ModelCost.from_dict(metrics | {"device": tags.get("cost_device", "unknown")})
     chosen.run_id = run_id
     return chosen
+
+
+def _test_scores(metrics: dict[str, float]) -> dict[str, float]:
+    """A trial run's test-split means: test_<metric> (test_yardstick_<metric> and test_yardstick_skill in runs logged
+    before the names said what they compare against)."""
+    from bubbles.evaluation.yardstick import METRICS
+
+    old = {"skill_vs_strongest": "test_yardstick_skill"}
+    return {k: metrics.get(f"test_{k}", metrics.get(old.get(k, f"test_yardstick_{k}"))) for k in METRICS
+            if f"test_{k}" in metrics or old.get(k, f"test_yardstick_{k}") in metrics}
 
 
 def _why_no_test(cfg: TrialConfig) -> str:
@@ -230,14 +241,45 @@ def register(uri: str, name: str, bundle: Path, chosen: Chosen) -> tuple[str, bo
     x = example_input(chosen.cfg).numpy()
     y = np.zeros((x.shape[0], chosen.cfg.window.output_len, chosen.cfg.model.out_channels, *x.shape[3:]), dtype=np.float32)
     tags: dict[str, str] = {}
-    for score, key in ((VALIDATION, "validation_selection"), (TEST, "test_unbiased")):
+    for score, key in ((VALIDATION, "yardstick"), (TEST, "test")):
         means = chosen.yardstick.get(score)
-        if isinstance(means, dict):
-            tags |= {f"{key}_{k}": f"{v:.6g}" for k, v in means.items() if k in ("ssim", "mse", "bubble_f1", "skill")}
+        if isinstance(means, dict):  # the leaderboard's names: yardstick_ssim, test_skill_vs_strongest, ...
+            tags |= {f"{key}_{k}": f"{v:.6g}" for k, v in means.items() if k in SHOWN}
         elif means:
             tags[key] = str(means)[:250]
     if chosen.verdict is not None:
         tags["test_beats_all_baselines"] = "yes" if chosen.verdict.beats_all else "no"
         tags["test_against_baselines"] = chosen.verdict.sentence()[:250]
     return register_export(uri, name, bundle, chosen.source, chosen.run_id,
-                           (chosen.objective_name, chosen.objective, chosen.mode), (x, y), tags)
+                           (chosen.objective_name, chosen.objective, chosen.mode), (x, y), tags,
+                           model_name=run_name(chosen.cfg), description=version_description(name, bundle, chosen))
+
+
+def version_description(name: str, bundle: Path, chosen: Chosen) -> str:
+    """The registry version's description (Markdown): what the model is, its objective, validation and test scores
+    side by side, the data and window it was trained on, and how to predict with it."""
+    cfg = chosen.cfg
+    lines = [f"**{run_name(cfg)}** — {cfg.model_name}, {cfg.window.input_len} frames in → {cfg.window.output_len} out "
+             f"at {format_image_size(cfg.data.image_size)} px; from {chosen.source}.", "",
+             f"Objective: `{chosen.objective_name}` = {chosen.objective:.4f} ({chosen.mode}).", ""]
+    scores = {label: chosen.yardstick.get(label) for label in (VALIDATION, TEST)}
+    shown = [k for k in ("ssim", "mse", "bubble_f1", "skill")
+             if any(isinstance(v, dict) and k in v for v in scores.values())]
+    if shown:
+        lines += ["| split | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
+        for label, means in scores.items():
+            if isinstance(means, dict):
+                lines.append(f"| {label} | " + " | ".join(_cell(means.get(k)) for k in shown) + " |")
+        lines.append("")
+    for label, means in scores.items():
+        if means and not isinstance(means, dict):
+            lines.append(f"{label}: {means}")
+    lines += [f"Data: `{cfg.data.store}`, split by {cfg.data.split.kind}; window {cfg.window.input_len}→"
+              f"{cfg.window.output_len}.", "", "Predict:", "",
+              f"    bubbles-study predict {bundle} --store {cfg.data.store} --sequence SEQUENCE --out pred/{name}",
+              f"    mlflow.pyfunc.load_model('models:/{name}/<this version>').predict(frames)"]
+    return "\n".join(lines)
+
+
+def _cell(v: object) -> str:
+    return f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else "—"

@@ -29,7 +29,7 @@ from bubbles.errors import UserError
 from bubbles.data.store import FrameStore
 from bubbles.data.coverage import coverage_lines, coverage_warnings
 from bubbles.data.windows import WindowSplits, make_splits
-from bubbles.training.config import BestBy, best_by_mode
+from bubbles.training.config import RENAMED_METRICS, BestBy, best_by_mode
 from study.champion import ChampionRule, parse_champion
 from study.conditions import check_conditions, check_fixed_families, check_point, walk
 from study.config import read_yaml, resolve_store
@@ -79,7 +79,7 @@ class Dimension:
 class TuneSettings:
     # The objective the user means: skill against the strongest baseline on the yardstick, per lead, averaged over
     # leads (1 - MSE_model / MSE_strongest); > 0 beats every baseline on average (issue 27).
-    objective: Objective = "yardstick_skill"
+    objective: Objective = "yardstick_skill_vs_strongest"
     num_samples: int = 8
     max_concurrent: int = 2
     time_budget_s: float | None = None
@@ -221,6 +221,8 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
     objective = raw.get("objective", d.objective)
     if objective not in get_args(BestBy):
         choices = ", ".join(f"{o} ({best_by_mode(o)})" for o in get_args(BestBy))
+        if objective in RENAMED_METRICS:
+            raise UserError(f"{where}.objective: {objective!r} is now called {RENAMED_METRICS[objective]!r}")
         raise UserError(f"{where}.objective: expected one of {choices}, got {objective!r}")
     more = raw.get("objectives", [])
     if not isinstance(more, list) or any(o not in (*get_args(BestBy), "gflops_per_window") or o == objective for o in more) \

@@ -6,8 +6,10 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from bubbles.errors import UserError
+from bubbles.evaluation.scoring import strongest_named
 from bubbles.evaluation.verdict import Verdict
 from study import champion, leaderboard, sweep_state
 from study.space import SweepSpace
@@ -25,7 +28,7 @@ from study.tracking import (
     PARENT_FILE, SPOOL_DIR, SweepRun, read_parent, TrialRun, check_tracking, close_orphaned_runs, final_yardstick_of, find_trial_run, has_result,
     log_test_score, pending_creations, replay_spool, settle_trial,
 )
-from study.console import OneLineTrialErrors, TrialEvents, quiet_ray_tune, short_leaderboard
+from study.console import OneLineTrialErrors, TrialEvents, quiet_ray_tune, short_id, short_leaderboard
 from study.trainable import run_trial
 from study import yardstick as ys
 
@@ -235,7 +238,8 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
     return tuner, False
 
 
-def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint: Path, yardstick: Any = None) -> dict[str, float]:
+def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint: Path, yardstick: Any = None,
+                           announce: Callable[[], None] | None = None) -> dict[str, float]:
     """A trial stopped early gets the same evaluation and artifacts as a finished one (on the same capped
     validation windows as its epochs, and on every window of the yardstick), so that MLflow's Compare has no empty
     rows. Returns its yardstick means on the validation split (read back from its run when evaluated before)."""
@@ -245,6 +249,8 @@ def evaluate_stopped_trial(uri: str, space: SweepSpace, run_id: str, checkpoint:
         return {}
     if has_result(run_id):  # evaluated already (a resumed sweep goes over every trial again)
         return final_yardstick_of(run_id)
+    if announce is not None:
+        announce()  # a few seconds per trial: said, so that the minutes after the last trial are not silent
     with tempfile.TemporaryDirectory() as out_dir:
         cfg, result = evaluate_checkpoint_dir(checkpoint, Path(out_dir), yardstick=yardstick)
         TrialRun(uri, space.experiment, cfg, run_id=run_id).log_result(result)
@@ -350,6 +356,9 @@ def run_sweep(
     started_ray = not ray.is_initialized()
     if started_ray:
         check_address(address)
+        # The longest silent wait of a start: 10-60 s for a local Ray on two busy cores.
+        echo(f"connecting to the Ray cluster at {address} ..." if address and address != "local" else
+             "starting Ray on this machine (10-60 s on a busy machine) ...")
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
@@ -367,7 +376,7 @@ def run_sweep(
         protocol = ys.protocol_of(space, ys.open_store(space))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         ys.check_recorded(protocol, sweep_dir)
-        val_yardstick = ys.study_yardstick(space, protocol, "val", sweep_dir)
+        val_yardstick = ys.study_yardstick(space, protocol, "val", sweep_dir, echo)
         echo(f"yardstick: every trial is scored on the same {len(val_yardstick.windows)} validation windows, leads "
              f"{', '.join(map(str, protocol.leads))}"
              + (f" (frames {protocol.frame_step} stored frames apart)" if protocol.frame_step > 1 else "")
@@ -408,10 +417,15 @@ def run_sweep(
         errors = logging.getLogger("ray.tune.execution.tune_controller")
         one_line = OneLineTrialErrors()
         errors.addFilter(one_line)
+        handler = signal.getsignal(signal.SIGINT)
         try:
             results = tuner.fit()
         finally:
             errors.removeFilter(one_line)
+            if threading.current_thread() is threading.main_thread() and handler is not None:
+                # Tune leaves its own SIGINT handler behind (one that only flags its finished loop): the caller's
+                # again, so that a Ctrl-C during the test pass and the leaderboard still stops the sweep.
+                signal.signal(signal.SIGINT, handler)
         sweep_state.record(sweep_dir)  # Ray's last save is complete once fit() returns
     finally:
         if started_ray:
@@ -437,7 +451,9 @@ def run_sweep(
         validation = {k.removeprefix("final_yardstick_"): v for k, v in metrics.items() if k.startswith("final_yardstick_")}
         if tracked and run_id:
             if outcome == "stopped_early" and result.checkpoint is not None:
-                validation = evaluate_stopped_trial(uri, space, run_id, Path(result.checkpoint.path), val_yardstick) or validation
+                validation = evaluate_stopped_trial(uri, space, run_id, Path(result.checkpoint.path), val_yardstick,
+                                                    lambda: echo(f"trial {short_id(trial_id)}: stopped early; evaluating "
+                                                                 "its best.pt on every validation window ...")) or validation
             settle_trial(run_id, outcome)
         if outcome in ("completed", "stopped_early") and result.checkpoint is not None and (Path(result.checkpoint.path) / "best.pt").is_file():
             checkpoints[trial_id] = Path(result.checkpoint.path) / "best.pt"
@@ -474,24 +490,30 @@ def run_sweep(
     for r in ranked:  # filled for the trials scored on the test split below
         r |= {"beats_all_baselines": "", "loses_from_lead": ""}
     has_test = ys.has_test_split(space)
+    strongest_test = ""  # the strongest baseline on the test windows, named under the table once they are scored
     if has_test and not interrupted and space.evaluate.test_top_k > 0:
         # The test split is read here, once, after every trial has finished: nothing before chose on it.
         scored, new = ys.test_pass(space, protocol, sweep_dir, ranked, checkpoints, echo)
+        if scored:
+            strongest_test = strongest_named(next(iter(scored.values())).strongest, protocol.leads)
         for r in ranked:
             if r["trial"] in scored:
                 r.update({k: v for k, v in ys.columns(None, scored[r["trial"]].means()).items() if k.startswith("test_")})
                 r.update(Verdict.of(scored[r["trial"]]).columns())
                 if tracked and r["trial"] in new and r["mlflow_run"]:
                     log_test_score(r["mlflow_run"], scored[r["trial"]])
-    note = ys.leaderboard_note(has_test, space.evaluate.test_top_k) + "\n\n" + leaderboard.COLUMNS_NOTE
+    notes = ys.column_notes(has_test, space.evaluate.test_top_k, strongest_named(val_yardstick.strongest(), protocol.leads),
+                            strongest_test, interrupted)
     if champion_note:
-        note = champion_note + "\n\n" + note
+        notes.insert(0, ("", champion_note))
+    note = ys.notes_for(list(ranked[0]) if ranked else [], notes)
+    if champion_note:
         champion.record(sweep_dir, space.tune.champion, champion_note, ranked)
     leaderboard.write(sweep_dir, ranked, note)
     if resumed and events.started == 0 and not interrupted:
         echo(f"sweep {name!r} is complete ({len(rows)} of {space.tune.num_samples} trials), nothing left to run. "
              f"A new sweep of this space: bubbles-study sweep {space.path} --name {name}-2 (or edit the file and give it a new --name)")
-    echo(leaderboard.markdown(ranked[:5], space, note) if verbose else short_leaderboard(ranked, space, note))
+    echo(leaderboard.markdown(ranked[:5], space, note) if verbose else short_leaderboard(ranked, space, notes))
     if ranked and has_test and not interrupted and space.evaluate.test_top_k > 0:
         echo(ys.champion_line(ranked[0], sweep_dir))
     if tracked:

@@ -91,7 +91,7 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
         metrics |= run.writer.lost_metrics()  # writes neither logged nor spooled: the driver says so
         if final is not None:
             if final.evaluation is not None:
-                metrics["final_skill_persistence"] = final.evaluation.summary()["final_skill_persistence"]
+                metrics["final_skill_vs_persistence"] = final.evaluation.summary()["final_skill_vs_persistence"]
                 metrics["final_ssim_lead1"] = final.evaluation.model.ssim[0]
                 metrics["final_ssim_last"] = final.evaluation.model.ssim[-1]
             if final.yardstick is not None:

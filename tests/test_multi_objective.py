@@ -47,7 +47,7 @@ def test_a_multi_objective_sweep_reaches_its_leaderboard_verdicts_and_pareto_plo
     path = tmp_path / "space.yaml"
     path.write_text(SPACE.format(store=tiny_store))
     space = load_space(path)
-    assert space.tune.all_objectives() == ("yardstick_skill", "yardstick_bubble_f1")
+    assert space.tune.all_objectives() == ("yardstick_skill_vs_strongest", "yardstick_bubble_f1")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

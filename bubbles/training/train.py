@@ -62,7 +62,7 @@ class EpochResult:
     val_psnr: float
     val_ssim_lead1: float
     val_ssim_last: float
-    val_skill_persistence: float
+    val_skill_vs_persistence: float
     collapse_score: float
     collapsed: bool
     seconds: float
@@ -74,8 +74,8 @@ class EpochResult:
     yardstick_mse: float = float("nan")
     yardstick_psnr: float = float("nan")
     yardstick_bubble_f1: float = float("nan")
-    yardstick_skill: float = float("nan")
-    yardstick_skill_min: float = float("nan")  # the worst lead's skill against the strongest baseline
+    yardstick_skill_vs_strongest: float = float("nan")
+    yardstick_skill_vs_strongest_min: float = float("nan")  # the worst lead's skill against the strongest baseline
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
@@ -88,7 +88,7 @@ class EpochResult:
         lead = "" if shown else f"{objective} {value:.4g}  "
         return (
             f"epoch {self.epoch}/{epochs}  {lead}train loss {self.train_loss:.5g}  val mse {self.val_mse:.5g}  "
-            f"ssim {self.val_ssim:.3f}  psnr {self.val_psnr:.2f}  skill {self.val_skill_persistence:+.3f}  "
+            f"ssim {self.val_ssim:.3f}  psnr {self.val_psnr:.2f}  skill_vs_persistence {self.val_skill_vs_persistence:+.3f}  "
             f"bubble F1 {self.val_bubble_f1:.3f}"
             f"{'  COLLAPSED' if self.collapsed else ''}  {seconds:.1f} s  ETA {_duration(eta)}"
         )

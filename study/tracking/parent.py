@@ -49,7 +49,9 @@ class SweepRun:
             run = cls(json.loads(marker.read_text())["run_id"])
             client.update_run(run.run_id, status="RUNNING")
             return run
-        created = client.create_run(exp_id, run_name=name, tags={"sweep": name, "bubbles.role": "sweep"})
+        # sweep_dir: where `export --sweep` and `report --sweep` must look (they say so when given another --storage).
+        created = client.create_run(exp_id, run_name=name, tags={"sweep": name, "bubbles.role": "sweep",
+                                                                 "sweep_dir": str(marker.parent.resolve())})
         run = cls(created.info.run_id)
         with tempfile.TemporaryDirectory() as tmp:
             resolved = Path(tmp) / "resolved_space.json"
@@ -74,11 +76,19 @@ class SweepRun:
             self.client.set_tag(self.run_id, "best_run_id", rows[0]["mlflow_run"])
             if _finite(rows[0]["objective"]):
                 self.client.log_metric(self.run_id, "best_objective", rows[0]["objective"])
-            # The winner's yardstick: validation (what it was chosen on) and test (unbiased), side by side.
+            # The winner's yardstick: validation (what it was chosen on) and test (unbiased), side by side, by the
+            # leaderboard's names (best_yardstick_ssim, best_test_skill_vs_strongest, ...).
             for key, value in rows[0].items():
-                if key.endswith(("_selection", "_unbiased")) and isinstance(value, float) and _finite(value):
+                if key.startswith(("yardstick_", "test_")) and isinstance(value, float) and _finite(value):
                     self.client.log_metric(self.run_id, f"best_{key}", value)
         self.client.log_metric(self.run_id, "trials", len(rows))
+        if rows:  # the run's description in MLflow's UI: the top trials, linked, with the comparable columns
+            from study.tracking.views import NOTE_TAG, sweep_description
+
+            parent = json.loads((sweep_dir / PARENT_FILE).read_text()) if (sweep_dir / PARENT_FILE).is_file() else {}
+            exp = self.client.get_run(self.run_id).info.experiment_id
+            self.client.set_tag(self.run_id, NOTE_TAG, sweep_description(rows, exp, str(parent.get("objective", "objective")),
+                                                                         str(parent.get("mode", "max"))))
         self.client.set_terminated(self.run_id, "KILLED" if interrupted else "FINISHED")
 
 

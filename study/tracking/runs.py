@@ -189,11 +189,12 @@ def final_yardstick_of(run_id: str) -> dict[str, float]:
 
 
 def log_test_score(run_id: str, score: Any) -> None:
-    """The test-split pass of one trial: test_yardstick_<metric> (unbiased), its per-lead curves, its record."""
+    """The test-split pass of one trial: test_<metric> (unbiased; the leaderboard's names), its per-lead curves, its
+    record."""
     import mlflow
 
     client = mlflow.MlflowClient()
-    client.log_batch(run_id, metrics=yardstick_metrics(score, "test_yardstick", "yardstick_test_lead"),
+    client.log_batch(run_id, metrics=yardstick_metrics(score, "test", "yardstick_test_lead"),
                      tags=[mlflow.entities.RunTag("test_scored", "true")])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "yardstick_test.json"
@@ -269,3 +270,23 @@ def replay_spool(spool: Path, errors: list[str], unreadable: list[str] | None = 
     from study.mlflow_writer import replay_dir
 
     return replay_dir(spool, errors, unreadable)
+
+
+def live_run(uri: str, run_id: str) -> bool:
+    """Whether the run exists in this tracking store and is not deleted (a resumed `train` continues it then)."""
+    import mlflow
+
+    configure(uri)
+    try:
+        return mlflow.MlflowClient().get_run(run_id).info.lifecycle_stage == "active"
+    except Exception:  # gone, or the store cannot say: the caller starts a new run
+        return False
+
+
+def delete_run(uri: str, run_id: str) -> None:
+    """Delete (MLflow's soft delete) a run this process made and left empty: a sweep's parent run when the sweep
+    was stopped during start-up, before any trial."""
+    import mlflow
+
+    configure(uri)
+    mlflow.MlflowClient().delete_run(run_id)
