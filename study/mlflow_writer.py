@@ -219,6 +219,8 @@ def _adopt(client: Any, experiment: str, uri: str, tags: dict[str, str]) -> tupl
             continue
         where = " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in keys)
         made = client.search_runs([exp], filter_string=where, max_results=10)
+        if len(made) > 1 and not other_attempt:
+            made = _drop_late_twins(client, made)
         if len(made) > 1:
             what = f"creation key {tags[RUN_KEY]} ({RUN_KEY})" if not other_attempt else f"trial {tags['tune_trial_id']}"
             raise DuplicateRun(f"runs {', '.join(r.info.run_id for r in made)} all carry {what}, which one run only "
@@ -226,6 +228,22 @@ def _adopt(client: Any, experiment: str, uri: str, tags: dict[str, str]) -> tupl
         if made:
             return made[0].info.run_id, other_attempt
     return None, False
+
+
+def _drop_late_twins(client: Any, made: list[Any]) -> list[Any]:
+    """Runs carrying one creation key: a creation that timed out can still be committed by a busy server after a
+    replay made the run again, leaving twins with nothing but their tags. Those (no metrics, no parameters) are
+    this writer's own and are deleted, keeping the oldest when none holds data; a run with data is never deleted,
+    so a user's copy (which holds its history) is still refused by name."""
+    holding = [r for r in made if r.data.metrics or r.data.params]
+    keep = holding if holding else sorted(made, key=lambda r: r.info.start_time or 0)[:1]
+    for run in made:
+        if run not in keep:
+            try:
+                client.delete_run(run.info.run_id)
+            except Exception:
+                return made  # the store refuses now: leave the choice to a person
+    return keep
 
 
 def pending_run_keys(spool: Path) -> set[str]:
