@@ -83,7 +83,7 @@ def _trial(w: Any, uri: str, experiment: str, index: int, epochs: int, epoch_s: 
     out.put((lat, spooled, began, time.time(), "", w.lost))
 
 
-COUNTS = ("SELECT count(*) FROM metrics", "SELECT count(*) FROM runs WHERE status = 'FINISHED'", "SELECT count(*) FROM runs")
+COUNTS = ("SELECT count(*) FROM metrics", "SELECT count(*) FROM runs WHERE status = 'FINISHED'", "SELECT count(*) FROM runs WHERE lifecycle_stage = 'active'")
 
 
 def count_rows(backend: str, where: Any) -> tuple[int, int, int]:
