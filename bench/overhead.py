@@ -113,7 +113,7 @@ def main() -> None:
     optuna_s: dict[str, list[float]] = defaultdict(list)
     timed(sweep_module.PruningOptunaSearch, ("suggest", "on_trial_result", "on_trial_complete"), optuna_s)
     driver_mlflow: dict[str, list[float]] = defaultdict(list)  # the driver's per-trial MLflow calls after fit()
-    for name in ("find_trial_run", "settle_trial", "evaluate_stopped_trial"):
+    for name in ("find_trial_run", "settle_trial", "log_test_score"):
         setattr(sweep_module, name, _timer(getattr(sweep_module, name), driver_mlflow[name]))
     try:
         store = tmp / "tiny.zarr"

@@ -152,13 +152,13 @@ def leaderboard_note(has_test: bool, top_k: int) -> str:
             f"{top_k} by validation")
 
 
-def study_yardstick(space: SweepSpace, protocol: Protocol, split: str, sweep_dir: Path) -> Yardstick:
+def study_yardstick(space: SweepSpace, protocol: Protocol, split: str, sweep_dir: Path, store: FrameStore | None = None) -> Yardstick:
     """The protocol on one split of the study's store, its baselines scored once and cached in the sweep directory
     (a resumed sweep, and the test pass, read them back)."""
     from study.space import corner_configs
 
     cfg = corner_configs(space)[0][1]
-    store = FrameStore.open(cfg.data.store)
+    store = store or FrameStore.open(cfg.data.store)
     segments = split_segments(store, cfg.data.split)
     cache = sweep_dir / YARDSTICK_DIR / f"baselines_{split}.json"
     cached = None
@@ -172,11 +172,11 @@ def study_yardstick(space: SweepSpace, protocol: Protocol, split: str, sweep_dir
     return yardstick
 
 
-def has_test_split(space: SweepSpace) -> bool:
+def has_test_split(space: SweepSpace, store: FrameStore | None = None) -> bool:
     from study.space import corner_configs
 
     cfg = corner_configs(space)[0][1]
-    return bool(split_segments(FrameStore.open(cfg.data.store), cfg.data.split).test)
+    return bool(split_segments(store or FrameStore.open(cfg.data.store), cfg.data.split).test)
 
 
 def _write(path: Path, data: Any) -> None:
