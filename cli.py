@@ -141,7 +141,8 @@ def synth(store: Path, sequences: int, frames: int, size: str, seed: int, condit
 @click.option("--frames", "frame_range", metavar="START:STOP", help="Keep source frames START..STOP-1 (either side may be empty).")
 @click.option("--drop-broken", is_flag=True, help="Remove frames that break the sequence (blank, saturated, a brightness jump).")
 @click.option("--colormap", metavar="NAME", help="The source renders a scalar field in this matplotlib colour map (e.g. jet): invert it.")
-def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_fields: tuple[str, ...], fps: float | None, no_flip_y: bool, crop: str | None, clip: str | None, drop_duplicates: bool, frame_range: str | None, drop_broken: bool, colormap: str | None) -> None:
+@click.option("--colorbar", metavar="L,T,R,B", help="Invert with the figure's own colour bar in this box (source pixels; orientation found).")
+def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_fields: tuple[str, ...], fps: float | None, no_flip_y: bool, crop: str | None, clip: str | None, drop_duplicates: bool, frame_range: str | None, drop_broken: bool, colormap: str | None, colorbar: str | None) -> None:
     """Add a recording to a store (created if missing), atomically.
 
     SRC is a folder of PNG/TIFF/JPEG frames, a video (mp4/avi/gif), a BubbleML HDF5 file, or a .npy array.
@@ -163,6 +164,7 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
         fps=fps, hdf5_fields=hdf5_fields, flip_y=not no_flip_y, crop=parse_crop(crop) if crop else None,
         clip=parse_clip(clip) if clip else None, drop_duplicates=drop_duplicates,
         frames=parse_frames(frame_range) if frame_range else None, colormap=colormap, drop_broken=drop_broken,
+        colorbar=parse_crop(colorbar, "--colorbar") if colorbar else None,
     )
     with tqdm(desc=f"reading {src.name}", unit="frame", disable=None) as bar:
         name = run_ingest(request, progress=bar.update, warn=lambda line: click.echo(f"warning: {line}", err=True))
@@ -177,6 +179,11 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
         unpacked = f", unpacked from bits along {nc['unpacked']}" if nc.get("unpacked") else ""
         click.echo(f"netCDF variable {nc['variable']!r} ({' x '.join(nc['dims'])}{unpacked}): {info.frames} frames of "
                    f"{info.native_size[0]}x{info.native_size[1]}, {rate}")
+    if "colorbar" in info.meta.extra:
+        bar = info.meta.extra["colorbar"]
+        named = (f" (with {bar['named_map']}: {100 * bar['named_map_off_fraction']:.1f}%)" if "named_map" in bar else "")
+        click.echo(f"colour bar: {bar['orientation']}, read from the figure; "
+                   f"{100 * info.meta.extra['off_colormap_fraction']:.1f}% of the pixels are no colour of it{named}")
     if "mask" in info.meta.extra:
         click.echo(f"binary recording: stored as a mask (vapour {info.meta.extra['mask']['source_values'][1]} -> 255, liquid "
                    f"{info.meta.extra['mask']['source_values'][0]} -> 0); bubbles are its connected components, mask "
@@ -456,6 +463,8 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
     click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}{selected}) to {path}")
     if chosen.test_line:
         click.echo(chosen.test_line)
+    for line in chosen.warnings():
+        click.echo(line, err=True)
     if register:
         check_tracking(uri)
         version, champion, why = ex.register(uri, register, path, chosen)
@@ -520,6 +529,10 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
                  + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
                     f"{COLLAPSE_THRESHOLD}); this model predicts blur" if summary.get("collapsed") else ""))
     click.echo(line)
+    if "against_baselines" in summary:
+        click.echo(f"on this window, by MSE per lead: the model {summary['against_baselines']}")
+    if "test_against_baselines" in summary:
+        click.echo(f"on the study's test split: the model {summary['test_against_baselines']}")
     for field, f in summary.get("fields", {}).items():  # type: ignore[union-attr]
         if f:
             click.echo(f"  {field}: lead 1 SSIM {f['ssim'][0]:.3f} (persistence {f['persistence_ssim'][0]:.3f}), MSE {f['mse'][0]:.5f}, "

@@ -189,6 +189,10 @@ def trial_config(params: Mapping[str, Any], where: str = "config") -> TrialConfi
     assert set(context) == set(CONTEXT_FIELDS)
     model = _model_config(where, family, p, context, exact)
     data = replace(data, size_multiple=family.size_multiple(model), feedback=family.feeds_back(model))
+    if model.baseline_start and data.targets != data.channels and (len(data.channels) > 1 or data.targets):
+        # persistence and flow are formed from the input fields as the predicted fields, in the same order
+        raise fail(where, "baseline_start", "needs the predicted fields to be the input fields (target_fields equal "
+                   f"to channels), got channels {list(data.channels)} and target_fields {list(data.targets)}")
     if data.tile is not None and getattr(model, "peephole", None) == "frame":
         # One peephole weight per pixel of one frame size: such a model cannot train on tiles and run on frames.
         raise fail(where, "tile", "convlstm's frame peepholes hold one weight per pixel of a fixed frame; with tiles "

@@ -25,6 +25,7 @@ from bubbles.errors import UserError
 from bubbles.outputs import check_output_dir, replace_dir, temp_sibling
 from bubbles.evaluation.bubbles import DetectorConfig, sequence_detector
 from bubbles.evaluation import baselines
+from bubbles.evaluation.verdict import TEST_VERDICT, Verdict
 from bubbles.evaluation.scoring import Scores, strongest_skill
 from bubbles.evaluation.yardstick import rollout as rollout_batch
 from bubbles.evaluation.metrics import COLLAPSE_THRESHOLD, CollapseMeter
@@ -173,7 +174,7 @@ def rollout_collapse(pred: np.ndarray, target: np.ndarray) -> float:
 
 def predict(request: PredictRequest) -> dict[str, object]:
     """Write strip.png, rollout.gif, prediction.npy and (when the recording continues) metrics.csv / .json."""
-    model, cfg, _ = load_bundle(request.model_dir)
+    model, cfg, saved = load_bundle(request.model_dir)
     n_in, horizon, size = cfg.window.input_len, cfg.window.output_len, cfg.frame_size
     steps = request.steps or horizon
     if steps > horizon and not request.autoregressive:
@@ -205,6 +206,9 @@ def predict(request: PredictRequest) -> dict[str, object]:
     check_output_dir(out, "prediction")
     tmp = temp_sibling(out)
     summary: dict[str, object] = {"sequence": name, "start": request.start, "steps": steps, "horizon": horizon}
+    tested = (saved.get("yardstick") or {}).get(TEST_VERDICT)
+    if tested:  # what the study measured on its test split, beside what this one window shows
+        summary["test_against_baselines"] = tested
     if stretch or notes:
         summary["warnings"] = ([stretch] if stretch else []) + notes
     targets = cfg.data.targets or ("",)
@@ -223,6 +227,8 @@ def predict(request: PredictRequest) -> dict[str, object]:
                 summary.setdefault("fields", {})[field] = _json_table(table) if table else {}  # type: ignore[union-attr]
             if k == 0 and table:
                 summary["metrics"] = _json_table(table)
+                mse = {b.removesuffix("_mse"): tuple(v) for b, v in table.items() if b.endswith("_mse") and b.removesuffix("_mse") in baselines.BASELINES}
+                summary["against_baselines"] = Verdict(tuple(range(1, len(table["mse"]) + 1)), tuple(table["mse"]), mse).sentence()
                 # Variation across one frame is undefined: a one-frame prediction has no collapse score (null).
                 score = rollout_collapse(pred[: len(target), 0], target[:, 0]) if len(target) > 1 else float("nan")  # type: ignore[index, arg-type]
                 summary["collapse_score"] = _json_number(score)

@@ -15,7 +15,7 @@ from study.tracking import run_name
 
 # The leaderboard columns a user decides by; leaderboard.csv and MLflow hold all of them.
 SHORT_COLUMNS = ("status", "objective", "epochs_trained", "skill_persistence", "bubble_f1", "gflops")
-TEST_COLUMNS = ("test_ssim_unbiased", "test_skill_unbiased")  # with a test split: scored once after the sweep
+TEST_COLUMNS = ("test_ssim_unbiased", "test_skill_unbiased", "beats_all_baselines", "loses_from_lead")  # with a test split: scored once after the sweep
 
 
 # Ray Tune's own lines that contradict or repeat ours: its resume hint names Tuner.restore (ours is the command line),
@@ -124,7 +124,7 @@ def short_leaderboard(rows: list[dict[str, Any]], space: SweepSpace, note: str =
     persistence, bubble F1, forward GFLOPs per window, and the unbiased test scores where the sweep has them."""
     if not rows:
         return "no trials finished"
-    tested = [c for c in TEST_COLUMNS if any(_finite(r.get(c)) for r in rows[:top])]
+    tested = [c for c in TEST_COLUMNS if any(_finite(r.get(c)) or r.get(c) in ('yes', 'no') for r in rows[:top])]
     columns = [*SHORT_COLUMNS, *tested]
     head = ["#", "trial", "model", *columns]
     head[head.index("objective")] = space.tune.objective

@@ -19,6 +19,7 @@ from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
 from bubbles.evaluation.cost import ModelCost, static_cost
 from bubbles.evaluation.evaluate import Evaluation, training_mean_frame
+from bubbles.evaluation.verdict import TEST_VERDICT, Verdict
 from bubbles.models import build_model, check_state_shapes
 from bubbles.training.config import best_by_mode
 from bubbles.training.train import COST
@@ -57,6 +58,7 @@ class Chosen:
     run_id: str | None = None  # the trial's MLflow run, when the model came from one
     cost: ModelCost | None = None  # as the trial measured it
     yardstick: dict = field(default_factory=dict)  # BundleInfo.yardstick: validation (selection) and test (unbiased)
+    verdict: Verdict | None = None  # which baselines it beats per lead on the test split (when it was scored there)
 
     @property
     def test_line(self) -> str:
@@ -64,8 +66,16 @@ class Chosen:
         test = self.yardstick.get(TEST)
         if isinstance(test, dict):
             metric = self.objective_name.removeprefix("yardstick_") if self.objective_name.startswith("yardstick_") else "ssim"
-            return f"{TEST}: yardstick_{metric} {test.get(metric, math.nan):.4f}"
+            beats = f"; {self.verdict.sentence()}" if self.verdict is not None else ""
+            return f"{TEST}: yardstick_{metric} {test.get(metric, math.nan):.4f}{beats}"
         return f"{TEST}: {test}" if test else ""
+
+
+    def warnings(self) -> list[str]:
+        """A line when the chosen model's test skill is negative at any lead: it loses to a free forecast there."""
+        if self.verdict is None or self.verdict.beats_all:
+            return []
+        return [f"warning: on the test split this model is worse than a baseline at some lead: {self.verdict.sentence()}"]
 
 
 def _yardstick_record(path: Path) -> tuple[str, dict[str, float]]:
@@ -130,9 +140,14 @@ def from_run(uri: str, run_id: str, objective: str | None = None) -> Chosen:
         chosen.evaluation = Evaluation.from_dict(json.loads(evaluation.read_text()))
         record = download_file(run_id, "yardstick.json", Path(tmp))
         protocol, validation = _yardstick_record(record) if record else ("", {})  # none: a run logged before the yardstick
+        scored = download_file(run_id, "yardstick_test.json", Path(tmp))  # the test pass's per-lead record
+        if scored is not None:
+            chosen.verdict = Verdict.of(json.loads(scored.read_text()))
     test = {k.removeprefix("test_yardstick_"): v for k, v in metrics.items() if k.startswith("test_yardstick_")}
     if validation:
         chosen.yardstick = {"protocol": protocol, VALIDATION: validation, TEST: test or _why_no_test(chosen.cfg)}
+        if chosen.verdict is not None:
+            chosen.yardstick[TEST_VERDICT] = chosen.verdict.sentence()
     if objective is not None:
         chosen.objective_name, chosen.mode = objective, best_by_mode(objective)
         chosen.objective = objective_of(chosen.evaluation, objective, validation)
@@ -218,5 +233,8 @@ def register(uri: str, name: str, bundle: Path, chosen: Chosen) -> tuple[str, bo
             tags |= {f"{key}_{k}": f"{v:.6g}" for k, v in means.items() if k in ("ssim", "mse", "bubble_f1", "skill")}
         elif means:
             tags[key] = str(means)[:250]
+    if chosen.verdict is not None:
+        tags["test_beats_all_baselines"] = "yes" if chosen.verdict.beats_all else "no"
+        tags["test_against_baselines"] = chosen.verdict.sentence()[:250]
     return register_export(uri, name, bundle, chosen.source, chosen.run_id,
                            (chosen.objective_name, chosen.objective, chosen.mode), (x, y), tags)

@@ -23,7 +23,7 @@ from bubbles.outputs import check_output_dir, replace_dir, temp_sibling  # noqa:
 from study.pareto import COST_COLUMNS, cost_section  # noqa: E402
 from study.sweep_dir import OPTUNA_DB  # noqa: E402
 from study.tracking import PARENT_FILE, SweepRun, configure, download_folder, metric_history, read_parent, run_params  # noqa: E402
-from study import yardstick_report  # noqa: E402
+from study import champion_report, yardstick_report  # noqa: E402
 
 WHY = {
     "stopped_early": "ASHA stopped it: its objective was below the rung's cutoff (or the time budget ended)",
@@ -138,6 +138,7 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
     for k, r in enumerate(rows):
         cls = ' class="best"' if k == 0 else ""
         table.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in shown_cols) + "</tr>")
+    sections.append(champion_report.section(rows, sweep_dir, out, _png, _img))
     sections.append(f"<h2>Leaderboard ({len(rows)} trials, by {objective})</h2><div class=\"wide\">" + "".join(table) + "</table></div>")
     sections += yardstick_report.sections(rows, sweep_dir, out, objective, _png, _img, _fmt)
 

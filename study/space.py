@@ -9,7 +9,8 @@ This is the only module that knows how a dimension becomes an Optuna distributio
                  # `model` may be searched (categorical); each family's own parameters then need when: {model: [...]}
     seed_points: [{parameter: value, ...}, ...]         # evaluated first (Optuna enqueue_trial)
     tune:        {objective, num_samples, max_concurrent, time_budget_s, max_failures, sampler, seed,
-                  asha: {grace_period, reduction_factor, max_epochs} | false, resources: {cpu, gpu}}
+                  asha: {grace_period, reduction_factor, max_epochs, time_attr, max_t} | false, resources: {cpu, gpu},
+                  champion: {rank_by, min_skill_every_lead}}   # study.champion
     evaluate:    {leads, size, stride, windows, epoch_windows, test_top_k, baselines}   # study.yardstick
     tracking:    {experiment}
 """
@@ -28,6 +29,7 @@ from bubbles.data.store import FrameStore
 from bubbles.data.coverage import coverage_lines, coverage_warnings
 from bubbles.data.windows import WindowSplits, make_splits
 from bubbles.training.config import BestBy, best_by_mode
+from study.champion import ChampionRule, parse_champion
 from study.conditions import Dimension, Kind, check_conditions, check_fixed_families, check_point, walk
 from study.config import read_yaml, resolve_store
 from study.evaluate_section import EvaluateSettings, parse_evaluate
@@ -39,7 +41,9 @@ SECTIONS = ("data", "fixed", "search", "seed_points", "tune", "evaluate", "track
 
 @dataclass(frozen=True)
 class TuneSettings:
-    objective: Objective = "val_ssim"
+    # The objective the user means: skill against the strongest baseline on the yardstick, per lead, averaged over
+    # leads (1 - MSE_model / MSE_strongest); > 0 beats every baseline on average (issue 27).
+    objective: Objective = "yardstick_skill"
     num_samples: int = 8
     max_concurrent: int = 2
     time_budget_s: float | None = None
@@ -47,11 +51,17 @@ class TuneSettings:
     sampler: Literal["tpe", "random"] = "tpe"
     seed: int = 0
     asha: bool = True
-    grace_period: int = 1
+    grace_period: float = 1
     reduction_factor: int = 3
     max_epochs: int | None = None
+    # ASHA's clock: epochs (Tune's training_iteration), or the trial's training seconds, or the GFLOPs it has
+    # processed (forward + backward, 3x the forward count), so that families of unequal cost per epoch are compared
+    # at equal cost (docs/sweeps.md); grace_period and max_t are in that unit (max_t needed for seconds/gflops).
+    time_attr: Literal["epochs", "seconds", "gflops"] = "epochs"
+    max_t: float | None = None
     cpu: float = 1.0
     gpu: float = 0.0
+    champion: ChampionRule | None = None  # tune.champion (study.champion); None: the best by the objective
 
     @property
     def mode(self) -> str:
@@ -137,7 +147,7 @@ def _dimension(where: str, name: str, spec: Any) -> Dimension:
 
 
 def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
-    allowed = {"objective", "num_samples", "max_concurrent", "time_budget_s", "max_failures", "sampler", "seed", "asha", "resources"}
+    allowed = {"objective", "num_samples", "max_concurrent", "time_budget_s", "max_failures", "sampler", "seed", "asha", "resources", "champion"}
     for key in raw:
         if key not in allowed:
             raise UserError(f"{where}.{key}: unknown key (use {', '.join(sorted(allowed))})")
@@ -145,8 +155,13 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
     asha_on = asha is not False
     asha = _mapping(f"{where}.asha", asha if asha_on else {})
     for key in asha:
-        if key not in ("grace_period", "reduction_factor", "max_epochs"):
-            raise UserError(f"{where}.asha.{key}: unknown key (use grace_period, reduction_factor, max_epochs)")
+        if key not in ("grace_period", "reduction_factor", "max_epochs", "time_attr", "max_t"):
+            raise UserError(f"{where}.asha.{key}: unknown key (use grace_period, reduction_factor, max_epochs, time_attr, max_t)")
+    time_attr = asha.get("time_attr", "epochs")
+    if time_attr not in ("epochs", "seconds", "gflops"):
+        raise UserError(f"{where}.asha.time_attr: expected epochs, seconds or gflops, got {time_attr!r}")
+    if time_attr != "epochs" and asha.get("max_t") is None:
+        raise UserError(f"{where}.asha.max_t: needed with time_attr {time_attr} (the most {time_attr} a trial may use)")
     res = _mapping(f"{where}.resources", raw.get("resources"))
     for key in res:
         if key not in ("cpu", "gpu"):
@@ -175,11 +190,15 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
         sampler=sampler,
         seed=num("seed", raw.get("seed", d.seed), 0),
         asha=asha_on,
-        grace_period=num("asha.grace_period", asha.get("grace_period", d.grace_period), 1),
+        grace_period=num("asha.grace_period", asha.get("grace_period", d.grace_period), 1 if time_attr == "epochs" else 0,
+                         integer=time_attr == "epochs"),
+        time_attr=time_attr,
+        max_t=None if asha.get("max_t") is None else num("asha.max_t", asha["max_t"], 0, integer=False),
         reduction_factor=num("asha.reduction_factor", asha.get("reduction_factor", d.reduction_factor), 2),
         max_epochs=None if asha.get("max_epochs") is None else num("asha.max_epochs", asha["max_epochs"], 1),
         cpu=num("resources.cpu", res.get("cpu", d.cpu), 0, integer=False),
         gpu=num("resources.gpu", res.get("gpu", d.gpu), 0, integer=False),
+        champion=parse_champion(f"{where}.champion", raw.get("champion")),
     )
 
 

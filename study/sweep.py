@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bubbles.errors import UserError
-from study import leaderboard, sweep_end, sweep_state
+from study import champion, leaderboard, sweep_end, sweep_state
 from study import yardstick as ys
 from study.console import OneLineTrialErrors, TrialEvents, quiet_ray_tune, short_leaderboard
 from study.records import (
@@ -98,6 +98,10 @@ def _searcher(space: SweepSpace, name: str, sweep_dir: Path) -> PruningOptunaSea
     )
 
 
+# ASHA's clock per asha.time_attr: what every epoch's report carries (study.trainable), cumulative over the trial.
+ASHA_CLOCK = {"epochs": "training_iteration", "seconds": "train_seconds_total", "gflops": "train_gflops_total"}
+
+
 def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_dir: Path, events: TrialEvents, verbose: bool):  # type: ignore[no-untyped-def]
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -106,7 +110,8 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
         return restore_tuner(sweep_dir, trainable, [events, sweep_state.StateDigest(sweep_dir)], verbose), True
     t = space.tune
     scheduler = (
-        ASHAScheduler(time_attr="training_iteration", max_t=space.max_epochs(), grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+        ASHAScheduler(time_attr=ASHA_CLOCK[t.time_attr], max_t=space.max_epochs() if t.time_attr == "epochs" else t.max_t,
+                      grace_period=t.grace_period, reduction_factor=t.reduction_factor)
         if t.asha
         else FIFOScheduler()
     )
@@ -257,19 +262,25 @@ def _close_locally(space: SweepSpace, name: str, sweep_dir: Path, start: SweepSt
     """Everything the sweep decides, without MLflow: stopped trials scored on the full protocol, the ranking, the
     test split, the leaderboard written and shown. Returns (records, evaluated now, rows, interrupted, tested now)."""
     records, evaluated = sweep_end.score_stopped(records, start.val_yardstick, sweep_dir)
-    ranked = sweep_end.ranked_rows(records, space, run_ids)
+    ranked, champion_note = champion.apply(space.tune.champion, sweep_end.ranked_rows(records, space, run_ids))
+    for row in ranked:  # filled for the trials scored on the test split below
+        row |= {"beats_all_baselines": "", "loses_from_lead": ""}
     interrupted = sweep_end.interrupted(records, space)
     if not interrupted:
         fail_orphaned(sweep_dir, name)
-    scored, new = {}, set()
-    if start.has_test and not interrupted and space.evaluate.test_top_k > 0:
-        scored, new = sweep_end.test_pass(space, start.protocol, sweep_dir, ranked, records, echo)
+    tested = start.has_test and not interrupted and space.evaluate.test_top_k > 0
+    scored, new = sweep_end.test_pass(space, start.protocol, sweep_dir, ranked, records, echo) if tested else ({}, set())
     note = ys.leaderboard_note(start.has_test, space.evaluate.test_top_k) + "\n\n" + leaderboard.COLUMNS_NOTE
+    if champion_note:
+        note = champion_note + "\n\n" + note
+        champion.record(sweep_dir, space.tune.champion, champion_note, ranked)
     leaderboard.write(sweep_dir, ranked, note)
     if nothing_ran and not interrupted:
         echo(f"sweep {name!r} is complete ({len(records)} of {space.tune.num_samples} trials), nothing left to run. "
              f"A new sweep of this space: bubbles-study sweep {space.path} --name {name}-2 (or edit the file and give it a new --name)")
     echo(leaderboard.markdown(ranked[:5], space, note) if verbose else short_leaderboard(ranked, space, note))
+    if ranked and tested:
+        echo(ys.champion_line(ranked[0], sweep_dir))
     return records, evaluated, ranked, interrupted, {t: scored[t] for t in new}
 
 

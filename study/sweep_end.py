@@ -82,9 +82,12 @@ def test_pass(space: SweepSpace, protocol: Any, sweep_dir: Path, ranked: list[di
               echo: Any) -> tuple[dict[str, Any], set[str]]:
     """The test split, read once after every trial has finished (nothing before chose on it): the best test_top_k
     by validation scored on it, their test_ columns added to `ranked`. Returns (trial id -> score, scored now)."""
+    from bubbles.evaluation.verdict import Verdict
+
     checkpoints = {r.trial_id: r.best_pt for r in records if r.best_pt is not None}
     scored, new = ys.test_pass(space, protocol, sweep_dir, ranked, checkpoints, echo)
     for row in ranked:
         if row["trial"] in scored:
             row.update({k: v for k, v in ys.columns(None, scored[row["trial"]].means()).items() if k.startswith("test_")})
+            row.update(Verdict.of(scored[row["trial"]]).columns())
     return scored, new

@@ -59,6 +59,7 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
 
     cost: dict[str, float] = {}
     rates: list[float] = []
+    spent = {"train_seconds_total": 0.0, "train_gflops_total": 0.0}  # ASHA's clocks (asha.time_attr)
 
     def on_cost(measured: ModelCost) -> None:
         run.log_cost(measured)
@@ -71,6 +72,11 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
         # The cost goes with every report: a trial ASHA stops has no final one, and the leaderboard reads the last.
         metrics = epoch_metrics(result, cfg.train.epochs, space.tune.objective, status) | cost | {"node": nodes, "mlflow_run": run.run_id}
         metrics["train_samples_per_s"] = median_rate(rates)
+        # Training seconds, and GFLOPs processed (forward + backward ~ 3x the forward FLOPs per window), so far; a
+        # resumed trial counts from its resume.
+        spent["train_seconds_total"] += result.seconds
+        spent["train_gflops_total"] += 3.0 * cost.get("gflops_per_window", 0.0) * result.samples_per_s * result.seconds
+        metrics |= spent
         if final is not None:
             # Tune may stop the trial inside this last report: log and close the MLflow run first.
             run.log_result(final)

@@ -25,6 +25,7 @@ from bubbles.data.framesize import frame_size
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import split_segments
 from bubbles.errors import UserError
+from bubbles.evaluation.verdict import Verdict
 from bubbles.evaluation.yardstick import METRICS, BaselineScores, Protocol, Yardstick, YardstickScore
 from study.evaluate_section import KEYS, EvaluateSettings, parse_evaluate  # noqa: F401 (the section's schema)
 
@@ -175,7 +176,7 @@ def test_pass(space: SweepSpace, protocol: Protocol, sweep_dir: Path, rows: list
     return {r["trial"]: done[r["trial"]] for r in chosen if r["trial"] in done}, {r["trial"] for r in todo}
 
 
-SHOWN = ("ssim", "mse", "bubble_f1", "skill")  # the yardstick's columns on the leaderboard
+SHOWN = ("ssim", "mse", "bubble_f1", "skill", "skill_min")  # the yardstick's columns on the leaderboard
 
 
 def columns(validation: dict[str, float] | None, test: dict[str, float] | None) -> dict[str, Any]:
@@ -186,3 +187,19 @@ def columns(validation: dict[str, float] | None, test: dict[str, float] | None) 
         out[f"val_{k}_selection"] = (validation or {}).get(k, math.nan)
         out[f"test_{k}_unbiased"] = (test or {}).get(k, math.nan)
     return out
+
+
+def test_verdict(sweep_dir: Path, trial: str) -> Verdict | None:
+    """Which baselines a trial beats per lead on the test split, from the sweep's test record (None: not scored)."""
+    record = sweep_dir / YARDSTICK_DIR / "test_scores.json"
+    scores = json.loads(record.read_text()) if record.is_file() else {}
+    return Verdict.of(scores[trial]) if trial in scores else None
+
+
+def champion_line(champion: dict[str, Any], sweep_dir: Path) -> str:
+    """The sweep's closing word on its champion: which baselines it beats on the test split, lead by lead."""
+    verdict = test_verdict(sweep_dir, str(champion["trial"]))
+    who = f"champion {str(champion['trial'])[:8]}{' (' + str(champion['model']) + ')' if champion.get('model') else ''}"
+    if verdict is None:
+        return f"{who} was not scored on the test split (no checkpoint or no finite objective)"
+    return f"{who} on the test split: {verdict.sentence()}"

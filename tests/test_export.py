@@ -33,7 +33,7 @@ search:
   window: {{type: categorical, choices: ["4->1", "4->3"]}}
   lr: {{type: log, low: 2.0e-3, high: 1.0e-2}}
 seed_points: [{{hidden: 8, window: "4->3", lr: 5.0e-3}}]
-tune: {{num_samples: {samples}, max_concurrent: 2, max_failures: 0, asha: false, seed: 3}}
+tune: {{objective: val_ssim, num_samples: {samples}, max_concurrent: 2, max_failures: 0, asha: false, seed: 3}}
 tracking: {{experiment: sweep-test}}
 """
 

@@ -29,7 +29,7 @@ def _space(tmp: Path, store: Path, cpu: int = 1) -> Path:
     path = tmp / "space.yaml"
     path.write_text(f"data: {{store: {store}}}\nfixed: {{image_size: 16, epochs: 1}}\n"
                     f"search:\n  lr: {{type: log, low: 1.0e-3, high: 1.0e-2}}\n"
-                    f"tune: {{num_samples: 1, resources: {{cpu: {cpu}, gpu: 0}}}}\n")
+                    f"tune: {{objective: val_ssim, num_samples: 1, resources: {{cpu: {cpu}, gpu: 0}}}}\n")
     return path
 
 

@@ -35,3 +35,17 @@ def test_a_window_of_the_bubbles_size_carries_a_flat_bubble_whole() -> None:
     assert mse["bubble window"][1] < 1e-6  # carried whole two steps on
     assert mse["small window"][1] > 1e-3  # H/16 sees no gradient inside the disc: the second step tears it
     assert mse["bubble window"][1] < mse["persistence"][1]
+
+
+def test_the_radius_is_measured_on_training_frames() -> None:
+    """No calibration (a mask has none): the rule's H/16 window tears the flat disc; the measured radius is the one
+    of lowest lead-1 error, and the flow forecast with it carries the disc."""
+    triples = np.stack([np.stack([_disc(k), _disc(k + 1), _disc(k + 2)]) for k in range(3)])
+    radius, errors = baselines.measure_flow_radius(triples)
+    assert set(errors) == {2, 4, 8, 16} and errors[radius] == min(errors.values())
+    assert radius >= 8 and errors[radius] < errors[baselines.flow_radius(H)]  # better than the rule of thumb
+    context = np.stack([_disc(k) for k in range(4)])[None]
+    measured = baselines.forecast("flow", context, 1, flow_radius_px=radius)
+    rule = baselines.forecast("flow", context, 1)
+    target = _disc(4)
+    assert ((measured[0, 0] - target) ** 2).mean() < ((rule[0, 0] - target) ** 2).mean()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from bubbles.data.store import FrameStore
 from cli import main
@@ -50,6 +51,9 @@ def test_masks_train_evaluate_predict(tmp_path: Path) -> None:
     assert evaluation["baselines"]["persistence"]["iou"][0] < 1  # the discs moved: persistence is not perfect
     yardstick = json.loads((tmp_path / "run" / "yardstick.json").read_text())
     assert yardstick["protocol"]["frame_step"] == 2 and "iou" in yardstick["baselines"]["flow"]
+    assert yardstick["flow_radius"]["radius_px"] in {int(r) for r in yardstick["flow_radius"]["lead1_mse"]}  # measured
+    strip = np.asarray(Image.open(sorted((tmp_path / "run").glob("strip_val*.png"))[0]).convert("RGB"))
+    assert (strip == (40, 170, 60)).all(axis=-1).any()  # the target's vapour outlined (the outlines row)
     result = runner.invoke(main, ["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "exp")], env=env)
     assert result.exit_code == 0, result.output
     result = runner.invoke(main, ["predict", str(tmp_path / "exp"), "--store", str(store), "--sequence", "run1",

@@ -25,7 +25,7 @@ fixed: {{loss: mse_mean, batch_size: 8, stride: 2, max_train_windows: 16, max_va
 search:
   lr: {{type: categorical, choices: [1.0e-2, 1.0e-5, 2.0e-5]}}
 seed_points: [{{lr: 1.0e-2}}, {{lr: 1.0e-5}}, {{lr: 2.0e-5}}]
-tune: {{num_samples: {samples}, max_concurrent: 1, max_failures: 0, asha: {{grace_period: 1, reduction_factor: 2}},
+tune: {{objective: val_ssim, num_samples: {samples}, max_concurrent: 1, max_failures: 0, asha: {{grace_period: 1, reduction_factor: 2}},
         sampler: random}}
 tracking: {{experiment: sweep-test}}
 """

@@ -143,7 +143,7 @@ fixed: {{loss: mse_mean, batch_size: 8, stride: 2, max_train_windows: 16, max_va
 search:
   lr: {{type: categorical, choices: [1.0e-3, 2.0e-3, 3.0e-3]}}
 seed_points: [{{lr: 1.0e-3}}, {{lr: 2.0e-3}}, {{lr: 3.0e-3}}]
-tune: {{num_samples: {samples}, max_concurrent: 2, max_failures: 0, asha: false, sampler: random}}
+tune: {{objective: val_ssim, num_samples: {samples}, max_concurrent: 2, max_failures: 0, asha: false, sampler: random}}
 tracking: {{experiment: sweep-test}}
 """
 

@@ -97,7 +97,7 @@ fixed: {{loss: mse_mean, batch_size: 4, stride: 1, layers: 2, hidden: 16, image_
          max_train_windows: 96, max_val_windows: 4}}
 search:
   lr: {{type: categorical, choices: [3.0e-3]}}
-tune: {{num_samples: {samples}, max_concurrent: 1, max_failures: 2, asha: false}}
+tune: {{objective: val_ssim, num_samples: {samples}, max_concurrent: 1, max_failures: 2, asha: false}}
 tracking: {{experiment: sweep-test}}
 """
 

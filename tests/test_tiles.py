@@ -143,7 +143,7 @@ fixed: {{image_size: 16, tile: 16x16, loss: mse_mean, batch_size: 4, max_train_w
          epochs: 1, window: "3->1"}}
 search:
   lr: {{type: log, low: 1.0e-3, high: 1.0e-2}}
-tune: {{num_samples: 2, max_concurrent: 1, max_failures: 0, asha: false, seed: 1}}
+tune: {{objective: val_ssim, num_samples: 2, max_concurrent: 1, max_failures: 0, asha: false, seed: 1}}
 evaluate: {{leads: 1, windows: 4, epoch_windows: 2, test_top_k: 2}}
 tracking: {{experiment: tiles-test}}
 """

@@ -9,6 +9,12 @@ levels); every other entry of jet comes back within 1 (tests/test_ingest_renderi
 palette moves some pixels off the map (the pool rendering: 3% farther than OFF_MAP_DISTANCE): they take the
 nearest colour's position.
 
+A rendering whose colour bar is not a named matplotlib map (the BubbleML flow rendering's bar differs from jet:
+25.5% of its pixels were "no colour of jet") is inverted with the figure's own bar (`table_from_colorbar`): the bar's
+box is sampled from the first frame, its orientation is the box's longer side (a vertical bar's low end at the
+bottom, as matplotlib draws it; a horizontal bar's at the left), the colour at each position the per-channel median
+across the bar (ticks and edges drawn over it do not count), resampled to 256 entries.
+
 Tables: `jet` and `gray` are embedded (jet from matplotlib's own segment data, sampled as matplotlib samples it, so
 no dependency is needed); any other name is taken from matplotlib when it is installed (mlflow installs it).
 """
@@ -58,10 +64,30 @@ def render(field: np.ndarray, name: str) -> np.ndarray:
     return table(name)[field]
 
 
-def invert(frames: np.ndarray, name: str) -> tuple[np.ndarray, float]:
+def table_from_colorbar(frame: np.ndarray, box: tuple[int, int, int, int], where: str) -> tuple[np.ndarray, str]:
+    """The (256, 3) uint8 table of the colour bar inside `box` (LEFT, TOP, RIGHT, BOTTOM, right and bottom
+    exclusive) of one RGB(A) frame (H, W, 3|4), low end first, and its orientation ('vertical' or 'horizontal')."""
+    left, top, right, bottom = box
+    h, w = frame.shape[:2]
+    if right > w or bottom > h:
+        raise UserError(f"{where}: --colorbar {left},{top},{right},{bottom} reaches outside the {h}x{w} (HxW) frames")
+    bar = frame[top:bottom, left:right, :3].astype(np.float64)
+    vertical = bar.shape[0] >= bar.shape[1]
+    profile = np.median(bar, axis=1)[::-1] if vertical else np.median(bar, axis=0)  # low end first
+    if len(profile) < 8:
+        raise UserError(f"{where}: --colorbar box is {len(profile)} px long; the bar's long side needs at least 8")
+    if np.ptp(profile, axis=0).max() < 16:
+        raise UserError(f"{where}: --colorbar {left},{top},{right},{bottom} holds one colour; is the box on the bar?")
+    x = np.linspace(0, len(profile) - 1, 256)
+    lut = np.stack([np.interp(x, np.arange(len(profile)), profile[:, c]) for c in range(3)], axis=1)
+    return np.clip(np.rint(lut), 0, 255).astype(np.uint8), "vertical" if vertical else "horizontal"
+
+
+def invert(frames: np.ndarray, name: str | np.ndarray) -> tuple[np.ndarray, float]:
     """RGB(A) frames (..., 3|4) -> uint8 positions in the map (0..255), and the fraction of pixels farther than
-    OFF_MAP_DISTANCE from every colour of the map. Works on the distinct colours (a GIF has at most 256 a frame)."""
-    full = table(name)
+    OFF_MAP_DISTANCE from every colour of the map. `name`: a map's name, or its (256, 3) table (a colour bar's).
+    Works on the distinct colours (a GIF has at most 256 a frame)."""
+    full = table(name) if isinstance(name, str) else name
     # Entries drawn in one colour (jet is pure blue from 0.11 to 0.125: entries 29-31) give the middle position.
     lut_colours, which = np.unique(full, axis=0, return_inverse=True)
     position = np.rint(np.bincount(which.ravel(), weights=np.arange(256)) / np.bincount(which.ravel())).astype(np.uint8)

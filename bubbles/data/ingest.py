@@ -31,7 +31,9 @@ Rules, so that every source becomes the same (T, H, W) uint8 frames:
 - `colormap` NAME: the source is a colour-mapped rendering of a scalar field (a matplotlib map, e.g. `jet`): every
   pixel becomes its position in the map (bubbles/data/colormap.py) instead of its luma, recorded in
   `extra.colormap`. Pixels far from every colour of the map (titles, axes, colour bars left in the crop) are
-  counted and reported.
+  counted and reported. `colorbar` LEFT,TOP,RIGHT,BOTTOM (native pixels of the source, before the crop): the map
+  is the figure's own colour bar in that box, sampled from the first frame (colormap.table_from_colorbar),
+  recorded in `extra.colorbar` with its orientation and, with `--colormap` too, that map's off-map share beside it.
 - Frames that break the sequence (blank: nearly one grey level; saturated: most pixels at 0 or 255; a jump in
   mean brightness far beyond the neighbours': a padding frame, a flash, a dropped exposure) are reported like
   repeated frames, with the reason, kept and counted in `extra.broken_frames` unless `drop_broken`, which removes
@@ -92,6 +94,7 @@ class IngestRequest:
     frames: tuple[int | None, int | None, int] | None = None
     colormap: str | None = None
     drop_broken: bool = False
+    colorbar: tuple[int, int, int, int] | None = None  # the figure's colour bar box: inverted with it (colormap.py)
 
 
 def parse_crop(text: str, where: str = "--crop") -> tuple[int, int, int, int]:
@@ -423,15 +426,36 @@ def ingest(request: IngestRequest, progress: Callable[[int], None] | None = None
     return _write(request, frames, source, fps, extra, warn=warn)
 
 
+def _invert_with_colorbar(raw: np.ndarray, bar_source: np.ndarray, request: IngestRequest, extra: dict[str, Any],
+                          where: str) -> np.ndarray:
+    """The frames inverted through the figure's own colour bar (sampled from the uncropped first frame); the
+    off-map share recorded, and beside it the named --colormap's, when one is given (before and after)."""
+    from bubbles.data.colormap import invert, table_from_colorbar
+
+    if raw.ndim != 4 or raw.shape[-1] not in (3, 4):
+        raise UserError(f"{request.source}{where}: --colorbar needs colour (RGB) frames, got shape {raw.shape}")
+    lut, orientation = table_from_colorbar(bar_source, request.colorbar, f"{request.source}{where}")  # type: ignore[arg-type]
+    inverted, off = invert(raw, lut)
+    extra["colorbar"] = {"box": list(request.colorbar), "orientation": orientation}  # type: ignore[arg-type]
+    extra["off_colormap_fraction"] = round(off, 6)
+    if request.colormap is not None:
+        extra["colorbar"]["named_map"] = request.colormap
+        extra["colorbar"]["named_map_off_fraction"] = round(invert(raw, request.colormap)[1], 6)
+    return inverted
+
+
 def _convert(raw: np.ndarray, request: IngestRequest, extra: dict[str, Any], where: str = "") -> tuple[np.ndarray, dict[str, float]]:
     """Crop (recorded in extra), then the colour and scaling rules."""
+    bar_source = raw[0] if request.colorbar is not None and len(raw) else raw
     if request.crop is not None:
         raw = apply_crop(raw, request.crop, str(request.source))
         extra["crop"] = list(request.crop)
-    binary = binary_values(raw) if request.colormap is None else None
+    binary = binary_values(raw) if request.colormap is None and request.colorbar is None else None
     if binary is not None:
         extra["mask"] = {"vapour": 255, "liquid": 0, "source_values": binary}
         return np.where(raw == binary[1], 255, 0).astype(np.uint8), {}
+    if request.colorbar is not None:
+        return _invert_with_colorbar(raw, bar_source, request, extra, where), {}
     if request.colormap is not None:
         if raw.ndim != 4 or raw.shape[-1] not in (3, 4):
             raise UserError(f"{request.source}{where}: --colormap needs colour (RGB) frames, got shape {raw.shape}")
@@ -521,8 +545,12 @@ def _off_map(request: IngestRequest, extra: dict[str, Any]) -> str:
     off = extra.get("off_colormap_fraction", 0.0)
     if off <= OFF_MAP_FRACTION:
         return ""
+    if request.colorbar is not None:
+        return (f"{request.source}: {100 * off:.1f}% of the pixels are no colour of the colour bar at --colorbar "
+                f"{','.join(map(str, request.colorbar))} (titles or axes in the crop, or the box is not on the bar)")
     return (f"{request.source}: {100 * off:.1f}% of the pixels are no colour of {request.colormap} (titles, axes or colour "
-            "bars in the frame, or another map): --crop to the plot, or check the map's name")
+            "bars in the frame, or another map): --crop to the plot, --colorbar to read the figure's own bar, or check "
+            "the map's name")
 
 
 def _source_numbers(request: IngestRequest, indices: list[int], extra: dict[str, Any]) -> list[int]:

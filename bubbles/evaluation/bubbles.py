@@ -39,6 +39,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from skimage import measure, morphology
 
+from bubbles.data.shapes import split_touching
 from bubbles.data.store import TRUTH_COLUMNS
 
 Polarity = Literal["auto", "dark", "bright"]
@@ -115,25 +116,6 @@ def foreground(frame: np.ndarray, cfg: DetectorConfig) -> np.ndarray:
     mask[int(round(cfg.roi_bottom * h)) :] = False
     mask = ndimage.binary_fill_holes(mask)
     return ndimage.binary_opening(mask, morphology.disk(1))
-
-
-SPLIT_H = 0.3  # a distance maximum is a bubble's own core when it stands this share of the largest distance out
-
-
-def split_touching(region: np.ndarray) -> np.ndarray:
-    """Labels (0 outside) of the bubbles of one boolean component: a distance-transform watershed between the cores
-    that stand out by more than SPLIT_H of its largest distance to the outside (one label when there is one core)."""
-    from skimage.segmentation import watershed
-
-    # Smoothed (sigma 1 px): on a pixel staircase (a tilted ellipse) the raw distance ridge has spurious maxima.
-    dist = ndimage.gaussian_filter(ndimage.distance_transform_edt(np.pad(region, 2)), 1.0)[2:-2, 2:-2]
-    top = float(dist.max())
-    if top < 2:  # a sliver: nothing to split
-        return region.astype(np.int32)
-    cores = measure.label(morphology.h_maxima(dist, max(1.0, SPLIT_H * top)) & region)
-    if cores.max() <= 1:
-        return region.astype(np.int32)
-    return watershed(-dist, cores, mask=region).astype(np.int32)
 
 
 def detect_mask(frame: np.ndarray, cfg: DetectorConfig) -> np.ndarray:

@@ -189,9 +189,11 @@ def evaluate(
     max_windows: int = 0,
     with_vmaf: bool = False,
     mean_frame: np.ndarray | None = None,
+    flow_radius_px: int | None = None,
 ) -> Evaluation:
     """Metrics of the model and of the baselines on the same windows (climatology only when the training mean frame
-    is given); VMAF per lead for all of them when asked for (see bubbles.evaluation.vmaf)."""
+    is given; flow with its radius measured on training frames when given, bubbles.evaluation.baselines); VMAF per
+    lead for all of them when asked for (see bubbles.evaluation.vmaf)."""
     indices = subset(len(dataset), max_windows)
     horizon = dataset.window.output_len
     names = [b for b in baselines.BASELINES if b != "climatology" or mean_frame is not None]
@@ -209,7 +211,7 @@ def evaluate(
         x, y, pred = xs[:, :, dataset.target_inputs[0]], ys[:, :, 0], preds[:, :, 0]
         found = detectors(dataset, idx)
         scale = np.array([c.typical_diameter * x.shape[-2] for c in found])  # bubble px: the flow's window
-        forecasts = {"model": pred} | {b: baselines.forecast(b, x, horizon, mean_frame, scale) for b in names}
+        forecasts = {"model": pred} | {b: baselines.forecast(b, x, horizon, mean_frame, scale, flow_radius_px) for b in names}
         for key, forecast in forecasts.items():
             frames[key].add(forecast, y)
             if with_vmaf and not vmaf_note:

@@ -97,7 +97,8 @@ def _leads(n: int) -> list[str]:
     return [f"t+{k}" for k in range(1, n + 1)]
 
 
-def prediction_strip(inputs: np.ndarray, target: np.ndarray, output: np.ndarray, motion: np.ndarray | None = None) -> Image.Image:
+def prediction_strip(inputs: np.ndarray, target: np.ndarray, output: np.ndarray, motion: np.ndarray | None = None,
+                     mask: bool = False) -> Image.Image:
     """inputs (T, H, W), target and output (M, H, W), floats in [0, 1] -> a labelled RGB image (gray content); with
     the predicted motion (M, 2, H, W, pixels per frame) a fifth row: each lead's motion on the colour wheel (key at
     the left, saturated at the largest speed shown) with sparse arrows towards where pixels move.
@@ -116,9 +117,45 @@ def prediction_strip(inputs: np.ndarray, target: np.ndarray, output: np.ndarray,
     ]
     past = [f"t-{len(shown) - 1 - k}" if k < len(shown) - 1 else "t" for k in range(len(shown))]
     image = _stack(rows, {0: past, 1: _leads(min(columns, len(target)))}, inputs.shape[-1], scale)
+    if mask:
+        image = _with_outlines(image, target[:columns], output[:columns], columns, scale, 4)
     if motion is None:
         return image
     return _with_motion(image, motion[:columns], columns, scale, 4)
+
+
+TARGET_OUTLINE, OUTPUT_OUTLINE = (40, 170, 60), (220, 40, 40)
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """The boundary pixels of a boolean mask (inside pixels with a 4-neighbour outside)."""
+    from scipy import ndimage
+
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def _with_outlines(image: Image.Image, target: np.ndarray, output: np.ndarray, columns: int, scale: int, gap: int) -> Image.Image:
+    """The strip with a row below it for masks: each lead's target, its vapour (> 0.5) outlined in green and the
+    prediction's in red, drawn at screen resolution so a one-pixel bubble still shows."""
+    h, w = target.shape[-2:]
+    tile = np.ones((h * scale, columns * (w * scale + 2), 3), np.float32)
+    for k in range(min(columns, len(target))):
+        big_t = np.kron(target[k], np.ones((scale, scale), np.float32))
+        big_o = np.kron(output[k], np.ones((scale, scale), np.float32))
+        rgb = np.repeat((0.35 + 0.4 * big_t)[..., None], 3, axis=-1)  # vapour light grey, liquid dark: outlines show
+        rgb[_outline(big_t > 0.5)] = np.array(TARGET_OUTLINE) / 255
+        rgb[_outline(big_o > 0.5)] = np.array(OUTPUT_OUTLINE) / 255
+        tile[:, k * (w * scale + 2) : k * (w * scale + 2) + w * scale] = rgb
+    canvas = np.ones((image.height + gap + tile.shape[0], image.width, 3), np.float32)
+    canvas[: image.height] = np.asarray(image.convert("RGB"), np.float32) / 255
+    canvas[image.height + gap :, LABEL_WIDTH : LABEL_WIDTH + tile.shape[1]] = tile
+    out = Image.fromarray(np.clip(np.rint(canvas * 255), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(out)
+    top = image.height + gap + tile.shape[0] // 2 - 14
+    draw.text((4, top), "outlines", fill=(0, 0, 0))
+    draw.text((4, top + 12), "target", fill=TARGET_OUTLINE)
+    draw.text((4, top + 24), "output", fill=OUTPUT_OUTLINE)
+    return out
 
 
 
@@ -145,10 +182,11 @@ def _with_motion(image: Image.Image, motion: np.ndarray, columns: int, scale: in
     return out
 
 
-def save_strip(path: Path, inputs: np.ndarray, target: np.ndarray, output: np.ndarray, motion: np.ndarray | None = None) -> Path:
-    """Write a prediction strip PNG (atomically) and return its path."""
+def save_strip(path: Path, inputs: np.ndarray, target: np.ndarray, output: np.ndarray, motion: np.ndarray | None = None,
+               mask: bool = False) -> Path:
+    """Write a prediction strip PNG (atomically) and return its path; `mask`: with the outlines row (masks)."""
     tmp = path.with_suffix(".tmp.png")
-    prediction_strip(inputs, target, output, motion).save(tmp)
+    prediction_strip(inputs, target, output, motion, mask).save(tmp)
     tmp.replace(path)
     return path
 

@@ -16,7 +16,7 @@ All numbers come from bubbles.evaluation.scoring.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -96,6 +96,7 @@ class YardstickScore:
     per_lead: dict[str, tuple[float, ...]]
     baselines: dict[str, dict[str, tuple[float, ...]]]
     strongest: tuple[str, ...]
+    flow_radius: dict[str, Any] = field(default_factory=dict)  # the flow baseline's measured ILK radius (baselines)
 
     def means(self) -> dict[str, float]:
         """The objectives: each metric's mean over the protocol's leads."""
@@ -103,17 +104,24 @@ class YardstickScore:
             finite = [v for v in values if np.isfinite(v)]  # bubble F1 is NaN at a lead where no frame has a bubble
             return float(np.mean(finite)) if finite else float("nan")
 
-        return {k: mean(self.per_lead[k]) for k in METRICS}
+        out = {k: mean(self.per_lead[k]) for k in METRICS}
+        # The worst lead's skill against the strongest baseline: >= 0 means never worse than a free forecast at any
+        # lead (a champion rule's condition, issue 27).
+        skills = [v for v in self.per_lead.get("skill", ()) if np.isfinite(v)]
+        out["skill_min"] = float(min(skills)) if skills else float("nan")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "protocol": self.protocol.to_dict(), "windows": [list(w) for w in self.windows],
-                "per_lead": self.per_lead, "baselines": self.baselines, "strongest": self.strongest, "means": self.means()}
+                "per_lead": self.per_lead, "baselines": self.baselines, "strongest": self.strongest, "means": self.means(),
+                "flow_radius": self.flow_radius}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> YardstickScore:
         return cls(data["split"], Protocol.from_dict(data["protocol"]), tuple((str(n), int(t)) for n, t in data["windows"]),
                    {k: tuple(v) for k, v in data["per_lead"].items()},
-                   {b: {k: tuple(v) for k, v in m.items()} for b, m in data["baselines"].items()}, tuple(data["strongest"]))
+                   {b: {k: tuple(v) for k, v in m.items()} for b, m in data["baselines"].items()}, tuple(data["strongest"]),
+                   data.get("flow_radius", {}))
 
 
 @dataclass
@@ -123,10 +131,11 @@ class BaselineScores:
     split: str
     windows: tuple[Target, ...]
     scores: Scores
+    flow_radius: dict[str, Any] = field(default_factory=dict)  # {"radius_px": r, "lead1_mse": {r: mse}, "windows": n}
 
     def to_dict(self) -> dict[str, Any]:
         s = self.scores
-        return {"split": self.split, "windows": [list(w) for w in self.windows],
+        return {"split": self.split, "windows": [list(w) for w in self.windows], "flow_radius": self.flow_radius,
                 "pixels": {b: {k: f.array(k).tolist() for k in PIXEL_METRICS} for b, f in s.frames.items()},
                 "bubbles": {b: np.stack(c.rows).tolist() for b, c in s.bubbles.items()}}
 
@@ -136,7 +145,7 @@ class BaselineScores:
         for b, table in data["pixels"].items():
             scores.frames[b].values = {k: [np.asarray(v, dtype=float)] for k, v in table.items()}
             scores.bubbles[b].rows = list(np.asarray(data["bubbles"][b], dtype=float))
-        return cls(data["split"], tuple((str(n), int(t)) for n, t in data["windows"]), scores)
+        return cls(data["split"], tuple((str(n), int(t)) for n, t in data["windows"]), scores, data.get("flow_radius", {}))
 
 
 class Yardstick:
@@ -189,16 +198,31 @@ class Yardstick:
             p = self.protocol
             mean = self._training_mean() if "climatology" in p.baselines and self.train_segments else None
             names = [b for b in p.baselines if b != "climatology" or mean is not None]
+            measured = self._flow_radius() if "flow" in names else {}
             scores = Scores(names, len(p.leads))
             for rows in _batches(len(self.windows), 16):
                 context = np.stack([self.field_frames(n, t - p.context * p.frame_step, t, p.frame_step)
                                     for n, t in (self.windows[r] for r in rows)])
                 picks = [k - 1 for k in p.leads]
                 scale = np.array([self._detectors[r].typical_diameter * context.shape[-2] for r in rows])  # flow's window
-                forecasts = {b: baseline_table.forecast(b, context, p.horizon, mean, scale)[:, picks] for b in names}
+                forecasts = {b: baseline_table.forecast(b, context, p.horizon, mean, scale, measured.get("radius_px"))[:, picks]
+                             for b in names}
                 scores.add(forecasts, self.target_frames(rows), [self._detectors[r] for r in rows], self._target_bubbles, rows)
-            self._baselines = BaselineScores(self.split, self.windows, scores)
+            self._baselines = BaselineScores(self.split, self.windows, scores, measured)
         return self._baselines
+
+    def _flow_radius(self) -> dict[str, Any]:
+        """The flow baseline's ILK radius measured on training frames at the protocol's spacing and size (the lowest
+        lead-1 MSE; baselines.measure_flow_radius); empty without training frames (the rule of thumb then)."""
+        p = self.protocol.frame_step
+        found = [(name, t) for name, a, b in self.train_segments for t in range(a + 2 * p, b)]
+        if not found:
+            return {}
+        picks = [found[i] for i in spread(len(found), baseline_table.FLOW_RADIUS_WINDOWS)]
+        triples = np.stack([self.field_frames(name, t - 2 * p, t + 1, p) for name, t in picks])
+        scale = float(np.median([d.typical_diameter for d in self._detectors])) * self.protocol.size[0]
+        radius, errors = baseline_table.measure_flow_radius(triples, scale or None)
+        return {"radius_px": radius, "lead1_mse": {str(r): e for r, e in errors.items()}, "windows": len(picks)}
 
     def _training_mean(self) -> np.ndarray:
         """The climatology at the protocol's size: the per-pixel mean of every training frame of the scored field."""
@@ -272,7 +296,8 @@ class Yardstick:
         } | {f"skill_{b}": v for b, v in each.items()}
         table = {b: {k: getattr(m, k) for k in ("ssim", "psnr", "mse", *MASK_METRICS)} | {"bubble_f1": base.bubbles[b].leads(height, rows)["bubble_f1"]}
                  for b, m in leads.items()}
-        return YardstickScore(self.split, self.protocol, tuple(self.windows[r] for r in rows), per_lead, table, strongest)
+        return YardstickScore(self.split, self.protocol, tuple(self.windows[r] for r in rows), per_lead, table, strongest,
+                              self.baselines().flow_radius)
 
 
 @torch.no_grad()

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bubbles.models.family import Family, Progress
+from bubbles.models.family import BASELINE_START_HELP, Family, Progress
+from bubbles.models.norms import WarmBatchNorm3d
 from bubbles.models.patches import from_patches, to_patches
 from bubbles.params import fail, param, parse_int
 
@@ -57,6 +58,7 @@ class ConvLSTMConfig:
                        "seq2seq rollout) | group | layer | none")
     patch: int = param(1, "patch", "frames cut into patch x patch tiles folded into channels (must divide H and W); "
                        "convlstm: 1 (the seed), predrnn_v2: 4", low=1)
+    baseline_start: bool = param(False, "baseline_start", BASELINE_START_HELP)
     in_channels: int = 1
     out_channels: int = 1
     frame_size: tuple[int, int] = (128, 128)
@@ -146,7 +148,7 @@ def make_norm(kind: Norm, channels: int) -> nn.Module:
     """The normalisation after a layer: BatchNorm3d (statistics per channel over batch, time and space), GroupNorm
     per frame (group: up to 8 groups; layer: one group), or identity."""
     if kind == "batch":
-        return nn.BatchNorm3d(channels)
+        return WarmBatchNorm3d(channels)  # running statistics from the first batch: lead 1 was flat grey in eval
     if kind == "none":
         return nn.Identity()
     groups = 1 if kind == "layer" else max(g for g in range(1, min(8, channels) + 1) if channels % g == 0)

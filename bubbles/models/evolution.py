@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bubbles.models.family import ExtraLoss, Family
+from bubbles.models.family import BASELINE_START_HELP, ExtraLoss, Family
 from bubbles.models.warp import departure, pixel_grid, sample
 from bubbles.params import fail, param
 
@@ -42,6 +42,7 @@ class EvolutionConfig:
     smoothness: float = param(0.01, "smoothness", "evolution: weight of the motion-smoothness regulariser (mean squared gradient of the motion)", high=100.0)
     input_len: int = 10
     output_len: int = 10
+    baseline_start: bool = param(False, "baseline_start", BASELINE_START_HELP)
     in_channels: int = 1
     out_channels: int = 1
     frame_size: tuple[int, int] = (64, 64)
@@ -201,4 +202,5 @@ FAMILY = Family(
     feeds_back=lambda cfg: True,  # each lead is advected from the previous prediction, every field it reads
     check=_check,
     extra_loss=_smoothness,
+    advects=True,
 )

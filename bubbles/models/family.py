@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 # Config fields the config layer sets from the trial (not user parameters); a family's config has those it needs.
 CONTEXT_FIELDS = ("frame_size", "in_channels", "out_channels", "input_len", "output_len")
 
+# Every family's config has this field; bubbles.models.registry.build_model wraps the family's model in
+# bubbles.models.baseline_start.BaselineStart when it is true.
+BASELINE_START_HELP = ("start from the baselines: forecast = a learned per-lead blend of persistence (evolution: its own "
+                       "advected frame), the training frames' mean and optical flow, fitted by least squares on training "
+                       "windows, plus the model's correction (gated, starting at 0): untrained it scores the blend")
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -76,7 +82,7 @@ class Family:
     cross-field checks once the trial's sizes are set (exact: the frame size is final, not a square guess); returns
     the config, possibly with values resolved (mode auto). sampling(cfg, train, progress): keyword arguments for the
     training forward at this step (scheduled sampling probabilities). extra_loss(cfg): a training-only loss term,
-    or None.
+    or None. advects: see the field.
     """
 
     name: str
@@ -88,3 +94,6 @@ class Family:
     check: Callable[[str, Any, bool], Any] = _as_is
     sampling: Callable[[Any, TrainConfig, Progress], dict[str, Any]] = _no_sampling
     extra_loss: Callable[[Any], ExtraLoss | None] = _no_extra_loss
+    # Its frames are the last context frame moved along its motion (untrained: persistence exactly), so the baseline
+    # start uses its own frame in place of persistence (bubbles.models.baseline_start).
+    advects: bool = False

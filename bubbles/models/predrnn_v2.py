@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bubbles.models.family import ExtraLoss, Family, Progress
+from bubbles.models.family import BASELINE_START_HELP, ExtraLoss, Family, Progress
 from bubbles.models.patches import from_patches, to_patches
 from bubbles.params import fail, param
 
@@ -60,6 +60,7 @@ class PredRNNv2Config:
                               "probability is 1 and the forecaster's 0; 0 = no sampling", low=0)
     sampling_alpha: float = param(5000.0, "sampling_alpha", "PredRNN-v2: iterations of the encoder's exponential rise "
                                   "to 1 (reverse sampling)", low=1.0, high=1e9)
+    baseline_start: bool = param(False, "baseline_start", BASELINE_START_HELP)
     in_channels: int = 1
     out_channels: int = 1
     frame_size: tuple[int, int] = (64, 64)

@@ -16,6 +16,7 @@ from torch import nn
 
 from bubbles.errors import UserError
 from bubbles.models import convlstm, evolution, predrnn_v2, simvp
+from bubbles.models.baseline_start import wrap
 from bubbles.models.family import Family
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (convlstm.FAMILY, predrnn_v2.FAMILY, simvp.FAMILY, evolution.FAMILY)}
@@ -38,7 +39,8 @@ def build_model(name: str, cfg: ModelConfig) -> nn.Module:
     """Instantiate a registered model family from its typed config."""
     if name not in FAMILIES:
         raise KeyError(f"unknown model {name!r} (known: {', '.join(sorted(FAMILIES))})")
-    return FAMILIES[name].model(cfg)
+    family = FAMILIES[name]
+    return wrap(family.model(cfg), cfg, family.advects)
 
 
 def size_multiple(cfg: ModelConfig) -> int:

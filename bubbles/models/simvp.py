@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bubbles.models.family import Family
+from bubbles.models.family import BASELINE_START_HELP, Family
+from bubbles.models.norms import WarmBatchNorm2d
 from bubbles.params import fail, param
 
 
@@ -42,6 +43,7 @@ class SimVPConfig:
                              "linspace(0.01, drop_path) over the blocks)", high=0.9)
     input_len: int = 10
     output_len: int = 10
+    baseline_start: bool = param(False, "baseline_start", BASELINE_START_HELP)
     in_channels: int = 1
     out_channels: int = 1
     frame_size: tuple[int, int] = (64, 64)
@@ -116,9 +118,9 @@ class GASubBlock(nn.Module):
     def __init__(self, dim: int, mlp_ratio: float, drop_path: float = 0.0) -> None:
         super().__init__()
         hidden = int(dim * mlp_ratio)
-        self.norm1 = nn.BatchNorm2d(dim)
+        self.norm1 = WarmBatchNorm2d(dim)
         self.attn = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.GELU(), AttentionModule(dim), nn.Conv2d(dim, dim, 1))
-        self.norm2 = nn.BatchNorm2d(dim)
+        self.norm2 = WarmBatchNorm2d(dim)
         self.mlp = nn.Sequential(
             nn.Conv2d(dim, hidden, 1), nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden), nn.GELU(), nn.Conv2d(hidden, dim, 1)
         )

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Subset
 from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
 from bubbles.evaluation.evaluate import (
-    Evaluation, Validation, evaluate, persistence_mse, predict_batches, subset, training_mean_frame, validate,
+    Evaluation, Validation, evaluate, is_mask, persistence_mse, predict_batches, subset, training_mean_frame, validate,
 )
 from bubbles.evaluation.scoring import skill as skill_per_lead
 from bubbles.evaluation.yardstick import Protocol, Yardstick, YardstickScore
@@ -34,9 +34,11 @@ from bubbles.evaluation.figures import save_strip
 from bubbles.training.losses import loss_named
 from bubbles.training.optim import make_optimizer, make_schedule
 from bubbles.models import build_model, check_state_shapes, parameter_count
+from bubbles.models.baseline_start import BaselineStart
 from bubbles.models.device import model_device
 from bubbles.models.family import Family, Progress
 from bubbles.models.warp import predict_with_motion
+from bubbles.training.baseline_fit import start_baselines
 from bubbles.training.config import TrainConfig, best_by_mode
 from bubbles.data.windows import WindowSplits, make_splits
 
@@ -72,6 +74,7 @@ class EpochResult:
     yardstick_psnr: float = float("nan")
     yardstick_bubble_f1: float = float("nan")
     yardstick_skill: float = float("nan")
+    yardstick_skill_min: float = float("nan")  # the worst lead's skill against the strongest baseline
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
@@ -241,12 +244,13 @@ def write_strips(model: nn.Module, splits: WindowSplits, out_dir: Path) -> list[
     n = len(splits.val)
     chosen = sorted({0, n // 2, n - 1})[:STRIP_WINDOWS]
     paths = []
+    mask = is_mask(splits.val)  # masks: a row of target and predicted outlines
     for idx, x, y, pred in predict_batches(model, splits.val, chosen, len(chosen)):
         window = torch.stack([splits.val[i][0] for i in idx]).to(model_device(model))
         motion = predict_with_motion(model, window, y.shape[1])[1]
         for k, i in enumerate(idx):
             shown = None if motion is None else motion[k].float().cpu().numpy()
-            paths.append(save_strip(out_dir / f"strip_val{i:04d}.png", x[k], y[k], pred[k], shown))
+            paths.append(save_strip(out_dir / f"strip_val{i:04d}.png", x[k], y[k], pred[k], shown, mask))
     return paths
 
 
@@ -277,6 +281,8 @@ def train(
     cfg = cfg.at_frame_size(splits.frame_size).at_fields(splits.channels, splits.targets)
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model_name, cfg.model).to(device)
+    if resume is None and isinstance(model, BaselineStart):
+        start_baselines(model, cfg, splits, out_dir)
     cost = measure_cost(model, cfg.window.input_len, cfg.window.output_len, tc.batch_size, amp)
     if on_cost is not None:
         on_cost(cost)
@@ -376,11 +382,15 @@ def finish(model: nn.Module, cfg: TrialConfig, splits: WindowSplits, status: Sta
     evaluation, strips, scored = None, [], None
     if status != "nan" and (out_dir / BEST).exists():
         model.load_state_dict(load_checkpoint(out_dir / BEST, model_device(model))["model"])
+        yardstick = yardstick or own_yardstick(cfg, splits)
+        # The flow baseline's radius measured on training frames (at the yardstick's size), at this evaluation's size.
+        measured = yardstick.baselines().flow_radius.get("radius_px")
+        radius = max(2, round(measured * splits.val.cache.size[0] / yardstick.protocol.size[0])) if measured else None
         evaluation = evaluate(model, splits.val, cfg.train.batch_size, cfg.train.max_val_windows, with_vmaf=True,
-                              mean_frame=training_mean_frame(splits))
+                              mean_frame=training_mean_frame(splits), flow_radius_px=radius)
         strips = write_strips(model, splits, out_dir)
         (out_dir / "evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=1))
-        scored = (yardstick or own_yardstick(cfg, splits)).score(model, splits.val, cfg.train.batch_size)
+        scored = yardstick.score(model, splits.val, cfg.train.batch_size)
         (out_dir / YARDSTICK).write_text(json.dumps(scored.to_dict(), indent=1))
     result = TrialResult(status, parameter_count(model), history, evaluation, out_dir, strips, yardstick=scored)
     if cost is not None:

@@ -1,0 +1,107 @@
+"""Baseline start (issue 27): an untrained trial with `baseline_start: true` scores the strongest baseline at every
+lead, on windows where different baselines win at different leads; the parameter reaches the model, the checkpoint
+and a refused field layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bubbles.config import trial_config
+from bubbles.data.store import SequenceMeta, write_store
+from bubbles.data.windows import make_splits
+from bubbles.errors import UserError
+from bubbles.evaluation import baselines
+from bubbles.evaluation.evaluate import subset, training_mean_frame
+from bubbles.models import build_model, check_state_shapes
+from bubbles.models.baseline_start import BaselineStart
+from bubbles.training.baseline_fit import FIT_WINDOWS, fit_baseline_start
+
+SIZE = 16
+A = 0.8  # AR(1) coefficient of the anomaly: persistence wins while A**lead > 1/2 (leads 1-3), climatology after
+
+
+def _ar_sequence(rng: np.random.Generator, mean: np.ndarray, frames: int) -> np.ndarray:
+    """A fixed mean frame plus a pixelwise AR(1) anomaly (std 0.12): yesterday's anomaly decays by A a frame."""
+    anomaly = rng.normal(0, 0.12, mean.shape)
+    out = []
+    for _ in range(frames):
+        anomaly = A * anomaly + np.sqrt(1 - A * A) * rng.normal(0, 0.12, mean.shape)
+        out.append(np.clip(mean + anomaly, 0, 1))
+    return (np.stack(out) * 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def ar_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+    mean = 0.5 + 0.15 * np.sin(6 * xx) * np.cos(4 * yy)
+    path = tmp_path_factory.mktemp("ar") / "ar.zarr"
+    write_store(path, iter((f"s{k}", _ar_sequence(rng, mean, 48), SequenceMeta("ar", condition={"k": k})) for k in range(4)))
+    return path
+
+
+def _config(store: Path, model: str, **extra: object):  # type: ignore[no-untyped-def]
+    params = {"store": str(store), "image_size": SIZE, "window": "4->4", "split": "sequence", "val_fraction": 0.25,
+              "model": model, "baseline_start": True, **extra}
+    return trial_config(params)
+
+
+@pytest.mark.parametrize("model, extra", [("convlstm", {"layers": 1, "hidden": 4, "peephole": "channel"}),
+                                          ("evolution", {"ev_width": 4, "ev_depth": 1})])
+def test_untrained_baseline_start_scores_the_strongest_baseline_at_every_lead(ar_store: Path, model: str, extra: dict) -> None:
+    cfg = _config(ar_store, model, **extra)
+    splits = make_splits(cfg.data, cfg.window)
+    cfg = cfg.at_frame_size(splits.frame_size).at_fields(splits.channels, splits.targets)
+    torch.manual_seed(0)
+    net = build_model(cfg.model_name, cfg.model)
+    assert isinstance(net, BaselineStart)
+    fit = fit_baseline_start(net, splits, tiles=False)
+    assert fit.sources == ("persistence", "climatology", "flow")
+    # Score the untrained model through its own forward, and every baseline on its own, on the fitted windows.
+    rows = subset(len(splits.train), FIT_WINDOWS)
+    x = torch.stack([splits.train[i][0] for i in rows])
+    y = torch.stack([splits.train[i][1] for i in rows])[:, :, 0].numpy()
+    with torch.no_grad():
+        pred = net.eval()(x, future=4)[:, :, 0].numpy()
+    context = x[:, :, 0].numpy()
+    mean = training_mean_frame(splits)
+    scores = {b: ((baselines.forecast(b, context, 4, mean) - y) ** 2).mean(axis=(0, 2, 3)) for b in ("persistence", "climatology", "flow")}
+    model_mse = ((pred - y) ** 2).mean(axis=(0, 2, 3))
+    winners = [min(scores, key=lambda b: scores[b][lead]) for lead in range(4)]
+    assert len(set(winners)) > 1, f"the windows must have different winners at different leads, got {winners}"
+    strongest = np.min(np.stack(list(scores.values())), axis=0)
+    assert np.all(model_mse <= strongest * (1 + 1e-5) + 1e-9), (model_mse, scores)
+    np.testing.assert_allclose(model_mse, fit.blend_mse, rtol=1e-4)
+
+
+def test_baseline_start_weights_travel_with_the_checkpoint_and_other_layouts_are_refused(ar_store: Path) -> None:
+    cfg = _config(ar_store, "simvp", hid_s=4, hid_t=8, n_s=1, n_t=1)
+    net = build_model(cfg.model_name, cfg.model)
+    assert isinstance(net, BaselineStart) and {"climatology", "sources", "weights", "gate"} <= {k.split(".")[0] for k in net.state_dict()}
+    check_state_shapes(cfg.model_name, cfg.model, net.state_dict(), "test")  # the meta-device rebuild has them too
+    plain = build_model(cfg.model_name, _config(ar_store, "simvp", hid_s=4, hid_t=8, n_s=1, n_t=1, baseline_start=False).model)
+    assert not isinstance(plain, BaselineStart)
+    with pytest.raises(UserError, match="baseline_start"):
+        trial_config({"store": str(ar_store), "model": "convlstm", "baseline_start": True, "channels": ["a", "b"],
+                      "target_fields": ["a"]})
+
+
+def test_the_models_torch_flow_is_the_yardsticks_flow_baseline() -> None:
+    """The baseline start's flow runs in torch (on the model's device, traced into exports); it must forecast what
+    the yardstick's numpy/scikit-image flow baseline forecasts."""
+    from bubbles.models.baseline_start import flow_forecast
+
+    yy, xx = np.mgrid[0:24, 0:20].astype(np.float32)
+    def blobs(dy: float, dx: float) -> np.ndarray:
+        return (0.2 + 0.6 * np.exp(-((yy - 9 - dy) ** 2 + (xx - 8 - dx) ** 2) / 12)
+                + 0.3 * np.exp(-((yy - 16 - dy) ** 2 + (xx - 13 - dx) ** 2) / 6)).astype(np.float32)
+    context = np.stack([np.stack([blobs(0, 0), blobs(1.0, 0.5), blobs(2.0, 1.0)]),
+                        np.stack([blobs(0, 0), blobs(-0.5, 1.0), blobs(-1.0, 2.0)])])  # (2, 3, H, W)
+    expected = baselines.flow_extrapolation(context, 3)
+    got = flow_forecast(torch.from_numpy(context)[:, :, None], 3, 1)[:, :, 0].numpy()
+    assert np.abs(expected - context[:, -1:]).max() > 0.05  # it moved: not persistence
+    np.testing.assert_allclose(got, expected, atol=2e-3)

@@ -1,0 +1,85 @@
+"""The objective the user means (issue 27): skill against the strongest baseline is the default, in a space that
+names none and in both shipped spaces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from study.space import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_space_without_objective_and_both_shipped_spaces_rank_by_skill_vs_the_strongest_baseline(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("search:\n  lr: {type: log, low: 1.0e-3, high: 1.0e-2}\n")
+    space = load_space(bare, check_data=False)
+    assert space.tune.objective == "yardstick_skill" and space.tune.mode == "max"
+    for shipped in ("smoke.yaml", "convlstm.yaml"):
+        assert load_space(ROOT / "search_spaces" / shipped, check_data=False).tune.objective == "yardstick_skill"
+
+
+def _row(trial: str, status: str, objective: float, f1: float, skill_min: float) -> dict:
+    return {"trial": trial, "status": status, "objective": objective, "val_bubble_f1_selection": f1,
+            "val_skill_min_selection": skill_min}
+
+
+def test_champion_rule_picks_the_best_bubble_f1_among_trials_never_worse_than_a_baseline(tmp_path: Path) -> None:
+    from study.champion import apply, parse_champion
+
+    space_file = tmp_path / "rule.yaml"
+    space_file.write_text("search:\n  lr: {type: log, low: 1.0e-3, high: 1.0e-2}\n"
+                          "tune: {champion: {rank_by: bubble_f1, min_skill_every_lead: 0}}\n")
+    rule = load_space(space_file, check_data=False).tune.champion
+    assert rule is not None and rule.rank_by == "bubble_f1" and rule.min_skill_every_lead == 0
+    by_objective = [_row("a", "completed", 0.30, 0.90, -0.20),   # best objective, loses to a baseline at some lead
+                    _row("b", "completed", 0.20, 0.60, 0.05),
+                    _row("c", "stopped_early", 0.15, 0.95, 0.10),  # not exportable: never the champion
+                    _row("d", "completed", 0.10, 0.70, 0.00)]
+    ranked, note = apply(rule, by_objective)
+    assert [r["trial"] for r in ranked] == ["d", "b", "a", "c"] and "2 of 4 trials qualify" in note
+    strict = parse_champion("t", {"rank_by": "bubble_f1", "min_skill_every_lead": 0.5})
+    ranked, note = apply(strict, by_objective)
+    assert [r["trial"] for r in ranked] == ["a", "b", "c", "d"] and "no trial qualifies" in note
+    assert apply(None, by_objective) == (by_objective, "")
+    import pytest
+
+    from bubbles.errors import UserError
+    with pytest.raises(UserError, match="rank_by"):
+        parse_champion("tune.champion", {"rank_by": "val_loss"})
+
+
+def test_verdict_says_which_baselines_it_beats_per_lead() -> None:
+    from bubbles.evaluation.verdict import Verdict
+
+    v = Verdict((1, 2, 3, 4), (0.001, 0.002, 0.003, 0.004),
+                {"persistence": (0.002, 0.003, 0.004, 0.005), "climatology": (0.01,) * 4, "flow": (0.002, 0.0025, 0.0028, 0.0035)})
+    assert v.columns() == {"beats_all_baselines": "no", "loses_from_lead": 3}
+    assert v.sentence() == ("loses to flow at leads 3–4 (by up to 0.0005 MSE); "
+                            "beats persistence and climatology at every lead (1–4)")
+    win = Verdict((1, 2), (0.001, 0.001), {"persistence": (0.002, 0.002), "flow": (0.003, 0.003)})
+    assert win.columns() == {"beats_all_baselines": "yes", "loses_from_lead": ""}
+    assert win.sentence() == "beats persistence and flow at every lead (1–2)"
+
+
+def test_asha_can_count_gflops_or_seconds_instead_of_epochs(tmp_path: Path) -> None:
+    import pytest
+
+    from bubbles.errors import UserError
+    from study.sweep import ASHA_CLOCK
+
+    def space(asha: str):  # type: ignore[no-untyped-def]
+        path = tmp_path / "asha.yaml"
+        path.write_text(f"search:\n  lr: {{type: log, low: 1.0e-3, high: 1.0e-2}}\ntune: {{asha: {asha}}}\n")
+        return load_space(path, check_data=False)
+
+    t = space("{time_attr: gflops, grace_period: 300, max_t: 1200}").tune
+    assert (t.time_attr, t.grace_period, t.max_t) == ("gflops", 300.0, 1200.0)
+    assert ASHA_CLOCK[t.time_attr] == "train_gflops_total"
+    assert space("{grace_period: 2}").tune.time_attr == "epochs"
+    with pytest.raises(UserError, match="max_t"):
+        space("{time_attr: seconds, grace_period: 10}")
+    with pytest.raises(UserError, match="time_attr"):
+        space("{time_attr: hours, max_t: 3}")
+    shipped = load_space(ROOT / "search_spaces" / "smoke.yaml", check_data=False).tune
+    assert shipped.time_attr == "gflops" and shipped.champion is not None
