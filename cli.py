@@ -133,20 +133,24 @@ def synth(store: Path, sequences: int, frames: int, size: str, seed: int, condit
 @click.option("--sequence", help="Sequence name (default: from the source's file name).")
 @click.option("--condition", multiple=True, metavar="KEY=VALUE", help="Initial condition value (repeatable).")
 @click.option("--field", "hdf5_fields", multiple=True,
-              help="HDF5 field to read (e.g. dfun); repeat for a multi-field sequence (--field dfun --field temperature).")
+              help="HDF5 field to read (e.g. dfun); repeat for a multi-field sequence (--field dfun --field temperature). "
+                   "netCDF: the video variable (default: the file's only one of 3+ dimensions).")
 @click.option("--fps", type=float, help="Frame rate (default: from the video, else 1).")
 @click.option("--no-flip-y", is_flag=True, help="HDF5: keep row 0 at y=0 (default flips so y points up).")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="Keep only this box (native pixels, right/bottom exclusive).")
 @click.option("--clip", metavar="LO,HI", help="16-bit/float: scale from these percentiles (e.g. 0.1,99.9), not min..max.")
 @click.option("--drop-duplicates", is_flag=True, help="Remove frames repeating the frame before (stalled camera, padding, a codec's re-encoded repeat).")
-@click.option("--frames", "frame_range", metavar="START:STOP", help="Keep source frames START..STOP-1 (either side may be empty).")
+@click.option("--frames", "frame_range", metavar="START:STOP[:STEP]",
+              help="Keep source frames START..STOP-1 (either side may be empty), every STEP-th (a high-speed camera: ::4).")
 @click.option("--drop-broken", is_flag=True, help="Remove frames that break the sequence (blank, saturated, a brightness jump).")
 @click.option("--colormap", metavar="NAME", help="The source renders a scalar field in this matplotlib colour map (e.g. jet): invert it.")
 @click.option("--colorbar", metavar="L,T,R,B", help="Invert with the figure's own colour bar in this box (source pixels; orientation found).")
 def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, ...], hdf5_fields: tuple[str, ...], fps: float | None, no_flip_y: bool, crop: str | None, clip: str | None, drop_duplicates: bool, frame_range: str | None, drop_broken: bool, colormap: str | None, colorbar: str | None) -> None:
     """Add a recording to a store (created if missing), atomically.
 
-    SRC is a folder of PNG/TIFF/JPEG frames, a video (mp4/avi/gif), a BubbleML HDF5 file, or a .npy array.
+    SRC is a folder of PNG/TIFF/JPEG frames, a video (mp4/avi/gif), a BubbleML HDF5 file, a netCDF-4 file (.nc,
+    as xarray writes; fps from its time coordinate, bit-packed masks unpacked), or a .npy array. A recording of two
+    values (a segmentation) is stored as a mask.
 
     \b
     Examples:
@@ -154,6 +158,7 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
       bubbles-study ingest sim/Twall-100.hdf5 data/bubbleml.zarr --field dfun --condition superheat=100
       bubbles-study ingest sim/Twall-100.hdf5 data/fields.zarr --field dfun --field temperature --field velx
       bubbles-study ingest saturated.gif data/pool.zarr --crop 6,53,305,352 --colormap jet --drop-duplicates
+      bubbles-study ingest pool-boiling-experiment-masks.nc data/exp.zarr --frames ::2
     """
     from tqdm import tqdm
 
@@ -324,21 +329,31 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
 
     click.echo(f"training {cfg.train.epochs} epochs; checkpoints in {out_dir}")
     stopping = _stop_on_ctrl_c()
+    runs: list[str] = []  # the MLflow run, once it exists
+
+    def opened(run_id: str, continued: bool) -> None:
+        runs.append(run_id)
+        if continued:
+            click.echo(f"continuing MLflow run {run_id} (the one this checkpoint's training logged to)")
+
     try:
         result, run_id = run_logged_trial(cfg, out_dir, uri, experiment, resume.resolve() if resume else None, splits,
-                                          echo=click.echo, batches=bar)
+                                          echo=click.echo, batches=bar, on_run=opened)
     except KeyboardInterrupt:
         stopping()
         checkpoint = out_dir / CHECKPOINT
-        if checkpoint.is_file():
+        if not runs:
+            click.echo("interrupted before training began: no MLflow run was created; run the same command again", err=True)
+        elif checkpoint.is_file():
             again = ["bubbles-study", "train", str(config), *[a for s in sets for a in ("--set", s)],
                      "--out", str(out or out_dir), "--resume", str((out or out_dir) / CHECKPOINT)]
             if experiment != "bubbles-train":
                 again[-2:-2] = ["--experiment", experiment]
-            click.echo(f"interrupted: the MLflow run is KILLED; the checkpoint of the last finished epoch is kept in "
-                       f"{checkpoint}. Continue with  {shlex.join(again)}", err=True)
+            click.echo(f"interrupted: the MLflow run {runs[0]} is KILLED; the checkpoint of the last finished epoch is kept "
+                       f"in {checkpoint}; the same run goes on with  {shlex.join(again)}", err=True)
         else:
-            click.echo("interrupted before the first epoch ended: nothing to resume (the MLflow run is KILLED)", err=True)
+            click.echo(f"interrupted before the first epoch ended: nothing to resume (the MLflow run {runs[0]} is KILLED); "
+                       "run the same command again", err=True)
         sys.exit(130)
     if result.evaluation is not None:
         click.echo(result.evaluation.lead_table())
@@ -369,6 +384,20 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
       bubbles-study sweep search_spaces/smoke.yaml --resume
       MLFLOW_TRACKING_URI=http://head:5000 bubbles-study sweep search_spaces/convlstm.yaml
     """
+    # First of all, as `train` does: Ctrl-C (and a SIGINT to a sweep a script started with `&`, SIGINT ignored)
+    # stops it at any phase, Ray's start and the baselines included; Ray Tune takes it over during fit().
+    stopping = _stop_on_ctrl_c()
+    try:
+        _sweep(space_file, name, resume, address, storage, store, verbose, trust_state, stopping)
+    except KeyboardInterrupt:
+        stopping()
+        click.echo("interrupted before the sweep started: nothing to resume; run the same command again", err=True)
+        sys.exit(130)
+
+
+def _sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path, store: Path | None,
+           verbose: bool, trust_state: bool, stopping: Callable[[], None]) -> None:
+    from study.interrupt import discard_unstarted, has_tune_state
     from study.space import load_space
     from study.tracking import check_tracking, readable, runs_table_link, tracking_uri
 
@@ -382,6 +411,9 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
         raise UserError(f"--storage {storage}: lies inside the Zarr store {zarr_store_around(storage)}; sweeps live outside frame stores")
     if resume and not (storage / name).is_dir():
         raise UserError(f"--resume: no sweep named {name!r} under {storage}")
+    if resume and not (storage / name / "tuner.pkl").exists() and not has_tune_state(storage / name):
+        raise UserError(f"--resume: the sweep {name!r} under {storage} never saved a trial (its start was interrupted); "
+                        f"start it again without --resume")
     if trust_state and not resume:
         raise UserError("--trust-state goes with --resume")
     if store is None:
@@ -408,13 +440,25 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
     address = address or os.environ.get("RAY_ADDRESS") or None
     again = _resume_command(space_file, name, storage, address, store)
-    outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo, storage_shared=shared,
-                        store_shared=store is not None or _store_is_absolute(space_file),
-                        preamble=list_windows, resume_command=again, verbose=verbose, trust_state=trust_state)
-    click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
-    link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
-    if link:
-        click.echo(f"MLflow runs table: {link}")
+    created = not (storage / name).exists()  # only a directory this run creates may be removed after a Ctrl-C
+    try:
+        outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo, storage_shared=shared,
+                            store_shared=store is not None or _store_is_absolute(space_file),
+                            preamble=list_windows, resume_command=again, verbose=verbose, trust_state=trust_state)
+        click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
+        link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
+        if link:
+            click.echo(f"MLflow runs table: {link}")
+    except KeyboardInterrupt:
+        stopping()  # a second Ctrl-C while the driver tidies up is ignored
+        if has_tune_state(storage / name):
+            click.echo(f"interrupted: continue with  {again}", err=True)
+        else:
+            done = discard_unstarted(storage / name, uri, created)
+            start = _resume_command(space_file, name, storage, address, store, resume=False)
+            click.echo(f"interrupted during start-up, before any trial ({done}): nothing to resume; start it again "
+                       f"with  {start}", err=True)
+        sys.exit(130)
     if outcome.interrupted:
         click.echo(f"interrupted: continue with  {again}", err=True)
         sys.exit(130)
@@ -444,6 +488,8 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 
     if sum(v is not None for v in (sweep_name, run_id, checkpoint)) != 1:
         raise UserError("export: give exactly one of --sweep, --run-id, --checkpoint")
+    if register is not None and not register.strip():
+        raise UserError("export: --register needs a model name (e.g. --register bubbles-convlstm)")
     check_output_dir(out.resolve(), "export")  # before any download or evaluation
     uri = tracking_uri(Path.cwd())
     if checkpoint is not None:
@@ -459,6 +505,8 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         if board is not None and not math.isclose(board, chosen.objective, rel_tol=1e-4, abs_tol=1e-6):
             click.echo(f"warning: the leaderboard says {objective} {board:.5f}, the exported weights measure "
                        f"{chosen.objective:.5f} (a trial trained before best.pt was picked by the objective?)", err=True)
+    click.echo(f"building the export: weights, TorchScript{', ONNX (checked with onnxruntime)' if onnx else ''}, the "
+               "climatology frame from the training windows, the metrics card ...")
     path = ex.export(chosen, out, onnx, note=lambda line: click.echo(line, err=True))
     selected = f", {ex.VALIDATION}" if chosen.yardstick else ""
     click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}{selected}) to {path}")
@@ -466,9 +514,13 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         click.echo(chosen.test_line)
     for line in chosen.warnings():
         click.echo(line, err=True)
-    if register:
+    if register is not None:
         check_tracking(uri)
-        version, champion, why = ex.register(uri, register, path, chosen)
+        try:
+            version, champion, why = ex.register(uri, register, path, chosen)
+        except UserError as exc:  # the registry kept nothing; the export directory itself is complete
+            raise UserError(f"{exc} in the registry; the export in {path} is complete and kept (export again with "
+                            "--register to retry)") from None
         from study.tracking import model_version_link
 
         click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else f" (champion unchanged: {why})")
@@ -478,13 +530,16 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
 @main.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--store", type=click.Path(path_type=Path), help="Frame store to read from.")
-@click.option("--sequence", help="Sequence in the store.")
+@click.option("--sequence", help="Sequence in the store (default: one the model's split held out of training, named on the first line).")
 @click.option("--input", "raw_input", type=click.Path(path_type=Path), help="Instead of a store: a folder of frames, a video, a TIFF stack or a .npy array.")
 @click.option("--crop", metavar="LEFT,TOP,RIGHT,BOTTOM", help="With --input: keep only this box (native pixels).")
 @click.option("--colormap", metavar="NAME", help="With --input: a rendering in this matplotlib colour map (as ingest --colormap).")
-@click.option("--frames", "frame_range", metavar="START:STOP", help="With --input: keep these source frames (as ingest --frames).")
+@click.option("--frames", "frame_range", metavar="START:STOP[:STEP]", help="With --input: keep these source frames (as ingest --frames).")
 @click.option("--detector", "detector_sets", multiple=True, metavar="KEY=VALUE",
-              help="Bubble-detector setting over the calibration (repeatable), e.g. --detector roi_bottom=0.92.")
+              help="Bubble-detector setting over the calibration (repeatable), e.g. --detector roi_bottom=0.92. Keys: "
+                   "polarity (auto|dark|bright), background_radius, contrast_k, min_contrast, min_diameter_px, "
+                   "max_diameter, roundness, roi_top, roi_bottom, min_diameter, typical_diameter (lengths in frame "
+                   "heights, min_diameter_px in pixels).")
 @click.option("--start", default=0, show_default=True, help="First context frame.")
 @click.option("--steps", type=int, help="Frames to predict (default: the trained horizon).")
 @click.option("--autoregressive", is_flag=True, help="Roll out beyond the trained horizon on its own predictions.")
@@ -517,6 +572,8 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
                              raw_input, parse_crop(crop) if crop else None, colormap,
                              parse_frames(frame_range) if frame_range else None, _detector_sets(detector_sets))
     summary = run_predict(request)
+    if summary.get("chosen"):
+        click.echo(str(summary["chosen"]))
     for warning in summary.get("warnings", []):  # type: ignore[union-attr]
         click.echo(f"warning: {warning}", err=True)
     line = f"predicted {summary['steps']} frames of {summary['sequence']!r} from frame {start} into {out}"
@@ -524,7 +581,7 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
         m = summary["metrics"]
         line += (f"; lead 1: SSIM {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f}), skill vs the strongest "  # type: ignore[index]
                  f"baseline ({m['strongest'][0]}{'' if 'climatology_mse' in m else '; not climatology: the export has no climatology.npy'}) "
-                 f"{m['skill_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
+                 f"{m['skill_vs_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
                  f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score "  # type: ignore[index]
                  + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)")  # type: ignore[arg-type]
                  + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
@@ -537,7 +594,7 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
     for field, f in summary.get("fields", {}).items():  # type: ignore[union-attr]
         if f:
             click.echo(f"  {field}: lead 1 SSIM {f['ssim'][0]:.3f} (persistence {f['persistence_ssim'][0]:.3f}), MSE {f['mse'][0]:.5f}, "
-                       f"skill vs persistence {f['skill_persistence'][0]:+.3f}; files in {out / 'fields' / field}")
+                       f"skill vs persistence {f['skill_vs_persistence'][0]:+.3f}; files in {out / 'fields' / field}")
 
 
 @main.command()
@@ -572,7 +629,7 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
               help="Artifact destination, on storage that outlives the head node (the shared file system); clients "
                    "upload and download through the server.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", default=5000, show_default=True)
+@click.option("--port", default=5000, show_default=True, help="Port to listen on (a busy one is one line).")
 @click.option("--workers", default=4, show_default=True, help="Server processes (concurrent trial writers).")
 @click.option("--allowed-hosts", help="Host headers clients send, comma-separated NAME:PORT (e.g. head.lab:5000); "
                                       "required with a --host other than loopback; 127.0.0.1:PORT is always accepted.")
@@ -595,12 +652,13 @@ def server(backend: str, artifacts: Path, host: str, port: int, workers: int, al
     serve(cfg, click.echo)
 
 
-def _resume_command(space_file: Path, name: str, storage: Path, address: str | None, store: Path | None = None) -> str:
+def _resume_command(space_file: Path, name: str, storage: Path, address: str | None, store: Path | None = None,
+                    resume: bool = True) -> str:
     """The command that continues this sweep as it was started: same storage, same Ray cluster (a command without
-    them looks under runs/sweeps, or starts a local Ray)."""
+    them looks under runs/sweeps, or starts a local Ray); resume=False: the command that starts it again."""
     import shlex
 
-    words = ["bubbles-study", "sweep", str(space_file), "--name", name, "--resume", "--storage", str(storage)]
+    words = ["bubbles-study", "sweep", str(space_file), "--name", name, *(["--resume"] if resume else []), "--storage", str(storage)]
     if store is not None:
         words += ["--store", str(store.resolve())]
     if address and address != "local":

@@ -126,7 +126,7 @@ def table(args: argparse.Namespace) -> None:
         print()
     print(f"skill against the strongest baseline (by MSE, named) per lead:\n\n| lead | strongest | {' | '.join(evals)} |\n|---|---|{'---|' * len(evals)}")
     for k in leads:
-        print(f"| {k + 1} | {first.strongest[k]} | " + " | ".join(f"{ev.skill_strongest[k]:+.3f}" for ev in evals.values()) + " |")
+        print(f"| {k + 1} | {first.strongest[k]} | " + " | ".join(f"{ev.skill_vs_strongest[k]:+.3f}" for ev in evals.values()) + " |")
     print()
     if "evolution" in evals:
         ev = rows["evolution"]
@@ -138,7 +138,7 @@ def table(args: argparse.Namespace) -> None:
         strip(args, Path(args.strip))
     print(json.dumps({"size": args.size, "window": args.window, "epochs": args.epochs, "windows": args.windows,
                       "held_out_windows": first.windows, "per_lead": rows,
-                      "skill_strongest": {c: list(ev.skill_strongest) for c, ev in evals.items()}, "strongest": list(first.strongest)}))
+                      "skill_vs_strongest": {c: list(ev.skill_vs_strongest) for c, ev in evals.items()}, "strongest": list(first.strongest)}))
 
 
 @torch.no_grad()

@@ -114,13 +114,13 @@ def metrics_card(cfg: TrialConfig, info: BundleInfo, evaluation: Evaluation | No
         return "\n".join(lines + ["(no evaluation recorded)"]) + "\n"
     lines += ["## Per lead time (validation windows)", "", evaluation.lead_table(), "", "## Per held-out condition", ""]
     base = [b for b in evaluation.baselines if all(f"{b}_mse" in row for row in evaluation.per_condition.values())]
-    lines += ["| condition | windows | SSIM | PSNR | MSE | " + " | ".join(f"{b} MSE" for b in base) + " | skill vs strongest | skill vs persistence |",
+    lines += ["| condition | windows | SSIM | PSNR | MSE | " + " | ".join(f"{b} MSE" for b in base) + " | skill_vs_strongest | skill_vs_persistence |",
               "|" + "---|" * (7 + len(base))]
     for cid, row in sorted(evaluation.per_condition.items()):
         lines.append(
             f"| {cid} | {row['windows']:.0f} | {row['ssim']:.3f} | {row['psnr']:.2f} | {row['mse']:.5f} | "
             + "".join(f"{row[f'{b}_mse']:.5f} | " for b in base)
-            + f"{row.get('skill_strongest', float('nan')):+.3f} | {row['skill_persistence']:+.3f} |"
+            + f"{row.get('skill_vs_strongest', float('nan')):+.3f} | {row['skill_vs_persistence']:+.3f} |"
         )
     lines += ["", f"collapse score {evaluation.collapse_score:.3f} ({'collapsed' if evaluation.collapsed else 'not collapsed'})"]
     return "\n".join(lines) + "\n"
@@ -130,7 +130,7 @@ def yardstick_lines(yardstick: dict[str, Any]) -> list[str]:
     """The card's yardstick table: validation and test side by side (or the line that says why a score is absent)."""
     if not yardstick:
         return []
-    names = (("ssim", "SSIM", ".3f"), ("mse", "MSE", ".5f"), ("bubble_f1", "bubble F1", ".3f"), ("skill", "skill vs strongest", "+.3f"))
+    names = (("ssim", "SSIM", ".3f"), ("mse", "MSE", ".5f"), ("bubble_f1", "bubble F1", ".3f"), ("skill_vs_strongest", "skill_vs_strongest", "+.3f"))
     lines = ["## The study's yardstick", "", f"{yardstick.get('protocol', '')}", "",
              "| score | " + " | ".join(n for _, n, _ in names) + " |", "|" + "---|" * (len(names) + 1)]
     notes = []

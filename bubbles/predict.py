@@ -11,7 +11,7 @@ import json
 import shutil
 import tempfile
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from bubbles.models.device import model_device
 from bubbles.models.warp import predict_with_motion
 from bubbles.data.ingest import IngestRequest, ingest
 from bubbles.data.store import FrameStore
-from bubbles.data.windows import FrameCache
+from bubbles.data.windows import FrameCache, split_segments
 
 
 BUBBLE_COLUMNS = ("bubble_f1", "bubble_count_error", "bubble_diameter_error_px", "bubble_centroid_error_px")
@@ -101,6 +101,18 @@ def field_indices(cfg: TrialConfig, fields: tuple[str, ...], where: str) -> tupl
     return tuple(fields.index(f) for f in channels), tuple(fields.index(f) for f in targets)
 
 
+def held_out_sequence(store: FrameStore, cfg: TrialConfig) -> tuple[str, str]:
+    """A sequence of `store` the model's split held out of training (its first test sequence, else its first
+    validation one), and why it was chosen, in words."""
+    segments = split_segments(store, cfg.data.split)
+    for split, label in ((segments.test, "held out as this model's test split"), (segments.val, "held out as this model's validation split")):
+        names = sorted({n for n, _, _ in split})
+        if names:
+            return names[0], f"{label} ({', '.join(names)}; --sequence picks another)"
+    first = sorted(store.sequences)[0]
+    return first, "the store's first sequence (this model's split holds none of its sequences out; --sequence picks another)"
+
+
 def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path, notes: list[str]) -> tuple[FrameCache, str]:
     """The frames to predict from: the store's sequence, or --input ingested by the ingest rules (what ingest would
     say about it — repeated frames, a range set by outliers — goes to `notes`)."""
@@ -116,7 +128,7 @@ def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path, notes: li
             raise
         return FrameCache(FrameStore.open(store_path), size), "input"
     if request.store is None or request.sequence is None:
-        raise UserError("predict: give --store and --sequence, or --input with a folder of frames or a video")
+        raise UserError("predict: give --store (and --sequence), or --input with a folder of frames or a video")
     store = FrameStore.open(request.store)
     if request.sequence not in store.sequences:
         raise UserError(f"{request.store}: no sequence {request.sequence!r} (have: {', '.join(sorted(store.sequences))})")
@@ -124,17 +136,34 @@ def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path, notes: li
 
 
 def _gif(path: Path, context: np.ndarray, pred: np.ndarray, target: np.ndarray | None) -> None:
-    """Input frames, then predicted | target side by side (target blank where the recording ends)."""
+    """The context frames, then forecast | target side by side (target blank where the recording ends), each frame
+    under a label that says which it is (context 3/4, forecast +1 | target +1)."""
     import imageio.v3 as iio
 
     blank = np.ones_like(context[0])
     frames = [np.concatenate([f, blank], axis=1) for f in context]
+    labels = [(f"context {k + 1}/{len(context)}", "") for k in range(len(context))]
     for k, p in enumerate(pred):
         t = target[k] if target is not None and k < len(target) else blank
         frames.append(np.concatenate([p, t], axis=1))
+        labels.append((f"forecast +{k + 1}", f"target +{k + 1}" if target is not None and k < len(target) else "no target"))
     scale = max(1, 128 // context.shape[-1])
-    big = [np.kron(f, np.ones((scale, scale))) for f in frames]
-    iio.imwrite(path, [np.clip(np.rint(f * 255), 0, 255).astype(np.uint8) for f in big], duration=150, loop=0)
+    big = [np.clip(np.rint(np.kron(f, np.ones((scale, scale))) * 255), 0, 255).astype(np.uint8) for f in frames]
+    iio.imwrite(path, [_labelled(f, left, right) for f, (left, right) in zip(big, labels)], duration=150, loop=0)
+
+
+def _labelled(frame: np.ndarray, left: str, right: str) -> np.ndarray:
+    """A grey frame with a white bar above it naming its two halves."""
+    from PIL import Image, ImageDraw
+
+    bar = 14
+    canvas = Image.new("L", (frame.shape[1], frame.shape[0] + bar), 255)
+    canvas.paste(Image.fromarray(frame), (0, bar))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((2, 1), left, fill=0)
+    if right:
+        draw.text((frame.shape[1] // 2 + 2, 1), right, fill=0)
+    return np.asarray(canvas)
 
 
 def window_metrics(
@@ -155,8 +184,8 @@ def window_metrics(
     for b in names:
         table |= {f"{b}_{k}": list(getattr(leads[b], k)) for k in ("mse", "ssim", "sharpness", "iou", "vapour_fraction_error")}
         table |= {f"{b}_bubble_f1": list(found[b]["bubble_f1"])}
-    skill, strongest, skill_strongest = strongest_skill(leads["model"].mse, {b: leads[b].mse for b in names})
-    table |= {"strongest": list(strongest), "skill_strongest": list(skill_strongest), "skill_persistence": list(skill["persistence"])}
+    skill, strongest, skill_vs_strongest = strongest_skill(leads["model"].mse, {b: leads[b].mse for b in names})
+    table |= {"strongest": list(strongest), "skill_vs_strongest": list(skill_vs_strongest), "skill_vs_persistence": list(skill["persistence"])}
     return table
 
 
@@ -184,6 +213,10 @@ def predict(request: PredictRequest) -> dict[str, object]:
                         f"[{', '.join(cfg.data.channels)}], so its predictions cannot become its next inputs; use --steps {horizon} or less")
     with tempfile.TemporaryDirectory() as tmp_name:
         notes: list[str] = []
+        chosen = ""
+        if request.raw_input is None and request.store is not None and request.sequence is None:
+            picked, why = held_out_sequence(FrameStore.open(request.store), cfg)
+            request, chosen = replace(request, sequence=picked), f"no --sequence: predicting {picked!r}, {why}"
         cache, name = _frames(request, size, Path(tmp_name), notes)
         total = cache.store.sequences[name].frames
         stretch = aspect_note(cache.store.sequences[name].native_size, size)
@@ -206,6 +239,8 @@ def predict(request: PredictRequest) -> dict[str, object]:
     check_output_dir(out, "prediction")
     tmp = temp_sibling(out)
     summary: dict[str, object] = {"sequence": name, "start": request.start, "steps": steps, "horizon": horizon}
+    if chosen:
+        summary["chosen"] = chosen
     tested = (saved.get("yardstick") or {}).get(TEST_VERDICT)
     if tested:  # what the study measured on its test split, beside what this one window shows
         summary["test_against_baselines"] = tested

@@ -7,7 +7,7 @@
 means: among the trials whose skill against the strongest baseline is >= 0 at every lead of the yardstick
 (validation split, all protocol windows), the one with the highest bubble F1 there. Without `champion:` the
 champion is the best trial by the objective, as before. When no trial meets the condition, the rule says so and the
-ranking falls back to the objective. Everything here reads leaderboard rows only (the val_<metric>_selection
+ranking falls back to the objective. Everything here reads leaderboard rows only (the yardstick_<metric>
 columns, study.yardstick.columns)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from bubbles.errors import UserError
 from bubbles.training.config import best_by_mode
 
-RANKABLE = ("skill", "bubble_f1", "ssim", "mse", "skill_min")  # yardstick metrics with a val_<m>_selection column
+RANKABLE = ("skill_vs_strongest", "bubble_f1", "ssim", "mse", "skill_vs_strongest_min")  # yardstick metrics with a yardstick_<m> column
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def parse_champion(where: str, raw: Any) -> ChampionRule | None:
     for key in raw:
         if key not in ("rank_by", "min_skill_every_lead"):
             raise UserError(f"{where}.{key}: unknown key (use rank_by, min_skill_every_lead)")
-    rank_by = raw.get("rank_by", "skill")
+    rank_by = raw.get("rank_by", "skill_vs_strongest")
     if rank_by not in RANKABLE:
         raise UserError(f"{where}.rank_by: expected one of {', '.join(RANKABLE)}, got {rank_by!r}")
     floor = raw.get("min_skill_every_lead")
@@ -76,11 +76,11 @@ def apply(rule: ChampionRule | None, ranked: list[dict[str, Any]]) -> tuple[list
     def qualifies(r: dict[str, Any]) -> bool:
         if r.get("status") != "completed":  # export and the registry take completed trials only
             return False
-        if not math.isfinite(_num(r.get(f"val_{rule.rank_by}_selection"))):
+        if not math.isfinite(_num(r.get(f"yardstick_{rule.rank_by}"))):
             return False
-        return rule.min_skill_every_lead is None or _num(r.get("val_skill_min_selection")) >= rule.min_skill_every_lead
+        return rule.min_skill_every_lead is None or _num(r.get("yardstick_skill_vs_strongest_min")) >= rule.min_skill_every_lead
 
-    good = sorted((r for r in ranked if qualifies(r)), key=lambda r: sign * _num(r[f"val_{rule.rank_by}_selection"]))
+    good = sorted((r for r in ranked if qualifies(r)), key=lambda r: sign * _num(r[f"yardstick_{rule.rank_by}"]))
     rest = [r for r in ranked if not qualifies(r)]
     if not good:
         return ranked, f"champion rule ({rule.describe()}): no trial qualifies, so the champion is the best by the objective"

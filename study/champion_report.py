@@ -47,13 +47,13 @@ def section(rows: list[dict[str, str]], sweep_dir: Path, out: Path, png: Callabl
         cells = "".join(f"<td>{verdict.baseline_mse[n][k]:.5f}</td>" for n in names)
         lost = [n for n in names if not verdict.model_mse[k] < verdict.baseline_mse[n][k]]
         body.append(f"<tr><td>{lead}</td><td>{verdict.model_mse[k]:.5f}</td>{cells}"
-                    f"<td>{_num(champion['per_lead'].get('skill', [math.nan] * len(verdict.leads))[k]):+.3f}</td>"
+                    f"<td>{_num(champion['per_lead'].get('skill_vs_strongest', [math.nan] * len(verdict.leads))[k]):+.3f}</td>"
                     f"<td>{html.escape('loses to ' + ', '.join(lost) if lost else 'beats all')}</td></tr>")
     parts.append(f"<p>Champion {html.escape(rows[0]['trial'])} ({html.escape(str(rows[0].get('model', '')))}): "
                  f"{html.escape(verdict.sentence())}.</p><table><tr><th>lead</th><th>champion MSE</th>{head}"
-                 f"<th>skill vs strongest</th><th>verdict</th></tr>{''.join(body)}</table>")
+                 f"<th>skill_vs_strongest</th><th>verdict</th></tr>{''.join(body)}</table>")
     tested = [(t, s) for t, s in scores.items()]
-    points = [(-_num(s["means"].get("skill")), _num(s["means"].get("bubble_f1"))) for _, s in tested]
+    points = [(-_num(s["means"].get("skill_vs_strongest")), _num(s["means"].get("bubble_f1"))) for _, s in tested]
     finite = [i for i, (a, b) in enumerate(points) if math.isfinite(a) and math.isfinite(b)]
     if len(finite) >= 1:
         import matplotlib

@@ -14,8 +14,8 @@ from study.space import SweepSpace
 from study.tracking import run_name
 
 # The leaderboard columns a user decides by; leaderboard.csv and MLflow hold all of them.
-SHORT_COLUMNS = ("status", "objective", "epochs_trained", "skill_persistence", "bubble_f1", "gflops")
-TEST_COLUMNS = ("test_ssim_unbiased", "test_skill_unbiased", "beats_all_baselines", "loses_from_lead")  # with a test split: scored once after the sweep
+SHORT_COLUMNS = ("status", "objective", "epochs_trained", "skill_vs_persistence", "bubble_f1", "gflops")
+TEST_COLUMNS = ("test_ssim", "test_skill_vs_strongest", "beats_all_baselines", "loses_from_lead")  # with a test split: scored once after the sweep
 
 
 # Ray Tune's own lines that contradict or repeat ours: its resume hint names Tuner.restore (ours is the command line),
@@ -119,9 +119,13 @@ class TrialEvents(Callback):
         self._say(f"trial {short_id(trial.trial_id)} lost its worker; restarting from its last checkpoint")
 
 
-def short_leaderboard(rows: list[dict[str, Any]], space: SweepSpace, note: str = "", top: int = 5) -> str:
+def short_leaderboard(rows: list[dict[str, Any]], space: SweepSpace, notes: list[tuple[str, str]] | None = None,
+                      top: int = 5) -> str:
     """The top rows with the columns that decide: rank, trial, model family, status, objective, epochs, skill against
-    persistence, bubble F1, forward GFLOPs per window, and the unbiased test scores where the sweep has them."""
+    persistence, bubble F1, forward GFLOPs per window, and the unbiased test scores where the sweep has them; under
+    it, the notes (study.yardstick.column_notes) of the columns it shows, and only those."""
+    from study.yardstick import notes_for
+
     if not rows:
         return "no trials finished"
     tested = [c for c in TEST_COLUMNS if any(_finite(r.get(c)) or r.get(c) in ('yes', 'no') for r in rows[:top])]
@@ -135,11 +139,15 @@ def short_leaderboard(rows: list[dict[str, Any]], space: SweepSpace, note: str =
     widths = [max(len(row[k]) for row in table) for k in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
     more = f" (all {len(rows)} trials and every column: leaderboard.csv, and MLflow)" if len(rows) > top else " (every column: leaderboard.csv, and MLflow)"
+    note = notes_for([*columns, space.tune.objective], notes or [])
     return (f"top {min(top, len(rows))} by {space.tune.objective} ({space.tune.mode}){more}:\n" + "\n".join(lines)
             + (f"\n{note}" if note else ""))
 
 
 def _fixed_model(space: SweepSpace) -> str:
+    """The model of a row without one: the space's fixed model; '?' when the model is searched (never a guess)."""
+    if any(d.name == "model" for d in space.dimensions):
+        return "?"
     return str(space.base.get("model", "convlstm"))
 
 

@@ -7,6 +7,7 @@ import json
 import math
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,11 @@ from bubbles.data.store import FrameStore
 from bubbles.data.windows import make_splits, split_segments
 
 from study.tracking import PARENT_FILE, download_file, read_parent, register_export, trial_files
-from study.yardstick import NO_TEST, TEST, VALIDATION
+from study.yardstick import NO_TEST, SHOWN, TEST, VALIDATION
 
 # The epoch metric and the end-of-trial evaluation's name for the same number (same windows, same formula).
 OBJECTIVE_METRIC = {
-    "val_ssim": "final_ssim", "val_mse": "final_mse", "val_psnr": "final_psnr", "val_skill_persistence": "final_skill_persistence",
+    "val_ssim": "final_ssim", "val_mse": "final_mse", "val_psnr": "final_psnr", "val_skill_vs_persistence": "final_skill_vs_persistence",
     "val_bubble_f1": "final_bubble_f1",
 }
 
@@ -84,7 +85,7 @@ def _yardstick_record(path: Path) -> tuple[str, dict[str, float]]:
         return "", {}
     try:
         data = json.loads(path.read_text())
-        p, means = data["protocol"], {k: float(v) for k, v in data["means"].items()}
+        p, means = data["protocol"], {("skill_vs_strongest" if k == "skill" else k): float(v) for k, v in data["means"].items()}
     except (ValueError, KeyError, TypeError):
         return "", {}
     return (f"protocol: leads {', '.join(map(str, p['leads']))} at {p['size'][0]}x{p['size'][1]} px on "
@@ -98,7 +99,9 @@ def from_checkpoint_dir(directory: Path) -> Chosen:
     if best is None:
         raise UserError(f"{directory}: no best.pt here or in checkpoint/")
     try:
-        state = torch.load(best, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a refused pickle is the one line below, not torch's warning with its path
+            warnings.simplefilter("ignore")
+            state = torch.load(best, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(f"{best}: not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or not isinstance(state.get("config"), str) or "model" not in state:
@@ -143,7 +146,7 @@ def from_run(uri: str, run_id: str, objective: str | None = None) -> Chosen:
         scored = download_file(run_id, "yardstick_test.json", Path(tmp))  # the test pass's per-lead record
         if scored is not None:
             chosen.verdict = Verdict.of(json.loads(scored.read_text()))
-    test = {k.removeprefix("test_yardstick_"): v for k, v in metrics.items() if k.startswith("test_yardstick_")}
+    test = _test_scores(metrics)
     if validation:
         chosen.yardstick = {"protocol": protocol, VALIDATION: validation, TEST: test or _why_no_test(chosen.cfg)}
         if chosen.verdict is not None:
@@ -156,6 +159,16 @@ def from_run(uri: str, run_id: str, objective: str | None = None) -> Chosen:
         chosen.cost = ModelCost.from_dict(metrics | {"device": tags.get("cost_device", "unknown")})
     chosen.run_id = run_id
     return chosen
+
+
+def _test_scores(metrics: dict[str, float]) -> dict[str, float]:
+    """A trial run's test-split means: test_<metric> (test_yardstick_<metric> and test_yardstick_skill in runs logged
+    before the names said what they compare against)."""
+    from bubbles.evaluation.yardstick import METRICS
+
+    old = {"skill_vs_strongest": "test_yardstick_skill"}
+    return {k: metrics.get(f"test_{k}", metrics.get(old.get(k, f"test_yardstick_{k}"))) for k in METRICS
+            if f"test_{k}" in metrics or old.get(k, f"test_yardstick_{k}") in metrics}
 
 
 def _why_no_test(cfg: TrialConfig) -> str:
@@ -227,10 +240,10 @@ def register(uri: str, name: str, bundle: Path, chosen: Chosen) -> tuple[str, bo
     x = example_input(chosen.cfg).numpy()
     y = np.zeros((x.shape[0], chosen.cfg.window.output_len, chosen.cfg.model.out_channels, *x.shape[3:]), dtype=np.float32)
     tags: dict[str, str] = {}
-    for score, key in ((VALIDATION, "validation_selection"), (TEST, "test_unbiased")):
+    for score, key in ((VALIDATION, "yardstick"), (TEST, "test")):
         means = chosen.yardstick.get(score)
-        if isinstance(means, dict):
-            tags |= {f"{key}_{k}": f"{v:.6g}" for k, v in means.items() if k in ("ssim", "mse", "bubble_f1", "skill")}
+        if isinstance(means, dict):  # the leaderboard's names: yardstick_ssim, test_skill_vs_strongest, ...
+            tags |= {f"{key}_{k}": f"{v:.6g}" for k, v in means.items() if k in SHOWN}
         elif means:
             tags[key] = str(means)[:250]
     if chosen.verdict is not None:

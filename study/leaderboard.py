@@ -10,13 +10,6 @@ from typing import Any
 from study.space import SweepSpace
 
 TOP = 5
-# Why `objective` and `bubble_f1` may differ for one trial (issue 20 saw 0.0373 beside 0.0016 with no word why).
-COLUMNS_NOTE = ("objective: the sweep's objective as the trial last reported it (the yardstick's per-epoch windows, or "
-                "its own validation windows); bubble_f1: best.pt's final evaluation on every validation window of its "
-                "own leads. Both bubble F1s pool TP/FP/FN over frames and leads (a forecast without bubbles scores 0), "
-                "so with objective val_bubble_f1 they differ only by epoch and windows")
-
-
 def row(trial_id: str, run_id: str | None, outcome: str, config: dict[str, Any], metrics: dict[str, Any], objective: Any,
         space: SweepSpace, yardstick: dict[str, Any] | None = None) -> dict[str, Any]:
     """One trial: its searched parameters (`epochs` among them, when searched: the epochs sampled) and the numbers
@@ -32,7 +25,7 @@ def row(trial_id: str, run_id: str | None, outcome: str, config: dict[str, Any],
         "epochs_trained": metrics.get("epoch", 0),
         "ssim_lead1": _num(metrics.get("final_ssim_lead1", metrics.get("val_ssim_lead1"))),
         "ssim_last": _num(metrics.get("final_ssim_last", metrics.get("val_ssim_last"))),
-        "skill_persistence": _num(metrics.get("final_skill_persistence", metrics.get("val_skill_persistence"))),
+        "skill_vs_persistence": _num(metrics.get("final_skill_vs_persistence", metrics.get("val_skill_vs_persistence"))),
         "bubble_f1": _num(metrics.get("final_bubble_f1", metrics.get("val_bubble_f1"))),
         # What it costs, measured in the trial: model size, forward GFLOPs per window, speed on its device.
         "parameters": int(metrics["parameters"]) if isinstance(metrics.get("parameters"), (int, float)) else "",

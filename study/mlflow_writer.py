@@ -26,6 +26,9 @@ SPOOL_DIR = "mlflow_spool"
 RETRY_EVERY_S = 20.0  # while a run has a spool, try the store again at most this often (a failed try can take ~10 s)
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 900, 100, 100  # under MLflow's per-log_batch limits (1000 / 100 / 100)
 RUN_KEY = "bubbles.creation_key"  # a tag set at creation: one key, one run, however often the creation is retried
+# The tags that make a run a sweep trial's: a trial has one run, so a creation replayed for a trial that already has
+# one (made by an attempt whose driver died during an outage) adopts that run instead of making a second.
+TRIAL_IDENTITY = ("mlflow.parentRunId", "tune_trial_id")
 # A refusal that replaying would only repeat (these are client errors, not outages).
 _REFUSALS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST", "INVALID_STATE"}
 
@@ -58,6 +61,10 @@ class Writer:
         self._next_try: dict[str, float] = {}
         self.lost = 0  # writes neither logged nor spooled
         self.lost_why = ""  # the first reason
+        # Runs this writer made: every other run (a resumed trial's, one a replay made) may already hold some of the
+        # metric steps written to it, so those writes are logged once per (metric, step) (see _apply).
+        self._created: set[str] = set()
+        self._seen: dict[str, dict[str, set[int]]] = {}
 
     def lost_metrics(self) -> dict[str, Any]:
         """What a trial reports to its driver about writes it lost (empty when none were)."""
@@ -70,13 +77,14 @@ class Writer:
         # the replay adopt that run instead of making a second one, and lets the next driver leave it to the replay.
         tags = {**tags, RUN_KEY: uuid.uuid4().hex}
         try:
-            return self._retry_busy(lambda: _create(self.client, experiment, uri, run_name, tags))
+            made = self._retry_busy(lambda: _create(self.client, experiment, uri, run_name, tags))
         except Exception as exc:
             if self.spool is None or is_refusal(exc):
                 raise
-            pending = f"pending-{uuid.uuid4().hex}"
-            self._append(pending, {"op": "create_run", "experiment": experiment, "uri": uri, "run_name": run_name, "tags": tags})
-            return pending
+            made = f"pending-{uuid.uuid4().hex}"
+            self._append(made, {"op": "create_run", "experiment": experiment, "uri": uri, "run_name": run_name, "tags": tags})
+        self._created.add(made)
+        return made
 
     def log_batch(self, run_id: str, metrics: list[Any] = (), params: dict[str, str] | None = None, tags: dict[str, str] | None = None) -> None:  # type: ignore[assignment]
         """Metrics (mlflow.entities.Metric), params and tags in as few calls as MLflow's limits allow."""
@@ -101,6 +109,8 @@ class Writer:
 
     # -- plumbing -----------------------------------------------------------------------------------------------
     def _write(self, run_id: str, record: dict[str, Any]) -> None:
+        if record["op"] == "log_batch" and run_id not in self._created:
+            record = record | {"once": True}
         run_id = self.resolve(run_id)
         if self.pending(run_id):
             if not self._replay_now(run_id):
@@ -111,7 +121,7 @@ class Writer:
             self._lose(record, "the run could not be created or its creation kept")
             return
         try:
-            self._retry_busy(lambda: _apply(self.client, run_id, record))
+            self._retry_busy(lambda: _apply(self.client, run_id, record, self._seen.setdefault(run_id, {})))
         except Exception as exc:
             if self.spool is None or is_refusal(exc):
                 raise
@@ -173,15 +183,36 @@ class Writer:
         return None
 
 
-def _create(client: Any, experiment: str, uri: str, run_name: str, tags: dict[str, str], adopt: bool = False) -> str:
+class DuplicateRun(Exception):
+    """Several runs carry one creation key: the replay refuses to choose (its writes stay in the spool)."""
+
+
+def _create(client: Any, experiment: str, uri: str, run_name: str, tags: dict[str, str]) -> str:
+    from study.tracking.experiments import ensure_experiment
+
+    return client.create_run(ensure_experiment(client, experiment, uri), run_name=run_name, tags=tags).info.run_id
+
+
+def _adopt(client: Any, experiment: str, uri: str, tags: dict[str, str]) -> tuple[str | None, bool]:
+    """The run a replayed creation must not make again: (its id, whether it was made by another attempt of the
+    same trial, so that the replayed metrics may repeat its steps), or (None, False). By creation key first (the
+    server made it but its answer was lost), then by trial identity (TRIAL_IDENTITY). Several candidates (a run
+    copied by someone, tags and all) are refused by name: adopting either would merge two histories."""
     from study.tracking.experiments import ensure_experiment
 
     exp = ensure_experiment(client, experiment, uri)
-    if adopt and RUN_KEY in tags:
-        made = client.search_runs([exp], filter_string=f"tags.`{RUN_KEY}` = '{tags[RUN_KEY]}'", max_results=1)
+    for keys, other_attempt in (((RUN_KEY,), False), (TRIAL_IDENTITY, True)):
+        if not all(tags.get(k) for k in keys):
+            continue
+        where = " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in keys)
+        made = client.search_runs([exp], filter_string=where, max_results=10)
+        if len(made) > 1:
+            what = f"creation key {tags[RUN_KEY]} ({RUN_KEY})" if not other_attempt else f"trial {tags['tune_trial_id']}"
+            raise DuplicateRun(f"runs {', '.join(r.info.run_id for r in made)} all carry {what}, which one run only "
+                               "should: delete the copies in MLflow, then resume to replay the trial's writes into the one left")
         if made:
-            return made[0].info.run_id
-    return client.create_run(exp, run_name=run_name, tags=tags).info.run_id
+            return made[0].info.run_id, other_attempt
+    return None, False
 
 
 def pending_run_keys(spool: Path) -> set[str]:
@@ -204,12 +235,42 @@ def pending_run_keys(spool: Path) -> set[str]:
     return keys
 
 
-def _apply(client: Any, run_id: str, record: dict[str, Any]) -> None:
+def spooled_run(spool: Path, tags: dict[str, str]) -> str | None:
+    """The run whose creation waits in the spool with these tags (a trial's, whose driver died during an outage):
+    its id, real if a replay made it since. A trial attempt continues that run rather than making a second."""
+    for path in sorted(spool.glob("pending-*.jsonl")) if spool.is_dir() else ():
+        try:
+            first = path.open().readline()
+            record = json.loads(first) if first.strip() else None
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("op") == "create_run" and isinstance(record.get("tags"), dict) \
+                and all(record["tags"].get(k) == v for k, v in tags.items()):
+            return _resolved(path)
+    return None
+
+
+def _new_steps(client: Any, run_id: str, rows: list[dict[str, Any]], seen: dict[str, set[int]]) -> list[dict[str, Any]]:
+    """The metric rows whose (key, step) the run does not hold yet (its histories read once per key)."""
+    fresh = []
+    for m in rows:
+        if m["key"] not in seen:
+            seen[m["key"]] = {h.step for h in client.get_metric_history(run_id, m["key"])}
+        if m["step"] not in seen[m["key"]]:
+            seen[m["key"]].add(m["step"])
+            fresh.append(m)
+    return fresh
+
+
+def _apply(client: Any, run_id: str, record: dict[str, Any], seen: dict[str, set[int]] | None = None) -> None:
+    """One write. A log_batch marked `once` (to a run that may hold some of its steps already) skips the metric
+    steps the run holds: each (metric, step) is logged once, whatever attempt or replay writes it again."""
     from mlflow.entities import Metric, Param, RunTag
 
     op = record["op"]
     if op == "log_batch":
-        metrics = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in record["metrics"]]
+        rows = _new_steps(client, run_id, record["metrics"], {} if seen is None else seen) if record.get("once") else record["metrics"]
+        metrics = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in rows]
         params = [Param(k, v) for k, v in record["params"].items()]
         tags = [RunTag(k, v) for k, v in record["tags"].items()]
         calls = max(-(-len(metrics) // MAX_METRICS), -(-len(params) // MAX_PARAMS), -(-len(tags) // MAX_TAGS), 1)
@@ -249,7 +310,8 @@ def _read_spool(path: Path, lines: list[str], unreadable: list[str] | None) -> l
     return records
 
 
-def replay_file(client: Any, path: Path, errors: list[str] | None = None, unreadable: list[str] | None = None) -> bool:
+def replay_file(client: Any, path: Path, errors: list[str] | None = None, unreadable: list[str] | None = None,
+                stuck: set[str] | None = None) -> bool:
     """Apply a run's spooled writes in order; True when all went through (the file is then removed). A refused
     write (e.g. a param logged before the outage with the same value) is dropped, not retried forever; a line that
     cannot be read is set aside (see _read_spool) and the others replayed. Why a replay stopped is appended to
@@ -264,27 +326,35 @@ def replay_file(client: Any, path: Path, errors: list[str] | None = None, unread
         if run_id.startswith("pending-") and not any(r["op"] == "create_run" for r in records):
             if errors is not None:
                 errors.append(f"{path.name}: the run's creation is unreadable, so its {len(records)} write(s) cannot be logged")
+            if stuck is not None:
+                stuck.add(path.name)  # no retry helps
             f.seek(0)
             f.truncate()
             f.writelines(json.dumps(r) + "\n" for r in records)
             return False
         done = 0
+        seen: dict[str, set[int]] = {}
+        other_attempt = False  # the run was made by another attempt of the trial: its steps may repeat here
         try:
             for record in records:
                 if record["op"] == "create_run":
                     if not created.exists():
-                        run_id = _create(client, record["experiment"], record["uri"], record["run_name"], record["tags"], adopt=True)
+                        adopted, other_attempt = _adopt(client, record["experiment"], record["uri"], record["tags"])
+                        run_id = adopted or _create(client, record["experiment"], record["uri"], record["run_name"], record["tags"])
                         created.write_text(run_id)
                 else:
                     try:
-                        _apply(client, run_id, record)
+                        _apply(client, run_id, record | ({"once": True} if other_attempt else {}), seen)
                     except Exception as exc:
                         if not is_refusal(exc):
                             raise
                 done += 1
         except Exception as exc:
             if errors is not None:
-                errors.append(f"{record['op']}: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+                limit = 600 if isinstance(exc, DuplicateRun) else 200  # its run ids are what a person acts on
+                errors.append(f"{record['op']}: {str(exc).splitlines()[0][:limit] if str(exc) else type(exc).__name__}")
+            if stuck is not None and isinstance(exc, DuplicateRun):
+                stuck.add(path.name)  # a person must act first
             f.seek(0)
             f.truncate()
             f.writelines(json.dumps(r) + "\n" for r in records[done:])
@@ -296,25 +366,34 @@ def replay_file(client: Any, path: Path, errors: list[str] | None = None, unread
     return True
 
 
-def replay_dir(spool: Path, errors: list[str] | None = None, unreadable: list[str] | None = None) -> list[str]:
+REPLAY_PATIENCE_S = 180.0  # how long the driver's replay keeps trying a store that answers but is still busy
+
+
+def replay_dir(spool: Path, errors: list[str] | None = None, unreadable: list[str] | None = None,
+               patience_s: float = REPLAY_PATIENCE_S) -> list[str]:
     """Replay every run's spool (the sweep's driver, after its trials); returns the runs (ids) whose writes still
     could not be logged (why, in `errors`). What is replayed is removed, the directory too when it is empty. One
-    run's file that cannot be replayed does not stop the others."""
+    run's file that cannot be replayed does not stop the others.
+
+    A store that answers but times out (a server still working through the requests its overloaded clients gave
+    up on: 64 writers on PostgreSQL left one run's writes unreplayed that way) is given `patience_s` more, in
+    rounds with a growing pause; a store that does not answer at all is left to the next replay (`--resume`)."""
     import mlflow
 
     if not spool.is_dir():
         return []
     client = mlflow.MlflowClient()
-    left = []
-    for path in sorted(spool.glob("*.jsonl")):
-        try:
-            done = replay_file(client, path, errors, unreadable)
-        except OSError as exc:
-            done = False
-            if errors is not None:
-                errors.append(f"{path.name}: {exc.strerror or exc}")
-        if not done:
-            left.append(_resolved(path))
+    deadline, pause = time.monotonic() + patience_s, 2.0
+    while True:
+        tried: list[str] = []
+        stuck: set[str] = set()
+        left, waiting = _replay_round(client, spool, tried, unreadable, stuck)
+        if not waiting or time.monotonic() + pause > deadline or not _answers(client):
+            break
+        time.sleep(pause)
+        pause = min(2 * pause, 30.0)
+    if errors is not None:
+        errors.extend(tried)
     for created in spool.glob("pending-*.run"):  # the sweep's trials are done: nobody writes to a pending id now
         if not created.with_suffix(".jsonl").exists():
             created.unlink()
@@ -323,6 +402,32 @@ def replay_dir(spool: Path, errors: list[str] | None = None, unreadable: list[st
         if not any(spool.iterdir()):
             spool.rmdir()
     return left
+
+
+def _replay_round(client: Any, spool: Path, errors: list[str], unreadable: list[str] | None,
+                  stuck: set[str]) -> tuple[list[str], int]:
+    """One pass over the spool: (the runs left, how many of them another pass could still log)."""
+    left, waiting = [], 0
+    for path in sorted(spool.glob("*.jsonl")):
+        try:
+            done = replay_file(client, path, errors, unreadable, stuck)
+        except OSError as exc:
+            done = False
+            errors.append(f"{path.name}: {exc.strerror or exc}")
+            stuck.add(path.name)
+        if not done:
+            left.append(_resolved(path))
+            waiting += path.name not in stuck
+    return left, waiting
+
+
+def _answers(client: Any) -> bool:
+    """Whether the store answers a small read now (a refused connection or a timeout: it does not)."""
+    try:
+        client.search_experiments(max_results=1)
+        return True
+    except Exception:
+        return False
 
 
 def _resolved(path: Path) -> str:

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 COST_COLUMNS = ("parameters", "gflops", "train_samples_per_s", "infer_frames_per_s")
-FAMILY_COLUMNS = ("model", "trial", "status", "objective", "skill_persistence", "bubble_f1", *COST_COLUMNS)
+FAMILY_COLUMNS = ("model", "trial", "status", "objective", "skill_vs_persistence", "bubble_f1", *COST_COLUMNS)
 
 
 def _float(value: Any) -> float:

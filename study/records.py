@@ -71,7 +71,7 @@ def trial_records(results: Any, sweep_dir: Path, name: str) -> list[TrialRecord]
         records.append(TrialRecord(
             trial.trial_id, str(metrics.get("mlflow_run") or ""),
             trial_outcome(metrics, result.error is not None, finished.get(trial.trial_id, False)),
-            dict(result.config or {}), metrics, Path(result.checkpoint.path) if result.checkpoint is not None else None,
+            dict(result.config or trial.config or {}), metrics, Path(result.checkpoint.path) if result.checkpoint is not None else None,
             objective, validation))
     return records
 
@@ -148,7 +148,8 @@ class PruningOptunaSearch(OptunaSearch):
             return super().on_trial_complete(trial_id, result, error)
         trial = self._ot_trials[trial_id]
         step = result.get("training_iteration")
-        if state == optuna.trial.TrialState.PRUNED and step is not None and result.get(self.metric) is not None:
+        if state == optuna.trial.TrialState.PRUNED and step is not None and isinstance(self.metric, str) \
+                and result.get(self.metric) is not None:  # Optuna has no intermediate values for several objectives
             # Ray skips on_trial_result for the result on which the scheduler stops a trial: record it here.
             trial.report(result[self.metric], step)
         self._ot_study.tell(trial, None, state=state)

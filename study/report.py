@@ -66,9 +66,11 @@ def _importances(sweep_dir: Path, name: str) -> tuple[dict[str, float], str]:
     import optuna
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / OPTUNA_DB}")
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    # A multi-objective study (tune.objectives): importances for the first objective, the one the leaderboard ranks by.
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]
     if len(complete) >= MIN_FANOVA_TRIALS:
-        used, over = complete, f"over the {len(complete)} completed trials' objective"
+        used = [optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.values[0]) for t in complete]
+        over = f"over the {len(complete)} completed trials' objective"
     else:
         scored = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
         steps = sorted({s for t in scored for s in t.intermediate_values}, reverse=True)
@@ -94,7 +96,7 @@ def _importances(sweep_dir: Path, name: str) -> tuple[dict[str, float], str]:
     if not varied:
         return {}, " ".join(notes + ["No parameter varied: nothing to rank."])
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line in the report
-    ranked = optuna.create_study(direction=study.direction)
+    ranked = optuna.create_study(direction=study.directions[0])
     ranked.add_trials(used)
     try:
         imp = optuna.importance.get_param_importances(ranked, params=varied, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))

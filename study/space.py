@@ -10,6 +10,7 @@ This is the only module that knows how a dimension becomes an Optuna distributio
     seed_points: [{parameter: value, ...}, ...]         # evaluated first (Optuna enqueue_trial)
     tune:        {objective, num_samples, max_concurrent, time_budget_s, max_failures, sampler, seed,
                   asha: {grace_period, reduction_factor, max_epochs, time_attr, max_t} | false, resources: {cpu, gpu},
+                  objectives: [further objectives: multi-objective search],
                   champion: {rank_by, min_skill_every_lead}}   # study.champion
     evaluate:    {leads, size, stride, windows, epoch_windows, test_top_k, baselines}   # study.yardstick
     tracking:    {experiment}
@@ -28,7 +29,7 @@ from bubbles.errors import UserError
 from bubbles.data.store import FrameStore
 from bubbles.data.coverage import coverage_lines, coverage_warnings
 from bubbles.data.windows import WindowSplits, make_splits
-from bubbles.training.config import BestBy, best_by_mode
+from bubbles.training.config import RENAMED_METRICS, BestBy, best_by_mode
 from study.champion import ChampionRule, parse_champion
 from study.conditions import Dimension, Kind, check_conditions, check_fixed_families, check_point, walk
 from study.config import read_yaml, resolve_store
@@ -43,7 +44,7 @@ SECTIONS = ("data", "fixed", "search", "seed_points", "tune", "evaluate", "track
 class TuneSettings:
     # The objective the user means: skill against the strongest baseline on the yardstick, per lead, averaged over
     # leads (1 - MSE_model / MSE_strongest); > 0 beats every baseline on average (issue 27).
-    objective: Objective = "yardstick_skill"
+    objective: Objective = "yardstick_skill_vs_strongest"
     num_samples: int = 8
     max_concurrent: int = 2
     time_budget_s: float | None = None
@@ -62,6 +63,15 @@ class TuneSettings:
     cpu: float = 1.0
     gpu: float = 0.0
     champion: ChampionRule | None = None  # tune.champion (study.champion); None: the best by the objective
+    # More objectives for a multi-objective search (Optuna's multi-objective TPE or random sampler through Ray Tune;
+    # ASHA and the leaderboard's order use the first, `objective`): epoch metrics, or gflops_per_window (cost, min).
+    objectives: tuple[str, ...] = ()
+
+    def all_objectives(self) -> tuple[str, ...]:
+        return (self.objective, *self.objectives)
+
+    def mode_of(self, name: str) -> str:
+        return "min" if name == "gflops_per_window" else best_by_mode(name)
 
     @property
     def mode(self) -> str:
@@ -147,7 +157,7 @@ def _dimension(where: str, name: str, spec: Any) -> Dimension:
 
 
 def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
-    allowed = {"objective", "num_samples", "max_concurrent", "time_budget_s", "max_failures", "sampler", "seed", "asha", "resources", "champion"}
+    allowed = {"objective", "num_samples", "max_concurrent", "time_budget_s", "max_failures", "sampler", "seed", "asha", "resources", "champion", "objectives"}
     for key in raw:
         if key not in allowed:
             raise UserError(f"{where}.{key}: unknown key (use {', '.join(sorted(allowed))})")
@@ -176,7 +186,14 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
     objective = raw.get("objective", d.objective)
     if objective not in get_args(BestBy):
         choices = ", ".join(f"{o} ({best_by_mode(o)})" for o in get_args(BestBy))
+        if objective in RENAMED_METRICS:
+            raise UserError(f"{where}.objective: {objective!r} is now called {RENAMED_METRICS[objective]!r}")
         raise UserError(f"{where}.objective: expected one of {choices}, got {objective!r}")
+    more = raw.get("objectives", [])
+    if not isinstance(more, list) or any(o not in (*get_args(BestBy), "gflops_per_window") or o == objective for o in more) \
+            or len(set(more)) != len(more):
+        raise UserError(f"{where}.objectives: expected a list of further objectives (epoch metrics such as "
+                        f"yardstick_bubble_f1, or gflops_per_window), each once and not the objective itself, got {more!r}")
     sampler = raw.get("sampler", d.sampler)
     if sampler not in ("tpe", "random"):
         raise UserError(f"{where}.sampler: expected tpe or random, got {sampler!r}")
@@ -199,6 +216,7 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
         cpu=num("resources.cpu", res.get("cpu", d.cpu), 0, integer=False),
         gpu=num("resources.gpu", res.get("gpu", d.gpu), 0, integer=False),
         champion=parse_champion(f"{where}.champion", raw.get("champion")),
+        objectives=tuple(more),
     )
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bubbles.errors import UserError
+from bubbles.evaluation.scoring import strongest_named
 from study import champion, leaderboard, sweep_end, sweep_state
 from study import yardstick as ys
 from study.console import OneLineTrialErrors, TrialEvents, quiet_ray_tune, short_leaderboard
@@ -19,8 +22,9 @@ from study.records import (
 )
 from study.space import SweepSpace
 from study.sweep_dir import OPTUNA_DB, UNSETTLED_FILE, check_name, check_trusted, read_unsettled
+from study.sweep_files import check_sweep_files
 from study.sweep_mlflow import lost_lines, replay, report_to_mlflow, run_ids_of
-from study.tracking import PARENT_FILE, SPOOL_DIR, SweepRun, close_orphaned_runs, pending_creations, read_parent
+from study.tracking import PARENT_FILE, SPOOL_DIR, SweepRun, close_orphaned_runs, pending_creations
 from study.trainable import run_trial
 
 __all__ = ["PruningOptunaSearch", "SweepOutcome", "TrialRecord", "check_name", "fail_orphaned_trials", "run_sweep",
@@ -87,10 +91,12 @@ def _searcher(space: SweepSpace, name: str, sweep_dir: Path) -> PruningOptunaSea
         if space.tune.sampler == "tpe"
         else optuna.samplers.RandomSampler(seed=space.tune.seed)
     )
+    t = space.tune
+    metrics = ["objective", *(f"objective_{k}" for k in range(2, len(t.objectives) + 2))]
     return PruningOptunaSearch(
         space=space.sample,
-        metric="objective",
-        mode=space.tune.mode,
+        metric=metrics if t.objectives else "objective",
+        mode=[t.mode_of(o) for o in t.all_objectives()] if t.objectives else t.mode,
         points_to_evaluate=[dict(p) for p in space.seed_points] or None,
         sampler=sampler,
         study_name=name,
@@ -159,8 +165,9 @@ class SweepStart:
     has_test: bool
 
 
-def _checked_sweep_dir(storage: Path, name: str, trust_state: bool) -> Path:
-    """storage/name, refused in one line if someone else could have written what resuming unpickles."""
+def _checked_sweep_dir(storage: Path, name: str, uri: str, trust_state: bool) -> Path:
+    """storage/name, refused in one line if someone else could have written what resuming unpickles, or if a file
+    the driver reads back is damaged, missing or foreign (study.sweep_files)."""
     sweep_dir = storage / check_name(name)
     if sweep_dir.exists():
         check_trusted(sweep_dir)  # before anything in it is read, let alone unpickled
@@ -168,8 +175,7 @@ def _checked_sweep_dir(storage: Path, name: str, trust_state: bool) -> Path:
             if trust_state:
                 sweep_state.record(sweep_dir)
             sweep_state.verify(sweep_dir)
-    if (sweep_dir / PARENT_FILE).exists():
-        read_parent(sweep_dir)
+    check_sweep_files(sweep_dir, name, uri)
     return sweep_dir
 
 
@@ -196,12 +202,12 @@ def resolve_start(space: SweepSpace, sweep_dir: Path, echo: Callable[[str], None
     protocol = ys.protocol_of(space, store)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     ys.check_recorded(protocol, sweep_dir)
-    val_yardstick = ys.study_yardstick(space, protocol, "val", sweep_dir, store)
+    val_yardstick = ys.study_yardstick(space, protocol, "val", sweep_dir, echo, store)
     echo(f"yardstick: every trial is scored on the same {len(val_yardstick.windows)} validation windows, leads "
          f"{', '.join(map(str, protocol.leads))}"
          + (f" (frames {protocol.frame_step} stored frames apart)" if protocol.frame_step > 1 else "")
          + f", at {protocol.size[0]}x{protocol.size[1]} px "
-         f"({protocol.epoch_windows} of them after each epoch); the baselines were scored once")
+         f"({min(protocol.epoch_windows, len(val_yardstick.windows))} of them after each epoch); the baselines were scored once")
     for line in summary_lines(val_yardstick.store, protocol.frame_step, val_yardstick.train_segments, verbose):
         echo(line)
     return SweepStart(store, protocol, val_yardstick, ys.has_test_split(space, store))
@@ -249,10 +255,15 @@ def _fit(space: SweepSpace, name: str, storage: Path, uri: str, parent: SweepRun
     errors = logging.getLogger("ray.tune.execution.tune_controller")
     one_line = OneLineTrialErrors()
     errors.addFilter(one_line)
+    handler = signal.getsignal(signal.SIGINT)
     try:
         results = tuner.fit()
     finally:
         errors.removeFilter(one_line)
+        if threading.current_thread() is threading.main_thread() and handler is not None:
+            # Tune leaves its own SIGINT handler behind (one that only flags its finished loop): the caller's
+            # again, so that a Ctrl-C during the test pass and the leaderboard still stops the sweep.
+            signal.signal(signal.SIGINT, handler)
     sweep_state.record(sweep_dir)  # Ray's last save is complete once fit() returns
     return results, resumed, events.started
 
@@ -261,7 +272,7 @@ def _close_locally(space: SweepSpace, name: str, sweep_dir: Path, start: SweepSt
                    run_ids: dict[str, str], echo: Callable[[str], None], verbose: bool, nothing_ran: bool):  # type: ignore[no-untyped-def]
     """Everything the sweep decides, without MLflow: stopped trials scored on the full protocol, the ranking, the
     test split, the leaderboard written and shown. Returns (records, evaluated now, rows, interrupted, tested now)."""
-    records, evaluated = sweep_end.score_stopped(records, start.val_yardstick, sweep_dir)
+    records, evaluated = sweep_end.score_stopped(records, start.val_yardstick, sweep_dir, echo)
     ranked, champion_note = champion.apply(space.tune.champion, sweep_end.ranked_rows(records, space, run_ids))
     for row in ranked:  # filled for the trials scored on the test split below
         row |= {"beats_all_baselines": "", "loses_from_lead": ""}
@@ -270,18 +281,35 @@ def _close_locally(space: SweepSpace, name: str, sweep_dir: Path, start: SweepSt
         fail_orphaned(sweep_dir, name)
     tested = start.has_test and not interrupted and space.evaluate.test_top_k > 0
     scored, new = sweep_end.test_pass(space, start.protocol, sweep_dir, ranked, records, echo) if tested else ({}, set())
-    note = ys.leaderboard_note(start.has_test, space.evaluate.test_top_k) + "\n\n" + leaderboard.COLUMNS_NOTE
+    # The strongest baseline per lead, named under the table (on the test windows once they are scored).
+    strongest_test = strongest_named(next(iter(scored.values())).strongest, start.protocol.leads) if scored else ""
+    notes = ys.column_notes(start.has_test, space.evaluate.test_top_k,
+                            strongest_named(start.val_yardstick.strongest(), start.protocol.leads), strongest_test, interrupted)
     if champion_note:
-        note = champion_note + "\n\n" + note
+        notes.insert(0, ("", champion_note))
         champion.record(sweep_dir, space.tune.champion, champion_note, ranked)
+    note = ys.notes_for(list(ranked[0]) if ranked else [], notes)
     leaderboard.write(sweep_dir, ranked, note)
     if nothing_ran and not interrupted:
         echo(f"sweep {name!r} is complete ({len(records)} of {space.tune.num_samples} trials), nothing left to run. "
              f"A new sweep of this space: bubbles-study sweep {space.path} --name {name}-2 (or edit the file and give it a new --name)")
-    echo(leaderboard.markdown(ranked[:5], space, note) if verbose else short_leaderboard(ranked, space, note))
+    echo(leaderboard.markdown(ranked[:5], space, note) if verbose else short_leaderboard(ranked, space, notes))
     if ranked and tested:
         echo(ys.champion_line(ranked[0], sweep_dir))
     return records, evaluated, ranked, interrupted, {t: scored[t] for t in new}
+
+
+def _start_ray(address: str | None, echo: Callable[[str], None]) -> bool:
+    """Ray started here (True), or the one already running in this process (False)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    check_address(address)
+    echo(f"connecting to the Ray cluster at {address} ..." if address and address != "local" else
+         "starting Ray on this machine (10-60 s on a busy machine) ...")  # the longest silent wait of a start
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    return True
 
 
 def run_sweep(space: SweepSpace, name: str, storage: Path, uri: str, address: str | None = None,
@@ -299,11 +327,8 @@ def run_sweep(space: SweepSpace, name: str, storage: Path, uri: str, address: st
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with only the columns we choose
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    sweep_dir = _checked_sweep_dir(storage, name, trust_state)
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        check_address(address)
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    sweep_dir = _checked_sweep_dir(storage, name, uri, trust_state)
+    started_ray = _start_ray(address, echo)
     try:
         _check_cluster(space, storage, storage_shared, store_shared)
         if preamble is not None:
@@ -316,7 +341,7 @@ def run_sweep(space: SweepSpace, name: str, storage: Path, uri: str, address: st
             ray.shutdown()
     replayed = replay(uri, sweep_dir / SPOOL_DIR, echo)
     records = trial_records(results, sweep_dir, name)
-    for line in lost_lines([(r.trial_id, r.metrics) for r in records]):
+    for line in lost_lines(records, sweep_dir / SPOOL_DIR):
         echo(line)
     run_ids = run_ids_of(records, replayed[0], uri, space, parent.run_id)
     closed = _close_locally(space, name, sweep_dir, start, records, run_ids, echo, verbose, resumed and started == 0)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from study import leaderboard
+from study.console import short_id
 from study import yardstick as ys
 from study.records import TrialRecord
 from study.space import SweepSpace
@@ -19,7 +20,8 @@ from study.space import SweepSpace
 EVALUATED_DIR = "evaluated"  # in the sweep directory: <trial id>.json, the full-protocol score of a stopped trial
 
 
-def score_stopped(records: list[TrialRecord], yardstick: Any, sweep_dir: Path) -> tuple[list[TrialRecord], dict[str, Any]]:
+def score_stopped(records: list[TrialRecord], yardstick: Any, sweep_dir: Path,
+                  echo: Any = None) -> tuple[list[TrialRecord], dict[str, Any]]:
     """Early-stopped trials with a best.pt get the same end-of-trial evaluation as a finished one (the validation
     split's every protocol window, the trial's own windows, strips), by the driver from the checkpoint: their
     ranking never depends on MLflow answering. Scores are kept in the sweep directory (a resumed sweep reads them
@@ -38,6 +40,8 @@ def score_stopped(records: list[TrialRecord], yardstick: Any, sweep_dir: Path) -
             means = YardstickScore.from_dict(json.loads(kept.read_text())).means()
         else:
             work = sweep_dir / EVALUATED_DIR / record.trial_id
+            if echo is not None:  # a few seconds per trial: said, so that the minutes after the last trial are not silent
+                echo(f"trial {short_id(record.trial_id)}: stopped early; evaluating its best.pt on every validation window ...")
             cfg, result = evaluate_checkpoint_dir(record.checkpoint, work, yardstick=yardstick)  # type: ignore[arg-type]
             means = result.yardstick.means() if result.yardstick is not None else {}
             if result.yardstick is not None:

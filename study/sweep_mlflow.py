@@ -13,7 +13,7 @@ from study.records import TrialRecord
 from study.space import SweepSpace
 from study.sweep_dir import UNSETTLED_FILE, write_unsettled
 from study.tracking import (
-    SPOOL_DIR, TrialRun, check_tracking, find_trial_run, is_refusal, log_test_score, readable, replay_spool, settle_trial,
+    SPOOL_DIR, TrialRun, check_tracking, close_orphaned_runs, find_trial_run, is_refusal, log_test_score, readable, replay_spool, settle_trial,
 )
 
 
@@ -23,7 +23,7 @@ def replay(uri: str, spool: Path, echo: Callable[[str], None]) -> tuple[bool, li
     readable ones are logged all the same."""
     if spool.exists() and not spool.is_dir():
         echo(f"MLflow: the spool {spool} is not a directory, so nothing could be kept there while the tracking store "
-             "was unavailable (what each trial lost is listed below)")
+             "was unavailable (each trial that lost writes is named below)")
         try:
             check_tracking(uri)
             return True, [], ""
@@ -71,9 +71,15 @@ def unsettled_lines(parent_run_id: str, name: str, trials: list[tuple[str, str, 
     return lines, ids
 
 
-def lost_lines(trials: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """One line per trial whose MLflow writes could neither be logged nor kept (reported with its results)."""
-    return [f"MLflow: trial {trial_id} lost {int(m['mlflow_lost_writes'])} write(s): {m.get('mlflow_lost_why', '')}; "
+def lost_lines(records: list[TrialRecord], spool: Path) -> list[str]:
+    """One line per trial whose MLflow writes could neither be logged nor kept (reported with its results), and,
+    when the spool is a file (nothing could be kept), per trial MLflow has no run of."""
+    trials = [(r.trial_id, r.metrics) for r in records]
+    lines = [f"MLflow: trial {r.trial_id} ({r.outcome}) has no run in MLflow: its writes could neither be logged nor "
+             f"kept ({spool} is a file, not a directory); the leaderboard has its results"
+             for r in records if spool.exists() and not spool.is_dir()
+             and (not r.run_id or r.run_id.startswith("pending-")) and not r.metrics.get("mlflow_lost_writes")]
+    return lines + [f"MLflow: trial {trial_id} lost {int(m['mlflow_lost_writes'])} write(s): {m.get('mlflow_lost_why', '')}; "
             "its run in MLflow is incomplete or missing (the leaderboard has its results)"
             for trial_id, m in trials if m.get("mlflow_lost_writes")]
 
@@ -109,6 +115,12 @@ def report_to_mlflow(uri: str, space: SweepSpace, name: str, sweep_dir: Path, pa
             log_test_score(run_id, tested[record.trial_id], spool)
     if tracked:
         try:
+            # A trial Ray forgot (the driver stopped before its experiment state recorded the trial) leaves a run that
+            # no trial here settles, once the replay has made it: closed as a killed driver's are (KILLED, unfinished).
+            forgotten = close_orphaned_runs(parent.run_id, {run_id for run_id in run_ids.values() if run_id})
+            if forgotten:
+                echo(f"closed {forgotten} MLflow run(s) of trials the stopped driver's Ray state did not keep (KILLED, "
+                     "unfinished; Ray ran others in their place)")
             for record in records:
                 if run_ids.get(record.trial_id):
                     settle_trial(run_ids[record.trial_id], record.outcome)
@@ -122,7 +134,7 @@ def report_to_mlflow(uri: str, space: SweepSpace, name: str, sweep_dir: Path, pa
     trials = [(r.trial_id, run_ids.get(r.trial_id) or r.run_id, r.outcome, r.metrics) for r in records]
     lines, ids = unsettled_lines(parent.run_id, name, trials, unlogged, spool)
     write_unsettled(sweep_dir, ids)
-    echo(f"MLflow at {uri} is unavailable ({why_not}): {len(lines)} run(s) left unfinished there; "
+    echo(f"MLflow at {uri} did not take every write ({why_not}): {len(lines)} run(s) left unfinished there; "
          f"`{resume_command}` finishes them once it answers (the leaderboard above is complete):")
     for line in lines:
         echo(line)

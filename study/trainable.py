@@ -11,6 +11,7 @@ from bubbles.evaluation.cost import ModelCost, median_rate
 from bubbles.evaluation.yardstick import BaselineScores, Protocol, Yardstick
 from bubbles.training.config import best_by_mode
 from bubbles.training.train import EpochResult, TrialResult, train
+from study.mlflow_writer import spooled_run
 from study.space import SweepSpace
 from study.tracking import TrialRun, find_trial_run, readable
 
@@ -51,9 +52,12 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
     cfg = space.trial_config(config, f"trial {trial_id}")
     checkpoint = tune.get_checkpoint()
     resume = Path(checkpoint.to_directory()) / "checkpoint.pt" if checkpoint else None
-    run_id = readable(lambda: find_trial_run(uri, space.experiment, parent_run_id, trial_id), None)
+    identity = {"mlflow.parentRunId": parent_run_id, "tune_trial_id": trial_id}
+    # The run an earlier attempt made (in MLflow, or still waiting in the spool if the store was down): one per trial.
+    run_id = readable(lambda: find_trial_run(uri, space.experiment, parent_run_id, trial_id), None) or (
+        spooled_run(Path(spool), identity) if spool else None)
     node = tune_node()
-    tags = {"mlflow.parentRunId": parent_run_id, "tune_trial_id": trial_id, "sweep": sweep}
+    tags = identity | {"sweep": sweep}
     run = TrialRun(uri, space.experiment, cfg, tags=tags, run_id=run_id, spool=Path(spool) if spool else None)
     nodes = run.record_node(node)  # a trial restarted after a node loss keeps every node it ran on
 
@@ -77,6 +81,9 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
         spent["train_seconds_total"] += result.seconds
         spent["train_gflops_total"] += 3.0 * cost.get("gflops_per_window", 0.0) * result.samples_per_s * result.seconds
         metrics |= spent
+        for k, name in enumerate(space.tune.objectives, start=2):  # a multi-objective search's further objectives
+            value = float(metrics.get(name, math.nan))
+            metrics[f"objective_{k}"] = value if math.isfinite(value) else (1e9 if space.tune.mode_of(name) == "min" else -1e9)
         if final is not None:
             # Tune may stop the trial inside this last report: log and close the MLflow run first.
             run.log_result(final)
@@ -84,7 +91,7 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
         metrics |= run.writer.lost_metrics()  # writes neither logged nor spooled: the driver says so
         if final is not None:
             if final.evaluation is not None:
-                metrics["final_skill_persistence"] = final.evaluation.summary()["final_skill_persistence"]
+                metrics["final_skill_vs_persistence"] = final.evaluation.summary()["final_skill_vs_persistence"]
                 metrics["final_ssim_lead1"] = final.evaluation.model.ssim[0]
                 metrics["final_ssim_last"] = final.evaluation.model.ssim[-1]
             if final.yardstick is not None:

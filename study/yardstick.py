@@ -101,18 +101,57 @@ def check_recorded(protocol: Protocol, sweep_dir: Path) -> None:
                         "now gives; start a new sweep (--name) to score on the new one")
 
 
-def leaderboard_note(has_test: bool, top_k: int) -> str:
-    """The line under the leaderboard that says what its two kinds of score are."""
+def column_notes(has_test: bool, top_k: int, strongest_val: str = "", strongest_test: str = "",
+                 interrupted: bool = False) -> list[tuple[str, str]]:
+    """The lines under a leaderboard, each with the column it explains: (key, line). A key names a column, a
+    prefix ending in '_' (yardstick_, test_) or a suffix starting with '_' (_skill_vs_strongest); `notes_for` keeps
+    the lines of the columns a table shows. strongest_*: the strongest baseline per lead in words
+    (bubbles.evaluation.scoring.strongest_named) on each split's protocol windows."""
+    named = "; ".join(f"on {split}: {b}" for split, b in (("validation", strongest_val), ("test", strongest_test)) if b)
+    notes = [
+        ("objective", "objective: the sweep's objective (a yardstick objective: best.pt on every protocol window; "
+                      "otherwise the best epoch on the trial's own validation windows)"),
+        ("yardstick_", "yardstick_*: the yardstick on the validation split, the same windows for every trial, what "
+                       "trials were chosen on (optimistic for the winner)"),
+        ("test_", f"test_*: the same protocol on the test split, read once after the sweep, for the best {top_k} by "
+                  "validation (the unbiased score)"),
+        ("_skill_vs_strongest", "skill_vs_strongest: 1 - MSE / MSE of the strongest baseline at each lead, mean over "
+                                f"leads{f' ({named})' if named else ''}; below 0 loses to a forecast that costs nothing"),
+        ("skill_vs_persistence", "skill_vs_persistence: 1 - MSE / MSE of persistence, on the trial's own validation "
+                                 "windows and leads (not comparable across trials of other windows or sizes)"),
+        ("beats_all_baselines", "beats_all_baselines: on the test split, lower MSE than every baseline at every lead "
+                                "(yes / no)"),
+        ("loses_from_lead", "loses_from_lead: on the test split, the first lead where a baseline has the lower MSE "
+                            "(empty: none)"),
+        ("bubble_f1", "bubble_f1: best.pt's final evaluation on every validation window of its own leads (TP/FP/FN "
+                      "pooled over frames and leads; a forecast without bubbles scores 0)"),
+    ]
     if not has_test:
-        return NO_TEST
-    return (f"val_*_selection: the yardstick on the validation split, what trials were chosen on (optimistic for the "
-            f"winner); test_*_unbiased: the same protocol on the test split, read once after the sweep, for the best "
-            f"{top_k} by validation")
+        notes.append(("", NO_TEST))
+    elif interrupted:
+        notes.append(("", "no test scores yet: the sweep was interrupted, and the test split is read once, after every "
+                          "trial has finished"))
+    return notes
 
 
-def study_yardstick(space: SweepSpace, protocol: Protocol, split: str, sweep_dir: Path, store: FrameStore | None = None) -> Yardstick:
+def notes_for(columns: list[str], notes: list[tuple[str, str]]) -> str:
+    """The note lines of the columns shown (and the lines that explain an absence: key '')."""
+    def shown(key: str) -> bool:
+        if not key:
+            return True
+        if key.startswith("_"):
+            return any(c.endswith(key) for c in columns)
+        if key.endswith("_"):
+            return any(c.startswith(key) for c in columns)
+        return key in columns
+
+    return "\n".join(line for key, line in notes if shown(key))
+
+
+def study_yardstick(space: SweepSpace, protocol: Protocol, split: str, sweep_dir: Path,
+                    echo: Any = None, store: FrameStore | None = None) -> Yardstick:
     """The protocol on one split of the study's store, its baselines scored once and cached in the sweep directory
-    (a resumed sweep, and the test pass, read them back)."""
+    (a resumed sweep, and the test pass, read them back); `echo` is told before the baselines are scored."""
     from study.space import corner_configs
 
     cfg = corner_configs(space)[0][1]
@@ -125,9 +164,33 @@ def study_yardstick(space: SweepSpace, protocol: Protocol, split: str, sweep_dir
     yardstick = Yardstick(protocol, store, getattr(segments, split), split, segments.train, cached,
                           detector_overrides=dict(cfg.data.detector))  # the space's `detector:` settings, if any
     if cached is None:
+        if echo is not None:
+            echo(f"scoring the baselines ({', '.join(protocol.baselines)}) once on the {len(yardstick.windows)} "
+                 f"{'validation' if split == 'val' else split} windows of the yardstick ...")
         _write(cache, yardstick.baselines().to_dict())
         _write(sweep_dir / YARDSTICK_DIR / "protocol.json", protocol.to_dict())
     return yardstick
+
+
+def strongest_recorded(sweep_dir: Path) -> str:
+    """The strongest baseline at each lead, in words, on each split whose baselines the sweep scored (from its
+    cached scores): 'on validation: flow; on test: flow at leads 1-2, persistence at lead 4' ('' before any)."""
+    from bubbles.evaluation.scoring import strongest_named
+
+    record = sweep_dir / YARDSTICK_DIR / "protocol.json"
+    if not record.is_file():
+        return ""
+    protocol = Protocol.from_dict(json.loads(record.read_text()))
+    said = []
+    for split, label in (("val", "validation"), ("test", "test")):
+        cache = sweep_dir / YARDSTICK_DIR / f"baselines_{split}.json"
+        if not cache.is_file():
+            continue
+        frames = BaselineScores.from_dict(json.loads(cache.read_text()), len(protocol.leads)).scores.frames
+        mse = {b: f.leads().mse for b, f in frames.items()}
+        per_lead = tuple(min(mse, key=lambda b: mse[b][k]) for k in range(len(protocol.leads)))
+        said.append(f"on {label}: {strongest_named(per_lead, protocol.leads)}")
+    return "; ".join(said)
 
 
 def has_test_split(space: SweepSpace, store: FrameStore | None = None) -> bool:
@@ -162,7 +225,8 @@ def test_pass(space: SweepSpace, protocol: Protocol, sweep_dir: Path, rows: list
     todo = [r for r in chosen if r["trial"] not in done]
     if not todo:
         return {r["trial"]: done[r["trial"]] for r in chosen if r["trial"] in done}, set()
-    yardstick = study_yardstick(space, protocol, "test", sweep_dir)
+    echo(f"test split: scoring the best {len(todo)} trial(s) by validation once on the held-out test sequences ...")
+    yardstick = study_yardstick(space, protocol, "test", sweep_dir, echo)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for r in todo:
         state = load_checkpoint(checkpoints[r["trial"]], device)
@@ -176,16 +240,16 @@ def test_pass(space: SweepSpace, protocol: Protocol, sweep_dir: Path, rows: list
     return {r["trial"]: done[r["trial"]] for r in chosen if r["trial"] in done}, {r["trial"] for r in todo}
 
 
-SHOWN = ("ssim", "mse", "bubble_f1", "skill", "skill_min")  # the yardstick's columns on the leaderboard
+SHOWN = ("ssim", "mse", "bubble_f1", "skill_vs_strongest", "skill_vs_strongest_min")  # the yardstick's columns on the leaderboard
 
 
 def columns(validation: dict[str, float] | None, test: dict[str, float] | None) -> dict[str, Any]:
-    """A leaderboard row's yardstick columns, side by side: val_<metric>_selection (what the trial was chosen on)
-    and test_<metric>_unbiased (NaN outside the top k, or with no test split)."""
+    """A leaderboard row's yardstick columns, side by side: yardstick_<metric> (on the validation split: what the
+    trial was chosen on) and test_<metric> (the test split; NaN outside the top k, or with no test split)."""
     out: dict[str, Any] = {}
     for k in SHOWN:
-        out[f"val_{k}_selection"] = (validation or {}).get(k, math.nan)
-        out[f"test_{k}_unbiased"] = (test or {}).get(k, math.nan)
+        out[f"yardstick_{k}"] = (validation or {}).get(k, math.nan)
+        out[f"test_{k}"] = (test or {}).get(k, math.nan)
     return out
 
 

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 from study.tracking import metric_history  # noqa: E402
-from study.yardstick import NO_TEST, SHOWN, TEST, VALIDATION, YARDSTICK_DIR  # noqa: E402
+from study.yardstick import NO_TEST, SHOWN, TEST, VALIDATION, YARDSTICK_DIR, strongest_recorded  # noqa: E402
 
 TOP_CURVES = 3
 GROUPS = ("window", "image_size", "model")
@@ -37,16 +37,18 @@ def protocol_line(sweep_dir: Path) -> str:
     if not path.is_file():
         return ""
     p = json.loads(path.read_text())
+    strongest = strongest_recorded(sweep_dir)
     return (f"Every trial is scored on the same validation windows (first target after {p['context']} context frames, one "
             f"every {p['stride']} frames, at most {p['windows'] or 'all'}), at leads {', '.join(map(str, p['leads']))}, at "
             f"{p['size'][0]}x{p['size'][1]} px: shorter outputs are rolled out on their own predictions, smaller frames "
-            f"resized up before any metric. The baselines ({', '.join(p['baselines'])}) were scored once on the same frames.")
+            f"resized up before any metric. The baselines ({', '.join(p['baselines'])}) were scored once on the same frames."
+            + (f" skill_vs_strongest is 1 - MSE / MSE of the strongest baseline at each lead ({strongest})." if strongest else ""))
 
 
 def sections(rows: list[dict[str, str]], sweep_dir: Path, out: Path, objective: str,
              png: Callable[[Any, Path], str], img: Callable[[str, str], str], fmt: Callable[[Any], str]) -> list[str]:
     """HTML sections (empty for a sweep without yardstick columns)."""
-    if not rows or "val_ssim_selection" not in rows[0]:
+    if not rows or "yardstick_ssim" not in rows[0]:
         return []
     out_sections = [f"<h2>The yardstick</h2><p>{html.escape(protocol_line(sweep_dir))}</p>"]
     out_sections.append(_validation_vs_test(rows, sweep_dir, objective, fmt))
@@ -56,17 +58,17 @@ def sections(rows: list[dict[str, str]], sweep_dir: Path, out: Path, objective: 
 
 
 def _validation_vs_test(rows: list[dict[str, str]], sweep_dir: Path, objective: str, fmt: Callable[[Any], str]) -> str:
-    tested = [r for r in rows if math.isfinite(_num(r.get("test_ssim_unbiased")))]
+    tested = [r for r in rows if math.isfinite(_num(r.get("test_ssim")))]
     head = f"<h2>{html.escape(VALIDATION.capitalize())} and {html.escape(TEST)}</h2>"
     if not tested:
         why = NO_TEST if not (sweep_dir / YARDSTICK_DIR / "test_scores.json").is_file() else "no trial was scored on the test split"
         return head + f"<p>{html.escape(why)}</p>"
     metric = objective.removeprefix("yardstick_") if objective.startswith("yardstick_") else "ssim"
-    cols = [c for k in SHOWN for c in (f"val_{k}_selection", f"test_{k}_unbiased")]
+    cols = [c for k in SHOWN for c in (f"yardstick_{k}", f"test_{k}")]
     table = ["<table><tr><th>trial</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + f"<th>test − validation ({metric})</th></tr>"]
     gaps = []
     for r in tested:
-        gap = _num(r[f"test_{metric}_unbiased"]) - _num(r[f"val_{metric}_selection"])
+        gap = _num(r[f"test_{metric}"]) - _num(r[f"yardstick_{metric}"])
         gaps.append(gap)
         table.append(f"<tr><td>{html.escape(r['trial'])}</td>" + "".join(f"<td>{fmt(_num(r[c]))}</td>" for c in cols)
                      + f"<td>{gap:+.4f}</td></tr>")
@@ -79,7 +81,7 @@ def _validation_vs_test(rows: list[dict[str, str]], sweep_dir: Path, objective: 
 
 
 def _curves(rows: list[dict[str, str]], out: Path, png: Callable[[Any, Path], str], img: Callable[[str, str], str]) -> str:
-    top = [r for r in rows if r.get("mlflow_run") and math.isfinite(_num(r.get("val_ssim_selection")))][:TOP_CURVES]
+    top = [r for r in rows if r.get("mlflow_run") and math.isfinite(_num(r.get("yardstick_ssim")))][:TOP_CURVES]
     if not top:
         return ""
 

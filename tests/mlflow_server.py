@@ -18,16 +18,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(directory: Path, port: int, backend: str | None = None, workers: int = 1) -> subprocess.Popen:
+def start(directory: Path, port: int, backend: str | None = None, workers: int = 1, log: Path | None = None,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a server on `port` backed by directory/server.db (a restart on the same directory keeps its runs), or
-    by the `backend` store URI."""
-    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    by the `backend` store URI; its stderr to `log` if given; `env`: extra environment (e.g. its pool sizes)."""
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | (env or {})
+    errors = open(log, "ab") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend or f"sqlite:///{directory / 'server.db'}",
          "--artifacts-destination", str(directory / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", str(workers)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
+        stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True, env=env,
     )
+    if log is not None:
+        errors.close()  # the child holds its own copy
     deadline = time.time() + 90
     while True:
         try:

@@ -96,3 +96,17 @@ def test_meter_scores_identity_as_perfect_and_blur_as_blur() -> None:
     assert metrics.sharpness_frames(blurred[0], target[0]).max() < 0.6
     assert np.mean(b["bubble_f1"]) < 1.0 and min(b["bubble_diameter_error_px"]) > 1.0
     assert match_radius(SIZE) == pytest.approx(0.04 * SIZE)
+
+
+def test_contradictory_detector_settings_are_one_line() -> None:
+    """Before: accepted, and bubble F1 silently became n/a (a detector that can find nothing)."""
+    from bubbles.config import trial_config
+    from bubbles.errors import UserError
+    from bubbles.evaluation.bubbles import sequence_detector
+
+    with pytest.raises(UserError, match="min_diameter 0.4 is larger than max_diameter 0.2"):
+        trial_config({"detector": {"min_diameter": 0.4, "max_diameter": 0.2}})
+    with pytest.raises(UserError, match="roi_top 0.8 is not above roi_bottom 0.3"):
+        trial_config({"detector": {"roi_top": 0.8, "roi_bottom": 0.3}})
+    with pytest.raises(UserError, match="min_diameter 0.5 is larger than max_diameter 0.3"):  # against the calibration
+        sequence_detector({"detector": {"max_diameter": 0.3}}, {"min_diameter": 0.5})

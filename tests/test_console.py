@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from study.console import TrialEvents, short_leaderboard
+from study.yardstick import column_notes
 from study.space import load_space
 
 SPACE = """
@@ -55,12 +56,25 @@ def test_one_line_per_trial_event(tiny_store: Path, tmp_path: Path) -> None:
     assert events.started == 1
     # The leaderboard: the deciding columns only, aligned, best first as given.
     rows = [{"trial": "run_trial_bbbb2222", "status": "completed", "objective": 0.9, "epochs_trained": 4,
-             "skill_persistence": 0.31, "bubble_f1": 0.8, "gflops": 0.01, "lr": 5e-3, "mlflow_run": "abc"},
+             "skill_vs_persistence": 0.31, "bubble_f1": 0.8, "gflops": 0.01, "lr": 5e-3, "mlflow_run": "abc"},
             {"trial": "run_trial_aaaa1111", "status": "stopped_early", "objective": 0.7, "epochs_trained": 2,
-             "skill_persistence": math.nan, "bubble_f1": 0.5, "gflops": 0.01, "lr": 2e-3, "mlflow_run": "def"}]
-    board = short_leaderboard(rows, space, note="a note").splitlines()
+             "skill_vs_persistence": math.nan, "bubble_f1": 0.5, "gflops": 0.01, "lr": 2e-3, "mlflow_run": "def"}]
+    notes = column_notes(True, 3, "flow", "", interrupted=True)
+    board = short_leaderboard(rows, space, notes).splitlines()
     assert board[0].startswith("top 2 by val_ssim (max)")
-    assert board[1].split() == ["#", "trial", "model", "status", "val_ssim", "epochs_trained", "skill_persistence", "bubble_f1", "gflops"]
+    assert board[1].split() == ["#", "trial", "model", "status", "val_ssim", "epochs_trained", "skill_vs_persistence", "bubble_f1", "gflops"]
     assert board[2].split() == ["1", "bbbb2222", "convlstm", "completed", "0.9", "4", "0.31", "0.8", "0.01"]
     assert board[3].split() == ["2", "aaaa1111", "convlstm", "stopped_early", "0.7", "2", "0.5", "0.01"]  # NaN skill: blank
-    assert board[-1] == "a note" and "abc" not in "\n".join(board)
+    # Footnotes only for the columns shown: no yardstick_* or test_* column here (an interrupted sweep), so no line
+    # describes one; the absence of test scores is said.
+    below = board[4:]
+    assert [line.split(":")[0] for line in below] == ["objective", "skill_vs_persistence", "bubble_f1", "no test scores yet"]
+    assert "abc" not in "\n".join(board)
+    # With the test columns, their note and the strongest baseline each skill is measured against, named.
+    rows[0] |= {"test_ssim": 0.6, "test_skill_vs_strongest": -0.2}
+    notes = column_notes(True, 3, "flow", "flow at leads 1-2, persistence at 3")
+    board = short_leaderboard(rows, space, notes).splitlines()
+    assert board[1].split()[-2:] == ["test_ssim", "test_skill_vs_strongest"]
+    said = "\n".join(board[4:])
+    assert "test_*:" in said and "yardstick_*" not in said
+    assert "(on validation: flow; on test: flow at leads 1-2, persistence at 3)" in said

@@ -228,7 +228,7 @@ def test_predict_writes_files_and_metrics(finished_sweep: tuple[str, Path], tiny
         assert len(summary["metrics"][key]) == steps and all(v is None or v >= 0 for v in summary["metrics"][key])
     assert summary["metrics"]["persistence_sharpness"][0] > 0.5  # a real frame is about as sharp as the next one
     # Every baseline is shown (climatology from the export's mean frame), with the strongest named per lead.
-    assert {"persistence_mse", "median_mse", "climatology_mse", "flow_mse", "strongest", "skill_strongest"} <= set(summary["metrics"])
+    assert {"persistence_mse", "median_mse", "climatology_mse", "flow_mse", "strongest", "skill_vs_strongest"} <= set(summary["metrics"])
     assert set(summary["metrics"]["strongest"]) <= {"persistence", "median", "climatology", "flow"} and "collapse_score" in summary
     result = CliRunner(env={"MLFLOW_TRACKING_URI": uri}).invoke(main, ["predict", str(tmp_path / "m"), "--store", str(tiny_store),
                                                                       "--sequence", "seq001", "--steps", str(steps), "--out", str(tmp_path / "q")])
@@ -336,11 +336,11 @@ def test_export_card_shows_validation_and_says_there_is_no_test_split(finished_s
     assert f"{TEST}: {NO_TEST}" in out and f"{VALIDATION})" in out
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     yardstick = config["yardstick"]
-    assert set(yardstick[VALIDATION]) >= {"ssim", "mse", "bubble_f1", "skill"} and yardstick[TEST] == NO_TEST
+    assert set(yardstick[VALIDATION]) >= {"ssim", "mse", "bubble_f1", "skill_vs_strongest"} and yardstick[TEST] == NO_TEST
     assert yardstick["protocol"].startswith("protocol: leads 1, 2, 3 at 32x32 px")  # the space's longest output: 4->3
     card = (tmp_path / "m" / "metrics_card.md").read_text()
     assert "## The study's yardstick" in card and f"| {VALIDATION} | {yardstick[VALIDATION]['ssim']:.3f}" in card
     assert f"- {TEST}: {NO_TEST}" in card
     version = mlflow.MlflowClient(uri).get_model_version("ys-model", "1")
-    assert version.tags["test_unbiased"] == NO_TEST and float(version.tags["validation_selection_ssim"]) == pytest.approx(
+    assert version.tags["test"] == NO_TEST and float(version.tags["yardstick_ssim"]) == pytest.approx(
         yardstick[VALIDATION]["ssim"], rel=1e-5)

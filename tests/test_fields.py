@@ -186,7 +186,7 @@ def test_three_fields_train_export_predict(fields_store: tuple[Path, dict], tmp_
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     run = mlflow.search_runs(experiment_names=["bubbles-train"], output_format="list")[0]
-    assert {"final_mse_temperature", "final_skill_persistence_dfun"} <= set(run.data.metrics)
+    assert {"final_mse_temperature", "final_skill_vs_persistence_dfun"} <= set(run.data.metrics)
     assert run.data.params["target_fields"] == "dfun,temperature"
     code, out = _run("export", "--checkpoint", tmp_path / "run", "--out", tmp_path / "m", env=env)
     assert code == 0, out

@@ -40,7 +40,7 @@ def _evaluation() -> Evaluation:
 
     return Evaluation(windows=4, model=lm(0.9), baselines={"persistence": lm(0.8), "median": lm(0.5)},
                       skill={"persistence": (0.1, 0.1, 0.1), "median": (0.2, 0.2, 0.2)}, strongest=("persistence",) * 3,
-                      skill_strongest=(0.1, 0.1, 0.1), per_condition={}, collapse_score=1.0, collapsed=False)
+                      skill_vs_strongest=(0.1, 0.1, 0.1), per_condition={}, collapse_score=1.0, collapsed=False)
 
 
 def test_lead_picture_draws_model_and_every_baseline(tmp_path: Path) -> None:

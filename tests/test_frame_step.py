@@ -74,3 +74,25 @@ def test_yardstick_scores_every_trial_at_the_protocols_spacing(ramp_store: Path)
     ys = Yardstick(protocol, FrameStore.open(ramp_store), splits.segments.val, "val", splits.segments.train)
     with pytest.raises(UserError, match="frame_step 3 does not divide the protocol's 4"):
         ys.score(Extrapolate(), splits.val, 4)
+
+
+def test_a_searched_frame_step_gives_the_study_one_spacing(ramp_store: Path, tmp_path: Path) -> None:
+    """frame_step searched over [1, 2, 4]: the study's yardstick scores every trial 4 stored frames apart (each
+    trial's step divides it); steps without a small common multiple are refused."""
+    from study.space import load_space
+    from study.yardstick import open_store, protocol_of
+
+    def space(choices: str) -> Path:
+        path = tmp_path / f"space{len(choices)}.yaml"
+        path.write_text(f"data: {{store: {ramp_store}, split: sequence, val: [b]}}\n"
+                        "fixed: {image_size: 16, window: '3->1', layers: 1, hidden: 4, epochs: 1}\n"
+                        f"search:\n  frame_step: {{type: categorical, choices: {choices}}}\n"
+                        "tune: {num_samples: 2}\n")
+        return path
+
+    loaded = load_space(space("[1, 2, 4]"))
+    protocol = protocol_of(loaded, open_store(loaded))
+    assert protocol.frame_step == 4 and protocol.stride == 4  # one lead, targets 4 frames apart
+    loaded = load_space(space("[7, 11, 13, 17]"))
+    with pytest.raises(UserError, match="no common multiple up to 1000"):
+        protocol_of(loaded, open_store(loaded))

@@ -127,3 +127,9 @@ def test_every_family_takes_non_square_frames(wide_store: Path, family: dict) ->
     model = build_model(cfg.model_name, cfg.at_frame_size(splits.frame_size).model)
     x, y = splits.train[0]
     assert model(x[None], future=2).shape == y[None].shape
+
+
+def test_a_patch_that_does_not_divide_the_frame_is_named(tiny_store: Path) -> None:
+    """Before: 'frame size 33x33 is larger than the native 32x32', without a word about the patch."""
+    with pytest.raises(UserError, match=r"image_size 32 rounds to 33x33 so that both sides divide by 3 .*patch"):
+        frame_size(FrameStore.open(tiny_store), 32, 3)

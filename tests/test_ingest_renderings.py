@@ -131,3 +131,13 @@ def test_an_over_exposed_background_is_not_a_break() -> None:
     frames[:, :, :] = np.where(frames > 90, 255, frames)
     frames[:, 2:22, 2:30] = 255  # most of every frame at 255: the camera's setting, not a broken frame
     assert broken_frames(frames) == {}
+
+
+def test_a_brightness_jump_is_found_beside_two_blank_frames() -> None:
+    """Before: two blank frames' steps (to black and back) inflated the typical change and hid the flash."""
+    frames = _moving(t=14)
+    frames[3] = 0
+    frames[4] = 0  # two blank frames
+    frames[9] = np.clip(frames[9].astype(int) + 40, 0, 255)  # a flash
+    found = broken_frames(frames)
+    assert sorted(found) == [3, 4, 9] and found[9].startswith("brightness jump"), found

@@ -32,5 +32,5 @@ def test_each_family_beats_persistence_on_held_out_conditions(tiny_store: Path, 
     ev = result.evaluation
     assert result.status == "completed" and ev is not None and not ev.collapsed
     assert ev.model.mse[0] < ev.persistence.mse[0], ev.lead_table()  # held-out conditions, per pixel
-    assert ev.skill_persistence[0] > 0.1, ev.lead_table()
+    assert ev.skill_vs_persistence[0] > 0.1, ev.lead_table()
     assert result.history[-1].train_loss < result.history[0].train_loss

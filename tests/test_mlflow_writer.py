@@ -186,3 +186,30 @@ def test_a_creation_whose_answer_was_lost_is_adopted_not_made_twice(tmp_path: Pa
     assert (spool / "pending-abc.run").read_text() == ghost
     runs = client.search_runs([experiment_id("lost-answer", uri)])
     assert [r.info.run_id for r in runs] == [ghost] and runs[0].info.status == "FINISHED"
+
+
+def test_a_copied_run_with_a_known_creation_key_is_named_never_merged(tmp_path: Path) -> None:
+    """Before: the replay adopted one of two runs carrying the key (a user's script copies tags too) and merged two
+    attempts' histories into it. Now it names both runs and keeps the writes in the spool."""
+    import json
+
+    from study.mlflow_writer import RUN_KEY, replay_file
+    from study.tracking import experiment_id
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    tags = {RUN_KEY: "k2", "sweep": "copied"}
+    exp = experiment_id("copied-key", uri)
+    made = [client.create_run(exp, run_name="r", tags=tags).info.run_id for _ in range(2)]
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    path = spool / "pending-def.jsonl"
+    records = [{"op": "create_run", "experiment": "copied-key", "uri": uri, "run_name": "r", "tags": tags},
+               {"op": "log_batch", "metrics": [{"key": "m", "value": 1.0, "timestamp": 0, "step": 1}], "params": {}, "tags": {}},
+               {"op": "set_terminated", "status": "FINISHED", "end_time": None}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    errors: list[str] = []
+    assert not replay_file(client, path, errors)
+    assert len(errors) == 1 and all(run in errors[0] for run in made) and "delete the copies" in errors[0]
+    assert len(path.read_text().splitlines()) == 3 and not (spool / "pending-def.run").exists()  # nothing merged
+    assert all(not client.get_metric_history(run, "m") for run in made)

@@ -14,14 +14,14 @@ def test_a_space_without_objective_and_both_shipped_spaces_rank_by_skill_vs_the_
     bare = tmp_path / "bare.yaml"
     bare.write_text("search:\n  lr: {type: log, low: 1.0e-3, high: 1.0e-2}\n")
     space = load_space(bare, check_data=False)
-    assert space.tune.objective == "yardstick_skill" and space.tune.mode == "max"
+    assert space.tune.objective == "yardstick_skill_vs_strongest" and space.tune.mode == "max"
     for shipped in ("smoke.yaml", "convlstm.yaml"):
-        assert load_space(ROOT / "search_spaces" / shipped, check_data=False).tune.objective == "yardstick_skill"
+        assert load_space(ROOT / "search_spaces" / shipped, check_data=False).tune.objective == "yardstick_skill_vs_strongest"
 
 
 def _row(trial: str, status: str, objective: float, f1: float, skill_min: float) -> dict:
-    return {"trial": trial, "status": status, "objective": objective, "val_bubble_f1_selection": f1,
-            "val_skill_min_selection": skill_min}
+    return {"trial": trial, "status": status, "objective": objective, "yardstick_bubble_f1": f1,
+            "yardstick_skill_vs_strongest_min": skill_min}
 
 
 def test_champion_rule_picks_the_best_bubble_f1_among_trials_never_worse_than_a_baseline(tmp_path: Path) -> None:

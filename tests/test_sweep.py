@@ -110,8 +110,8 @@ def test_smoke_sweep_end_to_end(tiny_store: Path, tmp_path: Path) -> None:
     assert " started: " not in said and len(rerun.rows) == 6
     # No test split: one line says so where the test score would stand; validation is there for every trial.
     assert NO_TEST in (outcome.directory / "leaderboard.md").read_text()
-    assert all(math.isnan(r["test_ssim_unbiased"]) for r in rows)
-    assert all(math.isfinite(r["val_ssim_selection"]) for r in rows if r["status"] in ("completed", "stopped_early"))
+    assert all(math.isnan(r["test_ssim"]) for r in rows)
+    assert all(math.isfinite(r["yardstick_ssim"]) for r in rows if r["status"] in ("completed", "stopped_early"))
 
 
 def flaky(config: dict, **kwargs: object) -> None:
@@ -213,9 +213,9 @@ def test_objectives_and_their_direction(tiny_store: Path, tmp_path: Path) -> Non
 
     result = EpochResult(2, 0.01, 0.002, 0.8, 27.0, 0.79, 0.75, 0.3, 0.9, False, 1.0, 10.0, val_bubble_f1=0.6)
     result = EpochResult(2, 0.01, 0.002, 0.8, 27.0, 0.79, 0.75, 0.3, 0.9, False, 1.0, 10.0, val_bubble_f1=0.6,
-                         yardstick_ssim=0.7, yardstick_mse=0.004, yardstick_skill=0.2)
-    cases = (("val_ssim", "max", 0.8), ("val_mse", "min", 0.002), ("val_skill_persistence", "max", 0.3), ("val_bubble_f1", "max", 0.6),
-             ("yardstick_ssim", "max", 0.7), ("yardstick_mse", "min", 0.004), ("yardstick_skill", "max", 0.2))
+                         yardstick_ssim=0.7, yardstick_mse=0.004, yardstick_skill_vs_strongest=0.2)
+    cases = (("val_ssim", "max", 0.8), ("val_mse", "min", 0.002), ("val_skill_vs_persistence", "max", 0.3), ("val_bubble_f1", "max", 0.6),
+             ("yardstick_ssim", "max", 0.7), ("yardstick_mse", "min", 0.004), ("yardstick_skill_vs_strongest", "max", 0.2))
     for objective, mode, value in cases:
         text = SPACE.replace("objective: val_ssim", f"objective: {objective}")
         space = load_space(write_space(tmp_path, tiny_store, text=text))

@@ -41,7 +41,7 @@ def _check_run(uri: str) -> None:
     assert len(client.get_metric_history(run.info.run_id, "lead/persistence_ssim")) == 3
     vmaf = client.get_metric_history(run.info.run_id, "lead/vmaf")  # libvmaf from the imageio-ffmpeg wheel
     assert [m.step for m in vmaf] == [1, 2, 3] and all(0 <= m.value <= 100 for m in vmaf)
-    assert {"final_ssim", "final_psnr", "final_skill_persistence", "final_collapsed"} <= set(run.data.metrics)
+    assert {"final_ssim", "final_psnr", "final_skill_vs_persistence", "final_collapsed"} <= set(run.data.metrics)
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.json", "evaluation.json", "per_condition.csv", "lead_table.md", "lead_curves.png", "strips", "checkpoints"} <= top
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.pt"]

@@ -30,7 +30,7 @@ def test_tiny_model_beats_persistence_one_step_ahead(tiny_store: Path, tmp_path:
     ev = result.evaluation
     # Held-out conditions, lead 1: the model's per-pixel MSE is below repeating the last frame.
     assert ev.model.mse[0] < ev.persistence.mse[0], ev.lead_table()
-    assert ev.skill_persistence[0] > 0.1
+    assert ev.skill_vs_persistence[0] > 0.1
     assert not ev.collapsed
     assert reports[-1].train_loss < reports[0].train_loss
     assert len(result.strips) >= 2 and all(p.exists() for p in result.strips)
@@ -70,7 +70,7 @@ def test_collapse_flag_on_constant_predictor(tiny_store: Path) -> None:
     healthy = evaluate(_Persistence(), splits.val)
     assert collapsed.collapsed and collapsed.collapse_score < 0.01
     assert not healthy.collapsed and healthy.collapse_score > 0.8
-    assert healthy.skill_persistence[0] == 0.0
+    assert healthy.skill_vs_persistence[0] == 0.0
     assert set(healthy.per_condition) == set(splits.val.conditions.values())
     # A constant picture finds no bubble; persistence finds them where they were (32 px: bubbles of 1-2 px
     # radius, so only some are seen), and is less sharp than nothing only if its frames are blurred (they are not).

@@ -43,3 +43,11 @@ def test_mask_components_need_no_contrast_and_skip_specks() -> None:
     found = detect(frame, MASK)
     assert len(found) == 2
     assert detect(np.zeros((64, 64)), MASK).shape == (0, 3)
+
+
+def test_grey_detector_separates_two_touching_discs() -> None:
+    """A camera frame (dark bubbles on a light field, no mask): two touching discs are two bubbles."""
+    frame = np.full((64, 64), 0.8)
+    frame[_disc(32, 22, 9) | _disc(32, 39, 9)] = 0.2
+    found = detect(frame, DetectorConfig(polarity="dark", background_radius=0.3, max_diameter=0.5))
+    assert len(found) == 2 and all(15 <= d <= 20 for d in found[:, 2])

@@ -69,7 +69,7 @@ def test_short_output_rolls_out_to_every_lead(tiny_store: Path) -> None:
     scored = _yardstick(tiny_store, splits).score(model, splits.val, 16)
     assert model.calls == 4  # one forward per lead (10 windows, one batch)
     assert scored.per_lead["mse"] == pytest.approx(scored.baselines["persistence"]["mse"], rel=1e-9)
-    assert scored.per_lead["skill_persistence"] == pytest.approx((0.0,) * 4, abs=1e-9)
+    assert scored.per_lead["skill_vs_persistence"] == pytest.approx((0.0,) * 4, abs=1e-9)
     # A model that cannot feed its output back is refused, not scored on fewer leads.
     with pytest.raises(UserError, match="cannot roll out"):
         rollout(model, torch.zeros(1, 4, 1, 8, 8), 1, 4, feedback=False)

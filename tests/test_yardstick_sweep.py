@@ -104,9 +104,9 @@ def test_test_split_is_untouched_during_the_sweep_and_scored_once_at_the_end(
     assert len(rows) == 3
     # Validation (selection) for every trial, test (unbiased) for the best two by validation, side by side.
     for k, r in enumerate(rows):
-        assert math.isfinite(r["val_ssim_selection"]) and math.isfinite(r["val_skill_selection"])
-        assert math.isfinite(r["test_ssim_unbiased"]) == (k < 2), r
-    assert rows[0]["objective"] == rows[0]["val_ssim_selection"]  # ranked by the yardstick on all protocol windows
+        assert math.isfinite(r["yardstick_ssim"]) and math.isfinite(r["yardstick_skill_vs_strongest"])
+        assert math.isfinite(r["test_ssim"]) == (k < 2), r
+    assert rows[0]["objective"] == rows[0]["yardstick_ssim"]  # ranked by the yardstick on all protocol windows
     record = json.loads((outcome.directory / "yardstick" / "test_scores.json").read_text())
     assert set(record) == {r["trial"] for r in rows[:2]}
     # Every trial (16 and 32 px, 4->1 and 4->2) was scored on the same validation windows at 32 px.
@@ -118,7 +118,7 @@ def test_test_split_is_untouched_during_the_sweep_and_scored_once_at_the_end(
         windows.append(scored["windows"])
         assert scored["protocol"]["size"] == [32, 32] and scored["protocol"]["leads"] == [1, 2]
         run = client.get_run(r["mlflow_run"])
-        assert ("test_yardstick_ssim" in run.data.metrics) == (r["trial"] in record)
+        assert ("test_ssim" in run.data.metrics) == (r["trial"] in record)
         assert len(client.get_metric_history(r["mlflow_run"], "yardstick_lead/ssim")) == 2
     assert all(w == windows[0] for w in windows) and len(windows[0]) == 12
     # The report: validation against test for the top two, per-lead curves with the baselines, what won.
@@ -126,6 +126,11 @@ def test_test_split_is_untouched_during_the_sweep_and_scored_once_at_the_end(
 
     page = write_report(uri, outcome.directory, tmp_path / "report").read_text()
     assert "test − validation (ssim)" in page and "differs from the validation ssim by" in page
+    # Every skill column says what it is measured against, and the report and the leaderboard name that baseline.
+    assert "skill_vs_strongest is 1 - MSE / MSE of the strongest baseline at each lead (on validation: " in page
+    assert "; on test: " in page
+    note = (outcome.directory / "leaderboard.md").read_text()
+    assert "skill_vs_strongest: 1 - MSE / MSE of the strongest baseline at each lead" in note and "on test: " in note
     assert "What won, by window, size and family" in page and "<th>window</th>" in page and "<th>image_size</th>" in page
     assert (tmp_path / "report" / "yardstick_leads.png").is_file()
     # A resumed sweep reads the test scores back: the test split is not scored a second time.

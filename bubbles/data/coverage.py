@@ -26,8 +26,18 @@ def coverage_lines(splits: WindowSplits) -> list[str]:
         counts = window_counts(getattr(splits, split), segments)
         shown = ", ".join(f"{n} {c}" for n, c in list(counts.items())[:SHOWN])
         more = f", ... ({len(counts) - SHOWN} more)" if len(counts) > SHOWN else ""
-        lines.append(f"{split} windows per sequence: {shown}{more}")
+        lines.append(f"{split} windows per sequence: {shown}{more}{_overlap(getattr(splits, split), segments, split)}")
     return lines
+
+
+def _overlap(data: WindowDataset, segments: tuple[tuple[str, int, int], ...], split: str) -> str:
+    """For a held-out split whose windows overlap (stride shorter than a window): how few share no frame."""
+    w = data.window
+    if split == "train" or w.stride >= w.span or not data.starts:
+        return ""
+    independent = sum(max(0, (b - a) // w.span) for _, a, b in segments)
+    return (f" ({len(data.starts)} windows {w.stride} frame(s) apart overlap: about {independent} share no frame, so "
+            f"they are fewer independent samples than they look)")
 
 
 def coverage_warnings(splits: WindowSplits) -> list[str]:

@@ -52,7 +52,12 @@ def frame_size(store: FrameStore, size: ImageSize, multiple: int = 1) -> FrameSi
     for name, info in sorted(store.sequences.items()):
         h, w = info.native_size
         scale = size / min(h, w)
-        sizes.setdefault((_round_to(h * scale, multiple), _round_to(w * scale, multiple)), []).append(name)
+        rounded = (_round_to(h * scale, multiple), _round_to(w * scale, multiple))
+        if multiple > 1 and (rounded[0] > h or rounded[1] > w):
+            raise UserError(f"{store.path}/{name}: image_size {size} rounds to {rounded[0]}x{rounded[1]} so that both sides "
+                            f"divide by {multiple} (the model's patch or down-sampling), larger than the native {h}x{w}; "
+                            f"choose a patch that divides the frame, or a smaller image_size")
+        sizes.setdefault(rounded, []).append(name)
     if len(sizes) > 1:
         listed = "; ".join(f"{format_image_size(s)} ({', '.join(n[:3])}{', ...' if len(n) > 3 else ''})" for s, n in sizes.items())
         raise UserError(f"{store.path}: image_size {size} gives different frame sizes per sequence ({listed}); give image_size as HxW")

@@ -157,7 +157,9 @@ def broken_frames(frames: np.ndarray) -> dict[int, str]:
             out[t] = f"blank (one grey level, {means[t]:.0f})"
         elif extreme[t] > SATURATED_FRACTION and extreme[t] - usual > 0.5:
             out[t] = f"saturated ({100 * extreme[t]:.0f}% of the pixels at 0 or 255)"
-    steps = np.abs(np.diff(means))
+    # The typical change between neighbouring frames, over the frames not already broken: two blank frames' steps
+    # (to black and back) would otherwise inflate it and hide a real brightness jump.
+    steps = np.abs(np.diff(means[[t for t in range(len(frames)) if t not in out]]))
     typical = 1.4826 * float(np.median(np.abs(steps - np.median(steps)))) + float(np.median(steps)) if len(steps) else 0.0
     limit = max(JUMP_K * typical, JUMP_MIN_LEVELS)
     for t in range(len(frames)):

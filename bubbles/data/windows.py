@@ -57,8 +57,16 @@ def parse_detector(where: str, key: str, value: Any) -> tuple[tuple[str, Any], .
                 raise fail(where, f"{key}.mask", f"expected true or false, got {v!r}")
             out.append((name, v))
             continue
+        high = 1.0 if name.startswith("roi_") else 1000.0  # fractions of the frame height
         out.append((name, parse_choice(where, f"{key}.polarity", v, ("auto", "dark", "bright")) if name == "polarity"
-                    else parse_float(where, f"{key}.{name}", v, 0.0, 1000.0)))
+                    else parse_float(where, f"{key}.{name}", v, 0.0, high)))
+    given = dict(out)
+    if given.get("min_diameter", 0.0) > given.get("max_diameter", math.inf):
+        raise fail(where, key, f"min_diameter {given['min_diameter']:g} is larger than max_diameter {given['max_diameter']:g}: "
+                   "no bubble could be found")
+    if given.get("roi_top", 0.0) >= given.get("roi_bottom", 1.0):
+        raise fail(where, key, f"roi_top {given.get('roi_top', 0.0):g} is not above roi_bottom {given.get('roi_bottom', 1.0):g}: "
+                   "the region of interest is empty")
     return tuple(out)
 
 

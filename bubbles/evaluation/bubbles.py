@@ -9,7 +9,8 @@ The detector (documented in docs/evaluation.md, "Bubble metrics"), on a float fr
 4. labelling and regionprops: a region is a bubble when its equivalent diameter is in [min_diameter_px,
    max_diameter·H] and it is round (minor/major axis ≥ roundness, area ≥ 0.8 × its moment ellipse's). A region that is not (a bubble
    touching the free surface, the nozzle or another bubble) is opened again with disks of radius 2 and 3 px and
-   its round parts are kept.
+   its round parts are kept — unless a distance-transform watershed (bubbles.data.shapes.split_touching) cuts it
+   into parts that are each round: touching bubbles, separated before any opening shrinks them.
 Masks (segmented recordings, `mask`: true in the detector settings that ingest writes for a binary recording):
 no background or contrast; the foreground is the frame > 0.5 (vapour), holes filled, and each connected component
 is a bubble of any shape (no roundness test), after touching bubbles are separated by a distance-transform
@@ -41,6 +42,7 @@ from skimage import measure, morphology
 
 from bubbles.data.shapes import split_touching
 from bubbles.data.store import TRUTH_COLUMNS
+from bubbles.errors import UserError
 
 Polarity = Literal["auto", "dark", "bright"]
 MATCH_RADIUS = 0.04  # frame heights
@@ -78,7 +80,19 @@ def sequence_detector(extra: Mapping[str, Any], overrides: Mapping[str, Any] | N
     overrides (config `detector:` / `--detector KEY=VALUE`, same field names: lengths in frame heights)."""
     hints = extra.get("detector", {})
     cfg = DetectorConfig().with_store_hints(hints if isinstance(hints, Mapping) else {})
-    return cfg.with_store_hints(overrides or {})
+    return check_detector(cfg.with_store_hints(overrides or {}), "detector (the store's calibration, then your settings)")
+
+
+def check_detector(cfg: DetectorConfig, where: str = "detector") -> DetectorConfig:
+    """Refuse settings that contradict each other (a detector that can find nothing, so that bubble F1 would
+    silently read n/a): a size range or a region of interest that is empty."""
+    if cfg.min_diameter > cfg.max_diameter:
+        raise UserError(f"{where}: min_diameter {cfg.min_diameter:g} is larger than max_diameter {cfg.max_diameter:g} "
+                        "(frame heights): no bubble could be found")
+    if cfg.roi_top >= cfg.roi_bottom:
+        raise UserError(f"{where}: roi_top {cfg.roi_top:g} is not above roi_bottom {cfg.roi_bottom:g} (fractions of the "
+                        "frame height, from the top): the region of interest is empty")
+    return cfg
 
 
 DETECTOR_FIELDS = tuple(f.name for f in fields(DetectorConfig))
@@ -157,6 +171,11 @@ def detect(frame: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> np.ndar
             continue
         region = labels[p.slice] == p.label
         r0, c0 = p.slice[0].start, p.slice[1].start
+        # Touching bubbles first: a watershed between distinct cores, kept when every part is a bubble.
+        split = [q for q in measure.regionprops(split_touching(region)) if q.area >= 4]
+        if len(split) > 1 and all(_round(q, cfg, max_px, min_px) for q in split):
+            found.extend((q.centroid[0] + r0, q.centroid[1] + c0, q.equivalent_diameter_area) for q in split)
+            continue
         for radius in (2, 3, 4):  # cut thin bridges (surface line, nozzle, a touching neighbour)
             pad = radius + 1
             opened = ndimage.binary_opening(np.pad(region, pad), morphology.disk(radius))[pad:-pad, pad:-pad]

@@ -25,7 +25,7 @@ from bubbles.models.device import model_device
 class Evaluation:
     """Everything `evaluate` measured. baselines: name -> LeadMetrics (see bubbles.evaluation.baselines); skill:
     name -> per-lead 1 - MSE_model / MSE_baseline; strongest: per lead, the baseline of lowest MSE, and
-    skill_strongest the skill against it (the headline). vmaf: 'model' and each baseline -> per-lead VMAF.
+    skill_vs_strongest the skill against it (the headline). vmaf: 'model' and each baseline -> per-lead VMAF.
     per_condition maps a condition id to its mean metrics over its windows."""
 
     windows: int
@@ -33,7 +33,7 @@ class Evaluation:
     baselines: dict[str, LeadMetrics]
     skill: dict[str, tuple[float, ...]]
     strongest: tuple[str, ...]
-    skill_strongest: tuple[float, ...]
+    skill_vs_strongest: tuple[float, ...]
     per_condition: dict[str, dict[str, float]]
     collapse_score: float
     collapsed: bool
@@ -51,7 +51,7 @@ class Evaluation:
         return self.baselines["persistence"]
 
     @property
-    def skill_persistence(self) -> tuple[float, ...]:
+    def skill_vs_persistence(self) -> tuple[float, ...]:
         return self.skill["persistence"]
 
     def to_dict(self) -> dict:
@@ -59,8 +59,14 @@ class Evaluation:
 
     @classmethod
     def from_dict(cls, data: dict) -> Evaluation:
-        """Inverse of to_dict (evaluation.json); also reads evaluations written before the four baselines."""
+        """Inverse of to_dict (evaluation.json); also reads evaluations written before the four baselines, and before
+        `skill_strongest` was renamed `skill_vs_strongest`."""
         fields = dict(data)
+        if "skill_strongest" in fields:  # written before the columns said what they compare against
+            fields["skill_vs_strongest"] = fields.pop("skill_strongest")
+            renamed = {"skill_persistence": "skill_vs_persistence", "skill_strongest": "skill_vs_strongest"}
+            for table in ("per_condition", "per_field"):
+                fields[table] = {k: {renamed.get(m, m): v for m, v in row.items()} for k, row in fields.get(table, {}).items()}
 
         def leads(d: dict) -> LeadMetrics:
             return LeadMetrics(**{k: tuple(v) for k, v in d.items()})
@@ -71,13 +77,13 @@ class Evaluation:
             for key in ("persistence", "median", "skill_persistence", "skill_median"):
                 fields.pop(key)
             mse = {k: v["mse"] for k, v in fields["baselines"].items()}
-            _, fields["strongest"], fields["skill_strongest"] = strongest_skill(data["model"]["mse"], mse)
+            _, fields["strongest"], fields["skill_vs_strongest"] = strongest_skill(data["model"]["mse"], mse)
             vmaf = data.get("vmaf")
             fields["vmaf"] = {"model": vmaf} if vmaf is not None else None
         fields["model"] = leads(data["model"])
         fields["baselines"] = {k: leads(v) for k, v in fields["baselines"].items()}
         fields["skill"] = {k: tuple(v) for k, v in fields["skill"].items()}
-        fields["strongest"], fields["skill_strongest"] = tuple(fields["strongest"]), tuple(fields["skill_strongest"])
+        fields["strongest"], fields["skill_vs_strongest"] = tuple(fields["strongest"]), tuple(fields["skill_vs_strongest"])
         fields["bubbles"] = {k: tuple(v) for k, v in data.get("bubbles", {}).items()}
         fields["baseline_bubble_f1"] = {k: tuple(v) for k, v in data.get("baseline_bubble_f1", {}).items()}
         if fields.get("vmaf") is not None:
@@ -100,8 +106,8 @@ class Evaluation:
             "final_mse": self.model.mean("mse"),
             "final_sharpness": self.model.mean("sharpness"),
             "final_persistence_ssim": self.persistence.mean("ssim"),
-            "final_skill_persistence": float(np.mean(self.skill_persistence)),
-            "final_skill_strongest": float(np.mean(self.skill_strongest)),
+            "final_skill_vs_persistence": float(np.mean(self.skill_vs_persistence)),
+            "final_skill_vs_strongest": float(np.mean(self.skill_vs_strongest)),
             "final_collapse_score": self.collapse_score,
             "final_collapsed": float(self.collapsed),
         } | ({"final_bubble_f1": self.pooled_bubble_f1()} if self.bubbles else {}) | (
@@ -111,13 +117,13 @@ class Evaluation:
 
     def lead_curves(self) -> dict[str, tuple[float, ...]]:
         """Every per-lead series by a flat name: the model's metrics (ssim, …), each baseline's (persistence_ssim,
-        …), skill against each baseline (skill_flow, …) and against the strongest, VMAF (vmaf, flow_vmaf, …), bubble
+        …), skill against each baseline (skill_vs_flow, …) and against the strongest, VMAF (vmaf, flow_vmaf, …), bubble
         metrics (bubble_f1, …, persistence_bubble_f1, …)."""
         shown = lambda k, v: len(v) and (self.mask or k not in MASK_METRICS)  # noqa: E731
         curves: dict[str, tuple[float, ...]] = {k: v for k, v in asdict(self.model).items() if shown(k, v)}
         for b, m in self.baselines.items():
             curves |= {f"{b}_{k}": v for k, v in asdict(m).items() if shown(k, v)}
-        curves |= {f"skill_{b}": v for b, v in self.skill.items()} | {"skill_strongest": self.skill_strongest}
+        curves |= {f"skill_vs_{b}": v for b, v in self.skill.items()} | {"skill_vs_strongest": self.skill_vs_strongest}
         for key, values in (self.vmaf or {}).items():
             curves["vmaf" if key == "model" else f"{key}_vmaf"] = values
         curves |= self.bubbles | {f"{b}_bubble_f1": v for b, v in self.baseline_bubble_f1.items()}
@@ -223,7 +229,7 @@ def evaluate(
             bubble_meters[key].add(forecast, y, found, targets, idx)
         conditions.extend(dataset.condition_of(i) for i in idx)
     leads = {k: f.leads() for k, f in frames.items()}
-    skill, strongest, skill_strongest = strongest_skill(leads["model"].mse, {b: leads[b].mse for b in names})
+    skill, strongest, skill_vs_strongest = strongest_skill(leads["model"].mse, {b: leads[b].mse for b in names})
     score = collapse.score()
     height = dataset.cache.size[0]
     vmaf = {k: tuple(float(v) for v in np.concatenate(r).mean(axis=0)) for k, r in vmaf_rows.items()} if with_vmaf and not vmaf_note else None
@@ -233,7 +239,7 @@ def evaluate(
         baselines={b: leads[b] for b in names},
         skill=skill,
         strongest=strongest,
-        skill_strongest=skill_strongest,
+        skill_vs_strongest=skill_vs_strongest,
         per_condition=_per_condition(frames, names, np.array(conditions)),
         collapse_score=float(score),
         collapsed=bool(score < metrics.COLLAPSE_THRESHOLD),
@@ -271,7 +277,7 @@ class FieldMeter:
         for name, (model, persist) in self.frames.items():
             leads, base = model.leads(), persist.leads()
             out[name] = {k: leads.mean(k) for k in ("ssim", "psnr", "mse", "mae")}
-            out[name]["skill_persistence"] = float(np.mean(skill(leads.mse, base.mse)))
+            out[name]["skill_vs_persistence"] = float(np.mean(skill(leads.mse, base.mse)))
         return out
 
 
@@ -291,9 +297,9 @@ def _per_condition(frames: dict[str, FrameMetrics], names: list[str], conditions
             "mse": float(m_mse),
             "persistence_ssim": float(frames["persistence"].array("ssim")[rows].mean()),
             **{f"{b}_mse": v for b, v in b_mse.items()},
-            "skill_persistence": float(metrics.skill(m_mse, b_mse["persistence"])),
+            "skill_vs_persistence": float(metrics.skill(m_mse, b_mse["persistence"])),
             # The one definition (scoring.strongest_skill), on the condition's pooled MSEs as one lead.
-            "skill_strongest": strongest_skill([m_mse], {b: [v] for b, v in b_mse.items()})[2][0],
+            "skill_vs_strongest": strongest_skill([m_mse], {b: [v] for b, v in b_mse.items()})[2][0],
         }
     return out
 

@@ -124,3 +124,19 @@ def strongest_skill(model_mse: Sequence[float], baseline_mse: dict[str, Sequence
     each = {b: skill(model_mse, m) for b, m in baseline_mse.items()}
     strongest = tuple(min(baseline_mse, key=lambda b: baseline_mse[b][k]) for k in range(len(model_mse)))
     return each, strongest, tuple(each[b][k] for k, b in enumerate(strongest))
+
+
+def strongest_named(strongest: Sequence[str], leads: Sequence[int]) -> str:
+    """The strongest baseline per lead in words, as a column's note names it: 'flow', or 'flow at leads 1-2,
+    persistence at 3'."""
+    if not strongest:
+        return "none"
+    if len(set(strongest)) == 1:
+        return strongest[0]
+    runs: list[tuple[str, list[int]]] = []
+    for name, lead in zip(strongest, leads):
+        if runs and runs[-1][0] == name:
+            runs[-1][1].append(lead)
+        else:
+            runs.append((name, [lead]))
+    return ", ".join(f"{b} at lead{'s' if len(ks) > 1 else ''} {ks[0]}" + (f"-{ks[-1]}" if len(ks) > 1 else "") for b, ks in runs)

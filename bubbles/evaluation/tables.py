@@ -13,7 +13,7 @@ COMPARED = (
     ("mse", "MSE", ".5f"),
     ("ssim", "SSIM", ".3f"),
     ("psnr", "PSNR dB", ".2f"),
-    ("sharpness", "sharpness (1 = as sharp as the target)", ".2f"),
+    ("sharpness", "sharpness (1 = as sharp as the target)", ".3f"),
 )
 MASK_COMPARED = (  # masks (segmented recordings) only
     ("iou", "IoU of vapour (prediction and target > 0.5)", ".3f"),
@@ -54,12 +54,12 @@ def vmaf_lines(vmaf: dict[str, tuple[float, ...]] | None, note: str) -> list[str
 def lead_tables(ev: Evaluation) -> str:
     """The headline per lead (model, strongest baseline by MSE, skill against it and against persistence), then one
     table per metric with every baseline beside the model."""
-    head = "| lead | SSIM | PSNR dB | MSE | strongest baseline | its MSE | skill vs strongest | skill vs persistence |"
+    head = "| lead | SSIM | PSNR dB | MSE | strongest baseline | its MSE | skill_vs_strongest | skill_vs_persistence |"
     lines = [head, "|" + "---|" * 8]
     for k, best in enumerate(ev.strongest):
         lines.append(
             f"| {k + 1} | {ev.model.ssim[k]:.3f} | {ev.model.psnr[k]:.2f} | {ev.model.mse[k]:.5f} | {best} | "
-            f"{ev.baselines[best].mse[k]:.5f} | {ev.skill_strongest[k]:+.3f} | {ev.skill_persistence[k]:+.3f} |"
+            f"{ev.baselines[best].mse[k]:.5f} | {ev.skill_vs_strongest[k]:+.3f} | {ev.skill_vs_persistence[k]:+.3f} |"
         )
     lines.append("")
     for name, title, fmt in COMPARED + (MASK_COMPARED if getattr(ev, "mask", False) else ()):
@@ -93,9 +93,9 @@ def field_lines(per_field: dict[str, dict[str, float]]) -> str:
     if not per_field:
         return ""
     lines = ["", "", f"per predicted field (mean over leads; the tables above are {next(iter(per_field))}'s):", "",
-             "| field | SSIM | PSNR dB | MSE | MAE | skill vs persistence |", "|" + "---|" * 6]
+             "| field | SSIM | PSNR dB | MSE | MAE | skill_vs_persistence |", "|" + "---|" * 6]
     lines += [f"| {name} | {_cell(r['ssim'], '.3f')} | {_cell(r['psnr'], '.2f')} | {_cell(r['mse'], '.5f')} | "
-              f"{_cell(r['mae'], '.4f')} | {_cell(r['skill_persistence'], '+.3f')} |" for name, r in per_field.items()]
+              f"{_cell(r['mae'], '.4f')} | {_cell(r['skill_vs_persistence'], '+.3f')} |" for name, r in per_field.items()]
     return "\n".join(lines)
 
 

@@ -33,7 +33,7 @@ from bubbles.evaluation.scoring import MASK_METRICS, PIXEL_METRICS, Scores, stro
 from bubbles.models.device import model_device
 
 # The yardstick's objectives: means over the protocol's leads. skill is against the strongest baseline per lead.
-METRICS = ("ssim", "mse", "psnr", "bubble_f1", "skill")
+METRICS = ("ssim", "mse", "psnr", "bubble_f1", "skill_vs_strongest")
 Target = tuple[str, int]  # a protocol window: sequence, index of its first target frame
 
 
@@ -87,8 +87,8 @@ def epoch_rows(protocol: Protocol, n: int) -> np.ndarray:
 @dataclass(frozen=True)
 class YardstickScore:
     """A model (and the baselines) on the protocol's windows of one split. per_lead: metric -> one value per
-    protocol lead (ssim, psnr, mse, mae, sharpness, bubble_f1, skill against the strongest baseline, skill_<b>
-    against each); baselines: name -> metric -> per lead; strongest: the strongest baseline per lead."""
+    protocol lead (ssim, psnr, mse, mae, sharpness, bubble_f1, skill_vs_strongest against the strongest baseline,
+    skill_vs_<b> against each); baselines: name -> metric -> per lead; strongest: the strongest baseline per lead."""
 
     split: str
     protocol: Protocol
@@ -107,8 +107,8 @@ class YardstickScore:
         out = {k: mean(self.per_lead[k]) for k in METRICS}
         # The worst lead's skill against the strongest baseline: >= 0 means never worse than a free forecast at any
         # lead (a champion rule's condition, issue 27).
-        skills = [v for v in self.per_lead.get("skill", ()) if np.isfinite(v)]
-        out["skill_min"] = float(min(skills)) if skills else float("nan")
+        skills = [v for v in self.per_lead.get("skill_vs_strongest", ()) if np.isfinite(v)]
+        out["skill_vs_strongest_min"] = float(min(skills)) if skills else float("nan")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,9 +119,16 @@ class YardstickScore:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> YardstickScore:
         return cls(data["split"], Protocol.from_dict(data["protocol"]), tuple((str(n), int(t)) for n, t in data["windows"]),
-                   {k: tuple(v) for k, v in data["per_lead"].items()},
+                   {_renamed(k): tuple(v) for k, v in data["per_lead"].items()},
                    {b: {k: tuple(v) for k, v in m.items()} for b, m in data["baselines"].items()}, tuple(data["strongest"]),
                    data.get("flow_radius", {}))
+
+
+def _renamed(key: str) -> str:
+    """A per-lead key as written before the skill keys said what they compare against (skill, skill_flow)."""
+    if key == "skill":
+        return "skill_vs_strongest"
+    return f"skill_vs_{key.removeprefix('skill_')}" if key.startswith("skill_") and not key.startswith("skill_vs_") else key
 
 
 @dataclass
@@ -191,6 +198,12 @@ class Yardstick:
             block = self.field_frames(name, t0, t0 + (self.protocol.horizon - 1) * p + 1, p)
             out.append(block[[k - 1 for k in self.protocol.leads]])
         return np.stack(out)
+
+    def strongest(self) -> tuple[str, ...]:
+        """The strongest baseline (lowest MSE over every protocol window) at each protocol lead."""
+        frames = self.baselines().scores.frames
+        mse = {b: f.leads().mse for b, f in frames.items()}
+        return tuple(min(mse, key=lambda b: mse[b][k]) for k in range(len(self.protocol.leads)))
 
     def baselines(self) -> BaselineScores:
         """The baselines on every window, from protocol.context frames at the protocol's size (once)."""
@@ -292,8 +305,8 @@ class Yardstick:
         mine = model.frames["model"].leads()
         each, strongest, skill = strongest_skill(mine.mse, {b: m.mse for b, m in leads.items()})
         per_lead = {k: getattr(mine, k) for k in PIXEL_METRICS} | {
-            "bubble_f1": model.bubbles["model"].leads(height)["bubble_f1"], "skill": skill,
-        } | {f"skill_{b}": v for b, v in each.items()}
+            "bubble_f1": model.bubbles["model"].leads(height)["bubble_f1"], "skill_vs_strongest": skill,
+        } | {f"skill_vs_{b}": v for b, v in each.items()}
         table = {b: {k: getattr(m, k) for k in ("ssim", "psnr", "mse", *MASK_METRICS)} | {"bubble_f1": base.bubbles[b].leads(height, rows)["bubble_f1"]}
                  for b, m in leads.items()}
         return YardstickScore(self.split, self.protocol, tuple(self.windows[r] for r in rows), per_lead, table, strongest,

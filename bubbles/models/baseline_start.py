@@ -103,11 +103,11 @@ def advect(frame: torch.Tensor, flow: torch.Tensor, horizon: int) -> torch.Tenso
     return torch.stack(out, 1)
 
 
-def flow_forecast(x: torch.Tensor, future: int, channels: int) -> torch.Tensor:
-    """Optical-flow extrapolation of each window's last two frames, per field, with the yardstick's default ILK
-    window (flow_radius of the frame height): (B, T, C, H, W) -> (B, future, C, H, W)."""
+def flow_forecast(x: torch.Tensor, future: int, channels: int, radius: int | None = None) -> torch.Tensor:
+    """Optical-flow extrapolation of each window's last two frames, per field, with ILK window `radius` (None: the
+    yardstick's default for the frame height): (B, T, C, H, W) -> (B, future, C, H, W)."""
     frames = x[:, -2:, :channels].detach().float()
-    radius = flow_radius(x.shape[-2])
+    radius = radius or flow_radius(x.shape[-2])
     out = [advect(frames[:, 1, c : c + 1], lucas_kanade(frames[:, 0, c : c + 1], frames[:, 1, c : c + 1], radius), future)
            for c in range(channels)]
     return torch.cat(out, dim=2)
@@ -126,6 +126,9 @@ class BaselineStart(nn.Module):
         lead_count = cfg.output_len
         self.register_buffer("climatology", torch.zeros(cfg.out_channels, *cfg.frame_size))
         self.register_buffer("sources", torch.ones(len(SOURCES)))
+        # ILK window radius (px) of the flow source, measured on training frames by the fit as the yardstick measures
+        # its own (bubbles.evaluation.baselines.measure_flow_radius); 0: the default for the frame height.
+        self.register_buffer("flow_radius", torch.zeros(()))
         start = torch.zeros(lead_count, len(SOURCES))
         start[:, 0] = 1.0  # before the fit: persistence (or the family's own advected frame)
         self.weights = nn.Parameter(start)
@@ -140,7 +143,7 @@ class BaselineStart(nn.Module):
         if self.sources[1] > 0 and tuple(self.climatology.shape[-2:]) == (h, w):
             out["climatology"] = self.climatology.float().expand(b, future, c, h, w)
         if self.sources[2] > 0 and x.shape[1] >= 2:
-            out["flow"] = flow_forecast(x, future, c)
+            out["flow"] = flow_forecast(x, future, c, int(self.flow_radius.item()) or None)
         return out
 
     def forward(self, x: torch.Tensor, future: int = 1, **kwargs: Any) -> torch.Tensor:

@@ -13,10 +13,12 @@ import torch
 
 from bubbles.config import TrialConfig
 from bubbles.data.windows import WindowSplits
+from bubbles.evaluation.baselines import measure_flow_radius
 from bubbles.evaluation.evaluate import subset, training_mean_frame
 from bubbles.models.baseline_start import SOURCES, BaselineStart
 
 FIT_WINDOWS = 128  # training windows the fit reads (evenly spaced): 3 unknowns per lead need few
+RADIUS_WINDOWS = 32  # of them, for choosing the flow's ILK window (one flow per candidate radius each)
 BATCH = 16
 
 
@@ -30,6 +32,7 @@ class StartFit:
     blend_mse: tuple[float, ...]
     source_mse: dict[str, tuple[float, ...]]
     windows: int
+    flow_radius: int = 0  # the flow source's ILK window (px), chosen on training frames; 0: no flow
 
     def line(self) -> str:
         """One line for the console: lead 1 0.91 persistence + 0.09 climatology (MSE 0.0011; best alone ...)."""
@@ -38,7 +41,8 @@ class StartFit:
             terms = " + ".join(f"{v:.2f} {s}" for s, v in zip(self.sources, w))
             best = min(self.sources, key=lambda s: self.source_mse[s][lead - 1])
             parts.append(f"lead {lead}: {terms} (MSE {mse:.5f}; {best} alone {self.source_mse[best][lead - 1]:.5f})")
-        return f"baseline start, fitted on {self.windows} training windows: " + "; ".join(parts)
+        radius = f" (flow ILK radius {self.flow_radius} px)" if self.flow_radius else ""
+        return f"baseline start, fitted on {self.windows} training windows{radius}: " + "; ".join(parts)
 
 
 @torch.no_grad()
@@ -54,12 +58,16 @@ def fit_baseline_start(model: BaselineStart, splits: WindowSplits, tiles: bool, 
     if mean is not None:
         model.climatology.copy_(torch.from_numpy(mean)[None].to(device))
     leads = cfg.output_len
+    indices = subset(len(splits.train), max_windows)
+    if model.sources[2] > 0:  # the flow's ILK window, chosen on training frames as the yardstick chooses its own
+        pairs = [splits.train[indices[k]] for k in subset(len(indices), RADIUS_WINDOWS)]
+        triples = np.stack([np.concatenate([x[-2:, 0].numpy(), y[:1, 0].numpy()]) for x, y in pairs])
+        model.flow_radius.fill_(float(measure_flow_radius(triples)[0]))
     used: list[str] = []
     gram = np.zeros((leads, len(SOURCES), len(SOURCES)))
     rhs = np.zeros((leads, len(SOURCES)))
     sq = {s: np.zeros(leads) for s in SOURCES}
     pixels = 0
-    indices = subset(len(splits.train), max_windows)
     for start in range(0, len(indices), BATCH):
         xs, ys = zip(*(splits.train[i] for i in indices[start : start + BATCH]))
         x, y = torch.stack(xs).to(device), torch.stack(ys).to(device).float()
@@ -94,7 +102,7 @@ def fit_baseline_start(model: BaselineStart, splits: WindowSplits, tiles: bool, 
         total += ((blend.clamp(0, 1) - y) ** 2).transpose(0, 1).reshape(leads, -1).sum(1).double().cpu().numpy()
     return StartFit(tuple(used), tuple(tuple(float(weights[lead, SOURCES.index(s)]) for s in used) for lead in range(leads)),
                     tuple((total / max(pixels, 1)).tolist()), {s: tuple((sq[s] / max(pixels, 1)).tolist()) for s in used},
-                    len(indices))
+                    len(indices), int(model.flow_radius.item()) if "flow" in used else 0)
 
 
 def start_baselines(model: BaselineStart, cfg: TrialConfig, splits: WindowSplits, out_dir: Path) -> StartFit:

@@ -14,10 +14,12 @@ AMP = Literal["auto", "off"]
 # The epoch metric that picks best.pt. A sweep sets it to its objective, so that the leaderboard, the evaluation
 # of best.pt, the export and the registry all speak of the same weights.
 # val_*: the trial's own windows, leads and size (not comparable across windows and sizes); yardstick_*: the
-# study's protocol (bubbles.evaluation.yardstick), the same frames for every trial; yardstick_skill is against the
+# study's protocol (bubbles.evaluation.yardstick), the same frames for every trial; yardstick_skill_vs_strongest is against the
 # strongest baseline.
-BestBy = Literal["val_mse", "val_ssim", "val_psnr", "val_skill_persistence", "val_bubble_f1",
-                 "yardstick_ssim", "yardstick_mse", "yardstick_psnr", "yardstick_bubble_f1", "yardstick_skill"]
+BestBy = Literal["val_mse", "val_ssim", "val_psnr", "val_skill_vs_persistence", "val_bubble_f1",
+                 "yardstick_ssim", "yardstick_mse", "yardstick_psnr", "yardstick_bubble_f1", "yardstick_skill_vs_strongest"]
+# Names before the columns said what each skill is measured against; a space file with one is told the new name.
+RENAMED_METRICS = {"val_skill_persistence": "val_skill_vs_persistence", "yardstick_skill": "yardstick_skill_vs_strongest"}
 
 
 def best_by_mode(metric: str) -> str:
@@ -54,5 +56,5 @@ class TrainConfig:
     workers: int = param(0, "workers", "DataLoader worker processes", low=0)
     collapse_stop_epoch: int = param(0, "collapse_stop_epoch", "stop a trial found collapsed at or after this epoch; 0 = never", low=0)
     best_by: BestBy = param("val_mse", "best_by", "epoch metric that picks best.pt: val_mse (min) | val_ssim | val_psnr | "
-                            "val_skill_persistence | val_bubble_f1 (max), or the yardstick's yardstick_mse (min) | yardstick_ssim | "
-                            "yardstick_psnr | yardstick_bubble_f1 | yardstick_skill (max); a sweep sets its objective")
+                            "val_skill_vs_persistence | val_bubble_f1 (max), or the yardstick's yardstick_mse (min) | yardstick_ssim | "
+                            "yardstick_psnr | yardstick_bubble_f1 | yardstick_skill_vs_strongest (max); a sweep sets its objective")

@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -62,7 +63,7 @@ class EpochResult:
     val_psnr: float
     val_ssim_lead1: float
     val_ssim_last: float
-    val_skill_persistence: float
+    val_skill_vs_persistence: float
     collapse_score: float
     collapsed: bool
     seconds: float
@@ -74,8 +75,8 @@ class EpochResult:
     yardstick_mse: float = float("nan")
     yardstick_psnr: float = float("nan")
     yardstick_bubble_f1: float = float("nan")
-    yardstick_skill: float = float("nan")
-    yardstick_skill_min: float = float("nan")  # the worst lead's skill against the strongest baseline
+    yardstick_skill_vs_strongest: float = float("nan")
+    yardstick_skill_vs_strongest_min: float = float("nan")  # the worst lead's skill against the strongest baseline
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
@@ -88,7 +89,7 @@ class EpochResult:
         lead = "" if shown else f"{objective} {value:.4g}  "
         return (
             f"epoch {self.epoch}/{epochs}  {lead}train loss {self.train_loss:.5g}  val mse {self.val_mse:.5g}  "
-            f"ssim {self.val_ssim:.3f}  psnr {self.val_psnr:.2f}  skill {self.val_skill_persistence:+.3f}  "
+            f"ssim {self.val_ssim:.3f}  psnr {self.val_psnr:.2f}  skill_vs_persistence {self.val_skill_vs_persistence:+.3f}  "
             f"bubble F1 {self.val_bubble_f1:.3f}"
             f"{'  COLLAPSED' if self.collapsed else ''}  {seconds:.1f} s  ETA {_duration(eta)}"
         )
@@ -205,7 +206,9 @@ def save_checkpoint(path: Path, state: dict) -> None:
 def load_checkpoint(path: Path, device: torch.device) -> dict:
     """Load with weights_only=True: tensors and plain containers only, never arbitrary objects."""
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # a refused pickle is the one line below, not torch's warning with its path
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such checkpoint") from None
     except Exception as exc:

@@ -33,7 +33,8 @@ def _param_value(value: Any) -> str:
 def run_name(cfg: TrialConfig, trial_id: str | None = None) -> str:
     """A short readable run name: the model family and its key parameters, e.g. 'convlstm-L3-h64-128px-20to1-lr1e-03';
     a sweep's trials end with their trial id ('…-4eac4238') so that names are unique."""
-    name = f"{cfg.model_name}-{cfg.model.label()}-{format_image_size(cfg.data.image_size)}px-{cfg.window.input_len}to{cfg.window.output_len}-lr{cfg.train.lr:.0e}"
+    start = "-bs" if getattr(cfg.model, "baseline_start", False) else ""  # started from the baselines' blend
+    name = f"{cfg.model_name}-{cfg.model.label()}{start}-{format_image_size(cfg.data.image_size)}px-{cfg.window.input_len}to{cfg.window.output_len}-lr{cfg.train.lr:.0e}"
     return f"{name}-{trial_id.rsplit('_', 1)[-1]}" if trial_id else name
 
 
@@ -60,10 +61,18 @@ class TrialRun:
             self.logged_epochs = 0
         else:
             # A resumed or restarted trial: its Tune checkpoint can be older than the last epoch it logged, and
-            # MLflow cannot take a metric back, so the epochs already logged are not logged again.
+            # MLflow cannot take a metric back, so the epochs already logged are not logged again (and the writer
+            # logs each metric step of a run it did not make once: study.mlflow_writer). A run whose writes wait in
+            # the spool (its creation too, if the store was down) gets them first.
             self.run_id = run_id
-            self.logged_epochs = max((m.step for m in readable(lambda: self.client.get_metric_history(run_id, "epoch/val_mse"), [])), default=0)
             self.writer.update_run(run_id, "RUNNING")
+            known = self._known()
+            self.logged_epochs = max((m.step for m in readable(lambda: self.client.get_metric_history(known, "epoch/val_mse"), [])), default=0) if known else 0
+
+    def _known(self) -> str | None:
+        """The run's id in MLflow for reads; None while its creation waits in the spool."""
+        known = self.writer.resolve(self.run_id)
+        return None if known.startswith("pending-") else known
 
     def log_epoch(self, result: EpochResult) -> None:
         """Per-epoch metrics, named epoch/… (step = epoch); an epoch already logged is skipped."""
@@ -81,7 +90,8 @@ class TrialRun:
         frames/s (metrics, so MLflow can plot the objective against them) and the device (a tag)."""
         from mlflow.entities import Metric
 
-        if self.resumed and readable(lambda: "gflops_per_window" in self.client.get_run(self.run_id).data.metrics, False):
+        known = self._known()
+        if self.resumed and known and readable(lambda: "gflops_per_window" in self.client.get_run(known).data.metrics, False):
             return  # a resumed trial measured its cost when it started: once per run, never a second step 0
         ts = _now_ms()
         numbers = {k: v for k, v in cost.metrics().items() if k != "parameters" and _finite(v)}
@@ -142,7 +152,8 @@ class TrialRun:
     def record_node(self, node: str) -> str:
         """Add the node this attempt runs on to the run's `ray_nodes` tag (a trial restarted after a node loss
         keeps every node it ran on, in order); returns the list as logged, comma-separated."""
-        seen = readable(lambda: self.client.get_run(self.run_id).data.tags.get("ray_nodes", ""), "") if self.resumed else ""
+        known = self._known()
+        seen = readable(lambda: self.client.get_run(known).data.tags.get("ray_nodes", ""), "") if self.resumed and known else ""
         nodes = [n for n in seen.split(",") if n]
         if node not in nodes:
             nodes.append(node)
@@ -178,11 +189,10 @@ def final_yardstick_of(run_id: str) -> dict[str, float]:
 
 
 def log_test_score(run_id: str, score: Any, spool: Path | None = None) -> None:
-    """The test-split pass of one trial: test_yardstick_<metric> (unbiased), its per-lead curves, its record;
-    through the writer, so with a `spool` an outage keeps them for the next driver instead of raising."""
+    """The test-split pass of one trial: test_<metric> (unbiased; the leaderboard's names), its per-lead curves, its
+    record; through the writer, so with a `spool` an outage keeps them for the next driver instead of raising."""
     writer = Writer(spool)
-    writer.log_batch(run_id, metrics=yardstick_metrics(score, "test_yardstick", "yardstick_test_lead"),
-                     tags={"test_scored": "true"})
+    writer.log_batch(run_id, metrics=yardstick_metrics(score, "test", "yardstick_test_lead"), tags={"test_scored": "true"})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "yardstick_test.json"
         path.write_text(json.dumps(score.to_dict(), indent=1))
@@ -257,3 +267,23 @@ def replay_spool(spool: Path, errors: list[str], unreadable: list[str] | None = 
     from study.mlflow_writer import replay_dir
 
     return replay_dir(spool, errors, unreadable)
+
+
+def live_run(uri: str, run_id: str) -> bool:
+    """Whether the run exists in this tracking store and is not deleted (a resumed `train` continues it then)."""
+    import mlflow
+
+    configure(uri)
+    try:
+        return mlflow.MlflowClient().get_run(run_id).info.lifecycle_stage == "active"
+    except Exception:  # gone, or the store cannot say: the caller starts a new run
+        return False
+
+
+def delete_run(uri: str, run_id: str) -> None:
+    """Delete (MLflow's soft delete) a run this process made and left empty: a sweep's parent run when the sweep
+    was stopped during start-up, before any trial."""
+    import mlflow
+
+    configure(uri)
+    mlflow.MlflowClient().delete_run(run_id)
