@@ -69,17 +69,17 @@ def test_an_early_stopped_trial_is_ranked_on_the_full_protocol_with_the_server_d
     assert stopped, [r["status"] for r in rows]  # ASHA stopped the low learning rates after epoch 1
     for row in rows:
         if row["status"] in ("completed", "stopped_early"):
-            # Every trial's objective is best.pt on every protocol window (val_ssim_selection), not its per-epoch
+            # Every trial's objective is best.pt on every protocol window (yardstick_ssim), not its per-epoch
             # subset score: the stopped ones were scored by the driver from their checkpoints.
-            assert math.isfinite(_number(row, "val_ssim_selection")), row
-            assert _number(row, "objective") == pytest.approx(_number(row, "val_ssim_selection")), row
+            assert math.isfinite(_number(row, "yardstick_ssim")), row
+            assert _number(row, "objective") == pytest.approx(_number(row, "yardstick_ssim")), row
 
 
 @pytest.mark.slow
 def test_an_outage_during_the_test_pass_leaves_the_leaderboard_and_the_test_scores(tiny_store: Path, tmp_path: Path) -> None:
     lines, rows, sweep_dir = _sweep_with_outage(tiny_store, tmp_path, "test split:")
     text = "\n".join(lines)
-    tested = [r for r in rows if math.isfinite(_number(r, "test_ssim_unbiased"))]
+    tested = [r for r in rows if math.isfinite(_number(r, "test_ssim"))]
     assert len(tested) == 2, rows  # test_top_k
     assert set(json.loads((sweep_dir / "yardstick" / "test_scores.json").read_text())) == {r["trial"] for r in tested}
     assert "did not take every write" in text and "the leaderboard above is complete" in text, text
