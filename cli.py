@@ -399,7 +399,7 @@ def _sweep(space_file: Path, name: str | None, resume: bool, address: str | None
            verbose: bool, trust_state: bool, stopping: Callable[[], None]) -> None:
     from study.interrupt import discard_unstarted, has_tune_state
     from study.space import load_space
-    from study.tracking import check_tracking, readable, runs_table_link, tracking_uri
+    from study.tracking import check_tracking, readable, tracking_uri
 
     from study.sweep_dir import check_name
 
@@ -446,9 +446,15 @@ def _sweep(space_file: Path, name: str | None, resume: bool, address: str | None
                             store_shared=store is not None or _store_is_absolute(space_file),
                             preamble=list_windows, resume_command=again, verbose=verbose, trust_state=trust_state)
         click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
-        link = readable(lambda: runs_table_link(uri, space.experiment), None)  # None: the store is down (said above)
+        from study.tracking.views import sweep_view_link
+
+        # None: the store is down (said above). The link opens this sweep's trials ranked by the objective.
+        link = readable(lambda: sweep_view_link(uri, space.experiment, outcome.parent_run_id, name,
+                                                space.tune.objective, space.tune.mode), None)
         if link:
             click.echo(f"MLflow runs table: {link}")
+        if any(r.get("status") == "completed" for r in outcome.rows) and not outcome.interrupted:
+            click.echo(f"export the winner:  {_export_command(name, storage, uri)}")
     except KeyboardInterrupt:
         stopping()  # a second Ctrl-C while the driver tidies up is ignored
         if has_tune_state(storage / name):
@@ -498,9 +504,11 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
         check_tracking(uri)
         objective, board = None, None
         if sweep_name is not None:
-            from study.sweep_dir import check_name
+            from study.sweep_dir import finished_sweep_dir
+            from study.tracking import sweep_dirs_named
 
-            run_id, objective, board = ex.best_run_of_sweep(storage.resolve() / check_name(sweep_name))
+            sweep_dir = finished_sweep_dir(storage.resolve(), sweep_name, sweep_dirs_named(uri, sweep_name))
+            run_id, objective, board = ex.best_run_of_sweep(sweep_dir)
         chosen = ex.from_run(uri, str(run_id), objective)
         if board is not None and not math.isclose(board, chosen.objective, rel_tol=1e-4, abs_tol=1e-6):
             click.echo(f"warning: the leaderboard says {objective} {board:.5f}, the exported weights measure "
@@ -617,9 +625,11 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
     check_output_dir(out.resolve(), "report")
     uri = tracking_uri(Path.cwd())
     check_tracking(uri)
-    from study.sweep_dir import check_name
+    from study.sweep_dir import finished_sweep_dir
+    from study.tracking import sweep_dirs_named
 
-    click.echo(f"wrote {write_report(uri, storage.resolve() / check_name(sweep_name), out.resolve())}")
+    sweep_dir = finished_sweep_dir(storage.resolve(), sweep_name, sweep_dirs_named(uri, sweep_name))
+    click.echo(f"wrote {write_report(uri, sweep_dir, out.resolve())}")
 
 
 @main.command()
@@ -664,6 +674,18 @@ def _resume_command(space_file: Path, name: str, storage: Path, address: str | N
     if address and address != "local":
         words += ["--address", address]
     return shlex.join(words)
+
+
+def _export_command(name: str, storage: Path, uri: str) -> str:
+    """The command that exports this sweep's winner, exactly: its --storage, and the tracking URI when it is not
+    the default one this directory would use."""
+    import shlex
+
+    from study.tracking import default_uri
+
+    words = ["bubbles-study", "export", "--sweep", name, "--out", f"exports/{name}", "--storage", str(storage)]
+    prefix = f"MLFLOW_TRACKING_URI={shlex.quote(uri)} " if uri != default_uri(Path.cwd()) else ""
+    return prefix + shlex.join(words)
 
 
 def _store_is_absolute(space_file: Path) -> bool:

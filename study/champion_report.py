@@ -27,8 +27,12 @@ def section(rows: list[dict[str, str]], sweep_dir: Path, out: Path, png: Callabl
     test-split Pareto plot of skill vs the strongest baseline against bubble F1."""
     from bubbles.evaluation.verdict import Verdict
 
+    from bubbles.evaluation.yardstick import YardstickScore
+
     record = sweep_dir / YARDSTICK_DIR / "test_scores.json"
-    scores = json.loads(record.read_text()) if record.is_file() else {}
+    # Through YardstickScore: records written before the skill keys were renamed read with today's names.
+    scores = ({t: YardstickScore.from_dict(v) for t, v in json.loads(record.read_text()).items()}
+              if record.is_file() else {})
     rule = sweep_dir / "champion.json"
     rule_line = json.loads(rule.read_text()).get("note", "") if rule.is_file() else ""
     parts = ["<h2>The champion against the baselines (test split)</h2>"]
@@ -47,13 +51,14 @@ def section(rows: list[dict[str, str]], sweep_dir: Path, out: Path, png: Callabl
         cells = "".join(f"<td>{verdict.baseline_mse[n][k]:.5f}</td>" for n in names)
         lost = [n for n in names if not verdict.model_mse[k] < verdict.baseline_mse[n][k]]
         body.append(f"<tr><td>{lead}</td><td>{verdict.model_mse[k]:.5f}</td>{cells}"
-                    f"<td>{_num(champion['per_lead'].get('skill_vs_strongest', [math.nan] * len(verdict.leads))[k]):+.3f}</td>"
+                    f"<td>{_num(champion.per_lead.get('skill_vs_strongest', [math.nan] * len(verdict.leads))[k]):+.3f}</td>"
                     f"<td>{html.escape('loses to ' + ', '.join(lost) if lost else 'beats all')}</td></tr>")
     parts.append(f"<p>Champion {html.escape(rows[0]['trial'])} ({html.escape(str(rows[0].get('model', '')))}): "
                  f"{html.escape(verdict.sentence())}.</p><table><tr><th>lead</th><th>champion MSE</th>{head}"
                  f"<th>skill_vs_strongest</th><th>verdict</th></tr>{''.join(body)}</table>")
     tested = [(t, s) for t, s in scores.items()]
-    points = [(-_num(s["means"].get("skill_vs_strongest")), _num(s["means"].get("bubble_f1"))) for _, s in tested]
+    means = [s.means() for _, s in tested]
+    points = [(-_num(m.get("skill_vs_strongest")), _num(m.get("bubble_f1"))) for m in means]
     finite = [i for i, (a, b) in enumerate(points) if math.isfinite(a) and math.isfinite(b)]
     if len(finite) >= 1:
         import matplotlib

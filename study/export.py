@@ -24,10 +24,11 @@ from bubbles.evaluation.verdict import TEST_VERDICT, Verdict
 from bubbles.models import build_model, check_state_shapes
 from bubbles.training.config import best_by_mode
 from bubbles.training.train import COST
+from bubbles.data.framesize import format_image_size
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import make_splits, split_segments
 
-from study.tracking import PARENT_FILE, download_file, read_parent, register_export, trial_files
+from study.tracking import PARENT_FILE, download_file, read_parent, register_export, run_name, trial_files
 from study.yardstick import NO_TEST, SHOWN, TEST, VALIDATION
 
 # The epoch metric and the end-of-trial evaluation's name for the same number (same windows, same formula).
@@ -250,4 +251,35 @@ def register(uri: str, name: str, bundle: Path, chosen: Chosen) -> tuple[str, bo
         tags["test_beats_all_baselines"] = "yes" if chosen.verdict.beats_all else "no"
         tags["test_against_baselines"] = chosen.verdict.sentence()[:250]
     return register_export(uri, name, bundle, chosen.source, chosen.run_id,
-                           (chosen.objective_name, chosen.objective, chosen.mode), (x, y), tags)
+                           (chosen.objective_name, chosen.objective, chosen.mode), (x, y), tags,
+                           model_name=run_name(chosen.cfg), description=version_description(name, bundle, chosen))
+
+
+def version_description(name: str, bundle: Path, chosen: Chosen) -> str:
+    """The registry version's description (Markdown): what the model is, its objective, validation and test scores
+    side by side, the data and window it was trained on, and how to predict with it."""
+    cfg = chosen.cfg
+    lines = [f"**{run_name(cfg)}** — {cfg.model_name}, {cfg.window.input_len} frames in → {cfg.window.output_len} out "
+             f"at {format_image_size(cfg.data.image_size)} px; from {chosen.source}.", "",
+             f"Objective: `{chosen.objective_name}` = {chosen.objective:.4f} ({chosen.mode}).", ""]
+    scores = {label: chosen.yardstick.get(label) for label in (VALIDATION, TEST)}
+    shown = [k for k in ("ssim", "mse", "bubble_f1", "skill")
+             if any(isinstance(v, dict) and k in v for v in scores.values())]
+    if shown:
+        lines += ["| split | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
+        for label, means in scores.items():
+            if isinstance(means, dict):
+                lines.append(f"| {label} | " + " | ".join(_cell(means.get(k)) for k in shown) + " |")
+        lines.append("")
+    for label, means in scores.items():
+        if means and not isinstance(means, dict):
+            lines.append(f"{label}: {means}")
+    lines += [f"Data: `{cfg.data.store}`, split by {cfg.data.split.kind}; window {cfg.window.input_len}→"
+              f"{cfg.window.output_len}.", "", "Predict:", "",
+              f"    bubbles-study predict {bundle} --store {cfg.data.store} --sequence SEQUENCE --out pred/{name}",
+              f"    mlflow.pyfunc.load_model('models:/{name}/<this version>').predict(frames)"]
+    return "\n".join(lines)
+
+
+def _cell(v: object) -> str:
+    return f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else "—"

@@ -86,7 +86,7 @@ def cost_section(rows: Sequence[dict[str, Any]], objective: str, mode: str, out:
         ax.xaxis.set_major_formatter(matplotlib.ticker.LogFormatterSciNotation(labelOnlyBase=False))
         ax.set_xlabel("forward GFLOPs per predicted window (log)")
         ax.set_ylabel(f"{objective} ({'higher' if mode == 'max' else 'lower'} is better)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the dots, not on them
         on_front = ", ".join(f"{done[i]['trial']} ({done[i].get('model') or '-'}, {fmt(done[i]['gflops'])} GFLOPs)" for i in front)
         parts.append(f"<p>Filled: completed trials; hollow: stopped early or failed (an early objective, not on the "
                      f"front). Ringed and joined: the Pareto front among completed trials (no other trial is cheaper and at "

@@ -141,7 +141,8 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
         cls = ' class="best"' if k == 0 else ""
         table.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in shown_cols) + "</tr>")
     sections.append(champion_report.section(rows, sweep_dir, out, _png, _img))
-    sections.append(f"<h2>Leaderboard ({len(rows)} trials, by {objective})</h2><div class=\"wide\">" + "".join(table) + "</table></div>")
+    sections.append(f"<h2>Leaderboard ({len(rows)} trials, by {objective})</h2><div class=\"wide\">" + "".join(table)
+                    + "</table></div>" + _undefined_note(rows, shown_cols))
     sections += yardstick_report.sections(rows, sweep_dir, out, objective, _png, _img, _fmt)
 
     importances, note = _importances(sweep_dir, name)
@@ -150,9 +151,15 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
                     + (f"<table><tr><th>parameter</th><th>importance</th></tr>{imp_rows}</table>" if importances else "")
                     + (f"<p>{html.escape(note)}</p>" if note else ""))
 
-    if params:
-        sections.append("<h2>Objective against each parameter</h2><p>blue: completed, red: stopped early / failed</p>"
-                        + _img(_png(_param_grid(rows, params, objective), out / "objective_vs_params.png"), "objective vs parameters"))
+    sampled = [p for p in params if any(r[p] != "" and _finite(r["objective"]) for r in rows)]
+    unsampled = [p for p in params if p not in sampled]
+    if sampled:
+        absent = (f" No panel for {', '.join(unsampled)}: no scored trial sampled them (a family's own parameters exist "
+                  "only in that family's trials)." if unsampled else "")
+        sections.append(f"<h2>Objective against each sampled parameter ({len(sampled)})</h2><p>One panel per parameter, "
+                        f"each dot a trial that has it: blue completed, red stopped early / failed.{html.escape(absent)}</p>"
+                        + _img(_png(_param_grid(rows, sampled, objective), out / "objective_vs_params.png"),
+                               "objective vs " + ", ".join(sampled)))
 
     sections.append(cost_section(rows, objective, parent.get("mode", "max"), out, _png, _img, _fmt))
 
@@ -162,10 +169,15 @@ def _write_page(uri: str, sweep_dir: Path, out: Path) -> str:
     if top and not multi:
         sections.append("<h2>Per-lead-time curves</h2><p>No evaluated trial predicts more than one frame: no curve over leads.</p>")
     if multi:
-        sections.append("<h2>Per-lead-time SSIM and PSNR of the best multi-frame trials against persistence (one curve "
-                        "per window length); bubble F1 and sharpness ratio (1 = as sharp as the target, a blur is well "
-                        "below)</h2><p>Each trial's own picture of its curves beside every baseline is in its MLflow "
-                        "run (lead_curves.png).</p>" + _img(_png(_lead_figure(multi), out / "lead_curves.png"), "per-lead curves"))
+        labels = [_label(r) for r in multi]
+        windows = sorted({label.split(" ")[-1] for label in labels})
+        sections.append(f"<h2>Per-lead curves of the best {len(multi)} multi-frame trials ({html.escape(', '.join(labels))})"
+                        "</h2><p>On each trial's own validation windows: SSIM and PSNR with the persistence forecast on "
+                        f"the same frames (one dashed grey curve for each window length among them: "
+                        f"{html.escape(', '.join(windows))}); bubble F1 (solid) and sharpness ratio (dotted; 1 = as sharp "
+                        "as the target, a blur is well below). A trial's own picture of its curves beside every baseline "
+                        "is in its MLflow run (lead_curves.png).</p>"
+                        + _img(_png(_lead_figure(multi), out / "lead_curves.png"), "per-lead curves"))
     if top:
         with tempfile.TemporaryDirectory() as tmp:
             strips = [p for p in download_folder(top[0]["mlflow_run"], "strips", Path(tmp)) if p.suffix == ".png"][:3]
@@ -266,8 +278,11 @@ def _lead_figure(trials: list[dict[str, str]]) -> Any:
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    a1.legend(fontsize=7)
-    a3.legend(fontsize=7)
+    # Legends below the panels, never over a curve: trials and persistence (shared by SSIM and PSNR), then F1/sharpness.
+    handles, names = a1.get_legend_handles_labels()
+    a1.legend(handles, names, fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=1, frameon=False)
+    handles, names = a3.get_legend_handles_labels()
+    a3.legend(handles, names, fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=1, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -295,11 +310,39 @@ def _num_or_str(v: str) -> float | str:
         return v
 
 
+UNDEFINED = "—"  # a number that has no value (never the literal nan): the note under the table says why
+# Why a leaderboard number can be undefined, by column (what the page says once, under the table).
+WHY_UNDEFINED = {
+    "bubble_f1": "no bubble was detected in the trial's validation targets nor in its predictions, so there is nothing "
+                 "to match (F1 = 2·TP / (2·TP + FP + FN) is 0/0)",
+    "objective": "the trial reported no objective (it failed before its first validation)",
+}
+
+
+def _undefined_note(rows: list[dict[str, str]], cols: list[str]) -> str:
+    """One line naming the columns shown with a dash and why each has no value."""
+    hit = [c for c in cols if any(_is_nan(r.get(c)) for r in rows)]
+    if not hit:
+        return ""
+    parts = [f"{c} ({sum(_is_nan(r.get(c)) for r in rows)} trials): {WHY_UNDEFINED.get(c, 'not measured for these trials')}"
+             for c in hit]
+    return f"<p>{UNDEFINED} = undefined. " + html.escape("; ".join(parts)) + ".</p>"
+
+
+def _is_nan(v: Any) -> bool:
+    try:
+        return math.isnan(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.4g}"
+        return UNDEFINED if math.isnan(v) else f"{v:.4g}"
     try:
         f = float(v)
-        return v if f.is_integer() else f"{f:.4g}"
     except (TypeError, ValueError):
         return str(v)
+    if math.isnan(f):
+        return UNDEFINED
+    return v if f.is_integer() else f"{f:.4g}"

@@ -51,3 +51,20 @@ def write_unsettled(sweep_dir: Path, run_ids: list[str]) -> None:
     tmp = sweep_dir / (UNSETTLED_FILE + ".tmp")
     tmp.write_text(json.dumps(sorted(set(run_ids) | read_unsettled(sweep_dir))))
     tmp.replace(sweep_dir / UNSETTLED_FILE)
+
+
+def finished_sweep_dir(storage: Path, name: str, where_else: list[str], option: str = "--storage") -> Path:
+    """storage/name when a sweep finished there (its parent-run record and leaderboard); else one line saying where
+    to look: the directories the tracking store knows for that name (`where_else`), or the sweep's own output."""
+    sweep_dir = storage / check_name(name)
+    if (sweep_dir / "mlflow_parent.json").is_file() and (sweep_dir / "leaderboard.csv").is_file():
+        return sweep_dir
+    found = "no sweep here" if not sweep_dir.exists() else "no finished sweep here (no mlflow_parent.json / leaderboard.csv)"
+    elsewhere = [Path(d) for d in where_else if Path(d) != sweep_dir.resolve()]
+    if elsewhere:
+        hint = "; the tracking store has a sweep of that name in " + ", ".join(
+            f"{d} (add {option} {d.parent})" for d in elsewhere)
+    else:
+        hint = (f"; give {option} the directory the sweep was run with: the path before /{name} in its closing line "
+                f"'leaderboard in …'")
+    raise UserError(f"{sweep_dir}: {found}{hint}")

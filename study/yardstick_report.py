@@ -68,9 +68,9 @@ def _validation_vs_test(rows: list[dict[str, str]], sweep_dir: Path, objective: 
     table = ["<table><tr><th>trial</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + f"<th>test − validation ({metric})</th></tr>"]
     gaps = []
     for r in tested:
-        gap = _num(r[f"test_{metric}"]) - _num(r[f"yardstick_{metric}"])
+        gap = _num(r.get(f"test_{metric}")) - _num(r.get(f"yardstick_{metric}"))
         gaps.append(gap)
-        table.append(f"<tr><td>{html.escape(r['trial'])}</td>" + "".join(f"<td>{fmt(_num(r[c]))}</td>" for c in cols)
+        table.append(f"<tr><td>{html.escape(r['trial'])}</td>" + "".join(f"<td>{fmt(_num(r.get(c)))}</td>" for c in cols)
                      + f"<td>{gap:+.4f}</td></tr>")
     mean = sum(gaps) / len(gaps)
     text = (f"<p>For the top {len(tested)} trials by validation, the test {metric} differs from the validation {metric} "
@@ -104,7 +104,8 @@ def _curves(rows: list[dict[str, str]], out: Path, png: Callable[[Any, Path], st
         ax.set_xlabel("lead time (frames ahead)")
         ax.set_ylabel(name)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    axes[0].legend(fontsize=7)
+    handles, names = axes[0].get_legend_handles_labels()  # below the panels, never over a curve
+    axes[0].legend(handles, names, fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=2, frameon=False)
     return ("<h2>Per-lead curves on the protocol's frames: the top trials and the baselines (validation)</h2>"
             + img(png(fig, out / "yardstick_leads.png"), "yardstick per-lead curves"))
 

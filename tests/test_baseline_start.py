@@ -78,6 +78,20 @@ def test_untrained_baseline_start_scores_the_strongest_baseline_at_every_lead(ar
     np.testing.assert_allclose(model_mse, fit.blend_mse, rtol=1e-4)
 
 
+@pytest.mark.parametrize("model, extra", [("predrnn_v2", {"st_layers": 1, "st_hidden": 4, "st_kernel": 3, "patch": 2}),
+                                          ("simvp", {"hid_s": 4, "hid_t": 8, "n_s": 1, "n_t": 1})])
+def test_every_family_builds_and_runs_with_the_baseline_start(ar_store: Path, model: str, extra: dict) -> None:
+    """The smoke sweep's PredRNN-v2 trial failed: its config had no output_len (the blend's lead count)."""
+    cfg = _config(ar_store, model, **extra)
+    net = build_model(cfg.model_name, cfg.model)
+    assert isinstance(net, BaselineStart) and net.weights.shape == (4, 3)
+    x = torch.rand(2, 4, 1, SIZE, SIZE)
+    with torch.no_grad():
+        pred = net.eval()(x, future=4)
+    assert pred.shape == (2, 4, 1, SIZE, SIZE)
+    torch.testing.assert_close(pred, x[:, -1:].expand(2, 4, 1, SIZE, SIZE))  # before the fit: persistence
+
+
 def test_baseline_start_weights_travel_with_the_checkpoint_and_other_layouts_are_refused(ar_store: Path) -> None:
     cfg = _config(ar_store, "simvp", hid_s=4, hid_t=8, n_s=1, n_t=1)
     net = build_model(cfg.model_name, cfg.model)

@@ -3,6 +3,7 @@ predictions with metrics, and the HTML report."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import html
 import json
@@ -150,6 +151,16 @@ def test_registry_champion_moves_only_to_better(tracked_sweep: tuple[str, Path],
     assert champion.run_id == best["mlflow_run"]
     assert len(champion.tags["value"]) <= 8 and float(champion.tags["value"]) == pytest.approx(float(best["objective"]), rel=1e-5)
     assert {r.info.run_id for e in client.search_experiments() for r in client.search_runs([e.experiment_id])} == runs_before
+    # The version says what it is (issue 31): a description with the objective, the scores, the data and how to
+    # predict; the logged model is named after the trial's model, and the trial run lists it among its outputs.
+    description = champion.description or ""
+    assert f"Objective: `{best_objective_name(storage)}`" in description and "| validation (selection) |" in description
+    assert f"bubbles-study predict {tmp_path / 'b'}" in description and f"models:/{name}/" in description
+    model_id = champion.source.removeprefix("models:/")
+    logged = client.get_logged_model(model_id)
+    assert logged.name.startswith("convlstm-") and logged.name != "bundle"
+    outputs = client.get_run(best["mlflow_run"]).outputs
+    assert model_id in {o.model_id for o in (outputs.model_outputs if outputs else [])}
     # The round trip: a fresh process loads the registered version by name and predicts; it matches the export.
     model, cfg, _ = load_bundle(tmp_path / "b")
     x = example_input(cfg)
@@ -167,6 +178,10 @@ def test_registry_champion_moves_only_to_better(tracked_sweep: tuple[str, Path],
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
+
+
+def best_objective_name(storage: Path) -> str:
+    return json.loads((storage / "exp" / "mlflow_parent.json").read_text())["objective"]
 
 
 def _check_link(uri: str, link: str, fragment: str) -> None:
@@ -191,6 +206,71 @@ def test_runs_table_link(tracked_sweep: tuple[str, Path]) -> None:
     experiment = "sweep-test-http" if uri.startswith("http") else "sweep-test"
     exp_id = mlflow.MlflowClient(uri).get_experiment_by_name(experiment).experiment_id
     _check_link(uri, runs_table_link(uri, experiment), f"#/experiments/{exp_id}/runs?workflowType=machine_learning")
+
+
+@pytest.mark.slow
+def test_the_sweep_link_opens_its_trials_ranked_with_the_comparable_columns(tracked_sweep: tuple[str, Path]) -> None:
+    """The view the printed link opens (MLflow 3.17's shared view state, an experiment tag): the sweep's trials
+    only, ranked by the objective's trial-end metric, which the trial runs hold, shown first; the parent run's
+    description is the top-5 table with a link to each trial's run."""
+    from study.tracking.views import SHARED_VIEW_TAG, sweep_view_link
+
+    uri, storage = tracked_sweep
+    parent = json.loads((storage / "exp" / "mlflow_parent.json").read_text())
+    client = mlflow.MlflowClient(uri)
+    exp_id = client.get_run(parent["run_id"]).info.experiment_id
+    link = sweep_view_link(uri, parent["experiment"], parent["run_id"], "exp", parent["objective"], parent["mode"])
+    _check_link(uri, link, f"#/experiments/{exp_id}/runs?viewStateShareKey=sweep-exp&workflowType=machine_learning")
+    state = json.loads(client.get_experiment(exp_id).tags[SHARED_VIEW_TAG + "sweep-exp"])
+    children = client.search_runs([exp_id], filter_string=state["searchFilter"])
+    rows = list(csv.DictReader((storage / "exp" / "leaderboard.csv").read_text().splitlines()))
+    assert {r.info.run_id for r in children} == {r["mlflow_run"] for r in rows}  # the trials, not the parent
+    sort = state["orderByKey"].removeprefix("metrics.`").removesuffix("`")
+    assert state["orderByAsc"] is (parent["mode"] == "min") and all(sort in r.data.metrics for r in children)
+    assert state["selectedColumns"][0] == state["orderByKey"]
+    assert any("bubble_f1" in c for c in state["selectedColumns"]) and "params.`output_len`" in state["selectedColumns"]
+    note = client.get_run(parent["run_id"]).data.tags["mlflow.note.content"]
+    best = rows[0]
+    assert f"[{best['trial']}](#/experiments/{exp_id}/runs/{best['mlflow_run']})" in note and note.count("](#/experiments/") == len(rows)
+
+
+@pytest.mark.slow
+def test_export_without_the_sweeps_storage_says_where_it_is(finished_sweep: tuple[str, Path], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    uri, storage = finished_sweep
+    monkeypatch.chdir(tmp_path)  # the default --storage runs/sweeps is then empty
+    result = CliRunner(env={"MLFLOW_TRACKING_URI": uri}).invoke(main, ["export", "--sweep", "exp", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1
+    assert result.output == (f"error: {tmp_path / 'runs' / 'sweeps' / 'exp'}: no sweep here; the tracking store has a "
+                             f"sweep of that name in {storage.resolve() / 'exp'} (add --storage {storage.resolve()})\n")
+
+
+@pytest.mark.slow
+def test_the_report_draws_no_empty_panel_and_writes_no_nan(finished_sweep: tuple[str, Path], tmp_path: Path) -> None:
+    """The sweep's own directory, with a parameter no trial sampled (as a family's own parameters are when no trial
+    of that family ran) and an undefined bubble F1 (as for a trial that detects no bubble) in its leaderboard."""
+    import shutil
+
+    uri, storage = finished_sweep
+    copy = tmp_path / "sweeps" / "exp"
+    shutil.copytree(storage / "exp", copy)
+    rows = list(csv.DictReader((copy / "leaderboard.csv").read_text().splitlines()))
+    cols = list(rows[0])
+    cols.insert(cols.index("objective"), "st_hidden")
+    rows[-1]["bubble_f1"] = "nan"
+    with (copy / "leaderboard.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=cols)
+        writer.writeheader()
+        writer.writerows({**r, "st_hidden": ""} for r in rows)
+    _cli(uri, "report", "--sweep", "exp", "--storage", str(tmp_path / "sweeps"), "--out", str(tmp_path / "r"))
+    page = (tmp_path / "r" / "index.html").read_text()
+    import re
+
+    assert not re.search(r">\s*nan\s*<", page, re.IGNORECASE)  # no table cell says nan (a dash, explained once)
+    assert "bubble_f1 (1 trials): no bubble was detected" in page
+    drawn = page.split('alt="objective vs ', 1)[1].split('"', 1)[0].split(", ")
+    assert "st_hidden" not in drawn and {"hidden", "window", "lr"} <= set(drawn)
+    assert "No panel for st_hidden: no scored trial sampled them" in page
 
 
 @pytest.mark.slow

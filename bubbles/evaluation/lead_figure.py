@@ -13,8 +13,8 @@ PANELS = (("ssim", "SSIM (higher is better)"), ("psnr", "PSNR dB (higher is bett
 
 
 def lead_curves_png(evaluation: Evaluation, title: str, path: Path) -> Path:
-    """Write `path`: one panel per metric (SSIM, PSNR, MSE, and bubble F1 when measured), x = lead time, the model
-    as a thick line and each baseline as a thin dashed one, in the same colours on every panel."""
+    """Write `path`: one panel per metric (SSIM, PSNR, MSE, and bubble F1 when measured), two a row, x = lead time,
+    the model as a thick line and each baseline as a thin dashed one, in the same colours on every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,9 +22,13 @@ def lead_curves_png(evaluation: Evaluation, title: str, path: Path) -> Path:
     import matplotlib.ticker
 
     panels = list(PANELS) + ([("bubble_f1", "bubble F1 (higher is better)")] if evaluation.bubbles.get("bubble_f1") else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    # Two panels a row: 1,320 px wide, so MLflow's artifact pane (and a 1,400 px screen) shows it at full size.
+    rows = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(12, 4.0 * rows + 0.7), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     leads = np.arange(1, len(evaluation.model.mse) + 1)
-    for ax, (metric, label) in zip(axes[0], panels):
+    for ax, (metric, label) in zip(axes.flat, panels):
         if metric == "bubble_f1":
             model = evaluation.bubbles["bubble_f1"]
             baselines = {b: v for b, v in evaluation.baseline_bubble_f1.items()}
@@ -34,16 +38,17 @@ def lead_curves_png(evaluation: Evaluation, title: str, path: Path) -> Path:
         ax.plot(leads, model, "o-", color="black", linewidth=2.2, label="model")
         for k, (name, values) in enumerate(sorted(baselines.items())):
             ax.plot(leads[: len(values)], values, "x--", color=f"C{k}", linewidth=1.2, label=name)
-        ax.set_xlabel("lead time (frames ahead)")
-        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("lead time (frames ahead)", fontsize=11)
+        ax.set_title(label, fontsize=12)
+        ax.tick_params(labelsize=10)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)  # below, off the data
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=11, frameon=False)  # below, off the data
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout(rect=(0, 0.6 / (4.0 * rows + 0.7), 1, 1))
     tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
     return path

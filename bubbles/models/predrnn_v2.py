@@ -64,6 +64,7 @@ class PredRNNv2Config:
     in_channels: int = 1
     out_channels: int = 1
     frame_size: tuple[int, int] = (64, 64)
+    output_len: int = 1  # the trial's horizon: the baseline start has one blend per lead (the model rolls out any)
 
     def label(self) -> str:
         """Short name for run names and cards."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from study.mlflow_writer import SPOOL_DIR, is_refusal, spooled_run
 from study.tracking.experiments import EXPERIMENT_KIND
 from study.tracking.parent import PARENT_FILE, SweepRun, read_parent
-from study.tracking.reads import download_file, download_folder, metric_history, run_params, trial_files
+from study.tracking.reads import download_file, download_folder, metric_history, run_params, sweep_dirs_named, trial_files
 from study.tracking.registry import CHAMPION, EXPORTS_EXPERIMENT, beats_champion, register_export
 from study.tracking.runs import (
     RUN_STATUS, TrialRun, close_orphaned_runs, delete_run, final_yardstick_of, find_trial_run, has_result, live_run,
@@ -28,5 +28,6 @@ __all__ = [
     "download_folder", "experiment_id",
     "final_yardstick_of", "find_trial_run", "has_result", "log_test_score", "metric_history", "model_version_link",
     "pending_creations", "read_parent", "readable", "register_export", "replay_spool", "run_name", "run_params",
-    "runs_table_link", "settle_trial", "spooled_run", "trial_files", "tracking_uri", "yardstick_metrics",
+    "runs_table_link", "settle_trial", "spooled_run", "sweep_dirs_named", "trial_files", "tracking_uri",
+    "yardstick_metrics",
 ]

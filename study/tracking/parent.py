@@ -49,7 +49,9 @@ class SweepRun:
             run = cls(json.loads(marker.read_text())["run_id"])
             client.update_run(run.run_id, status="RUNNING")
             return run
-        created = client.create_run(exp_id, run_name=name, tags={"sweep": name, "bubbles.role": "sweep"})
+        # sweep_dir: where `export --sweep` and `report --sweep` must look (they say so when given another --storage).
+        created = client.create_run(exp_id, run_name=name, tags={"sweep": name, "bubbles.role": "sweep",
+                                                                 "sweep_dir": str(marker.parent.resolve())})
         run = cls(created.info.run_id)
         with tempfile.TemporaryDirectory() as tmp:
             resolved = Path(tmp) / "resolved_space.json"
@@ -80,6 +82,13 @@ class SweepRun:
                 if key.startswith(("yardstick_", "test_")) and isinstance(value, float) and _finite(value):
                     self.client.log_metric(self.run_id, f"best_{key}", value)
         self.client.log_metric(self.run_id, "trials", len(rows))
+        if rows:  # the run's description in MLflow's UI: the top trials, linked, with the comparable columns
+            from study.tracking.views import NOTE_TAG, sweep_description
+
+            parent = json.loads((sweep_dir / PARENT_FILE).read_text()) if (sweep_dir / PARENT_FILE).is_file() else {}
+            exp = self.client.get_run(self.run_id).info.experiment_id
+            self.client.set_tag(self.run_id, NOTE_TAG, sweep_description(rows, exp, str(parent.get("objective", "objective")),
+                                                                         str(parent.get("mode", "max"))))
         self.client.set_terminated(self.run_id, "KILLED" if interrupted else "FINISHED")
 
 

@@ -66,3 +66,19 @@ def download_folder(run_id: str, folder: str, into: Path) -> list[Path]:
             raise
         return []
     return sorted(p for p in local.iterdir() if p.is_file())
+
+
+def sweep_dirs_named(uri: str, name: str) -> list[str]:
+    """Where the sweeps named `name` that this tracking store knows were stored (their parent runs' sweep_dir tag;
+    a sweep made before that tag gives none). Empty when the store cannot be read."""
+    import mlflow
+
+    configure(uri)
+    client = mlflow.MlflowClient()
+    try:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(experiments, filter_string=f"tags.sweep = '{name}'", max_results=50) if experiments else []
+    except Exception:
+        return []
+    return sorted({r.data.tags["sweep_dir"] for r in runs
+                   if r.data.tags.get("bubbles.role") == "sweep" and r.data.tags.get("sweep_dir")})

@@ -17,12 +17,14 @@ CHAMPION = "champion"
 
 
 def register_export(uri: str, name: str, bundle: Path, source: str, run_id: str | None, score: tuple[str, float, str],
-                    example: tuple[Any, Any], tags: dict[str, str] | None = None) -> tuple[str, bool, str]:
+                    example: tuple[Any, Any], tags: dict[str, str] | None = None, model_name: str = "bundle",
+                    description: str = "") -> tuple[str, bool, str]:
     """Log the export directory as an MLflow model of the trial run it came from (a python_function model:
     `mlflow.pyfunc.load_model("models:/NAME/VERSION").predict(frames)`), register it as a new version of `name`,
     and move the `champion` alias to it if it beats the current champion on the objective (or there is none).
     score = (objective, value, mode); example = (input, output) arrays for the signature; `tags` go on the version
-    besides the score's. Any failure undoes what this call made (model, version, a registered model it created)
+    besides the score's; `model_name` names the logged model (what it is); `description` (Markdown) becomes the
+    version's description; the trial run lists the logged model among its outputs. Any failure undoes what this call made (model, version, a registered model it created)
     and is one line. Returns (version, became champion, why not: '' when it did)."""
     import mlflow
     from mlflow.models import Model, infer_signature
@@ -35,7 +37,7 @@ def register_export(uri: str, name: str, bundle: Path, source: str, run_id: str 
     try:
         exp_id = client.get_run(run_id).info.experiment_id if run_id else experiment_id(EXPORTS_EXPERIMENT, uri)
         # A logged model of the trial run: the version's source then belongs to the run it names (a server checks).
-        logged = client.create_logged_model(exp_id, name="bundle", source_run_id=run_id, tags={"source": source, "registered_as": name})
+        logged = client.create_logged_model(exp_id, name=model_name, source_run_id=run_id, tags={"source": source, "registered_as": name})
         made.append(lambda: client.delete_logged_model(logged.model_id))
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = Path(tmp) / "model"
@@ -58,7 +60,7 @@ def register_export(uri: str, name: str, bundle: Path, source: str, run_id: str 
         version = client.create_model_version(
             name, f"models:/{logged.model_id}", run_id=run_id, model_id=logged.model_id,
             tags={"objective": objective, "value": f"{value:.6g}", "value_exact": repr(float(value)), "mode": mode,
-                  "source": source} | (tags or {}))
+                  "source": source} | (tags or {}), description=description or None)
         made.append(lambda: client.delete_model_version(name, version.version))
         current: dict[str, str] | None = None
         try:
@@ -69,6 +71,10 @@ def register_export(uri: str, name: str, bundle: Path, source: str, run_id: str 
         better, why = beats_champion(score, current)
         if better:
             client.set_registered_model_alias(name, CHAMPION, version.version)
+        if run_id:  # the trial run's page lists this model (MLflow shows a run's model outputs, not models naming it)
+            from mlflow.entities import LoggedModelOutput
+
+            client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
     except Exception as exc:
         stuck = 0
         for undo in reversed(made):
