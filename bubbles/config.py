@@ -21,7 +21,7 @@ from bubbles.data.windows import DataConfig, SplitConfig, WindowConfig
 from bubbles.models.family import CONTEXT_FIELDS, Family
 from bubbles.models.registry import FAMILIES, ModelConfig
 from bubbles.params import MAX_SEED, defaults_of, fail, flat_values, params_of, parse_choice, parse_section
-from bubbles.training.config import TrainConfig
+from bubbles.training.config import RENAMED_METRICS, TrainConfig
 
 __all__ = ["FAMILY_PARAMETERS", "MAX_SEED", "PARAMETERS", "TrialConfig", "check_family", "check_names", "from_json",
            "override", "parse_window", "trial_config"]
@@ -209,6 +209,8 @@ def from_json(text: str) -> TrialConfig:
     family = FAMILIES.get(params.get("model", DEFAULT_MODEL))
     for name in _READ_BY_SOME - set(family.reads if family else ()):  # saved when predrnn_v2 read teacher_forcing
         params.pop(name, None)
+    if params.get("best_by") in RENAMED_METRICS:  # saved before the skill metrics said what they compare against
+        params["best_by"] = RENAMED_METRICS[params["best_by"]]
     tiled = params.get("tile") not in (None, "", 0)
     if isinstance(params.get("image_size"), int) and not tiled:  # saved before HxW existed: frames were squashed to S x S
         params["image_size"] = f"{params['image_size']}x{params['image_size']}"

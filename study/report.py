@@ -324,8 +324,14 @@ def _undefined_note(rows: list[dict[str, str]], cols: list[str]) -> str:
     hit = [c for c in cols if any(_is_nan(r.get(c)) for r in rows)]
     if not hit:
         return ""
-    parts = [f"{c} ({sum(_is_nan(r.get(c)) for r in rows)} trials): {WHY_UNDEFINED.get(c, 'not measured for these trials')}"
-             for c in hit]
+    def why(c: str) -> str:
+        if c in WHY_UNDEFINED:
+            return WHY_UNDEFINED[c]
+        if c.startswith("test_"):
+            return "only the best trials by validation (evaluate.test_top_k) are scored on the test split"
+        return "not measured for these trials"
+
+    parts = [f"{c} ({sum(_is_nan(r.get(c)) for r in rows)} trials): {why(c)}" for c in hit]
     return f"<p>{UNDEFINED} = undefined. " + html.escape("; ".join(parts)) + ".</p>"
 
 

@@ -40,7 +40,7 @@ def test_short_held_out_sequence_is_listed_and_warned(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "val windows per sequence: long2 24, short 0" in result.output
     # 24 windows of 7 frames, 1 frame apart: said to overlap, with how many share no frame (30 // 7 = 4).
-    assert "(24 windows 1 frame(s) apart overlap: about 4 share no frame" in result.output
+    assert "(these 24 windows, 1 frame apart, overlap: about 4 of them share no frame" in result.output
     assert "warning: val condition" in result.output and "short: 6 frames" in result.output
     assert "long2: 30" not in result.output  # conditions that give windows are not warned about
     inspect = CliRunner().invoke(main, ["inspect", str(tmp_path / "s.zarr")])

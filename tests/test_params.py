@@ -66,3 +66,11 @@ def test_a_config_saved_when_predrnn_read_teacher_forcing_still_loads() -> None:
     assert from_json(json.dumps(saved)).model_name == "predrnn_v2"
     with pytest.raises(UserError, match="teacher_forcing: applies to model convlstm only"):
         trial_config(saved)
+
+
+def test_a_config_saved_before_the_skill_metrics_were_renamed_still_loads() -> None:
+    """A checkpoint of a sweep run before the rename (best_by: yardstick_skill) must still export and predict."""
+    from bubbles.config import from_json
+
+    saved = json.loads(trial_config({"model": "convlstm", "image_size": "32x32"}).to_json()) | {"best_by": "yardstick_skill"}
+    assert from_json(json.dumps(saved)).train.best_by == "yardstick_skill_vs_strongest"

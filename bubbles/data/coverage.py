@@ -36,7 +36,8 @@ def _overlap(data: WindowDataset, segments: tuple[tuple[str, int, int], ...], sp
     if split == "train" or w.stride >= w.span or not data.starts:
         return ""
     independent = sum(max(0, (b - a) // w.span) for _, a, b in segments)
-    return (f" ({len(data.starts)} windows {w.stride} frame(s) apart overlap: about {independent} share no frame, so "
+    apart = f"{w.stride} frame{'s' if w.stride > 1 else ''} apart"
+    return (f" (these {len(data.starts)} windows, {apart}, overlap: about {independent} of them share no frame, so "
             f"they are fewer independent samples than they look)")
 
 
