@@ -189,9 +189,22 @@ class DuplicateRun(Exception):
 
 
 def _create(client: Any, experiment: str, uri: str, run_name: str, tags: dict[str, str]) -> str:
+    """One creation request, never re-sent by the HTTP layer: a request that timed out may still be committed by a
+    busy server, and re-sending it made a second and third run with the same creation key (bench/writers.py at 64
+    and 128 writers: 66 and 139 runs). A creation whose answer is lost goes to the spool instead, whose replay
+    adopts the run the server made by its key."""
     from study.tracking.experiments import ensure_experiment
 
-    return client.create_run(ensure_experiment(client, experiment, uri), run_name=run_name, tags=tags).info.run_id
+    exp = ensure_experiment(client, experiment, uri)
+    before = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # read per request by MLflow's REST client
+    try:
+        return client.create_run(exp, run_name=run_name, tags=tags).info.run_id
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = before
 
 
 def _adopt(client: Any, experiment: str, uri: str, tags: dict[str, str]) -> tuple[str | None, bool]:
@@ -207,6 +220,8 @@ def _adopt(client: Any, experiment: str, uri: str, tags: dict[str, str]) -> tupl
             continue
         where = " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in keys)
         made = client.search_runs([exp], filter_string=where, max_results=10)
+        if len(made) > 1 and not other_attempt:
+            made = _drop_late_twins(client, made)
         if len(made) > 1:
             what = f"creation key {tags[RUN_KEY]} ({RUN_KEY})" if not other_attempt else f"trial {tags['tune_trial_id']}"
             raise DuplicateRun(f"runs {', '.join(r.info.run_id for r in made)} all carry {what}, which one run only "
@@ -214,6 +229,22 @@ def _adopt(client: Any, experiment: str, uri: str, tags: dict[str, str]) -> tupl
         if made:
             return made[0].info.run_id, other_attempt
     return None, False
+
+
+def _drop_late_twins(client: Any, made: list[Any]) -> list[Any]:
+    """Runs carrying one creation key: a creation that timed out can still be committed by a busy server after a
+    replay made the run again, leaving twins with nothing but their tags. Those (no metrics, no parameters) are
+    this writer's own and are deleted, keeping the oldest when none holds data; a run with data is never deleted,
+    so a user's copy (which holds its history) is still refused by name."""
+    holding = [r for r in made if r.data.metrics or r.data.params]
+    keep = holding if holding else sorted(made, key=lambda r: r.info.start_time or 0)[:1]
+    for run in made:
+        if run not in keep:
+            try:
+                client.delete_run(run.info.run_id)
+            except Exception:
+                return made  # the store refuses now: leave the choice to a person
+    return keep
 
 
 def pending_run_keys(spool: Path) -> set[str]:

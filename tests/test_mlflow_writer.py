@@ -201,6 +201,9 @@ def test_a_copied_run_with_a_known_creation_key_is_named_never_merged(tmp_path: 
     tags = {RUN_KEY: "k2", "sweep": "copied"}
     exp = experiment_id("copied-key", uri)
     made = [client.create_run(exp, run_name="r", tags=tags).info.run_id for _ in range(2)]
+    for run in made:  # a copy holds the history it was copied with
+        client.log_metric(run, "copied", 1.0, step=1)
+    ghost = [client.create_run(exp, run_name="r", tags=tags | {RUN_KEY: "k3"}).info.run_id for _ in range(2)]
     spool = tmp_path / "spool"
     spool.mkdir()
     path = spool / "pending-def.jsonl"
@@ -213,3 +216,10 @@ def test_a_copied_run_with_a_known_creation_key_is_named_never_merged(tmp_path: 
     assert len(errors) == 1 and all(run in errors[0] for run in made) and "delete the copies" in errors[0]
     assert len(path.read_text().splitlines()) == 3 and not (spool / "pending-def.run").exists()  # nothing merged
     assert all(not client.get_metric_history(run, "m") for run in made)
+    # Twins with nothing but their tags are a late-committed creation of the writer's own: one is kept, no refusal.
+    twin = spool / "pending-ghi.jsonl"
+    twin.write_text("".join(json.dumps(r) + "\n" for r in [records[0] | {"tags": tags | {RUN_KEY: "k3"}}, *records[1:]]))
+    assert replay_file(client, twin, errors)
+    kept = (spool / "pending-ghi.run").read_text()
+    assert kept in ghost and client.get_metric_history(kept, "m")
+    assert [client.get_run(r).info.lifecycle_stage for r in ghost if r != kept] == ["deleted"]
