@@ -1,3 +1,4 @@
+# Over 400 lines: one click command per user verb, with its options, help and one-line errors (issue 29 left splitting it by command group to after issues 31 and 32, who are changing it now).
 """bubbles-study command line: resolve paths, parse configs, call study/ or bubbles/; nothing else."""
 
 from __future__ import annotations

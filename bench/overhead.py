@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bubbles.data.synth import SynthConfig, synth_store  # noqa: E402
 from bubbles.training.train import EpochResult  # noqa: E402
 from study import sweep as sweep_module  # noqa: E402
+from study import sweep_mlflow  # noqa: E402
 from study.space import load_space  # noqa: E402
 
 SPACE = """
@@ -113,8 +114,8 @@ def main() -> None:
     optuna_s: dict[str, list[float]] = defaultdict(list)
     timed(sweep_module.PruningOptunaSearch, ("suggest", "on_trial_result", "on_trial_complete"), optuna_s)
     driver_mlflow: dict[str, list[float]] = defaultdict(list)  # the driver's per-trial MLflow calls after fit()
-    for name in ("find_trial_run", "settle_trial", "evaluate_stopped_trial"):
-        setattr(sweep_module, name, _timer(getattr(sweep_module, name), driver_mlflow[name]))
+    for name in ("find_trial_run", "settle_trial", "log_test_score"):
+        setattr(sweep_mlflow, name, _timer(getattr(sweep_mlflow, name), driver_mlflow[name]))
     try:
         store = tmp / "tiny.zarr"
         synth_store(str(store), SynthConfig(sequences=3, frames=24, size=16, seed=0, conditions=3), workers=1)

@@ -8,14 +8,48 @@ family does not read; everything here is checked when the file is loaded, one li
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from bubbles.config import FAMILY_PARAMETERS, PARAMETERS
 from bubbles.errors import UserError
 from bubbles.models import MODELS
 
-if TYPE_CHECKING:
-    from study.space import Dimension
+Kind = Literal["int", "float", "log", "categorical"]
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched parameter. `when` makes it conditional: sampled only if those parameters have those values."""
+
+    name: str
+    kind: Kind
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    def suggest(self, trial: Any) -> Any:
+        """Ask an Optuna trial (or Ray's captor of one) for a value."""
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1))  # type: ignore[arg-type]
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.kind == "log")
+
+    def contains(self, value: Any) -> bool:
+        if self.kind == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return self.low <= value <= self.high  # type: ignore[operator]
+
+    def corners(self) -> list[Any]:
+        """The values that bound what a trial can get (every choice, or both ends of a range)."""
+        if self.kind == "categorical":
+            return list(self.choices)
+        return [int(self.low) if self.kind == "int" else self.low, int(self.high) if self.kind == "int" else self.high]  # type: ignore[arg-type]
 
 
 def holds(dim: Dimension, chosen: Mapping[str, Any]) -> bool:

@@ -1,3 +1,4 @@
+# Over 400 lines: the batched writer, its spool and the spool's replay share one on-disk record format, kept together (issue 30's).
 """MLflow writes that never cost a trial its training: bounded HTTP timeouts, batched calls, and a spool on disk.
 
 A write the tracking store cannot take now (server down, sqlite busy past its retries) is appended to a JSON-lines

@@ -31,48 +31,13 @@ from bubbles.data.coverage import coverage_lines, coverage_warnings
 from bubbles.data.windows import WindowSplits, make_splits
 from bubbles.training.config import RENAMED_METRICS, BestBy, best_by_mode
 from study.champion import ChampionRule, parse_champion
-from study.conditions import check_conditions, check_fixed_families, check_point, walk
+from study.conditions import Dimension, Kind, check_conditions, check_fixed_families, check_point, walk
 from study.config import read_yaml, resolve_store
-from study.yardstick import EvaluateSettings, parse_evaluate
+from study.evaluate_section import EvaluateSettings, parse_evaluate
 
-Kind = Literal["int", "float", "log", "categorical"]
 Objective = BestBy  # any epoch metric that can pick best.pt can be the sweep's objective
 DATA_KEYS = ("store", "split", "val", "test", "val_fraction", "test_fraction", "split_gap", "split_seed")
 SECTIONS = ("data", "fixed", "search", "seed_points", "tune", "evaluate", "tracking")
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One searched parameter. `when` makes it conditional: sampled only if those parameters have those values."""
-
-    name: str
-    kind: Kind
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    choices: tuple[Any, ...] = ()
-    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
-
-    def suggest(self, trial: Any) -> Any:
-        """Ask an Optuna trial (or Ray's captor of one) for a value."""
-        if self.kind == "categorical":
-            return trial.suggest_categorical(self.name, list(self.choices))
-        if self.kind == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1))  # type: ignore[arg-type]
-        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.kind == "log")
-
-    def contains(self, value: Any) -> bool:
-        if self.kind == "categorical":
-            return value in self.choices
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        return self.low <= value <= self.high  # type: ignore[operator]
-
-    def corners(self) -> list[Any]:
-        """The values that bound what a trial can get (every choice, or both ends of a range)."""
-        if self.kind == "categorical":
-            return list(self.choices)
-        return [int(self.low) if self.kind == "int" else self.low, int(self.high) if self.kind == "int" else self.high]  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bubbles.errors import UserError
 from bubbles.evaluation.yardstick import Protocol
-from study.mlflow_writer import SPOOL_DIR
+from study.tracking import SPOOL_DIR
 from study.sweep_dir import OPTUNA_DB, UNSETTLED_FILE
 from study.sweep_state import DIGEST_FILE
 from study.tracking.parent import PARENT_FILE

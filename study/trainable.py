@@ -11,7 +11,7 @@ from bubbles.evaluation.cost import ModelCost, median_rate
 from bubbles.evaluation.yardstick import BaselineScores, Protocol, Yardstick
 from bubbles.training.config import best_by_mode
 from bubbles.training.train import EpochResult, TrialResult, train
-from study.mlflow_writer import spooled_run
+from study.tracking import spooled_run
 from study.space import SweepSpace
 from study.tracking import TrialRun, find_trial_run, readable
 

@@ -17,68 +17,25 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bubbles.data.fields import resolve_fields
-from bubbles.data.framesize import ImageSize, frame_size, parse_image_size
+from bubbles.data.framesize import frame_size
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import split_segments
 from bubbles.errors import UserError
-from bubbles.evaluation.baselines import BASELINES
 from bubbles.evaluation.verdict import Verdict
 from bubbles.evaluation.yardstick import METRICS, BaselineScores, Protocol, Yardstick, YardstickScore
+from study.evaluate_section import KEYS, EvaluateSettings, parse_evaluate  # noqa: F401 (the section's schema)
 
 if TYPE_CHECKING:
     from study.space import SweepSpace
 
-KEYS = ("leads", "size", "stride", "windows", "epoch_windows", "test_top_k", "baselines")
 YARDSTICK_DIR = "yardstick"  # in the sweep directory: protocol.json, baselines_<split>.json, test_scores.json
 NO_TEST = "no test split: this study holds out no test sequences (set data.test or data.test_fraction), so no unbiased score"
 VALIDATION = "validation (selection)"
 TEST = "test (unbiased)"
-
-
-@dataclass(frozen=True)
-class EvaluateSettings:
-    """The `evaluate:` section as written; None: derived from the search space (see protocol_of)."""
-
-    leads: tuple[int, ...] | None = None
-    size: ImageSize | str | None = None
-    stride: int | None = None
-    windows: int = 64
-    epoch_windows: int = 8
-    test_top_k: int = 3
-    baselines: tuple[str, ...] = BASELINES
-
-
-def parse_evaluate(where: str, raw: dict[str, Any]) -> EvaluateSettings:
-    """Validate the section; every mistake is one line naming the key."""
-    for key in raw:
-        if key not in KEYS:
-            raise UserError(f"{where}.{key}: unknown key (use {', '.join(KEYS)})")
-
-    def count(key: str, default: int, low: int) -> int:
-        v = raw.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise UserError(f"{where}.{key}: expected an integer >= {low}, got {v!r}")
-        return v
-
-    leads = raw.get("leads")
-    if leads is not None:
-        items = list(range(1, leads + 1)) if isinstance(leads, int) and not isinstance(leads, bool) else leads
-        if not isinstance(items, list) or not items or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in items):
-            raise UserError(f"{where}.leads: expected a number of leads >= 1 or a list of lead times >= 1, got {leads!r}")
-        leads = tuple(sorted(set(items)))
-    size = raw.get("size")
-    if size is not None and size != "native":
-        size = parse_image_size(size, f"{where}.size")
-    names = raw.get("baselines", list(BASELINES))
-    if not isinstance(names, list) or not names or any(b not in BASELINES for b in names):
-        raise UserError(f"{where}.baselines: expected a list of {', '.join(BASELINES)}, got {names!r}")
-    return EvaluateSettings(leads, size, count("stride", 1, 1) if "stride" in raw else None, count("windows", 64, 0),
-                            count("epoch_windows", 8, 1), count("test_top_k", 3, 0), tuple(names))
 
 
 def protocol_of(space: SweepSpace, store: FrameStore) -> Protocol:
@@ -192,13 +149,13 @@ def notes_for(columns: list[str], notes: list[tuple[str, str]]) -> str:
 
 
 def study_yardstick(space: SweepSpace, protocol: Protocol, split: str, sweep_dir: Path,
-                    echo: Any = None) -> Yardstick:
+                    echo: Any = None, store: FrameStore | None = None) -> Yardstick:
     """The protocol on one split of the study's store, its baselines scored once and cached in the sweep directory
     (a resumed sweep, and the test pass, read them back); `echo` is told before the baselines are scored."""
     from study.space import corner_configs
 
     cfg = corner_configs(space)[0][1]
-    store = FrameStore.open(cfg.data.store)
+    store = store or FrameStore.open(cfg.data.store)
     segments = split_segments(store, cfg.data.split)
     cache = sweep_dir / YARDSTICK_DIR / f"baselines_{split}.json"
     cached = None
@@ -236,11 +193,11 @@ def strongest_recorded(sweep_dir: Path) -> str:
     return "; ".join(said)
 
 
-def has_test_split(space: SweepSpace) -> bool:
+def has_test_split(space: SweepSpace, store: FrameStore | None = None) -> bool:
     from study.space import corner_configs
 
     cfg = corner_configs(space)[0][1]
-    return bool(split_segments(FrameStore.open(cfg.data.store), cfg.data.split).test)
+    return bool(split_segments(store or FrameStore.open(cfg.data.store), cfg.data.split).test)
 
 
 def _write(path: Path, data: Any) -> None:

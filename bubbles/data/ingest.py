@@ -1,3 +1,4 @@
+# Over 400 lines: every source format's reader (image folders, video, TIFF, HDF5, netCDF) beside the one ingest path; to move into per-format readers once issue 28's netCDF and mask work settles.
 """Ingest real recordings into a frame store: image folders, videos, BubbleML-style HDF5 simulations, .npy arrays.
 
 Rules, so that every source becomes the same (T, H, W) uint8 frames:

@@ -4,14 +4,13 @@ defocus by depth), the static apparatus (plate, nucleation sites, nozzle), the f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bubbles.data.geometry import NOZZLE_TIP, NOZZLE_X, PLATE_TOP
 
-if TYPE_CHECKING:
-    from bubbles.data.synth import BubbleFlow
+# render() draws a bubbles.data.synth.BubbleFlow (named in annotations only, never imported: synth imports this
+# module to draw its frames, and the import stays one-way).
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,4 @@
+# Over 400 lines: the Zarr frame store's on-disk format (layout, metadata, pyramid levels, integrity) kept whole in one place.
 """The Zarr v3 frame-store format: create, append sequences atomically, open and validate, read pyramid levels.
 
 Layout (format version 2; version 1 lacks the integrity record and still opens)::

@@ -1,3 +1,4 @@
+# Over 400 lines: the synthetic bubble flow (nucleation, growth, rise, merging, bursting) kept whole; its rendering is already in shadowgraph.py.
 """Synthetic bubble flows: a Lagrangian bubble-particle model rendered like a backlit shadowgraph.
 
 Physics lives in resolution-free units (lengths in frame heights, time in frames) and draws only from its own

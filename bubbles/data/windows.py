@@ -1,3 +1,4 @@
+# Over 400 lines: splits, the frame cache and the window datasets share their segment arithmetic; make_splits moves out with tiles (issue 28), which also ends the tiles<->windows import cycle.
 """Windows of frames for training: splits by initial condition, by sequence or by time, and the window dataset.
 
 A split is a set of segments (sequence, first frame, end frame); windows never cross a segment, so no frame of one

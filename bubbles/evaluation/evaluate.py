@@ -77,8 +77,7 @@ class Evaluation:
             for key in ("persistence", "median", "skill_persistence", "skill_median"):
                 fields.pop(key)
             mse = {k: v["mse"] for k, v in fields["baselines"].items()}
-            fields["strongest"] = tuple(min(mse, key=lambda b: mse[b][k]) for k in range(len(data["model"]["mse"])))
-            fields["skill_vs_strongest"] = tuple(fields["skill"][b][k] for k, b in enumerate(fields["strongest"]))
+            _, fields["strongest"], fields["skill_vs_strongest"] = strongest_skill(data["model"]["mse"], mse)
             vmaf = data.get("vmaf")
             fields["vmaf"] = {"model": vmaf} if vmaf is not None else None
         fields["model"] = leads(data["model"])
@@ -291,7 +290,6 @@ def _per_condition(frames: dict[str, FrameMetrics], names: list[str], conditions
         rows = conditions == cid
         m_mse = model["mse"][rows].mean()
         b_mse = {b: float(v[rows].mean()) for b, v in base_mse.items()}
-        best = min(b_mse, key=lambda b: b_mse[b])
         out[cid] = {
             "windows": float(rows.sum()),
             "ssim": float(model["ssim"][rows].mean()),
@@ -300,7 +298,8 @@ def _per_condition(frames: dict[str, FrameMetrics], names: list[str], conditions
             "persistence_ssim": float(frames["persistence"].array("ssim")[rows].mean()),
             **{f"{b}_mse": v for b, v in b_mse.items()},
             "skill_vs_persistence": float(metrics.skill(m_mse, b_mse["persistence"])),
-            "skill_vs_strongest": float(metrics.skill(m_mse, b_mse[best])),
+            # The one definition (scoring.strongest_skill), on the condition's pooled MSEs as one lead.
+            "skill_vs_strongest": strongest_skill([m_mse], {b: [v] for b, v in b_mse.items()})[2][0],
         }
     return out
 

@@ -4,10 +4,9 @@ each metric for the model beside every baseline, bubble metrics, VMAF (or why it
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from bubbles.evaluation.evaluate import Evaluation
+# The tables take a bubbles.evaluation.evaluate.Evaluation (named in annotations only, never imported: evaluate
+# imports this module to give an Evaluation its tables, and the import stays one-way).
 
 # (field, column title, format); a metric is shown when the model has values for it.
 COMPARED = (

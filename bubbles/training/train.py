@@ -1,3 +1,4 @@
+# Over 400 lines: the training loop with its epoch and trial records and checkpoints; those move to a module of their own once issue 27's changes to EpochResult have landed.
 """One trial: train a model on windows, validate every epoch, checkpoint, and evaluate at the end. No Ray here.
 
 `train(cfg, out_dir, report=...)` is what `cli.py train` runs directly and what the Ray trainable wraps. Shuffling

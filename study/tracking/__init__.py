@@ -7,7 +7,7 @@ The names below are the package's public face: callers import them from `study.t
 
 from __future__ import annotations
 
-from study.mlflow_writer import SPOOL_DIR
+from study.mlflow_writer import SPOOL_DIR, is_refusal, spooled_run
 from study.tracking.experiments import EXPERIMENT_KIND
 from study.tracking.parent import PARENT_FILE, SweepRun, read_parent
 from study.tracking.reads import download_file, download_folder, metric_history, run_params, sweep_dirs_named, trial_files
@@ -24,8 +24,10 @@ from study.tracking.store import (
 __all__ = [
     "CHAMPION", "EXPERIMENT_KIND", "beats_champion", "EXPORTS_EXPERIMENT", "MAX_EXPERIMENT_NAME", "MAX_FILE_NAME", "PARENT_FILE",
     "RUNS_DIR", "RUN_STATUS", "SPOOL_DIR", "SweepRun", "TrialRun", "check_experiment_name", "check_tracking",
-    "close_orphaned_runs", "configure", "delete_run", "live_run", "default_uri", "download_file", "download_folder", "experiment_id",
+    "close_orphaned_runs", "configure", "delete_run", "is_refusal", "live_run", "default_uri", "download_file",
+    "download_folder", "experiment_id",
     "final_yardstick_of", "find_trial_run", "has_result", "log_test_score", "metric_history", "model_version_link",
     "pending_creations", "read_parent", "readable", "register_export", "replay_spool", "run_name", "run_params",
-    "runs_table_link", "settle_trial", "sweep_dirs_named", "trial_files", "tracking_uri", "yardstick_metrics",
+    "runs_table_link", "settle_trial", "spooled_run", "sweep_dirs_named", "trial_files", "tracking_uri",
+    "yardstick_metrics",
 ]

@@ -188,18 +188,15 @@ def final_yardstick_of(run_id: str) -> dict[str, float]:
     return {k.removeprefix("final_yardstick_"): v for k, v in metrics.items() if k.startswith("final_yardstick_")}
 
 
-def log_test_score(run_id: str, score: Any) -> None:
+def log_test_score(run_id: str, score: Any, spool: Path | None = None) -> None:
     """The test-split pass of one trial: test_<metric> (unbiased; the leaderboard's names), its per-lead curves, its
-    record."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    client.log_batch(run_id, metrics=yardstick_metrics(score, "test", "yardstick_test_lead"),
-                     tags=[mlflow.entities.RunTag("test_scored", "true")])
+    record; through the writer, so with a `spool` an outage keeps them for the next driver instead of raising."""
+    writer = Writer(spool)
+    writer.log_batch(run_id, metrics=yardstick_metrics(score, "test", "yardstick_test_lead"), tags={"test_scored": "true"})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "yardstick_test.json"
         path.write_text(json.dumps(score.to_dict(), indent=1))
-        client.log_artifact(run_id, str(path))
+        writer.log_artifact(run_id, path)
 
 
 def find_trial_run(uri: str, experiment: str, parent_run_id: str, trial_id: str) -> str | None:
