@@ -234,14 +234,14 @@ def inspect(store: Path, verify: bool, record: bool, calibrate: bool, frame_step
         for name, info in sorted(FrameStore.open(store).sequences.items()):
             if "detector_calibration" in info.meta.extra:
                 click.echo(f"detector calibration: {describe(name, info.meta.extra['detector_calibration'])}")
+    if verify:  # before forecastability reads the frames: a damaged chunk is named as such, not as a failed read
+        click.echo(verify_store(store, record_missing=record))
     from bubbles.data.forecastability import store_forecastability
-    from bubbles.data.store import FrameStore as _Store
+    from bubbles.data.store import FrameStore
 
-    for figures in store_forecastability(_Store.open(store), frame_step):
+    for figures in store_forecastability(FrameStore.open(store), frame_step):
         for line in figures.lines():
             click.echo(line)
-    if verify:
-        click.echo(verify_store(store, record_missing=record))
 
 
 @main.command()

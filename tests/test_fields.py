@@ -143,7 +143,7 @@ def test_bad_field_choices_are_one_line(fields_store: tuple[Path, dict], tmp_pat
         (["ingest", tmp_path / "odd.hdf5", tmp_path / "s.zarr", "--field", "dfun", "--field", "humidity"], "no 3-D field 'humidity'"),
         (["ingest", tmp_path / "odd.hdf5", tmp_path / "s.zarr", "--field", "dfun", "--field", "velx"], "differ in shape (dfun 24x32x48, velx 24x32x40)"),
         (["ingest", tmp_path / "odd.hdf5", tmp_path / "s.zarr", "--field", "dfun", "--field", "dfun"], "--field dfun is given twice"),
-        (["ingest", tmp_path / "odd.npy", tmp_path / "s.zarr", "--field", "dfun"], "--field applies to HDF5 simulations only"),
+        (["ingest", tmp_path / "odd.npy", tmp_path / "s.zarr", "--field", "dfun"], "--field applies to HDF5 simulations and netCDF files only"),
         (["train", trial, "--dry-run", "--set", "channels=dfun,humidity"], "has no field 'humidity' (its fields: dfun, temperature, velx)"),
         (["train", trial, "--dry-run", "--set", "channels=dfun", "--set", "target_fields=velx"], "'velx' is not among channels [dfun]"),
         (["train", trial, "--dry-run", "--set", "channels=dfun,velx", "--set", "window=4->2"], "feeds its predictions back"),
