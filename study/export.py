@@ -26,7 +26,8 @@ from bubbles.training.config import best_by_mode
 from bubbles.training.train import COST
 from bubbles.data.framesize import format_image_size
 from bubbles.data.store import FrameStore
-from bubbles.data.windows import make_splits, split_segments
+from bubbles.data.windows import split_segments
+from bubbles.data.splits import make_splits
 
 from study.tracking import PARENT_FILE, download_file, read_parent, register_export, run_name, trial_files
 from study.yardstick import NO_TEST, SHOWN, TEST, VALIDATION

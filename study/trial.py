@@ -11,7 +11,8 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 from bubbles.config import TrialConfig
-from bubbles.data.windows import WindowSplits, make_splits
+from bubbles.data.windows import WindowSplits
+from bubbles.data.splits import make_splits
 from bubbles.training.train import EpochResult, TrialResult, train
 from study.tracking import TrialRun, live_run
 

@@ -42,7 +42,8 @@ from bubbles.models.family import Family, Progress
 from bubbles.models.warp import predict_with_motion
 from bubbles.training.baseline_fit import start_baselines
 from bubbles.training.config import TrainConfig, best_by_mode
-from bubbles.data.windows import WindowSplits, make_splits
+from bubbles.data.windows import WindowSplits
+from bubbles.data.splits import make_splits
 
 Status = Literal["completed", "collapsed", "nan"]
 CHECKPOINT = "checkpoint/checkpoint.pt"  # the directory is what a Ray trial hands to Tune each epoch
