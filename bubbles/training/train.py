@@ -100,13 +100,14 @@ class EpochResult:
 
     def _slow_note(self) -> str:
         """Where validating costs more than EVAL_SHARE of the epoch's training: how much, and the setting to lower."""
-        if not self.eval_seconds > EVAL_SHARE * self.seconds:
+        if not self.eval_seconds > max(EVAL_SHARE * self.seconds, EVAL_FLOOR_S):
             return ""
         return (f"  (validation {self.eval_seconds:.0f} s = {self.eval_seconds / self.seconds:.0%} of training: lower "
                 "epoch_val_windows / evaluate.epoch_windows)")
 
 
 EVAL_SHARE = 0.15  # validation and yardstick beyond this share of an epoch's training: the epoch line says so
+EVAL_FLOOR_S = 10.0  # ... when they take longer than this too (a tiny trial's second of validation is no matter)
 
 
 def epoch_windows(tc: TrainConfig) -> int:
