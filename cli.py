@@ -269,7 +269,7 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
 
     from bubbles.data.coverage import coverage_lines, coverage_warnings
     from bubbles.training.train import describe
-    from bubbles.data.windows import make_splits
+    from bubbles.data.splits import make_splits
     from study.config import load_trial_config
     from study.tracking import check_tracking, tracking_uri
 
