@@ -28,7 +28,8 @@ from bubbles.config import PARAMETERS, TrialConfig, check_names, override, parse
 from bubbles.errors import UserError
 from bubbles.data.store import FrameStore
 from bubbles.data.coverage import coverage_lines, coverage_warnings
-from bubbles.data.windows import WindowSplits, make_splits
+from bubbles.data.windows import WindowSplits
+from bubbles.data.splits import make_splits
 from bubbles.training.config import RENAMED_METRICS, BestBy, best_by_mode
 from study.champion import ChampionRule, parse_champion
 from study.conditions import Dimension, Kind, check_conditions, check_fixed_families, check_point, walk

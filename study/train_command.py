@@ -48,7 +48,7 @@ def train_command(request: TrainRequest, echo: Say, err: Say,
 
     from bubbles.data.coverage import coverage_lines, coverage_warnings
     from bubbles.data.tiles import tile_lines
-    from bubbles.data.windows import make_splits
+    from bubbles.data.splits import make_splits
     from bubbles.outputs import check_output_dir, write_manifest
     from bubbles.training.train import CHECKPOINT, check_resume, describe
     from study.config import load_trial_config

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bubbles.data.windows import make_splits
+from bubbles.data.splits import make_splits
 from bubbles.evaluation.cost import ModelCost, median_rate
 from bubbles.evaluation.yardstick import BaselineScores, Protocol, Yardstick
 from bubbles.training.config import best_by_mode

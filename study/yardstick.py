@@ -215,7 +215,7 @@ def test_pass(space: SweepSpace, protocol: Protocol, sweep_dir: Path, rows: list
     import torch
 
     from bubbles.config import from_json
-    from bubbles.data.windows import make_splits
+    from bubbles.data.splits import make_splits
     from bubbles.models import build_model
     from bubbles.training.train import load_checkpoint
 

@@ -12,7 +12,7 @@ import torch
 
 from bubbles.config import trial_config
 from bubbles.data.store import SequenceMeta, write_store
-from bubbles.data.windows import make_splits
+from bubbles.data.splits import make_splits
 from bubbles.errors import UserError
 from bubbles.evaluation import baselines
 from bubbles.evaluation.evaluate import subset, training_mean_frame

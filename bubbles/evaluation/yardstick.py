@@ -33,7 +33,7 @@ from bubbles.evaluation.scoring import MASK_METRICS, PIXEL_METRICS, Scores, stro
 from bubbles.models.device import model_device
 
 # The yardstick's objectives: means over the protocol's leads. skill is against the strongest baseline per lead.
-METRICS = ("ssim", "mse", "psnr", "bubble_f1", "skill_vs_strongest")
+METRICS = ("ssim", "mse", "psnr", "bubble_f1", "iou", "skill_vs_strongest")  # iou: of vapour, for masks
 Target = tuple[str, int]  # a protocol window: sequence, index of its first target frame
 
 
@@ -104,7 +104,7 @@ class YardstickScore:
             finite = [v for v in values if np.isfinite(v)]  # bubble F1 is NaN at a lead where no frame has a bubble
             return float(np.mean(finite)) if finite else float("nan")
 
-        out = {k: mean(self.per_lead[k]) for k in METRICS}
+        out = {k: mean(self.per_lead.get(k, ())) for k in METRICS}  # iou: absent from scores saved before it
         # The worst lead's skill against the strongest baseline: >= 0 means never worse than a free forecast at any
         # lead (a champion rule's condition, issue 27).
         skills = [v for v in self.per_lead.get("skill_vs_strongest", ()) if np.isfinite(v)]

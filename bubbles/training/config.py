@@ -16,8 +16,10 @@ AMP = Literal["auto", "off"]
 # val_*: the trial's own windows, leads and size (not comparable across windows and sizes); yardstick_*: the
 # study's protocol (bubbles.evaluation.yardstick), the same frames for every trial; yardstick_skill_vs_strongest is against the
 # strongest baseline.
-BestBy = Literal["val_mse", "val_ssim", "val_psnr", "val_skill_vs_persistence", "val_bubble_f1",
-                 "yardstick_ssim", "yardstick_mse", "yardstick_psnr", "yardstick_bubble_f1", "yardstick_skill_vs_strongest"]
+# val_iou / yardstick_iou: IoU of vapour (thresholded at 0.5), the objective for masks (segmented recordings).
+BestBy = Literal["val_mse", "val_ssim", "val_psnr", "val_skill_vs_persistence", "val_bubble_f1", "val_iou",
+                 "yardstick_ssim", "yardstick_mse", "yardstick_psnr", "yardstick_bubble_f1", "yardstick_iou",
+                 "yardstick_skill_vs_strongest"]
 # Names before the columns said what each skill is measured against; a space file with one is told the new name.
 RENAMED_METRICS = {"val_skill_persistence": "val_skill_vs_persistence", "yardstick_skill": "yardstick_skill_vs_strongest"}
 
@@ -56,5 +58,6 @@ class TrainConfig:
     workers: int = param(0, "workers", "DataLoader worker processes", low=0)
     collapse_stop_epoch: int = param(0, "collapse_stop_epoch", "stop a trial found collapsed at or after this epoch; 0 = never", low=0)
     best_by: BestBy = param("val_mse", "best_by", "epoch metric that picks best.pt: val_mse (min) | val_ssim | val_psnr | "
-                            "val_skill_vs_persistence | val_bubble_f1 (max), or the yardstick's yardstick_mse (min) | yardstick_ssim | "
-                            "yardstick_psnr | yardstick_bubble_f1 | yardstick_skill_vs_strongest (max); a sweep sets its objective")
+                            "val_skill_vs_persistence | val_bubble_f1 | val_iou (max), or the yardstick's yardstick_mse (min) | yardstick_ssim | "
+                            "yardstick_psnr | yardstick_bubble_f1 | yardstick_iou | yardstick_skill_vs_strongest (max); "
+                            "*_iou: IoU of vapour, for masks; a sweep sets its objective")
