@@ -47,6 +47,12 @@ class TrainConfig:
     batch_size: int = param(4, "batch_size", "windows per batch", low=1)
     loss: str = param("mse_sum", "loss", table_help(LOSSES), choices=tuple(LOSSES))
     gdl_weight: float = param(0.1, "gdl_weight", "loss mse+gdl: weight of the gradient-difference term (anti-blur)", high=100.0)
+    bubble_dice: float = param(0.0, "bubble_dice", "weight of a soft Dice term on soft-thresholded bubble masks of "
+                               "forecast and target, added to any loss (aligned with bubble F1 / IoU); 0 = off", high=100.0)
+    bubble_threshold: float = param(0.5, "bubble_threshold", "bubble_dice: the intensity that separates bubble from "
+                                    "background (0.5 for masks)", low=0.0, high=1.0)
+    bubble_polarity: str = param("bright", "bubble_polarity", "bubble_dice: bubbles brighter (masks: vapour 1) or darker "
+                                 "than the threshold", choices=("bright", "dark"))
     grad_clip: float = param(0.0, "grad_clip", "max gradient norm; 0 = off")
     seed: int = param(0, "seed", "seed of initialisation, shuffling and sampling", low=0, high=MAX_SEED)
     teacher_forcing: float = param(0.0, "teacher_forcing", "convlstm seq2seq: start probability of feeding the "

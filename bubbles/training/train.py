@@ -33,14 +33,14 @@ from bubbles.evaluation.scoring import skill as skill_per_lead
 from bubbles.evaluation.yardstick import Protocol, Yardstick, YardstickScore
 from bubbles.evaluation.cost import ModelCost, measure_cost, median_rate
 from bubbles.evaluation.figures import save_strip
-from bubbles.training.losses import loss_named
+from bubbles.training.losses import bubble_overlap, loss_named
 from bubbles.training.optim import make_optimizer, make_schedule
 from bubbles.models import build_model, check_state_shapes, parameter_count
 from bubbles.models.baseline_start import BaselineStart
 from bubbles.models.device import model_device
 from bubbles.models.family import Family, Progress
 from bubbles.models.warp import predict_with_motion
-from bubbles.training.baseline_fit import start_baselines
+from bubbles.training.baseline_fit import start_baselines, start_flow_motion
 from bubbles.training.config import TrainConfig, best_by_mode
 from bubbles.data.windows import WindowSplits
 from bubbles.data.splits import make_splits
@@ -81,6 +81,7 @@ class EpochResult:
     eval_seconds: float = float("nan")  # the epoch's validation and per-epoch yardstick (seconds is its training)
     yardstick_skill_vs_strongest: float = float("nan")
     yardstick_skill_vs_strongest_min: float = float("nan")  # the worst lead's skill against the strongest baseline
+    yardstick_bubble_f1_margin_min: float = float("nan")  # the worst lead's bubble F1 minus the best baseline's
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
@@ -201,6 +202,8 @@ def train_one_epoch(
         frame_loss = loss.detach()
         if extra is not None:
             loss = loss + extra.term()
+        if cfg.bubble_dice > 0:
+            loss = loss + cfg.bubble_dice * bubble_overlap(pred, y, cfg.bubble_threshold, cfg.bubble_polarity)
         scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
             scaler.unscale_(optimizer)
@@ -308,6 +311,8 @@ def train(
     model = build_model(cfg.model_name, cfg.model).to(device)
     if resume is None and isinstance(model, BaselineStart):
         start_baselines(model, cfg, splits, out_dir)
+    elif resume is None:
+        start_flow_motion(model, splits)
     cost = measure_cost(model, cfg.window.input_len, cfg.window.output_len, tc.batch_size, amp)
     if on_cost is not None:
         on_cost(cost)
