@@ -206,8 +206,9 @@ def resolve_start(space: SweepSpace, sweep_dir: Path, echo: Callable[[str], None
     echo(f"yardstick: every trial is scored on the same {len(val_yardstick.windows)} validation windows, leads "
          f"{', '.join(map(str, protocol.leads))}"
          + (f" (frames {protocol.frame_step} stored frames apart)" if protocol.frame_step > 1 else "")
-         + f", at {protocol.size[0]}x{protocol.size[1]} px "
-         f"({min(protocol.epoch_windows, len(val_yardstick.windows))} of them after each epoch); the baselines were scored once")
+         + (f", each sequence whole at short side {protocol.scale} px (aspect kept) " if protocol.scale else
+            f", at {protocol.size[0]}x{protocol.size[1]} px ")
+         + f"({min(protocol.epoch_windows, len(val_yardstick.windows))} of them after each epoch); the baselines were scored once")
     for line in [*ys.reach_notes(space, store, protocol),
                  *summary_lines(val_yardstick.store, protocol.frame_step, val_yardstick.train_segments, verbose)]:
         echo(line)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Subset
 from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
 from bubbles.evaluation.evaluate import (
-    Evaluation, Validation, evaluate, is_mask, persistence_mse, predict_batches, subset, training_mean_frame, validate,
+    Evaluation, Validation, evaluate, is_mask, persistence_mse, predict_batches, subset, training_mean_frames, validate,
 )
 from bubbles.evaluation.scoring import skill as skill_per_lead
 from bubbles.evaluation.yardstick import Protocol, Yardstick, YardstickScore
@@ -398,10 +398,10 @@ def own_yardstick(cfg: TrialConfig, splits: WindowSplits) -> Yardstick:
     w = cfg.window
     protocol = Protocol(tuple(range(1, w.output_len + 1)), splits.frame_size, w.input_len, w.output_len * w.frame_step,
                         windows=cfg.train.max_val_windows or 64, field=splits.targets[0] if splits.targets else "",
-                        frame_step=w.frame_step)
+                        frame_step=w.frame_step, scale=cfg.data.image_size if splits.sizes else 0)
     store = splits.val.cache.store
-    # With tiles the validation frames are the held-out sequences' whole frames, at one size: the climatology is
-    # the mean of those sequences' training frames only (a time split), never of other shapes squashed to this one.
+    # With tiles each held-out sequence is scored whole at its own size (the trained scale): the climatology of a
+    # size is the mean of the training frames of that size (a time split), never of other shapes squashed to it.
     train_segments = tuple(s for s in splits.segments.train if s[0] in store.sequences)
     return Yardstick(protocol, store, splits.segments.val, "val", train_segments,
                      detector_overrides=splits.val.detector_overrides)
@@ -417,9 +417,10 @@ def finish(model: nn.Module, cfg: TrialConfig, splits: WindowSplits, status: Sta
         yardstick = yardstick or own_yardstick(cfg, splits)
         # The flow baseline's radius measured on training frames (at the yardstick's size), at this evaluation's size.
         measured = yardstick.baselines().flow_radius.get("radius_px")
-        radius = max(2, round(measured * splits.val.cache.size[0] / yardstick.protocol.size[0])) if measured else None
+        own = cfg.data.image_size if yardstick.protocol.scale and isinstance(cfg.data.image_size, int) else splits.frame_size[0]
+        radius = max(2, round(measured * own / yardstick.height)) if measured else None
         evaluation = evaluate(model, splits.val, cfg.train.batch_size, cfg.train.max_val_windows, with_vmaf=True,
-                              mean_frame=training_mean_frame(splits), flow_radius_px=radius)
+                              mean_frame=training_mean_frames(splits), flow_radius_px=radius)
         strips = write_strips(model, splits, out_dir)
         (out_dir / "evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=1))
         scored = yardstick.score(model, splits.val, cfg.train.batch_size)
