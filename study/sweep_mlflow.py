@@ -44,10 +44,11 @@ def replay(uri: str, spool: Path, echo: Callable[[str], None]) -> tuple[bool, li
 
 
 def unsettled_lines(parent_run_id: str, name: str, trials: list[tuple[str, str, str, dict[str, Any]]],
-                     unlogged: list[str], spool: Path) -> tuple[list[str], list[str]]:
+                     unlogged: list[str], spool: Path, waiting: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
     """What an outage left unfinished in MLflow, one line per run with why; and the runs' ids. trials: (trial id,
-    run id or '', outcome, last metrics)."""
-    waits = f"wait in {spool}" if parent_run_id in unlogged else "are not logged"
+    run id or '', outcome, last metrics); unlogged: the runs whose trials' own writes the replay could not log;
+    waiting: the runs the driver's writes wait in the spool for."""
+    waits = f"wait in {spool}" if parent_run_id in waiting else "are not logged"
     lines = [f"  parent run {parent_run_id} (sweep {name!r}): still RUNNING; its leaderboard, best trial, trial "
              f"count and end {waits}"]
     ids = [parent_run_id]
@@ -64,7 +65,8 @@ def unsettled_lines(parent_run_id: str, name: str, trials: list[tuple[str, str, 
         elif spooled:
             where = f"still RUNNING, its last writes (result, artifacts, end) wait in {spool}"
         else:
-            where = "still RUNNING, its end status and trial_status tag are not logged"
+            waits = f"wait in {spool}" if run_id in waiting else "are not logged"
+            where = f"still RUNNING, its end status and trial_status tag {waits}"
         todo = f"; evaluated by the driver (score on the leaderboard), its result waits in {spool}" if outcome == "stopped_early" else ""
         why = f"{state}; {where}{todo}"
         lines.append(f"  trial {trial_id} (run {run_id or '-'}): {why}")
@@ -106,7 +108,7 @@ def report_to_mlflow(uri: str, space: SweepSpace, name: str, sweep_dir: Path, pa
     A store down, or going down on the way, leaves those writes in the spool and a record of the runs they
     concern: the next driver (`--resume`) replays them once the store answers, and leaves those runs to it."""
     records, evaluated, ranked, interrupted, tested = closed
-    tracked, _, why_not = replayed
+    tracked, unlogged, why_not = replayed
     spool = sweep_dir / SPOOL_DIR
     writer = driver_writer(spool)
     for record in records:
@@ -134,7 +136,7 @@ def report_to_mlflow(uri: str, space: SweepSpace, name: str, sweep_dir: Path, pa
         return
     why_not = why_not or writer.spooled_why or writer.lost_why or "its writes wait in the spool"
     trials = [(r.trial_id, run_ids.get(r.trial_id) or r.run_id, r.outcome, r.metrics) for r in records]
-    lines, ids = unsettled_lines(parent.run_id, name, trials, waiting, spool)
+    lines, ids = unsettled_lines(parent.run_id, name, trials, unlogged, spool, frozenset(waiting))
     write_unsettled(sweep_dir, ids)
     echo(f"MLflow at {uri} did not take every write ({why_not}): {len(lines)} run(s) left unfinished there; "
          f"`{resume_command}` finishes them once it answers (the leaderboard above is complete):")
