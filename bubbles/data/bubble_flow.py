@@ -10,7 +10,7 @@ and changing the sensor noise does not change where the bubbles go.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
 from bubbles.evaluation.evaluate import (
-    Evaluation, Validation, evaluate, is_mask, persistence_mse, predict_batches, subset, training_mean_frame, validate,
+    Validation, evaluate, is_mask, persistence_mse, predict_batches, subset, training_mean_frame, validate,
 )
 from bubbles.evaluation.scoring import skill as skill_per_lead
 from bubbles.evaluation.yardstick import Protocol, Yardstick
