@@ -308,7 +308,12 @@ def _start_ray(address: str | None, echo: Callable[[str], None]) -> bool:
     check_address(address)
     echo(f"connecting to the Ray cluster at {address} ..." if address and address != "local" else
          "starting Ray on this machine (10-60 s on a busy machine) ...")  # the longest silent wait of a start
+    sigterm = signal.getsignal(signal.SIGTERM)
     ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if callable(sigterm) and threading.current_thread() is threading.main_thread():
+        # ray.init replaces the process's SIGTERM handler (sys.exit, then its core worker's crash dump, which aborts):
+        # the caller's is put back (the CLI's takes Ctrl-C's path, so Tune saves its state one last time).
+        signal.signal(signal.SIGTERM, sigterm)
     return True
 
 
