@@ -50,7 +50,7 @@ def frame_lines(space: SweepSpace, store: Any) -> list[str]:
     """Per search corner (study.space.corner_configs) and sequence: the pyramid level, the size and tiles the model
     sees, and STRETCHED where an exact image_size changes a sequence's aspect: said before any trial runs."""
     from bubbles.data.tiles import tile_lines
-    from bubbles.data.windows import make_splits
+    from bubbles.data.splits import make_splits
     from study.space import corner_configs
 
     out: list[str] = []

@@ -388,7 +388,7 @@ def test_exported_weights_score_what_the_leaderboard_says(finished_sweep: tuple[
     gives the leaderboard's objective, and every trial's evaluation is the best epoch of that objective."""
     import csv
 
-    from bubbles.data.windows import make_splits
+    from bubbles.data.splits import make_splits
     from bubbles.evaluation.evaluate import evaluate
 
     uri, storage = finished_sweep

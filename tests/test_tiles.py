@@ -11,7 +11,7 @@ import torch
 from bubbles.config import trial_config
 from bubbles.data.store import SequenceMeta, write_sequence
 from bubbles.data.tiles import TileDataset, tile_lines
-from bubbles.data.windows import make_splits
+from bubbles.data.splits import make_splits
 from bubbles.errors import UserError
 from bubbles.training.train import train
 

@@ -316,6 +316,7 @@ class Validation:
     ssim_per_lead: tuple[float, ...]
     mse_per_lead: tuple[float, ...]
     bubble_f1: float  # bubble F1 from the matches summed over every lead and window (BubbleMeter.f1; NaN: no bubble)
+    iou: float = float("nan")  # IoU of vapour (prediction and target thresholded at 0.5): the mask metric
 
 
 # The target windows' bubbles, detected at the first validation of a dataset and reused every epoch after.
@@ -346,5 +347,5 @@ def validate(model: nn.Module, dataset: WindowDataset, batch_size: int, max_wind
     return Validation(
         mse=leads.mean("mse"), ssim=leads.mean("ssim"), psnr=leads.mean("psnr"),
         collapse_score=float(score), collapsed=bool(score < metrics.COLLAPSE_THRESHOLD), ssim_per_lead=leads.ssim,
-        mse_per_lead=leads.mse, bubble_f1=bubble_meter.f1(),
+        mse_per_lead=leads.mse, bubble_f1=bubble_meter.f1(), iou=leads.mean("iou"),
     )

@@ -33,7 +33,7 @@ from bubbles.evaluation.scoring import MASK_METRICS, PIXEL_METRICS, Scores, stro
 from bubbles.models.device import model_device
 
 # The yardstick's objectives: means over the protocol's leads. skill is against the strongest baseline per lead.
-METRICS = ("ssim", "mse", "psnr", "bubble_f1", "skill_vs_strongest")
+METRICS = ("ssim", "mse", "psnr", "bubble_f1", "iou", "skill_vs_strongest")  # iou: of vapour, for masks
 Target = tuple[str, int]  # a protocol window: sequence, index of its first target frame
 
 
@@ -104,12 +104,25 @@ class YardstickScore:
             finite = [v for v in values if np.isfinite(v)]  # bubble F1 is NaN at a lead where no frame has a bubble
             return float(np.mean(finite)) if finite else float("nan")
 
-        out = {k: mean(self.per_lead[k]) for k in METRICS}
+        out = {k: mean(self.per_lead.get(k, ())) for k in METRICS}  # iou: absent from scores saved before it
         # The worst lead's skill against the strongest baseline: >= 0 means never worse than a free forecast at any
         # lead (a champion rule's condition, issue 27).
         skills = [v for v in self.per_lead.get("skill_vs_strongest", ()) if np.isfinite(v)]
         out["skill_vs_strongest_min"] = float(min(skills)) if skills else float("nan")
+        out["bubble_f1_margin_min"] = self.bubble_f1_margin_min()
         return out
+
+    def bubble_f1_margin_min(self) -> float:
+        """The worst lead's bubble F1 minus the best baseline's bubble F1 at that lead: >= 0 means as good at
+        placing bubbles as every baseline at every lead (the other half of issue 27's goal for a champion). NaN
+        without a lead where both are defined."""
+        mine = self.per_lead.get("bubble_f1", ())
+        margins = []
+        for k, value in enumerate(mine):
+            theirs = [m["bubble_f1"][k] for m in self.baselines.values() if "bubble_f1" in m and np.isfinite(m["bubble_f1"][k])]
+            if np.isfinite(value) and theirs:
+                margins.append(value - max(theirs))
+        return float(min(margins)) if margins else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "protocol": self.protocol.to_dict(), "windows": [list(w) for w in self.windows],

@@ -45,6 +45,28 @@ class StartFit:
         return f"baseline start, fitted on {self.windows} training windows{radius}: " + "; ".join(parts)
 
 
+def training_flow_radius(splits: WindowSplits, max_windows: int = FIT_WINDOWS) -> int:
+    """The ILK window (px) whose flow forecast best predicts lead 1 of training windows (evenly spaced), as the
+    yardstick chooses its own on training frames (bubbles.evaluation.baselines.measure_flow_radius)."""
+    indices = subset(len(splits.train), max_windows)
+    pairs = [splits.train[indices[k]] for k in subset(len(indices), RADIUS_WINDOWS)]
+    triples = np.stack([np.concatenate([x[-2:, 0].numpy(), y[:1, 0].numpy()]) for x, y in pairs])
+    return int(measure_flow_radius(triples)[0])
+
+
+def start_flow_motion(model: torch.nn.Module, splits: WindowSplits) -> int | None:
+    """For a model whose motion starts from the flow baseline's field (evolution's `flow_motion`, wrapped by the
+    baseline start or not): measure that field's ILK radius on training windows, set it, and say it. None when the
+    model has no such field (or one context frame)."""
+    inner = model.inner if isinstance(model, BaselineStart) else model
+    if not getattr(getattr(inner, "cfg", None), "flow_motion", False) or splits.train.window.input_len < 2:
+        return None
+    radius = training_flow_radius(splits)
+    inner.flow_radius.fill_(float(radius))
+    print(f"flow motion: the motion starts from the optical-flow field (ILK radius {radius} px, measured on training windows)", flush=True)
+    return radius
+
+
 @torch.no_grad()
 def fit_baseline_start(model: BaselineStart, splits: WindowSplits, tiles: bool, max_windows: int = FIT_WINDOWS) -> StartFit:
     """Fill the model's climatology (training frames' mean; none with tiles or several fields) and set its weights to
@@ -60,9 +82,7 @@ def fit_baseline_start(model: BaselineStart, splits: WindowSplits, tiles: bool, 
     leads = cfg.output_len
     indices = subset(len(splits.train), max_windows)
     if model.sources[2] > 0:  # the flow's ILK window, chosen on training frames as the yardstick chooses its own
-        pairs = [splits.train[indices[k]] for k in subset(len(indices), RADIUS_WINDOWS)]
-        triples = np.stack([np.concatenate([x[-2:, 0].numpy(), y[:1, 0].numpy()]) for x, y in pairs])
-        model.flow_radius.fill_(float(measure_flow_radius(triples)[0]))
+        model.flow_radius.fill_(float(training_flow_radius(splits, max_windows)))
     used: list[str] = []
     gram = np.zeros((leads, len(SOURCES), len(SOURCES)))
     rhs = np.zeros((leads, len(SOURCES)))
@@ -108,6 +128,7 @@ def fit_baseline_start(model: BaselineStart, splits: WindowSplits, tiles: bool, 
 def start_baselines(model: BaselineStart, cfg: TrialConfig, splits: WindowSplits, out_dir: Path) -> StartFit:
     """Fit the baseline start before training (not on resume: the weights come from the checkpoint); say what it
     found, and keep it beside the checkpoints (baseline_start.json)."""
+    start_flow_motion(model, splits)  # first: the fit reads the family's own frame, which flows along that field
     fit = fit_baseline_start(model, splits, tiles=cfg.data.tile is not None)
     print(fit.line(), flush=True)
     (out_dir / "baseline_start.json").write_text(json.dumps(asdict(fit), indent=1))

@@ -33,16 +33,17 @@ from bubbles.evaluation.scoring import skill as skill_per_lead
 from bubbles.evaluation.yardstick import Protocol, Yardstick, YardstickScore
 from bubbles.evaluation.cost import ModelCost, measure_cost, median_rate
 from bubbles.evaluation.figures import save_strip
-from bubbles.training.losses import loss_named
+from bubbles.training.losses import bubble_overlap, loss_named
 from bubbles.training.optim import make_optimizer, make_schedule
 from bubbles.models import build_model, check_state_shapes, parameter_count
 from bubbles.models.baseline_start import BaselineStart
 from bubbles.models.device import model_device
 from bubbles.models.family import Family, Progress
 from bubbles.models.warp import predict_with_motion
-from bubbles.training.baseline_fit import start_baselines
+from bubbles.training.baseline_fit import start_baselines, start_flow_motion
 from bubbles.training.config import TrainConfig, best_by_mode
-from bubbles.data.windows import WindowSplits, make_splits
+from bubbles.data.windows import WindowSplits
+from bubbles.data.splits import make_splits
 
 Status = Literal["completed", "collapsed", "nan"]
 CHECKPOINT = "checkpoint/checkpoint.pt"  # the directory is what a Ray trial hands to Tune each epoch
@@ -69,28 +70,31 @@ class EpochResult:
     seconds: float
     samples_per_s: float
     val_bubble_f1: float = float("nan")  # absent from histories saved before bubble metrics existed
+    val_iou: float = float("nan")  # IoU of vapour thresholded at 0.5, the mask metric (absent from older histories)
     # The study's yardstick on its per-epoch subset of protocol windows (bubbles.evaluation.yardstick): means over
     # the protocol's leads, comparable across trials of any window and size. NaN in histories saved before it.
     yardstick_ssim: float = float("nan")
     yardstick_mse: float = float("nan")
     yardstick_psnr: float = float("nan")
     yardstick_bubble_f1: float = float("nan")
+    yardstick_iou: float = float("nan")  # IoU of vapour (masks); NaN in histories saved before it
     yardstick_skill_vs_strongest: float = float("nan")
     yardstick_skill_vs_strongest_min: float = float("nan")  # the worst lead's skill against the strongest baseline
+    yardstick_bubble_f1_margin_min: float = float("nan")  # the worst lead's bubble F1 minus the best baseline's
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
 
-    def line(self, epochs: int, seconds: float, eta: float, objective: str = "val_mse") -> str:
+    def line(self, epochs: int, seconds: float, eta: float, objective: str = "val_mse", mask: bool = False) -> str:
         """One human line per epoch (what `train` prints), led by the objective that picks best.pt (best_by, or the
-        sweep's objective) when it is not one of the columns already shown."""
+        sweep's objective) when it is not one of the columns already shown; with `mask`, IoU of vapour too."""
         value = getattr(self, objective, float("nan"))
         shown = objective in ("val_mse",)
         lead = "" if shown else f"{objective} {value:.4g}  "
         return (
             f"epoch {self.epoch}/{epochs}  {lead}train loss {self.train_loss:.5g}  val mse {self.val_mse:.5g}  "
             f"ssim {self.val_ssim:.3f}  psnr {self.val_psnr:.2f}  skill_vs_persistence {self.val_skill_vs_persistence:+.3f}  "
-            f"bubble F1 {self.val_bubble_f1:.3f}"
+            f"bubble F1 {self.val_bubble_f1:.3f}{f'  IoU {self.val_iou:.3f}' if mask else ''}"
             f"{'  COLLAPSED' if self.collapsed else ''}  {seconds:.1f} s  ETA {_duration(eta)}"
         )
 
@@ -180,6 +184,8 @@ def train_one_epoch(
         frame_loss = loss.detach()
         if extra is not None:
             loss = loss + extra.term()
+        if cfg.bubble_dice > 0:
+            loss = loss + cfg.bubble_dice * bubble_overlap(pred, y, cfg.bubble_threshold, cfg.bubble_polarity)
         scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
             scaler.unscale_(optimizer)
@@ -287,6 +293,8 @@ def train(
     model = build_model(cfg.model_name, cfg.model).to(device)
     if resume is None and isinstance(model, BaselineStart):
         start_baselines(model, cfg, splits, out_dir)
+    elif resume is None:
+        start_flow_motion(model, splits)
     cost = measure_cost(model, cfg.window.input_len, cfg.window.output_len, tc.batch_size, amp)
     if on_cost is not None:
         on_cost(cost)
@@ -325,7 +333,7 @@ def train(
         ys = yardstick.score(model, splits.val, tc.batch_size, epoch=True).means()
         result = EpochResult(
             epoch + 1, train_loss, val.mse, val.ssim, val.psnr, val.ssim_per_lead[0], val.ssim_per_lead[-1], skill,
-            val.collapse_score, val.collapsed, elapsed, samples / elapsed, val_bubble_f1=val.bubble_f1,
+            val.collapse_score, val.collapsed, elapsed, samples / elapsed, val_bubble_f1=val.bubble_f1, val_iou=val.iou,
             **{f"yardstick_{k}": v for k, v in ys.items()},
         )
         history.append(result)
