@@ -240,7 +240,7 @@ def test_pass(space: SweepSpace, protocol: Protocol, sweep_dir: Path, rows: list
     return {r["trial"]: done[r["trial"]] for r in chosen if r["trial"] in done}, {r["trial"] for r in todo}
 
 
-SHOWN = ("ssim", "mse", "bubble_f1", "skill_vs_strongest", "skill_vs_strongest_min")  # the yardstick's columns on the leaderboard
+SHOWN = ("ssim", "mse", "bubble_f1", "skill_vs_strongest", "skill_vs_strongest_min", "bubble_f1_margin_min")  # the yardstick's columns on the leaderboard
 
 
 def columns(validation: dict[str, float] | None, test: dict[str, float] | None) -> dict[str, Any]:

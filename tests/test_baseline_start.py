@@ -180,3 +180,24 @@ def test_a_tiled_trial_with_the_baseline_start_trains_with_its_tiles_climatology
     assert result.status == "completed" and np.isfinite(result.history[-1].train_loss)
     state = load_checkpoint(tmp_path / "run" / "checkpoint" / "best.pt", torch.device("cpu"))["model"]
     assert float(state["sources"][1]) == 1.0 and state["climatology"].shape[-2:] == (32, 32)
+
+
+def test_exporting_a_baseline_start_model_prints_no_tracer_warning(ar_store: Path, tmp_path: Path) -> None:
+    """The torch flow's frame size, sources and ILK radius are constants of an exported program by design: export
+    used to print a TracerWarning for them (issue 27). Silenced there only; the traced program still equals eager."""
+    import warnings
+
+    from bubbles.bundle import BundleInfo, write_bundle
+
+    cfg = _config(ar_store, "convlstm", layers=1, hidden=4, peephole="channel")
+    splits = make_splits(cfg.data, cfg.window)
+    cfg = cfg.at_frame_size(splits.frame_size).at_fields(splits.channels, splits.targets)
+    net = build_model(cfg.model_name, cfg.model)
+    fit_baseline_start(net, splits, tiles=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = write_bundle(tmp_path / "export", net, cfg, BundleInfo("val_mse", 0.0, "test", "", ()), None)
+    assert not [w for w in seen if issubclass(w.category, torch.jit.TracerWarning)], [str(w.message)[:80] for w in seen]
+    x = torch.stack([splits.val[0][0]])
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(out / "model.ts"))(x), net.eval()(x, future=4))

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -415,3 +416,14 @@ def synth_store(path: str, cfg: SynthConfig, workers: int = 1, progress: Callabl
                 progress(1)
 
     write_store(path, counted())
+
+
+def new_synthetic_store(store: Path, cfg: SynthConfig, workers: int, progress: Callable[[int], object] | None = None) -> str:
+    """`synth`: generate a store where nothing is yet (an existing path is refused, never replaced); the line
+    that says what was written."""
+    cfg.validate()
+    if store.exists():
+        raise UserError(f"{store}: already exists (remove it or choose another path)")
+    synth_store(str(store.resolve()), cfg, workers, progress=progress)
+    h, w = (cfg.size, cfg.size) if isinstance(cfg.size, int) else cfg.size
+    return f"wrote {cfg.sequences} sequences x {cfg.frames} frames at {h}x{w} to {store}"

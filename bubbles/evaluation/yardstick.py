@@ -109,7 +109,20 @@ class YardstickScore:
         # lead (a champion rule's condition, issue 27).
         skills = [v for v in self.per_lead.get("skill_vs_strongest", ()) if np.isfinite(v)]
         out["skill_vs_strongest_min"] = float(min(skills)) if skills else float("nan")
+        out["bubble_f1_margin_min"] = self.bubble_f1_margin_min()
         return out
+
+    def bubble_f1_margin_min(self) -> float:
+        """The worst lead's bubble F1 minus the best baseline's bubble F1 at that lead: >= 0 means as good at
+        placing bubbles as every baseline at every lead (the other half of issue 27's goal for a champion). NaN
+        without a lead where both are defined."""
+        mine = self.per_lead.get("bubble_f1", ())
+        margins = []
+        for k, value in enumerate(mine):
+            theirs = [m["bubble_f1"][k] for m in self.baselines.values() if "bubble_f1" in m and np.isfinite(m["bubble_f1"][k])]
+            if np.isfinite(value) and theirs:
+                margins.append(value - max(theirs))
+        return float(min(margins)) if margins else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "protocol": self.protocol.to_dict(), "windows": [list(w) for w in self.windows],

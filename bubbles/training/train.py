@@ -80,6 +80,7 @@ class EpochResult:
     yardstick_iou: float = float("nan")  # IoU of vapour (masks); NaN in histories saved before it
     yardstick_skill_vs_strongest: float = float("nan")
     yardstick_skill_vs_strongest_min: float = float("nan")  # the worst lead's skill against the strongest baseline
+    yardstick_bubble_f1_margin_min: float = float("nan")  # the worst lead's bubble F1 minus the best baseline's
 
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
