@@ -208,7 +208,8 @@ def resolve_start(space: SweepSpace, sweep_dir: Path, echo: Callable[[str], None
          + (f" (frames {protocol.frame_step} stored frames apart)" if protocol.frame_step > 1 else "")
          + f", at {protocol.size[0]}x{protocol.size[1]} px "
          f"({min(protocol.epoch_windows, len(val_yardstick.windows))} of them after each epoch); the baselines were scored once")
-    for line in summary_lines(val_yardstick.store, protocol.frame_step, val_yardstick.train_segments, verbose):
+    for line in [*ys.reach_notes(space, store, protocol),
+                 *summary_lines(val_yardstick.store, protocol.frame_step, val_yardstick.train_segments, verbose)]:
         echo(line)
     return SweepStart(store, protocol, val_yardstick, ys.has_test_split(space, store))
 
