@@ -189,14 +189,16 @@ def train_one_epoch(
     sampling = _generator(cfg.seed + 1, epoch)
     total, pixels, samples = 0.0, 0, 0
     model_cfg = model.cfg  # type: ignore[attr-defined]
-    for step, (x, y) in enumerate(loader_for_epoch):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for step, batch in enumerate(loader_for_epoch):
+        x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        # tiles for the baseline start: where each tile was cut, so its blend takes the same tile of the climatology
+        tiled = {"tile_origin": batch[2]} if len(batch) > 2 else {}
         optimizer.zero_grad(set_to_none=True)
         progress = Progress(epoch, cfg.epochs, epoch * steps_per_epoch + step, cfg.epochs * steps_per_epoch)
         extra = family.extra_loss(model_cfg)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             pred = model(x, future=y.shape[1], target=y, generator=sampling, **family.sampling(model_cfg, cfg, progress),
-                         **(extra.forward_kwargs if extra else {}))
+                         **(extra.forward_kwargs if extra else {}), **tiled)
             loss = loss_fn(cfg.loss, pred.float(), y, cfg)
         # The reported loss stays the frame loss (comparable across families); an extra term only trains.
         frame_loss = loss.detach()
@@ -313,6 +315,8 @@ def train(
         start_baselines(model, cfg, splits, out_dir)
     elif resume is None:
         start_flow_motion(model, splits)
+    if isinstance(model, BaselineStart) and hasattr(splits.train, "with_origin"):
+        splits.train.with_origin = True  # training tiles carry their place: the blend takes that tile of the climatology
     cost = measure_cost(model, cfg.window.input_len, cfg.window.output_len, tc.batch_size, amp)
     if on_cost is not None:
         on_cost(cost)
