@@ -73,6 +73,33 @@ def protocol_of(space: SweepSpace, store: FrameStore) -> Protocol:
                     target[0] if target else "", step)
 
 
+def reach_notes(space: SweepSpace, store: FrameStore, protocol: Protocol) -> list[str]:
+    """Why some trials of this space cannot reach the baselines on this protocol, one line each (issue 27): a trial
+    smaller than the protocol's size is scored on its forecasts upsampled, against baselines made from the
+    full-size frames, so it starts below them whatever it learns; a baseline-start trial predicting fewer frames
+    than the leads blends the baselines only over its own frames and rolls out on its own predictions after."""
+    from study.space import corner_configs
+
+    configs = [cfg for _, cfg in corner_configs(space)]
+    h, w = protocol.size
+    smaller = sorted({frame_size(store, c.data.image_size, c.data.size_multiple) for c in configs} - {protocol.size})
+    smaller = [s for s in smaller if s[0] * s[1] < h * w]
+    out = []
+    if smaller:
+        sizes = ", ".join(f"{a}x{b}" for a, b in smaller)
+        out.append(f"note: trials at {sizes} px are scored at {h}x{w} px on their upsampled forecasts, against baselines made "
+                   f"from {h}x{w} px frames: they start below every baseline and rarely catch up (search {h}x{w} px only, "
+                   "or lower evaluate.size, to compare like with like)")
+    can_start = space.base.get("baseline_start") is True or any(
+        d.name == "baseline_start" and True in (d.choices or ()) for d in space.dimensions)
+    short = sorted({c.window.output_len for c in configs if c.window.output_len < protocol.horizon}) if can_start else []
+    if short:
+        out.append(f"note: baseline-start trials predicting {', '.join(map(str, short))} frame(s) blend the baselines up to "
+                   f"that lead only and roll out on their own predictions to lead {protocol.horizon}: by construction they "
+                   "start from the strongest baseline at their own leads, not at every scored lead")
+    return out
+
+
 def study_frame_step(space: SweepSpace, configs: list[Any]) -> int:
     """The yardstick's spacing: the least common multiple of every frame_step the space can pick, so that each
     trial's forecasts (its own frame_step apart) land on the scored frames."""

@@ -72,3 +72,21 @@ def test_the_same_seed_gives_the_same_leaderboard(tmp_path: Path, tiny_store: Pa
     assert len({r["status"] for r in first}) > 1 or len({r["epochs"] for r in first}) > 1
     a, b = [_comparable(r) for r in first], [_comparable(r) for r in second]
     assert a == b, [(k, x.get(k), y.get(k)) for x, y in zip(a, b) for k in x if x.get(k) != y.get(k)][:10]
+
+
+def test_the_sweep_says_which_trials_cannot_reach_the_baselines(tmp_path: Path, tiny_store: Path) -> None:
+    """Issue 27: 16 px trials scored on a 32 px protocol and 4->1 trials with the baseline start scored to lead 4
+    cannot start from the strongest baseline at every scored lead; the sweep says so before it starts. The shipped
+    smoke space searches neither."""
+    from study import yardstick as ys
+
+    path = tmp_path / "space.yaml"
+    text = SPACE.format(store=tiny_store).replace("evaluate: {leads: 2,", "evaluate: {leads: 4, size: 32,")
+    path.write_text(text.replace("  epochs:", '  window: {type: categorical, choices: ["4->1", "4->4"]}\n  epochs:', 1))
+    space = load_space(path)
+    store = ys.open_store(space)
+    notes = ys.reach_notes(space, store, ys.protocol_of(space, store))
+    assert len(notes) == 2 and "trials at 16x16 px are scored at 32x32 px" in notes[0], notes
+    assert "predicting 1 frame(s) blend the baselines up to that lead only" in notes[1], notes
+    smoke = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml", store=tiny_store)
+    assert ys.reach_notes(smoke, store, ys.protocol_of(smoke, store)) == []

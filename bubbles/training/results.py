@@ -41,6 +41,7 @@ class EpochResult:
     yardstick_psnr: float = float("nan")
     yardstick_bubble_f1: float = float("nan")
     yardstick_iou: float = float("nan")  # IoU of vapour (masks); NaN in histories saved before it
+    eval_seconds: float = float("nan")  # the epoch's validation and per-epoch yardstick (seconds is its training)
     yardstick_skill_vs_strongest: float = float("nan")
     yardstick_skill_vs_strongest_min: float = float("nan")  # the worst lead's skill against the strongest baseline
     yardstick_bubble_f1_margin_min: float = float("nan")  # the worst lead's bubble F1 minus the best baseline's
@@ -58,8 +59,19 @@ class EpochResult:
             f"epoch {self.epoch}/{epochs}  {lead}train loss {self.train_loss:.5g}  val mse {self.val_mse:.5g}  "
             f"ssim {self.val_ssim:.3f}  psnr {self.val_psnr:.2f}  skill_vs_persistence {self.val_skill_vs_persistence:+.3f}  "
             f"bubble F1 {self.val_bubble_f1:.3f}{f'  IoU {self.val_iou:.3f}' if mask else ''}"
-            f"{'  COLLAPSED' if self.collapsed else ''}  {seconds:.1f} s  ETA {_duration(eta)}"
+            f"{'  COLLAPSED' if self.collapsed else ''}  {seconds:.1f} s  ETA {_duration(eta)}{self._slow_note()}"
         )
+
+    def _slow_note(self) -> str:
+        """Where validating costs more than EVAL_SHARE of the epoch's training: how much, and the setting to lower."""
+        if not self.eval_seconds > max(EVAL_SHARE * self.seconds, EVAL_FLOOR_S):
+            return ""
+        return (f"  (validation {self.eval_seconds:.0f} s = {self.eval_seconds / self.seconds:.0%} of training: lower "
+                "epoch_val_windows / evaluate.epoch_windows)")
+
+
+EVAL_SHARE = 0.15  # validation and yardstick beyond this share of an epoch's training: the epoch line says so
+EVAL_FLOOR_S = 10.0  # ... when they take longer than this too (a tiny trial's second of validation is no matter)
 
 
 def _duration(seconds: float) -> str:

@@ -49,6 +49,12 @@ COST = "cost.json"
 YARDSTICK = "yardstick.json"
 
 
+def epoch_windows(tc: TrainConfig) -> int:
+    """How many validation windows each epoch is validated on (0: all): epoch_val_windows within max_val_windows."""
+    chosen = [n for n in (tc.epoch_val_windows, tc.max_val_windows) if n > 0]
+    return min(chosen) if chosen else 0
+
+
 def pick_device(cfg: TrainConfig) -> torch.device:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise UserError("device: cuda was asked for, but no CUDA device is visible")
@@ -90,14 +96,16 @@ def train_one_epoch(
     sampling = _generator(cfg.seed + 1, epoch)
     total, pixels, samples = 0.0, 0, 0
     model_cfg = model.cfg  # type: ignore[attr-defined]
-    for step, (x, y) in enumerate(loader_for_epoch):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for step, batch in enumerate(loader_for_epoch):
+        x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        # tiles for the baseline start: where each tile was cut, so its blend takes the same tile of the climatology
+        tiled = {"tile_origin": batch[2]} if len(batch) > 2 else {}
         optimizer.zero_grad(set_to_none=True)
         progress = Progress(epoch, cfg.epochs, epoch * steps_per_epoch + step, cfg.epochs * steps_per_epoch)
         extra = family.extra_loss(model_cfg)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             pred = model(x, future=y.shape[1], target=y, generator=sampling, **family.sampling(model_cfg, cfg, progress),
-                         **(extra.forward_kwargs if extra else {}))
+                         **(extra.forward_kwargs if extra else {}), **tiled)
             loss = loss_fn(cfg.loss, pred.float(), y, cfg)
         # The reported loss stays the frame loss (comparable across families); an extra term only trains.
         frame_loss = loss.detach()
@@ -180,6 +188,8 @@ def train(
         start_baselines(model, cfg, splits, out_dir)
     elif resume is None:
         start_flow_motion(model, splits)
+    if isinstance(model, BaselineStart) and hasattr(splits.train, "with_origin"):
+        splits.train.with_origin = True  # training tiles carry their place: the blend takes that tile of the climatology
     cost = measure_cost(model, cfg.window.input_len, cfg.window.output_len, tc.batch_size, amp)
     if on_cost is not None:
         on_cost(cost)
@@ -204,7 +214,8 @@ def train(
         start, best = int(state["epoch"]), float(state.get("best_score", state.get("best_val_mse", math.inf)))
         history = [EpochResult(**h) for h in json.loads(state["history"])]
     status: Status = "completed"
-    baseline = persistence_mse(splits.val, tc.max_val_windows)
+    per_epoch = epoch_windows(tc)
+    baseline = persistence_mse(splits.val, per_epoch)
     yardstick = yardstick or own_yardstick(cfg, splits)
     final: TrialResult | None = None
     for epoch in range(start, tc.epochs):
@@ -213,12 +224,13 @@ def train(
         train_loss, samples = train_one_epoch(model, batches(loader, epoch) if batches else loader, optimizer, scaler, tc, epoch,
                                               amp, cfg.family, len(loader), schedule)
         elapsed = time.perf_counter() - began
-        val: Validation = validate(model, splits.val, tc.batch_size, tc.max_val_windows)
+        val: Validation = validate(model, splits.val, tc.batch_size, per_epoch)
         skill = float(np.mean(skill_per_lead(val.mse_per_lead, baseline)))
         ys = yardstick.score(model, splits.val, tc.batch_size, epoch=True).means()
+        checked = time.perf_counter() - began - elapsed
         result = EpochResult(
             epoch + 1, train_loss, val.mse, val.ssim, val.psnr, val.ssim_per_lead[0], val.ssim_per_lead[-1], skill,
-            val.collapse_score, val.collapsed, elapsed, samples / elapsed, val_bubble_f1=val.bubble_f1, val_iou=val.iou,
+            val.collapse_score, val.collapsed, elapsed, samples / elapsed, val_bubble_f1=val.bubble_f1, val_iou=val.iou, eval_seconds=checked,
             **{f"yardstick_{k}": v for k, v in ys.items()},
         )
         history.append(result)
