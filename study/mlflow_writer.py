@@ -231,12 +231,13 @@ def _adopt(client: Any, experiment: str, uri: str, tags: dict[str, str]) -> tupl
     return None, False
 
 
-def _drop_late_twins(client: Any, made: list[Any]) -> list[Any]:
+def _drop_late_twins(client: Any, made: list[Any], known: set[str] = frozenset()) -> list[Any]:  # type: ignore[assignment]
     """Runs carrying one creation key: a creation that timed out can still be committed by a busy server after a
     replay made the run again, leaving twins with nothing but their tags. Those (no metrics, no parameters) are
-    this writer's own and are deleted, keeping the oldest when none holds data; a run with data is never deleted,
+    this writer's own and are deleted, keeping the oldest when none holds data; a run with data (or in `known`: a
+    run a trial or the spool named as its own) is never deleted,
     so a user's copy (which holds its history) is still refused by name."""
-    holding = [r for r in made if r.data.metrics or r.data.params]
+    holding = [r for r in made if r.data.metrics or r.data.params or r.info.run_id in known]
     keep = holding if holding else sorted(made, key=lambda r: r.info.start_time or 0)[:1]
     for run in made:
         if run not in keep:
@@ -245,6 +246,32 @@ def _drop_late_twins(client: Any, made: list[Any]) -> list[Any]:
             except Exception:
                 return made  # the store refuses now: leave the choice to a person
     return keep
+
+
+def drop_creation_twins(client: Any, experiment_ids: list[str], filter_string: str = "", skip: set[str] = frozenset()) -> int:  # type: ignore[assignment]
+    """The late twins a busy server left (see _drop_late_twins), looked for among all runs of `experiment_ids`
+    matching `filter_string` once the writers are done: a twin committed after the replay had already adopted or
+    made its run was never met by a replay and stayed an empty RUNNING run beside the real one (then closed KILLED
+    as an orphan: a trial with two runs). Creation keys in `skip` (creations still waiting in a spool) are left to
+    their replay; run ids in it are kept. Returns how many runs were deleted."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            break
+    groups: dict[str, list[Any]] = {}
+    for run in runs:
+        key = run.data.tags.get(RUN_KEY)
+        if key and key not in skip:
+            groups.setdefault(key, []).append(run)
+    dropped = 0
+    for made in groups.values():
+        if len(made) > 1:
+            kept = _drop_late_twins(client, made, skip)
+            dropped += len(made) - len(kept)
+    return dropped
 
 
 def pending_run_keys(spool: Path) -> set[str]:
@@ -307,8 +334,8 @@ def _apply(client: Any, run_id: str, record: dict[str, Any], seen: dict[str, set
         tags = [RunTag(k, v) for k, v in record["tags"].items()]
         calls = max(-(-len(metrics) // MAX_METRICS), -(-len(params) // MAX_PARAMS), -(-len(tags) // MAX_TAGS), 1)
         for i in range(calls):  # one call for an epoch's metrics, a trial's params, or a whole per-lead evaluation
-            client.log_batch(run_id, metrics=metrics[i * MAX_METRICS : (i + 1) * MAX_METRICS],
-                             params=params[i * MAX_PARAMS : (i + 1) * MAX_PARAMS], tags=tags[i * MAX_TAGS : (i + 1) * MAX_TAGS])
+            _log_batch(client, run_id, metrics[i * MAX_METRICS : (i + 1) * MAX_METRICS],
+                       params[i * MAX_PARAMS : (i + 1) * MAX_PARAMS], tags[i * MAX_TAGS : (i + 1) * MAX_TAGS])
     elif op == "log_artifact":
         client.log_artifact(run_id, record["local"], record["artifact_path"])
     elif op == "set_terminated":
@@ -317,6 +344,27 @@ def _apply(client: Any, run_id: str, record: dict[str, Any], seen: dict[str, set
         client.update_run(run_id, status=record["status"])
     else:
         raise ValueError(f"unknown spooled MLflow write {op!r}")
+
+
+def _log_batch(client: Any, run_id: str, metrics: list[Any], params: list[Any], tags: list[Any]) -> None:
+    """One log_batch call. Its parameters may already be in the run: MLflow's HTTP client re-sends a request that
+    timed out on a busy server, which may still commit the first copy, or both copies race; the later one is refused
+    as a duplicate key ("UNIQUE constraint failed: params…" on sqlite, "duplicate key … param_pk" on PostgreSQL;
+    bench/writers.py at 32 writers lost a whole trial's writes to it). Parameters the run already holds with the
+    same values are that write's own, arrived: the rest of the batch is sent without them. A different value is
+    still refused."""
+    try:
+        client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
+    except Exception as exc:
+        text = str(exc)
+        if not params or not ("UNIQUE constraint failed: params" in text or ("duplicate key" in text and "param" in text)):
+            raise
+        held = client.get_run(run_id).data.params
+        if any(p.key in held and held[p.key] != p.value for p in params):
+            raise
+        rest = [p for p in params if p.key not in held]
+        if rest or metrics or tags:
+            client.log_batch(run_id, metrics=metrics, params=rest, tags=tags)
 
 
 def _read_spool(path: Path, lines: list[str], unreadable: list[str] | None) -> list[dict[str, Any]]:

@@ -61,6 +61,10 @@ class TrainConfig:
     amp: AMP = param("auto", "amp", "auto (bf16, else fp16, on CUDA) | off")
     max_train_windows: int = param(0, "max_train_windows", "train on at most this many windows per epoch (evenly spaced); 0 = all", low=0)
     max_val_windows: int = param(0, "max_val_windows", "evaluate on at most this many windows; 0 = all", low=0)
+    epoch_val_windows: int = param(0, "epoch_val_windows", "validate after each epoch on at most this many of those "
+                                   "windows (a fixed, evenly spaced subset; the end-of-trial evaluation keeps "
+                                   "max_val_windows): at native scale a full validation costs more than an epoch; "
+                                   "0 = as max_val_windows", low=0)
     workers: int = param(0, "workers", "DataLoader worker processes", low=0)
     collapse_stop_epoch: int = param(0, "collapse_stop_epoch", "stop a trial found collapsed at or after this epoch; 0 = never", low=0)
     best_by: BestBy = param("val_mse", "best_by", "epoch metric that picks best.pt: val_mse (min) | val_ssim | val_psnr | "

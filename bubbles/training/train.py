@@ -78,6 +78,7 @@ class EpochResult:
     yardstick_psnr: float = float("nan")
     yardstick_bubble_f1: float = float("nan")
     yardstick_iou: float = float("nan")  # IoU of vapour (masks); NaN in histories saved before it
+    eval_seconds: float = float("nan")  # the epoch's validation and per-epoch yardstick (seconds is its training)
     yardstick_skill_vs_strongest: float = float("nan")
     yardstick_skill_vs_strongest_min: float = float("nan")  # the worst lead's skill against the strongest baseline
     yardstick_bubble_f1_margin_min: float = float("nan")  # the worst lead's bubble F1 minus the best baseline's
@@ -95,8 +96,25 @@ class EpochResult:
             f"epoch {self.epoch}/{epochs}  {lead}train loss {self.train_loss:.5g}  val mse {self.val_mse:.5g}  "
             f"ssim {self.val_ssim:.3f}  psnr {self.val_psnr:.2f}  skill_vs_persistence {self.val_skill_vs_persistence:+.3f}  "
             f"bubble F1 {self.val_bubble_f1:.3f}{f'  IoU {self.val_iou:.3f}' if mask else ''}"
-            f"{'  COLLAPSED' if self.collapsed else ''}  {seconds:.1f} s  ETA {_duration(eta)}"
+            f"{'  COLLAPSED' if self.collapsed else ''}  {seconds:.1f} s  ETA {_duration(eta)}{self._slow_note()}"
         )
+
+    def _slow_note(self) -> str:
+        """Where validating costs more than EVAL_SHARE of the epoch's training: how much, and the setting to lower."""
+        if not self.eval_seconds > max(EVAL_SHARE * self.seconds, EVAL_FLOOR_S):
+            return ""
+        return (f"  (validation {self.eval_seconds:.0f} s = {self.eval_seconds / self.seconds:.0%} of training: lower "
+                "epoch_val_windows / evaluate.epoch_windows)")
+
+
+EVAL_SHARE = 0.15  # validation and yardstick beyond this share of an epoch's training: the epoch line says so
+EVAL_FLOOR_S = 10.0  # ... when they take longer than this too (a tiny trial's second of validation is no matter)
+
+
+def epoch_windows(tc: TrainConfig) -> int:
+    """How many validation windows each epoch is validated on (0: all): epoch_val_windows within max_val_windows."""
+    chosen = [n for n in (tc.epoch_val_windows, tc.max_val_windows) if n > 0]
+    return min(chosen) if chosen else 0
 
 
 def _duration(seconds: float) -> str:
@@ -171,14 +189,16 @@ def train_one_epoch(
     sampling = _generator(cfg.seed + 1, epoch)
     total, pixels, samples = 0.0, 0, 0
     model_cfg = model.cfg  # type: ignore[attr-defined]
-    for step, (x, y) in enumerate(loader_for_epoch):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for step, batch in enumerate(loader_for_epoch):
+        x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        # tiles for the baseline start: where each tile was cut, so its blend takes the same tile of the climatology
+        tiled = {"tile_origin": batch[2]} if len(batch) > 2 else {}
         optimizer.zero_grad(set_to_none=True)
         progress = Progress(epoch, cfg.epochs, epoch * steps_per_epoch + step, cfg.epochs * steps_per_epoch)
         extra = family.extra_loss(model_cfg)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             pred = model(x, future=y.shape[1], target=y, generator=sampling, **family.sampling(model_cfg, cfg, progress),
-                         **(extra.forward_kwargs if extra else {}))
+                         **(extra.forward_kwargs if extra else {}), **tiled)
             loss = loss_fn(cfg.loss, pred.float(), y, cfg)
         # The reported loss stays the frame loss (comparable across families); an extra term only trains.
         frame_loss = loss.detach()
@@ -295,6 +315,8 @@ def train(
         start_baselines(model, cfg, splits, out_dir)
     elif resume is None:
         start_flow_motion(model, splits)
+    if isinstance(model, BaselineStart) and hasattr(splits.train, "with_origin"):
+        splits.train.with_origin = True  # training tiles carry their place: the blend takes that tile of the climatology
     cost = measure_cost(model, cfg.window.input_len, cfg.window.output_len, tc.batch_size, amp)
     if on_cost is not None:
         on_cost(cost)
@@ -319,7 +341,8 @@ def train(
         start, best = int(state["epoch"]), float(state.get("best_score", state.get("best_val_mse", math.inf)))
         history = [EpochResult(**h) for h in json.loads(state["history"])]
     status: Status = "completed"
-    baseline = persistence_mse(splits.val, tc.max_val_windows)
+    per_epoch = epoch_windows(tc)
+    baseline = persistence_mse(splits.val, per_epoch)
     yardstick = yardstick or own_yardstick(cfg, splits)
     final: TrialResult | None = None
     for epoch in range(start, tc.epochs):
@@ -328,12 +351,13 @@ def train(
         train_loss, samples = train_one_epoch(model, batches(loader, epoch) if batches else loader, optimizer, scaler, tc, epoch,
                                               amp, cfg.family, len(loader), schedule)
         elapsed = time.perf_counter() - began
-        val: Validation = validate(model, splits.val, tc.batch_size, tc.max_val_windows)
+        val: Validation = validate(model, splits.val, tc.batch_size, per_epoch)
         skill = float(np.mean(skill_per_lead(val.mse_per_lead, baseline)))
         ys = yardstick.score(model, splits.val, tc.batch_size, epoch=True).means()
+        checked = time.perf_counter() - began - elapsed
         result = EpochResult(
             epoch + 1, train_loss, val.mse, val.ssim, val.psnr, val.ssim_per_lead[0], val.ssim_per_lead[-1], skill,
-            val.collapse_score, val.collapsed, elapsed, samples / elapsed, val_bubble_f1=val.bubble_f1, val_iou=val.iou,
+            val.collapse_score, val.collapsed, elapsed, samples / elapsed, val_bubble_f1=val.bubble_f1, val_iou=val.iou, eval_seconds=checked,
             **{f"yardstick_{k}": v for k, v in ys.items()},
         )
         history.append(result)

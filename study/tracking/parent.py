@@ -92,6 +92,19 @@ class SweepRun:
         self.client.set_terminated(self.run_id, "KILLED" if interrupted else "FINISHED")
 
 
+    def end_after_failure(self, spool: Path, exc: BaseException) -> None:
+        """The driver failed after this run was opened (a crash in the test pass, a disk full at the leaderboard, a
+        refusal at the end, Ctrl-C after Tune's loop): FAILED (KILLED for Ctrl-C / SIGTERM), never left RUNNING.
+        Through the spool, so a store that is down takes it at the next driver's replay; a store that refuses it
+        (the run deleted meanwhile) changes nothing about the error being raised."""
+        from study.mlflow_writer import Writer
+
+        try:
+            Writer(spool).set_terminated(self.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        except Exception:
+            pass
+
+
 def _space_summary(space: Any) -> dict[str, Any]:
     from dataclasses import asdict
 

@@ -14,7 +14,7 @@ from bubbles.evaluation.cost import ModelCost
 from bubbles.evaluation.evaluate import Evaluation
 from bubbles.evaluation.lead_figure import lead_curves_png
 from bubbles.training.train import EpochResult, TrialResult
-from study.mlflow_writer import RUN_KEY, Writer, pending_run_keys
+from study.mlflow_writer import RUN_KEY, Writer, drop_creation_twins, pending_run_keys
 from study.tracking.store import _finite, _now_ms, configure, readable
 
 # How a trial's outcome (study.sweep.trial_outcome, or a train's status) ends its MLflow run: the only such table.
@@ -231,6 +231,8 @@ def close_orphaned_runs(parent_run_id: str, expected: set[str] = frozenset()) ->
 
     client = mlflow.MlflowClient()
     parent = client.get_run(parent_run_id)
+    # First the empty twins of a creation a busy server committed late (never a trial's second run to close).
+    drop_creation_twins(client, [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'", set(expected))
     orphans = [r for r in client.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
