@@ -245,11 +245,12 @@ def _pin_serialization_id(path: Path) -> None:
 
 @contextmanager
 def _constants_of_the_program() -> Iterator[None]:
-    """Silence the tracer's warnings about the baseline start's Python values (bubbles.models.baseline_start): the
+    """Silence the tracer's warnings about the baseline start's Python values (bubbles.models.baseline_start; and
+    evolution's flow_motion, which reads the same flow's ILK radius): the
     frame size, the sources in use and the flow's ILK radius are fixed for an exported program by design (config.json
     records its one input shape), so "treated as a constant" is what is meant. Warnings from anywhere else still show."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"bubbles\.models\.baseline_start")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"bubbles\.models\.(baseline_start|evolution)")
         # torch.onnx's note that a strided slice is left unfolded (printed three times per export): an optimisation
         # it skips, not a difference in the program; the export is checked against PyTorch with onnxruntime anyway.
         warnings.filterwarnings("ignore", message=r"Constant folding - Only steps=1", category=UserWarning)

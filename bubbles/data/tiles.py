@@ -58,11 +58,20 @@ class TileDataset(WindowDataset):
         super().__init__(cache, segments, window, split_name, channels, targets, detector)  # type: ignore[arg-type]
         self.tile = tile
 
+    # With with_origin, a window is (x, y, origin): origin = (top, left, frame height, frame width) of the tile in
+    # the frame it was cut from, so that the baseline start can cut the same tile of the climatology.
+    with_origin: bool = False
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        x, y = super().__getitem__(i)
+        return (x, y, torch.tensor(self._origin)) if self.with_origin else (x, y)
+
     def _place(self, frames: np.ndarray) -> np.ndarray:
         h, w = frames.shape[-2:]
         th, tw = self.tile
         y = int(torch.randint(0, h - th + 1, (1,)))
         x = int(torch.randint(0, w - tw + 1, (1,)))
+        self._origin = (y, x, h, w)
         return frames[..., y : y + th, x : x + tw]
 
 

@@ -67,13 +67,33 @@ def start_flow_motion(model: torch.nn.Module, splits: WindowSplits) -> int | Non
     return radius
 
 
+def _fit_batches(splits: WindowSplits, indices: list[int], tiles: bool, device: torch.device
+                 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """The fitted windows in batches (x, y, tile origin or None)."""
+    train = splits.train
+    with_origin = tiles and hasattr(train, "with_origin")
+    if with_origin:
+        train.with_origin = True  # type: ignore[attr-defined]
+    try:
+        out = []
+        for start in range(0, len(indices), BATCH):
+            items = [train[i] for i in indices[start : start + BATCH]]
+            origin = torch.stack([it[2] for it in items]) if with_origin else None
+            out.append((torch.stack([it[0] for it in items]).to(device), torch.stack([it[1] for it in items]).to(device).float(), origin))
+        return out
+    finally:
+        if with_origin:
+            train.with_origin = False  # type: ignore[attr-defined]
+
+
 @torch.no_grad()
 def fit_baseline_start(model: BaselineStart, splits: WindowSplits, tiles: bool, max_windows: int = FIT_WINDOWS) -> StartFit:
-    """Fill the model's climatology (training frames' mean; none with tiles or several fields) and set its weights to
-    the per-lead least-squares blend on training windows; the gate stays at 0, so the untrained model is that blend."""
+    """Fill the model's climatology (training frames' mean at the evaluated size; none with several fields) and set
+    its weights to the per-lead least-squares blend on training windows; the gate stays at 0, so the untrained model
+    is that blend. With tiles each training tile's blend takes the same tile of the climatology."""
     cfg = model.cfg
     device = model.weights.device
-    mean = None if tiles or cfg.out_channels != 1 else training_mean_frame(splits)
+    mean = None if cfg.out_channels != 1 else training_mean_frame(splits)
     if mean is not None and mean.shape != tuple(cfg.frame_size):
         mean = None
     model.sources.copy_(torch.tensor([1.0, float(mean is not None), float(splits.train.window.input_len >= 2)]))
@@ -88,10 +108,9 @@ def fit_baseline_start(model: BaselineStart, splits: WindowSplits, tiles: bool, 
     rhs = np.zeros((leads, len(SOURCES)))
     sq = {s: np.zeros(leads) for s in SOURCES}
     pixels = 0
-    for start in range(0, len(indices), BATCH):
-        xs, ys = zip(*(splits.train[i] for i in indices[start : start + BATCH]))
-        x, y = torch.stack(xs).to(device), torch.stack(ys).to(device).float()
-        found = model.baselines(x, leads)
+    batches = _fit_batches(splits, indices, tiles, device)  # read once: tiles are drawn anew at every read
+    for x, y, origin in batches:
+        found = model.baselines(x, leads, origin)
         used = [s for s in SOURCES if s in found]
         # (leads, k, pixels): each source's frames per lead, flattened over windows, fields and pixels
         cols = torch.stack([found[s].transpose(0, 1).reshape(leads, -1) for s in used], 1).double().cpu().numpy()
@@ -114,10 +133,8 @@ def fit_baseline_start(model: BaselineStart, splits: WindowSplits, tiles: bool, 
     model.gate.zero_()
     # The blend's MSE on the same windows (clipped to [0, 1] as the model clips it), for the console and the test.
     total = np.zeros(leads)
-    for start in range(0, len(indices), BATCH):
-        xs, ys = zip(*(splits.train[i] for i in indices[start : start + BATCH]))
-        x, y = torch.stack(xs).to(device), torch.stack(ys).to(device).float()
-        found = model.baselines(x, leads)
+    for x, y, origin in batches:
+        found = model.baselines(x, leads, origin)
         blend = sum(model.weights[:, SOURCES.index(s)].view(1, leads, 1, 1, 1) * found[s] for s in used)
         total += ((blend.clamp(0, 1) - y) ** 2).transpose(0, 1).reshape(leads, -1).sum(1).double().cpu().numpy()
     return StartFit(tuple(used), tuple(tuple(float(weights[lead, SOURCES.index(s)]) for s in used) for lead in range(leads)),
