@@ -62,6 +62,10 @@ class Writer:
         self._next_try: dict[str, float] = {}
         self.lost = 0  # writes neither logged nor spooled
         self.lost_why = ""  # the first reason
+        self.spooled_why = ""  # why the first spooled write was not taken (the store's answer, in one line)
+        # After a write the store did not take, every run's writes go straight to the spool until then: a driver
+        # writing to many runs during an outage waits for one timeout, not one per run.
+        self._down_until = 0.0
         # Runs this writer made: every other run (a resumed trial's, one a replay made) may already hold some of the
         # metric steps written to it, so those writes are logged once per (metric, step) (see _apply).
         self._created: set[str] = set()
@@ -87,10 +91,14 @@ class Writer:
         self._created.add(made)
         return made
 
-    def log_batch(self, run_id: str, metrics: list[Any] = (), params: dict[str, str] | None = None, tags: dict[str, str] | None = None) -> None:  # type: ignore[assignment]
-        """Metrics (mlflow.entities.Metric), params and tags in as few calls as MLflow's limits allow."""
+    def log_batch(self, run_id: str, metrics: list[Any] = (), params: dict[str, str] | None = None, tags: dict[str, str] | None = None,  # type: ignore[assignment]
+                  once: bool | None = None) -> None:
+        """Metrics (mlflow.entities.Metric), params and tags in as few calls as MLflow's limits allow. `once`
+        (default: for a run this writer did not make) skips the metric steps the run holds already; False logs
+        every value again (a sweep's best_* after a resume: the latest is the one shown)."""
         rows = [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in metrics]
-        self._write(run_id, {"op": "log_batch", "metrics": rows, "params": params or {}, "tags": tags or {}})
+        record = {"op": "log_batch", "metrics": rows, "params": params or {}, "tags": tags or {}}
+        self._write(run_id, record if once is None else record | {"once": once})
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         self.log_batch(run_id, tags={key: value})
@@ -104,16 +112,22 @@ class Writer:
     def update_run(self, run_id: str, status: str) -> None:
         self._write(run_id, {"op": "update_run", "status": status})
 
+    def end_if_open(self, run_id: str, status: str, tags: dict[str, str], end_metric: str | None = None) -> None:
+        """Tag the run, then end it with `status` if it is still open (RUNNING, or KILLED by an earlier interrupt),
+        at the time of the last step of `end_metric` (None: now). Decided when the write is applied, so a replay
+        after an outage ends the run exactly as the driver would have."""
+        self._write(run_id, {"op": "end_if_open", "status": status, "tags": tags, "end_metric": end_metric})
+
     def pending(self, run_id: str) -> bool:
         """Whether some of this run's writes are still waiting in the spool."""
         return self.spool is not None and (self.spool / f"{run_id}.jsonl").is_file()
 
     # -- plumbing -----------------------------------------------------------------------------------------------
     def _write(self, run_id: str, record: dict[str, Any]) -> None:
-        if record["op"] == "log_batch" and run_id not in self._created:
+        if record["op"] == "log_batch" and run_id not in self._created and "once" not in record:
             record = record | {"once": True}
         run_id = self.resolve(run_id)
-        if self.pending(run_id):
+        if self.pending(run_id) or (time.monotonic() < self._down_until and not run_id.startswith("pending-")):
             if not self._replay_now(run_id):
                 self._append(run_id, record)
                 return
@@ -127,7 +141,8 @@ class Writer:
             if self.spool is None or is_refusal(exc):
                 raise
             self._append(run_id, record)
-            self._next_try[run_id] = time.monotonic() + RETRY_EVERY_S
+            self._next_try[run_id] = self._down_until = time.monotonic() + RETRY_EVERY_S
+            self.spooled_why = self.spooled_why or (str(exc).splitlines() or [type(exc).__name__])[0][:160]
 
     def resolve(self, run_id: str) -> str:
         """The real id of a run created by a replay (its writes so far went to the 'pending-…' spool)."""
@@ -135,7 +150,7 @@ class Writer:
         return created.read_text() if created is not None and created.exists() and not self.pending(run_id) else run_id
 
     def _replay_now(self, run_id: str) -> bool:
-        if time.monotonic() < self._next_try.get(run_id, 0.0):
+        if time.monotonic() < max(self._next_try.get(run_id, 0.0), self._down_until):
             return False
         try:
             done = replay_file(self.client, self.spool / f"{run_id}.jsonl")  # type: ignore[operator]
@@ -342,6 +357,12 @@ def _apply(client: Any, run_id: str, record: dict[str, Any], seen: dict[str, set
         client.set_terminated(run_id, record["status"], end_time=record["end_time"])
     elif op == "update_run":
         client.update_run(run_id, status=record["status"])
+    elif op == "end_if_open":
+        for key, value in record["tags"].items():
+            client.set_tag(run_id, key, value)
+        if client.get_run(run_id).info.status in ("RUNNING", "KILLED"):
+            history = client.get_metric_history(run_id, record["end_metric"]) if record.get("end_metric") else []
+            client.set_terminated(run_id, record["status"], end_time=max((m.timestamp for m in history), default=None))
     else:
         raise ValueError(f"unknown spooled MLflow write {op!r}")
 
