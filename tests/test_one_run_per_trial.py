@@ -27,6 +27,7 @@ search:
   lr: {{type: categorical, choices: [1.0e-2, 3.0e-3]}}
 seed_points: [{{lr: 1.0e-2}}, {{lr: 3.0e-3}}]
 tune: {{num_samples: 2, max_concurrent: 1, max_failures: 0, asha: false, sampler: random}}
+evaluate: {{windows: 8, epoch_windows: 2}}
 tracking: {{experiment: one-run}}
 """
 
