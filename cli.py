@@ -1,25 +1,22 @@
-# Over 400 lines: one click command per user verb, with its options, help and one-line errors (issue 29 left splitting it by command group to after issues 31 and 32, who are changing it now).
-"""bubbles-study command line: resolve paths, parse configs, call study/ or bubbles/; nothing else."""
+"""bubbles-study command line: each command parses its options into a typed request and calls the one function in
+study/ or bubbles/ that does the work (bubbles.data.*, study.train_command, study.sweep_command, study.export_command,
+bubbles.predict_command, study.report, study.server); the group turns user errors into one line."""
 
 from __future__ import annotations
 
 import errno
 import gc
 import logging
-import math
 import os
-import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from bubbles.data import DEFAULT_STORE
 from bubbles.errors import UserError
-
-DEFAULT_STORE = "data/synthetic.zarr"
-MAX_PREDICT_STEPS = 1000  # an autoregressive rollout keeps every frame in memory
 
 
 class Group(click.Group):
@@ -75,23 +72,29 @@ def main() -> None:
     """
 
 
-def _detector_sets(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
-    """--detector KEY=VALUE pairs, checked as the `detector` parameter is."""
-    import yaml
-
-    from bubbles.data.windows import parse_detector
-
-    values = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise UserError(f"--detector {pair!r}: expected KEY=VALUE, e.g. roi_bottom=0.92")
-        values[key.strip()] = yaml.safe_load(value)
-    return parse_detector("predict", "--detector", values)
+def _say(lines: Iterable[str]) -> None:
+    for line in lines:
+        click.echo(line)
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
+def _err(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _warn(line: str) -> None:
+    click.echo(f"warning: {line}", err=True)
+
+
+def _exit(code: int) -> None:
+    if code:
+        sys.exit(code)
+
+
+def _epoch_bar(loader: Any, epoch: int) -> Any:
+    """A terminal's progress bar over an epoch's batches, shown once the epoch has run 10 s."""
+    from tqdm import tqdm
+
+    return tqdm(loader, total=len(loader), desc=f"epoch {epoch + 1}", unit="batch", delay=10, leave=False)
 
 
 @main.command()
@@ -111,20 +114,17 @@ def synth(store: Path, sequences: int, frames: int, size: str, seed: int, condit
       bubbles-study synth data/big.zarr --sequences 16 --frames 400 --size 256 --conditions 8
       bubbles-study synth data/wide.zarr --sequences 4 --frames 100 --size 96x256
     """
-    from bubbles.data.framesize import parse_image_size
-    from bubbles.data.synth import SynthConfig, synth_store
-
-    shape = parse_image_size(size, "synth: --size")
-    cfg = SynthConfig(sequences=sequences, frames=frames, size=shape, seed=seed, conditions=conditions)
-    cfg.validate()
-    if store.exists():
-        raise UserError(f"{store}: already exists (remove it or choose another path)")
     from tqdm import tqdm
 
-    with tqdm(total=sequences, desc="synth", unit="sequence", disable=None) as bar:
-        synth_store(str(store.resolve()), cfg, workers, progress=bar.update)
-    h, w = (shape, shape) if isinstance(shape, int) else shape
-    click.echo(f"wrote {sequences} sequences x {frames} frames at {h}x{w} to {store}")
+    from bubbles.data.framesize import parse_image_size
+    from bubbles.data.synth import SynthConfig, new_synthetic_store
+
+    cfg = SynthConfig(sequences=sequences, frames=frames, size=parse_image_size(size, "synth: --size"), seed=seed,
+                      conditions=conditions)
+    cfg.validate()
+    with tqdm(total=sequences, desc="synth", unit="sequence", disable=None, delay=1) as bar:
+        line = new_synthetic_store(store, cfg, workers, progress=bar.update)
+    click.echo(line)
 
 
 @main.command()
@@ -163,7 +163,9 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
     from tqdm import tqdm
 
     from bubbles.data.conditions import parse_conditions
-    from bubbles.data.ingest import IngestRequest, ingest as run_ingest, parse_clip, parse_crop, parse_frames
+    from bubbles.data.frame_rules import parse_clip, parse_crop, parse_frames
+    from bubbles.data.ingest import IngestRequest
+    from bubbles.data.ingested import add_recording
 
     request = IngestRequest(
         source=src.resolve(), store=store.resolve(), sequence=sequence, condition=parse_conditions(condition),
@@ -173,29 +175,8 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
         colorbar=parse_crop(colorbar, "--colorbar") if colorbar else None,
     )
     with tqdm(desc=f"reading {src.name}", unit="frame", disable=None) as bar:
-        name = run_ingest(request, progress=bar.update, warn=lambda line: click.echo(f"warning: {line}", err=True))
-    click.echo(f"added sequence {name!r} to {store}")
-    from bubbles.data.calibrate import describe
-    from bubbles.data.store import FrameStore
-
-    info = FrameStore.open(store).sequences[name]
-    if "netcdf" in info.meta.extra:
-        nc = info.meta.extra["netcdf"]
-        rate = f"{info.meta.fps:g} fps from its time coordinate" if nc.get("fps_from") else f"{info.meta.fps:g} fps (no time coordinate; --fps sets it)"
-        unpacked = f", unpacked from bits along {nc['unpacked']}" if nc.get("unpacked") else ""
-        click.echo(f"netCDF variable {nc['variable']!r} ({' x '.join(nc['dims'])}{unpacked}): {info.frames} frames of "
-                   f"{info.native_size[0]}x{info.native_size[1]}, {rate}")
-    if "colorbar" in info.meta.extra:
-        bar = info.meta.extra["colorbar"]
-        named = (f" (with {bar['named_map']}: {100 * bar['named_map_off_fraction']:.1f}%)" if "named_map" in bar else "")
-        click.echo(f"colour bar: {bar['orientation']}, read from the figure; "
-                   f"{100 * info.meta.extra['off_colormap_fraction']:.1f}% of the pixels are no colour of it{named}")
-    if "mask" in info.meta.extra:
-        click.echo(f"binary recording: stored as a mask (vapour {info.meta.extra['mask']['source_values'][1]} -> 255, liquid "
-                   f"{info.meta.extra['mask']['source_values'][0]} -> 0); bubbles are its connected components, mask "
-                   "losses (bce, dice, bce+dice) and mask metrics (IoU, vapour fraction, bubble F1) apply")
-    elif info.frames and len(info.fields) == 1:
-        click.echo(f"detector calibration: {describe(name, info.meta.extra.get('detector_calibration'))}")
+        lines = add_recording(request, store, progress=bar.update, warn=_warn)
+    _say(lines)
 
 
 @main.command()
@@ -217,31 +198,9 @@ def inspect(store: Path, verify: bool, record: bool, calibrate: bool, frame_step
       bubbles-study inspect data/lab.zarr --calibrate
       bubbles-study inspect data/exp.zarr --frame-step 8
     """
-    from bubbles.data.summary import describe_store, verify_store
+    from bubbles.data.summary import inspect_lines
 
-    if record and not verify:
-        raise UserError("inspect: --record goes with --verify")
-    click.echo(describe_store(store))
-    if calibrate:
-        from bubbles.data.calibrate import calibrate_store
-
-        for line in calibrate_store(store.resolve()):
-            click.echo(f"detector calibration: {line}")
-    else:
-        from bubbles.data.calibrate import describe
-        from bubbles.data.store import FrameStore
-
-        for name, info in sorted(FrameStore.open(store).sequences.items()):
-            if "detector_calibration" in info.meta.extra:
-                click.echo(f"detector calibration: {describe(name, info.meta.extra['detector_calibration'])}")
-    if verify:  # before forecastability reads the frames: a damaged chunk is named as such, not as a failed read
-        click.echo(verify_store(store, record_missing=record))
-    from bubbles.data.forecastability import store_forecastability
-    from bubbles.data.store import FrameStore
-
-    for figures in store_forecastability(FrameStore.open(store), frame_step):
-        for line in figures.lines():
-            click.echo(line)
+    _say(inspect_lines(store, verify, record, calibrate, frame_step))
 
 
 @main.command()
@@ -265,101 +224,10 @@ def train(config: Path, sets: tuple[str, ...], dry_run: bool, out: Path | None, 
       bubbles-study train search_spaces/trial_quick.yaml --set 'window=6->2' --set epochs=5
       MLFLOW_TRACKING_URI=http://127.0.0.1:5000 bubbles-study train my_trial.yaml
     """
-    import yaml
+    from study.train_command import TrainRequest, train_command
 
-    from bubbles.data.coverage import coverage_lines, coverage_warnings
-    from bubbles.training.train import describe
-    from bubbles.data.windows import make_splits
-    from study.config import load_trial_config
-    from study.tracking import check_tracking, tracking_uri
-
-    from study.tracking import check_experiment_name
-
-    check_experiment_name(experiment, tracking_uri(Path.cwd()))
-    cfg = load_trial_config(config, sets)
-    from bubbles.outputs import check_output_dir, write_manifest
-
-    out_dir = (out or Path("runs") / "trials" / f"{config.stem}-{os.getpid()}").resolve()
-    if not dry_run:
-        check_output_dir(out_dir, "train")  # training writes into it (and resumes there): only our own or a new one
-    # Everything that can refuse (store, split, --resume) runs before any output or MLflow run exists.
-    splits = make_splits(cfg.data, cfg.window)
-    from bubbles.data.tiles import tile_lines
-
-    sizes = tile_lines(splits.train.cache.store, cfg.data, splits)
-    if dry_run:
-        click.echo(yaml.safe_dump(cfg.flat(), sort_keys=False).rstrip())
-        for key, value in describe(cfg, splits).items():
-            click.echo(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
-        for line in sizes:
-            click.echo(line)
-        for line in sizes:
-            if "STRETCHED" in line:
-                click.echo(f"warning: {line} (give image_size as a short side, or tile: HxW, to keep the aspect)", err=True)
-        for line in coverage_lines(splits):
-            click.echo(line)
-        for line in coverage_warnings(splits):
-            click.echo(f"warning: {line}", err=True)
-        return
-    from bubbles.training.train import CHECKPOINT
-    from study.trial import run_logged_trial
-
-    if resume is not None:
-        from bubbles.training.train import check_resume
-
-        check_resume(resume.resolve(), cfg)
-    splits.check_frames()  # a damaged chunk stops here, before the output directory and the MLflow run exist
-    for line in sizes:  # the dry run lists every sequence; training says only what is stretched
-        if "STRETCHED" in line:
-            click.echo(f"warning: {line} (give image_size as a short side, or tile: HxW, to keep the aspect)", err=True)
-    uri = tracking_uri(Path.cwd())
-    check_tracking(uri)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_manifest(out_dir, "train")
-    from tqdm import tqdm
-
-    from study.trial import heartbeat
-
-    def bar(loader, epoch: int):  # type: ignore[no-untyped-def]
-        # A terminal gets a progress bar in epochs longer than 10 s (the epoch line follows it); a log or a pipe
-        # gets a heartbeat line every 30 s instead.
-        if sys.stderr.isatty():
-            return tqdm(loader, total=len(loader), desc=f"epoch {epoch + 1}", unit="batch", delay=10, leave=False)
-        return heartbeat(loader, epoch, cfg.train.epochs, click.echo)
-
-    click.echo(f"training {cfg.train.epochs} epochs; checkpoints in {out_dir}")
-    stopping = _stop_on_ctrl_c()
-    runs: list[str] = []  # the MLflow run, once it exists
-
-    def opened(run_id: str, continued: bool) -> None:
-        runs.append(run_id)
-        if continued:
-            click.echo(f"continuing MLflow run {run_id} (the one this checkpoint's training logged to)")
-
-    try:
-        result, run_id = run_logged_trial(cfg, out_dir, uri, experiment, resume.resolve() if resume else None, splits,
-                                          echo=click.echo, batches=bar, on_run=opened)
-    except KeyboardInterrupt:
-        stopping()
-        checkpoint = out_dir / CHECKPOINT
-        if not runs:
-            click.echo("interrupted before training began: no MLflow run was created; run the same command again", err=True)
-        elif checkpoint.is_file():
-            again = ["bubbles-study", "train", str(config), *[a for s in sets for a in ("--set", s)],
-                     "--out", str(out or out_dir), "--resume", str((out or out_dir) / CHECKPOINT)]
-            if experiment != "bubbles-train":
-                again[-2:-2] = ["--experiment", experiment]
-            click.echo(f"interrupted: the MLflow run {runs[0]} is KILLED; the checkpoint of the last finished epoch is kept "
-                       f"in {checkpoint}; the same run goes on with  {shlex.join(again)}", err=True)
-        else:
-            click.echo(f"interrupted before the first epoch ended: nothing to resume (the MLflow run {runs[0]} is KILLED); "
-                       "run the same command again", err=True)
-        sys.exit(130)
-    if result.evaluation is not None:
-        click.echo(result.evaluation.lead_table())
-    click.echo(f"status {result.status}; MLflow run {run_id} in {uri}; checkpoints in {out_dir}")
-    if result.status != "completed":
-        sys.exit(2)
+    request = TrainRequest(config, sets, dry_run, out, experiment, resume)
+    _exit(train_command(request, click.echo, _err, progress_bar=_epoch_bar if sys.stderr.isatty() else None))
 
 
 @main.command()
@@ -384,90 +252,11 @@ def sweep(space_file: Path, name: str | None, resume: bool, address: str | None,
       bubbles-study sweep search_spaces/smoke.yaml --resume
       MLFLOW_TRACKING_URI=http://head:5000 bubbles-study sweep search_spaces/convlstm.yaml
     """
-    # First of all, as `train` does: Ctrl-C (and a SIGINT to a sweep a script started with `&`, SIGINT ignored)
-    # stops it at any phase, Ray's start and the baselines included; Ray Tune takes it over during fit().
-    stopping = _stop_on_ctrl_c()
-    try:
-        _sweep(space_file, name, resume, address, storage, store, verbose, trust_state, stopping)
-    except KeyboardInterrupt:
-        stopping()
-        click.echo("interrupted before the sweep started: nothing to resume; run the same command again", err=True)
-        sys.exit(130)
+    from study.sweep_command import SweepRequest, sweep_from_cli
 
-
-def _sweep(space_file: Path, name: str | None, resume: bool, address: str | None, storage: Path, store: Path | None,
-           verbose: bool, trust_state: bool, stopping: Callable[[], None]) -> None:
-    from study.interrupt import discard_unstarted, has_tune_state
-    from study.space import load_space
-    from study.tracking import check_tracking, readable, tracking_uri
-
-    from study.sweep_dir import check_name
-
-    name = check_name(name or space_file.stem)
-    storage = storage.resolve()
-    from bubbles.outputs import zarr_store_around
-
-    if zarr_store_around(storage) is not None:
-        raise UserError(f"--storage {storage}: lies inside the Zarr store {zarr_store_around(storage)}; sweeps live outside frame stores")
-    if resume and not (storage / name).is_dir():
-        raise UserError(f"--resume: no sweep named {name!r} under {storage}")
-    if resume and not (storage / name / "tuner.pkl").exists() and not has_tune_state(storage / name):
-        raise UserError(f"--resume: the sweep {name!r} under {storage} never saved a trial (its start was interrupted); "
-                        f"start it again without --resume")
-    if trust_state and not resume:
-        raise UserError("--trust-state goes with --resume")
-    if store is None:
-        _ensure_default_store(space_file)
-    space = load_space(space_file, store=store)
-    uri = tracking_uri(Path.cwd())
-    from study.tracking import check_experiment_name
-
-    check_experiment_name(space.experiment, uri, f"{space_file}: tracking.experiment")
-    check_tracking(uri)
-
-    def list_windows() -> None:
-        for line in space.coverage:
-            click.echo(line)
-        for line in space.coverage_warnings:
-            click.echo(f"warning: {line}", err=True)
-
-    from study.sweep import run_sweep
-
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address in (None, "local"):
-        # A fresh local Ray needs no token: without this Ray 2.60 asks for one (or prints how to set one up).
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     shared = click.get_current_context().get_parameter_source("storage") != click.core.ParameterSource.DEFAULT
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    again = _resume_command(space_file, name, storage, address, store)
-    created = not (storage / name).exists()  # only a directory this run creates may be removed after a Ctrl-C
-    try:
-        outcome = run_sweep(space, name, storage, uri, address=address, echo=click.echo, storage_shared=shared,
-                            store_shared=store is not None or _store_is_absolute(space_file),
-                            preamble=list_windows, resume_command=again, verbose=verbose, trust_state=trust_state)
-        click.echo(f"sweep {name!r}: {len(outcome.rows)} trials; leaderboard in {outcome.directory}; MLflow parent run {outcome.parent_run_id} in {uri}")
-        from study.tracking.views import sweep_view_link
-
-        # None: the store is down (said above). The link opens this sweep's trials ranked by the objective.
-        link = readable(lambda: sweep_view_link(uri, space.experiment, outcome.parent_run_id, name,
-                                                space.tune.objective, space.tune.mode), None)
-        if link:
-            click.echo(f"MLflow runs table: {link}")
-        if any(r.get("status") == "completed" for r in outcome.rows) and not outcome.interrupted:
-            click.echo(f"export the winner:  {_export_command(name, storage, uri)}")
-    except KeyboardInterrupt:
-        stopping()  # a second Ctrl-C while the driver tidies up is ignored
-        if has_tune_state(storage / name):
-            click.echo(f"interrupted: continue with  {again}", err=True)
-        else:
-            done = discard_unstarted(storage / name, uri, created)
-            start = _resume_command(space_file, name, storage, address, store, resume=False)
-            click.echo(f"interrupted during start-up, before any trial ({done}): nothing to resume; start it again "
-                       f"with  {start}", err=True)
-        sys.exit(130)
-    if outcome.interrupted:
-        click.echo(f"interrupted: continue with  {again}", err=True)
-        sys.exit(130)
+    request = SweepRequest(space_file, name, resume, address, storage, shared, store, verbose, trust_state)
+    _exit(sweep_from_cli(request, click.echo, _err))
 
 
 @main.command()
@@ -488,51 +277,9 @@ def export(sweep_name: str | None, run_id: str | None, checkpoint: Path | None, 
       bubbles-study export --run-id 3f2a... --out exports/run --register bubbles-convlstm
       bubbles-study export --checkpoint runs/trials/trial_seed-1234 --out exports/seed
     """
-    from bubbles.outputs import check_output_dir
-    from study import export as ex
-    from study.tracking import check_tracking, tracking_uri
+    from study.export_command import ExportOptions, export_command
 
-    if sum(v is not None for v in (sweep_name, run_id, checkpoint)) != 1:
-        raise UserError("export: give exactly one of --sweep, --run-id, --checkpoint")
-    if register is not None and not register.strip():
-        raise UserError("export: --register needs a model name (e.g. --register bubbles-convlstm)")
-    check_output_dir(out.resolve(), "export")  # before any download or evaluation
-    uri = tracking_uri(Path.cwd())
-    if checkpoint is not None:
-        chosen = ex.from_checkpoint_dir(checkpoint.resolve())
-    else:
-        check_tracking(uri)
-        objective, board = None, None
-        if sweep_name is not None:
-            from study.sweep_dir import finished_sweep_dir
-            from study.tracking import sweep_dirs_named
-
-            sweep_dir = finished_sweep_dir(storage.resolve(), sweep_name, sweep_dirs_named(uri, sweep_name))
-            run_id, objective, board = ex.best_run_of_sweep(sweep_dir)
-        chosen = ex.from_run(uri, str(run_id), objective)
-        if board is not None and not math.isclose(board, chosen.objective, rel_tol=1e-4, abs_tol=1e-6):
-            click.echo(f"warning: the leaderboard says {objective} {board:.5f}, the exported weights measure "
-                       f"{chosen.objective:.5f} (a trial trained before best.pt was picked by the objective?)", err=True)
-    click.echo(f"building the export: weights, TorchScript{', ONNX (checked with onnxruntime)' if onnx else ''}, the "
-               "climatology frame from the training windows, the metrics card ...")
-    path = ex.export(chosen, out, onnx, note=lambda line: click.echo(line, err=True))
-    selected = f", {ex.VALIDATION}" if chosen.yardstick else ""
-    click.echo(f"exported {chosen.source} ({chosen.objective_name} {chosen.objective:.4f}{selected}) to {path}")
-    if chosen.test_line:
-        click.echo(chosen.test_line)
-    for line in chosen.warnings():
-        click.echo(line, err=True)
-    if register is not None:
-        check_tracking(uri)
-        try:
-            version, champion, why = ex.register(uri, register, path, chosen)
-        except UserError as exc:  # the registry kept nothing; the export directory itself is complete
-            raise UserError(f"{exc} in the registry; the export in {path} is complete and kept (export again with "
-                            "--register to retry)") from None
-        from study.tracking import model_version_link
-
-        click.echo(f"registered {register} version {version}" + (" as 'champion'" if champion else f" (champion unchanged: {why})")
-                   + f"; load it with mlflow.pyfunc.load_model('models:/{register}/{version}'); see {model_version_link(uri, register, version)}")
+    export_command(ExportOptions(out, sweep_name, run_id, checkpoint, onnx, register, storage), click.echo, _err)
 
 
 @main.command()
@@ -562,47 +309,11 @@ def predict(model_dir: Path, store: Path | None, sequence: str | None, raw_input
       bubbles-study predict exports/smoke-best --store data/synthetic.zarr --sequence seq003 --start 40 --out pred/
       bubbles-study predict exports/smoke-best --input recordings/run07/ --steps 30 --autoregressive --out pred07/
     """
-    from bubbles.outputs import check_output_dir
-    from bubbles.data.ingest import parse_crop, parse_frames
-    from bubbles.evaluation.metrics import COLLAPSE_THRESHOLD
-    from bubbles.predict import PredictRequest, predict as run_predict
+    from bubbles.predict_command import PredictOptions, predict_command
 
-    if (store is None) == (raw_input is None):
-        raise UserError("predict: give either --store (with --sequence) or --input, not both")
-    if steps is not None and not 1 <= steps <= MAX_PREDICT_STEPS:
-        raise UserError(f"--steps {steps}: must be in [1, {MAX_PREDICT_STEPS}]")
-    check_output_dir(out.resolve(), "prediction")
-    if crop and raw_input is None:
-        raise UserError("predict: --crop applies to --input (a store's frames were cropped at ingest)")
-    if (colormap or frame_range) and raw_input is None:
-        raise UserError("predict: --colormap and --frames apply to --input (a store's frames were converted at ingest)")
-    request = PredictRequest(model_dir.resolve(), out, start, steps, autoregressive, store.resolve() if store else None, sequence,
-                             raw_input, parse_crop(crop) if crop else None, colormap,
-                             parse_frames(frame_range) if frame_range else None, _detector_sets(detector_sets))
-    summary = run_predict(request)
-    if summary.get("chosen"):
-        click.echo(str(summary["chosen"]))
-    for warning in summary.get("warnings", []):  # type: ignore[union-attr]
-        click.echo(f"warning: {warning}", err=True)
-    line = f"predicted {summary['steps']} frames of {summary['sequence']!r} from frame {start} into {out}"
-    if "metrics" in summary:
-        m = summary["metrics"]
-        line += (f"; lead 1: SSIM {m['ssim'][0]:.3f} (persistence {m['persistence_ssim'][0]:.3f}), skill vs the strongest "  # type: ignore[index]
-                 f"baseline ({m['strongest'][0]}{'' if 'climatology_mse' in m else '; not climatology: the export has no climatology.npy'}) "
-                 f"{m['skill_vs_strongest'][0]:+.3f}, bubble F1 {_fmt(m['bubble_f1'][0])} (persistence "  # type: ignore[index]
-                 f"{_fmt(m['persistence_bubble_f1'][0])}); collapse score "  # type: ignore[index]
-                 + (_fmt(summary["collapse_score"]) if summary["collapse_score"] is not None else "n/a (one predicted frame)")  # type: ignore[arg-type]
-                 + (" — COLLAPSED: the prediction barely changes from lead to lead while the target does (below "
-                    f"{COLLAPSE_THRESHOLD}); this model predicts blur" if summary.get("collapsed") else ""))
-    click.echo(line)
-    if "against_baselines" in summary:
-        click.echo(f"on this window, by MSE per lead: the model {summary['against_baselines']}")
-    if "test_against_baselines" in summary:
-        click.echo(f"on the study's test split: the model {summary['test_against_baselines']}")
-    for field, f in summary.get("fields", {}).items():  # type: ignore[union-attr]
-        if f:
-            click.echo(f"  {field}: lead 1 SSIM {f['ssim'][0]:.3f} (persistence {f['persistence_ssim'][0]:.3f}), MSE {f['mse'][0]:.5f}, "
-                       f"skill vs persistence {f['skill_vs_persistence'][0]:+.3f}; files in {out / 'fields' / field}")
+    options = PredictOptions(model_dir, out, store, sequence, raw_input, crop, colormap, frame_range, detector_sets,
+                             start, steps, autoregressive)
+    predict_command(options, click.echo, _err)
 
 
 @main.command()
@@ -618,18 +329,9 @@ def report(sweep_name: str, out: Path, storage: Path) -> None:
     Example:
       bubbles-study report --sweep smoke --out reports/smoke
     """
-    from bubbles.outputs import check_output_dir
-    from study.report import write_report
-    from study.tracking import check_tracking, tracking_uri
+    from study.report import report_sweep
 
-    check_output_dir(out.resolve(), "report")
-    uri = tracking_uri(Path.cwd())
-    check_tracking(uri)
-    from study.sweep_dir import finished_sweep_dir
-    from study.tracking import sweep_dirs_named
-
-    sweep_dir = finished_sweep_dir(storage.resolve(), sweep_name, sweep_dirs_named(uri, sweep_name))
-    click.echo(f"wrote {write_report(uri, sweep_dir, out.resolve())}")
+    click.echo(f"wrote {report_sweep(sweep_name, out, storage)}")
 
 
 @main.command()
@@ -660,73 +362,6 @@ def server(backend: str, artifacts: Path, host: str, port: int, workers: int, al
     click.echo(f"starting the MLflow tracking server on {cfg.host}:{port} (backend {cfg.scheme}, artifacts in "
                f"{cfg.artifacts}) ...")
     serve(cfg, click.echo)
-
-
-def _resume_command(space_file: Path, name: str, storage: Path, address: str | None, store: Path | None = None,
-                    resume: bool = True) -> str:
-    """The command that continues this sweep as it was started: same storage, same Ray cluster (a command without
-    them looks under runs/sweeps, or starts a local Ray); resume=False: the command that starts it again."""
-    import shlex
-
-    words = ["bubbles-study", "sweep", str(space_file), "--name", name, *(["--resume"] if resume else []), "--storage", str(storage)]
-    if store is not None:
-        words += ["--store", str(store.resolve())]
-    if address and address != "local":
-        words += ["--address", address]
-    return shlex.join(words)
-
-
-def _export_command(name: str, storage: Path, uri: str) -> str:
-    """The command that exports this sweep's winner, exactly: its --storage, and the tracking URI when it is not
-    the default one this directory would use."""
-    import shlex
-
-    from study.tracking import default_uri
-
-    words = ["bubbles-study", "export", "--sweep", name, "--out", f"exports/{name}", "--storage", str(storage)]
-    prefix = f"MLFLOW_TRACKING_URI={shlex.quote(uri)} " if uri != default_uri(Path.cwd()) else ""
-    return prefix + shlex.join(words)
-
-
-def _store_is_absolute(space_file: Path) -> bool:
-    """Whether the search space names its frame store by an absolute path or a URL (a relative one is this
-    machine's copy, which the other nodes of a cluster do not have)."""
-    from study.config import read_yaml
-
-    raw = read_yaml(space_file)
-    store = raw.get("data", {}).get("store") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
-    return isinstance(store, str) and (store.startswith("/") or "://" in store)
-
-
-def _stop_on_ctrl_c() -> Callable[[], None]:
-    """SIGINT stops training now (KeyboardInterrupt at the next Python line, i.e. within the current batch's
-    operation), even when the shell started us with SIGINT ignored (a job run with `&`); a second Ctrl-C while the
-    run is being closed is ignored, so the MLflow run is always marked KILLED. Returns the call that starts that."""
-    import signal
-
-    state = {"stopping": False}
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        if state["stopping"]:
-            return
-        state["stopping"] = True
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_sigint)
-    return lambda: state.update(stopping=True)
-
-
-def _ensure_default_store(space_file: Path) -> None:
-    """The embedded default: make the synthetic store when a search space names it and it is missing."""
-    from study.config import read_yaml
-
-    raw = read_yaml(space_file)
-    store = raw.get("data", {}).get("store") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
-    if store == DEFAULT_STORE and not Path(DEFAULT_STORE).exists():
-        from bubbles.data.synth import SynthConfig, synth_store
-
-        click.echo(f"making the default synthetic store {DEFAULT_STORE} ...")
-        synth_store(str(Path(DEFAULT_STORE).resolve()), SynthConfig(), workers=min(2, os.cpu_count() or 1))
 
 
 if __name__ == "__main__":

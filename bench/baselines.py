@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bubbles.data.store import FrameStore  # noqa: E402
 from bubbles.data.synth import SynthConfig, synth_store  # noqa: E402
-from bubbles.data.windows import DataConfig, SplitConfig, WindowConfig, make_splits  # noqa: E402
+from bubbles.data.windows import DataConfig, SplitConfig, WindowConfig  # noqa: E402
+from bubbles.data.splits import make_splits  # noqa: E402
 from bubbles.evaluation import baselines  # noqa: E402
 from bubbles.evaluation.bubbles import BubbleMeter, DetectorConfig  # noqa: E402
 from bubbles.models import build_model  # noqa: E402

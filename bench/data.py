@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bubbles.evaluation import baselines, metrics  # noqa: E402
 from bubbles.data.store import FrameStore  # noqa: E402
 from bubbles.data.synth import SynthConfig, synth_store  # noqa: E402
-from bubbles.data.windows import DataConfig, FrameCache, SplitConfig, WindowConfig, make_splits  # noqa: E402
+from bubbles.data.windows import DataConfig, FrameCache, SplitConfig, WindowConfig  # noqa: E402
+from bubbles.data.splits import make_splits  # noqa: E402
 
 
 def windows_per_s(read, starts: list[tuple[str, int]], length: int) -> float:  # type: ignore[no-untyped-def]

@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bubbles.config import from_json, trial_config  # noqa: E402
-from bubbles.data.windows import make_splits  # noqa: E402
+from bubbles.data.splits import make_splits  # noqa: E402
 from bubbles.evaluation import baselines  # noqa: E402
 from bubbles.evaluation.bubbles import BubbleMeter  # noqa: E402
 from bubbles.evaluation.evaluate import Evaluation, detectors, evaluate, subset, training_mean_frame  # noqa: E402

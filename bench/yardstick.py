@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bubbles.data.windows import make_splits  # noqa: E402
+from bubbles.data.splits import make_splits  # noqa: E402
 from bubbles.evaluation.yardstick import Yardstick  # noqa: E402
 from bubbles.models import build_model  # noqa: E402
 from bubbles.training.train import loss_fn  # noqa: E402

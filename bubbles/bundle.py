@@ -19,8 +19,11 @@ import json
 import shutil
 import struct
 import uuid
+import warnings
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,13 +191,14 @@ def write_bundle(
                   "source": info.source, "store_fingerprint": info.store_fingerprint, "val_conditions": list(info.val_conditions),
                   "cost": asdict(info.cost) if info.cost else None, "yardstick": info.yardstick or None}
         (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
-        with torch.no_grad():
+        with torch.no_grad(), _constants_of_the_program():
             expected = predictor(x)
             traced = torch.jit.trace(predictor, (x,), check_trace=False)
         torch.jit.save(traced, str(tmp / "model.ts"))
         _pin_serialization_id(tmp / "model.ts")
         if onnx:
-            _export_onnx(predictor, x, expected, tmp / "model.onnx")
+            with _constants_of_the_program():
+                _export_onnx(predictor, x, expected, tmp / "model.onnx")
         (tmp / "metrics_card.md").write_text(metrics_card(cfg, info, evaluation))
         if climatology is not None:
             np.save(tmp / CLIMATOLOGY, climatology.astype(np.float32))
@@ -237,6 +241,20 @@ def _pin_serialization_id(path: Path) -> None:
             break
         central = data.find(b"PK\x01\x02", central + 4)
     path.write_bytes(bytes(data))
+
+
+@contextmanager
+def _constants_of_the_program() -> Iterator[None]:
+    """Silence the tracer's warnings about the baseline start's Python values (bubbles.models.baseline_start; and
+    evolution's flow_motion, which reads the same flow's ILK radius): the
+    frame size, the sources in use and the flow's ILK radius are fixed for an exported program by design (config.json
+    records its one input shape), so "treated as a constant" is what is meant. Warnings from anywhere else still show."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"bubbles\.models\.(baseline_start|evolution)")
+        # torch.onnx's note that a strided slice is left unfolded (printed three times per export): an optimisation
+        # it skips, not a difference in the program; the export is checked against PyTorch with onnxruntime anyway.
+        warnings.filterwarnings("ignore", message=r"Constant folding - Only steps=1", category=UserWarning)
+        yield
 
 
 def _export_onnx(predictor: nn.Module, x: torch.Tensor, expected: torch.Tensor, path: Path) -> None:

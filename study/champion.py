@@ -19,7 +19,7 @@ from typing import Any
 from bubbles.errors import UserError
 from bubbles.training.config import best_by_mode
 
-RANKABLE = ("skill_vs_strongest", "bubble_f1", "ssim", "mse", "skill_vs_strongest_min")  # yardstick metrics with a yardstick_<m> column
+RANKABLE = ("skill_vs_strongest", "bubble_f1", "ssim", "mse", "skill_vs_strongest_min", "bubble_f1_margin_min")  # yardstick metrics with a yardstick_<m> column
 
 
 @dataclass(frozen=True)

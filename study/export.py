@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bubbles.bundle import BundleInfo, write_bundle
+from bubbles.bundle import CLIMATOLOGY, BundleInfo, write_bundle
 from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
 from bubbles.evaluation.cost import ModelCost, static_cost
@@ -26,7 +26,8 @@ from bubbles.training.config import best_by_mode
 from bubbles.training.train import COST
 from bubbles.data.framesize import format_image_size
 from bubbles.data.store import FrameStore
-from bubbles.data.windows import make_splits, split_segments
+from bubbles.data.windows import split_segments
+from bubbles.data.splits import make_splits
 
 from study.tracking import PARENT_FILE, download_file, read_parent, register_export, run_name, trial_files
 from study.yardstick import NO_TEST, SHOWN, TEST, VALIDATION
@@ -34,7 +35,7 @@ from study.yardstick import NO_TEST, SHOWN, TEST, VALIDATION
 # The epoch metric and the end-of-trial evaluation's name for the same number (same windows, same formula).
 OBJECTIVE_METRIC = {
     "val_ssim": "final_ssim", "val_mse": "final_mse", "val_psnr": "final_psnr", "val_skill_vs_persistence": "final_skill_vs_persistence",
-    "val_bubble_f1": "final_bubble_f1",
+    "val_bubble_f1": "final_bubble_f1", "val_iou": "final_iou",
 }
 
 
@@ -43,7 +44,8 @@ def objective_of(evaluation: Evaluation | None, objective: str, validation: dict
     objective from the yardstick's validation means."""
     if objective.startswith("yardstick_"):
         return float((validation or {}).get(objective.removeprefix("yardstick_"), math.nan))
-    return evaluation.summary()[OBJECTIVE_METRIC[objective]] if evaluation is not None else math.nan
+    # final_iou is in the summary of masks only (an IoU objective on grey frames: NaN here, as nothing recorded it)
+    return evaluation.summary().get(OBJECTIVE_METRIC[objective], math.nan) if evaluation is not None else math.nan
 
 
 @dataclass

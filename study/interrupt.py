@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 STATE_GLOB = "experiment_state-*.json"  # Ray Tune's saved experiment: what Tuner.restore continues from
 
@@ -44,3 +47,24 @@ def discard_unstarted(sweep_dir: Path, uri: str, created: bool) -> str:
             said += f"; its empty MLflow parent run {run_id} could not be deleted ({type(exc).__name__})"
     shutil.rmtree(sweep_dir, ignore_errors=True)
     return said
+
+
+def stop_on_ctrl_c() -> Callable[[], None]:
+    """SIGINT (and SIGTERM, the same way) stops training now (KeyboardInterrupt at the next Python line, i.e. within the current batch's
+    operation), even when the shell started us with SIGINT ignored (a job run with `&`); a second Ctrl-C while the
+    run is being closed is ignored, so the MLflow run is always marked KILLED. Returns the call that starts that."""
+    state = {"stopping": False}
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if state["stopping"]:
+            return
+        state["stopping"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    # SIGTERM (kill, a scheduler's stop, a container's shutdown) takes Ctrl-C's path, in every phase: whichever SIGINT
+    # handler holds then (this one, or Ray Tune's during fit(), which saves the experiment state one last time and
+    # stops the trials) runs. Killed outright instead, the driver left Ray a state up to 10 s older than the trial
+    # directories, which --resume then restored (trials run again, checkpoints Ray had deleted looked for).
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    return lambda: state.update(stopping=True)

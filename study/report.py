@@ -352,3 +352,16 @@ def _fmt(v: Any) -> str:
     if math.isnan(f):
         return UNDEFINED
     return v if f.is_integer() else f"{f:.4g}"
+
+
+def report_sweep(sweep_name: str, out: Path, storage: Path) -> Path:
+    """`report`: the HTML report of the finished sweep named `sweep_name` under `storage`, written into `out`
+    (refused if `out` is not ours) and logged to the sweep's parent run; the page's path."""
+    from study.sweep_dir import finished_sweep_dir
+    from study.tracking import check_tracking, sweep_dirs_named, tracking_uri
+
+    check_output_dir(out.resolve(), "report")
+    uri = tracking_uri(Path.cwd())
+    check_tracking(uri)
+    sweep_dir = finished_sweep_dir(storage.resolve(), sweep_name, sweep_dirs_named(uri, sweep_name))
+    return write_report(uri, sweep_dir, out.resolve())

@@ -11,7 +11,8 @@ This is the only module that knows how a dimension becomes an Optuna distributio
     tune:        {objective, num_samples, max_concurrent, time_budget_s, max_failures, sampler, seed,
                   asha: {grace_period, reduction_factor, max_epochs, time_attr, max_t} | false, resources: {cpu, gpu},
                   objectives: [further objectives: multi-objective search],
-                  champion: {rank_by, min_skill_every_lead}}   # study.champion
+                  champion: {rank_by, min_skill_every_lead},   # study.champion
+                  reproducible: true|false}   # same seed -> same leaderboard: one trial at a time, deterministic torch
     evaluate:    {leads, size, stride, windows, epoch_windows, test_top_k, baselines}   # study.yardstick
     tracking:    {experiment}
 """
@@ -28,7 +29,8 @@ from bubbles.config import PARAMETERS, TrialConfig, check_names, override, parse
 from bubbles.errors import UserError
 from bubbles.data.store import FrameStore
 from bubbles.data.coverage import coverage_lines, coverage_warnings
-from bubbles.data.windows import WindowSplits, make_splits
+from bubbles.data.windows import WindowSplits
+from bubbles.data.splits import make_splits
 from bubbles.training.config import RENAMED_METRICS, BestBy, best_by_mode
 from study.champion import ChampionRule, parse_champion
 from study.conditions import Dimension, Kind, check_conditions, check_fixed_families, check_point, walk
@@ -66,6 +68,10 @@ class TuneSettings:
     # More objectives for a multi-objective search (Optuna's multi-objective TPE or random sampler through Ray Tune;
     # ASHA and the leaderboard's order use the first, `objective`): epoch metrics, or gflops_per_window (cost, min).
     objectives: tuple[str, ...] = ()
+    # Same seed -> same leaderboard: trials run one at a time (so TPE and ASHA see the same results in the same
+    # order whatever the load), torch's deterministic algorithms, and a clock that does not read the wall clock
+    # (no asha.time_attr seconds, no time_budget_s). The price: no two trials at once.
+    reproducible: bool = False
 
     def all_objectives(self) -> tuple[str, ...]:
         return (self.objective, *self.objectives)
@@ -157,7 +163,7 @@ def _dimension(where: str, name: str, spec: Any) -> Dimension:
 
 
 def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
-    allowed = {"objective", "num_samples", "max_concurrent", "time_budget_s", "max_failures", "sampler", "seed", "asha", "resources", "champion", "objectives"}
+    allowed = {"objective", "num_samples", "max_concurrent", "time_budget_s", "max_failures", "sampler", "seed", "asha", "resources", "champion", "objectives", "reproducible"}
     for key in raw:
         if key not in allowed:
             raise UserError(f"{where}.{key}: unknown key (use {', '.join(sorted(allowed))})")
@@ -198,10 +204,19 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
     if sampler not in ("tpe", "random"):
         raise UserError(f"{where}.sampler: expected tpe or random, got {sampler!r}")
     budget = raw.get("time_budget_s")
+    reproducible = raw.get("reproducible", False)
+    if not isinstance(reproducible, bool):
+        raise UserError(f"{where}.reproducible: expected true or false, got {reproducible!r}")
+    if reproducible and time_attr == "seconds":
+        raise UserError(f"{where}.reproducible: ASHA on training seconds depends on the machine's load; use "
+                        "asha.time_attr gflops or epochs")
+    if reproducible and budget is not None:
+        raise UserError(f"{where}.reproducible: time_budget_s stops the sweep after a wall-clock time that depends on "
+                        "the load; remove it")
     return TuneSettings(
         objective=objective,
         num_samples=num("num_samples", raw.get("num_samples", d.num_samples), 1),
-        max_concurrent=num("max_concurrent", raw.get("max_concurrent", d.max_concurrent), 1),
+        max_concurrent=1 if reproducible else num("max_concurrent", raw.get("max_concurrent", d.max_concurrent), 1),
         time_budget_s=None if budget is None else num("time_budget_s", budget, 1, integer=False),
         max_failures=num("max_failures", raw.get("max_failures", d.max_failures), 0),
         sampler=sampler,
@@ -217,6 +232,7 @@ def _tune(where: str, raw: dict[str, Any]) -> TuneSettings:
         gpu=num("resources.gpu", res.get("gpu", d.gpu), 0, integer=False),
         champion=parse_champion(f"{where}.champion", raw.get("champion")),
         objectives=tuple(more),
+        reproducible=reproducible,
     )
 
 

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bubbles.data.windows import make_splits
+from bubbles.data.splits import make_splits
 from bubbles.evaluation.cost import ModelCost, median_rate
 from bubbles.evaluation.yardstick import BaselineScores, Protocol, Yardstick
 from bubbles.training.config import best_by_mode
@@ -47,6 +47,8 @@ def run_trial(config: dict[str, Any], space: SweepSpace, uri: str, parent_run_id
     # The threads this trial was given (resources.cpu), not every core: two trials of 2 threads each on 2 busy cores
     # took 7-10 s a step where 1 thread each took 1.1 s (issue 20). Intra-op threads only; fractional cpu -> 1.
     torch.set_num_threads(max(1, int(space.tune.cpu)))
+    if space.tune.reproducible:  # warn_only: an op without a deterministic kernel (some CUDA backwards) says so
+        torch.use_deterministic_algorithms(True, warn_only=True)
     context = tune.get_context()
     trial_id = context.get_trial_id()
     cfg = space.trial_config(config, f"trial {trial_id}")

@@ -11,7 +11,9 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 from bubbles.config import TrialConfig
-from bubbles.data.windows import WindowSplits, make_splits
+from bubbles.data.windows import WindowSplits
+from bubbles.data.splits import make_splits
+from bubbles.evaluation.evaluate import is_mask
 from bubbles.training.train import EpochResult, TrialResult, train
 from study.tracking import TrialRun, live_run
 
@@ -83,6 +85,7 @@ def run_logged_trial(
     splits = splits or make_splits(cfg.data, cfg.window)  # a store or split error comes before any MLflow run
     previous = recorded_run(resume.parent.parent, uri, experiment) if resume is not None else None
     run = TrialRun(uri, experiment, cfg, run_id=previous)
+    mask = is_mask(splits.val)  # masks: the epoch line shows IoU of vapour
     began = last = time.perf_counter()
     first: int | None = None
 
@@ -93,7 +96,8 @@ def run_logged_trial(
         first = first or result.epoch
         if echo is not None:
             per_epoch = (now - began) / (result.epoch - first + 1)  # includes validation and checkpoints
-            echo(result.line(cfg.train.epochs, now - last, per_epoch * (cfg.train.epochs - result.epoch), cfg.train.best_by))
+            echo(result.line(cfg.train.epochs, now - last, per_epoch * (cfg.train.epochs - result.epoch), cfg.train.best_by,
+                             mask))
         last = now
 
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bubbles.data.fields import resolve_fields
-from bubbles.data.framesize import frame_size
+from bubbles.data.framesize import frame_size, scaled_frame_size
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import split_segments
 from bubbles.errors import UserError
@@ -47,6 +47,7 @@ def protocol_of(space: SweepSpace, store: FrameStore) -> Protocol:
     ev = space.evaluate
     context = max(c.window.input_len for c in configs)
     leads = ev.leads or tuple(range(1, max(c.window.output_len for c in configs) + 1))
+    scale = 0
     if ev.size == "native":
         natives = {info.native_size for info in store.sequences.values()}
         if len(natives) != 1:
@@ -54,6 +55,11 @@ def protocol_of(space: SweepSpace, store: FrameStore) -> Protocol:
         size = natives.pop()
     elif ev.size is not None:
         size = frame_size(store, ev.size)
+    elif any(c.data.tile is not None for c in configs):
+        # Tiles: each sequence scored whole at its own size (short side `scale`, aspect kept), the same for every trial.
+        scale = max(c.data.image_size for c in configs if isinstance(c.data.image_size, int))
+        sizes = [scaled_frame_size(i.native_size, min(scale, *i.native_size)) for i in store.sequences.values()]
+        size = max(sizes, key=lambda s: (s[0] * s[1], s))
     else:
         size = max((frame_size(store, c.data.image_size, c.data.size_multiple) for c in configs), key=lambda s: (s[0] * s[1], s))
     predicted = set()
@@ -70,7 +76,35 @@ def protocol_of(space: SweepSpace, store: FrameStore) -> Protocol:
     target = predicted.pop()
     step = study_frame_step(space, configs)
     return Protocol(leads, size, context, ev.stride or max(leads) * step, ev.windows, ev.epoch_windows, ev.baselines,
-                    target[0] if target else "", step)
+                    target[0] if target else "", step, scale)
+
+
+def reach_notes(space: SweepSpace, store: FrameStore, protocol: Protocol) -> list[str]:
+    """Why some trials of this space cannot reach the baselines on this protocol, one line each (issue 27): a trial
+    smaller than the protocol's size is scored on its forecasts upsampled, against baselines made from the
+    full-size frames, so it starts below them whatever it learns; a baseline-start trial predicting fewer frames
+    than the leads blends the baselines only over its own frames and rolls out on its own predictions after."""
+    from study.space import corner_configs
+
+    configs = [cfg for _, cfg in corner_configs(space)]
+    h, w = protocol.size
+    # Tiled trials are scored per sequence at their own sizes (protocol.scale): not upsampled to one size.
+    smaller = sorted({frame_size(store, c.data.image_size, c.data.size_multiple) for c in configs if c.data.tile is None} - {protocol.size})
+    smaller = [s for s in smaller if s[0] * s[1] < h * w]
+    out = []
+    if smaller:
+        sizes = ", ".join(f"{a}x{b}" for a, b in smaller)
+        out.append(f"note: trials at {sizes} px are scored at {h}x{w} px on their upsampled forecasts, against baselines made "
+                   f"from {h}x{w} px frames: they start below every baseline and rarely catch up (search {h}x{w} px only, "
+                   "or lower evaluate.size, to compare like with like)")
+    can_start = space.base.get("baseline_start") is True or any(
+        d.name == "baseline_start" and True in (d.choices or ()) for d in space.dimensions)
+    short = sorted({c.window.output_len for c in configs if c.window.output_len < protocol.horizon}) if can_start else []
+    if short:
+        out.append(f"note: baseline-start trials predicting {', '.join(map(str, short))} frame(s) blend the baselines up to "
+                   f"that lead only and roll out on their own predictions to lead {protocol.horizon}: by construction they "
+                   "start from the strongest baseline at their own leads, not at every scored lead")
+    return out
 
 
 def study_frame_step(space: SweepSpace, configs: list[Any]) -> int:
@@ -215,7 +249,7 @@ def test_pass(space: SweepSpace, protocol: Protocol, sweep_dir: Path, rows: list
     import torch
 
     from bubbles.config import from_json
-    from bubbles.data.windows import make_splits
+    from bubbles.data.splits import make_splits
     from bubbles.models import build_model
     from bubbles.training.train import load_checkpoint
 
@@ -240,7 +274,7 @@ def test_pass(space: SweepSpace, protocol: Protocol, sweep_dir: Path, rows: list
     return {r["trial"]: done[r["trial"]] for r in chosen if r["trial"] in done}, {r["trial"] for r in todo}
 
 
-SHOWN = ("ssim", "mse", "bubble_f1", "skill_vs_strongest", "skill_vs_strongest_min")  # the yardstick's columns on the leaderboard
+SHOWN = ("ssim", "mse", "bubble_f1", "skill_vs_strongest", "skill_vs_strongest_min", "bubble_f1_margin_min")  # the yardstick's columns on the leaderboard
 
 
 def columns(validation: dict[str, float] | None, test: dict[str, float] | None) -> dict[str, Any]:

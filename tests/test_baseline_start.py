@@ -12,7 +12,7 @@ import torch
 
 from bubbles.config import trial_config
 from bubbles.data.store import SequenceMeta, write_store
-from bubbles.data.windows import make_splits
+from bubbles.data.splits import make_splits
 from bubbles.errors import UserError
 from bubbles.evaluation import baselines
 from bubbles.evaluation.evaluate import subset, training_mean_frame
@@ -119,3 +119,87 @@ def test_the_models_torch_flow_is_the_yardsticks_flow_baseline() -> None:
     got = flow_forecast(torch.from_numpy(context)[:, :, None], 3, 1)[:, :, 0].numpy()
     assert np.abs(expected - context[:, -1:]).max() > 0.05  # it moved: not persistence
     np.testing.assert_allclose(got, expected, atol=2e-3)
+
+
+@pytest.fixture(scope="module")
+def ar_store_32(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The AR(1) store at 32 px: room for 16 px tiles (the smallest a tile may be)."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:32, 0:32] / 32
+    mean = 0.5 + 0.2 * np.sin(6 * xx) * np.cos(4 * yy)
+    path = tmp_path_factory.mktemp("ar32") / "ar32.zarr"
+    write_store(path, iter((f"s{k}", _ar_sequence(rng, mean, 32), SequenceMeta("ar", condition={"k": k})) for k in range(3)))
+    return path
+
+
+def test_with_tiles_the_climatology_is_the_same_tile_of_the_whole_frames_mean(ar_store_32: Path) -> None:
+    """Trained on tiles, run on whole frames: the climatology source stays on; each training tile's blend takes the
+    tile of the training mean frame at the tile's own place (issue 27: "for tiles: the same tile of it")."""
+    cfg = trial_config({"store": str(ar_store_32), "image_size": 32, "window": "4->4", "split": "sequence",
+                        "val_fraction": 0.34, "model": "convlstm", "layers": 1, "hidden": 4, "peephole": "channel",
+                        "baseline_start": True, "tile": "16x16"})
+    splits = make_splits(cfg.data, cfg.window)
+    cfg = cfg.at_frame_size(splits.frame_size).at_fields(splits.channels, splits.targets)
+    net = build_model(cfg.model_name, cfg.model)
+    fit = fit_baseline_start(net, splits, tiles=True)
+    assert "climatology" in fit.sources and fit.windows > 0
+    mean = training_mean_frame(splits)
+    np.testing.assert_allclose(net.climatology[0].numpy(), mean, atol=1e-6)
+    # The blend is fitted on tiles with their own climatology tile: never worse there than a source alone, and the
+    # late leads (where the AR anomaly has decayed) lean on climatology.
+    for lead in range(4):
+        assert fit.blend_mse[lead] <= min(m[lead] for m in fit.source_mse.values()) * (1 + 1e-6)
+    lead4 = dict(zip(fit.sources, fit.weights[3]))
+    assert lead4["climatology"] > 0.3, fit.weights
+    # A training window carries its tile's place; the model cuts the climatology there.
+    splits.train.with_origin = True
+    x, _, origin = splits.train[0]
+    top, left, fh, fw = origin.tolist()
+    assert (fh, fw) == tuple(mean.shape) and x.shape[-2:] == (16, 16)
+    cut = net.climatology_tiles(x[None], origin[None])[0, 0].numpy()
+    np.testing.assert_allclose(cut, mean[top : top + 16, left : left + 16], atol=1e-6)
+    # A tile of a frame of another size takes its window's context mean instead.
+    other = net.climatology_tiles(x[None], torch.tensor([[0, 0, fh + 2, fw]]))[0, 0].numpy()
+    np.testing.assert_allclose(other, x[:, 0].mean(0).numpy(), atol=1e-6)
+    # On whole frames (validation, the yardstick, predict) the whole mean frame is the source.
+    with torch.no_grad():
+        whole = net.eval().baselines(torch.stack([splits.val[0][0]]), 4)
+    np.testing.assert_allclose(whole["climatology"][0, 0, 0].numpy(), mean, atol=1e-6)
+
+
+def test_a_tiled_trial_with_the_baseline_start_trains_with_its_tiles_climatology(ar_store_32: Path, tmp_path: Path) -> None:
+    """The training loop hands each tile's place to the blend (a tile at another place than the climatology's
+    corner would otherwise be blended with the wrong part of the mean frame, or with none)."""
+    from bubbles.training.train import load_checkpoint, train
+
+    cfg = trial_config({"store": str(ar_store_32), "image_size": 32, "window": "4->2", "split": "sequence",
+                        "val_fraction": 0.34, "model": "evolution", "ev_width": 4, "ev_depth": 1, "baseline_start": True,
+                        "tile": "16x16", "epochs": 1, "batch_size": 4, "loss": "mse_mean", "max_train_windows": 8,
+                        "max_val_windows": 4})
+    result = train(cfg, tmp_path / "run")
+    assert result.status == "completed" and np.isfinite(result.history[-1].train_loss)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint" / "best.pt", torch.device("cpu"))["model"]
+    assert float(state["sources"][1]) == 1.0 and state["climatology"].shape[-2:] == (32, 32)
+
+
+def test_exporting_a_baseline_start_model_prints_no_tracer_warning(ar_store: Path, tmp_path: Path) -> None:
+    """The torch flow's frame size, sources and ILK radius are constants of an exported program by design: export
+    used to print a TracerWarning for them (issue 27), and --onnx three notes of torch.onnx's on unfolded strided
+    slices. Silenced there only; the traced program still equals eager."""
+    import warnings
+
+    from bubbles.bundle import BundleInfo, write_bundle
+
+    cfg = _config(ar_store, "convlstm", layers=1, hidden=4, peephole="channel")
+    splits = make_splits(cfg.data, cfg.window)
+    cfg = cfg.at_frame_size(splits.frame_size).at_fields(splits.channels, splits.targets)
+    net = build_model(cfg.model_name, cfg.model)
+    fit_baseline_start(net, splits, tiles=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = write_bundle(tmp_path / "export", net, cfg, BundleInfo("val_mse", 0.0, "test", "", ()), None, onnx=True)
+    noise = [w for w in seen if issubclass(w.category, torch.jit.TracerWarning) or "Constant folding" in str(w.message)]
+    assert not noise, [str(w.message)[:80] for w in noise]
+    x = torch.stack([splits.val[0][0]])
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(out / "model.ts"))(x), net.eval()(x, future=4))

@@ -16,7 +16,7 @@ from torch import nn
 
 from bubbles.config import trial_config
 from bubbles.data.store import FrameStore
-from bubbles.data.windows import make_splits
+from bubbles.data.splits import make_splits
 from bubbles.evaluation.cost import measure_cost
 from bubbles.evaluation.evaluate import evaluate, validate
 from bubbles.evaluation.yardstick import Protocol, Yardstick

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from bubbles.data.store import FrameStore, SequenceMeta, downsample2, field_names
 from bubbles.errors import UserError
-from bubbles.data.windows import DataConfig, FrameCache, SplitConfig, WindowConfig, make_splits
+from bubbles.data.windows import DataConfig, FrameCache, SplitConfig, WindowConfig
+from bubbles.data.splits import make_splits
 from bubbles.models import build_model
 from bubbles.models.convlstm import ConvLSTMConfig
 from bubbles.models.predrnn_v2 import PredRNNv2Config

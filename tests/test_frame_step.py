@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from bubbles.data.store import FrameStore, SequenceMeta, write_sequence
-from bubbles.data.windows import DataConfig, SplitConfig, WindowConfig, make_splits
+from bubbles.data.windows import DataConfig, SplitConfig, WindowConfig
+from bubbles.data.splits import make_splits
 from bubbles.errors import UserError
 from bubbles.evaluation.yardstick import Protocol, Yardstick
 

@@ -14,7 +14,8 @@ from bubbles.config import from_json, trial_config
 from bubbles.data.framesize import frame_size, parse_image_size
 from bubbles.data.store import FrameStore, SequenceMeta, write_store
 from bubbles.data.synth import SynthConfig, synth_store
-from bubbles.data.windows import DataConfig, WindowConfig, make_splits
+from bubbles.data.windows import DataConfig, WindowConfig
+from bubbles.data.splits import make_splits
 from bubbles.errors import UserError
 from cli import main
 

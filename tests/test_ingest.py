@@ -12,7 +12,8 @@ import pytest
 from bubbles.errors import UserError
 from bubbles.data.ingest import IngestRequest, ingest, to_gray_uint8
 from bubbles.data.store import FrameStore
-from bubbles.data.windows import DataConfig, SplitConfig, WindowConfig, make_splits
+from bubbles.data.windows import DataConfig, SplitConfig, WindowConfig
+from bubbles.data.splits import make_splits
 
 
 def _gray(t: int = 12, size: int = 32, seed: int = 0) -> np.ndarray:

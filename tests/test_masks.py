@@ -61,3 +61,32 @@ def test_masks_train_evaluate_predict(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "pred" / "metrics.json").read_text())["metrics"]
     assert len(metrics["iou"]) == 2 and "persistence_iou" in metrics
+
+
+def test_iou_is_logged_every_epoch_and_picks_best_pt(tmp_path: Path) -> None:
+    """IoU of vapour is an epoch metric (val_iou, yardstick_iou) and can be the objective that picks best.pt."""
+    import torch
+
+    from bubbles.config import trial_config
+    from bubbles.data.ingest import MASK_DETECTOR
+    from bubbles.data.store import SequenceMeta, write_sequence
+    from bubbles.training.train import BEST, load_checkpoint, train
+    from study.space import load_space
+
+    store = tmp_path / "masks.zarr"
+    for n in range(2):
+        extra = {"mask": {"vapour": 255, "liquid": 0, "source_values": [0, 1]}, "detector": MASK_DETECTOR}
+        write_sequence(store, f"run{n}", _moving_discs(t=24, size=16, seed=n).astype(np.uint8) * 255,
+                       SequenceMeta(source="test", extra=extra))
+    cfg = trial_config({"store": str(store), "image_size": 16, "window": "3->1", "layers": 1, "hidden": 4, "epochs": 2,
+                        "batch_size": 8, "split": "sequence", "val": ["run1"], "loss": "bce+dice", "lr": 0.01,
+                        "max_train_windows": 8, "max_val_windows": 4, "best_by": "val_iou"})
+    result = train(cfg, tmp_path / "run")
+    ious = [h.val_iou for h in result.history]
+    assert all(0 <= v <= 1 for v in ious) and all(0 <= h.yardstick_iou <= 1 for h in result.history)
+    assert load_checkpoint(tmp_path / "run" / BEST, torch.device("cpu"))["epoch"] == int(np.argmax(ious)) + 1
+    assert "IoU" in result.history[0].line(2, 1.0, 0.0, "val_iou", mask=True)
+    space = tmp_path / "space.yaml"
+    space.write_text(f"data: {{store: {store}, split: sequence, val: [run1]}}\nfixed: {{image_size: 16, window: '3->1'}}\nsearch:\n  lr: {{type: log, low: 1.0e-3, high: 1.0e-2}}\n"
+                     "tune: {objective: yardstick_iou}\n")
+    assert load_space(space).tune.objective == "yardstick_iou"

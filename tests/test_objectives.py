@@ -49,6 +49,30 @@ def test_champion_rule_picks_the_best_bubble_f1_among_trials_never_worse_than_a_
         parse_champion("tune.champion", {"rank_by": "val_loss"})
 
 
+def test_the_worst_leads_bubble_f1_margin_over_the_best_baseline_ranks_the_champion() -> None:
+    """The smoke space's rule: of the trials never worse than a baseline on MSE, the one whose worst lead places
+    bubbles best against the best baseline there (last session's champion won on mean F1 by 0.0014 and lost to
+    persistence's F1 at lead 2 by 0.032)."""
+    import math
+
+    from bubbles.evaluation.yardstick import Protocol, YardstickScore
+    from study.champion import apply, parse_champion
+
+    def score(f1: tuple[float, ...]) -> YardstickScore:
+        base = {"persistence": {"bubble_f1": (0.80, 0.83, 0.60)}, "flow": {"bubble_f1": (0.81, 0.70, math.nan)}}
+        return YardstickScore("val", Protocol((1, 2, 3), (32, 32), 4, 2), (), {"bubble_f1": f1, "skill_vs_strongest": (0.1,) * 3, "ssim": (0.9,) * 3, "mse": (0.001,) * 3, "psnr": (30.0,) * 3},
+                              base, ("flow",) * 3)
+
+    dip, even = score((0.90, 0.79, 0.80)), score((0.84, 0.85, 0.64))
+    assert math.isclose(dip.means()["bubble_f1_margin_min"], 0.79 - 0.83)
+    assert math.isclose(even.means()["bubble_f1_margin_min"], 0.85 - 0.83)  # lead 3: flow NaN, persistence alone
+    assert dip.means()["bubble_f1"] > even.means()["bubble_f1"]  # rank_by bubble_f1 would take the one with a dip
+    rows = [{"trial": t, "status": "completed", "objective": 0.5, "yardstick_skill_vs_strongest_min": 0.1}
+            | {f"yardstick_{k}": v for k, v in s.means().items()} for t, s in (("dip", dip), ("even", even))]
+    ranked, _ = apply(parse_champion("t", {"rank_by": "bubble_f1_margin_min", "min_skill_every_lead": 0}), rows)
+    assert [r["trial"] for r in ranked] == ["even", "dip"]
+
+
 def test_verdict_says_which_baselines_it_beats_per_lead() -> None:
     from bubbles.evaluation.verdict import Verdict
 

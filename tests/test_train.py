@@ -11,7 +11,7 @@ from bubbles.config import trial_config
 from bubbles.evaluation.evaluate import evaluate
 from bubbles.models import build_model
 from bubbles.training.train import CHECKPOINT, EpochResult, train
-from bubbles.data.windows import make_splits
+from bubbles.data.splits import make_splits
 
 
 def _cfg(store: Path, **overrides: object):  # type: ignore[no-untyped-def]

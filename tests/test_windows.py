@@ -9,7 +9,8 @@ import pytest
 
 from bubbles.errors import UserError
 from bubbles.data.store import FrameStore
-from bubbles.data.windows import DataConfig, FrameCache, SplitConfig, WindowConfig, make_splits, split_segments
+from bubbles.data.windows import DataConfig, FrameCache, SplitConfig, WindowConfig, split_segments
+from bubbles.data.splits import make_splits
 
 
 def _frames_used(dataset) -> set[tuple[str, int]]:  # type: ignore[no-untyped-def]

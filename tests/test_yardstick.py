@@ -13,7 +13,7 @@ from torch import nn
 
 from bubbles.config import trial_config
 from bubbles.data.store import FrameStore
-from bubbles.data.windows import make_splits
+from bubbles.data.splits import make_splits
 from bubbles.errors import UserError
 from bubbles.evaluation.yardstick import BaselineScores, Protocol, Yardstick, rollout
 from bubbles.models import build_model

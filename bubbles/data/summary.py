@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import zarr
@@ -90,3 +91,28 @@ def verify_store(path: str | Path, record_missing: bool = False) -> str:
         upgrade_format(store.path)
         line += f"; the store is now format {FORMAT_VERSION} (every sequence recorded: a record lost later is an error)"
     return line
+
+
+def inspect_lines(store: Path, verify: bool = False, record: bool = False, calibrate: bool = False,
+                  frame_step: int = 1) -> Iterator[str]:
+    """`inspect`: the store's summary, each sequence's detector calibration (measured and recorded first with
+    `calibrate`), with `verify` every chunk checked against its checksum (`record`: checksums recorded where
+    missing), then the forecastability figures at `frame_step`; one line at a time, as each is known."""
+    from bubbles.data.calibrate import calibrate_store, describe
+    from bubbles.data.forecastability import store_forecastability
+    from bubbles.errors import UserError
+
+    if record and not verify:
+        raise UserError("inspect: --record goes with --verify")
+    yield describe_store(store)
+    if calibrate:
+        for line in calibrate_store(store.resolve()):
+            yield f"detector calibration: {line}"
+    else:
+        for name, info in sorted(FrameStore.open(store).sequences.items()):
+            if "detector_calibration" in info.meta.extra:
+                yield f"detector calibration: {describe(name, info.meta.extra['detector_calibration'])}"
+    if verify:  # before forecastability reads the frames: a damaged chunk is named as such, not as a failed read
+        yield verify_store(store, record_missing=record)
+    for figures in store_forecastability(FrameStore.open(store), frame_step):
+        yield from figures.lines()

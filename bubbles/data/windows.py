@@ -1,4 +1,4 @@
-# Over 400 lines: splits, the frame cache and the window datasets share their segment arithmetic; make_splits moves out with tiles (issue 28), which also ends the tiles<->windows import cycle.
+# Over 400 lines: splits, the frame cache and the window datasets share their segment arithmetic (make_splits, which also builds tiled splits, is in bubbles.data.splits).
 """Windows of frames for training: splits by initial condition, by sequence or by time, and the window dataset.
 
 A split is a set of segments (sequence, first frame, end frame); windows never cross a segment, so no frame of one
@@ -24,9 +24,9 @@ from torch.utils.data import Dataset
 
 from bubbles.errors import UserError
 from bubbles.params import MAX_SEED, fail, param
-from bubbles.data.fields import Fields, parse_fields, resolve_fields
-from bubbles.data.shared_frames import share_dir, shared_frames
-from bubbles.data.framesize import FrameSize, ImageSize, format_image_size, frame_size, parse_image_size
+from bubbles.data.fields import Fields, parse_fields
+from bubbles.data.shared_frames import shared_frames
+from bubbles.data.framesize import FrameSize, ImageSize, format_image_size, parse_image_size
 from bubbles.data.store import FrameStore, SequenceInfo
 
 SplitKind = Literal["condition", "sequence", "time"]
@@ -394,6 +394,12 @@ class WindowSplits:
     frame_size: FrameSize
     channels: Fields = ()
     targets: Fields = ()
+    # Tiles: each held-out sequence's whole frame size (the trained scale, its own aspect); empty: all at frame_size.
+    sizes: dict[str, FrameSize] = field(default_factory=dict)
+
+    def size_of(self, name: str) -> FrameSize:
+        """The frame size a sequence's validation and test windows have."""
+        return self.sizes.get(name, self.frame_size)
 
     def check_frames(self) -> None:
         """Decode (and check against their checksums) all frames the splits read: a damaged chunk is one error
@@ -402,39 +408,3 @@ class WindowSplits:
         self.train.cache.check(names)
         if self.val.cache is not self.train.cache:  # tiles: the held-out sequences are read by their own cache
             self.val.cache.check(sorted({name for part in (self.segments.val, self.segments.test) for name, _, _ in part}))
-
-
-def validate_window(window: WindowConfig) -> None:
-    if window.input_len < 1 or window.output_len < 1 or window.stride < 1 or window.frame_step < 1:
-        raise UserError(
-            f"window {window.input_len}->{window.output_len} stride {window.stride} frame_step {window.frame_step}: "
-            "lengths, stride and frame_step must be >= 1"
-        )
-
-
-def make_splits(data: DataConfig, window: WindowConfig, store: FrameStore | None = None) -> WindowSplits:
-    """Open the store, split it and build the three window datasets; every impossible request is a UserError here."""
-    validate_window(window)
-    store = store or FrameStore.open(data.store)
-    segments = split_segments(store, data.split)
-    size = frame_size(store, data.image_size, data.size_multiple) if data.tile is None else (0, 0)
-    channels, targets = resolve_fields(store, data.channels, data.targets, data.feedback)
-    if data.tile is not None:
-        from bubbles.data.tiles import tiled_splits  # tiles builds on this module's datasets
-
-        splits = tiled_splits(store, data, window, segments, channels, targets)
-    else:
-        cache = FrameCache(store, size, share=share_dir())
-        splits = WindowSplits(
-            *(WindowDataset(cache, getattr(segments, k), window, k, channels, targets, data.detector) for k in ("train", "val", "test")),
-            segments,
-            size,
-            channels,
-            targets,
-        )
-    if len(splits.train) == 0:
-        raise UserError("split: the training split has no windows")
-    if len(splits.val) == 0:
-        raise UserError("split: the validation split has no windows (set val / val_fraction)")
-    return splits
-

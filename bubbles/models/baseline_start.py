@@ -16,9 +16,11 @@ programs an export writes (no gradient flows into it). The weights w start at th
 windows (bubbles.training.baseline_fit), and the gate g at 0, so an untrained trial scores that combination, which
 on the fitted windows is at least as good as the best single baseline at every lead; training moves from there.
 
-Sources that cannot be formed are switched off by the `sources` buffer (1 = used): climatology with tiles (the
-model is trained on tiles at random places and runs on whole frames: no single mean frame fits both) or with
-several predicted fields, flow with one context frame.
+Trained on tiles (`tile`), the model runs on whole frames but trains on tiles at random places: the climatology is
+the whole frame's, and a training tile's blend takes the same tile of it (the tile's `tile_origin`, given by the
+training loop). A tile cut from a frame of another size than the climatology's (a training sequence of another
+shape) takes its window's context mean as its stand-in. Sources that cannot be formed are switched off by the
+`sources` buffer (1 = used): climatology with several predicted fields, flow with one context frame.
 """
 
 from __future__ import annotations
@@ -134,30 +136,46 @@ class BaselineStart(nn.Module):
         self.weights = nn.Parameter(start)
         self.gate = nn.Parameter(torch.zeros(lead_count))
 
-    def baselines(self, x: torch.Tensor, future: int) -> dict[str, torch.Tensor]:
+    def climatology_tiles(self, x: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
+        """The climatology cut at each window's tile: origin (B, 4) = (top, left, frame height, frame width);
+        a tile of a frame of another size than the climatology's takes its window's context mean. (B, C, h, w)."""
+        c = self.cfg.out_channels
+        th, tw = x.shape[-2:]
+        full = tuple(self.climatology.shape[-2:])
+        tiles = []
+        for k, (top, left, fh, fw) in enumerate(origin.tolist()):
+            if (fh, fw) == full:
+                tiles.append(self.climatology[:, top : top + th, left : left + tw].float())
+            else:
+                tiles.append(x[k, :, :c].float().mean(0))
+        return torch.stack(tiles)
+
+    def baselines(self, x: torch.Tensor, future: int, tile_origin: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The sources that are on, (B, future, C, H, W) each (persistence even when the family advects: the fit
-        uses it as the untrained family's frame)."""
+        uses it as the untrained family's frame). tile_origin: see climatology_tiles (training on tiles)."""
         c = self.cfg.out_channels
         b, _, _, h, w = x.shape
         out = {"persistence": x[:, -1:, :c].float().expand(b, future, c, h, w)}
         if self.sources[1] > 0 and tuple(self.climatology.shape[-2:]) == (h, w):
             out["climatology"] = self.climatology.float().expand(b, future, c, h, w)
+        elif self.sources[1] > 0 and tile_origin is not None:
+            out["climatology"] = self.climatology_tiles(x, tile_origin).unsqueeze(1).expand(b, future, c, h, w)
         if self.sources[2] > 0 and x.shape[1] >= 2:
             out["flow"] = flow_forecast(x, future, c, int(self.flow_radius.item()) or None)
         return out
 
-    def forward(self, x: torch.Tensor, future: int = 1, **kwargs: Any) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, future: int = 1, tile_origin: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         horizon = self.cfg.output_len
         if future > horizon:  # beyond the fitted leads: roll out on its own predictions, `horizon` frames at a time
             window, chunks, made = x, [], 0
             while made < future:
-                pred = self.forward(window, horizon, **{k: v for k, v in kwargs.items() if k not in ("target",)})
+                pred = self.forward(window, horizon, tile_origin, **{k: v for k, v in kwargs.items() if k not in ("target",)})
                 chunks.append(pred)
                 made += horizon
                 window = torch.cat([window, pred.to(window.dtype)], dim=1)[:, -x.shape[1]:]
             return torch.cat(chunks, dim=1)[:, :future]
         model = self.inner(x, future=future, **kwargs).float()
-        sources = self.baselines(x, future)
+        sources = self.baselines(x, future, tile_origin)
         w = self.weights[:future].float()
         first = model if self.advects else sources["persistence"]
         blend = w[:, 0].view(1, future, 1, 1, 1) * first

@@ -11,6 +11,13 @@ its own output: the latest input_len frames, predictions included, go through th
 Motion comes from `scales` decoder levels (the finest first), each upsampled to the frame and scaled to its
 pixels, and summed: coarse levels carry the large displacements, fine ones the corrections. Both heads start at
 zero, so an untrained model is persistence exactly (zero motion, zero residual) and learns away from it.
+
+With `flow_motion: true` the learnt motion is a correction to the optical-flow baseline's field: the iterative
+Lucas-Kanade field of the last two context frames (the yardstick's flow, in torch: bubbles.models.baseline_start),
+added to every lead's motion. Untrained, the model is then the flow forecast (one bilinear sample at the same
+departure points), so it starts where flow is and displacements of several pixels a frame at native scale need no
+learning to reach; the U-Net learns where flow is wrong. The field's ILK radius is measured on training frames
+(`flow_radius` buffer, 0: the yardstick's default for the frame height).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bubbles.models.baseline_start import lucas_kanade
+from bubbles.evaluation.baselines import flow_radius as default_flow_radius
 from bubbles.models.family import BASELINE_START_HELP, ExtraLoss, Family
 from bubbles.models.warp import departure, pixel_grid, sample
 from bubbles.params import fail, param
@@ -40,6 +49,8 @@ class EvolutionConfig:
     substeps: int = param(1, "substeps", "evolution: semi-Lagrangian sub-steps per lead when tracing the motion back", low=1, high=32)
     scales: int = param(1, "motion_scales", "evolution: decoder levels that contribute motion, finest first (1..ev_depth + 1)", low=1)
     smoothness: float = param(0.01, "smoothness", "evolution: weight of the motion-smoothness regulariser (mean squared gradient of the motion)", high=100.0)
+    flow_motion: bool = param(False, "flow_motion", "evolution: learn a correction to the optical-flow baseline's field "
+                              "(Lucas-Kanade of the last two context frames) instead of motion from zero; untrained = flow")
     input_len: int = 10
     output_len: int = 10
     baseline_start: bool = param(False, "baseline_start", BASELINE_START_HELP)
@@ -49,7 +60,7 @@ class EvolutionConfig:
 
     def label(self) -> str:
         """Short name for run names and cards, e.g. 'E2x32-s1-m1'."""
-        return f"E{self.depth}x{self.width}-s{self.substeps}-m{self.scales}"
+        return f"E{self.depth}x{self.width}-s{self.substeps}-m{self.scales}" + ("-f" if self.flow_motion else "")
 
 
 def _groups(channels: int) -> int:
@@ -96,6 +107,20 @@ class Evolution(nn.Module):
         for head in (*self.motion_heads, self.residual_head):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+        if cfg.flow_motion:  # only then: checkpoints of models without it keep their exact state_dict
+            # ILK window radius (px) of the prior field, measured on training frames (0: the default for the height)
+            self.register_buffer("flow_radius", torch.zeros(()))
+
+    def prior_motion(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The flow baseline's field of the last two context frames as motion (B, 2, H, W) (x, y pixels per frame),
+        from the first field; None without `flow_motion`. No gradient flows into it."""
+        if not self.cfg.flow_motion or x.shape[1] < 2:
+            return None
+        frames = x[:, -2:, :1].detach().float()
+        radius = int(self.flow_radius.item()) or default_flow_radius(x.shape[-2])
+        back = lucas_kanade(frames[:, 0], frames[:, 1], radius)  # (dy, dx): last(p) ~ previous(p + back)
+        # a parcel at p came from p + back, so it moves by -back per frame; motion channels are (x, y)
+        return torch.stack([-back[:, 1], -back[:, 0]], 1).to(x.dtype)
 
     def fields(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One U-Net pass: x (B, input_len, C, H, W) -> motion (B, output_len, 2, H, W) in pixels per frame and
@@ -118,7 +143,11 @@ class Evolution(nn.Module):
             coarse = self.motion_heads[level](levels[level]) * 2**level  # its pixels are 2**level frame pixels
             motion = motion + F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
         residual = self.residual_head(levels[0]) * self.RESIDUAL_GAIN
-        return motion.reshape(b, m, 2, h, w), residual.reshape(b, m, c, h, w)
+        motion = motion.reshape(b, m, 2, h, w)
+        prior = self.prior_motion(x)
+        if prior is not None:
+            motion = motion + prior.unsqueeze(1)
+        return motion, residual.reshape(b, m, c, h, w)
 
     def window(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One window: (B, input_len, C, H, W) -> frames (B, output_len, C, H, W) and their motion fields.
