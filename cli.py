@@ -163,7 +163,8 @@ def ingest(src: Path, store: Path, sequence: str | None, condition: tuple[str, .
     from tqdm import tqdm
 
     from bubbles.data.conditions import parse_conditions
-    from bubbles.data.ingest import IngestRequest, parse_clip, parse_crop, parse_frames
+    from bubbles.data.frame_rules import parse_clip, parse_crop, parse_frames
+    from bubbles.data.ingest import IngestRequest
     from bubbles.data.ingested import add_recording
 
     request = IngestRequest(

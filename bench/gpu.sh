@@ -55,6 +55,7 @@ space = yaml.safe_load(Path("search_spaces/smoke.yaml").read_text())
 space["fixed"] |= {"device": device, "amp": "auto"}
 space["tune"] |= {"num_samples": 4, "max_concurrent": 2, "resources": {"cpu": 1, "gpu": 0.25 if device == "cuda" else 0}}
 space["tracking"] = {"experiment": "bench-gpu"}
+space["tune"].pop("reproducible", None)  # the normal mode: deterministic torch would refuse CUDA ops it cannot repeat
 (work / "smoke-gpu.yaml").write_text(yaml.safe_dump(space))
 EOF
 echo "== smoke_sweep: 4 trials on $DEVICE" >&2

@@ -111,7 +111,7 @@ def run_case(backend: str, store_uri: str, count_at: Any, tmp: Path, n: int, arg
     try:
         from study.tracking import experiment_id
 
-        experiment_id("writers", uri)  # as the sweep's driver does, before its trials
+        exp_id = experiment_id("writers", uri)  # as the sweep's driver does, before its trials
         ctx = mp.get_context("fork")
         barrier, out = ctx.Barrier(n), ctx.Queue()
         spool = server_dir / "spool"
@@ -129,6 +129,13 @@ def run_case(backend: str, store_uri: str, count_at: Any, tmp: Path, n: int, arg
         replay_began = time.perf_counter()
         left = replay_dir(spool, errors, patience_s=args.replay_patience) if spool.exists() else []
         replay_s = time.perf_counter() - replay_began
+        # Then, as the driver's orphan sweep does (study.tracking.close_orphaned_runs): the empty twins of creations
+        # the busy server committed after their writer had made or adopted the run are deleted.
+        import mlflow
+
+        from study.mlflow_writer import drop_creation_twins, pending_run_keys
+
+        twins = drop_creation_twins(mlflow.MlflowClient(uri), [exp_id], "", pending_run_keys(spool))
         after, finished_after, runs = count_rows(backend, count_at)
     finally:
         mlflow_server.stop(proc)
@@ -139,7 +146,7 @@ def run_case(backend: str, store_uri: str, count_at: Any, tmp: Path, n: int, arg
             "expected_rows": n * expected_rows(args.epochs), "arrived_rows": arrived, "runs_finished": finished,
             "spooled_writes": sum(r[1] for r in results), "after_replay_rows": after, "runs_finished_after_replay": finished_after,
             "unreplayed_runs": len(left), "runs_made": runs, "writer_errors": [r[4] for r in results if r[4]], "lost_writes": sum(r[5] for r in results),
-            "replay_s": replay_s, "replay_errors": errors[:5], "server_errors": server_errors}
+            "replay_s": replay_s, "twins_deleted": twins, "replay_errors": errors[:5], "server_errors": server_errors}
 
 
 def _server_errors(log: Path) -> dict[str, int]:
@@ -190,13 +197,13 @@ def main() -> None:
     print(f"{args.epochs} epochs x {len(EPOCH_KEYS)} metrics + {len(LEAD_KEYS)} curves x {LEADS} leads + {SUMMARY} "
           f"summary = {expected_rows(args.epochs)} metric values per writer; server --workers {args.server_workers}")
     head = ("backend", "writers", "batches", "p50 ms", "p95 ms", "max ms", "wall s", "expected", "arrived", "spooled",
-            "after replay", "replay s", "lost", "runs ended", "runs made")
+            "after replay", "replay s", "lost", "runs ended", "runs made", "twins deleted")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
         print(f"| {r['backend']} | {r['writers']} | {r['batches']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['max_ms']:.0f} | "
               f"{r['wall_s']:.1f} | {r['expected_rows']} | {r['arrived_rows']} | {r['spooled_writes']} | {r['after_replay_rows']} | "
-              f"{r['replay_s']:.1f} | {r['lost_writes']} | {r['runs_finished_after_replay']}/{r['writers']} | {r['runs_made']} |")
+              f"{r['replay_s']:.1f} | {r['lost_writes']} | {r['runs_finished_after_replay']}/{r['writers']} | {r['runs_made']} | {r['twins_deleted']} |")
     for r in rows:
         for error in sorted(set(r["writer_errors"])):
             print(f"{r['backend']} x {r['writers']}: a writer failed: {error}")

@@ -35,6 +35,7 @@ from bubbles.models.warp import predict_with_motion
 from bubbles.data.ingest import IngestRequest, ingest
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import FrameCache, split_segments
+from bubbles.data.tiles import store_view, whole_size
 
 
 BUBBLE_COLUMNS = ("bubble_f1", "bubble_count_error", "bubble_diameter_error_px", "bubble_centroid_error_px")
@@ -113,9 +114,20 @@ def held_out_sequence(store: FrameStore, cfg: TrialConfig) -> tuple[str, str]:
     return first, "the store's first sequence (this model's split holds none of its sequences out; --sequence picks another)"
 
 
-def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path, notes: list[str]) -> tuple[FrameCache, str]:
+def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path, notes: list[str], cfg: TrialConfig | None = None
+            ) -> tuple[FrameCache, str]:
     """The frames to predict from: the store's sequence, or --input ingested by the ingest rules (what ingest would
-    say about it — repeated frames, a range set by outliers — goes to `notes`)."""
+    say about it — repeated frames, a range set by outliers — goes to `notes`). A tile-trained model (`cfg` with a
+    tile) reads them whole at its trained scale, their own aspect kept, whatever their size."""
+    store, name = _source(request, tmp, notes)
+    if cfg is not None and cfg.data.tile is not None and isinstance(cfg.data.image_size, int):
+        size = whole_size(store.sequences[name].native_size, cfg.data.image_size, cfg.data.size_multiple, f"{store.path}/{name}")
+        store = store_view(store, [name])  # the others may be smaller than this size: only this one is read
+    return FrameCache(store, size), name
+
+
+def _source(request: PredictRequest, tmp: Path, notes: list[str]) -> tuple[FrameStore, str]:
+    """The store and sequence to predict from (--input ingested into a temporary store under tmp)."""
     if request.raw_input is not None:
         store_path = tmp / "input.zarr"
         try:
@@ -126,13 +138,13 @@ def _frames(request: PredictRequest, size: tuple[int, int], tmp: Path, notes: li
                 raise UserError(f"{request.raw_input}: predict --input reads one-field recordings; for a simulation, "
                                 "`ingest` it with --field into a store and predict with --store and --sequence") from None
             raise
-        return FrameCache(FrameStore.open(store_path), size), "input"
+        return FrameStore.open(store_path), "input"
     if request.store is None or request.sequence is None:
         raise UserError("predict: give --store (and --sequence), or --input with a folder of frames or a video")
     store = FrameStore.open(request.store)
     if request.sequence not in store.sequences:
         raise UserError(f"{request.store}: no sequence {request.sequence!r} (have: {', '.join(sorted(store.sequences))})")
-    return FrameCache(store, size), request.sequence
+    return store, request.sequence
 
 
 def _gif(path: Path, context: np.ndarray, pred: np.ndarray, target: np.ndarray | None) -> None:
@@ -217,9 +229,9 @@ def predict(request: PredictRequest) -> dict[str, object]:
         if request.raw_input is None and request.store is not None and request.sequence is None:
             picked, why = held_out_sequence(FrameStore.open(request.store), cfg)
             request, chosen = replace(request, sequence=picked), f"no --sequence: predicting {picked!r}, {why}"
-        cache, name = _frames(request, size, Path(tmp_name), notes)
+        cache, name = _frames(request, size, Path(tmp_name), notes, cfg)
         total = cache.store.sequences[name].frames
-        stretch = aspect_note(cache.store.sequences[name].native_size, size)
+        stretch = aspect_note(cache.store.sequences[name].native_size, cache.size)
         step = cfg.window.frame_step  # the model's frames are `step` stored frames apart: read them so
         need = (n_in - 1) * step + 1
         if request.start < 0 or request.start + need > total:
@@ -250,6 +262,12 @@ def predict(request: PredictRequest) -> dict[str, object]:
     # The first predicted field's own past: the context shown and given to the baselines.
     own = [cfg.data.channels.index(f) if f in cfg.data.channels else 0 for f in targets]
     climatology = load_climatology(request.model_dir)
+    if climatology is not None and tuple(climatology.shape[-2:]) != tuple(context.shape[-2:]):
+        # A tile-trained model predicts any size whole; its export's mean frame is of the size it was validated at.
+        notes.append(f"climatology left out: the export's mean frame is {climatology.shape[-2]}x{climatology.shape[-1]}, "
+                     f"these frames are {context.shape[-2]}x{context.shape[-1]}")
+        climatology = None
+        summary["warnings"] = ([stretch] if stretch else []) + notes
     try:
         for k, field in enumerate(targets):
             where = tmp if k == 0 else tmp / "fields" / field

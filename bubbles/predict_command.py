@@ -53,7 +53,7 @@ def _fmt(value: float | None) -> str:
 
 def predict_request(o: PredictOptions) -> Any:
     """The checked PredictRequest of these options; the output directory is refused here if it is not ours."""
-    from bubbles.data.ingest import parse_crop, parse_frames
+    from bubbles.data.frame_rules import parse_crop, parse_frames
     from bubbles.outputs import check_output_dir
     from bubbles.predict import PredictRequest
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bubbles.bundle import BundleInfo, write_bundle
+from bubbles.bundle import CLIMATOLOGY, BundleInfo, write_bundle
 from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
 from bubbles.evaluation.cost import ModelCost, static_cost

@@ -50,7 +50,7 @@ def discard_unstarted(sweep_dir: Path, uri: str, created: bool) -> str:
 
 
 def stop_on_ctrl_c() -> Callable[[], None]:
-    """SIGINT stops training now (KeyboardInterrupt at the next Python line, i.e. within the current batch's
+    """SIGINT (and SIGTERM, the same way) stops training now (KeyboardInterrupt at the next Python line, i.e. within the current batch's
     operation), even when the shell started us with SIGINT ignored (a job run with `&`); a second Ctrl-C while the
     run is being closed is ignored, so the MLflow run is always marked KILLED. Returns the call that starts that."""
     state = {"stopping": False}
@@ -62,4 +62,9 @@ def stop_on_ctrl_c() -> Callable[[], None]:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_sigint)
+    # SIGTERM (kill, a scheduler's stop, a container's shutdown) takes Ctrl-C's path, in every phase: whichever SIGINT
+    # handler holds then (this one, or Ray Tune's during fit(), which saves the experiment state one last time and
+    # stops the trials) runs. Killed outright instead, the driver left Ray a state up to 10 s older than the trial
+    # directories, which --resume then restored (trials run again, checkpoints Ray had deleted looked for).
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
     return lambda: state.update(stopping=True)

@@ -62,6 +62,10 @@ class Writer:
         self._next_try: dict[str, float] = {}
         self.lost = 0  # writes neither logged nor spooled
         self.lost_why = ""  # the first reason
+        self.spooled_why = ""  # why the first spooled write was not taken (the store's answer, in one line)
+        # After a write the store did not take, every run's writes go straight to the spool until then: a driver
+        # writing to many runs during an outage waits for one timeout, not one per run.
+        self._down_until = 0.0
         # Runs this writer made: every other run (a resumed trial's, one a replay made) may already hold some of the
         # metric steps written to it, so those writes are logged once per (metric, step) (see _apply).
         self._created: set[str] = set()
@@ -87,10 +91,14 @@ class Writer:
         self._created.add(made)
         return made
 
-    def log_batch(self, run_id: str, metrics: list[Any] = (), params: dict[str, str] | None = None, tags: dict[str, str] | None = None) -> None:  # type: ignore[assignment]
-        """Metrics (mlflow.entities.Metric), params and tags in as few calls as MLflow's limits allow."""
+    def log_batch(self, run_id: str, metrics: list[Any] = (), params: dict[str, str] | None = None, tags: dict[str, str] | None = None,  # type: ignore[assignment]
+                  once: bool | None = None) -> None:
+        """Metrics (mlflow.entities.Metric), params and tags in as few calls as MLflow's limits allow. `once`
+        (default: for a run this writer did not make) skips the metric steps the run holds already; False logs
+        every value again (a sweep's best_* after a resume: the latest is the one shown)."""
         rows = [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in metrics]
-        self._write(run_id, {"op": "log_batch", "metrics": rows, "params": params or {}, "tags": tags or {}})
+        record = {"op": "log_batch", "metrics": rows, "params": params or {}, "tags": tags or {}}
+        self._write(run_id, record if once is None else record | {"once": once})
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         self.log_batch(run_id, tags={key: value})
@@ -104,16 +112,22 @@ class Writer:
     def update_run(self, run_id: str, status: str) -> None:
         self._write(run_id, {"op": "update_run", "status": status})
 
+    def end_if_open(self, run_id: str, status: str, tags: dict[str, str], end_metric: str | None = None) -> None:
+        """Tag the run, then end it with `status` if it is still open (RUNNING, or KILLED by an earlier interrupt),
+        at the time of the last step of `end_metric` (None: now). Decided when the write is applied, so a replay
+        after an outage ends the run exactly as the driver would have."""
+        self._write(run_id, {"op": "end_if_open", "status": status, "tags": tags, "end_metric": end_metric})
+
     def pending(self, run_id: str) -> bool:
         """Whether some of this run's writes are still waiting in the spool."""
         return self.spool is not None and (self.spool / f"{run_id}.jsonl").is_file()
 
     # -- plumbing -----------------------------------------------------------------------------------------------
     def _write(self, run_id: str, record: dict[str, Any]) -> None:
-        if record["op"] == "log_batch" and run_id not in self._created:
+        if record["op"] == "log_batch" and run_id not in self._created and "once" not in record:
             record = record | {"once": True}
         run_id = self.resolve(run_id)
-        if self.pending(run_id):
+        if self.pending(run_id) or (time.monotonic() < self._down_until and not run_id.startswith("pending-")):
             if not self._replay_now(run_id):
                 self._append(run_id, record)
                 return
@@ -127,7 +141,8 @@ class Writer:
             if self.spool is None or is_refusal(exc):
                 raise
             self._append(run_id, record)
-            self._next_try[run_id] = time.monotonic() + RETRY_EVERY_S
+            self._next_try[run_id] = self._down_until = time.monotonic() + RETRY_EVERY_S
+            self.spooled_why = self.spooled_why or (str(exc).splitlines() or [type(exc).__name__])[0][:160]
 
     def resolve(self, run_id: str) -> str:
         """The real id of a run created by a replay (its writes so far went to the 'pending-…' spool)."""
@@ -135,7 +150,7 @@ class Writer:
         return created.read_text() if created is not None and created.exists() and not self.pending(run_id) else run_id
 
     def _replay_now(self, run_id: str) -> bool:
-        if time.monotonic() < self._next_try.get(run_id, 0.0):
+        if time.monotonic() < max(self._next_try.get(run_id, 0.0), self._down_until):
             return False
         try:
             done = replay_file(self.client, self.spool / f"{run_id}.jsonl")  # type: ignore[operator]
@@ -231,12 +246,13 @@ def _adopt(client: Any, experiment: str, uri: str, tags: dict[str, str]) -> tupl
     return None, False
 
 
-def _drop_late_twins(client: Any, made: list[Any]) -> list[Any]:
+def _drop_late_twins(client: Any, made: list[Any], known: set[str] = frozenset()) -> list[Any]:  # type: ignore[assignment]
     """Runs carrying one creation key: a creation that timed out can still be committed by a busy server after a
     replay made the run again, leaving twins with nothing but their tags. Those (no metrics, no parameters) are
-    this writer's own and are deleted, keeping the oldest when none holds data; a run with data is never deleted,
+    this writer's own and are deleted, keeping the oldest when none holds data; a run with data (or in `known`: a
+    run a trial or the spool named as its own) is never deleted,
     so a user's copy (which holds its history) is still refused by name."""
-    holding = [r for r in made if r.data.metrics or r.data.params]
+    holding = [r for r in made if r.data.metrics or r.data.params or r.info.run_id in known]
     keep = holding if holding else sorted(made, key=lambda r: r.info.start_time or 0)[:1]
     for run in made:
         if run not in keep:
@@ -245,6 +261,32 @@ def _drop_late_twins(client: Any, made: list[Any]) -> list[Any]:
             except Exception:
                 return made  # the store refuses now: leave the choice to a person
     return keep
+
+
+def drop_creation_twins(client: Any, experiment_ids: list[str], filter_string: str = "", skip: set[str] = frozenset()) -> int:  # type: ignore[assignment]
+    """The late twins a busy server left (see _drop_late_twins), looked for among all runs of `experiment_ids`
+    matching `filter_string` once the writers are done: a twin committed after the replay had already adopted or
+    made its run was never met by a replay and stayed an empty RUNNING run beside the real one (then closed KILLED
+    as an orphan: a trial with two runs). Creation keys in `skip` (creations still waiting in a spool) are left to
+    their replay; run ids in it are kept. Returns how many runs were deleted."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            break
+    groups: dict[str, list[Any]] = {}
+    for run in runs:
+        key = run.data.tags.get(RUN_KEY)
+        if key and key not in skip:
+            groups.setdefault(key, []).append(run)
+    dropped = 0
+    for made in groups.values():
+        if len(made) > 1:
+            kept = _drop_late_twins(client, made, skip)
+            dropped += len(made) - len(kept)
+    return dropped
 
 
 def pending_run_keys(spool: Path) -> set[str]:
@@ -307,16 +349,43 @@ def _apply(client: Any, run_id: str, record: dict[str, Any], seen: dict[str, set
         tags = [RunTag(k, v) for k, v in record["tags"].items()]
         calls = max(-(-len(metrics) // MAX_METRICS), -(-len(params) // MAX_PARAMS), -(-len(tags) // MAX_TAGS), 1)
         for i in range(calls):  # one call for an epoch's metrics, a trial's params, or a whole per-lead evaluation
-            client.log_batch(run_id, metrics=metrics[i * MAX_METRICS : (i + 1) * MAX_METRICS],
-                             params=params[i * MAX_PARAMS : (i + 1) * MAX_PARAMS], tags=tags[i * MAX_TAGS : (i + 1) * MAX_TAGS])
+            _log_batch(client, run_id, metrics[i * MAX_METRICS : (i + 1) * MAX_METRICS],
+                       params[i * MAX_PARAMS : (i + 1) * MAX_PARAMS], tags[i * MAX_TAGS : (i + 1) * MAX_TAGS])
     elif op == "log_artifact":
         client.log_artifact(run_id, record["local"], record["artifact_path"])
     elif op == "set_terminated":
         client.set_terminated(run_id, record["status"], end_time=record["end_time"])
     elif op == "update_run":
         client.update_run(run_id, status=record["status"])
+    elif op == "end_if_open":
+        for key, value in record["tags"].items():
+            client.set_tag(run_id, key, value)
+        if client.get_run(run_id).info.status in ("RUNNING", "KILLED"):
+            history = client.get_metric_history(run_id, record["end_metric"]) if record.get("end_metric") else []
+            client.set_terminated(run_id, record["status"], end_time=max((m.timestamp for m in history), default=None))
     else:
         raise ValueError(f"unknown spooled MLflow write {op!r}")
+
+
+def _log_batch(client: Any, run_id: str, metrics: list[Any], params: list[Any], tags: list[Any]) -> None:
+    """One log_batch call. Its parameters may already be in the run: MLflow's HTTP client re-sends a request that
+    timed out on a busy server, which may still commit the first copy, or both copies race; the later one is refused
+    as a duplicate key ("UNIQUE constraint failed: params…" on sqlite, "duplicate key … param_pk" on PostgreSQL;
+    bench/writers.py at 32 writers lost a whole trial's writes to it). Parameters the run already holds with the
+    same values are that write's own, arrived: the rest of the batch is sent without them. A different value is
+    still refused."""
+    try:
+        client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
+    except Exception as exc:
+        text = str(exc)
+        if not params or not ("UNIQUE constraint failed: params" in text or ("duplicate key" in text and "param" in text)):
+            raise
+        held = client.get_run(run_id).data.params
+        if any(p.key in held and held[p.key] != p.value for p in params):
+            raise
+        rest = [p for p in params if p.key not in held]
+        if rest or metrics or tags:
+            client.log_batch(run_id, metrics=metrics, params=rest, tags=tags)
 
 
 def _read_spool(path: Path, lines: list[str], unreadable: list[str] | None) -> list[dict[str, Any]]:

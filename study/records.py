@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
 from study.sweep_dir import OPTUNA_DB
@@ -94,6 +95,35 @@ def restore_tuner(sweep_dir: Path, trainable: Any, callbacks: list[Any], verbose
         internal._run_config.callbacks = callbacks
         internal._run_config.verbose = 1 if verbose else 0
     return tuner
+
+
+class VanishedCheckpoints(Callback):
+    """A restored trial forgets checkpoints its run deleted after Ray's last experiment-state save.
+
+    Ray saves the experiment state at most every 10 s (and once more on Ctrl-C / SIGTERM); a driver killed outright
+    leaves an older state than the trial directories: a trial that went on kept only its newest `num_to_keep`
+    checkpoints, so the restored state lists directories that are gone. When the restored trial saves its next
+    checkpoint, Ray deletes the oldest listed one and raises FileNotFoundError ("Error handling checkpoint ...", a
+    traceback on the console). Before Ray registers a checkpoint, the ones no longer on disk are dropped from its
+    list: nothing is lost that still exists."""
+
+    def on_checkpoint(self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any) -> None:
+        manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
+        results = getattr(manager, "_checkpoint_results", None)
+        if not results:
+            return
+        kept = [r for r in results if _exists(r.checkpoint)]
+        if len(kept) != len(results):
+            manager._checkpoint_results = kept
+
+
+def _exists(checkpoint: Any) -> bool:
+    import pyarrow.fs
+
+    try:
+        return checkpoint.filesystem.get_file_info(checkpoint.path).type != pyarrow.fs.FileType.NotFound
+    except Exception:  # a store that cannot say: left to Ray, as before
+        return True
 
 
 def fail_orphaned_trials(study: Any) -> None:

@@ -18,7 +18,7 @@ from study import champion, leaderboard, sweep_end, sweep_state
 from study import yardstick as ys
 from study.console import OneLineTrialErrors, TrialEvents, quiet_ray_tune, short_leaderboard
 from study.records import (
-    PruningOptunaSearch, TrialRecord, fail_orphaned, fail_orphaned_trials, restore_tuner, trial_outcome, trial_records,
+    PruningOptunaSearch, TrialRecord, VanishedCheckpoints, fail_orphaned, fail_orphaned_trials, restore_tuner, trial_outcome, trial_records,
 )
 from study.space import SweepSpace
 from study.sweep_dir import OPTUNA_DB, UNSETTLED_FILE, check_name, check_trusted, read_unsettled
@@ -113,7 +113,7 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if tune.Tuner.can_restore(str(sweep_dir)):
-        return restore_tuner(sweep_dir, trainable, [events, sweep_state.StateDigest(sweep_dir)], verbose), True
+        return restore_tuner(sweep_dir, trainable, [events, sweep_state.StateDigest(sweep_dir), VanishedCheckpoints()], verbose), True
     t = space.tune
     scheduler = (
         ASHAScheduler(time_attr=ASHA_CLOCK[t.time_attr], max_t=space.max_epochs() if t.time_attr == "epochs" else t.max_t,
@@ -145,7 +145,7 @@ def _tuner(space: SweepSpace, name: str, storage: Path, trainable: Any, sweep_di
             failure_config=tune.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             progress_reporter=reporter,
-            callbacks=[events, sweep_state.StateDigest(sweep_dir)],  # the digest: what --resume will unpickle, as it is saved
+            callbacks=[events, sweep_state.StateDigest(sweep_dir), VanishedCheckpoints()],  # the digest: what --resume will unpickle, as it is saved
             verbose=1 if verbose else 0,  # Ray's status tables only on request: the event lines say what matters
         ),
     )
@@ -206,8 +206,9 @@ def resolve_start(space: SweepSpace, sweep_dir: Path, echo: Callable[[str], None
     echo(f"yardstick: every trial is scored on the same {len(val_yardstick.windows)} validation windows, leads "
          f"{', '.join(map(str, protocol.leads))}"
          + (f" (frames {protocol.frame_step} stored frames apart)" if protocol.frame_step > 1 else "")
-         + f", at {protocol.size[0]}x{protocol.size[1]} px "
-         f"({min(protocol.epoch_windows, len(val_yardstick.windows))} of them after each epoch); the baselines were scored once")
+         + (f", each sequence whole at short side {protocol.scale} px (aspect kept) " if protocol.scale else
+            f", at {protocol.size[0]}x{protocol.size[1]} px ")
+         + f"({min(protocol.epoch_windows, len(val_yardstick.windows))} of them after each epoch); the baselines were scored once")
     for line in [*ys.reach_notes(space, store, protocol),
                  *summary_lines(val_yardstick.store, protocol.frame_step, val_yardstick.train_segments, verbose)]:
         echo(line)
@@ -309,7 +310,12 @@ def _start_ray(address: str | None, echo: Callable[[str], None]) -> bool:
     check_address(address)
     echo(f"connecting to the Ray cluster at {address} ..." if address and address != "local" else
          "starting Ray on this machine (10-60 s on a busy machine) ...")  # the longest silent wait of a start
+    sigterm = signal.getsignal(signal.SIGTERM)
     ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if callable(sigterm) and threading.current_thread() is threading.main_thread():
+        # ray.init replaces the process's SIGTERM handler (sys.exit, then its core worker's crash dump, which aborts):
+        # the caller's is put back (the CLI's takes Ctrl-C's path, so Tune saves its state one last time).
+        signal.signal(signal.SIGTERM, sigterm)
     return True
 
 
@@ -336,16 +342,32 @@ def run_sweep(space: SweepSpace, name: str, storage: Path, uri: str, address: st
             preamble()
         start = resolve_start(space, sweep_dir, echo, verbose)
         parent = _open_parent(uri, space, name, sweep_dir, echo)
-        results, resumed, started = _fit(space, name, storage, uri, parent, start, trainable, sweep_dir, echo, verbose)
+        try:
+            results, resumed, started = _fit(space, name, storage, uri, parent, start, trainable, sweep_dir, echo, verbose)
+        except BaseException as exc:
+            parent.end_after_failure(sweep_dir / SPOOL_DIR, exc)
+            raise
     finally:
         if started_ray:
             ray.shutdown()
+    try:
+        return _end(space, name, storage, uri, parent, start, results, resumed and started == 0, sweep_dir, echo,
+                    verbose, resume_command)
+    except BaseException as exc:  # whatever fails after the parent run was opened: it is not left RUNNING
+        parent.end_after_failure(sweep_dir / SPOOL_DIR, exc)
+        raise
+
+
+def _end(space: SweepSpace, name: str, storage: Path, uri: str, parent: SweepRun, start: SweepStart, results: Any,
+         nothing_ran: bool, sweep_dir: Path, echo: Callable[[str], None], verbose: bool,
+         resume_command: str | None) -> SweepOutcome:
+    """After Tune: the spool's replay, the records, the leaderboard (study.sweep_end) and what MLflow is told."""
     replayed = replay(uri, sweep_dir / SPOOL_DIR, echo)
     records = trial_records(results, sweep_dir, name)
     for line in lost_lines(records, sweep_dir / SPOOL_DIR):
         echo(line)
     run_ids = run_ids_of(records, replayed[0], uri, space, parent.run_id)
-    closed = _close_locally(space, name, sweep_dir, start, records, run_ids, echo, verbose, resumed and started == 0)
+    closed = _close_locally(space, name, sweep_dir, start, records, run_ids, echo, verbose, nothing_ran)
     again = resume_command or f"bubbles-study sweep {space.path} --name {name} --resume --storage {storage}"
     report_to_mlflow(uri, space, name, sweep_dir, parent, closed, run_ids, replayed, echo, again)
     return SweepOutcome(name, sweep_dir, parent.run_id, closed[2], closed[3])

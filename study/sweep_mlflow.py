@@ -13,7 +13,8 @@ from study.records import TrialRecord
 from study.space import SweepSpace
 from study.sweep_dir import UNSETTLED_FILE, write_unsettled
 from study.tracking import (
-    SPOOL_DIR, TrialRun, check_tracking, close_orphaned_runs, find_trial_run, is_refusal, log_test_score, readable, replay_spool, settle_trial,
+    SPOOL_DIR, TrialRun, check_tracking, close_orphaned_runs, driver_writer, find_trial_run, log_test_score, readable,
+    replay_spool, settle_trial, spooled_runs,
 )
 
 
@@ -43,11 +44,13 @@ def replay(uri: str, spool: Path, echo: Callable[[str], None]) -> tuple[bool, li
 
 
 def unsettled_lines(parent_run_id: str, name: str, trials: list[tuple[str, str, str, dict[str, Any]]],
-                     unlogged: list[str], spool: Path) -> tuple[list[str], list[str]]:
+                     unlogged: list[str], spool: Path, waiting: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
     """What an outage left unfinished in MLflow, one line per run with why; and the runs' ids. trials: (trial id,
-    run id or '', outcome, last metrics)."""
-    lines = [f"  parent run {parent_run_id} (sweep {name!r}): still RUNNING; its leaderboard, best trial and trial "
-             "count are not logged"]
+    run id or '', outcome, last metrics); unlogged: the runs whose trials' own writes the replay could not log;
+    waiting: the runs the driver's writes wait in the spool for."""
+    waits = f"wait in {spool}" if parent_run_id in waiting else "are not logged"
+    lines = [f"  parent run {parent_run_id} (sweep {name!r}): still RUNNING; its leaderboard, best trial, trial "
+             f"count and end {waits}"]
     ids = [parent_run_id]
     for trial_id, run_id, outcome, metrics in trials:
         spooled = run_id in unlogged
@@ -62,7 +65,8 @@ def unsettled_lines(parent_run_id: str, name: str, trials: list[tuple[str, str, 
         elif spooled:
             where = f"still RUNNING, its last writes (result, artifacts, end) wait in {spool}"
         else:
-            where = "still RUNNING, its end status and trial_status tag are not logged"
+            waits = f"wait in {spool}" if run_id in waiting else "are not logged"
+            where = f"still RUNNING, its end status and trial_status tag {waits}"
         todo = f"; evaluated by the driver (score on the leaderboard), its result waits in {spool}" if outcome == "stopped_early" else ""
         why = f"{state}; {where}{todo}"
         lines.append(f"  trial {trial_id} (run {run_id or '-'}): {why}")
@@ -99,40 +103,40 @@ def run_ids_of(records: list[TrialRecord], tracked: bool, uri: str, space: Sweep
 def report_to_mlflow(uri: str, space: SweepSpace, name: str, sweep_dir: Path, parent: Any, closed: Any,
                       run_ids: dict[str, str], replayed: tuple[bool, list[str], str], echo: Callable[[str], None],
                       resume_command: str) -> None:
-    """What the sweep decided, told to MLflow after the leaderboard is written: stopped trials' evaluations and
-    the test scores through the spool (an outage keeps them for the next driver), then each trial's end and the
-    parent run. A store down, or going down on the way, leaves a record the next driver settles from."""
+    """What the sweep decided, told to MLflow after the leaderboard is written, every write through one spooling
+    writer: stopped trials' evaluations, the test scores, forgotten runs closed, each trial's end, the parent run.
+    A store down, or going down on the way, leaves those writes in the spool and a record of the runs they
+    concern: the next driver (`--resume`) replays them once the store answers, and leaves those runs to it."""
     records, evaluated, ranked, interrupted, tested = closed
     tracked, unlogged, why_not = replayed
     spool = sweep_dir / SPOOL_DIR
+    writer = driver_writer(spool)
     for record in records:
         run_id = run_ids.get(record.trial_id) or record.run_id
         if run_id and record.trial_id in evaluated:
             cfg, result = evaluated[record.trial_id]
-            TrialRun(uri, space.experiment, cfg, run_id=run_id, spool=spool).log_result(result)
+            TrialRun(uri, space.experiment, cfg, run_id=run_id, writer=writer).log_result(result)
             sweep_end.drop_evaluated(sweep_dir, record.trial_id)
         if run_id and record.trial_id in tested:
-            log_test_score(run_id, tested[record.trial_id], spool)
+            log_test_score(run_id, tested[record.trial_id], writer=writer)
     if tracked:
-        try:
-            # A trial Ray forgot (the driver stopped before its experiment state recorded the trial) leaves a run that
-            # no trial here settles, once the replay has made it: closed as a killed driver's are (KILLED, unfinished).
-            forgotten = close_orphaned_runs(parent.run_id, {run_id for run_id in run_ids.values() if run_id})
-            if forgotten:
-                echo(f"closed {forgotten} MLflow run(s) of trials the stopped driver's Ray state did not keep (KILLED, "
-                     "unfinished; Ray ran others in their place)")
-            for record in records:
-                if run_ids.get(record.trial_id):
-                    settle_trial(run_ids[record.trial_id], record.outcome)
-            parent.finish(sweep_dir, ranked, interrupted)
-            (sweep_dir / UNSETTLED_FILE).unlink(missing_ok=True)
-            return
-        except Exception as exc:
-            if is_refusal(exc):
-                raise
-            why_not = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        # A trial Ray forgot (the driver stopped before its experiment state recorded the trial) leaves a run that
+        # no trial here settles, once the replay has made it: closed as a killed driver's are (KILLED, unfinished).
+        forgotten = close_orphaned_runs(parent.run_id, {run_id for run_id in run_ids.values() if run_id}, writer)
+        if forgotten:
+            echo(f"closed {forgotten} MLflow run(s) of trials the stopped driver's Ray state did not keep (KILLED, "
+                 "unfinished; Ray ran others in their place)")
+    for record in records:
+        if run_ids.get(record.trial_id):
+            settle_trial(run_ids[record.trial_id], record.outcome, writer)
+    parent.finish(sweep_dir, ranked, interrupted, writer)
+    waiting = spooled_runs(spool)
+    if tracked and not waiting and not writer.lost:
+        (sweep_dir / UNSETTLED_FILE).unlink(missing_ok=True)
+        return
+    why_not = why_not or writer.spooled_why or writer.lost_why or "its writes wait in the spool"
     trials = [(r.trial_id, run_ids.get(r.trial_id) or r.run_id, r.outcome, r.metrics) for r in records]
-    lines, ids = unsettled_lines(parent.run_id, name, trials, unlogged, spool)
+    lines, ids = unsettled_lines(parent.run_id, name, trials, unlogged, spool, frozenset(waiting))
     write_unsettled(sweep_dir, ids)
     echo(f"MLflow at {uri} did not take every write ({why_not}): {len(lines)} run(s) left unfinished there; "
          f"`{resume_command}` finishes them once it answers (the leaderboard above is complete):")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bubbles.data.fields import resolve_fields
-from bubbles.data.framesize import frame_size
+from bubbles.data.framesize import frame_size, scaled_frame_size
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import split_segments
 from bubbles.errors import UserError
@@ -47,6 +47,7 @@ def protocol_of(space: SweepSpace, store: FrameStore) -> Protocol:
     ev = space.evaluate
     context = max(c.window.input_len for c in configs)
     leads = ev.leads or tuple(range(1, max(c.window.output_len for c in configs) + 1))
+    scale = 0
     if ev.size == "native":
         natives = {info.native_size for info in store.sequences.values()}
         if len(natives) != 1:
@@ -54,6 +55,11 @@ def protocol_of(space: SweepSpace, store: FrameStore) -> Protocol:
         size = natives.pop()
     elif ev.size is not None:
         size = frame_size(store, ev.size)
+    elif any(c.data.tile is not None for c in configs):
+        # Tiles: each sequence scored whole at its own size (short side `scale`, aspect kept), the same for every trial.
+        scale = max(c.data.image_size for c in configs if isinstance(c.data.image_size, int))
+        sizes = [scaled_frame_size(i.native_size, min(scale, *i.native_size)) for i in store.sequences.values()]
+        size = max(sizes, key=lambda s: (s[0] * s[1], s))
     else:
         size = max((frame_size(store, c.data.image_size, c.data.size_multiple) for c in configs), key=lambda s: (s[0] * s[1], s))
     predicted = set()
@@ -70,7 +76,7 @@ def protocol_of(space: SweepSpace, store: FrameStore) -> Protocol:
     target = predicted.pop()
     step = study_frame_step(space, configs)
     return Protocol(leads, size, context, ev.stride or max(leads) * step, ev.windows, ev.epoch_windows, ev.baselines,
-                    target[0] if target else "", step)
+                    target[0] if target else "", step, scale)
 
 
 def reach_notes(space: SweepSpace, store: FrameStore, protocol: Protocol) -> list[str]:
@@ -82,7 +88,8 @@ def reach_notes(space: SweepSpace, store: FrameStore, protocol: Protocol) -> lis
 
     configs = [cfg for _, cfg in corner_configs(space)]
     h, w = protocol.size
-    smaller = sorted({frame_size(store, c.data.image_size, c.data.size_multiple) for c in configs} - {protocol.size})
+    # Tiled trials are scored per sequence at their own sizes (protocol.scale): not upsampled to one size.
+    smaller = sorted({frame_size(store, c.data.image_size, c.data.size_multiple) for c in configs if c.data.tile is None} - {protocol.size})
     smaller = [s for s in smaller if s[0] * s[1] < h * w]
     out = []
     if smaller:

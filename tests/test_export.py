@@ -424,3 +424,21 @@ def test_export_card_shows_validation_and_says_there_is_no_test_split(finished_s
     version = mlflow.MlflowClient(uri).get_model_version("ys-model", "1")
     assert version.tags["test"] == NO_TEST and float(version.tags["yardstick_ssim"]) == pytest.approx(
         yardstick[VALIDATION]["ssim"], rel=1e-5)
+
+
+def test_an_export_whose_store_is_gone_says_so_and_stands_alone(finished_sweep: tuple[str, Path], tmp_path: Path) -> None:
+    """The store a model trained on may live elsewhere (a cluster path): the export is written without the
+    climatology frame, with one note saying why (it raised a NameError on the name of that file before)."""
+    import dataclasses
+
+    from study import export as ex
+
+    _, storage = finished_sweep
+    trial = next(storage.rglob("checkpoint/best.pt")).parent.parent
+    chosen = ex.from_checkpoint_dir(trial)
+    gone = dataclasses.replace(chosen.cfg.data, store=str(tmp_path / "moved.zarr"))
+    chosen = dataclasses.replace(chosen, cfg=dataclasses.replace(chosen.cfg, data=gone))
+    notes: list[str] = []
+    path = ex.export(chosen, tmp_path / "out", False, note=notes.append)
+    assert "climatology.npy" not in {p.name for p in path.iterdir()} and "weights.safetensors" in {p.name for p in path.iterdir()}
+    assert len(notes) == 1 and notes[0].startswith("export: no climatology.npy (predict will lack the climatology baseline)"), notes

@@ -27,7 +27,8 @@ class _Boom:
 
 def _space(tmp: Path, store: Path, cpu: int = 1) -> Path:
     path = tmp / "space.yaml"
-    path.write_text(f"data: {{store: {store}}}\nfixed: {{image_size: 16, epochs: 1}}\n"
+    path.write_text(f"data: {{store: {store}}}\nfixed: {{image_size: 16, epochs: 1, window: '3->1', layers: 1, hidden: 4, "
+                    f"max_train_windows: 8, max_val_windows: 4}}\nevaluate: {{windows: 4, epoch_windows: 2}}\n"
                     f"search:\n  lr: {{type: log, low: 1.0e-3, high: 1.0e-2}}\n"
                     f"tune: {{objective: val_ssim, num_samples: 1, resources: {{cpu: {cpu}, gpu: 0}}}}\n")
     return path

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from bubbles.data import colormap
-from bubbles.data.ingest import IngestRequest, broken_frames, ingest, parse_frames
+from bubbles.data.frame_rules import broken_frames, parse_frames
+from bubbles.data.ingest import IngestRequest, ingest
 from bubbles.data.store import FrameStore
 from bubbles.errors import UserError
 from cli import main

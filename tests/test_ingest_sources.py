@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bubbles.data.ingest import IngestRequest, duplicate_frames, ingest, parse_crop
+from bubbles.data.frame_rules import duplicate_frames, parse_crop
+from bubbles.data.ingest import IngestRequest, ingest
 from bubbles.data.store import FrameStore
 from bubbles.errors import UserError
 from cli import main

@@ -223,3 +223,67 @@ def test_a_copied_run_with_a_known_creation_key_is_named_never_merged(tmp_path: 
     kept = (spool / "pending-ghi.run").read_text()
     assert kept in ghost and client.get_metric_history(kept, "m")
     assert [client.get_run(r).info.lifecycle_stage for r in ghost if r != kept] == ["deleted"]
+
+
+def test_a_twin_committed_after_the_replay_is_deleted_by_the_driver(tmp_path: Path) -> None:
+    """A creation that timed out, committed by a busy server after the replay had already adopted or made its run,
+    was never met by a replay: an empty RUNNING twin beside the trial's run, then closed KILLED as an orphan (two runs
+    for one trial). The driver's orphan sweep deletes it first; a run holding data, and one whose creation still
+    waits in the spool, are kept."""
+    from study.mlflow_writer import RUN_KEY
+    from study.tracking import close_orphaned_runs, experiment_id
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    exp = experiment_id("late-twin", uri)
+    parent = client.create_run(exp, run_name="sweep").info.run_id
+    child = {"mlflow.parentRunId": parent}
+    real = client.create_run(exp, run_name="t", tags=child | {RUN_KEY: "a"}).info.run_id
+    client.log_param(real, "lr", "0.01")
+    client.set_terminated(real, "FINISHED")
+    twin = client.create_run(exp, run_name="t", tags=child | {RUN_KEY: "a"}).info.run_id  # committed late: tags only
+    waiting = [client.create_run(exp, run_name="w", tags=child | {RUN_KEY: "b"}).info.run_id for _ in range(2)]
+    assert close_orphaned_runs(parent, {"b"}) == 0  # nothing orphaned once the twin is gone; 'b' is left to its replay
+    assert client.get_run(twin).info.lifecycle_stage == "deleted"
+    assert client.get_run(real).info.status == "FINISHED" and client.get_run(real).info.lifecycle_stage == "active"
+    assert all(client.get_run(r).info.lifecycle_stage == "active" for r in waiting)
+
+
+def test_a_resent_parameter_batch_the_server_committed_is_not_a_refusal(tmp_path: Path) -> None:
+    """bench/writers.py at 32 writers on sqlite: MLflow's client re-sent a log_batch that timed out; both copies
+    raced on the server and the second was refused ("UNIQUE constraint failed: params…", BAD_REQUEST), which ended
+    that writer (150 values lost). The same parameters with the same values already in the run are that write's own:
+    the rest of the batch is logged; a parameter with another value is still refused."""
+    from mlflow.entities import Metric, Param
+    from mlflow.exceptions import MlflowException
+
+    from study.mlflow_writer import _log_batch
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    real = mlflow.MlflowClient(uri)
+    run = real.create_run(real.create_experiment("resent")).info.run_id
+
+    class RacedServer:
+        """The real store behind it; the first call is committed by the first copy and refused for the second."""
+
+        def __init__(self, commit: bool = True) -> None:
+            self.calls = 0
+            self.commit = commit
+
+        def log_batch(self, run_id: str, metrics: list, params: list, tags: list) -> None:  # type: ignore[type-arg]
+            self.calls += 1
+            if self.calls == 1:
+                if self.commit:
+                    real.log_batch(run_id, params=params)  # the first copy's commit
+                raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: params.key, params.run_uuid",
+                                      error_code="BAD_REQUEST")
+            real.log_batch(run_id, metrics=metrics, params=params, tags=tags)
+
+        def get_run(self, run_id: str):  # type: ignore[no-untyped-def]
+            return real.get_run(run_id)
+
+    _log_batch(RacedServer(), run, [Metric("m", 1.0, 0, 1)], [Param("p", "1")], [])
+    assert real.get_run(run).data.params == {"p": "1"} and [m.step for m in real.get_metric_history(run, "m")] == [1]
+    with pytest.raises(MlflowException, match="UNIQUE"):  # the run holds p=1: a value of another write, refused
+        _log_batch(RacedServer(commit=False), run, [], [Param("p", "2")], [])

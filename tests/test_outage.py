@@ -27,6 +27,7 @@ search:
 seed_points: [{{lr: 1.0e-2}}, {{lr: 1.0e-5}}, {{lr: 2.0e-5}}]
 tune: {{objective: val_ssim, num_samples: {samples}, max_concurrent: 1, max_failures: 0, asha: {{grace_period: 1, reduction_factor: 2}},
         sampler: random}}
+evaluate: {{windows: 8, epoch_windows: 2}}
 tracking: {{experiment: sweep-test}}
 """
 

@@ -33,9 +33,11 @@ tracking: {{experiment: sweep-test}}
 """
 
 
-def _sweep_with_outage(tiny_store: Path, tmp_path: Path, kill_on: str) -> tuple[list[str], list[dict[str, str]], Path]:
-    """A 3-trial sweep against a real server that is killed when the sweep prints a line starting with `kill_on`."""
-    port = mlflow_server.free_port()
+def _sweep_with_outage(tiny_store: Path, tmp_path: Path, kill_on: str,
+                       port: int = 0) -> tuple[list[str], list[dict[str, str]], Path]:
+    """A 3-trial sweep against a real server (backed by tmp_path/server, on `port` or a free one) that is killed
+    when the sweep prints a line starting with `kill_on`."""
+    port = port or mlflow_server.free_port()
     (tmp_path / "server").mkdir()
     proc = mlflow_server.start(tmp_path / "server", port)
     space = load_space(write_space(tmp_path, tiny_store, samples=3, text=SPACE))
@@ -77,7 +79,8 @@ def test_an_early_stopped_trial_is_ranked_on_the_full_protocol_with_the_server_d
 
 @pytest.mark.slow
 def test_an_outage_during_the_test_pass_leaves_the_leaderboard_and_the_test_scores(tiny_store: Path, tmp_path: Path) -> None:
-    lines, rows, sweep_dir = _sweep_with_outage(tiny_store, tmp_path, "test split:")
+    port = mlflow_server.free_port()
+    lines, rows, sweep_dir = _sweep_with_outage(tiny_store, tmp_path, "test split:", port)
     text = "\n".join(lines)
     tested = [r for r in rows if math.isfinite(_number(r, "test_ssim"))]
     assert len(tested) == 2, rows  # test_top_k
@@ -87,3 +90,38 @@ def test_an_outage_during_the_test_pass_leaves_the_leaderboard_and_the_test_scor
     assert (sweep_dir / "mlflow_unsettled.json").exists()
     spooled = "".join(p.read_text() for p in (sweep_dir / "mlflow_spool").glob("*.jsonl"))
     assert spooled.count("test_scored") == 2
+    # Every write of the sweep's end went through the spool (none raised, none was lost): each trial's end (tag and
+    # status, decided when applied) and the parent's leaderboard, best trial and end.
+    parent = json.loads((sweep_dir / "mlflow_parent.json").read_text())["run_id"]
+    records = {p.stem: [json.loads(line) for line in p.read_text().splitlines()] for p in (sweep_dir / "mlflow_spool").glob("*.jsonl")}
+    ended = {run for run, recs in records.items() if any(r["op"] == "end_if_open" for r in recs)}
+    assert ended == {r["mlflow_run"] for r in rows}, (ended, rows)
+    assert [r["op"] for r in records[parent]][-1] == "set_terminated", records[parent]
+    assert any(r["op"] == "log_artifact" and r["local"].endswith("leaderboard.csv") for r in records[parent])
+    # The server comes back (same database): the next driver's replay (what --resume runs first at the end) logs it
+    # all, and MLflow then holds what the leaderboard says.
+    proc = mlflow_server.start(tmp_path / "server", port)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        import mlflow
+
+        from study.tracking import configure, replay_spool
+
+        configure(uri)
+        errors: list[str] = []
+        assert replay_spool(sweep_dir / "mlflow_spool", errors) == [], errors
+        client = mlflow.MlflowClient(uri)
+        run = client.get_run(parent)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["best_trial_id"] == rows[0]["trial"] and run.data.metrics["trials"] == 3
+        assert run.data.metrics["best_objective"] == pytest.approx(float(rows[0]["objective"]))
+        assert {a.path for a in client.list_artifacts(parent)} >= {"leaderboard.csv", "leaderboard.md"}
+        for row in rows:
+            trial = client.get_run(row["mlflow_run"])
+            assert trial.data.tags["trial_status"] == row["status"], row
+            assert trial.info.status != "RUNNING", row
+            if row in tested:
+                assert trial.data.tags.get("test_scored") == "true"
+                assert trial.data.metrics["test_ssim"] == pytest.approx(float(row["test_ssim"]), abs=1e-4)
+    finally:
+        mlflow_server.stop(proc)

@@ -101,3 +101,24 @@ def test_a_sweep_folder_copied_under_another_name_is_named_and_not_resumed(finis
     lines = [line for line in out.splitlines() if line.strip()]
     assert code == 1 and len(lines) == 1 and "a copy of sweep 'orig'" in lines[0] and "--name orig" in lines[0], out
     assert _runs(finished) == before
+
+
+@pytest.mark.slow
+def test_a_driver_failing_after_the_parent_run_opened_leaves_it_failed(finished: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills as the resumed sweep writes its leaderboard (after Tune, after the parent run was reopened
+    RUNNING): the error is raised as it is, and the parent run ends FAILED, not RUNNING (before: RUNNING)."""
+    storage = tmp_path / "sweeps"
+    shutil.copytree(finished / "sweeps" / "orig", storage / "orig", symlinks=True)
+    parent_id = json.loads((storage / "orig" / "mlflow_parent.json").read_text())["run_id"]
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("study.leaderboard.write", disk_full)
+    try:
+        code, out = _sweep(finished, storage, "--name", "orig", "--resume")
+    except OSError as exc:
+        code, out = -1, str(exc)
+    assert code != 0 and "No space left on device" in out, out
+    assert dict(_runs(finished))[parent_id] == "FAILED"

@@ -47,8 +47,25 @@ def _finished_children(uri: str) -> int:
     return len(client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED' and tags.sweep = 'resumable'"))
 
 
+# Small trials (16 px, one layer, few windows, the yardstick on 8 windows) for the start-up interrupt: what is tested
+# there is the driver's stop and the sweep run again, not the models.
+RESUMABLE = """
+data: {{store: {store}, split: condition, val_fraction: 0.34}}
+fixed: {{loss: mse_mean, batch_size: 8, stride: 2, max_train_windows: 16, max_val_windows: 4, layers: 1, hidden: 4,
+         image_size: 16, window: "4->1"}}
+search:
+  lr: {{type: log, low: 1.0e-3, high: 1.0e-2}}
+  epochs: {{type: int, low: 2, high: 3}}
+tune: {{objective: val_ssim, num_samples: {samples}, max_concurrent: 2, max_failures: 0, seed: 1,
+        asha: {{grace_period: 1, reduction_factor: 3}}}}
+evaluate: {{windows: 8, epoch_windows: 2}}
+tracking: {{experiment: sweep-test}}
+"""
+
+
 @pytest.mark.slow
 def test_interrupt_then_resume_without_duplicates(tiny_store: Path, tmp_path: Path) -> None:
+    # test_sweep's space, 8 trials: with RESUMABLE's small ones every trial could end before the SIGINT landed.
     space = write_space(tmp_path, tiny_store, samples=8)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = os.environ | {"MLFLOW_TRACKING_URI": uri, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -178,7 +195,7 @@ def test_multi_node_cluster_needs_shared_storage(tiny_store: Path, tmp_path: Pat
 def test_sigint_during_start_up_stops_a_sweep_started_with_sigint_ignored(tiny_store: Path, tmp_path: Path) -> None:
     """A sweep started from a script (`&`: SIGINT ignored) stops on SIGINT while it starts up, within seconds, and
     says the command that goes on; a start stopped before any trial leaves nothing `--resume` could take for a sweep."""
-    space = write_space(tmp_path, tiny_store, samples=1)
+    space = write_space(tmp_path, tiny_store, samples=1, text=RESUMABLE)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = os.environ | {"MLFLOW_TRACKING_URI": uri, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     storage = tmp_path / "sweeps"

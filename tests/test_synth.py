@@ -8,17 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from bubbles.data.store import FrameStore
-from bubbles.data.synth import (
-    MERGING,
-    RISING,
-    BubbleFlow,
-    FlowCondition,
-    SynthConfig,
-    generate,
-    generate_sequence,
-    synth_store,
-    terminal_velocity,
-)
+from bubbles.data.bubble_flow import MERGING, RISING, BubbleFlow, FlowCondition, generate_sequence, terminal_velocity
+from bubbles.data.synth import SynthConfig, generate, synth_store
 
 
 def test_same_arguments_same_bytes_for_any_worker_count() -> None:

@@ -40,6 +40,13 @@ def _round_to(value: float, multiple: int) -> int:
     return max(multiple, int(round(value / multiple)) * multiple)
 
 
+def scaled_frame_size(native: FrameSize, short_side: int, multiple: int = 1) -> FrameSize:
+    """A frame of `native` size at short side `short_side`, aspect kept, both sides rounded to `multiple`."""
+    h, w = native
+    scale = short_side / min(h, w)
+    return _round_to(h * scale, multiple), _round_to(w * scale, multiple)
+
+
 def frame_size(store: FrameStore, size: ImageSize, multiple: int = 1) -> FrameSize:
     """The (H, W) every window has: an exact HxW as given; a short side S scales each sequence's native frames so
     the short side is S and the aspect is kept, both sides rounded to a multiple of `multiple` (what the model
@@ -51,8 +58,7 @@ def frame_size(store: FrameStore, size: ImageSize, multiple: int = 1) -> FrameSi
     sizes: dict[FrameSize, list[str]] = {}
     for name, info in sorted(store.sequences.items()):
         h, w = info.native_size
-        scale = size / min(h, w)
-        rounded = (_round_to(h * scale, multiple), _round_to(w * scale, multiple))
+        rounded = scaled_frame_size((h, w), size, multiple)
         if multiple > 1 and (rounded[0] > h or rounded[1] > w):
             raise UserError(f"{store.path}/{name}: image_size {size} rounds to {rounded[0]}x{rounded[1]} so that both sides "
                             f"divide by {multiple} (the model's patch or down-sampling), larger than the native {h}x{w}; "

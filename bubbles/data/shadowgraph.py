@@ -9,8 +9,8 @@ import numpy as np
 
 from bubbles.data.geometry import NOZZLE_TIP, NOZZLE_X, PLATE_TOP
 
-# render() draws a bubbles.data.synth.BubbleFlow (named in annotations only, never imported: synth imports this
-# module to draw its frames, and the import stays one-way).
+# render() draws a bubbles.data.bubble_flow.BubbleFlow (named in annotations only, never imported: bubble_flow
+# imports this module to draw its frames, and the import stays one-way).
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from bubbles.data.fields import Fields
-from bubbles.data.framesize import FrameSize, format_image_size, frame_size
+from bubbles.data.framesize import FrameSize, format_image_size, scaled_frame_size
 from bubbles.data.shared_frames import share_dir
 from bubbles.data.store import FrameStore
 from bubbles.data.windows import (DataConfig, FrameCache, Segment, SplitSegments, WindowConfig, WindowDataset,
@@ -85,11 +85,11 @@ def tile_lines(store: FrameStore, data: DataConfig, splits: WindowSplits) -> lis
         native = info.native_size
         if data.tile is not None and name in train_names and isinstance(cache, ScaledCaches):
             size, level = cache.sizes[name], cache.levels[name]
-            held = any(n == name for part in (splits.segments.val, splits.segments.test) for n, _, _ in part)
-            whole = f"; validation on whole {splits.frame_size[0]}x{splits.frame_size[1]} frames" if held else ""
+            whole = splits.sizes.get(name)
+            whole = f"; validation on whole {whole[0]}x{whole[1]} frames" if whole else ""
             seen = f"random {data.tile[0]}x{data.tile[1]} tiles (training){whole}"
         else:
-            size = splits.frame_size
+            size = splits.sizes.get(name, splits.frame_size)
             level = store.level_for(name, size)
             seen = "whole frames"
         lh, lw = info.level_sizes[level]
@@ -120,12 +120,23 @@ def tiled_splits(store: FrameStore, data: DataConfig, window: WindowConfig, segm
         raise UserError(f"tile {tile[0]}x{tile[1]}: larger than the frames of {', '.join(small[:3])} at image_size "
                         f"{data.image_size}; choose a smaller tile or a larger image_size")
     held = sorted({n for part in (segments.val, segments.test) for n, _, _ in part})
-    try:
-        whole = frame_size(store_view(store, held), data.image_size, m)
-    except UserError as exc:
-        raise UserError(f"tile: validation runs on whole frames, one size for all held-out sequences: {exc}") from None
+    # Each held-out sequence whole, at its own size: the trained scale, its aspect kept (never stretched to another's).
+    wholes = {n: whole_size(store.sequences[n].native_size, data.image_size, m, f"{store.path}/{n}") for n in held}
     share = share_dir()
     train = TileDataset(ScaledCaches(store, sizes, share), segments.train, window, "train", tile, channels, targets, data.detector)
-    held_cache = FrameCache(store_view(store, held), whole, share=share)
-    val, test = (WindowDataset(held_cache, getattr(segments, k), window, k, channels, targets, data.detector) for k in ("val", "test"))
-    return WindowSplits(train, val, test, segments, whole, channels, targets)
+    held_cache = ScaledCaches(store, wholes, share)
+    val, test = (WindowDataset(held_cache, getattr(segments, k), window, k, channels, targets, data.detector) for k in ("val", "test"))  # type: ignore[arg-type]
+    # The size recorded with the model (one of them: the model is convolutional, any size runs): the largest.
+    largest = max(wholes.values(), key=lambda s: (s[0] * s[1], s)) if wholes else tile
+    return WindowSplits(train, val, test, segments, largest, channels, targets, sizes=wholes)
+
+
+def whole_size(native: FrameSize, short_side: int, multiple: int, where: str) -> FrameSize:
+    """A held-out sequence's whole frame at the trained scale (short side `short_side`, aspect kept), both sides
+    rounded to the model's multiple; never larger than native."""
+    size = scaled_frame_size(native, min(short_side, min(native)), multiple)
+    if size[0] > native[0] or size[1] > native[1]:
+        raise UserError(f"{where}: image_size {short_side} rounds to {size[0]}x{size[1]} so that both sides divide by "
+                        f"{multiple} (the model's patch or down-sampling), larger than the native {native[0]}x{native[1]}; "
+                        "choose a smaller image_size")
+    return size

@@ -394,6 +394,12 @@ class WindowSplits:
     frame_size: FrameSize
     channels: Fields = ()
     targets: Fields = ()
+    # Tiles: each held-out sequence's whole frame size (the trained scale, its own aspect); empty: all at frame_size.
+    sizes: dict[str, FrameSize] = field(default_factory=dict)
+
+    def size_of(self, name: str) -> FrameSize:
+        """The frame size a sequence's validation and test windows have."""
+        return self.sizes.get(name, self.frame_size)
 
     def check_frames(self) -> None:
         """Decode (and check against their checksums) all frames the splits read: a damaged chunk is one error

@@ -159,6 +159,23 @@ def detectors(dataset: WindowDataset, indices: list[int]) -> list[DetectorConfig
     return out
 
 
+def frame_size_of(dataset: WindowDataset, i: int) -> tuple[int, int] | None:
+    """The frame size of window i where a dataset's sequences have sizes of their own (tiles: each held-out sequence
+    whole at the trained scale); None where every window has one size."""
+    sizes = getattr(dataset.cache, "sizes", None)
+    return sizes[dataset.starts[i][0]] if sizes else None
+
+
+def same_size_batches(dataset: WindowDataset, indices: list[int], batch_size: int) -> list[list[int]]:
+    """The indices in order, in batches of at most batch_size windows of one frame size (a batch is one tensor)."""
+    batches: list[list[int]] = []
+    for i in indices:
+        if not batches or len(batches[-1]) == batch_size or frame_size_of(dataset, i) != frame_size_of(dataset, batches[-1][-1]):
+            batches.append([])
+        batches[-1].append(i)
+    return batches
+
+
 @torch.no_grad()
 def predict_batches(model: nn.Module, dataset: WindowDataset, indices: list[int], batch_size: int,  # type: ignore[no-untyped-def]
                     target: int | None = 0):
@@ -167,8 +184,7 @@ def predict_batches(model: nn.Module, dataset: WindowDataset, indices: list[int]
     model.eval()
     device = model_device(model)
     horizon = dataset.window.output_len
-    for start in range(0, len(indices), batch_size):
-        idx = indices[start : start + batch_size]
+    for idx in same_size_batches(dataset, indices, batch_size):
         xs, ys = zip(*(dataset[i] for i in idx))
         x = torch.stack(xs).to(device)
         pred = model(x, future=horizon).float()
@@ -181,11 +197,24 @@ def predict_batches(model: nn.Module, dataset: WindowDataset, indices: list[int]
 
 def training_mean_frame(splits: WindowSplits) -> np.ndarray | None:
     """The climatology: per-pixel mean of every training frame (of the first target field) at the splits' size."""
-    blocks = [splits.train.field_frames(name, a, b) for name, a, b in splits.segments.train]
-    # Tiles: training sequences keep their own sizes; the climatology is of those of the evaluated size only (None:
-    # no climatology, as evaluate() does without a mean frame).
-    same = [b for b in blocks if b.shape[-2:] == tuple(splits.frame_size)]
-    return baselines.mean_frame(same) if same else None
+    return training_mean_frames(splits).get(tuple(splits.frame_size))  # type: ignore[arg-type]
+
+
+def training_mean_frames(splits: WindowSplits) -> dict[tuple[int, int], np.ndarray]:
+    """The climatology of each evaluated frame size: the per-pixel mean of the training frames of that size (the
+    first target field). Tiles: a held-out sequence is evaluated at its own size, and its climatology is the mean
+    of the training frames at that size (with a time split, its own training part); a size no training sequence
+    has gets none (evaluate() then leaves climatology out, as without a mean frame)."""
+    wanted = {tuple(s) for s in (*splits.sizes.values(), splits.frame_size)}
+    blocks: dict[tuple[int, int], list[np.ndarray]] = {}
+    for name, a, b in splits.segments.train:
+        if name in splits.sizes:  # read at its held-out size, as its validation frames are
+            frames = splits.val.field_frames(name, a, b)
+        else:
+            frames = splits.train.field_frames(name, a, b)
+        if tuple(frames.shape[-2:]) in wanted:
+            blocks.setdefault(tuple(frames.shape[-2:]), []).append(frames)  # type: ignore[arg-type]
+    return {s: baselines.mean_frame(b) for s, b in blocks.items()}
 
 
 def evaluate(
@@ -194,7 +223,7 @@ def evaluate(
     batch_size: int = 8,
     max_windows: int = 0,
     with_vmaf: bool = False,
-    mean_frame: np.ndarray | None = None,
+    mean_frame: np.ndarray | dict[tuple[int, int], np.ndarray] | None = None,
     flow_radius_px: int | None = None,
 ) -> Evaluation:
     """Metrics of the model and of the baselines on the same windows (climatology only when the training mean frame
@@ -202,7 +231,11 @@ def evaluate(
     lead for all of them when asked for (see bubbles.evaluation.vmaf)."""
     indices = subset(len(dataset), max_windows)
     horizon = dataset.window.output_len
-    names = [b for b in baselines.BASELINES if b != "climatology" or mean_frame is not None]
+    # One climatology per frame size (tiles: held-out sequences of several sizes); climatology is scored only where
+    # every evaluated window has one.
+    means = mean_frame if isinstance(mean_frame, dict) else ({} if mean_frame is None else {tuple(mean_frame.shape[-2:]): mean_frame})
+    shapes = {frame_size_of(dataset, i) or tuple(dataset.cache.size) for i in indices}  # type: ignore[attr-defined]
+    names = [b for b in baselines.BASELINES if b != "climatology" or (means and shapes <= set(means))]
     frames = {k: FrameMetrics() for k in ("model", *names)}
     collapse = metrics.CollapseMeter()
     bubble_meters = {k: BubbleMeter(horizon) for k in frames}
@@ -217,7 +250,8 @@ def evaluate(
         x, y, pred = xs[:, :, dataset.target_inputs[0]], ys[:, :, 0], preds[:, :, 0]
         found = detectors(dataset, idx)
         scale = np.array([c.typical_diameter * x.shape[-2] for c in found])  # bubble px: the flow's window
-        forecasts = {"model": pred} | {b: baselines.forecast(b, x, horizon, mean_frame, scale, flow_radius_px) for b in names}
+        mean = means.get(tuple(y.shape[-2:]))
+        forecasts = {"model": pred} | {b: baselines.forecast(b, x, horizon, mean, scale, flow_radius_px) for b in names}
         for key, forecast in forecasts.items():
             frames[key].add(forecast, y)
             if with_vmaf and not vmaf_note:
@@ -228,10 +262,10 @@ def evaluate(
         for key, forecast in forecasts.items():
             bubble_meters[key].add(forecast, y, found, targets, idx)
         conditions.extend(dataset.condition_of(i) for i in idx)
+        height = y.shape[-2]  # bubble diameters in % of the frame height (tiles: one short side, any width)
     leads = {k: f.leads() for k, f in frames.items()}
     skill, strongest, skill_vs_strongest = strongest_skill(leads["model"].mse, {b: leads[b].mse for b in names})
     score = collapse.score()
-    height = dataset.cache.size[0]
     vmaf = {k: tuple(float(v) for v in np.concatenate(r).mean(axis=0)) for k, r in vmaf_rows.items()} if with_vmaf and not vmaf_note else None
     return Evaluation(
         windows=len(indices),

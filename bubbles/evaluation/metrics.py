@@ -88,26 +88,31 @@ class CollapseMeter:
     """
 
     def __init__(self) -> None:
-        self.n = 0
-        self.sums: dict[str, np.ndarray] = {}
+        # Per frame size (tiles: held-out sequences of several sizes are each scored whole): windows and sums.
+        self.n: dict[tuple[int, ...], int] = {}
+        self.sums: dict[tuple[int, ...], dict[str, np.ndarray]] = {}
 
     def update(self, pred: np.ndarray, target: np.ndarray) -> None:
         """pred, target: (N, M, H, W) batches."""
+        shape = tuple(pred.shape[1:])
+        sums = self.sums.setdefault(shape, {})
         for key, arr in (("p", pred), ("t", target)):
             a = arr.astype(np.float64)
             for suffix, val in (("1", a.sum(axis=0)), ("2", (a**2).sum(axis=0))):
                 k = key + suffix
-                self.sums[k] = self.sums.get(k, 0.0) + val
-        self.n += len(pred)
+                sums[k] = sums.get(k, 0.0) + val
+        self.n[shape] = self.n.get(shape, 0) + len(pred)
 
     def score(self) -> float:
-        if self.n < 2:
+        """With several frame sizes: each size's spreads weighted by its windows (sizes seen once have none)."""
+        spread = {"p": 0.0, "t": 0.0}
+        for shape, n in self.n.items():
+            if n < 2:
+                continue
+            for key in spread:
+                mean = self.sums[shape][key + "1"] / n
+                var = np.maximum(self.sums[shape][key + "2"] / n - mean**2, 0.0)
+                spread[key] += n * float(np.sqrt(var).mean())
+        if not any(n >= 2 for n in self.n.values()):
             return float("nan")
-
-        def std(key: str) -> float:
-            mean = self.sums[key + "1"] / self.n
-            var = np.maximum(self.sums[key + "2"] / self.n - mean**2, 0.0)
-            return float(np.sqrt(var).mean())
-
-        target_std = std("t")
-        return std("p") / target_std if target_std > 0 else float("nan")
+        return spread["p"] / spread["t"] if spread["t"] > 0 else float("nan")

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bubbles.data.store import FrameStore
+from bubbles.data.framesize import scaled_frame_size
+from bubbles.data.tiles import ScaledCaches
 from bubbles.data.windows import FrameCache, Segment, WindowDataset
 from bubbles.errors import UserError
 from bubbles.evaluation import baselines as baseline_table
@@ -51,6 +53,9 @@ class Protocol:
     baselines: tuple[str, ...] = baseline_table.BASELINES
     field: str = ""
     frame_step: int = 1
+    # Tiles: every sequence scored whole at its own size, short side `scale` and its aspect kept (then `size` is
+    # the largest of them, for the record); 0: every sequence at `size`.
+    scale: int = 0
 
     @property
     def horizon(self) -> int:
@@ -178,7 +183,14 @@ class Yardstick:
         self.protocol = protocol
         self.split = split
         self.store = store
-        self.cache = FrameCache(store, protocol.size)
+        if protocol.scale:
+            names = {n for n, _, _ in (*segments, *train_segments)}
+            self.sizes = {n: scaled_frame_size(store.sequences[n].native_size, min(protocol.scale, *store.sequences[n].native_size))
+                          for n in names}
+            self.cache: FrameCache | ScaledCaches = ScaledCaches(store, self.sizes)
+        else:
+            self.sizes = {}
+            self.cache = FrameCache(store, protocol.size)
         self.windows = tuple(targets(protocol, segments))
         if not self.windows:
             raise UserError(f"evaluate: the {split} split has no window of {protocol.context} context frames and "
@@ -202,6 +214,24 @@ class Yardstick:
             frames = frames[:, fields.index(self.protocol.field)]
         return frames.astype(np.float32) / 255.0
 
+    def size_of(self, name: str) -> tuple[int, int]:
+        """The size a sequence is scored at."""
+        return self.sizes.get(name, self.protocol.size)
+
+    def groups(self, rows: list[int], size: int) -> list[list[int]]:
+        """The rows in order, in batches of at most `size` windows of one scored frame size."""
+        out: list[list[int]] = []
+        for r in rows:
+            if not out or len(out[-1]) == size or self.size_of(self.windows[r][0]) != self.size_of(self.windows[out[-1][-1]][0]):
+                out.append([])
+            out[-1].append(r)
+        return out
+
+    @property
+    def height(self) -> int:
+        """The frame height bubble sizes are given in % of (tiles: the short side every sequence shares)."""
+        return self.protocol.scale or self.protocol.size[0]
+
     def target_frames(self, rows: list[int]) -> np.ndarray:
         """(N, L, H, W): the protocol's leads of the chosen windows."""
         out = []
@@ -222,15 +252,17 @@ class Yardstick:
         """The baselines on every window, from protocol.context frames at the protocol's size (once)."""
         if self._baselines is None:
             p = self.protocol
-            mean = self._training_mean() if "climatology" in p.baselines and self.train_segments else None
-            names = [b for b in p.baselines if b != "climatology" or mean is not None]
+            means = self._training_means() if "climatology" in p.baselines and self.train_segments else {}
+            scored = {self.size_of(n) for n, _ in self.windows}
+            names = [b for b in p.baselines if b != "climatology" or (means and scored <= set(means))]
             measured = self._flow_radius() if "flow" in names else {}
             scores = Scores(names, len(p.leads))
-            for rows in _batches(len(self.windows), 16):
+            for rows in self.groups(list(range(len(self.windows))), 16):
                 context = np.stack([self.field_frames(n, t - p.context * p.frame_step, t, p.frame_step)
                                     for n, t in (self.windows[r] for r in rows)])
                 picks = [k - 1 for k in p.leads]
                 scale = np.array([self._detectors[r].typical_diameter * context.shape[-2] for r in rows])  # flow's window
+                mean = means.get(tuple(context.shape[-2:]))
                 forecasts = {b: baseline_table.forecast(b, context, p.horizon, mean, scale, measured.get("radius_px"))[:, picks]
                              for b in names}
                 scores.add(forecasts, self.target_frames(rows), [self._detectors[r] for r in rows], self._target_bubbles, rows)
@@ -245,20 +277,28 @@ class Yardstick:
         if not found:
             return {}
         picks = [found[i] for i in spread(len(found), baseline_table.FLOW_RADIUS_WINDOWS)]
+        # Tiles: sequences of several sizes share one short side; the radius is measured on the commonest size.
+        sizes = [self.size_of(name) for name, _ in picks]
+        common = max(set(sizes), key=sizes.count)
+        picks = [w for w, s in zip(picks, sizes) if s == common]
         triples = np.stack([self.field_frames(name, t - 2 * p, t + 1, p) for name, t in picks])
-        scale = float(np.median([d.typical_diameter for d in self._detectors])) * self.protocol.size[0]
+        scale = float(np.median([d.typical_diameter for d in self._detectors])) * self.height
         radius, errors = baseline_table.measure_flow_radius(triples, scale or None)
         return {"radius_px": radius, "lead1_mse": {str(r): e for r, e in errors.items()}, "windows": len(picks)}
 
-    def _training_mean(self) -> np.ndarray:
-        """The climatology at the protocol's size: the per-pixel mean of every training frame of the scored field."""
-        total, count = np.zeros(self.protocol.size), 0
+    def _training_means(self) -> dict[tuple[int, int], np.ndarray]:
+        """The climatology of each scored size: the per-pixel mean of every training frame of the scored field at
+        that size (one size without tiles)."""
+        totals: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
         for name, a, b in self.train_segments:
+            size = self.size_of(name)
+            total, count = totals.get(size, (np.zeros(size), 0))
             for start in range(a, b, 256):
                 block = self.field_frames(name, start, min(b, start + 256))
-                total += block.sum(axis=0, dtype=np.float64)
+                total = total + block.sum(axis=0, dtype=np.float64)
                 count += len(block)
-        return (total / max(count, 1)).astype(np.float32)
+            totals[size] = (total, count)
+        return {s: (t / max(c, 1)).astype(np.float32) for s, (t, c) in totals.items()}
 
     @torch.no_grad()
     def score(self, model: nn.Module, dataset: WindowDataset, batch_size: int = 8, epoch: bool = False) -> YardstickScore:
@@ -277,13 +317,13 @@ class Yardstick:
         target = self.scored_target(dataset)
         model.eval()
         scores = Scores(["model"], len(p.leads))
-        for batch in _batches(len(rows), batch_size):
-            chosen = [rows[i] for i in batch]
+        for chosen in self.groups(rows, batch_size):
             x = torch.stack([self._context(dataset, self.windows[r], n_in) for r in chosen]).to(device)
             pred = rollout(model, x, dataset.window.output_len, p.horizon * ratio, dataset.channels == dataset.targets)
             pred = pred[:, [k * ratio - 1 for k in p.leads], target].float()
-            if tuple(pred.shape[-2:]) != p.size:
-                pred = F.interpolate(pred, size=p.size, mode="bilinear", align_corners=False, antialias=True)
+            size = self.size_of(self.windows[chosen[0]][0])
+            if tuple(pred.shape[-2:]) != size:
+                pred = F.interpolate(pred, size=size, mode="bilinear", align_corners=False, antialias=True)
             scores.add({"model": pred.clamp(0, 1).cpu().numpy()}, self.target_frames(chosen),
                        [self._detectors[r] for r in chosen], self._target_bubbles, chosen)
         return self._summary(scores, np.array(rows))
@@ -313,7 +353,7 @@ class Yardstick:
 
     def _summary(self, model: Scores, rows: np.ndarray) -> YardstickScore:
         base = self.baselines().scores
-        height = self.protocol.size[0]
+        height = self.height
         leads = {b: f.leads(rows) for b, f in base.frames.items()}
         mine = model.frames["model"].leads()
         each, strongest, skill = strongest_skill(mine.mse, {b: m.mse for b, m in leads.items()})
@@ -349,8 +389,3 @@ def rollout(model: nn.Module, window: torch.Tensor, horizon: int, steps: int, fe
 def detector(store: FrameStore, name: str, overrides: dict | None = None) -> DetectorConfig:
     """The bubble detector of one sequence: defaults, its `extra.detector` calibration, the user's overrides."""
     return sequence_detector(store.sequences[name].meta.extra, overrides)
-
-
-def _batches(n: int, size: int) -> list[list[int]]:
-    return [list(range(s, min(n, s + size))) for s in range(0, n, max(1, size))]
-

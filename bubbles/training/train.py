@@ -1,4 +1,3 @@
-# Over 400 lines: the training loop with its epoch and trial records and checkpoints; those move to a module of their own once issue 27's changes to EpochResult have landed.
 """One trial: train a model on windows, validate every epoch, checkpoint, and evaluate at the end. No Ray here.
 
 `train(cfg, out_dir, report=...)` is what `cli.py train` runs directly and what the Ray trainable wraps. Shuffling
@@ -12,30 +11,27 @@ import json
 import math
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from bubbles.config import TrialConfig, from_json
 from bubbles.errors import UserError
 from bubbles.evaluation.evaluate import (
-    Evaluation, Validation, evaluate, is_mask, persistence_mse, predict_batches, subset, training_mean_frame, validate,
+    Validation, evaluate, is_mask, persistence_mse, predict_batches, subset, training_mean_frames, validate,
 )
 from bubbles.evaluation.scoring import skill as skill_per_lead
-from bubbles.evaluation.yardstick import Protocol, Yardstick, YardstickScore
-from bubbles.evaluation.cost import ModelCost, measure_cost, median_rate
+from bubbles.evaluation.yardstick import Protocol, Yardstick
+from bubbles.evaluation.cost import ModelCost, measure_cost
 from bubbles.evaluation.figures import save_strip
 from bubbles.training.losses import bubble_overlap, loss_named
 from bubbles.training.optim import make_optimizer, make_schedule
-from bubbles.models import build_model, check_state_shapes, parameter_count
+from bubbles.models import build_model, parameter_count
 from bubbles.models.baseline_start import BaselineStart
 from bubbles.models.device import model_device
 from bubbles.models.family import Family, Progress
@@ -44,108 +40,19 @@ from bubbles.training.baseline_fit import start_baselines, start_flow_motion
 from bubbles.training.config import TrainConfig, best_by_mode
 from bubbles.data.windows import WindowSplits
 from bubbles.data.splits import make_splits
+# Checkpoints and the trial's records have modules of their own; imported here by the names callers know them by.
+from bubbles.training.checkpoint import BEST, CHECKPOINT, check_resume, load_checkpoint, save_checkpoint  # noqa: F401
+from bubbles.training.results import EpochResult, Reporter, Status, TrialResult  # noqa: F401
 
-Status = Literal["completed", "collapsed", "nan"]
-CHECKPOINT = "checkpoint/checkpoint.pt"  # the directory is what a Ray trial hands to Tune each epoch
-BEST = "checkpoint/best.pt"
 STRIP_WINDOWS = 3
 COST = "cost.json"
 YARDSTICK = "yardstick.json"
-
-
-@dataclass(frozen=True)
-class EpochResult:
-    """What is reported after every epoch (epoch counts from 1). val_mse is per pixel."""
-
-    epoch: int
-    train_loss: float
-    val_mse: float
-    val_ssim: float
-    val_psnr: float
-    val_ssim_lead1: float
-    val_ssim_last: float
-    val_skill_vs_persistence: float
-    collapse_score: float
-    collapsed: bool
-    seconds: float
-    samples_per_s: float
-    val_bubble_f1: float = float("nan")  # absent from histories saved before bubble metrics existed
-    val_iou: float = float("nan")  # IoU of vapour thresholded at 0.5, the mask metric (absent from older histories)
-    # The study's yardstick on its per-epoch subset of protocol windows (bubbles.evaluation.yardstick): means over
-    # the protocol's leads, comparable across trials of any window and size. NaN in histories saved before it.
-    yardstick_ssim: float = float("nan")
-    yardstick_mse: float = float("nan")
-    yardstick_psnr: float = float("nan")
-    yardstick_bubble_f1: float = float("nan")
-    yardstick_iou: float = float("nan")  # IoU of vapour (masks); NaN in histories saved before it
-    eval_seconds: float = float("nan")  # the epoch's validation and per-epoch yardstick (seconds is its training)
-    yardstick_skill_vs_strongest: float = float("nan")
-    yardstick_skill_vs_strongest_min: float = float("nan")  # the worst lead's skill against the strongest baseline
-    yardstick_bubble_f1_margin_min: float = float("nan")  # the worst lead's bubble F1 minus the best baseline's
-
-    def metrics(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
-
-    def line(self, epochs: int, seconds: float, eta: float, objective: str = "val_mse", mask: bool = False) -> str:
-        """One human line per epoch (what `train` prints), led by the objective that picks best.pt (best_by, or the
-        sweep's objective) when it is not one of the columns already shown; with `mask`, IoU of vapour too."""
-        value = getattr(self, objective, float("nan"))
-        shown = objective in ("val_mse",)
-        lead = "" if shown else f"{objective} {value:.4g}  "
-        return (
-            f"epoch {self.epoch}/{epochs}  {lead}train loss {self.train_loss:.5g}  val mse {self.val_mse:.5g}  "
-            f"ssim {self.val_ssim:.3f}  psnr {self.val_psnr:.2f}  skill_vs_persistence {self.val_skill_vs_persistence:+.3f}  "
-            f"bubble F1 {self.val_bubble_f1:.3f}{f'  IoU {self.val_iou:.3f}' if mask else ''}"
-            f"{'  COLLAPSED' if self.collapsed else ''}  {seconds:.1f} s  ETA {_duration(eta)}{self._slow_note()}"
-        )
-
-    def _slow_note(self) -> str:
-        """Where validating costs more than EVAL_SHARE of the epoch's training: how much, and the setting to lower."""
-        if not self.eval_seconds > max(EVAL_SHARE * self.seconds, EVAL_FLOOR_S):
-            return ""
-        return (f"  (validation {self.eval_seconds:.0f} s = {self.eval_seconds / self.seconds:.0%} of training: lower "
-                "epoch_val_windows / evaluate.epoch_windows)")
-
-
-EVAL_SHARE = 0.15  # validation and yardstick beyond this share of an epoch's training: the epoch line says so
-EVAL_FLOOR_S = 10.0  # ... when they take longer than this too (a tiny trial's second of validation is no matter)
 
 
 def epoch_windows(tc: TrainConfig) -> int:
     """How many validation windows each epoch is validated on (0: all): epoch_val_windows within max_val_windows."""
     chosen = [n for n in (tc.epoch_val_windows, tc.max_val_windows) if n > 0]
     return min(chosen) if chosen else 0
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-@dataclass
-class TrialResult:
-    status: Status
-    parameters: int
-    history: list[EpochResult]
-    evaluation: Evaluation | None
-    out_dir: Path
-    strips: list[Path] = field(default_factory=list)
-    cost: ModelCost | None = None  # measured where the trial trained (None: evaluated elsewhere, after a stop)
-    yardstick: YardstickScore | None = None  # best.pt on every protocol window of the validation split
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.out_dir / BEST
-
-    @property
-    def train_samples_per_s(self) -> float:
-        """Training windows per second, the median over the epochs run."""
-        return median_rate([h.samples_per_s for h in self.history])
-
-
-# report(epoch_result, checkpoint_file, final): `final` is the TrialResult, given with the last epoch's report
-# (after the final evaluation, so that a caller whose report may never return still has everything).
-Reporter = Callable[[EpochResult, Path, "TrialResult | None"], None]
 
 
 def pick_device(cfg: TrainConfig) -> torch.device:
@@ -219,40 +126,6 @@ def train_one_epoch(
         pixels += y.numel()
         samples += len(x)
     return total / max(pixels, 1), samples
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def load_checkpoint(path: Path, device: torch.device) -> dict:
-    """Load with weights_only=True: tensors and plain containers only, never arbitrary objects."""
-    try:
-        with warnings.catch_warnings():  # a refused pickle is the one line below, not torch's warning with its path
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such checkpoint") from None
-    except Exception as exc:
-        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
-
-
-RESUME_KEYS = ("model", "optimizer", "scaler", "torch_rng", "epoch", "history")
-
-
-def check_resume(path: Path, cfg: TrialConfig) -> dict:
-    """A checkpoint.pt this config can continue from, loaded on the CPU; anything else is one line (run before any
-    tracking starts, so a wrong --resume leaves no failed run behind)."""
-    state = load_checkpoint(path, torch.device("cpu"))
-    missing = [k for k in RESUME_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise UserError(f"{path}: not a resumable checkpoint (no {', '.join(missing)}); resume from checkpoint.pt, not best.pt")
-    check_state_shapes(cfg.model_name, cfg.model, state["model"], str(path))
-    return state
 
 
 def _loader(splits: WindowSplits, cfg: TrainConfig, epoch: int, device: torch.device) -> DataLoader:
@@ -402,10 +275,10 @@ def own_yardstick(cfg: TrialConfig, splits: WindowSplits) -> Yardstick:
     w = cfg.window
     protocol = Protocol(tuple(range(1, w.output_len + 1)), splits.frame_size, w.input_len, w.output_len * w.frame_step,
                         windows=cfg.train.max_val_windows or 64, field=splits.targets[0] if splits.targets else "",
-                        frame_step=w.frame_step)
+                        frame_step=w.frame_step, scale=cfg.data.image_size if splits.sizes else 0)
     store = splits.val.cache.store
-    # With tiles the validation frames are the held-out sequences' whole frames, at one size: the climatology is
-    # the mean of those sequences' training frames only (a time split), never of other shapes squashed to this one.
+    # With tiles each held-out sequence is scored whole at its own size (the trained scale): the climatology of a
+    # size is the mean of the training frames of that size (a time split), never of other shapes squashed to it.
     train_segments = tuple(s for s in splits.segments.train if s[0] in store.sequences)
     return Yardstick(protocol, store, splits.segments.val, "val", train_segments,
                      detector_overrides=splits.val.detector_overrides)
@@ -421,9 +294,10 @@ def finish(model: nn.Module, cfg: TrialConfig, splits: WindowSplits, status: Sta
         yardstick = yardstick or own_yardstick(cfg, splits)
         # The flow baseline's radius measured on training frames (at the yardstick's size), at this evaluation's size.
         measured = yardstick.baselines().flow_radius.get("radius_px")
-        radius = max(2, round(measured * splits.val.cache.size[0] / yardstick.protocol.size[0])) if measured else None
+        own = cfg.data.image_size if yardstick.protocol.scale and isinstance(cfg.data.image_size, int) else splits.frame_size[0]
+        radius = max(2, round(measured * own / yardstick.height)) if measured else None
         evaluation = evaluate(model, splits.val, cfg.train.batch_size, cfg.train.max_val_windows, with_vmaf=True,
-                              mean_frame=training_mean_frame(splits), flow_radius_px=radius)
+                              mean_frame=training_mean_frames(splits), flow_radius_px=radius)
         strips = write_strips(model, splits, out_dir)
         (out_dir / "evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=1))
         scored = yardstick.score(model, splits.val, cfg.train.batch_size)

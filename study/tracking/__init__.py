@@ -13,8 +13,8 @@ from study.tracking.parent import PARENT_FILE, SweepRun, read_parent
 from study.tracking.reads import download_file, download_folder, metric_history, run_params, sweep_dirs_named, trial_files
 from study.tracking.registry import CHAMPION, EXPORTS_EXPERIMENT, beats_champion, register_export
 from study.tracking.runs import (
-    RUN_STATUS, TrialRun, close_orphaned_runs, delete_run, final_yardstick_of, find_trial_run, has_result, live_run,
-    log_test_score, pending_creations, replay_spool, run_name, settle_trial, yardstick_metrics,
+    RUN_STATUS, TrialRun, close_orphaned_runs, delete_run, driver_writer, final_yardstick_of, find_trial_run, has_result,
+    live_run, log_test_score, pending_creations, replay_spool, run_name, settle_trial, spooled_runs, yardstick_metrics,
 )
 from study.tracking.store import (
     MAX_EXPERIMENT_NAME, MAX_FILE_NAME, RUNS_DIR, check_experiment_name, check_tracking, configure, default_uri,
@@ -24,7 +24,7 @@ from study.tracking.store import (
 __all__ = [
     "CHAMPION", "EXPERIMENT_KIND", "beats_champion", "EXPORTS_EXPERIMENT", "MAX_EXPERIMENT_NAME", "MAX_FILE_NAME", "PARENT_FILE",
     "RUNS_DIR", "RUN_STATUS", "SPOOL_DIR", "SweepRun", "TrialRun", "check_experiment_name", "check_tracking",
-    "close_orphaned_runs", "configure", "delete_run", "is_refusal", "live_run", "default_uri", "download_file",
+    "close_orphaned_runs", "configure", "delete_run", "driver_writer", "spooled_runs", "is_refusal", "live_run", "default_uri", "download_file",
     "download_folder", "experiment_id",
     "final_yardstick_of", "find_trial_run", "has_result", "log_test_score", "metric_history", "model_version_link",
     "pending_creations", "read_parent", "readable", "register_export", "replay_spool", "run_name", "run_params",

@@ -14,7 +14,7 @@ from bubbles.evaluation.cost import ModelCost
 from bubbles.evaluation.evaluate import Evaluation
 from bubbles.evaluation.lead_figure import lead_curves_png
 from bubbles.training.train import EpochResult, TrialResult
-from study.mlflow_writer import RUN_KEY, Writer, pending_run_keys
+from study.mlflow_writer import RUN_KEY, Writer, drop_creation_twins, is_refusal, pending_run_keys
 from study.tracking.store import _finite, _now_ms, configure, readable
 
 # How a trial's outcome (study.sweep.trial_outcome, or a train's status) ends its MLflow run: the only such table.
@@ -43,13 +43,13 @@ class TrialRun:
     a write the store cannot take now waits there for the store to come back (study.mlflow_writer)."""
 
     def __init__(self, uri: str, experiment: str, cfg: TrialConfig, tags: dict[str, str] | None = None,
-                 run_id: str | None = None, spool: Path | None = None) -> None:
+                 run_id: str | None = None, spool: Path | None = None, writer: Writer | None = None) -> None:
         import mlflow
 
         self.cfg = cfg
         configure(uri)
         self.client = mlflow.MlflowClient()
-        self.writer = Writer(spool)
+        self.writer = writer or Writer(spool)  # the driver's one writer at a sweep's end (see driver_writer)
         self.resumed = run_id is not None
         if run_id is None:
             name = run_name(cfg, (tags or {}).get("tune_trial_id"))
@@ -188,10 +188,22 @@ def final_yardstick_of(run_id: str) -> dict[str, float]:
     return {k.removeprefix("final_yardstick_"): v for k, v in metrics.items() if k.startswith("final_yardstick_")}
 
 
-def log_test_score(run_id: str, score: Any, spool: Path | None = None) -> None:
+def driver_writer(spool: Path) -> Writer:
+    """The writer of a sweep's driver at the sweep's end: every write it makes (stopped trials' results, test
+    scores, trials settled, orphans closed, the parent finished) waits in `spool` when the store cannot take it,
+    and after the first such write the others go straight there (one timeout, not one per run)."""
+    return Writer(spool)
+
+
+def spooled_runs(spool: Path) -> list[str]:
+    """The runs (ids; a creation still waiting: its local 'pending-…' id) whose writes wait in the spool."""
+    return sorted(p.stem for p in spool.glob("*.jsonl")) if spool.is_dir() else []
+
+
+def log_test_score(run_id: str, score: Any, spool: Path | None = None, writer: Writer | None = None) -> None:
     """The test-split pass of one trial: test_<metric> (unbiased; the leaderboard's names), its per-lead curves, its
     record; through the writer, so with a `spool` an outage keeps them for the next driver instead of raising."""
-    writer = Writer(spool)
+    writer = writer or Writer(spool)
     writer.log_batch(run_id, metrics=yardstick_metrics(score, "test", "yardstick_test_lead"), tags={"test_scored": "true"})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "yardstick_test.json"
@@ -222,39 +234,40 @@ def has_result(run_id: str) -> bool:
     return "parameters" in mlflow.MlflowClient().get_run(run_id).data.metrics
 
 
-def close_orphaned_runs(parent_run_id: str, expected: set[str] = frozenset()) -> int:  # type: ignore[assignment]
+def close_orphaned_runs(parent_run_id: str, expected: set[str] = frozenset(), writer: Writer | None = None) -> int:  # type: ignore[assignment]
     """Trials left RUNNING by a driver that died without its interrupt handler (SIGKILL, power loss): KILLED and
     tagged unfinished, as an interrupt would have left them; a trial that --resume continues is RUNNING again.
     Runs in `expected` (by id, or by the creation key of a run still waiting in the spool) are the ones an outage
-    kept the last driver from settling: left for the replay and settle_trial."""
+    kept the last driver from settling: left for the replay and settle_trial. With a spooling `writer`, a store
+    that does not answer the search finds none (the next driver looks again when it starts) and the closings
+    wait in the spool."""
     import mlflow
 
     client = mlflow.MlflowClient()
-    parent = client.get_run(parent_run_id)
-    orphans = [r for r in client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
-    ) if r.info.run_id not in expected and r.data.tags.get(RUN_KEY) not in expected]
+    try:
+        parent = client.get_run(parent_run_id)
+        # First the empty twins of a creation a busy server committed late (never a trial's second run to close).
+        drop_creation_twins(client, [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'", set(expected))
+        orphans = [r for r in client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        ) if r.info.run_id not in expected and r.data.tags.get(RUN_KEY) not in expected]
+    except Exception as exc:
+        if writer is None or writer.spool is None or is_refusal(exc):
+            raise
+        return 0  # the store does not answer: the next driver looks again when it starts
     for run in orphans:
-        settle_trial(run.info.run_id, "unfinished")
+        settle_trial(run.info.run_id, "unfinished", writer)
     return len(orphans)
 
 
-def settle_trial(run_id: str, outcome: str) -> None:
+def settle_trial(run_id: str, outcome: str, writer: Writer | None = None) -> None:
     """Record how Tune ended a trial (the trainable cannot when ASHA stops it inside a report) and end its run if it
-    is still open: at its last logged epoch, not when the sweep closes it. An unfinished trial (interrupted) is
-    KILLED now and RUNNING again when `--resume` continues it."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    client.set_tag(run_id, "trial_status", outcome)
-    if client.get_run(run_id).info.status not in ("RUNNING", "KILLED"):  # KILLED: marked unfinished before
-        return
-    end = None
-    if outcome != "unfinished":
-        history = client.get_metric_history(run_id, "epoch/val_mse")
-        end = max((m.timestamp for m in history), default=None)
-    client.set_terminated(run_id, RUN_STATUS[outcome], end_time=end)
+    is still open (KILLED: marked unfinished before): at its last logged epoch, not when the sweep closes it. An
+    unfinished trial (interrupted) is KILLED now and RUNNING again when `--resume` continues it. Through `writer`
+    (a spooling one waits out an outage in its spool; none: written now, or raised)."""
+    (writer or Writer(None)).end_if_open(run_id, RUN_STATUS[outcome], {"trial_status": outcome},
+                                         None if outcome == "unfinished" else "epoch/val_mse")
 
 
 def pending_creations(spool: Path) -> set[str]:
