@@ -9,6 +9,7 @@ import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 Say = Callable[[str], object]
 STRETCH_ADVICE = "(give image_size as a short side, or tile: HxW, to keep the aspect)"
@@ -39,18 +40,36 @@ def _again(request: TrainRequest, out_dir: Path, checkpoint: str) -> str:
     return shlex.join(again)
 
 
+def _describe(cfg: Any, splits: Any, sizes: list[str], stretched: list[str], echo: Say, err: Say) -> None:
+    """--dry-run: the resolved parameters, the model's and the split's sizes, every sequence's frame size and what
+    the windows cover; nothing is trained or written."""
+    import yaml
+
+    from bubbles.data.coverage import coverage_lines, coverage_warnings
+    from bubbles.training.train import describe
+
+    echo(yaml.safe_dump(cfg.flat(), sort_keys=False).rstrip())
+    for key, value in describe(cfg, splits).items():
+        echo(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
+    for line in sizes:
+        echo(line)
+    for line in stretched:
+        err(line)
+    for line in coverage_lines(splits):
+        echo(line)
+    for line in coverage_warnings(splits):
+        err(f"warning: {line}")
+
+
 def train_command(request: TrainRequest, echo: Say, err: Say,
                   progress_bar: Callable[[Iterable, int], Iterable] | None = None) -> int:
     """Train (or with dry_run describe) the configuration; the exit code: 0 completed, 2 ended otherwise (diverged,
     stopped), 130 interrupted (with the command that continues it). `progress_bar(loader, epoch)` wraps an epoch's
     batches on a terminal."""
-    import yaml
-
-    from bubbles.data.coverage import coverage_lines, coverage_warnings
     from bubbles.data.tiles import tile_lines
     from bubbles.data.splits import make_splits
     from bubbles.outputs import check_output_dir, write_manifest
-    from bubbles.training.train import CHECKPOINT, check_resume, describe
+    from bubbles.training.train import CHECKPOINT, check_resume
     from study.config import load_trial_config
     from study.interrupt import stop_on_ctrl_c
     from study.tracking import check_experiment_name, check_tracking, tracking_uri
@@ -65,17 +84,7 @@ def train_command(request: TrainRequest, echo: Say, err: Say,
     sizes = tile_lines(splits.train.cache.store, cfg.data, splits)
     stretched = [f"warning: {line} {STRETCH_ADVICE}" for line in sizes if "STRETCHED" in line]
     if request.dry_run:
-        echo(yaml.safe_dump(cfg.flat(), sort_keys=False).rstrip())
-        for key, value in describe(cfg, splits).items():
-            echo(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
-        for line in sizes:
-            echo(line)
-        for line in stretched:
-            err(line)
-        for line in coverage_lines(splits):
-            echo(line)
-        for line in coverage_warnings(splits):
-            err(f"warning: {line}")
+        _describe(cfg, splits, sizes, stretched, echo, err)
         return 0
     resume = request.resume.resolve() if request.resume is not None else None
     if resume is not None:

@@ -335,7 +335,8 @@ def describe(cfg: TrialConfig, splits: WindowSplits) -> dict[str, object]:
         "test_windows": len(splits.test),
         "val_conditions": sorted(set(splits.val.conditions.values())),
         "frames_per_window": f"{cfg.window.input_len}->{cfg.window.output_len}",
-        "pixels": "{}x{}".format(*cfg.frame_size),
+        "pixels": ", ".join(f"{n} {h}x{w}" for n, (h, w) in sorted(splits.sizes.items())) + " (whole, each at its own size)"
+                  if splits.sizes else "{}x{}".format(*cfg.frame_size),
         "fields": f"[{', '.join(splits.channels)}] -> [{', '.join(splits.targets)}]",
         "train_mean_intensity": float(np.mean([splits.train[i][0].mean().item() for i in subset(len(splits.train), 16)])),
     }
