@@ -91,6 +91,11 @@ def test_non_square_train_export_predict(wide_store: Path, tmp_path: Path) -> No
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
     result = runner.invoke(main, ["train", str(cfg), "--out", str(tmp_path / "run")], env=env)
     assert result.exit_code == 0, result.output
+    import mlflow
+
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert "-16x40px-" in run.info.run_name, run.info.run_name  # the frames it trained on, not the short side 16
     assert "epoch 1/1  train loss" in result.output and "ETA 0m00s" in result.output
     result = runner.invoke(main, ["predict", str(tmp_path / "run"), "--store", str(wide_store), "--sequence", "seq001",
                                   "--out", str(tmp_path / "p0")])
@@ -107,6 +112,20 @@ def test_non_square_train_export_predict(wide_store: Path, tmp_path: Path) -> No
     result = runner.invoke(main, ["predict", str(tmp_path / "exp"), "--store", str(wide_store), "--sequence", "seq001",
                                   "--start", "21", "--out", str(tmp_path / "p2")])
     assert result.exit_code != 0 and "the last valid start is 20" in result.output
+
+
+def test_run_names_say_the_frame_size_the_model_sees(wide_store: Path, tiny_store: Path) -> None:
+    """Issue 32: a short side is resolved against the store (16 on 32x80 frames: 16x40), before and after training
+    resolves the config; square frames keep the short form; tiles keep the short side they are cut at."""
+    from study.tracking import run_name
+
+    wide = trial_config({"store": str(wide_store), "image_size": 16, "window": "4->2", "hidden": 4, "lr": 1e-3})
+    assert run_name(wide) == "convlstm-L3-h4-16x40px-4to2-lr1e-03"
+    assert run_name(wide.at_frame_size((16, 40)), "run_trial_ab12cd34") == "convlstm-L3-h4-16x40px-4to2-lr1e-03-ab12cd34"
+    square = trial_config({"store": str(tiny_store), "image_size": 16, "window": "4->2", "hidden": 4, "lr": 1e-3})
+    assert run_name(square) == run_name(square.at_frame_size((16, 16))) == "convlstm-L3-h4-16px-4to2-lr1e-03"
+    missing = trial_config({"store": str(wide_store.parent / "gone.zarr"), "image_size": 16, "window": "4->2", "hidden": 4, "lr": 1e-3})
+    assert "-16px-" in run_name(missing)  # a store this process cannot read: the short side, and no error
 
 
 @pytest.mark.parametrize(

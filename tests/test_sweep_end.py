@@ -9,7 +9,7 @@ import json
 import math
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,26 @@ tune: {{objective: yardstick_ssim, num_samples: {samples}, max_concurrent: 1, ma
 evaluate: {{leads: 2, windows: 8, epoch_windows: 4, test_top_k: 2}}
 tracking: {{experiment: sweep-test}}
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_ray() -> Iterator[None]:
+    """One local Ray for both sweeps of this module (run_sweep uses a Ray already running in the process). A refused
+    connection fails at once instead of after MLflow's retries (1 s + 2 s per call): the server is dead on purpose;
+    set before ray.init so that the trials' workers inherit it."""
+    import ray
+
+    before = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if before is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = before
 
 
 def _sweep_with_outage(tiny_store: Path, tmp_path: Path, kill_on: str,

@@ -3,13 +3,15 @@ on, and how the trial's outcome ends it (the driver's settling, orphan closing, 
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from bubbles.config import TrialConfig
-from bubbles.data.framesize import format_image_size
+from bubbles.data.framesize import FrameSize, format_image_size, frame_size
+from bubbles.data.store import FrameStore
 from bubbles.evaluation.cost import ModelCost
 from bubbles.evaluation.evaluate import Evaluation
 from bubbles.evaluation.lead_figure import lead_curves_png
@@ -30,11 +32,34 @@ def _param_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, dict) else str(value)
 
 
+@functools.lru_cache(maxsize=32)
+def _store_frame(store: str, short_side: int, multiple: int) -> FrameSize | None:
+    """The HxW a short side resolves to on this store (what make_splits will give the model), or None where this
+    process cannot tell (a store it cannot read, sequences of several aspects): read once per process."""
+    try:
+        return frame_size(FrameStore.open(store), short_side, multiple)
+    except Exception:  # the trial reports the store's problem itself; a name is only a label
+        return None
+
+
+def name_size(cfg: TrialConfig) -> str:
+    """The frames' size as a run name shows it: '128px' for square frames, 'HxWpx' otherwise ('150x200px' for
+    frames 150 high and 200 wide), with a short side resolved against the store first, so that a model trained on
+    200-wide, 150-high frames is not named '150px'. Tile-trained models keep the short side their tiles are cut at."""
+    size = cfg.data.image_size
+    if isinstance(size, int) and cfg.data.tile is None:
+        size = _store_frame(str(cfg.data.store), size, cfg.data.size_multiple) or size
+    if isinstance(size, tuple) and size[0] == size[1]:
+        size = size[0]
+    return f"{format_image_size(size)}px"
+
+
 def run_name(cfg: TrialConfig, trial_id: str | None = None) -> str:
-    """A short readable run name: the model family and its key parameters, e.g. 'convlstm-L3-h64-128px-20to1-lr1e-03';
-    a sweep's trials end with their trial id ('…-4eac4238') so that names are unique."""
+    """A short readable run name: the model family and its key parameters, e.g. 'convlstm-L3-h64-128px-20to1-lr1e-03'
+    (frames that are not square: '…-150x200px-…', height x width); a sweep's trials end with their trial id
+    ('…-4eac4238') so that names are unique."""
     start = "-bs" if getattr(cfg.model, "baseline_start", False) else ""  # started from the baselines' blend
-    name = f"{cfg.model_name}-{cfg.model.label()}{start}-{format_image_size(cfg.data.image_size)}px-{cfg.window.input_len}to{cfg.window.output_len}-lr{cfg.train.lr:.0e}"
+    name = f"{cfg.model_name}-{cfg.model.label()}{start}-{name_size(cfg)}-{cfg.window.input_len}to{cfg.window.output_len}-lr{cfg.train.lr:.0e}"
     return f"{name}-{trial_id.rsplit('_', 1)[-1]}" if trial_id else name
 
 
