@@ -60,7 +60,6 @@ def main() -> None:
     began = time.perf_counter()
     yardstick.baselines()
     baseline_s = time.perf_counter() - began
-    device = torch.device("cpu")
     windows = min(len(splits.train), cfg.train.max_train_windows or len(splits.train))
     batches_per_epoch = -(-windows // cfg.train.batch_size)
     loader = torch.utils.data.DataLoader(splits.train, batch_size=cfg.train.batch_size, shuffle=True,

@@ -61,7 +61,7 @@ class Forecastability:
         if self.hard:
             out.append(f"warning: {self.sequence}: consecutive frames barely correlate (anomaly correlation "
                        f"{self.correlation[0]:.2f} at lag 1, below {HARD_AC}): the mean frame will be hard to beat at "
-                       f"frame_step {self.frame_step}" + (f"; try a smaller frame_step" if self.frame_step > 1 else ""))
+                       f"frame_step {self.frame_step}" + ("; try a smaller frame_step" if self.frame_step > 1 else ""))
         if self.static:
             where = (f"frames carry motion from frame_step {self.motion_step}" if self.motion_step
                      else f"no frame_step up to {MAX_STEP} gives motion")

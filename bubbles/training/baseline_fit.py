@@ -123,7 +123,6 @@ def fit_baseline_start(model: BaselineStart, splits: WindowSplits, tiles: bool, 
         pixels += target.shape[1]
     idx = [SOURCES.index(s) for s in used]
     weights = np.zeros((leads, len(SOURCES)))
-    blend_mse = []
     for lead in range(leads):
         g = gram[lead][np.ix_(idx, idx)]
         ridge = 1e-9 * max(np.trace(g), 1e-12)  # a tiny ridge: two sources may coincide (flow ~ persistence)
